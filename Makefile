@@ -1,0 +1,66 @@
+# salesmart — the two commands are `make up` and `make test`.
+# Every environment is created here; nothing is installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.8
+DBT_VENV := .venv-dbt
+BQEMU_VENV := .venv-bqemu
+export UV_LINK_MODE := copy
+export DO_NOT_TRACK := 1
+
+.PHONY: up test lint typecheck unit bench install envs browser clean help
+help:
+	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
+	@echo "make test   - lint, type-check and run the whole test suite"
+	@echo "make bench  - benchmarks (writes bench/results/ and bench/RESULTS.md)"
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# The serving + CLI + test environment.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
+	$(UV) pip install -q --python $(BIN)/python -r requirements/dev.txt -e '.[cli,dev]'
+	touch $@
+
+# dbt in its own environment: dbt-bigquery pulls ~650 MB that serving never needs.
+$(DBT_VENV)/.installed: requirements/dbt.txt | $(UV)
+	$(UV) venv -q --python $(PYTHON) $(DBT_VENV)
+	$(UV) pip install -q --python $(DBT_VENV)/bin/python -r requirements/dbt.txt
+	touch $@
+
+# The local BigQuery stand-in (DuckDB-backed), also on its own.
+$(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
+	$(UV) venv -q --python $(PYTHON) $(BQEMU_VENV)
+	$(UV) pip install -q --python $(BQEMU_VENV)/bin/python -r requirements/bqemu.txt
+	$(BQEMU_VENV)/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
+	touch $@
+
+install envs: $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed
+
+# Headless Chromium for the dashboard's browser tests (Debian package; needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+
+up: envs
+	$(BIN)/salesmart up
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: envs browser lint typecheck
+	$(BIN)/pytest -n 2 --dist loadfile
+
+bench: envs
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs

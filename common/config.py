@@ -1,0 +1,253 @@
+"""One typed settings object, built once per process.
+
+Precedence (written down once, here): environment variables first, then
+``data/pipeline_config.yaml`` (or the file named by ``SALESMART_CONFIG``), then defaults.
+Secrets (JWT key, PII key, database password, BigQuery credentials) come only from the
+environment or from mounted files (``<NAME>_FILE``), never from the YAML file.
+Outside ``SALESMART_ENV=dev`` a missing or short secret is refused at start.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIN_SECRET_BYTES = 32
+MAX_TOKEN_TTL_SECONDS = 24 * 3600
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = Path("data") / "pipeline_config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the setting and what was found."""
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """The CSV row rules of ``ingestion.validation``."""
+
+    min_price: Decimal = Decimal("10.0")
+    max_quantity: int = 100
+    max_decimals: int = 2
+    product_prefix: str = "Halal"
+    required_fields: tuple[str, ...] = ("transaction_id", "product", "price", "quantity", "date")
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    project: str = "salesmart-local"
+    location: str = "US"
+    warehouse_dataset: str = "transactions_warehouse"
+    mart_dataset: str = "transactions_mart"
+    # Set for a local stand-in (``http://127.0.0.1:PORT``); empty means real BigQuery.
+    api_endpoint: str = ""
+    credentials_file: str = ""
+    maximum_bytes_billed: int = 1_000_000_000
+    query_timeout_seconds: float = 10.0
+
+    @property
+    def is_emulated(self) -> bool:
+        return bool(self.api_endpoint)
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "prod"
+    config_path: Path = DEFAULT_CONFIG_PATH
+    state_dir: Path = Path(".salesmart")
+    database_url: str = ""
+    raw_schema: str = "raw"
+    mart_schema: str = "public"
+    jwt_secret: str = field(default="", repr=False)
+    pii_key: str = field(default="", repr=False)
+    jwt_issuer: str = "salesmart"
+    jwt_audience: str = "salesmart-api"
+    token_ttl_seconds: int = 1800
+    login_max_failures: int = 5
+    login_window_seconds: int = 300
+    bcrypt_rounds: int = 12
+    pii_fields: tuple[str, ...] = ("transaction_id", "product")
+    landing: str = "data/landing"
+    batch_size: int = 10_000
+    validation: ValidationRules = field(default_factory=ValidationRules)
+    bigquery: BigQuerySettings = field(default_factory=BigQuerySettings)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    def require_secrets(self) -> None:
+        """Refuse to serve with missing or short secrets outside local development."""
+        if self.is_dev:
+            return
+        for name, value in (("SALESMART_JWT_SECRET", self.jwt_secret),
+                            ("SALESMART_PII_KEY", self.pii_key)):
+            if len(value.encode()) < MIN_SECRET_BYTES:
+                state = "missing" if not value else f"only {len(value.encode())} bytes"
+                raise ConfigError(
+                    f"{name} is {state}; at least {MIN_SECRET_BYTES} bytes are required "
+                    f"outside SALESMART_ENV=dev"
+                )
+
+
+def _secret(environ: dict[str, str], name: str) -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (a mounted Secret)."""
+    value = environ.get(name, "")
+    if value:
+        return value
+    path = environ.get(f"{name}_FILE", "")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path} cannot be read ({exc.strerror})") from None
+    return ""
+
+
+def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    node: Any = data
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"config section {'.'.join(keys)} must be a mapping")
+    return node
+
+
+def _int(value: Any, name: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, found {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, found {number}")
+    return number
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a number, found {value!r}") from None
+    if not number.is_finite() or number < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, found {value!r}")
+    return number
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _validation_rules(data: dict[str, Any]) -> ValidationRules:
+    section = _section(data, "ingestion", "validation")
+    defaults = ValidationRules()
+    prefix = str(section.get("product_prefix", defaults.product_prefix))
+    required = section.get("required_fields", list(defaults.required_fields))
+    if not isinstance(required, list) or not all(isinstance(x, str) for x in required):
+        raise ConfigError("ingestion.validation.required_fields must be a list of column names")
+    return ValidationRules(
+        min_price=_decimal(section.get("min_price", defaults.min_price),
+                           "ingestion.validation.min_price"),
+        max_quantity=_int(section.get("max_quantity", defaults.max_quantity),
+                          "ingestion.validation.max_quantity", minimum=1),
+        max_decimals=_int(section.get("max_decimals", defaults.max_decimals),
+                          "ingestion.validation.max_decimals"),
+        product_prefix=prefix,
+        required_fields=tuple(required),
+    )
+
+
+def build_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (``os.environ`` by default)."""
+    env = dict(os.environ if environ is None else environ)
+    config_path = Path(env.get("SALESMART_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not config_path.is_absolute() and not config_path.exists():
+        # Functions may run from any working directory; fall back to the repository copy.
+        config_path = REPO_ROOT / config_path
+    data = read_config_file(config_path)
+
+    warehouse = _section(data, "data_warehouse")
+    postgres = _section(data, "data_warehouse", "postgres")
+    api = _section(data, "api")
+    bq = _section(data, "bigquery")
+    security = _section(data, "security")
+
+    bigquery = BigQuerySettings(
+        project=env.get("SALESMART_BQ_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+        or str(warehouse.get("project_id", BigQuerySettings.project)),
+        location=env.get("SALESMART_BQ_LOCATION") or str(warehouse.get("location", "US")),
+        warehouse_dataset=env.get("SALESMART_BQ_WAREHOUSE_DATASET")
+        or str(warehouse.get("dataset", BigQuerySettings.warehouse_dataset)),
+        mart_dataset=env.get("SALESMART_BQ_MART_DATASET")
+        or str(_section(data, "data_mart").get("dataset", BigQuerySettings.mart_dataset)),
+        api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
+        credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        maximum_bytes_billed=_int(
+            env.get("SALESMART_BQ_MAX_BYTES_BILLED")
+            or bq.get("maximum_bytes_billed", BigQuerySettings.maximum_bytes_billed),
+            "bigquery.maximum_bytes_billed", minimum=1),
+        query_timeout_seconds=float(
+            env.get("SALESMART_BQ_QUERY_TIMEOUT")
+            or bq.get("query_timeout_seconds", BigQuerySettings.query_timeout_seconds)),
+    )
+
+    ttl = _int(env.get("SALESMART_TOKEN_TTL_SECONDS") or api.get("token_ttl_seconds", 1800),
+               "api.token_ttl_seconds", minimum=1)
+    if ttl > MAX_TOKEN_TTL_SECONDS:
+        raise ConfigError(f"api.token_ttl_seconds must be at most one day, found {ttl}")
+
+    pii_fields = security.get("pii_fields", list(Settings.pii_fields))
+    if not isinstance(pii_fields, list):
+        raise ConfigError("security.pii_fields must be a list of field names")
+
+    return Settings(
+        env=env.get("SALESMART_ENV", "prod").strip().lower() or "prod",
+        config_path=config_path,
+        state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
+        database_url=_secret(env, "SALESMART_DATABASE_URL"),
+        raw_schema=str(postgres.get("raw_schema", "raw")),
+        mart_schema=env.get("SALESMART_PG_MART_SCHEMA") or str(postgres.get("mart_schema",
+                                                                            "public")),
+        jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
+        pii_key=_secret(env, "SALESMART_PII_KEY"),
+        jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),
+        jwt_audience=str(api.get("jwt_audience", Settings.jwt_audience)),
+        token_ttl_seconds=ttl,
+        login_max_failures=_int(api.get("login_max_failures", 5), "api.login_max_failures", 1),
+        login_window_seconds=_int(api.get("login_window_seconds", 300),
+                                  "api.login_window_seconds", 1),
+        bcrypt_rounds=_int(env.get("SALESMART_BCRYPT_ROUNDS") or api.get("bcrypt_rounds", 12),
+                           "api.bcrypt_rounds", minimum=4),
+        pii_fields=tuple(str(x) for x in pii_fields),
+        landing=env.get("SALESMART_LANDING") or str(_section(data, "data_lake").get(
+            "landing", "data/landing")),
+        batch_size=_int(_section(data, "ingestion").get("batch_size", 10_000),
+                        "ingestion.batch_size", minimum=1),
+        validation=_validation_rules(data),
+        bigquery=bigquery,
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return build_settings()
