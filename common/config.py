@@ -86,8 +86,10 @@ class Settings:
         """Refuse to serve with missing or short secrets outside local development."""
         if self.is_dev:
             return
-        for name, value in (("SALESMART_JWT_SECRET", self.jwt_secret),
-                            ("SALESMART_PII_KEY", self.pii_key)):
+        for name, value in (
+            ("SALESMART_JWT_SECRET", self.jwt_secret),
+            ("SALESMART_PII_KEY", self.pii_key),
+        ):
             if len(value.encode()) < MIN_SECRET_BYTES:
                 state = "missing" if not value else f"only {len(value.encode())} bytes"
                 raise ConfigError(
@@ -165,12 +167,17 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
     if not isinstance(required, list) or not all(isinstance(x, str) for x in required):
         raise ConfigError("ingestion.validation.required_fields must be a list of column names")
     return ValidationRules(
-        min_price=_decimal(section.get("min_price", defaults.min_price),
-                           "ingestion.validation.min_price"),
-        max_quantity=_int(section.get("max_quantity", defaults.max_quantity),
-                          "ingestion.validation.max_quantity", minimum=1),
-        max_decimals=_int(section.get("max_decimals", defaults.max_decimals),
-                          "ingestion.validation.max_decimals"),
+        min_price=_decimal(
+            section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
+        ),
+        max_quantity=_int(
+            section.get("max_quantity", defaults.max_quantity),
+            "ingestion.validation.max_quantity",
+            minimum=1,
+        ),
+        max_decimals=_int(
+            section.get("max_decimals", defaults.max_decimals), "ingestion.validation.max_decimals"
+        ),
         product_prefix=prefix,
         required_fields=tuple(required),
     )
@@ -192,7 +199,8 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     security = _section(data, "security")
 
     bigquery = BigQuerySettings(
-        project=env.get("SALESMART_BQ_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+        project=env.get("SALESMART_BQ_PROJECT")
+        or env.get("GOOGLE_CLOUD_PROJECT")
         or str(warehouse.get("project_id", BigQuerySettings.project)),
         location=env.get("SALESMART_BQ_LOCATION") or str(warehouse.get("location", "US")),
         warehouse_dataset=env.get("SALESMART_BQ_WAREHOUSE_DATASET")
@@ -204,14 +212,20 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         maximum_bytes_billed=_int(
             env.get("SALESMART_BQ_MAX_BYTES_BILLED")
             or bq.get("maximum_bytes_billed", BigQuerySettings.maximum_bytes_billed),
-            "bigquery.maximum_bytes_billed", minimum=1),
+            "bigquery.maximum_bytes_billed",
+            minimum=1,
+        ),
         query_timeout_seconds=float(
             env.get("SALESMART_BQ_QUERY_TIMEOUT")
-            or bq.get("query_timeout_seconds", BigQuerySettings.query_timeout_seconds)),
+            or bq.get("query_timeout_seconds", BigQuerySettings.query_timeout_seconds)
+        ),
     )
 
-    ttl = _int(env.get("SALESMART_TOKEN_TTL_SECONDS") or api.get("token_ttl_seconds", 1800),
-               "api.token_ttl_seconds", minimum=1)
+    ttl = _int(
+        env.get("SALESMART_TOKEN_TTL_SECONDS") or api.get("token_ttl_seconds", 1800),
+        "api.token_ttl_seconds",
+        minimum=1,
+    )
     if ttl > MAX_TOKEN_TTL_SECONDS:
         raise ConfigError(f"api.token_ttl_seconds must be at most one day, found {ttl}")
 
@@ -225,23 +239,28 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
         database_url=_secret(env, "SALESMART_DATABASE_URL"),
         raw_schema=str(postgres.get("raw_schema", "raw")),
-        mart_schema=env.get("SALESMART_PG_MART_SCHEMA") or str(postgres.get("mart_schema",
-                                                                            "public")),
+        mart_schema=env.get("SALESMART_PG_MART_SCHEMA")
+        or str(postgres.get("mart_schema", "public")),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
         pii_key=_secret(env, "SALESMART_PII_KEY"),
         jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),
         jwt_audience=str(api.get("jwt_audience", Settings.jwt_audience)),
         token_ttl_seconds=ttl,
         login_max_failures=_int(api.get("login_max_failures", 5), "api.login_max_failures", 1),
-        login_window_seconds=_int(api.get("login_window_seconds", 300),
-                                  "api.login_window_seconds", 1),
-        bcrypt_rounds=_int(env.get("SALESMART_BCRYPT_ROUNDS") or api.get("bcrypt_rounds", 12),
-                           "api.bcrypt_rounds", minimum=4),
+        login_window_seconds=_int(
+            api.get("login_window_seconds", 300), "api.login_window_seconds", 1
+        ),
+        bcrypt_rounds=_int(
+            env.get("SALESMART_BCRYPT_ROUNDS") or api.get("bcrypt_rounds", 12),
+            "api.bcrypt_rounds",
+            minimum=4,
+        ),
         pii_fields=tuple(str(x) for x in pii_fields),
-        landing=env.get("SALESMART_LANDING") or str(_section(data, "data_lake").get(
-            "landing", "data/landing")),
-        batch_size=_int(_section(data, "ingestion").get("batch_size", 10_000),
-                        "ingestion.batch_size", minimum=1),
+        landing=env.get("SALESMART_LANDING")
+        or str(_section(data, "data_lake").get("landing", "data/landing")),
+        batch_size=_int(
+            _section(data, "ingestion").get("batch_size", 10_000), "ingestion.batch_size", minimum=1
+        ),
         validation=_validation_rules(data),
         bigquery=bigquery,
     )

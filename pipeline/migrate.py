@@ -1,0 +1,71 @@
+"""Versioned, idempotent schema migrations (``pipeline/migrations/NNNN_name.sql``).
+
+Each file runs once, in order, in its own transaction, recorded in
+``salesmart_meta.schema_migrations``. An advisory lock serialises concurrent runners
+(several function instances or a Job starting at once).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_LOCK_KEY = 7_310_070  # arbitrary, constant: the advisory lock id for migrations
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path}: migration files are named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"{directory}: two migrations share a version: {versions}")
+    return found
+
+
+def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply pending migrations; returns the versions applied now."""
+    conn.run("CREATE SCHEMA IF NOT EXISTS salesmart_meta")
+    conn.run(
+        "CREATE TABLE IF NOT EXISTS salesmart_meta.schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    applied_now: list[int] = []
+    conn.run("SELECT pg_advisory_lock(:key)", key=_LOCK_KEY)
+    try:
+        done = {row[0] for row in conn.run("SELECT version FROM salesmart_meta.schema_migrations")}
+        for migration in discover(directory):
+            if migration.version in done:
+                continue
+            conn.run("BEGIN")
+            try:
+                conn.run(migration.path.read_text(encoding="utf-8"))
+                conn.run(
+                    "INSERT INTO salesmart_meta.schema_migrations (version, name)"
+                    " VALUES (:version, :name)",
+                    version=migration.version,
+                    name=migration.name,
+                )
+                conn.run("COMMIT")
+            except Exception:
+                conn.run("ROLLBACK")
+                raise
+            applied_now.append(migration.version)
+    finally:
+        conn.run("SELECT pg_advisory_unlock(:key)", key=_LOCK_KEY)
+    return applied_now

