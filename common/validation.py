@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from common.config import ValidationRules
 
@@ -39,8 +39,7 @@ def missing(field: str) -> str:
     return f"missing_{field}"
 
 
-@dataclass(frozen=True, slots=True)
-class ValidRow:
+class ValidRow(NamedTuple):
     transaction_id: str
     product: str
     price: Decimal
@@ -49,42 +48,61 @@ class ValidRow:
 
 
 class RowValidator:
-    """Checks one row's fields (already split, not yet trimmed) against the rules."""
+    """Checks one row's fields (split, not yet trimmed) against the rules.
 
-    def __init__(self, rules: ValidationRules) -> None:
+    ``header`` gives the column order; rows are lists in that order (hot path: no dicts).
+    """
+
+    def __init__(self, rules: ValidationRules, header: Sequence[str] = CORE_COLUMNS) -> None:
         self.rules = rules
+        names = [name.strip().lower() for name in header]
         self.required = tuple(dict.fromkeys((*CORE_COLUMNS, *rules.required_fields)))
+        absent = [name for name in self.required if name.lower() not in names]
+        if absent:
+            raise ValueError(f"missing required column(s): {', '.join(absent)}")
+        self._positions = [(name, names.index(name.lower())) for name in self.required]
+        self._core = [names.index(name) for name in CORE_COLUMNS]
         decimals = rf"(?:\.\d{{1,{rules.max_decimals}}})?" if rules.max_decimals > 0 else ""
         self._price = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}{decimals}", re.ASCII)
         self._price_any_decimals = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}\.\d+", re.ASCII)
+        self._prefix = rules.product_prefix
+        self._min_price = rules.min_price
+        self._max_quantity = rules.max_quantity
 
-    def check(self, fields: dict[str, str]) -> ValidRow | str:
+    def check_mapping(self, fields: dict[str, str]) -> ValidRow | str:
+        """``check`` for a row given as a mapping of column name to value."""
+        row = [""] * (max(p for _, p in self._positions) + 1)
+        for name, position in self._positions:
+            row[position] = fields.get(name, "")
+        return self.check(row)
+
+    def check(self, row: Sequence[str]) -> ValidRow | str:
         """A ``ValidRow``, or the reason code the row is rejected for."""
-        values = {name: fields.get(name, "").strip() for name in self.required}
-        for name in self.required:
-            if not values[name]:
+        for name, position in self._positions:
+            if not row[position].strip():
                 return missing(name)
-        transaction_id = values["transaction_id"]
+        tid_at, product_at, price_at, quantity_at, date_at = self._core
+        transaction_id = row[tid_at].strip()
         if len(transaction_id) > MAX_TRANSACTION_ID_CHARS:
             return INVALID_TRANSACTION_ID
-        product = values["product"]
-        if not product.startswith(self.rules.product_prefix):
+        product = row[product_at].strip()
+        if not product.startswith(self._prefix):
             return PRODUCT_PREFIX
-        price_text = values["price"]
+        price_text = row[price_at].strip()
         if not self._price.fullmatch(price_text):
             if self._price_any_decimals.fullmatch(price_text):
                 return TOO_MANY_DECIMALS
             return INVALID_PRICE
         price = Decimal(price_text)
-        if price < self.rules.min_price:
+        if price < self._min_price:
             return PRICE_BELOW_MIN
-        quantity_text = values["quantity"]
-        if not _INTEGER.fullmatch(quantity_text) or len(quantity_text) > 12:
+        quantity_text = row[quantity_at].strip()
+        if len(quantity_text) > 12 or not _INTEGER.fullmatch(quantity_text):
             return INVALID_QUANTITY
         quantity = int(quantity_text)
-        if not 1 <= quantity <= self.rules.max_quantity:
+        if not 1 <= quantity <= self._max_quantity:
             return QUANTITY_OUT_OF_RANGE
-        date_text = values["date"]
+        date_text = row[date_at].strip()
         if not _DATE.fullmatch(date_text):
             return INVALID_DATE
         try:

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from common import validation
 from common.config import ValidationRules
-from common.masking import mask_with, masker
+from common.masking import Masker
 
 SNIFF_BYTES = 8192
+# A text CSV may hold a stray NUL in a row (rejected as malformed), but a head full of
+# control bytes, or a NUL in the header, means the file is not text at all.
+BINARY_SHARE = 0.05
+_BINARY_BYTES = frozenset(set(range(32)) - {9, 10, 13})
 csv.field_size_limit(64 * 1024 * 1024)
 
 
@@ -29,8 +33,7 @@ class UnusableInputError(Exception):
     """The whole file is unusable; the message is one line for the user."""
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedRow:
+class CheckedRow(NamedTuple):
     line_number: int
     raw_text: str
     transaction_id: str
@@ -59,58 +62,59 @@ def _check_readable(path: Path) -> None:
         head = handle.read(SNIFF_BYTES)
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnusableInputError(f"{path}: empty file (no CSV header)")
-    if b"\x00" in head:
+    first_line = head.split(b"\n", 1)[0]
+    controls = sum(1 for byte in head if byte in _BINARY_BYTES)
+    if b"\x00" in first_line or controls > len(head) * BINARY_SHARE:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
 
 
-class _LineTap:
-    """Feeds lines to ``csv.reader`` while remembering them as the record's raw text."""
+def _records(handle: IO[str]) -> Iterator[tuple[int, str, list[str] | None]]:
+    """``(first line number, raw text, fields)`` per record; fields None when malformed.
 
-    def __init__(self, handle: IO[str]) -> None:
-        self._handle = handle
-        self.pending: list[str] = []
-        self.lines_read = 0
-        self.had_nul = False
-        self.chars_read = 0
-
-    def __iter__(self) -> _LineTap:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._handle)
-        self.lines_read += 1
-        self.chars_read += len(line)
-        self.pending.append(line)
-        if "\x00" in line:
-            # csv refuses NUL; the row is rejected as malformed but keeps its raw text.
-            self.had_nul = True
-            line = line.replace("\x00", "")
-        return line
-
-    def take(self) -> tuple[int, str, bool]:
-        first_line = self.lines_read - len(self.pending) + 1
-        raw = "".join(self.pending).rstrip("\r\n").replace("\x00", "\\x00")
-        had_nul = self.had_nul
-        self.pending.clear()
-        self.had_nul = False
-        return first_line, raw, had_nul
+    Most lines hold a whole unquoted record and are split directly (the hot path); a line
+    with a quote is joined with the following lines until its quotes balance, then parsed
+    by ``csv``, so quoted commas, quotes and line breaks inside fields all work.
+    """
+    line_number = 0
+    lines = iter(handle)
+    for line in lines:
+        line_number += 1
+        first = line_number
+        if '"' not in line and "\x00" not in line:
+            text = line.rstrip("\r\n")
+            yield first, text, text.split(",") if text else []
+            continue
+        parts = [line]
+        quotes = line.count('"')
+        while quotes % 2:
+            following = next(lines, None)
+            if following is None:
+                break
+            line_number += 1
+            parts.append(following)
+            quotes += following.count('"')
+        text = "".join(parts)
+        raw = text.rstrip("\r\n").replace("\x00", "\\x00")
+        if quotes % 2 or "\x00" in text:
+            yield first, raw, None  # an unterminated quote, or NUL bytes
+            continue
+        try:
+            parsed = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error:
+            yield first, raw, None
+            continue
+        yield first, raw, parsed[0] if len(parsed) == 1 else None
 
 
 class TransactionReader:
-    """Iterate ``CheckedRow`` over a CSV file; ``bytes_read`` tracks progress."""
+    """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress."""
 
     def __init__(self, path: Path, rules: ValidationRules, pii_key: str) -> None:
         self.path = path
         self.rules = rules
-        self.validator = validation.RowValidator(rules)
-        self._mask_proto = masker(pii_key)
-        self._tap: _LineTap | None = None
+        self._mask = Masker(pii_key)
+        self.chars_read = 0
         _check_readable(path)
-
-    @property
-    def chars_read(self) -> int:
-        """Characters consumed so far (for progress bars)."""
-        return self._tap.chars_read if self._tap else 0
 
     def __iter__(self) -> Iterator[CheckedRow]:
         try:
@@ -122,15 +126,16 @@ class TransactionReader:
             ) from None
 
     def _rows(self, handle: IO[str]) -> Iterator[CheckedRow]:
-        tap = self._tap = _LineTap(handle)
-        reader = csv.reader(tap)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise UnusableInputError(f"{self.path}: empty file (no CSV header)") from None
-        except csv.Error:
-            raise UnusableInputError(f"{self.path}: the header is not valid CSV") from None
-        tap.take()
+        records = _records(handle)
+        header: list[str] | None = None
+        for _, _, fields in records:
+            if fields is None:
+                raise UnusableInputError(f"{self.path}: the header is not valid CSV")
+            if fields:
+                header = fields
+                break
+        if header is None:
+            raise UnusableInputError(f"{self.path}: empty file (no CSV header)")
         names = [name.strip().lower() for name in header]
         absent = validation.missing_columns(names, self.rules)
         if absent:
@@ -141,39 +146,18 @@ class TransactionReader:
         if len(set(names)) != len(names):
             raise UnusableInputError(f"{self.path}: the header names a column twice")
         width = len(names)
-        mask_proto = self._mask_proto
-        check = self.validator.check
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error:
-                line, raw, _ = tap.take()
-                yield self._reject(line, raw, validation.MALFORMED)
+        check = validation.RowValidator(self.rules, names).check
+        mask = self._mask
+        for line, raw, fields in records:
+            self.chars_read += len(raw) + 1
+            if fields is None or len(fields) != width:
+                if fields == []:
+                    continue  # a blank line is not a record
+                yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)
                 continue
-            line, raw, had_nul = tap.take()
-            if not fields:
-                continue  # a blank line is not a record
-            if had_nul or len(fields) != width:
-                yield self._reject(line, raw, validation.MALFORMED)
-                continue
-            result = check(dict(zip(names, fields, strict=True)))
+            result = check(fields)
             if isinstance(result, str):
-                yield self._reject(line, raw, result)
+                yield CheckedRow(line, raw, "", "", "", None, None, None, result)
                 continue
-            yield CheckedRow(
-                line_number=line,
-                raw_text=raw,
-                transaction_id=result.transaction_id,
-                masked_transaction_id=mask_with(mask_proto, result.transaction_id),
-                product=result.product,
-                price=result.price,
-                quantity=result.quantity,
-                sale_date=result.sale_date,
-                reason=None,
-            )
-
-    @staticmethod
-    def _reject(line: int, raw: str, reason: str) -> CheckedRow:
-        return CheckedRow(line, raw, "", "", "", None, None, None, reason)
+            tid, product, price, quantity, sale_date = result
+            yield CheckedRow(line, raw, tid, mask(tid), product, price, quantity, sale_date, None)

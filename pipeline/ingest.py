@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import Settings
+from common.pg import close_quietly
 from common.validation import DUPLICATE
 from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256
 
@@ -194,6 +195,6 @@ def ingest_postgres(
     except BaseException:
         # The connection may be mid-COPY: closing it makes PostgreSQL roll the whole file
         # back, whereas a ROLLBACK sent now could be misread. Callers must not reuse it.
-        conn.close()
+        close_quietly(conn)
         raise
     return result

@@ -1,0 +1,295 @@
+"""The ``salesmart`` command.
+
+Exit codes: 0 success (a file with rejected rows is a success); 2 unusable input, nothing
+loaded; 1 anything else. Errors are one line on stderr, with a traceback only under
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNUSABLE = 2
+TARGETS = ("postgres", "bigquery", "all")
+FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
+
+
+class CliError(Exception):
+    """A one-line failure for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _targets(target: str) -> list[str]:
+    return ["postgres", "bigquery"] if target == "all" else [target]
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from common.pg import close_quietly, connect
+    from pipeline.csvsource import UnusableInputError
+    from pipeline.ingest import IngestResult, ingest_postgres
+    from pipeline.runtime import cli_settings, postgres_dsn
+
+    settings = cli_settings()
+    results: list[IngestResult] = []
+    paths = [Path(p) for p in args.csv]
+    try:
+        for target in _targets(args.target):
+            if target == "postgres":
+                with postgres_dsn(settings) as dsn:
+                    for path in paths:
+                        conn = connect(dsn)
+                        try:
+                            results.append(ingest_postgres(conn, path, settings, progress=True))
+                        finally:
+                            close_quietly(conn)
+                        _print_result(results[-1], args.json)
+            else:
+                from pipeline.ingest_bigquery import ingest_bigquery
+
+                for path in paths:
+                    results.append(ingest_bigquery(path, settings))
+                    _print_result(results[-1], args.json)
+    except UnusableInputError as exc:
+        raise CliError(str(exc), EXIT_UNUSABLE) from None
+    return EXIT_OK
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.as_dict()), flush=True)
+    else:
+        print(result.summary(), flush=True)
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from pipeline.runtime import cli_settings, postgres_dsn
+    from pipeline.transform import run_dbt
+
+    settings = cli_settings()
+    for target in _targets(args.target):
+        if target == "postgres":
+            import dataclasses
+
+            with postgres_dsn(settings) as dsn:
+                result = run_dbt("postgres", dataclasses.replace(settings, database_url=dsn))
+        else:
+            result = run_dbt("bigquery", settings)
+        print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from common.pg import connect
+    from pipeline.migrate import migrate
+    from pipeline.runtime import cli_settings, postgres_dsn
+
+    settings = cli_settings()
+    with postgres_dsn(settings) as dsn:
+        conn = connect(dsn)
+        try:
+            applied = migrate(conn)
+        finally:
+            conn.close()
+    print(f"migrations applied: {', '.join(map(str, applied)) or 'none (up to date)'}")
+    return EXIT_OK
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CliError("the passwords do not match")
+    if not password:
+        raise CliError("no password given")
+    return password
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from common.passwords import PasswordPolicyError
+    from common.pg import connect
+    from pipeline import users
+    from pipeline.runtime import cli_settings, postgres_dsn
+
+    settings = cli_settings()
+    password = _read_password(args) if args.users_command == "add" else ""
+    with postgres_dsn(settings) as dsn:
+        conn = connect(dsn)
+        try:
+            if args.users_command == "add":
+                users.add_user(conn, args.name, password, args.role, settings.bcrypt_rounds)
+                print(f"user {args.name} added ({args.role})")
+            elif args.users_command == "disable":
+                users.disable_user(conn, args.name)
+                print(f"user {args.name} disabled")
+            else:
+                for user in users.list_users(conn):
+                    state = "disabled" if user.disabled else "active"
+                    print(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
+        except (users.UserError, PasswordPolicyError) as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            conn.close()
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.generate import generate
+
+    if args.rows < 0:
+        raise CliError("--rows must be >= 0", EXIT_UNUSABLE)
+    written = generate(Path(args.out), args.rows, seed=args.seed, invalid_share=args.invalid_share)
+    print(f"wrote {written} transactions to {args.out}")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.stack import run_up
+
+    return run_up(
+        data=[Path(p) for p in args.data] if args.data else None,
+        extra_rows=args.rows,
+        port_base=args.port_base,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.stack import run_serve
+
+    return run_serve(functions=args.function or list(FUNCTIONS), port_base=args.port_base)
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="salesmart",
+        description="Transaction CSVs to answers: ingest, transform, serve.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the whole local stack (Ctrl-C stops it)")
+    up.add_argument(
+        "--data",
+        action="append",
+        metavar="CSV",
+        help="load this file instead of data/transactions.csv (repeatable)",
+    )
+    up.add_argument(
+        "--rows", type=int, default=0, metavar="N", help="also load N generated transactions"
+    )
+    up.add_argument(
+        "--port-base",
+        type=int,
+        default=8080,
+        metavar="P",
+        help="functions listen on P..P+3 (default 8080)",
+    )
+    up.set_defaults(handler=cmd_up)
+
+    ingest = sub.add_parser("ingest", help="validate and load transaction CSVs")
+    ingest.add_argument("csv", nargs="+", metavar="CSV")
+    ingest.add_argument("--target", choices=TARGETS, default="postgres")
+    ingest.add_argument("--json", action="store_true", help="one JSON summary per file")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    transform = sub.add_parser("transform", help="dbt build on the chosen warehouse(s)")
+    transform.add_argument("--target", choices=TARGETS, default="all")
+    transform.set_defaults(handler=cmd_transform)
+
+    serve = sub.add_parser("serve", help="serve functions locally, one port each")
+    serve.add_argument("--function", action="append", choices=FUNCTIONS, metavar="NAME")
+    serve.add_argument("--port-base", type=int, default=8080, metavar="P")
+    serve.set_defaults(handler=cmd_serve)
+
+    users = sub.add_parser("users", help="manage the functions' users")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    add = users_sub.add_parser("add", help="add a user (password from stdin or a prompt)")
+    add.add_argument("name")
+    add.add_argument("--role", choices=("analyst", "admin"), required=True)
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
+    users_sub.add_parser("list", help="list users")
+    disable = users_sub.add_parser("disable", help="disable a user")
+    disable.add_argument("name")
+    users.set_defaults(handler=cmd_users)
+
+    gen = sub.add_parser("generate", help="write synthetic transactions")
+    gen.add_argument("--rows", type=int, required=True, metavar="N")
+    gen.add_argument("--seed", type=int, default=0, metavar="S")
+    gen.add_argument("--out", required=True, metavar="CSV")
+    gen.add_argument(
+        "--invalid-share",
+        type=float,
+        default=0.02,
+        metavar="F",
+        help="share of invalid rows (default 0.02)",
+    )
+    gen.set_defaults(handler=cmd_generate)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.set_defaults(handler=cmd_migrate)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    from common.config import ConfigError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, CliError | ConfigError) and text:
+        return text
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("pg8000"):
+        return "PostgreSQL error: " + _pg_message(exc)
+    if isinstance(exc, ConnectionError | OSError | TimeoutError):
+        return f"cannot reach a service: {text or name}"
+    return f"{text or name}"
+
+
+def _pg_message(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else None
+    if isinstance(arg, dict):
+        return str(arg.get("M", "unknown error"))
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.handler(args))
+    except KeyboardInterrupt:
+        print("salesmart: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code = exc.code if isinstance(exc, CliError) else EXIT_ERROR
+        from pipeline.csvsource import UnusableInputError
+
+        if isinstance(exc, UnusableInputError):
+            code = EXIT_UNUSABLE
+        print(f"salesmart: {_one_line(exc)}", file=sys.stderr)
+        return code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""``salesmart generate``: realistic synthetic transactions, with a share of invalid rows.
+
+Deterministic for a seed. Streams to the file, so any row count fits in flat memory.
+Valid rows follow a catalogue of Halal products with typical prices, small quantities
+and dates spread over two years; invalid rows cover every rejection reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+HEADER = ("transaction_id", "product", "price", "quantity", "date")
+
+CATALOGUE: tuple[tuple[str, float], ...] = (
+    ("Halal Laptop", 999.99),
+    ("Halal Mouse", 24.99),
+    ("Halal Keyboard", 49.99),
+    ("Halal Monitor", 199.99),
+    ("Halal Headphones", 79.99),
+    ("Halal Webcam", 59.99),
+    ("Halal Tablet", 349.0),
+    ("Halal Phone", 599.0),
+    ("Halal Charger", 19.99),
+    ("Halal Desk Lamp", 34.5),
+    ("Halal Backpack", 45.0),
+    ("Halal Printer", 149.99),
+    ("Halal Router", 89.9),
+    ("Halal Speaker", 69.99),
+    ("Halal SSD 1TB", 109.99),
+    ("Halal USB-C Hub", 29.99),
+    ("Halal Chair", 249.0),
+    ("Halal Desk", 399.0),
+    ("Halal Dates Box", 12.5),
+    ("Halal Olive Oil", 15.75),
+    ("Halal Honey", 18.2),
+    ("Halal Saffron", 22.0),
+    ("Halal Coffee", 14.99),
+    ("Halal Tea Set", 39.0),
+)
+NOT_HALAL = ("Monitor", "Wine Glass", "halal Mouse", "Pork Rinds", "HALAL Laptop")
+START = date(2023, 1, 1)
+DAYS = 730
+DEFAULT_INVALID_SHARE = 0.02
+
+
+def _invalid_row(rng: random.Random, txid: str, valid: list[str], seen_ids: list[str]) -> list[str]:
+    kind = rng.randrange(10)
+    row = list(valid)
+    if kind == 0:
+        row[1] = ""  # missing product
+    elif kind == 1:
+        row[1] = rng.choice(NOT_HALAL)
+    elif kind == 2:
+        row[2] = rng.choice(("abc", "-5.00", "1e3", "NaN", "", "12,50"))
+    elif kind == 3:
+        row[2] = "19.999"  # too many decimals
+    elif kind == 4:
+        row[2] = rng.choice(("9.99", "0", "5.5"))  # below min_price
+    elif kind == 5:
+        row[3] = rng.choice(("0", "101", "1000"))
+    elif kind == 6:
+        row[3] = rng.choice(("two", "1.5", "-1", ""))
+    elif kind == 7:
+        row[4] = rng.choice(("2023-02-30", "2023/10/01", "01-10-2023", "2023-13-01", ""))
+    elif kind == 8 and seen_ids:
+        row[0] = rng.choice(seen_ids)  # duplicate of an earlier id
+    else:
+        row[0] = ""  # missing transaction id
+    return row
+
+
+def generate(
+    out: Path,
+    rows: int,
+    *,
+    seed: int = 0,
+    invalid_share: float = DEFAULT_INVALID_SHARE,
+    id_prefix: str = "G",
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write ``rows`` transactions to ``out``; returns the number written."""
+    if rows < 0:
+        raise ValueError("rows must be >= 0")
+    if not 0 <= invalid_share <= 1:
+        raise ValueError("invalid_share must be between 0 and 1")
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
+    # A few products sell far more often than others, as in a real shop.
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
+    products = rng.choices(range(len(CATALOGUE)), weights=weights, k=min(rows, 100_000) or 1)
+    recent_ids: list[str] = []
+    width = max(7, len(str(rows)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        for n in range(rows):
+            name, list_price = CATALOGUE[products[n % len(products)]]
+            price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
+            txid = f"{id_prefix}{seed}-{n:0{width}d}"
+            valid = [
+                txid,
+                name,
+                f"{price:.2f}",
+                str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
+                rng.choice(days),
+            ]
+            if rng.random() < invalid_share:
+                writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
+            else:
+                writer.writerow(valid)
+                if len(recent_ids) < 1000:
+                    recent_ids.append(txid)
+            if on_progress is not None and n % 100_000 == 0:
+                on_progress(n)
+    return rows

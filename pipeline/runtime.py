@@ -1,0 +1,128 @@
+"""Where local commands find their services and secrets.
+
+Order for each service: the environment (``SALESMART_DATABASE_URL``,
+``SALESMART_BQ_ENDPOINT`` or real BigQuery settings) wins; otherwise, while ``salesmart up``
+runs in this folder, its ``.salesmart/endpoints.json``; otherwise a command that needs
+PostgreSQL starts the embedded server for its own duration.
+Local secrets (JWT key, PII key, admin password) are generated once under ``.salesmart/``
+(mode 0600) unless the environment provides them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common.config import Settings, get_settings
+
+ENDPOINTS_FILE = "endpoints.json"
+UP_PID_FILE = "up.pid"
+
+
+def state_dir(settings: Settings) -> Path:
+    return settings.state_dir.resolve()
+
+
+def ensure_state_dir(settings: Settings) -> Path:
+    path = state_dir(settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
+    """A secret kept in ``.salesmart/<name>``, generated on first use."""
+    path = ensure_state_dir(settings) / name
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(nbytes)
+    write_private(path, value + "\n")
+    return value
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_stack(settings: Settings) -> dict[str, Any] | None:
+    """The endpoints of a live ``salesmart up`` in this folder, or None."""
+    folder = state_dir(settings)
+    try:
+        pid = int((folder / UP_PID_FILE).read_text().strip())
+        endpoints = json.loads((folder / ENDPOINTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(endpoints, dict) or not pid_alive(pid):
+        return None
+    return endpoints
+
+
+def cli_settings() -> Settings:
+    """Settings for local commands: secrets and running services filled in."""
+    settings = get_settings()
+    changes: dict[str, Any] = {}
+    if not settings.jwt_secret:
+        changes["jwt_secret"] = local_secret(settings, "jwt-secret", 48)
+    if not settings.pii_key:
+        changes["pii_key"] = local_secret(settings, "pii-key", 48)
+    stack = running_stack(settings)
+    if stack:
+        if not settings.database_url and stack.get("postgres"):
+            changes["database_url"] = str(stack["postgres"])
+        if (
+            not settings.bigquery.api_endpoint
+            and stack.get("bigquery")
+            and str(stack["bigquery"]).startswith("http://")
+        ):
+            changes["bigquery"] = dataclasses.replace(
+                settings.bigquery, api_endpoint=str(stack["bigquery"])
+            )
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+@contextlib.contextmanager
+def postgres_dsn(settings: Settings) -> Iterator[str]:
+    """A DSN for the command's duration, starting the embedded server when none is set."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from pipeline.migrate import migrate
+    from pipeline.postgres_embedded import open_embedded
+
+    server = open_embedded(ensure_state_dir(settings) / "postgres")
+    was_running = server.is_running()
+    server.start()
+    try:
+        from common.pg import connect
+
+        conn = connect(server.dsn)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        yield server.dsn
+    finally:
+        if not was_running:
+            server.stop()

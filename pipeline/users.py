@@ -1,0 +1,74 @@
+"""``salesmart users``: accounts for the HTTP functions, stored in ``auth.users``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from common.passwords import hash_password
+
+ROLES = ("analyst", "admin")
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+
+
+class UserError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    disabled: bool
+    created_at: datetime
+
+
+def _check(username: str, role: str | None = None) -> None:
+    if not USERNAME.fullmatch(username):
+        raise UserError("username must be 1-64 characters: letters, digits, _ . @ -")
+    if role is not None and role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+
+
+def add_user(
+    conn: Any, username: str, password: str, role: str, rounds: int, *, replace: bool = False
+) -> None:
+    _check(username, role)
+    password_hash = hash_password(password, rounds)
+    if replace:
+        conn.run(
+            "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
+            " ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,"
+            " role = EXCLUDED.role, disabled = false, updated_at = now()",
+            u=username,
+            h=password_hash,
+            r=role,
+        )
+        return
+    rows = conn.run(
+        "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
+        " ON CONFLICT (username) DO NOTHING RETURNING username",
+        u=username,
+        h=password_hash,
+        r=role,
+    )
+    if not rows:
+        raise UserError(f"user {username} already exists")
+
+
+def list_users(conn: Any) -> list[User]:
+    rows = conn.run("SELECT username, role, disabled, created_at FROM auth.users ORDER BY username")
+    return [User(*row) for row in rows]
+
+
+def disable_user(conn: Any, username: str) -> None:
+    _check(username)
+    rows = conn.run(
+        "UPDATE auth.users SET disabled = true, updated_at = now() WHERE username = :u"
+        " RETURNING username",
+        u=username,
+    )
+    if not rows:
+        raise UserError(f"no user named {username}")

@@ -1,0 +1,65 @@
+"""The embedded server: loopback TCP only, password auth, restart keeps data."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from common.pg import connect
+from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
+
+
+def test_password_is_required(pg_server: EmbeddedPostgres) -> None:
+    wrong = pg_server.dsn.replace(pg_server.password, "not-the-password")
+    with pytest.raises(Exception, match="password authentication failed"):
+        connect(wrong)
+
+
+def test_listens_on_loopback_tcp_only(pg_server: EmbeddedPostgres) -> None:
+    conn = connect(pg_server.dsn)
+    try:
+        settings = dict(
+            conn.run(
+                "SELECT name, setting FROM pg_settings WHERE name IN"
+                " ('listen_addresses', 'unix_socket_directories',"
+                " 'password_encryption')"
+            )
+        )
+    finally:
+        conn.close()
+    assert settings == {
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": "",
+        "password_encryption": "scram-sha-256",
+    }
+
+
+def test_stop_start_keeps_data_and_port() -> None:
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    try:
+        server = open_embedded(root / "pg", fsync=False)
+        server.start()
+        conn = connect(server.dsn)
+        conn.run("CREATE TABLE kept (x int)")
+        conn.run("INSERT INTO kept VALUES (42)")
+        conn.close()
+        port = server.port
+        server.stop()
+        assert not server.is_running()
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0
+        again = open_embedded(root / "pg", fsync=False)
+        assert again.port == port and again.password == server.password
+        again.start()
+        conn = connect(again.dsn)
+        assert conn.run("SELECT x FROM kept") == [[42]]
+        conn.close()
+        again.stop()
+        assert oct((root / "pg" / "password").stat().st_mode)[-3:] == "600"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

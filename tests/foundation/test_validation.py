@@ -1,0 +1,141 @@
+"""The row rules of CONTRACT.md "Input data", one reason at a time (pure, no database)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import validation as v
+from common.config import ValidationRules
+
+RULES = ValidationRules()
+VALID = {
+    "transaction_id": "T1",
+    "product": "Halal Laptop",
+    "price": "999.99",
+    "quantity": "2",
+    "date": "2023-10-01",
+}
+
+
+def check(**changes: str) -> v.ValidRow | str:
+    return v.RowValidator(RULES).check_mapping({**VALID, **changes})
+
+
+def test_valid_row_is_parsed_exactly() -> None:
+    assert check() == v.ValidRow("T1", "Halal Laptop", Decimal("999.99"), 2, date(2023, 10, 1))
+
+
+def test_fields_are_trimmed() -> None:
+    row = check(
+        transaction_id="  T1 ",
+        product=" Halal Mouse  ",
+        price=" 24.99",
+        quantity=" 10 ",
+        date=" 2023-10-02 ",
+    )
+    assert row == v.ValidRow("T1", "Halal Mouse", Decimal("24.99"), 10, date(2023, 10, 2))
+
+
+@pytest.mark.parametrize("field", ["transaction_id", "product", "price", "quantity", "date"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_missing_field(field: str, blank: str) -> None:
+    assert check(**{field: blank}) == f"missing_{field}"
+
+
+@pytest.mark.parametrize("product", ["Monitor", "halal Mouse", "HALAL Laptop", "Mouse Halal"])
+def test_product_prefix_is_case_sensitive(product: str) -> None:
+    assert check(product=product) == v.PRODUCT_PREFIX
+
+
+@pytest.mark.parametrize(
+    "price",
+    ["abc", "-10.00", "+10.00", "1e3", "NaN", "inf", "10.", ".50", "12,50", "0x10", "10 .5", "١٠"],
+)
+def test_price_must_be_a_plain_decimal(price: str) -> None:
+    assert check(price=price) == v.INVALID_PRICE
+
+
+def test_price_decimals_limit() -> None:
+    assert check(price="19.999") == v.TOO_MANY_DECIMALS
+    assert isinstance(check(price="19.9"), v.ValidRow)
+
+
+@pytest.mark.parametrize(
+    ("price", "ok"), [("9.99", False), ("10", True), ("10.00", True), ("0", False)]
+)
+def test_min_price_is_inclusive(price: str, ok: bool) -> None:
+    assert isinstance(check(price=price), v.ValidRow) is ok
+    if not ok:
+        assert check(price=price) == v.PRICE_BELOW_MIN
+
+
+@pytest.mark.parametrize("quantity", ["two", "1.5", "-1", "+1", "1e2", "٣"])
+def test_quantity_must_be_a_plain_integer(quantity: str) -> None:
+    assert check(quantity=quantity) == v.INVALID_QUANTITY
+
+
+@pytest.mark.parametrize(
+    ("quantity", "ok"), [("0", False), ("1", True), ("100", True), ("101", False)]
+)
+def test_quantity_range(quantity: str, ok: bool) -> None:
+    result = check(quantity=quantity)
+    assert isinstance(result, v.ValidRow) is ok
+    if not ok:
+        assert result == v.QUANTITY_OUT_OF_RANGE
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        "2023-02-30",
+        "2023/10/01",
+        "01-10-2023",
+        "2023-13-01",
+        "2023-1-01",
+        "20231001",
+        "2023-10-01T00:00",
+    ],
+)
+def test_date_must_be_a_valid_iso_date(day: str) -> None:
+    assert check(date=day) == v.INVALID_DATE
+
+
+def test_overlong_transaction_id_is_rejected() -> None:
+    assert check(transaction_id="T" * 200) == v.INVALID_TRANSACTION_ID
+
+
+def test_thresholds_come_from_the_rules() -> None:
+    rules = ValidationRules(
+        min_price=Decimal("1"), max_quantity=5, max_decimals=3, product_prefix="Organic"
+    )
+    validator = v.RowValidator(rules)
+    row = {**VALID, "product": "Organic Tea", "price": "1.125", "quantity": "5"}
+    assert isinstance(validator.check_mapping(row), v.ValidRow)
+    assert validator.check_mapping({**row, "quantity": "6"}) == v.QUANTITY_OUT_OF_RANGE
+    assert validator.check_mapping({**row, "product": "Halal Tea"}) == v.PRODUCT_PREFIX
+
+
+@given(
+    st.decimals(
+        min_value=Decimal("10"),
+        max_value=Decimal("999999999"),
+        places=2,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
+def test_any_plain_two_decimal_price_at_or_above_min_is_kept_exactly(price: Decimal) -> None:
+    result = check(price=f"{price:.2f}")
+    assert isinstance(result, v.ValidRow)
+    assert result.price == price
+
+
+@given(st.text(max_size=12))
+def test_validator_never_raises(text: str) -> None:
+    for field in VALID:
+        assert check(**{field: text}) is not None
