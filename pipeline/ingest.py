@@ -147,6 +147,16 @@ WHERE s.reason IS NOT NULL OR i.source_line IS NULL
 """
 
 
+def already_loaded(conn: Any, digest: str, settings: Settings) -> bool:
+    """Whether a file with this SHA-256 was loaded (committed) before."""
+    rows = conn.run(
+        f"SELECT 1 FROM {settings.raw_schema}.loads WHERE file_sha256 = :h"
+        " AND finished_at IS NOT NULL LIMIT 1",
+        h=digest,
+    )
+    return bool(rows)
+
+
 def ingest_postgres(
     conn: Any, path: Path, settings: Settings, *, progress: bool = False
 ) -> IngestResult:

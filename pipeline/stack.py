@@ -1,0 +1,388 @@
+"""``salesmart up`` and ``salesmart serve``: the local stack, started and stopped as one.
+
+``up`` starts (unless configured elsewhere) the embedded PostgreSQL and the BigQuery
+stand-in, migrates, loads the data into both warehouses, runs dbt on both, serves the four
+functions on loopback, writes ``.salesmart/endpoints.json`` and waits for Ctrl-C, which
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from common.config import REPO_ROOT, Settings
+from pipeline.runtime import (
+    ENDPOINTS_FILE,
+    UP_PID_FILE,
+    cli_settings,
+    ensure_state_dir,
+    running_stack,
+    write_private,
+)
+
+FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
+HEALTH_PATH = "/healthz"
+READY_TIMEOUT_SECONDS = 60
+ADMIN_USER = "admin"
+ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password
+
+
+class StackError(RuntimeError):
+    """The stack cannot start; one line for the user."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    started = time.monotonic()
+    print(f"- {what} ...", end="", flush=True)
+    try:
+        yield
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" done ({time.monotonic() - started:.1f}s)", flush=True)
+
+
+# -- function processes -------------------------------------------------------------------
+def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
+    """The environment a function process gets: settings made explicit, secrets included."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    env.update(
+        {
+            "SALESMART_ENV": "dev" if dev else settings.env,
+            "SALESMART_CONFIG": str(settings.config_path.resolve()),
+            "SALESMART_DATABASE_URL": settings.database_url,
+            "SALESMART_JWT_SECRET": settings.jwt_secret,
+            "SALESMART_PII_KEY": settings.pii_key,
+            "SALESMART_BQ_PROJECT": settings.bigquery.project,
+            "SALESMART_BQ_LOCATION": settings.bigquery.location,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if settings.bigquery.api_endpoint:
+        env["SALESMART_BQ_ENDPOINT"] = settings.bigquery.api_endpoint
+    for passthrough in ("SALESMART_BCRYPT_ROUNDS", "SALESMART_TOKEN_TTL_SECONDS"):
+        if passthrough in os.environ:
+            env[passthrough] = os.environ[passthrough]
+    return env
+
+
+def functions_framework() -> str:
+    candidate = Path(sys.executable).parent / "functions-framework"
+    return str(candidate) if candidate.exists() else "functions-framework"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class FunctionProcesses:
+    """One ``functions-framework`` process per function, each on its own loopback port."""
+
+    def __init__(
+        self, functions: Sequence[str], port_base: int, env: dict[str, str], log_dir: Path
+    ) -> None:
+        self.ports = {name: port_base + FUNCTIONS.index(name) for name in functions}
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def urls(self) -> dict[str, str]:
+        return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+
+    def start(self) -> None:
+        busy = [str(p) for p in self.ports.values() if not _port_free(p)]
+        if busy:
+            raise StackError(
+                f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"
+            )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, port in self.ports.items():
+            source = REPO_ROOT / "functions" / name / "main.py"
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                self.processes[name] = subprocess.Popen(
+                    [
+                        functions_framework(),
+                        "--source",
+                        str(source),
+                        "--target",
+                        name,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=str(REPO_ROOT),
+                )
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        pending = dict(self.urls())
+        while pending:
+            for name, url in list(pending.items()):
+                process = self.processes[name]
+                if process.poll() is not None:
+                    raise StackError(
+                        f"function {name} exited (code {process.returncode});"
+                        f" see {self.log_dir / (name + '.log')}"
+                    )
+                try:
+                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=2) as response:  # noqa: S310 - loopback
+                        if response.status == 200:
+                            del pending[name]
+                except (urllib.error.URLError, OSError):
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise StackError(
+                    f"function(s) {', '.join(pending)} not ready after"
+                    f" {READY_TIMEOUT_SECONDS}s; see {self.log_dir}"
+                )
+            if pending:
+                time.sleep(0.1)
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+# -- waiting for Ctrl-C -------------------------------------------------------------------
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def wait_until_stopped(functions: FunctionProcesses) -> int:
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        while True:
+            dead = functions.dead()
+            if dead:
+                say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
+                return 1
+            time.sleep(0.5)
+    except (KeyboardInterrupt, _Stop):
+        say("\nstopping ...")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- up -----------------------------------------------------------------------------------
+def admin_password(settings: Settings) -> tuple[str, bool]:
+    """The demo admin's password and whether it was generated just now."""
+    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
+    if given:
+        return given, False
+    path = ensure_state_dir(settings) / ADMIN_PASSWORD_FILE
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip(), False
+    import secrets
+
+    password = secrets.token_urlsafe(15)
+    write_private(path, password + "\n")
+    return password, True
+
+
+def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings) -> list[Path]:
+    files = list(data) if data else [REPO_ROOT / "data" / "transactions.csv"]
+    for path in files:
+        if not path.is_file():
+            raise StackError(f"{path}: no such file")
+    if extra_rows > 0:
+        from pipeline.generate import generate
+
+        out = ensure_state_dir(settings) / f"generated-{extra_rows}.csv"
+        if not out.exists():
+            with step(f"generating {extra_rows} transactions"):
+                generate(out, extra_rows, seed=extra_rows, id_prefix="G")
+        files.append(out)
+    return files
+
+
+def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: int = 8080) -> int:
+    settings = cli_settings()
+    state = ensure_state_dir(settings)
+    live = running_stack(settings)
+    if live:
+        pid = (state / UP_PID_FILE).read_text().strip()
+        raise StackError(
+            f"salesmart is already running in this folder (pid {pid});"
+            f" dashboard at {live.get('dashboard', '?')}"
+        )
+    if extra_rows < 0:
+        raise StackError("--rows must be >= 0")
+    if not 1024 <= port_base <= 65532:
+        raise StackError("--port-base must be between 1024 and 65532")
+    files = _data_files(data, extra_rows, settings)
+    write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
+    cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
+    try:
+        return _up(settings, state, files, port_base, cleanups)
+    finally:
+        for cleanup in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
+        say("stopped.")
+
+
+def _up(
+    settings: Settings,
+    state: Path,
+    files: list[Path],
+    port_base: int,
+    cleanups: list[Callable[[], None]],
+) -> int:
+    from common.pg import connect, parse_dsn
+    from pipeline.bq_emulator import bigquery_needs_emulator, start_emulator
+    from pipeline.ingest import ingest_postgres
+    from pipeline.migrate import migrate
+    from pipeline.transform import run_dbt
+    from pipeline.users import add_user
+
+    if not settings.database_url:
+        from pipeline.postgres_embedded import open_embedded
+
+        server = open_embedded(state / "postgres")
+        with step("starting PostgreSQL (embedded)"):
+            server.start()
+        cleanups.append(server.stop)
+        settings = dataclasses.replace(settings, database_url=server.dsn)
+
+    bq_endpoint = settings.bigquery.api_endpoint
+    if bigquery_needs_emulator(settings):
+        with step("starting the local BigQuery stand-in"):
+            emulator = start_emulator(state / "bigquery", settings.bigquery.project)
+        cleanups.append(emulator.stop)
+        bq_endpoint = emulator.endpoint
+        settings = dataclasses.replace(
+            settings, bigquery=dataclasses.replace(settings.bigquery, api_endpoint=bq_endpoint)
+        )
+    with step("migrating PostgreSQL"):
+        conn = connect(settings.database_url)
+        try:
+            migrate(conn)
+            password, fresh = admin_password(settings)
+            add_user(conn, ADMIN_USER, password, "admin", settings.bcrypt_rounds, replace=True)
+        finally:
+            conn.close()
+
+    from common.pg import close_quietly
+    from pipeline.csvsource import file_sha256
+    from pipeline.ingest import already_loaded
+    from pipeline.ingest_bigquery import ingest_bigquery
+
+    for path in files:
+        conn = connect(settings.database_url)
+        try:
+            # A restart of `up` must not load the same files again (nor re-reject them).
+            if already_loaded(conn, file_sha256(path), settings):
+                say(f"  {path}: already loaded earlier, skipped")
+                continue
+            say("  " + ingest_postgres(conn, path, settings, progress=True).summary())
+        finally:
+            close_quietly(conn)
+        say("  " + ingest_bigquery(path, settings).summary())
+    for target in ("postgres", "bigquery"):
+        with step(f"dbt build on {target}"):
+            run_dbt(target, settings)
+
+    functions = FunctionProcesses(FUNCTIONS, port_base, function_env(settings), state / "logs")
+    cleanups.append(functions.stop)
+    with step("starting the four functions"):
+        functions.start()
+    urls = functions.urls()
+    endpoints: dict[str, Any] = {
+        **urls,
+        "postgres": settings.database_url,
+        "bigquery": bq_endpoint or "bigquery.googleapis.com",
+    }
+    write_private(state / ENDPOINTS_FILE, json.dumps(endpoints, indent=2) + "\n")
+    cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
+    pg = parse_dsn(settings.database_url)
+    say("")
+    say("salesmart is up. Ctrl-C stops everything it started.")
+    say(f"  token      {urls['token']}/token")
+    say(f"  trends_bq  {urls['trends_bq']}/sales/trends")
+    say(f"  trends_pg  {urls['trends_pg']}/sales/pg-trends")
+    say(f"  dashboard  {urls['dashboard']}/")
+    say(f"  postgres   {pg.redacted()}")
+    say(f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}")
+    if fresh:
+        say(
+            f"  login      {ADMIN_USER} / {password}   (shown once; kept in"
+            f" {state / ADMIN_PASSWORD_FILE})"
+        )
+    elif os.environ.get("SALESMART_ADMIN_PASSWORD"):
+        say(f"  login      {ADMIN_USER} / the password in SALESMART_ADMIN_PASSWORD")
+    else:
+        say(f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}")
+    say(f"  endpoints  {state / ENDPOINTS_FILE}")
+    return wait_until_stopped(functions)
+
+
+# -- serve --------------------------------------------------------------------------------
+def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
+    from pipeline.runtime import postgres_dsn
+
+    settings = cli_settings()
+    with postgres_dsn(settings) as dsn:
+        settings = dataclasses.replace(settings, database_url=dsn)
+        processes = FunctionProcesses(
+            list(dict.fromkeys(functions)),
+            port_base,
+            function_env(settings),
+            ensure_state_dir(settings) / "logs",
+        )
+        try:
+            processes.start()
+            for name, url in processes.urls().items():
+                say(f"  {name:<10} {url}")
+            say("serving; Ctrl-C stops.")
+            return wait_until_stopped(processes)
+        finally:
+            processes.stop()
