@@ -1,0 +1,117 @@
+"""Handlers shared by the JSON functions: ``POST /token`` and the two trends endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from flask import Response
+
+from common.auth import LoginService, TokenService, authenticate_request
+from common.config import ConfigError, Settings
+from common.errors import BadRequest, UnsupportedGrantType
+from common.http import Call, Handler, cacheable_json, json_response
+from common.trends import TrendFilters
+
+CENT = Decimal("0.01")
+MAX_FORM_BYTES = 16 * 1024
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+SummaryQuery = Callable[[TrendFilters, str], list[dict[str, Any]]]
+
+
+def require_database(settings: Settings) -> None:
+    if not settings.database_url:
+        raise ConfigError("SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db)")
+
+
+def money(value: Any) -> float:
+    """Rounded to cents, half away from zero, as a JSON number."""
+    exact = value if isinstance(value, Decimal) else Decimal(str(value))
+    return float(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def month_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        value = value.date()
+    if isinstance(value, date):
+        return value.replace(day=1).isoformat()
+    return str(value)[:7] + "-01"
+
+
+def present(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One summary row as the contract's JSON object."""
+    return {
+        "product": str(row["product"]),
+        "sale_month": month_text(row["sale_month"]),
+        "total_amount": money(row["total_amount"]),
+        "total_quantity": int(row["total_quantity"]),
+        "avg_price": money(row["avg_price"]),
+        "transaction_count": int(row["transaction_count"]),
+    }
+
+
+def trends_handler(function: str, tokens: TokenService, query: SummaryQuery) -> Handler:
+    """``GET`` trends: bearer auth (401/403), parameters (422), rows (200/304), 503."""
+
+    def handle(call: Call) -> Response:
+        from common.params import parse_trend_params  # marshmallow: on first use only
+
+        principal = authenticate_request(call.request, tokens, function)
+        call.user = principal.username
+        filters = parse_trend_params(call.request.args)
+        rows = [present(row) for row in query(filters, principal.username)]
+        call.rows = len(rows)
+        return cacheable_json(call, rows)
+
+    return handle
+
+
+def form_fields(call: Call, schema: Any) -> dict[str, Any]:
+    """A small urlencoded/multipart form validated by ``schema``; 400 when malformed."""
+    from marshmallow import ValidationError
+
+    from common.params import load_form
+
+    request = call.request
+    if request.mimetype not in FORM_TYPES:
+        raise BadRequest("Send the fields as an application/x-www-form-urlencoded form.")
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise BadRequest("The form is too large.")
+    if request.args:
+        raise BadRequest("Send the fields in the form body, not in the URL.")
+    request.max_form_memory_size = MAX_FORM_BYTES
+    try:
+        return load_form(schema, request.form)
+    except ValidationError as exc:
+        fields = ", ".join(sorted(str(key) for key in exc.messages_dict))
+        raise BadRequest(f"Missing or invalid form fields: {fields}.") from None
+
+
+def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
+    """``POST /token``: the OAuth2 password grant."""
+    from common.params import TokenFormSchema
+
+    schema = TokenFormSchema(unknown="exclude")  # OAuth2 clients may add scope, client_id
+
+    def handle(call: Call) -> Response:
+        if call.request.form.get("grant_type", "password") != "password":
+            raise UnsupportedGrantType()
+        form = form_fields(call, schema)
+        principal = logins.authenticate(form["username"], form["password"])
+        call.user = principal.username
+        issued = tokens.issue(principal)
+        response = json_response(
+            {
+                "access_token": issued.access_token,
+                "token_type": "bearer",
+                "expires_in": issued.expires_in,
+            }
+        )
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    return handle

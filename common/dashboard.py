@@ -1,0 +1,329 @@
+"""The dashboard: a login form with CSRF protection, a cookie session, and the HTML page.
+
+- Session: the cookie holds the same HS256 JWT that ``POST /token`` issues (HttpOnly,
+  ``SameSite=Lax``, ``Secure`` and the ``__Host-`` prefix unless ``SALESMART_ENV=dev``);
+  ``Authorization: Bearer`` works too. Without either, browsers go to ``/login`` (303).
+- CSRF: signed double submit. A random nonce lives in a ``SameSite=Strict`` HttpOnly
+  cookie; each form carries ``nonce.issued.HMAC(key, nonce.issued)`` with a key derived
+  from the JWT secret. A POST passes only if the form token is authentic, recent, and
+  names the cookie's nonce; another site can neither read nor set that cookie.
+- The page: Jinja2 (autoescaped), a CSP that allows nothing external (styles by nonce,
+  the chart is inline SVG), fields listed in ``security.pii_fields`` shown masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Request, Response
+
+from common.api import money, present
+from common.auth import LoginService, Principal, TokenService, bearer_token, require_role
+from common.config import Settings
+from common.errors import ApiError, CsrfFailed, InvalidToken
+from common.http import Call, error_json
+from common.masking import Masker
+from common.trends import SUMMARY_COLUMNS
+from common.trends_pg import PgTrends
+
+if TYPE_CHECKING:
+    import jinja2
+
+FUNCTION = "dashboard"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+CSRF_MAX_AGE_SECONDS = 12 * 3600
+CHART_WIDTH, CHART_HEIGHT = 720, 260
+CHART_LEFT, CHART_BOTTOM, CHART_TOP = 64, 36, 12
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def wants_html(request: Request) -> bool:
+    """True for browsers (``text/html`` preferred); API clients (``*/*``) get JSON."""
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
+class Csrf:
+    def __init__(self, secret: str) -> None:
+        self._key = hmac.new(secret.encode(), b"salesmart csrf v1", hashlib.sha256).digest()
+
+    @staticmethod
+    def new_nonce() -> str:
+        return secrets.token_urlsafe(18)
+
+    def _mac(self, nonce: str, issued: str) -> str:
+        return hmac.new(self._key, f"{nonce}.{issued}".encode(), hashlib.sha256).hexdigest()
+
+    def token_for(self, nonce: str) -> str:
+        issued = str(int(time.time()))
+        return f"{nonce}.{issued}.{self._mac(nonce, issued)}"
+
+    def valid(self, cookie_nonce: str | None, token: str | None) -> bool:
+        if not cookie_nonce or not token or len(token) > 512:
+            return False
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return False
+        nonce, issued, mac = parts
+        if not hmac.compare_digest(mac.encode(), self._mac(nonce, issued).encode()):
+            return False
+        if not hmac.compare_digest(nonce.encode(), cookie_nonce.encode()):
+            return False
+        return 0 <= time.time() - int(issued) <= CSRF_MAX_AGE_SECONDS
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+    value: str
+    show_label: bool
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]
+    axis_y: float
+    left: int
+
+
+def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
+    """Bars of monthly totals, laid out in SVG user units."""
+    plot_width = CHART_WIDTH - CHART_LEFT - 8
+    plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
+    axis_y = CHART_TOP + plot_height
+    top = max((total for _, total in monthly), default=Decimal(0))
+    scale = float(top) if top > 0 else 1.0
+    slot = plot_width / max(len(monthly), 1)
+    every = max(1, round(len(monthly) / 12))
+    bars = []
+    for index, (month, total) in enumerate(monthly):
+        height = plot_height * float(total) / scale
+        bars.append(
+            Bar(
+                x=round(CHART_LEFT + index * slot + slot * 0.15, 2),
+                y=round(axis_y - height, 2),
+                width=round(slot * 0.7, 2),
+                height=round(height, 2),
+                label=month.strftime("%Y-%m"),
+                value=f"{money(total):,.2f}",
+                show_label=index % every == 0,
+            )
+        )
+    ticks = [
+        (round(axis_y - plot_height * step / 4, 2), f"{scale * step / 4:,.0f}") for step in range(5)
+    ]
+    return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, CHART_LEFT)
+
+
+class Dashboard:
+    def __init__(
+        self,
+        settings: Settings,
+        trends: PgTrends,
+        logins: LoginService,
+        tokens: TokenService,
+    ) -> None:
+        self._trends = trends
+        self._logins = logins
+        self._tokens = tokens
+        self._csrf = Csrf(settings.jwt_secret)
+        self._secure = not settings.is_dev
+        prefix = "__Host-" if self._secure else ""
+        self.session_cookie = f"{prefix}salesmart-session"
+        self.csrf_cookie = f"{prefix}salesmart-csrf"
+        self._masked = frozenset(settings.pii_fields)
+        self._mask = Masker(settings.pii_key)
+
+    @cached_property
+    def _templates(self) -> jinja2.Environment:
+        import jinja2
+
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _page(
+        self, call: Call, template: str, status: int = 200, **context: Any
+    ) -> tuple[Response, str]:
+        """The page and the CSRF nonce its forms are bound to (set as cookie if new)."""
+        nonce = call.request.cookies.get(self.csrf_cookie, "")
+        fresh = _NONCE.fullmatch(nonce) is None
+        if fresh:
+            nonce = self._csrf.new_nonce()
+        style_nonce = secrets.token_urlsafe(16)
+        html = self._templates.get_template(template).render(
+            style_nonce=style_nonce,
+            csrf_token=self._csrf.token_for(nonce),
+            request_id=call.request_id,
+            **context,
+        )
+        response = Response(html, status=status, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src 'nonce-{style_nonce}'; img-src data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["Cache-Control"] = "no-store"
+        if fresh:
+            self._set_cookie(response, self.csrf_cookie, nonce, None, samesite="Strict")
+        return response, nonce
+
+    def _set_cookie(
+        self, response: Response, name: str, value: str, max_age: int | None, *, samesite: str
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self._secure,
+            httponly=True,
+            samesite=samesite,
+        )
+
+    def render_error(self, call: Call, error: ApiError) -> Response:
+        if not wants_html(call.request):
+            return error_json(call, error)
+        response, _ = self._page(call, "error.html", error.status, error=error)
+        for name, value in error.headers.items():
+            response.headers[name] = value
+        return response
+
+    @staticmethod
+    def _redirect(location: str) -> Response:
+        return Response(status=303, headers={"Location": location})
+
+    # -- who is calling -------------------------------------------------------------------------
+    def _principal(self, call: Call) -> Principal | None:
+        token = bearer_token(call.request)
+        if token is not None:  # an API client: a bad token is a 401, not a redirect
+            return require_role(self._tokens.verify(token), FUNCTION)
+        cookie = call.request.cookies.get(self.session_cookie)
+        if not cookie:
+            return None
+        try:
+            return require_role(self._tokens.verify(cookie), FUNCTION)
+        except InvalidToken:
+            return None
+
+    # -- views ----------------------------------------------------------------------------------
+    def index(self, call: Call) -> Response:
+        from common.params import parse_trend_params
+
+        principal = self._principal(call)
+        if principal is None:
+            response = self._redirect("/login")
+            if call.request.cookies.get(self.session_cookie):
+                response.delete_cookie(
+                    self.session_cookie, path="/", secure=self._secure, httponly=True
+                )
+            return response
+        call.user = principal.username
+        filters = parse_trend_params(call.request.args, drop_empty=True)
+        rows = [self._shown(present(row)) for row in self._trends.summary(filters)]
+        monthly = self._trends.monthly_totals(filters)
+        call.rows = len(rows)
+        response, _ = self._page(
+            call,
+            "dashboard.html",
+            user=principal.username,
+            rows=rows,
+            chart=build_chart(monthly),
+            params=_form_values(call.request.args),
+            masked=[name for name in SUMMARY_COLUMNS if name in self._masked],
+        )
+        response.headers["Vary"] = "Authorization, Cookie"
+        return response
+
+    def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
+        shown = dict(row)
+        for name in self._masked.intersection(shown):
+            shown[name] = self._mask(str(shown[name]))
+        for name in ("total_amount", "avg_price"):
+            shown[name] = f"{shown[name]:,.2f}"
+        return shown
+
+    def login_form(self, call: Call) -> Response:
+        response, _ = self._page(call, "login.html", error=None, username="")
+        return response
+
+    def login(self, call: Call) -> Response:
+        from common.api import form_fields
+        from common.params import LoginFormSchema
+
+        form = call.request.form
+        try:
+            if not self._csrf.valid(
+                call.request.cookies.get(self.csrf_cookie), form.get("csrf_token")
+            ):
+                raise CsrfFailed()
+            values = form_fields(call, LoginFormSchema())
+            principal = self._logins.authenticate(values["username"], values["password"])
+        except ApiError as error:
+            if not wants_html(call.request):
+                raise
+            response, _ = self._page(
+                call,
+                "login.html",
+                error.status,
+                error=error.message,
+                username=str(form.get("username", ""))[:256],
+            )
+            for name, value in error.headers.items():
+                response.headers[name] = value
+            return response
+        call.user = principal.username
+        issued = self._tokens.issue(principal)
+        response = self._redirect("/")
+        self._set_cookie(
+            response, self.session_cookie, issued.access_token, issued.expires_in, samesite="Lax"
+        )
+        # A new CSRF nonce for the logged-in session.
+        self._set_cookie(
+            response, self.csrf_cookie, self._csrf.new_nonce(), None, samesite="Strict"
+        )
+        return response
+
+    def logout(self, call: Call) -> Response:
+        if not self._csrf.valid(
+            call.request.cookies.get(self.csrf_cookie), call.request.form.get("csrf_token")
+        ):
+            raise CsrfFailed()
+        response = self._redirect("/login")
+        response.delete_cookie(self.session_cookie, path="/", secure=self._secure, httponly=True)
+        return response
+
+
+def _form_values(args: Mapping[str, str]) -> dict[str, str]:
+    names = (
+        "product_prefix",
+        "sale_month",
+        "min_amount",
+        "max_quantity",
+        "min_avg_price",
+        "max_avg_price",
+        "limit",
+        "offset",
+    )
+    return {name: str(args.get(name, ""))[:64] for name in names}

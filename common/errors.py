@@ -1,0 +1,142 @@
+"""One error envelope for every function, and the exceptions that map onto it.
+
+A handler raises an ``ApiError`` subclass; ``common.http`` turns it into
+``{"error": CODE, "message": TEXT, "request_id": ID}`` (plus ``"details"`` for validation)
+with the right status and headers. Messages are fixed, client-safe sentences: exception
+text, SQL and credentials never reach a client. Any other exception becomes a generic 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class ApiError(Exception):
+    """An error with a status, a stable code and a message that is safe to show."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "The server could not answer this request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.details = dict(details) if details is not None else None
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "error": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        }
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "invalid_request"
+    default_message = "The request is malformed."
+
+
+class UnsupportedGrantType(BadRequest):
+    code = "unsupported_grant_type"
+    default_message = "Only the password grant is supported."
+
+
+class CsrfFailed(BadRequest):
+    code = "csrf_failed"
+    default_message = "The form has expired or did not come from this site; reload and retry."
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+    default_message = "A valid bearer token is required."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="salesmart"'})
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    default_message = "The bearer token is invalid or has expired."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="salesmart", error="invalid_token"'
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    default_message = "Wrong username or password."
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+    default_message = "This account may not use this function."
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+    default_message = "No such resource."
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "This method is not allowed here."
+
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__(headers={"Allow": ", ".join(allowed)})
+
+
+class NotAcceptable(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "Send the form as application/x-www-form-urlencoded."
+
+
+class ValidationFailed(ApiError):
+    status = 422
+    code = "validation_error"
+    default_message = "Some parameters are invalid; see details."
+
+    def __init__(self, details: Mapping[str, list[str]]) -> None:
+        super().__init__(details=details)
+
+
+class TooManyAttempts(ApiError):
+    status = 429
+    code = "too_many_attempts"
+    default_message = "Too many failed logins for this username; retry later."
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, retry_after_seconds))})
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+
+class WarehouseUnavailable(ApiError):
+    """The warehouse (PostgreSQL or BigQuery) cannot be reached or did not answer in time."""
+
+    status = 503
+    code = "warehouse_unavailable"
+    default_message = "The data warehouse is unavailable; retry shortly."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class InternalError(ApiError):
+    """Anything unexpected: the client learns only the request id."""

@@ -1,0 +1,195 @@
+"""The HTTP skeleton every function shares: routing, request ids, errors, headers, logs.
+
+A ``FunctionApp`` is a tiny router called with the Flask request that functions-framework
+passes to the target function. For every request it
+
+- takes a sane incoming ``X-Request-ID`` or makes one, and returns it on every response;
+- answers ``GET /healthz`` (no auth, no warehouse) and ``GET /openapi.json``;
+- answers an unknown path with 404, a known path with another method with 405 + ``Allow``
+  (``HEAD`` is served like ``GET``; ``OPTIONS`` lists the methods);
+- turns ``ApiError`` into the JSON envelope and anything else into a generic 500;
+- adds security headers (a CSP without external sources, nosniff, no framing, ...);
+- writes one JSON log line: function, user, status, rows, duration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+from flask import Request, Response
+
+from common.errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from common.logging import log_failure, log_request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
+JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@dataclass
+class Call:
+    """One request as handlers see it; handlers fill ``user`` and ``rows`` for the log."""
+
+    request: Request
+    request_id: str
+    function: str
+    user: str | None = None
+    rows: int | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], Response]
+ErrorRenderer = Callable[[Call, ApiError], Response]
+
+
+def request_id_for(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if _SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(16)
+
+
+def json_body(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json_body(payload), status=status, mimetype="application/json")
+
+
+def error_json(call: Call, error: ApiError) -> Response:
+    response = json_response(error.body(call.request_id), error.status)
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def cacheable_json(call: Call, payload: Any) -> Response:
+    """200 with a strong ``ETag`` over the body, or 304 when ``If-None-Match`` matches.
+
+    ``Cache-Control: private, no-cache``: only the caller's own cache may keep it, and it
+    revalidates each time (cheap: a 304 has no body).
+    """
+    body = json_body(payload)
+    tag = hashlib.sha256(body).hexdigest()[:32]
+    conditional = call.request.if_none_match
+    if conditional and conditional.contains_weak(tag):
+        response = Response(status=304)
+    else:
+        response = Response(body, status=200, mimetype="application/json")
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Authorization, Cookie"
+    return response
+
+
+class FunctionApp:
+    def __init__(
+        self,
+        name: str,
+        *,
+        secure_transport: bool,
+        openapi: Callable[[], dict[str, Any]],
+        error_renderer: ErrorRenderer = error_json,
+    ) -> None:
+        self.name = name
+        self.secure_transport = secure_transport
+        self.error_renderer = error_renderer
+        self._openapi = openapi
+        self._openapi_body: bytes | None = None
+        self.routes: dict[str, dict[str, Handler]] = {}
+        self.route("/healthz", GET=self._healthz)
+        self.route("/openapi.json", GET=self._openapi_json)
+
+    def route(self, path: str, **handlers: Handler) -> None:
+        self.routes[path] = {method.upper(): handler for method, handler in handlers.items()}
+
+    # -- built-in routes ----------------------------------------------------------------------
+    def _healthz(self, call: Call) -> Response:
+        return json_response({"status": "ok", "function": self.name})
+
+    def _openapi_json(self, call: Call) -> Response:
+        if self._openapi_body is None:
+            self._openapi_body = json_body(self._openapi())
+        response = Response(self._openapi_body, mimetype="application/json")
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def _dispatch(self, call: Call) -> Response:
+        handlers = self.routes.get(call.request.path)
+        if handlers is None:
+            raise NotFound()
+        method = call.request.method
+        allowed = sorted({*handlers, "OPTIONS", *(["HEAD"] if "GET" in handlers else [])})
+        if method == "OPTIONS":
+            return Response(status=204, headers={"Allow": ", ".join(allowed)})
+        handler = handlers.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            raise MethodNotAllowed(allowed)
+        return handler(call)
+
+    def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        call = Call(request=request, request_id=request_id_for(request), function=self.name)
+        try:
+            response = self._dispatch(call)
+        except ApiError as error:
+            response = self._render_error(call, error)
+        except Exception as exc:
+            log_failure("unhandled error", exc, function=self.name, request_id=call.request_id)
+            response = self._render_error(call, InternalError())
+        self._finish(call, response)
+        log_request(
+            function=self.name,
+            request_id=call.request_id,
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            user=call.user,
+            rows=call.rows,
+        )
+        return response
+
+    def _render_error(self, call: Call, error: ApiError) -> Response:
+        try:
+            return self.error_renderer(call, error)
+        except Exception as exc:  # a broken HTML error page must not hide the error
+            log_failure("error renderer failed", exc, function=self.name)
+            return error_json(call, error)
+
+    def _finish(self, call: Call, response: Response) -> None:
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = call.request_id
+        for name, value in (*SECURITY_HEADERS.items(), *call.extra_headers.items()):
+            headers.setdefault(name, value)
+        headers.setdefault("Content-Security-Policy", JSON_CSP)
+        headers.setdefault("Cache-Control", "no-store")
+        if self.secure_transport:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+
+    def install(self) -> None:
+        """Route functions-framework's own 404s (``/robots.txt``, ``/favicon.ico``) here too.
+
+        Called at import: functions-framework imports the source inside its app context.
+        """
+        if flask.has_app_context():
+            flask.current_app.register_error_handler(404, lambda _error: self(flask.request))

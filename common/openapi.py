@@ -1,0 +1,258 @@
+"""Each function's OpenAPI 3 document (``GET /openapi.json``), built by apispec from the
+marshmallow schemas that validate its requests. Built on first request, then kept.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from common.params import LoginFormSchema, TokenFormSchema, TrendParamsSchema
+
+OPENAPI_VERSION = "3.0.3"
+API_VERSION = "1.0.0"
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True, metadata={"example": "validation_error"})
+    message = fields.String(required=True)
+    request_id = fields.String(required=True)
+    details = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Messages per field (validation errors only)."},
+    )
+
+
+class TrendRowSchema(Schema):
+    product = fields.String(required=True)
+    sale_month = fields.Date(required=True, metadata={"description": "First day: YYYY-MM-01."})
+    total_amount = fields.Float(required=True, metadata={"description": "Rounded to cents."})
+    total_quantity = fields.Integer(required=True)
+    avg_price = fields.Float(required=True, metadata={"description": "Rounded to cents."})
+    transaction_count = fields.Integer(required=True)
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, validate=validate.OneOf(["bearer"]))
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+    function = fields.String(required=True)
+
+
+_STRING = {"schema": {"type": "string"}}
+_REQUEST_ID = {
+    "X-Request-ID": {"description": "This request's id (echoed or generated).", **_STRING}
+}
+
+
+def _json(schema: str | dict[str, Any], description: str, **headers: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {**_REQUEST_ID, **headers},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _error(
+    description: str, *, html: bool = False, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    response = _json("Error", description, **(headers or {}))
+    if html:
+        response["content"]["text/html"] = _STRING
+    return response
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "headers": _REQUEST_ID, "content": {"text/html": _STRING}}
+
+
+def _redirect(description: str) -> dict[str, Any]:
+    return {"description": description, "headers": {**_REQUEST_ID, "Location": _STRING}}
+
+
+_UNAUTHORIZED = _error("Missing or invalid bearer token.", headers={"WWW-Authenticate": _STRING})
+_FORBIDDEN = _error("The token's role may not use this function.")
+_UNAVAILABLE = _error(
+    "The warehouse cannot be reached; retry later.", headers={"Retry-After": _STRING}
+)
+_TOO_MANY = _error("Too many failed logins for this username.", headers={"Retry-After": _STRING})
+_TOO_MANY_HTML = _error(
+    "Too many failed logins for this username.", html=True, headers={"Retry-After": _STRING}
+)
+
+
+def _trends_operation(summary: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "security": [{"bearerAuth": []}],
+        "parameters": [{"in": "query", "schema": TrendParamsSchema}],
+        "responses": {
+            "200": {
+                **_json(
+                    {"type": "array", "items": "TrendRow"},
+                    "Summary rows, by total_amount descending then product.",
+                    ETag=_STRING,
+                    **{"Cache-Control": _STRING},
+                ),
+            },
+            "304": {"description": "Not modified (If-None-Match).", "headers": _REQUEST_ID},
+            "401": _UNAUTHORIZED,
+            "403": _FORBIDDEN,
+            "422": _error("Unknown parameter or broken rule; details per field."),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _operations(function: str) -> dict[str, dict[str, Any]]:
+    if function == "token":
+        return {
+            "/token": {
+                "post": {
+                    "summary": "OAuth2 password grant: a bearer token for a user.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {"schema": TokenFormSchema}
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Token", "A bearer token (HS256 JWT)."),
+                        "400": _error("Malformed request or unsupported grant type."),
+                        "401": _error("Wrong username or password, or a disabled user."),
+                        "429": _TOO_MANY,
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            }
+        }
+    if function == "trends_pg":
+        return {"/sales/pg-trends": {"get": _trends_operation("Sales trends (PostgreSQL marts).")}}
+    if function == "trends_bq":
+        return {"/sales/trends": {"get": _trends_operation("Sales trends (BigQuery marts).")}}
+    if function == "dashboard":
+        return {
+            "/": {
+                "get": {
+                    "summary": "The sales dashboard: table and monthly chart (HTML).",
+                    "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+                    "parameters": [{"in": "query", "schema": TrendParamsSchema}],
+                    "responses": {
+                        "200": _html("The dashboard page."),
+                        "303": _redirect("Not logged in: to /login."),
+                        "401": _UNAUTHORIZED,
+                        "403": _FORBIDDEN,
+                        "422": _error("Invalid parameters.", html=True),
+                        "503": _error("The warehouse cannot be reached.", html=True),
+                    },
+                }
+            },
+            "/login": {
+                "get": {"summary": "The login form.", "responses": {"200": _html("The form.")}},
+                "post": {
+                    "summary": "Log in (CSRF-protected form); sets the session cookie.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {"schema": LoginFormSchema}
+                        },
+                    },
+                    "responses": {
+                        "303": _redirect("Logged in: to /."),
+                        "400": _error("Malformed form or failed CSRF check.", html=True),
+                        "401": _error("Wrong username or password.", html=True),
+                        "429": {
+                            **_TOO_MANY,
+                            "content": {**_TOO_MANY["content"], "text/html": _STRING},
+                        },
+                        "503": _error("The warehouse cannot be reached.", html=True),
+                    },
+                },
+            },
+            "/logout": {
+                "post": {
+                    "summary": "Log out (CSRF-protected form); clears the session cookie.",
+                    "requestBody": {
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"csrf_token": {"type": "string"}},
+                                }
+                            }
+                        }
+                    },
+                    "responses": {
+                        "303": _redirect("Logged out: to /login."),
+                        "400": _error("Failed CSRF check.", html=True),
+                    },
+                }
+            },
+        }
+    raise ValueError(f"no OpenAPI document for function {function!r}")
+
+
+def document(function: str, *, session_cookie: str = "salesmart-session") -> dict[str, Any]:
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    spec = APISpec(
+        title=f"salesmart {function}",
+        version=API_VERSION,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "See CONTRACT.md, section HTTP functions."},
+    )
+    spec.components.schema("Error", schema=ErrorSchema)
+    if function in ("trends_pg", "trends_bq"):
+        spec.components.schema("TrendRow", schema=TrendRowSchema)
+    if function == "token":
+        spec.components.schema("Token", schema=TokenSchema)
+    spec.components.schema("Health", schema=HealthSchema)
+    spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    if function == "dashboard":
+        spec.components.security_scheme(
+            "cookieAuth", {"type": "apiKey", "in": "cookie", "name": session_cookie}
+        )
+    for path, operations in _operations(function).items():
+        spec.path(path=path, operations=operations)
+    spec.path(
+        path="/healthz",
+        operations={
+            "get": {
+                "summary": "Liveness: no auth, no warehouse.",
+                "responses": {"200": _json("Health", "Alive.")},
+            }
+        },
+    )
+    spec.path(
+        path="/openapi.json",
+        operations={
+            "get": {
+                "summary": "This document.",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")},
+            }
+        },
+    )
+    result: dict[str, Any] = _plain(spec.to_dict())
+    return result
+
+
+def _plain(node: Any) -> Any:
+    """apispec keeps ``Decimal`` bounds of decimal fields: make them JSON numbers."""
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    if isinstance(node, Decimal):
+        return int(node) if node == node.to_integral_value() else float(node)
+    return node

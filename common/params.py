@@ -1,0 +1,228 @@
+"""Request validation (marshmallow 4) and each function's OpenAPI 3 document (apispec).
+
+The trends parameters follow CONTRACT.md's table; unknown or repeated parameters and
+broken rules give 422 with ``details`` per field. Valid numbers are then normalised so
+that both warehouses can take them as exact NUMERIC/INT64 values with the same meaning:
+
+- warehouse values have at most 9 decimals (money has 2, ``avg_price`` 9), so a lower
+  bound is rounded up and an upper bound down to 9 decimals without changing which rows
+  match;
+- bounds beyond 10^20 (no sales total gets there) and integers beyond INT64 are capped.
+
+The OpenAPI documents are built from these same schemas, on first request only.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from collections.abc import Mapping
+from datetime import date
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from werkzeug.datastructures import MultiDict
+
+from common.errors import ValidationFailed
+from common.trends import DEFAULT_LIMIT, DEFAULT_PRODUCT_PREFIX, MAX_LIMIT, TrendFilters
+
+PREFIX_PATTERN = r"^[A-Za-z0-9 -]{1,64}$"
+MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$"
+INT64_MAX = 2**63 - 1
+NUMBER_CAP = Decimal(10) ** 20
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_NINE_DECIMALS = Decimal("1e-9")
+_WIDE = decimal.Context(prec=60)
+
+
+class FullMatch(validate.Regexp):
+    """``Regexp`` that must match the whole value (``$`` alone lets a final newline in)."""
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or re.fullmatch(str(self.regex.pattern), value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+class QueryInteger(fields.Integer):
+    """A plain ASCII integer (no ``1e3``, ``1_000`` or non-ASCII digits); huge ones are capped."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        text = value.strip() if isinstance(value, str) else value
+        if not isinstance(text, str) or not _INTEGER.fullmatch(text):
+            raise self.make_error("invalid")
+        digits = text.lstrip("+-")
+        number = int(digits) if len(digits) <= 30 else 10**30
+        return -number if text.startswith("-") else number
+
+
+class QueryNumber(fields.Decimal):
+    """A finite ASCII decimal number, parsed exactly."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        text = value.strip() if isinstance(value, str) else value
+        if not isinstance(text, str) or not _NUMBER.fullmatch(text):
+            raise self.make_error("invalid")
+        return Decimal(text)
+
+
+class Month(fields.String):
+    """``YYYY-MM`` or ``YYYY-MM-DD``; loads as the first day of that month."""
+
+    default_error_messages = {"invalid_month": "Not a valid month: use YYYY-MM or YYYY-MM-DD."}  # noqa: RUF012
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:  # type: ignore[override]
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(MONTH_PATTERN, text):
+            raise self.make_error("invalid_month")
+        parts = [int(part) for part in text.split("-")]
+        try:
+            date(parts[0], parts[1], parts[2] if len(parts) == 3 else 1)
+            return date(parts[0], parts[1], 1)
+        except ValueError:
+            raise self.make_error("invalid_month") from None
+
+
+def _lower(value: Decimal) -> Decimal:
+    return min(value, NUMBER_CAP).quantize(_NINE_DECIMALS, rounding=ROUND_CEILING, context=_WIDE)
+
+
+def _upper(value: Decimal) -> Decimal:
+    return min(value, NUMBER_CAP).quantize(_NINE_DECIMALS, rounding=ROUND_FLOOR, context=_WIDE)
+
+
+_NON_NEGATIVE = validate.Range(min=0)
+
+
+class TrendParamsSchema(Schema):
+    """Query parameters of ``GET /sales/trends``, ``/sales/pg-trends`` and the dashboard."""
+
+    product_prefix = fields.String(
+        load_default=DEFAULT_PRODUCT_PREFIX,
+        validate=FullMatch(PREFIX_PATTERN, error="Use 1-64 letters, digits, spaces or hyphens."),
+        metadata={
+            "description": "Literal prefix of the product name (case-sensitive).",
+            "example": DEFAULT_PRODUCT_PREFIX,
+        },
+    )
+    sale_month = Month(
+        metadata={
+            "description": "Only this month: YYYY-MM, or YYYY-MM-DD for that date's month.",
+            "pattern": MONTH_PATTERN,
+            "example": "2023-10",
+        },
+    )
+    min_amount = QueryNumber(
+        load_default=Decimal(0),
+        validate=_NON_NEGATIVE,
+        metadata={"description": "Keep rows with total_amount >= this.", "default": 0},
+    )
+    max_quantity = QueryInteger(
+        validate=_NON_NEGATIVE,
+        metadata={"description": "Keep rows with total_quantity <= this."},
+    )
+    min_avg_price = QueryNumber(
+        validate=_NON_NEGATIVE, metadata={"description": "Keep rows with avg_price >= this."}
+    )
+    max_avg_price = QueryNumber(
+        validate=_NON_NEGATIVE,
+        metadata={"description": "Keep rows with avg_price <= this (>= min_avg_price)."},
+    )
+    limit = QueryInteger(
+        load_default=DEFAULT_LIMIT,
+        validate=validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": "Rows per page."},
+    )
+    offset = QueryInteger(
+        load_default=0, validate=_NON_NEGATIVE, metadata={"description": "Rows to skip."}
+    )
+
+    @validates_schema
+    def _min_not_above_max(self, data: dict[str, Any], **kwargs: Any) -> None:
+        low, high = data.get("min_avg_price"), data.get("max_avg_price")
+        if low is not None and high is not None and low > high:
+            raise ValidationError("Must not be greater than max_avg_price.", "min_avg_price")
+
+    @post_load
+    def _filters(self, data: dict[str, Any], **kwargs: Any) -> TrendFilters:
+        low, high = data.get("min_avg_price"), data.get("max_avg_price")
+        max_quantity = data.get("max_quantity")
+        return TrendFilters(
+            product_prefix=data["product_prefix"],
+            sale_month=data.get("sale_month"),
+            min_amount=_lower(data["min_amount"]),
+            max_quantity=None if max_quantity is None else min(max_quantity, INT64_MAX),
+            min_avg_price=None if low is None else _lower(low),
+            max_avg_price=None if high is None else _upper(high),
+            limit=data["limit"],
+            offset=min(data["offset"], INT64_MAX),
+        )
+
+
+class TokenFormSchema(Schema):
+    """``POST /token``: the OAuth2 password grant, as a form."""
+
+    username = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    password = fields.String(
+        required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
+    )
+    grant_type = fields.String(
+        validate=validate.OneOf(["password"]), metadata={"description": "Absent or password."}
+    )
+
+
+class LoginFormSchema(Schema):
+    """``POST /login`` of the dashboard."""
+
+    username = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    password = fields.String(
+        required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
+    )
+    csrf_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
+_TREND_SCHEMA = TrendParamsSchema()
+
+
+def _single_values(args: MultiDict[str, str], *, drop_empty: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    repeated: dict[str, list[str]] = {}
+    for key in args:
+        given = args.getlist(key)
+        if len(given) > 1:
+            repeated[key] = ["Given more than once."]
+        elif not (drop_empty and given[0].strip() == ""):
+            values[key] = given[0]
+    if repeated:
+        raise ValidationFailed(repeated)
+    return values
+
+
+def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -> TrendFilters:
+    """Validated filters, or ``ValidationFailed`` (422) with messages per field.
+
+    ``drop_empty`` treats ``name=`` as absent (an HTML form's untouched fields).
+    """
+    try:
+        filters: TrendFilters = _TREND_SCHEMA.load(_single_values(args, drop_empty=drop_empty))
+    except ValidationError as exc:
+        raise ValidationFailed(_details(exc.messages)) from None
+    return filters
+
+
+def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
+    """A form's single values validated by ``schema``; ``ValidationError`` if broken."""
+    values = _single_values(form, drop_empty=False)
+    data: dict[str, Any] = schema.load(values)
+    return data
+
+
+def _details(messages: Any) -> dict[str, list[str]]:
+    if isinstance(messages, Mapping):
+        return {
+            str(key): [str(m) for m in value] if isinstance(value, list) else [str(value)]
+            for key, value in messages.items()
+        }
+    return {"_schema": [str(m) for m in messages]}

@@ -1,0 +1,54 @@
+"""dashboard: the sales dashboard (``GET /``), its login form (``GET/POST /login``), logout.
+
+Serve: ``functions-framework --source functions/dashboard/main.py --target dashboard``.
+"""
+
+from __future__ import annotations
+
+from flask import Request, Response
+
+from common.api import require_database
+from common.auth import LoginService, TokenService
+from common.config import Settings, get_settings
+from common.dashboard import Dashboard
+from common.db import PgPool
+from common.http import FunctionApp
+from common.trends_pg import PgTrends
+
+NAME = "dashboard"
+
+
+def create(settings: Settings) -> FunctionApp:
+    settings.require_secrets()
+    require_database(settings)
+    pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
+    board = Dashboard(
+        settings,
+        PgTrends(pool, settings.mart_schema),
+        LoginService(pool, settings),
+        TokenService(settings),
+    )
+
+    def openapi() -> dict[str, object]:
+        from common.openapi import document
+
+        return document(NAME, session_cookie=board.session_cookie)
+
+    app = FunctionApp(
+        NAME,
+        secure_transport=not settings.is_dev,
+        openapi=openapi,
+        error_renderer=board.render_error,
+    )
+    app.route("/", GET=board.index)
+    app.route("/login", GET=board.login_form, POST=board.login)
+    app.route("/logout", POST=board.logout)
+    return app
+
+
+_app = create(get_settings())
+_app.install()
+
+
+def dashboard(request: Request) -> Response:
+    return _app(request)

@@ -1,0 +1,46 @@
+"""trends_bq: ``GET /sales/trends``, the BigQuery ``summary_sales`` mart, for bearer tokens.
+
+Serve: ``functions-framework --source functions/trends_bq/main.py --target trends_bq``.
+The BigQuery client library is imported, and its client created, on the first query only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request, Response
+
+from common.api import trends_handler
+from common.auth import TokenService
+from common.config import Settings, get_settings
+from common.http import FunctionApp
+from common.trends import TrendFilters
+
+NAME = "trends_bq"
+
+
+def create(settings: Settings) -> FunctionApp:
+    settings.require_secrets()
+
+    def query(filters: TrendFilters, user: str) -> list[dict[str, Any]]:
+        from common.bigquery import query_summary
+
+        return query_summary(filters, user=user, function=NAME, settings=settings.bigquery)
+
+    app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
+    app.route("/sales/trends", GET=trends_handler(NAME, TokenService(settings), query))
+    return app
+
+
+def _openapi() -> dict[str, object]:
+    from common.openapi import document
+
+    return document(NAME)
+
+
+_app = create(get_settings())
+_app.install()
+
+
+def trends_bq(request: Request) -> Response:
+    return _app(request)

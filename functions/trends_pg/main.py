@@ -1,0 +1,46 @@
+"""trends_pg: ``GET /sales/pg-trends``, the PostgreSQL ``summary_sales`` mart, for bearer tokens.
+
+Serve: ``functions-framework --source functions/trends_pg/main.py --target trends_pg``.
+"""
+
+from __future__ import annotations
+
+from flask import Request, Response
+
+from common.api import require_database, trends_handler
+from common.auth import TokenService
+from common.config import Settings, get_settings
+from common.db import PgPool
+from common.http import FunctionApp
+from common.trends_pg import PgTrends
+
+NAME = "trends_pg"
+
+
+def create(settings: Settings) -> FunctionApp:
+    settings.require_secrets()
+    require_database(settings)
+    pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
+    trends = PgTrends(pool, settings.mart_schema)
+    app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
+    app.route(
+        "/sales/pg-trends",
+        GET=trends_handler(
+            NAME, TokenService(settings), lambda filters, _user: trends.summary(filters)
+        ),
+    )
+    return app
+
+
+def _openapi() -> dict[str, object]:
+    from common.openapi import document
+
+    return document(NAME)
+
+
+_app = create(get_settings())
+_app.install()
+
+
+def trends_pg(request: Request) -> Response:
+    return _app(request)
