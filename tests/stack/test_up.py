@@ -1,0 +1,216 @@
+"""`salesmart up` end to end, as a newcomer runs it: one command, then Ctrl-C.
+
+Starts the real embedded PostgreSQL, the real BigQuery stand-in, real dbt on both and the
+four functions as real processes, in a fresh folder; asks both trend APIs for 2023-10.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ADMIN_PASSWORD = "demo-password-for-tests"
+EXPECTED_2023_10 = [
+    {
+        "product": "Halal Laptop",
+        "sale_month": "2023-10-01",
+        "total_amount": 1999.98,
+        "total_quantity": 2,
+        "avg_price": 999.99,
+        "transaction_count": 1,
+    },
+    {
+        "product": "Halal Keyboard",
+        "sale_month": "2023-10-01",
+        "total_amount": 249.95,
+        "total_quantity": 5,
+        "avg_price": 49.99,
+        "transaction_count": 1,
+    },
+    {
+        "product": "Halal Mouse",
+        "sale_month": "2023-10-01",
+        "total_amount": 249.9,
+        "total_quantity": 10,
+        "avg_price": 24.99,
+        "transaction_count": 1,
+    },
+]
+
+
+def _free_port_base() -> int:
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if base > 65000:
+            continue
+        if all(_free(base + i) for i in range(4)):
+            return base
+    raise RuntimeError("no four free ports in a row")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Stack:
+    def __init__(self, folder: Path, process: subprocess.Popen[str]) -> None:
+        self.folder = folder
+        self.process = process
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.folder / ".salesmart" / "endpoints.json"
+
+    def endpoints(self) -> dict[str, Any]:
+        data = json.loads(self.endpoints_file.read_text())
+        assert isinstance(data, dict)
+        return data
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SALESMART_STATE_DIR",)}
+    env["SALESMART_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    for key in (
+        "SALESMART_BQ_ENDPOINT",
+        "SALESMART_BQ_PROJECT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SALESMART_DATABASE_URL",
+    ):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    folder = Path(tempfile.mkdtemp(prefix="salesmart-up-"))
+    folder.chmod(0o755)
+    port_base = _free_port_base()
+    log = (folder / "up.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(port_base)],
+        cwd=folder,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    up = Stack(folder, process)
+    deadline = time.monotonic() + 300
+    while not up.endpoints_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("salesmart up did not come up:\n" + (folder / "up.log").read_text())
+        time.sleep(0.5)
+    yield up
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _token(stack: Stack) -> str:
+    response = requests.post(
+        stack.endpoints()["token"] + "/token",
+        data={"username": "admin", "password": ADMIN_PASSWORD},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    assert isinstance(token, str)
+    return token
+
+
+def test_endpoints_file_lists_every_service(stack: Stack) -> None:
+    endpoints = stack.endpoints()
+    assert set(endpoints) == {
+        "token",
+        "trends_bq",
+        "trends_pg",
+        "dashboard",
+        "postgres",
+        "bigquery",
+    }
+    for name in ("token", "trends_bq", "trends_pg", "dashboard", "bigquery"):
+        assert endpoints[name].startswith("http://127.0.0.1:")
+    assert endpoints["postgres"].startswith("postgresql://")
+    assert oct(stack.endpoints_file.stat().st_mode)[-3:] == "600"
+
+
+@pytest.mark.parametrize(
+    ("function", "path"), [("trends_pg", "/sales/pg-trends"), ("trends_bq", "/sales/trends")]
+)
+def test_both_trend_apis_answer_the_sample(stack: Stack, function: str, path: str) -> None:
+    response = requests.get(
+        stack.endpoints()[function] + path,
+        params={"sale_month": "2023-10"},
+        headers={"Authorization": f"Bearer {_token(stack)}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == EXPECTED_2023_10
+
+
+def test_other_commands_use_the_running_stack(stack: Stack) -> None:
+    env = _env()
+    listing = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "users", "list"],
+        cwd=stack.folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert listing.stdout.startswith("admin\tadmin\tactive")
+
+
+def test_second_up_in_the_same_folder_says_it_is_running(stack: Stack) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", "9990"],
+        cwd=stack.folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+
+
+def test_ctrl_c_stops_everything(stack: Stack) -> None:
+    endpoints = stack.endpoints()
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=60) == 0
+    assert not stack.endpoints_file.exists()
+    for name in ("token", "trends_bq", "trends_pg", "dashboard", "bigquery"):
+        port = int(endpoints[name].rsplit(":", 1)[1].split("/")[0])
+        assert not _listening(port), f"{name} still listens on {port}"
+    pg_port = int(endpoints["postgres"].rsplit(":", 1)[1].split("/")[0])
+    assert not _listening(pg_port), "PostgreSQL still listens"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
