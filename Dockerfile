@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1
+# One image serves any of the four functions; FUNCTION_TARGET picks which.
+#
+#   docker build -t salesmart .                              # the functions (default target)
+#   docker run --rm -p 8080:8080 -e FUNCTION_TARGET=trends_pg -e SALESMART_DATABASE_URL=... salesmart
+#   docker build --target cli -t salesmart-cli .             # + the `salesmart` command (migration Job)
+#   docker build --target airflow -t salesmart-airflow .     # Airflow with the DAGs, dbt project and dbt
+#
+# The serving image installs only [project].dependencies (no dbt, no Airflow, no embedded
+# PostgreSQL). The `cli` target adds the `cli` extra on top of the same code, so the migration
+# Job runs exactly the release's migrations while the functions stay lean.
+
+ARG PYTHON_VERSION=3.11
+ARG AIRFLOW_VERSION=3.3.2
+
+# ---- wheels of the project and its dependencies; build tools never reach a runtime image
+FROM python:${PYTHON_VERSION}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY common ./common
+COPY pipeline ./pipeline
+RUN pip wheel --wheel-dir /wheels/serve . \
+ && pip wheel --wheel-dir /wheels/cli ".[cli]"
+
+# ---- shared runtime: non-root user, function sources, default pipeline configuration
+FROM python:${PYTHON_VERSION}-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN groupadd --system --gid 10001 salesmart \
+ && useradd --system --uid 10001 --gid salesmart --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin salesmart
+WORKDIR /app
+COPY --chmod=0755 deploy/entrypoint.sh deploy/entrypoint.sh
+COPY functions functions
+COPY data/pipeline_config.yaml data/pipeline_config.yaml
+# The chart mounts its ConfigMap elsewhere and overrides this.
+ENV SALESMART_CONFIG=/app/data/pipeline_config.yaml
+
+# ---- the migration Job's image: the serving code plus the `salesmart` command
+FROM runtime AS cli
+RUN --mount=type=bind,from=build,source=/wheels/cli,target=/wheels \
+    pip install --no-index --find-links=/wheels "salesmart[cli]"
+USER 10001:10001
+ENTRYPOINT ["salesmart"]
+CMD ["--help"]
+
+# ---- Airflow (official image) running this project's DAGs and dbt project
+FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION} AS airflow
+ARG AIRFLOW_VERSION
+ENV DO_NOT_TRACK=1
+# dbt in its own virtualenv: its pins conflict with Airflow's; the DAG runs it as a subprocess.
+COPY requirements/dbt.txt /opt/airflow/salesmart/requirements-dbt.txt
+RUN python -m venv /opt/airflow/dbt-venv \
+ && /opt/airflow/dbt-venv/bin/pip install --no-cache-dir -r /opt/airflow/salesmart/requirements-dbt.txt
+# Airflow pinned in the same install so nothing upgrades it behind its back.
+RUN --mount=type=bind,from=build,source=/wheels/cli,target=/wheels \
+    pip install --no-cache-dir --find-links=/wheels \
+        "apache-airflow==${AIRFLOW_VERSION}" "astronomer-cosmos>=1.15,<1.16" "salesmart[cli]"
+COPY --chown=airflow:0 dags /opt/airflow/dags
+COPY --chown=airflow:0 dbt /opt/airflow/salesmart/dbt
+COPY --chown=airflow:0 data/pipeline_config.yaml /opt/airflow/salesmart/pipeline_config.yaml
+ENV SALESMART_CONFIG=/opt/airflow/salesmart/pipeline_config.yaml \
+    SALESMART_DBT_PROJECT_DIR=/opt/airflow/salesmart/dbt \
+    SALESMART_DBT_EXECUTABLE=/opt/airflow/dbt-venv/bin/dbt
+
+# ---- the functions (default target; keep it last)
+FROM runtime AS serve
+RUN --mount=type=bind,from=build,source=/wheels/serve,target=/wheels \
+    pip install --no-index --find-links=/wheels salesmart
+# gunicorn under functions-framework: WORKERS x THREADS requests at once. THREADS matches the
+# chart's default containerConcurrency (8); the chart sets all three per function.
+ENV PORT=8080 \
+    WORKERS=1 \
+    THREADS=8 \
+    CLOUD_RUN_TIMEOUT_SECONDS=300
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["/app/deploy/entrypoint.sh"]

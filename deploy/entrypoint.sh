@@ -1,0 +1,21 @@
+#!/bin/sh
+# The container's entrypoint: serve one function with functions-framework under gunicorn.
+#   FUNCTION_TARGET  token | trends_bq | trends_pg | dashboard (required)
+#   FUNCTION_SOURCE  defaults to functions/$FUNCTION_TARGET/main.py (relative to the working dir)
+#   PORT, HOST       where to listen (Knative sets PORT; default 8080 on 0.0.0.0)
+#   WORKERS, THREADS, CLOUD_RUN_TIMEOUT_SECONDS   gunicorn workers, threads per worker, timeout
+# Extra arguments are passed to functions-framework.
+set -eu
+
+if [ -z "${FUNCTION_TARGET:-}" ]; then
+    echo "entrypoint: set FUNCTION_TARGET to one of: token, trends_bq, trends_pg, dashboard" >&2
+    exit 64
+fi
+FUNCTION_SOURCE="${FUNCTION_SOURCE:-functions/${FUNCTION_TARGET}/main.py}"
+if [ ! -f "$FUNCTION_SOURCE" ]; then
+    echo "entrypoint: no function source at $FUNCTION_SOURCE (FUNCTION_TARGET=$FUNCTION_TARGET)" >&2
+    exit 66
+fi
+export FUNCTION_TARGET FUNCTION_SOURCE
+
+exec functions-framework --source "$FUNCTION_SOURCE" --target "$FUNCTION_TARGET" "$@"

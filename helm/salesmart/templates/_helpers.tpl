@@ -1,0 +1,94 @@
+{{/*
+Names. Knative appends a revision suffix to Service names, so keep the prefix short.
+*/}}
+{{- define "salesmart.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "salesmart.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "salesmart.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "salesmart.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "salesmart.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "salesmart.labels" -}}
+helm.sh/chart: {{ include "salesmart.chart" . }}
+{{ include "salesmart.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: salesmart
+{{- end }}
+
+{{/* The image reference of an image block (repository, tag) with the appVersion as default tag. */}}
+{{- define "salesmart.imageRef" -}}
+{{- $image := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+
+{{- define "salesmart.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- printf "%s-secrets" (include "salesmart.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "salesmart.configMapName" -}}
+{{- printf "%s-config" (include "salesmart.fullname" .) }}
+{{- end }}
+
+{{/* The pipeline configuration text mounted as SALESMART_CONFIG. */}}
+{{- define "salesmart.pipelineConfig" -}}
+{{- if .Values.pipelineConfig }}
+{{- .Values.pipelineConfig }}
+{{- else }}
+{{- .Files.Get "files/pipeline_config.yaml" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the ConfigMap is mounted, and the file SALESMART_CONFIG names. */}}
+{{- define "salesmart.configDir" -}}/etc/salesmart{{- end }}
+{{- define "salesmart.configPath" -}}/etc/salesmart/pipeline_config.yaml{{- end }}
+{{- define "salesmart.googleCredentialsDir" -}}/var/run/secrets/google{{- end }}
+
+{{/* What each function needs from the outside: the PostgreSQL URL or BigQuery. */}}
+{{- define "salesmart.functionNeeds" -}}
+token: database
+trends_bq: bigquery
+trends_pg: database
+dashboard: database
+{{- end }}
+
+{{/* The Knative Service name of a function: <fullname>-<function with "-" for "_">. */}}
+{{- define "salesmart.serviceName" -}}
+{{- $root := index . 0 -}}
+{{- $function := index . 1 -}}
+{{- printf "%s-%s" (include "salesmart.fullname" $root) ($function | replace "_" "-") }}
+{{- end }}
+
+{{/* One environment variable read from the salesmart Secret: (list root ENV_NAME keyField secretName). */}}
+{{- define "salesmart.secretEnv" -}}
+{{- $root := index . 0 -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ index . 3 }}
+      key: {{ index $root.Values.secrets.keys (index . 2) }}
+{{- end }}

@@ -1,0 +1,291 @@
+"""Render the Helm chart offline into plain manifests for ``kubectl apply`` users.
+
+    python -m pipeline.render_manifests              # rewrite k8s/knative/ from default values
+    python -m pipeline.render_manifests --check      # exit 1 when k8s/knative/ is stale
+    python -m pipeline.render_manifests -f tuned.yaml --set functions.token.autoscaling.maxScale=3 \
+        --out /tmp/manifests                         # render with overrides, like helm template
+
+Values are layered as Helm's CLI does: the chart's defaults, then each ``-f`` file in order, then
+``--set``/``--set-string``/``--set-file`` (later wins; maps merge; ``null`` removes a default).
+The chart can only read files inside itself, so the pipeline configuration
+(``data/pipeline_config.yaml``) is copied to ``helm/salesmart/files/`` on each write.
+``metadata.namespace`` is left out of the written files so ``kubectl apply -n NS`` works.
+Needs the ``dev`` extra (helm-python-sdk); no helm binary and no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHART_DIR = REPO_ROOT / "helm" / "salesmart"
+MANIFEST_DIR = REPO_ROOT / "k8s" / "knative"
+CONFIG_SOURCE = REPO_ROOT / "data" / "pipeline_config.yaml"
+CONFIG_COPY = CHART_DIR / "files" / "pipeline_config.yaml"
+RELEASE_NAME = "salesmart"
+RENDER_NAMESPACE = "default"
+
+HEADER = (
+    "# Rendered from helm/salesmart (default values) by `python -m pipeline.render_manifests`.\n"
+    "# Do not edit: change the chart and run it again (a test keeps both in sync).\n"
+    "# Apply: kubectl apply -n NAMESPACE -f k8s/knative/  (secrets first: see helm/README.md)\n"
+)
+
+
+class RenderError(RuntimeError):
+    """The chart could not be rendered with the given values; the message says why."""
+
+
+def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into ``base`` as Helm merges ``-f`` files and ``--set``: maps merge
+    recursively, anything else (lists included) is replaced by the later value."""
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_values(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def user_values(
+    values_files: Iterable[Path] = (),
+    set_values: Iterable[str] = (),
+    set_string_values: Iterable[str] = (),
+    set_file_values: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The user-supplied values of ``-f`` files and ``--set*`` flags, layered in Helm's order."""
+    import helm_python as helm
+
+    layers: list[dict[str, Any]] = []
+    try:
+        for path in values_files:
+            layers.append(helm.values_from_yaml(Path(path).read_text(encoding="utf-8")))
+        layers += [helm.parse_set_string(expr) for expr in set_values]
+        layers += [helm.parse_set_string_values(expr) for expr in set_string_values]
+        layers += [helm.parse_set_file(expr) for expr in set_file_values]
+    except helm.HelmError as exc:
+        raise RenderError(str(exc).strip()) from None
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values = merge_values(values, layer)
+    return values
+
+
+def render_chart(
+    values: Mapping[str, Any] | None = None,
+    *,
+    chart_dir: Path = CHART_DIR,
+    release: str = RELEASE_NAME,
+    namespace: str = RENDER_NAMESPACE,
+) -> list[dict[str, Any]]:
+    """Render the chart like ``helm template`` (schema validated, hooks included) and return
+    its objects in template order. NOTES.txt is not an object and is left out."""
+    import helm_python as helm
+
+    helm.validate_release_name(release)
+    try:
+        with helm.Chart.load(chart_dir) as chart:
+            rendered = chart.render(
+                dict(values or {}), name=release, namespace=namespace, is_install=True
+            )
+    except helm.HelmError as exc:
+        raise RenderError(str(exc).strip()) from None
+    objects: list[dict[str, Any]] = []
+    for template in sorted(rendered):
+        if not template.endswith((".yaml", ".yml")):
+            continue
+        for document in yaml.safe_load_all(rendered[template]):
+            if document:
+                objects.append(document)
+    return objects
+
+
+def render_notes(
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = RELEASE_NAME,
+    namespace: str = RENDER_NAMESPACE,
+) -> str:
+    """The text Helm prints after an install (templates/NOTES.txt)."""
+    import helm_python as helm
+
+    with helm.Chart.load(CHART_DIR) as chart:
+        rendered = chart.render(dict(values or {}), name=release, namespace=namespace)
+    return next((text for name, text in rendered.items() if name.endswith("NOTES.txt")), "")
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the pipeline configuration) as readable literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def file_name(obj: Mapping[str, Any]) -> str:
+    """``<kind>-<name>.yaml``; Knative Services are ``ksvc-`` to stand apart from core ones."""
+    kind = str(obj["kind"]).lower()
+    if kind == "service" and str(obj.get("apiVersion", "")).startswith("serving.knative.dev/"):
+        kind = "ksvc"
+    return f"{kind}-{obj['metadata']['name']}.yaml"
+
+
+def manifest_files(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """One file per object, without ``metadata.namespace``, keyed by file name."""
+    files: dict[str, str] = {}
+    for obj in objects:
+        portable = dict(obj)
+        portable["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "namespace"}
+        name = file_name(obj)
+        if name in files:
+            raise RenderError(f"two rendered objects would both be written to {name}")
+        body = yaml.dump(portable, Dumper=_BlockDumper, sort_keys=False, width=4096)
+        files[name] = HEADER + body
+    return files
+
+
+def expected_files(values: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What ``k8s/knative/`` holds for ``values`` (default values when None)."""
+    return manifest_files(render_chart(values))
+
+
+def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
+    """Names of files in ``directory`` that are missing, different or no longer rendered."""
+    present = {p.name for p in directory.glob("*.yaml")} if directory.is_dir() else set()
+    stale = [
+        name
+        for name, text in files.items()
+        if name not in present or (directory / name).read_text(encoding="utf-8") != text
+    ]
+    stale += sorted(present - set(files))
+    return sorted(stale)
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    """Write ``files`` into ``directory`` and remove YAML files that are no longer rendered."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.yaml"):
+        if old.name not in files:
+            old.unlink()
+    for name, text in files.items():
+        path = directory / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+
+
+def config_copy_in_sync() -> bool:
+    """Whether the chart's copy of the pipeline configuration matches data/."""
+    return CONFIG_COPY.is_file() and CONFIG_COPY.read_bytes() == CONFIG_SOURCE.read_bytes()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.render_manifests",
+        description="Render helm/salesmart offline into k8s/knative/ (or --out DIR).",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the directory is out of date"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="directory to write (default: k8s/knative/)"
+    )
+    parser.add_argument(
+        "-f",
+        "--values",
+        dest="values_files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="values file, as helm -f (repeatable)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="set_values",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="as helm --set (repeatable)",
+    )
+    parser.add_argument(
+        "--set-string",
+        dest="set_string_values",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="as helm --set-string (repeatable)",
+    )
+    parser.add_argument(
+        "--set-file",
+        dest="set_file_values",
+        action="append",
+        default=[],
+        metavar="K=PATH",
+        help="as helm --set-file (repeatable)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = bool(
+        args.values_files or args.set_values or args.set_string_values or args.set_file_values
+    )
+    if overrides and args.out is None:
+        print(
+            "render_manifests: k8s/knative/ holds the default values only; "
+            "give --out DIR to render overrides",
+            file=sys.stderr,
+        )
+        return 2
+    directory: Path = args.out or MANIFEST_DIR
+
+    if args.check:
+        problems = []
+        if not config_copy_in_sync():
+            problems.append(
+                f"{CONFIG_COPY.relative_to(REPO_ROOT)} differs from "
+                f"{CONFIG_SOURCE.relative_to(REPO_ROOT)}"
+            )
+    elif not config_copy_in_sync():
+        CONFIG_COPY.parent.mkdir(parents=True, exist_ok=True)
+        CONFIG_COPY.write_bytes(CONFIG_SOURCE.read_bytes())
+
+    try:
+        values = user_values(
+            args.values_files, args.set_values, args.set_string_values, args.set_file_values
+        )
+        files = manifest_files(render_chart(values))
+    except (RenderError, OSError) as exc:
+        print(f"render_manifests: {exc}", file=sys.stderr)
+        return 1
+
+    if args.check:
+        problems += [f"{directory / name} is out of date" for name in stale_files(directory, files)]
+        for problem in problems:
+            print(f"render_manifests: {problem}", file=sys.stderr)
+        if problems:
+            print("render_manifests: run `python -m pipeline.render_manifests`", file=sys.stderr)
+            return 1
+        print(f"{directory}: {len(files)} manifests up to date")
+        return 0
+
+    write_files(directory, files)
+    print(f"{directory}: {len(files)} manifests written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,637 @@
+"""The Helm chart, rendered offline with helm-python-sdk: lint, objects for default and
+overridden values (-f and --set layered as Helm's CLI does), values.schema.json, NOTES."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from pipeline.render_manifests import CHART_DIR, RenderError, render_notes, user_values
+from tests.deploy.conftest import FUNCTIONS, Objects, by_kind, env_of, knative_services
+
+SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+DEFAULTS = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+NEEDS_DATABASE = {"token", "trends_pg", "dashboard"}
+GOOD_SECRET = "x" * 40
+
+
+def identities(objects: Objects) -> set[tuple[str, str, str]]:
+    return {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def annotations_of(service: dict[str, Any]) -> dict[str, str]:
+    return dict(service["spec"]["template"]["metadata"]["annotations"])
+
+
+# ---- lint ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        {
+            "secrets": {
+                "existingSecret": "",
+                "jwtSecret": GOOD_SECRET,
+                "piiKey": GOOD_SECRET,
+                "databaseUrl": "postgresql://u:p@db:5432/salesmart",
+            }
+        },
+    ],
+    ids=["defaults", "chart-created-secret"],
+)
+def test_lint_reports_no_errors_or_warnings(values: dict[str, Any] | None) -> None:
+    report = helm.lint(
+        CHART_DIR, values, strict=True, namespace="analytics", kube_version="v1.32.0"
+    )
+    assert report["errors"] == []
+    serious = [m for m in report["messages"] if m["severity"] >= 2]
+    assert serious == [], serious
+
+
+def test_lint_fails_on_a_broken_chart(tmp_path: Path) -> None:
+    # The lint gate can fail: a template with a syntax error is reported as an error.
+    broken = tmp_path / "salesmart"
+    with helm.Chart.load(CHART_DIR) as chart:
+        chart.save_dir(tmp_path)
+    (broken / "templates" / "broken.yaml").write_text("kind: {{ .Values.image.repository \n")
+    report = helm.lint(broken)
+    assert report["errors"] or any(m["severity"] == 3 for m in report["messages"])
+
+
+# ---- default values -----------------------------------------------------------------------
+
+
+def test_default_render_is_exactly_the_expected_objects(default_objects: Objects) -> None:
+    assert identities(default_objects) == {
+        ("v1", "ConfigMap", "salesmart-config"),
+        ("v1", "ConfigMap", "salesmart-migrate-config"),
+        ("batch/v1", "Job", "salesmart-migrate"),
+        ("serving.knative.dev/v1", "Service", "salesmart-token"),
+        ("serving.knative.dev/v1", "Service", "salesmart-trends-bq"),
+        ("serving.knative.dev/v1", "Service", "salesmart-trends-pg"),
+        ("serving.knative.dev/v1", "Service", "salesmart-dashboard"),
+    }
+    assert len(default_objects) == 7
+
+
+def test_every_object_lives_in_the_release_namespace(render: Any) -> None:
+    values = {
+        "secrets": {
+            "existingSecret": "",
+            "jwtSecret": GOOD_SECRET,
+            "piiKey": GOOD_SECRET,
+            "databaseUrl": "postgresql://u:p@db/s",
+        }
+    }
+    objects = render(values, release="sm", namespace="analytics-prod")
+    assert {o["metadata"]["namespace"] for o in objects} == {"analytics-prod"}
+    # ...and no template names a namespace of its own.
+    for template in (CHART_DIR / "templates").iterdir():
+        for line in template.read_text(encoding="utf-8").splitlines():
+            if re.match(r"\s*namespace:", line):
+                assert "{{ .Release.Namespace }}" in line or "$root.Release.Namespace" in line, (
+                    template.name,
+                    line,
+                )
+
+
+def test_default_services_autoscaling_and_concurrency(default_objects: Objects) -> None:
+    services = knative_services(default_objects)
+    assert set(services) == set(FUNCTIONS)
+    for name, service in services.items():
+        fn = DEFAULTS["functions"][name]
+        auto = fn["autoscaling"]
+        assert "annotations" not in service["metadata"]
+        annotations = annotations_of(service)
+        assert {k: v for k, v in annotations.items() if k.startswith("autoscaling.")} == {
+            "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+            "autoscaling.knative.dev/metric": "concurrency",
+            "autoscaling.knative.dev/target": str(auto["target"]),
+            "autoscaling.knative.dev/min-scale": "0",
+            "autoscaling.knative.dev/max-scale": str(auto["maxScale"]),
+            "autoscaling.knative.dev/initial-scale": "1",
+            "autoscaling.knative.dev/scale-down-delay": f"{auto['scaleDownDelaySeconds']}s",
+        }
+        spec = service["spec"]["template"]["spec"]
+        env = env_of(service)
+        # gunicorn serves exactly as many requests at once as Knative sends.
+        assert spec["containerConcurrency"] == fn["containerConcurrency"] == 8
+        assert int(env["WORKERS"]) * int(env["THREADS"]) == spec["containerConcurrency"]
+        assert env["CLOUD_RUN_TIMEOUT_SECONDS"] == str(spec["timeoutSeconds"]) == "30"
+        assert env["FUNCTION_TARGET"] == name
+        assert env["SALESMART_ENV"] == "prod"
+        assert env["SALESMART_CONFIG"] == "/etc/salesmart/pipeline_config.yaml"
+        container = spec["containers"][0]
+        assert container["image"] == "salesmart:0.1.0"
+        assert container["readinessProbe"]["httpGet"] == {"path": "/healthz"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz"}
+        # Knative's aggressive cold-start probing stays on: no readiness period is set.
+        assert "periodSeconds" not in container["readinessProbe"]
+        assert container["resources"] == fn["resources"]
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["volumes"] == [
+            {"name": "pipeline-config", "configMap": {"name": "salesmart-config"}}
+        ]
+
+
+def test_default_services_read_only_the_secrets_they_need(default_objects: Objects) -> None:
+    for name, service in knative_services(default_objects).items():
+        env = env_of(service)
+        assert env["SALESMART_JWT_SECRET"] == {
+            "secretKeyRef": {"name": "salesmart-secrets", "key": "jwt-secret"}
+        }
+        assert env["SALESMART_PII_KEY"] == {
+            "secretKeyRef": {"name": "salesmart-secrets", "key": "pii-key"}
+        }
+        if name in NEEDS_DATABASE:
+            assert env["SALESMART_DATABASE_URL"] == {
+                "secretKeyRef": {"name": "salesmart-secrets", "key": "database-url"}
+            }
+            assert not any(key.startswith(("SALESMART_BQ", "GOOGLE_")) for key in env)
+        else:
+            assert "SALESMART_DATABASE_URL" not in env
+            assert env["SALESMART_BQ_LOCATION"] == "US"
+            assert "GOOGLE_APPLICATION_CREDENTIALS" not in env  # ADC / Workload Identity
+
+
+def test_config_map_is_the_pipeline_config(default_objects: Objects) -> None:
+    config = by_kind(default_objects, "ConfigMap")
+    shipped = (CHART_DIR.parent.parent / "data" / "pipeline_config.yaml").read_text()
+    for name in ("salesmart-config", "salesmart-migrate-config"):
+        text = config[name]["data"]["pipeline_config.yaml"]
+        assert yaml.safe_load(text) == yaml.safe_load(shipped)
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(default_objects: Objects) -> None:
+    job = by_kind(default_objects, "Job")["salesmart-migrate"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    hook_config = by_kind(default_objects, "ConfigMap")["salesmart-migrate-config"]
+    # The hook's config copy exists before the Job runs and is removed once hooks succeed.
+    assert int(hook_config["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+    assert "hook-succeeded" in hook_config["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["salesmart", "migrate"]
+    assert container["image"] == "salesmart-cli:0.1.0"
+    assert pod["restartPolicy"] == "Never"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["SALESMART_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "salesmart-secrets", "key": "database-url"}
+    }
+    assert "SALESMART_JWT_SECRET" not in env
+    assert pod["volumes"] == [
+        {"name": "pipeline-config", "configMap": {"name": "salesmart-migrate-config"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+
+
+# ---- overrides: -f files and --set, layered like helm's CLI ---------------------------------
+
+TUNED_VALUES = """\
+functions:
+  trends_pg:
+    containerConcurrency: 16
+    timeoutSeconds: 20
+    autoscaling:
+      target: 12
+      minScale: 1
+      maxScale: 20
+      scaleDownDelaySeconds: 600
+  dashboard:
+    visibility: cluster-local
+"""
+
+
+def test_values_file_and_set_flags_override_defaults(
+    tmp_path: Path, default_objects: Objects, render: Any
+) -> None:
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(TUNED_VALUES)
+    values = user_values(
+        [tuned],
+        set_values=[
+            "functions.trends_pg.autoscaling.maxScale=25",  # --set wins over -f
+            "functions.token.autoscaling.maxScale=3,functions.token.workers=2",
+            "functions.trends_bq.autoscaling.target=0.5",  # Helm passes decimals as strings
+            "functions.trends_bq.autoscaling.metric=rps",
+            "image.repository=registry.example.com/team/salesmart,image.tag=2024.1",
+        ],
+        set_string_values=["functions.token.env.LOG_LEVEL=debug"],
+    )
+    objects = render(values, namespace="analytics")
+    services = knative_services(objects)
+    defaults = knative_services(default_objects)
+
+    pg = services["trends_pg"]
+    assert {k: v for k, v in annotations_of(pg).items() if k.startswith("autoscaling.")} == {
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/metric": "concurrency",
+        "autoscaling.knative.dev/target": "12",
+        "autoscaling.knative.dev/min-scale": "1",
+        "autoscaling.knative.dev/max-scale": "25",
+        "autoscaling.knative.dev/initial-scale": "1",
+        "autoscaling.knative.dev/scale-down-delay": "600s",
+    }
+    assert pg["spec"]["template"]["spec"]["containerConcurrency"] == 16
+    assert env_of(pg)["THREADS"] == "16"
+    assert env_of(pg)["CLOUD_RUN_TIMEOUT_SECONDS"] == "20"
+
+    token = services["token"]
+    assert annotations_of(token)["autoscaling.knative.dev/max-scale"] == "3"
+    # Two workers share the eight requests: 4 threads each.
+    assert (env_of(token)["WORKERS"], env_of(token)["THREADS"]) == ("2", "4")
+    assert env_of(token)["LOG_LEVEL"] == "debug"
+
+    bq = annotations_of(services["trends_bq"])
+    assert (bq["autoscaling.knative.dev/target"], bq["autoscaling.knative.dev/metric"]) == (
+        "0.5",
+        "rps",
+    )
+    assert (
+        services["dashboard"]["metadata"]["labels"]["networking.knative.dev/visibility"]
+        == "cluster-local"
+    )
+    for service in services.values():
+        image = service["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == "registry.example.com/team/salesmart:2024.1"
+
+    # Nothing else moved: the dashboard's spec and the other objects are as by default.
+    assert (
+        services["dashboard"]["spec"]["template"]["metadata"]
+        == (defaults["dashboard"]["spec"]["template"]["metadata"])
+    )
+    assert identities(objects) == identities(default_objects)
+
+
+def test_set_null_removes_a_default_annotation(render: Any) -> None:
+    values = user_values(set_values=["functions.token.autoscaling.scaleDownDelaySeconds=null"])
+    token = knative_services(render(values))["token"]
+    assert "autoscaling.knative.dev/scale-down-delay" not in annotations_of(token)
+
+
+def test_disabled_function_and_migration_are_not_rendered(render: Any) -> None:
+    values = user_values(
+        set_values=["functions.dashboard.enabled=false", "migration.enabled=false"]
+    )
+    objects = render(values)
+    assert set(knative_services(objects)) == {"token", "trends_bq", "trends_pg"}
+    assert by_kind(objects, "Job") == {}
+    assert set(by_kind(objects, "ConfigMap")) == {"salesmart-config"}
+
+
+def test_chart_created_secret(render: Any) -> None:
+    values = {
+        "secrets": {
+            "existingSecret": "",
+            "jwtSecret": "j" * 32,
+            "piiKey": "p" * 40,
+            "databaseUrl": "postgresql://app:pw@db.internal:5432/salesmart",
+        }
+    }
+    objects = render(values, release="shop")
+    secrets = by_kind(objects, "Secret")
+    assert set(secrets) == {"shop-salesmart-secrets", "shop-salesmart-migrate-secrets"}
+    data = secrets["shop-salesmart-secrets"]["data"]
+    assert {k: base64.b64decode(v).decode() for k, v in data.items()} == {
+        "jwt-secret": "j" * 32,
+        "pii-key": "p" * 40,
+        "database-url": "postgresql://app:pw@db.internal:5432/salesmart",
+    }
+    # The Job's copy holds only the database URL and is a hook created before the Job.
+    hook = secrets["shop-salesmart-migrate-secrets"]
+    assert set(hook["data"]) == {"database-url"}
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "helm.sh/hook" not in secrets["shop-salesmart-secrets"]["metadata"].get(
+        "annotations", {}
+    )
+    for service in knative_services(objects).values():
+        assert env_of(service)["SALESMART_JWT_SECRET"]["secretKeyRef"]["name"] == (
+            "shop-salesmart-secrets"
+        )
+    job_env = by_kind(objects, "Job")["shop-salesmart-migrate"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert job_env[-1]["valueFrom"]["secretKeyRef"]["name"] == "shop-salesmart-migrate-secrets"
+
+
+def test_bigquery_credentials_are_mounted_for_trends_bq_only(render: Any) -> None:
+    values = user_values(set_values=["bigquery.credentialsSecret=bq-sa,bigquery.project=acme-dw"])
+    services = knative_services(render(values))
+    bq = services["trends_bq"]
+    env = env_of(bq)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/run/secrets/google/credentials.json"
+    assert env["SALESMART_BQ_PROJECT"] == "acme-dw"
+    spec = bq["spec"]["template"]["spec"]
+    assert {
+        "name": "google-credentials",
+        "secret": {
+            "secretName": "bq-sa",
+            "items": [{"key": "credentials.json", "path": "credentials.json"}],
+        },
+    } in spec["volumes"]
+    for name in ("token", "trends_pg", "dashboard"):
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in env_of(services[name])
+        assert len(services[name]["spec"]["template"]["spec"]["volumes"]) == 1
+
+
+def test_pipeline_config_override_rolls_out_new_revisions(
+    render: Any, default_objects: Objects
+) -> None:
+    config = "ingestion:\n  validation:\n    min_price: 5.0\n"
+    objects = render({"pipelineConfig": config})
+    assert (
+        by_kind(objects, "ConfigMap")["salesmart-config"]["data"]["pipeline_config.yaml"].strip()
+        == config.strip()
+    )
+    new = annotations_of(knative_services(objects)["token"])["checksum/pipeline-config"]
+    old = annotations_of(knative_services(default_objects)["token"])["checksum/pipeline-config"]
+    assert new != old
+
+
+def test_unlimited_concurrency_needs_explicit_threads(render: Any) -> None:
+    values = user_values(set_values=["functions.trends_pg.containerConcurrency=0"])
+    with pytest.raises(RenderError, match=r"functions\.trends_pg: containerConcurrency 0"):
+        render(values)
+    values = user_values(
+        set_values=["functions.trends_pg.containerConcurrency=0", "functions.trends_pg.threads=32"]
+    )
+    env = env_of(knative_services(render(values))["trends_pg"])
+    assert env["THREADS"] == "32"
+
+
+# ---- values.schema.json -------------------------------------------------------------------
+
+BAD_VALUES: list[tuple[str, str]] = [
+    ("string concurrency", 'functions: {token: {containerConcurrency: "8"}}'),
+    ("concurrency above 1000", "functions: {token: {containerConcurrency: 1001}}"),
+    ("negative concurrency", "functions: {token: {containerConcurrency: -1}}"),
+    ("negative min scale", "functions: {token: {autoscaling: {minScale: -1}}}"),
+    ("negative max scale", "functions: {trends_pg: {autoscaling: {maxScale: -2}}}"),
+    ("string min scale", 'functions: {token: {autoscaling: {minScale: "1"}}}'),
+    ("unknown top-level key", "replicas: 3"),
+    ("unknown function key", "functions: {token: {minScale: 1}}"),
+    ("unknown autoscaling key", "functions: {token: {autoscaling: {maxReplicas: 3}}}"),
+    ("unknown function", "functions: {reports: {enabled: true}}"),
+    ("cpu metric with the KPA class", "functions: {token: {autoscaling: {metric: cpu}}}"),
+    (
+        "concurrency metric with the HPA class",
+        "functions: {token: {autoscaling: {class: hpa.autoscaling.knative.dev, minScale: 1}}}",
+    ),
+    (
+        "HPA scaling to zero",
+        "functions: {token: {autoscaling: {class: hpa.autoscaling.knative.dev, metric: cpu}}}",
+    ),
+    ("unknown autoscaler class", "functions: {token: {autoscaling: {class: keda}}}"),
+    ("timeout above 600", "functions: {dashboard: {timeoutSeconds: 601}}"),
+    ("zero timeout", "functions: {dashboard: {timeoutSeconds: 0}}"),
+    ("zero target", "functions: {token: {autoscaling: {target: 0}}}"),
+    ("non-numeric target", "functions: {token: {autoscaling: {target: lots}}}"),
+    (
+        "scale-down delay above an hour",
+        "functions: {token: {autoscaling: {scaleDownDelaySeconds: 3601}}}",
+    ),
+    ("string scale-down delay", "functions: {token: {autoscaling: {scaleDownDelaySeconds: 5m}}}"),
+    ("zero workers", "functions: {token: {workers: 0}}"),
+    ("unknown visibility", "functions: {token: {visibility: public}}"),
+    ("relative probe path", "functions: {token: {probes: {path: healthz}}}"),
+    ("liveness period zero", "functions: {token: {probes: {liveness: {periodSeconds: 0}}}}"),
+    ("unknown probe key", "functions: {token: {probes: {readiness: {httpGet: {}}}}}"),
+    ("reserved env name", "functions: {token: {env: {PORT: '9000'}}}"),
+    ("env the chart sets", "functions: {token: {env: {THREADS: '64'}}}"),
+    ("non-string env value", "functions: {token: {env: {DEBUG: 1}}}"),
+    ("bad cpu quantity", "functions: {token: {resources: {requests: {cpu: lots}}}}"),
+    ("unknown resource", "functions: {token: {resources: {requests: {gpu: 1}}}}"),
+    ("unknown environment", "environment: staging"),
+    ("bad pull policy", "image: {pullPolicy: Sometimes}"),
+    ("empty image repository", "image: {repository: ''}"),
+    ("chart-created secret without values", "secrets: {existingSecret: ''}"),
+    (
+        "short JWT secret",
+        "secrets: {existingSecret: '', jwtSecret: short, piiKey: "
+        + GOOD_SECRET
+        + ", databaseUrl: 'postgresql://u:p@h/d'}",
+    ),
+    (
+        "database URL that is not PostgreSQL",
+        "secrets: {existingSecret: '', jwtSecret: "
+        + GOOD_SECRET
+        + ", piiKey: "
+        + GOOD_SECRET
+        + ", databaseUrl: 'mysql://u:p@h/d'}",
+    ),
+    ("privileged container", "containerSecurityContext: {privileged: true}"),
+    ("migration with unknown key", "migration: {schedule: daily}"),
+    ("bad secret name", "secrets: {existingSecret: Not_A_Name}"),
+]
+
+
+# What each rejection must name, so a case cannot pass for an unrelated reason.
+REASONS = {
+    "string concurrency": "'/functions/token/containerConcurrency': got string",
+    "concurrency above 1000": "'/functions/token/containerConcurrency': maximum",
+    "negative concurrency": "'/functions/token/containerConcurrency': minimum",
+    "negative min scale": "'/functions/token/autoscaling/minScale': minimum",
+    "negative max scale": "'/functions/trends_pg/autoscaling/maxScale': minimum",
+    "string min scale": "'/functions/token/autoscaling/minScale': got string",
+    "unknown top-level key": "additional properties 'replicas'",
+    "unknown function key": "additional properties 'minScale'",
+    "unknown autoscaling key": "additional properties 'maxReplicas'",
+    "unknown function": "additional properties 'reports'",
+    "cpu metric with the KPA class": "metric': value must be one of 'concurrency', 'rps'",
+    "concurrency metric with the HPA class": "metric': value must be one of 'cpu', 'memory'",
+    "HPA scaling to zero": "'/functions/token/autoscaling/minScale': minimum: got 0, want 1",
+    "unknown autoscaler class": "'/functions/token/autoscaling/class'",
+    "timeout above 600": "'/functions/dashboard/timeoutSeconds': maximum",
+    "zero timeout": "'/functions/dashboard/timeoutSeconds': minimum",
+    "zero target": "'/functions/token/autoscaling/target'",
+    "non-numeric target": "'/functions/token/autoscaling/target'",
+    "scale-down delay above an hour": "autoscaling/scaleDownDelaySeconds': maximum",
+    "string scale-down delay": "'/functions/token/autoscaling/scaleDownDelaySeconds': got string",
+    "zero workers": "'/functions/token/workers': minimum",
+    "unknown visibility": "'/functions/token/visibility'",
+    "relative probe path": "'/functions/token/probes/path'",
+    "liveness period zero": "'/functions/token/probes/liveness/periodSeconds': minimum",
+    "unknown probe key": "additional properties 'httpGet'",
+    "reserved env name": "invalid propertyName 'PORT'",
+    "env the chart sets": "invalid propertyName 'THREADS'",
+    "non-string env value": "'/functions/token/env/DEBUG': got number",
+    "bad cpu quantity": "'/functions/token/resources/requests/cpu'",
+    "unknown resource": "additional properties 'gpu'",
+    "unknown environment": "'/environment'",
+    "bad pull policy": "'/image/pullPolicy'",
+    "empty image repository": "'/image/repository'",
+    "chart-created secret without values": "'/secrets/jwtSecret': minLength",
+    "short JWT secret": "'/secrets/jwtSecret': minLength: got 5",
+    "database URL that is not PostgreSQL": "'/secrets/databaseUrl'",
+    "privileged container": "additional properties 'privileged'",
+    "migration with unknown key": "additional properties 'schedule'",
+    "bad secret name": "'/secrets/existingSecret'",
+}
+
+
+@pytest.mark.parametrize(("case", "overrides"), BAD_VALUES, ids=[c for c, _ in BAD_VALUES])
+def test_schema_rejects_bad_values(case: str, overrides: str) -> None:
+    values = helm.values_from_yaml(overrides)
+    with helm.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm.HelmValuesError) as rejected:
+            chart.validate_schema(chart.merge_values(values))
+        assert REASONS[case] in str(rejected.value)
+        # An install (helm template / install) refuses them too.
+        with pytest.raises(helm.HelmValuesError):
+            chart.render(values, name="salesmart", namespace="default")
+
+
+GOOD_VALUES = [
+    "functions: {token: {autoscaling: {class: hpa.autoscaling.knative.dev, metric: cpu, "
+    "target: 70, minScale: 1}}}",
+    "functions: {token: {autoscaling: {metric: rps, target: 150.5}}}",
+    "functions: {trends_pg: {autoscaling: {minScale: 2, maxScale: 0}}}",  # 0 = unlimited
+    "functions: {token: {containerConcurrency: 1000, timeoutSeconds: 600}}",
+    "functions: {token: {env: {LOG_LEVEL: debug}, threads: 4, workers: 2}}",
+    "functions: {token: {resources: {limits: {cpu: 1.5, memory: 1Gi}, requests: {cpu: 500m}}}}",
+    "environment: dev",
+    "domain: apps.example.com",
+    "imagePullSecrets: [{name: regcred}]",
+    "serviceAccountName: salesmart-runtime",
+]
+
+
+@pytest.mark.parametrize("overrides", GOOD_VALUES)
+def test_schema_accepts_good_values(overrides: str) -> None:
+    values = helm.values_from_yaml(overrides)
+    with helm.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(chart.merge_values(values))
+        chart.render(values, name="salesmart", namespace="default")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "functions: {token: {autoscaling: {minScale: 5, maxScale: 2}}}",
+            r"functions\.token\.autoscaling: minScale \(5\) must not exceed maxScale \(2\)",
+        ),
+        (
+            "functions: {trends_bq: {autoscaling: {initialScale: 4, maxScale: 3}}}",
+            r"functions\.trends_bq\.autoscaling: initialScale \(4\) must not exceed maxScale \(3\)",
+        ),
+    ],
+)
+def test_templates_refuse_crossed_scale_bounds(overrides: str, message: str, render: Any) -> None:
+    values = helm.values_from_yaml(overrides)
+    with helm.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(chart.merge_values(values))  # the schema cannot see it ...
+    with pytest.raises(RenderError, match=message):  # ... the templates can
+        render(values)
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = SCHEMA
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _leaf_paths(value: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(value, dict) and value:
+        return [p for key, child in value.items() for p in _leaf_paths(child, (*path, key))]
+    return [path]
+
+
+def _schema_at(path: tuple[str, ...]) -> dict[str, Any]:
+    """The schema node describing the value at ``path``; fails where none does."""
+    node = _resolve(SCHEMA)
+    for depth, key in enumerate(path):
+        where = ".".join(path[: depth + 1])
+        if key in node.get("properties", {}):
+            node = _resolve(node["properties"][key])
+        else:
+            extra = node.get("additionalProperties")
+            assert isinstance(extra, dict), f"{where} is not described by the schema"
+            node = _resolve(extra)
+    return node
+
+
+def _closed(node: dict[str, Any], where: str, open_maps: set[str]) -> list[str]:
+    """Object schemas under ``node`` that accept unknown keys (outside ``open_maps``)."""
+    node = _resolve(node)
+    problems = []
+    is_object = node.get("type") == "object" and where not in open_maps
+    if is_object and node.get("additionalProperties") is not False:
+        problems.append(where)
+    for key, child in node.get("properties", {}).items():
+        problems += _closed(child, f"{where}.{key}".lstrip("."), open_maps)
+    return problems
+
+
+def test_schema_covers_every_default_value_and_closes_every_object() -> None:
+    for path in _leaf_paths(DEFAULTS):
+        node = _schema_at(path)
+        assert node.get("type") or node.get("oneOf"), f"{'.'.join(path)} has no type"
+    # Maps of user-chosen names (environment variables) are the only open objects.
+    open_maps = {f"functions.{name}.env" for name in FUNCTIONS}
+    assert _closed(SCHEMA, "", open_maps) == []
+
+
+def test_defaults_pass_the_schema_and_every_function_has_the_same_knobs() -> None:
+    with helm.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(chart.merge_values({}))
+    shapes = {name: set(_leaf_paths(DEFAULTS["functions"][name])) for name in FUNCTIONS}
+    assert len({frozenset(shape) for shape in shapes.values()}) == 1, shapes
+
+
+def test_schema_env_refuses_every_variable_the_chart_sets(
+    default_objects: Objects, render: Any
+) -> None:
+    # Extra env may not shadow a variable the chart sets through a dedicated value.
+    refused = set(
+        SCHEMA["definitions"]["function"]["properties"]["env"]["propertyNames"]["not"]["enum"]
+    )
+    values = {
+        "secrets": {
+            "existingSecret": "",
+            "jwtSecret": GOOD_SECRET,
+            "piiKey": GOOD_SECRET,
+            "databaseUrl": "postgresql://u:p@h/d",
+        },
+        "bigquery": {"credentialsSecret": "sa", "project": "acme-dw"},
+    }
+    for objects in (default_objects, render(values)):
+        for service in knative_services(objects).values():
+            assert set(env_of(service)) <= refused
+
+
+# ---- NOTES.txt ----------------------------------------------------------------------------
+
+
+def test_notes_print_every_function_url() -> None:
+    notes = render_notes(namespace="shop")
+    for service, path in (
+        ("salesmart-token", "/token"),
+        ("salesmart-trends-bq", "/sales/trends"),
+        ("salesmart-trends-pg", "/sales/pg-trends"),
+        ("salesmart-dashboard", "/"),
+    ):
+        assert f"$(kubectl get ksvc {service} -n shop -o jsonpath='{{.status.url}}'){path}" in notes
+    notes = render_notes(
+        {"domain": "apps.example.com", "functions": {"trends_pg": {"visibility": "cluster-local"}}},
+        namespace="shop",
+    )
+    assert "http://salesmart-token.shop.apps.example.com/token" in notes
+    assert "http://salesmart-dashboard.shop.apps.example.com/" in notes
+    assert "http://salesmart-trends-pg.shop.svc.cluster.local/sales/pg-trends" in notes
+    assert "job/salesmart-migrate" in notes

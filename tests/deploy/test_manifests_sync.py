@@ -1,0 +1,104 @@
+"""k8s/knative/ is the chart rendered with default values, and the chart's copy of the pipeline
+configuration is data/pipeline_config.yaml; `python -m pipeline.render_manifests` keeps both."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import render_manifests
+from pipeline.render_manifests import (
+    CONFIG_COPY,
+    CONFIG_SOURCE,
+    MANIFEST_DIR,
+    REPO_ROOT,
+    expected_files,
+    main,
+    stale_files,
+)
+
+
+def test_k8s_knative_is_the_chart_rendered_with_default_values() -> None:
+    files = expected_files()
+    stale = stale_files(MANIFEST_DIR, files)
+    hint = "run `python -m pipeline.render_manifests`"
+    assert stale == [], f"k8s/knative/ is out of date ({', '.join(stale)}): {hint}"
+    on_disk = sorted(p.name for p in MANIFEST_DIR.iterdir())
+    assert on_disk == sorted(files)
+
+
+def test_chart_config_copy_is_the_pipeline_config() -> None:
+    assert CONFIG_COPY.read_bytes() == CONFIG_SOURCE.read_bytes(), (
+        "helm/salesmart/files/pipeline_config.yaml differs from data/pipeline_config.yaml: "
+        "run `python -m pipeline.render_manifests`"
+    )
+
+
+def test_manifests_apply_to_any_namespace() -> None:
+    for path in MANIFEST_DIR.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith("# Rendered from helm/salesmart")
+        obj = yaml.safe_load(text)
+        assert "namespace" not in obj["metadata"], path.name
+
+
+def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "pipeline.render_manifests", "--check"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+
+    # A copy with one edited, one missing and one extra file: all three are reported.
+    for name, text in expected_files().items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    edited = tmp_path / "ksvc-salesmart-token.yaml"
+    edited.write_text(edited.read_text().replace("max-scale: '10'", "max-scale: '99'"))
+    assert edited.read_text() != expected_files()["ksvc-salesmart-token.yaml"]
+    (tmp_path / "job-salesmart-migrate.yaml").unlink()
+    (tmp_path / "deployment-old.yaml").write_text("kind: Deployment\n")
+    assert stale_files(tmp_path, expected_files()) == [
+        "deployment-old.yaml",
+        "job-salesmart-migrate.yaml",
+        "ksvc-salesmart-token.yaml",
+    ]
+    assert main(["--check", "--out", str(tmp_path)]) == 1
+
+    # Writing repairs the directory, and removes what the chart no longer renders.
+    assert main(["--out", str(tmp_path)]) == 0
+    assert stale_files(tmp_path, expected_files()) == []
+    assert not (tmp_path / "deployment-old.yaml").exists()
+
+
+def test_overrides_render_elsewhere_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--set", "functions.token.autoscaling.maxScale=3"]) == 2
+    assert "--out" in capsys.readouterr().err
+    out = tmp_path / "tuned"
+    assert main(["--set", "functions.token.autoscaling.maxScale=3", "--out", str(out)]) == 0
+    token = yaml.safe_load((out / "ksvc-salesmart-token.yaml").read_text())
+    annotations = token["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/max-scale"] == "3"
+
+
+def test_bad_values_are_reported_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--set", "functions.token.containerConcurrency=5000", "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("render_manifests: ")
+    assert "containerConcurrency" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_refreshes_the_config_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "files" / "pipeline_config.yaml"
+    monkeypatch.setattr(render_manifests, "CONFIG_COPY", copy)
+    assert not render_manifests.config_copy_in_sync()
+    assert main(["--out", str(tmp_path / "out")]) == 0
+    assert copy.read_bytes() == CONFIG_SOURCE.read_bytes()
