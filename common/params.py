@@ -214,7 +214,10 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
 
 def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
     """A form's single values validated by ``schema``; ``ValidationError`` if broken."""
-    values = _single_values(form, drop_empty=False)
+    try:
+        values = _single_values(form, drop_empty=False)
+    except ValidationFailed as exc:
+        raise ValidationError(dict(exc.details or {})) from None
     data: dict[str, Any] = schema.load(values)
     return data
 

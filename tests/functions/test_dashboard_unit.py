@@ -1,0 +1,260 @@
+"""dashboard called directly with Flask requests: login form, CSRF, cookies, page, masking."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from common.auth import Principal, TokenService
+from common.config import Settings
+from common.masking import mask
+from tests.conftest import TEST_ENV
+from tests.functions.conftest import Account, Caller, caller, load_function
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+PII_KEY = TEST_ENV["SALESMART_PII_KEY"]
+SESSION = "__Host-salesmart-session"
+CSRF = "__Host-salesmart-csrf"
+
+
+@pytest.fixture(scope="module")
+def module(marts_dsn: str) -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield load_function("dashboard", patch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+@pytest.fixture
+def call(module: ModuleType, flask_app: Any) -> Caller:
+    return caller(flask_app, module.dashboard)
+
+
+def set_cookies(response: Any) -> dict[str, Any]:
+    jar: dict[str, Any] = {}
+    for header in response.headers.getlist("Set-Cookie"):
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(header)
+        for name, morsel in cookie.items():
+            jar[name] = (morsel.value, header)
+    return jar
+
+
+def cookie_header(**cookies: str) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def login_form(call: Caller) -> tuple[str, str]:
+    """(csrf cookie nonce, form token) as a browser gets them from GET /login."""
+    page = call("/login", headers=BROWSER)
+    assert page.status_code == 200
+    nonce = set_cookies(page)[CSRF][0]
+    return nonce, csrf_from(page.get_data(as_text=True))
+
+
+def log_in(call: Caller, account: Account) -> Any:
+    nonce, token = login_form(call)
+    return call(
+        "/login",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
+        data={"username": account.username, "password": account.password, "csrf_token": token},
+    )
+
+
+def test_unauthenticated_browser_is_redirected_to_login(call: Caller) -> None:
+    response = call("/", headers=BROWSER)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login"
+    expired = call("/", headers={**BROWSER, **cookie_header(**{SESSION: "bogus.token.here"})})
+    assert expired.status_code == 303
+    assert SESSION in set_cookies(expired)  # the stale cookie is cleared
+
+
+def test_login_form_sets_a_csrf_cookie(call: Caller) -> None:
+    page = call("/login", headers=BROWSER)
+    html = page.get_data(as_text=True)
+    assert '<form method="post" action="/login"' in html
+    assert 'name="username"' in html and 'name="password"' in html
+    nonce, header = set_cookies(page)[CSRF]
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" in header
+    assert csrf_from(html).startswith(nonce + ".")
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_login_sets_a_secure_httponly_samesite_session(call: Caller, analyst: Account) -> None:
+    response = log_in(call, analyst)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    token, header = set_cookies(response)[SESSION]
+    assert "HttpOnly" in header
+    assert "SameSite=Lax" in header
+    assert "Secure" in header
+    assert "Path=/" in header and "Domain" not in header
+    page = call("/", headers={**BROWSER, **cookie_header(**{SESSION: token})})
+    assert page.status_code == 200
+    assert analyst.username in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("case", ["no_cookie", "no_field", "mismatch", "forged_mac", "stale"])
+def test_login_without_valid_csrf_is_refused(call: Caller, analyst: Account, case: str) -> None:
+    nonce, token = login_form(call)
+    _other_nonce, other_token = login_form(call)
+    cookies = cookie_header(**{CSRF: nonce})
+    form = {"username": analyst.username, "password": analyst.password, "csrf_token": token}
+    if case == "no_cookie":
+        cookies = {}
+    elif case == "no_field":
+        del form["csrf_token"]
+    elif case == "mismatch":
+        form["csrf_token"] = other_token
+    elif case == "forged_mac":
+        form["csrf_token"] = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
+    elif case == "stale":
+        parts = token.split(".")
+        form["csrf_token"] = f"{parts[0]}.1000000000.{parts[2]}"
+    response = call("/login", method="POST", headers={**BROWSER, **cookies}, data=form)
+    assert response.status_code == 400
+    assert SESSION not in set_cookies(response)
+    assert "did not come from this site" in response.get_data(as_text=True)
+    # An API client gets the JSON envelope.
+    api = call("/login", method="POST", headers=cookies, data=form)
+    assert api.status_code == 400
+    assert api.get_json()["error"] == "csrf_failed"
+
+
+def test_wrong_password_rerenders_the_form_with_401(call: Caller, analyst: Account) -> None:
+    nonce, token = login_form(call)
+    response = call(
+        "/login",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
+        data={"username": analyst.username, "password": "not it at all", "csrf_token": token},
+    )
+    assert response.status_code == 401
+    html = response.get_data(as_text=True)
+    assert "Wrong username or password." in html
+    assert "not it at all" not in html
+    assert SESSION not in set_cookies(response)
+
+
+def test_dashboard_page_with_bearer_token(call: Caller, fn_settings: Settings) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "admin")).access_token
+    response = call(
+        "/",
+        headers={**BROWSER, "Authorization": f"Bearer {token}"},
+        query_string={"sale_month": "2023-10"},
+    )
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    # Masked products (PII field), never in clear.
+    for product in ("Halal Laptop", "Halal Mouse", "Halal Keyboard"):
+        assert mask(product, PII_KEY) in html
+        assert product not in html
+    assert '<table id="summary">' in html
+    assert "1,999.98" in html
+    # The chart: inline SVG, one bar per month.
+    assert '<svg id="monthly-chart"' in html
+    assert html.count('class="bar"') == 1
+    assert 'data-month="2023-10"' in html
+
+
+def test_chart_has_a_bar_per_month(call: Caller, fn_settings: Settings) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    html = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}).get_data(as_text=True)
+    months = re.findall(r'data-month="([0-9-]+)"', html)
+    assert months == ["2023-09", "2023-10", "2023-11", "2023-12"]
+
+
+def test_page_loads_nothing_external(call: Caller, fn_settings: Settings) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    response = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"})
+    html = response.get_data(as_text=True)
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "http" not in csp and "unsafe" not in csp
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<script" not in html
+    nonce = re.search(r"'nonce-([^']+)'", csp)
+    assert nonce and f'<style nonce="{nonce.group(1)}">' in html
+
+
+def test_invalid_bearer_is_401_not_a_redirect(call: Caller) -> None:
+    response = call("/", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_422_for_broken_parameters(call: Caller, fn_settings: Settings) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    api = call("/", headers={"Authorization": f"Bearer {token}"}, query_string={"limit": "0"})
+    assert api.status_code == 422
+    assert api.get_json()["details"] == {"limit": [api.get_json()["details"]["limit"][0]]}
+    page = call(
+        "/",
+        headers={**BROWSER, "Authorization": f"Bearer {token}"},
+        query_string={"sale_month": "2023-13", "bogus": "1"},
+    )
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    assert "sale_month" in html and "bogus" in html
+
+
+def test_logout_clears_the_session(call: Caller, analyst: Account) -> None:
+    logged_in = log_in(call, analyst)
+    session = set_cookies(logged_in)[SESSION][0]
+    csrf_nonce = set_cookies(logged_in)[CSRF][0]
+    page = call("/", headers={**BROWSER, **cookie_header(**{SESSION: session, CSRF: csrf_nonce})})
+    token = csrf_from(page.get_data(as_text=True))
+    refused = call(
+        "/logout",
+        method="POST",
+        headers=cookie_header(**{SESSION: session}),
+        data={"csrf_token": token},
+    )
+    assert refused.status_code == 400
+    out = call(
+        "/logout",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{SESSION: session, CSRF: csrf_nonce})},
+        data={"csrf_token": token},
+    )
+    assert out.status_code == 303
+    assert out.headers["Location"] == "/login"
+    value, header = set_cookies(out)[SESSION]
+    assert value == "" and ("Max-Age=0" in header or "expires=Thu, 01 Jan 1970" in header)
+    assert call("/logout", method="GET").status_code == 405
+
+
+def test_dev_cookies_are_not_secure(marts_dsn: str, flask_app: Any, analyst: Account) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        module = load_function(
+            "dashboard", patch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_ENV="dev"
+        )
+        call = caller(flask_app, module.dashboard)
+        page = call("/login", headers=BROWSER)
+        nonce = set_cookies(page)["salesmart-csrf"][0]
+        response = call(
+            "/login",
+            method="POST",
+            headers={**BROWSER, **cookie_header(**{"salesmart-csrf": nonce})},
+            data={
+                "username": analyst.username,
+                "password": analyst.password,
+                "csrf_token": csrf_from(page.get_data(as_text=True)),
+            },
+        )
+        assert response.status_code == 303
+        _, header = set_cookies(response)["salesmart-session"]
+        assert "HttpOnly" in header and "SameSite=Lax" in header
+        assert "Secure" not in header
+        load_function("dashboard", patch, SALESMART_DATABASE_URL=marts_dsn)

@@ -1,0 +1,187 @@
+"""The trends parameter rules of CONTRACT.md, one by one, and their normalisation."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from common.errors import ValidationFailed
+from common.params import INT64_MAX, NUMBER_CAP, parse_trend_params
+from common.trends import TrendFilters
+
+
+def parse(**args: str) -> TrendFilters:
+    return parse_trend_params(MultiDict(args))
+
+
+def rejected(**args: str) -> dict[str, list[str]]:
+    with pytest.raises(ValidationFailed) as caught:
+        parse(**args)
+    assert caught.value.status == 422
+    details = caught.value.details
+    assert details is not None
+    return details
+
+
+def test_defaults() -> None:
+    assert parse() == TrendFilters(
+        product_prefix="Halal",
+        sale_month=None,
+        min_amount=Decimal(0),
+        max_quantity=None,
+        min_avg_price=None,
+        max_avg_price=None,
+        limit=100,
+        offset=0,
+    )
+
+
+@pytest.mark.parametrize(
+    "prefix", ["H", "Halal", "Halal Laptop", "Halal-Tea 2", "a" * 64, "Halal "]
+)
+def test_product_prefix_accepted(prefix: str) -> None:
+    assert parse(product_prefix=prefix).product_prefix == prefix
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",
+        "a" * 65,
+        "Halal%",
+        "Halal_",
+        "Hal%al",
+        "Halal'; DROP TABLE auth.users; --",
+        "Halal' OR '1'='1",
+        "Halal\n",
+        "Halal\\",
+        "Halal\x00",
+        "Halal/Tea",
+        "Halalé",
+    ],
+)
+def test_product_prefix_rejected(prefix: str) -> None:
+    assert list(rejected(product_prefix=prefix)) == ["product_prefix"]
+
+
+@pytest.mark.parametrize(
+    ("given", "month"),
+    [
+        ("2023-10", date(2023, 10, 1)),
+        ("2023-10-01", date(2023, 10, 1)),
+        ("2023-10-31", date(2023, 10, 1)),
+        ("2024-02-29", date(2024, 2, 1)),
+    ],
+)
+def test_sale_month_accepted(given: str, month: date) -> None:
+    assert parse(sale_month=given).sale_month == month
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2023-13",
+        "2023-00",
+        "2023-1",
+        "23-10",
+        "2023-02-30",
+        "2023-10-1",
+        "2023/10",
+        "October",
+        "2023-10-01T00:00",
+        "",
+        "0000-01",
+        "2023-10' OR 1=1 --",
+    ],
+)
+def test_sale_month_rejected(given: str) -> None:
+    assert list(rejected(sale_month=given)) == ["sale_month"]
+
+
+@pytest.mark.parametrize("name", ["min_amount", "min_avg_price", "max_avg_price"])
+@pytest.mark.parametrize(
+    "given", ["-1", "-0.01", "abc", "NaN", "Infinity", "1e", "", "1,5", "0x10", "1_000", "١٢"]
+)
+def test_numbers_rejected(name: str, given: str) -> None:
+    assert list(rejected(**{name: given})) == [name]
+
+
+@pytest.mark.parametrize("name", ["min_amount", "min_avg_price", "max_avg_price"])
+def test_numbers_accepted(name: str) -> None:
+    assert getattr(parse(**{name: "0"}), name) == Decimal(0)
+    assert getattr(parse(**{name: "12.5"}), name) == Decimal("12.5")
+    assert getattr(parse(**{name: "1e3"}), name) == Decimal(1000)
+
+
+def test_bounds_are_normalised_without_changing_meaning() -> None:
+    # Lower bounds round up, upper bounds down, to the warehouses' 9 decimals.
+    filters = parse(
+        min_amount="0.0000000001", min_avg_price="1.0000000001", max_avg_price="2.0000000009"
+    )
+    assert filters.min_amount == Decimal("0.000000001")
+    assert filters.min_avg_price == Decimal("1.000000001")
+    assert filters.max_avg_price == Decimal("2.000000000")
+    huge = parse(
+        min_amount="1e999999", max_avg_price="1e400", max_quantity="9" * 40, offset="9" * 40
+    )
+    assert huge.min_amount == NUMBER_CAP
+    assert huge.max_avg_price == NUMBER_CAP
+    assert huge.max_quantity == INT64_MAX
+    assert huge.offset == INT64_MAX
+    assert parse(min_amount="1e-999999").min_amount == Decimal("0.000000001")
+
+
+@pytest.mark.parametrize("given", ["-1", "1.5", "1e3", "abc", "", "1_0", "٣"])
+def test_max_quantity_rejected(given: str) -> None:
+    assert list(rejected(max_quantity=given)) == ["max_quantity"]
+
+
+def test_max_quantity_accepted() -> None:
+    assert parse(max_quantity="0").max_quantity == 0
+    assert parse(max_quantity="15").max_quantity == 15
+
+
+def test_min_avg_price_not_above_max() -> None:
+    assert parse(min_avg_price="5", max_avg_price="5").min_avg_price == Decimal(5)
+    assert list(rejected(min_avg_price="6", max_avg_price="5")) == ["min_avg_price"]
+
+
+@pytest.mark.parametrize("given", ["0", "1001", "-1", "1.0", "ten", ""])
+def test_limit_rejected(given: str) -> None:
+    assert list(rejected(limit=given)) == ["limit"]
+
+
+@pytest.mark.parametrize("given", ["1", "100", "1000"])
+def test_limit_accepted(given: str) -> None:
+    assert parse(limit=given).limit == int(given)
+
+
+@pytest.mark.parametrize("given", ["-1", "0.5", "x", ""])
+def test_offset_rejected(given: str) -> None:
+    assert list(rejected(offset=given)) == ["offset"]
+
+
+def test_unknown_and_repeated_parameters() -> None:
+    assert rejected(product="Halal") == {"product": ["Unknown field."]}
+    details = rejected(limit="5", LIMIT="5", sort="product")
+    assert set(details) == {"LIMIT", "sort"}
+    with pytest.raises(ValidationFailed) as caught:
+        parse_trend_params(MultiDict([("limit", "1"), ("limit", "2")]))
+    assert caught.value.details == {"limit": ["Given more than once."]}
+
+
+def test_every_broken_rule_is_reported_at_once() -> None:
+    details = rejected(limit="0", offset="-1", sale_month="x", product_prefix="%", extra="1")
+    assert set(details) == {"limit", "offset", "sale_month", "product_prefix", "extra"}
+    assert all(isinstance(m, str) for messages in details.values() for m in messages)
+
+
+def test_empty_form_fields_are_absent_for_the_dashboard() -> None:
+    args = MultiDict({"product_prefix": "", "sale_month": " ", "limit": "5"})
+    filters = parse_trend_params(args, drop_empty=True)
+    assert filters.product_prefix == "Halal"
+    assert filters.sale_month is None
+    assert filters.limit == 5

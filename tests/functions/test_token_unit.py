@@ -1,0 +1,204 @@
+"""token called directly with a Flask request, against real PostgreSQL (auth.users)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import jwt
+import pytest
+
+from common.pg import connect
+from tests.conftest import TEST_ENV
+from tests.functions.conftest import Account, Caller, caller, load_function, make_user
+
+SECRET = TEST_ENV["SALESMART_JWT_SECRET"]
+
+
+@pytest.fixture(scope="module")
+def module(marts_dsn: str) -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield load_function("token", patch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+@pytest.fixture
+def call(module: ModuleType, flask_app: Any) -> Caller:
+    return caller(flask_app, module.token)
+
+
+def post(call: Caller, **form: str) -> Any:
+    return call("/token", method="POST", data=form)
+
+
+def failures(dsn: str, username: str) -> int | None:
+    conn = connect(dsn)
+    try:
+        rows = conn.run("SELECT failures FROM auth.login_failures WHERE username = :u", u=username)
+    finally:
+        conn.close()
+    return int(rows[0][0]) if rows else None
+
+
+def test_issues_a_bearer_token(call: Caller, analyst: Account) -> None:
+    response = post(call, username=analyst.username, password=analyst.password)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 1800
+    assert response.headers["Cache-Control"] == "no-store"
+    assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
+    claims = jwt.decode(
+        body["access_token"],
+        SECRET,
+        algorithms=["HS256"],
+        audience="salesmart-api",
+        issuer="salesmart",
+    )
+    assert claims["sub"] == analyst.username
+    assert claims["role"] == "analyst"
+    assert claims["exp"] - claims["iat"] == 1800
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+def test_grant_type_absent_or_password(call: Caller, analyst: Account) -> None:
+    ok = post(call, username=analyst.username, password=analyst.password, grant_type="password")
+    assert ok.status_code == 200
+    other = post(
+        call, username=analyst.username, password=analyst.password, grant_type="client_credentials"
+    )
+    assert other.status_code == 400
+    assert other.get_json()["error"] == "unsupported_grant_type"
+
+
+def test_admin_role_in_token(call: Caller, marts_dsn: str) -> None:
+    admin = make_user(marts_dsn, "admin")
+    body = post(call, username=admin.username, password=admin.password).get_json()
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["role"] == "admin"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": {"username": "someone"}},
+        {"data": {"password": "something"}},
+        {"data": {"username": "", "password": "x"}},
+        {"data": {}},
+        {"json": {"username": "a", "password": "b"}},
+        {"data": "username=a&password=b", "content_type": "text/plain"},
+        {"data": {"username": "u" * 300, "password": "x"}},
+        {
+            "data": "username=a&username=b&password=x",
+            "content_type": "application/x-www-form-urlencoded",
+        },
+        {"data": {"username": "a", "password": "b"}, "query_string": {"x": "1"}},
+    ],
+)
+def test_400_on_malformed_requests(call: Caller, kwargs: dict[str, Any]) -> None:
+    response = call("/token", method="POST", **kwargs)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert set(body) == {"error", "message", "request_id"}
+
+
+def test_401_for_wrong_password_unknown_and_disabled_users(
+    call: Caller, analyst: Account, marts_dsn: str
+) -> None:
+    disabled = make_user(marts_dsn, disabled=True)
+    answers = [
+        post(call, username=analyst.username, password="wrong password"),
+        post(call, username="nobody-" + analyst.username, password="whatever it is"),
+        post(call, username=disabled.username, password=disabled.password),
+    ]
+    for response in answers:
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    # The answers never reveal which users exist: same code, same message.
+    assert len({(r.get_json()["error"], r.get_json()["message"]) for r in answers}) == 1
+
+
+def test_unknown_users_cost_a_bcrypt_check_too(
+    call: Caller, analyst: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.passwords
+
+    checked: list[str] = []
+    real = common.passwords.verify_password
+
+    def spy(password: str, password_hash: str) -> bool:
+        checked.append(password_hash[:4])
+        return real(password, password_hash)
+
+    monkeypatch.setattr(common.passwords, "verify_password", spy)
+    post(call, username=analyst.username, password="wrong password")
+    post(call, username="ghost-" + analyst.username, password="wrong password")
+    assert checked == ["$2b$", "$2b$"]
+
+
+def test_429_after_repeated_failures_for_a_known_user(
+    call: Caller, analyst: Account, marts_dsn: str
+) -> None:
+    for attempt in range(1, 6):
+        response = post(call, username=analyst.username, password=f"wrong {attempt}")
+        assert response.status_code == 401, attempt
+    assert failures(marts_dsn, analyst.username) == 5
+    locked = post(call, username=analyst.username, password="wrong again")
+    assert locked.status_code == 429
+    assert 1 <= int(locked.headers["Retry-After"]) <= 300
+    assert locked.get_json()["error"] == "too_many_attempts"
+    # Locked means locked: the right password waits too.
+    right = post(call, username=analyst.username, password=analyst.password)
+    assert right.status_code == 429
+
+
+def test_429_for_unknown_usernames_too(call: Caller, marts_dsn: str) -> None:
+    ghost = "ghost-user-429"
+    conn = connect(marts_dsn)
+    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=ghost)
+    conn.close()
+    statuses = [post(call, username=ghost, password="guess").status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+
+
+def test_success_clears_the_counter(call: Caller, analyst: Account, marts_dsn: str) -> None:
+    for _ in range(3):
+        assert post(call, username=analyst.username, password="nope nope").status_code == 401
+    assert failures(marts_dsn, analyst.username) == 3
+    assert post(call, username=analyst.username, password=analyst.password).status_code == 200
+    assert failures(marts_dsn, analyst.username) is None
+
+
+def test_window_expiry_unlocks(call: Caller, analyst: Account, marts_dsn: str) -> None:
+    for _ in range(5):
+        post(call, username=analyst.username, password="nope nope")
+    assert post(call, username=analyst.username, password=analyst.password).status_code == 429
+    conn = connect(marts_dsn)  # time travel: the window and the lock are over
+    conn.run(
+        "UPDATE auth.login_failures SET window_start = now() - interval '1 hour',"
+        " locked_until = now() - interval '1 second' WHERE username = :u",
+        u=analyst.username,
+    )
+    conn.close()
+    assert post(call, username=analyst.username, password="nope nope").status_code == 401
+    assert failures(marts_dsn, analyst.username) == 1
+    assert post(call, username=analyst.username, password=analyst.password).status_code == 200
+
+
+def test_405_and_404(call: Caller) -> None:
+    response = call("/token", method="GET")
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    assert call("/tokens", method="POST").status_code == 404
+
+
+def test_no_secret_in_any_answer(call: Caller, analyst: Account, marts_dsn: str) -> None:
+    bodies = [
+        post(call, username=analyst.username, password="wrong password").get_data(as_text=True),
+        call("/token", method="POST", json={}).get_data(as_text=True),
+    ]
+    for text in bodies:
+        assert "wrong password" not in text
+        assert SECRET not in text
+        assert marts_dsn.split("@")[0].split(":")[-1] not in text  # the database password

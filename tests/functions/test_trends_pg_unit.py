@@ -1,0 +1,404 @@
+"""trends_pg called directly with a Flask request (no server), against dbt-built marts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import jwt
+import pytest
+
+from common.auth import Principal, TokenService
+from common.config import Settings
+from common.db import PgPool
+from common.trends import TrendFilters
+from common.trends_pg import PgTrends, like_prefix
+from tests.conftest import TEST_ENV
+from tests.functions.conftest import Caller, caller, load_function
+
+SECRET = TEST_ENV["SALESMART_JWT_SECRET"]
+PATH = "/sales/pg-trends"
+
+
+@pytest.fixture(scope="module")
+def module(marts_dsn: str) -> Iterator[ModuleType]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield load_function("trends_pg", patch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+@pytest.fixture
+def call(module: ModuleType, flask_app: Any) -> Caller:
+    return caller(flask_app, module.trends_pg)
+
+
+@pytest.fixture
+def token(fn_settings: Settings) -> str:
+    return TokenService(fn_settings).issue(Principal("alice", "analyst")).access_token
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def get(call: Caller, token: str, **params: str) -> Any:
+    response = call(PATH, headers=auth(token), query_string=params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {
+        "sub": "alice",
+        "role": "analyst",
+        "iat": now,
+        "exp": now + 600,
+        "iss": "salesmart",
+        "aud": "salesmart-api",
+    }
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+# -- the answer ---------------------------------------------------------------------------------
+def test_sample_month_matches_the_contract(call: Caller, token: str) -> None:
+    rows = get(call, token, sale_month="2023-10", product_prefix="Halal ")
+    top = {row["product"]: row for row in rows[:3]}
+    assert top["Halal Laptop"] == {
+        "product": "Halal Laptop",
+        "sale_month": "2023-10-01",
+        "total_amount": 1999.98,
+        "total_quantity": 2,
+        "avg_price": 999.99,
+        "transaction_count": 1,
+    }
+    assert top["Halal Keyboard"]["total_amount"] == 249.95
+    assert top["Halal Mouse"]["total_amount"] == 249.9
+    assert [r["product"] for r in rows[:3]] == ["Halal Laptop", "Halal Keyboard", "Halal Mouse"]
+
+
+def test_order_is_total_desc_then_product(call: Caller, token: str) -> None:
+    rows = get(call, token)
+    keys = [(-Decimal(str(r["total_amount"])), r["product"]) for r in rows]
+    assert keys == sorted(keys)
+    ties = [r["product"] for r in rows if r["total_amount"] == 100.0]
+    assert ties == ["Halal Aaa", "Halal Bbb"]
+
+
+def test_money_rounds_half_away_from_zero(call: Caller, token: str) -> None:
+    # Halal Honey: prices 10.02 and 10.03 -> avg 10.025 -> 10.03 (half-even would say 10.02).
+    (honey,) = get(call, token, product_prefix="Halal Honey")
+    assert honey["avg_price"] == 10.03
+    assert honey["total_amount"] == 20.05
+    assert honey["transaction_count"] == 2
+
+
+def test_json_numbers_not_strings(call: Caller, token: str) -> None:
+    response = call(PATH, headers=auth(token), query_string={"limit": "1"})
+    text = response.get_data(as_text=True)
+    assert '"total_amount":1999.98' in text
+    assert '"avg_price":999.99' in text
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"sale_month": "2023-11"}, {"Halal Dates", "Halal Honey"}),
+        ({"sale_month": "2023-11-30"}, {"Halal Dates", "Halal Honey"}),
+        ({"sale_month": "2022-01"}, set()),
+        ({"min_amount": "249.95"}, {"Halal Laptop", "Halal Keyboard"}),
+        ({"max_quantity": "1"}, {"Halal%Special", "Halal Dates"}),
+        (
+            {"min_avg_price": "49.99", "max_avg_price": "999.99"},
+            {"Halal Laptop", "Halal Keyboard", "Halal Aaa"},
+        ),
+        ({"max_avg_price": "10.025"}, {"Halal Honey"}),
+        ({"min_avg_price": "10.0251", "max_avg_price": "11"}, {"Halal_Tea", "HalalXTea"}),
+        ({"product_prefix": "Halal D"}, {"Halal Dates"}),
+        ({"product_prefix": "halal"}, set()),
+    ],
+)
+def test_filters(call: Caller, token: str, params: dict[str, str], expected: set[str]) -> None:
+    assert {row["product"] for row in get(call, token, **params)} == expected
+
+
+def test_paging(call: Caller, token: str) -> None:
+    everything = get(call, token)
+    assert len(everything) == 12
+    assert get(call, token, limit="5") == everything[:5]
+    assert get(call, token, limit="5", offset="5") == everything[5:10]
+    assert get(call, token, offset="12") == []
+    assert get(call, token, offset="9" * 30) == []
+
+
+def test_like_wildcards_never_act_as_wildcards(fn_settings: Settings) -> None:
+    """Below the HTTP layer (which refuses % and _ already): the query escapes them."""
+    assert like_prefix("a%b_c!") == "a!%b!_c!!%"
+    pool = PgPool(fn_settings.database_url, max_size=1)
+    trends = PgTrends(pool, fn_settings.mart_schema)
+    try:
+
+        def products(prefix: str) -> list[str]:
+            return [r["product"] for r in trends.summary(TrendFilters(product_prefix=prefix))]
+
+        assert products("Halal_") == ["Halal_Tea"]  # not HalalXTea
+        assert products("Halal%") == ["Halal%Special"]  # not every Halal product
+        assert products("%") == []
+        assert products("_") == []
+        assert products("Halal!") == []
+        assert products("x' OR '1'='1") == []
+        assert products("Halal'; DELETE FROM public.summary_sales; --") == []
+        assert len(products("Halal")) == 12  # nothing was deleted
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"product_prefix": "Halal%"},
+        {"product_prefix": "Halal_"},
+        {"product_prefix": "%"},
+        {"product_prefix": "Halal' OR '1'='1"},
+        {"product_prefix": "Halal'; DROP TABLE auth.users; --"},
+        {"sale_month": "2023-10' OR '1'='1"},
+        {"min_amount": "0; DELETE FROM summary_sales"},
+        {"limit": "1; SELECT pg_sleep(10)"},
+    ],
+)
+def test_wildcards_and_injection_are_422(call: Caller, token: str, params: dict[str, str]) -> None:
+    response = call(PATH, headers=auth(token), query_string=params)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["error"] == "validation_error"
+    assert set(body["details"]) == set(params)
+    assert len(get(call, token)) == 12  # the mart is intact
+
+
+# -- 422 per rule ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"product_prefix": ""}, "product_prefix"),
+        ({"product_prefix": "x" * 65}, "product_prefix"),
+        ({"sale_month": "2023-13"}, "sale_month"),
+        ({"sale_month": "2023-02-30"}, "sale_month"),
+        ({"min_amount": "-1"}, "min_amount"),
+        ({"min_amount": "lots"}, "min_amount"),
+        ({"max_quantity": "-1"}, "max_quantity"),
+        ({"max_quantity": "2.5"}, "max_quantity"),
+        ({"min_avg_price": "-0.5"}, "min_avg_price"),
+        ({"max_avg_price": "NaN"}, "max_avg_price"),
+        ({"min_avg_price": "9", "max_avg_price": "8"}, "min_avg_price"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"colour": "green"}, "colour"),
+    ],
+)
+def test_422_per_rule(call: Caller, token: str, params: dict[str, str], field: str) -> None:
+    response = call(PATH, headers=auth(token), query_string=params)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert set(body) == {"error", "message", "request_id", "details"}
+    assert list(body["details"]) == [field]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+
+
+# -- auth -----------------------------------------------------------------------------------------
+def _assert_401(response: Any) -> None:
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    body = response.get_json()
+    assert set(body) == {"error", "message", "request_id"}
+
+
+def test_401_without_token(call: Caller) -> None:
+    _assert_401(call(PATH))
+    _assert_401(call(PATH, headers={"Authorization": "Basic YWxpY2U6cHc="}))
+    _assert_401(call(PATH, headers={"Authorization": "Bearer"}))
+    _assert_401(call(PATH, headers={"Authorization": "Bearer a b"}))
+
+
+def test_401_is_checked_before_parameters(call: Caller) -> None:
+    _assert_401(call(PATH, query_string={"limit": "0"}))
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        "alg_none",
+        "alg_none_upper",
+        "wrong_key",
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "tampered_role",
+        "tampered_subject",
+        "missing_exp",
+        "missing_role",
+        "missing_aud",
+        "hs512",
+        "future_iat",
+        "garbage",
+    ],
+)
+def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
+    header, _payload, signature = token.split(".")
+    if forge == "alg_none":
+        forged = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}."
+    elif forge == "alg_none_upper":
+        forged = f"{b64({'alg': 'None', 'typ': 'JWT'})}.{b64(claims(role='admin'))}.{signature}"
+    elif forge == "wrong_key":
+        forged = jwt.encode(claims(), "another-secret-of-enough-length-xxxxxxxx", "HS256")
+    elif forge == "expired":
+        forged = jwt.encode(
+            claims(iat=int(time.time()) - 4000, exp=int(time.time()) - 60), SECRET, "HS256"
+        )
+    elif forge == "wrong_audience":
+        forged = jwt.encode(claims(aud="someone-else"), SECRET, "HS256")
+    elif forge == "wrong_issuer":
+        forged = jwt.encode(claims(iss="evil"), SECRET, "HS256")
+    elif forge == "tampered_role":
+        forged = f"{header}.{b64(claims(role='admin'))}.{signature}"
+    elif forge == "tampered_subject":
+        forged = f"{header}.{b64(claims(sub='admin'))}.{signature}"
+    elif forge == "missing_exp":
+        forged = jwt.encode(claims(exp=None), SECRET, "HS256")
+    elif forge == "missing_role":
+        forged = jwt.encode(claims(role=None), SECRET, "HS256")
+    elif forge == "missing_aud":
+        forged = jwt.encode(claims(aud=None), SECRET, "HS256")
+    elif forge == "hs512":
+        with warnings.catch_warnings():  # the right key, a short one for HS512
+            warnings.simplefilter("ignore")
+            forged = jwt.encode(claims(), SECRET, "HS512")
+    elif forge == "future_iat":
+        forged = jwt.encode(claims(iat=int(time.time()) + 3600), SECRET, "HS256")
+    else:
+        forged = "not.a.jwt"
+    response = call(PATH, headers=auth(forged))
+    _assert_401(response)
+    assert response.get_json()["error"] == "invalid_token"
+
+
+def test_valid_token_with_foreign_role_is_403(call: Caller) -> None:
+    forged = jwt.encode(claims(role="guest"), SECRET, "HS256")
+    response = call(PATH, headers=auth(forged))
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "forbidden"
+
+
+# -- caching, methods, paths, ids -----------------------------------------------------------------
+def test_etag_and_304(call: Caller, token: str) -> None:
+    first = call(PATH, headers=auth(token), query_string={"limit": "3"})
+    etag = first.headers["ETag"]
+    assert first.status_code == 200
+    assert "private" in first.headers["Cache-Control"]
+    again = call(PATH, headers={**auth(token), "If-None-Match": etag}, query_string={"limit": "3"})
+    assert again.status_code == 304
+    assert again.get_data() == b""
+    assert again.headers["ETag"] == etag
+    assert again.headers["X-Request-ID"]
+    listed = call(
+        PATH,
+        headers={**auth(token), "If-None-Match": f'"nope", W/{etag}'},
+        query_string={"limit": "3"},
+    )
+    assert listed.status_code == 304
+    other = call(PATH, headers={**auth(token), "If-None-Match": etag}, query_string={"limit": "4"})
+    assert other.status_code == 200
+    assert other.headers["ETag"] != etag
+
+
+def test_405_with_allow(call: Caller, token: str) -> None:
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        response = call(PATH, method=method, headers=auth(token))
+        assert response.status_code == 405
+        assert response.get_json()["error"] == "method_not_allowed"
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert call(PATH, method="HEAD", headers=auth(token)).status_code == 200
+    assert call(PATH, method="OPTIONS").status_code == 204
+
+
+def test_404_envelope(call: Caller, token: str) -> None:
+    for path in ("/", "/sales/trends", "/sales/pg-trends/x", "/../etc/passwd"):
+        response = call(path, headers=auth(token))
+        assert response.status_code == 404
+        assert response.get_json()["error"] == "not_found"
+
+
+def test_request_id_echoed_or_made(call: Caller) -> None:
+    echoed = call("/healthz", headers={"X-Request-ID": "trace-abc.123"})
+    assert echoed.headers["X-Request-ID"] == "trace-abc.123"
+    for hostile in ("a" * 300, "<script>", "x y", "\u00e9t\u00e9"):
+        made = call("/healthz", headers={"X-Request-ID": hostile})
+        assert made.headers["X-Request-ID"] != hostile
+        assert len(made.headers["X-Request-ID"]) == 32
+
+
+def test_security_headers(call: Caller, token: str) -> None:
+    response = call(PATH, headers=auth(token))
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "http" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_healthz_needs_no_auth(call: Caller) -> None:
+    response = call("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "function": "trends_pg"}
+
+
+def test_openapi_document(call: Caller) -> None:
+    document = call("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    operation = document["paths"]["/sales/pg-trends"]["get"]
+    names = {p["name"] for p in operation["parameters"]}
+    assert names == {
+        "product_prefix",
+        "sale_month",
+        "min_amount",
+        "max_quantity",
+        "min_avg_price",
+        "max_avg_price",
+        "limit",
+        "offset",
+    }
+    assert {"200", "304", "401", "422", "503"} <= set(operation["responses"])
+
+
+def test_refuses_to_start_with_short_secrets(
+    marts_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET"):
+        load_function(
+            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_JWT_SECRET="short"
+        )
+    with pytest.raises(ConfigError, match="SALESMART_PII_KEY"):
+        load_function(
+            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_PII_KEY=""
+        )
+    # Local development (SALESMART_ENV=dev) accepts short secrets.
+    load_function(
+        "trends_pg",
+        monkeypatch,
+        SALESMART_DATABASE_URL=marts_dsn,
+        SALESMART_JWT_SECRET="short",
+        SALESMART_ENV="dev",
+    )
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)  # as before
