@@ -90,12 +90,55 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest_landing(args: argparse.Namespace) -> int:
+    import contextlib
+    import dataclasses
+
+    from pipeline.landing import ingest_landing
+    from pipeline.runtime import cli_settings, postgres_dsn
+
+    settings = cli_settings()
+    if args.landing:
+        settings = dataclasses.replace(settings, landing=args.landing)
+    targets = _targets(args.target)
+    with contextlib.ExitStack() as stack:
+        if "postgres" in targets:
+            dsn = stack.enter_context(postgres_dsn(settings))
+            settings = dataclasses.replace(settings, database_url=dsn)
+        results = ingest_landing(settings, targets, say=lambda line: print(line, flush=True))
+    print(f"loaded {len(results)} new file load(s)", flush=True)
+    return EXIT_OK
+
+
+def cmd_check_marts(args: argparse.Namespace) -> int:
+    import contextlib
+    import dataclasses
+
+    from pipeline.checks import MartCheckError, check_marts, require_fresh
+    from pipeline.runtime import cli_settings, postgres_dsn
+
+    settings = cli_settings()
+    targets = _targets(args.target)
+    with contextlib.ExitStack() as stack:
+        if "postgres" in targets:
+            dsn = stack.enter_context(postgres_dsn(settings))
+            settings = dataclasses.replace(settings, database_url=dsn)
+        checks = check_marts(settings, targets)
+    for check in checks:
+        _print_result(check, args.json)
+    try:
+        require_fresh(checks)
+    except MartCheckError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from common.pg import connect
     from pipeline.migrate import migrate
     from pipeline.runtime import cli_settings, postgres_dsn
 
-    settings = cli_settings()
+    settings = cli_settings(with_secrets=False)
     with postgres_dsn(settings) as dsn:
         conn = connect(dsn)
         try:
@@ -124,7 +167,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     from pipeline import users
     from pipeline.runtime import cli_settings, postgres_dsn
 
-    settings = cli_settings()
+    settings = cli_settings(with_secrets=False)
     password = _read_password(args) if args.users_command == "add" else ""
     with postgres_dsn(settings) as dsn:
         conn = connect(dsn)
@@ -209,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     transform = sub.add_parser("transform", help="dbt build on the chosen warehouse(s)")
     transform.add_argument("--target", choices=TARGETS, default="all")
     transform.set_defaults(handler=cmd_transform)
+
+    landing = sub.add_parser(
+        "ingest-landing", help="load the new files of the landing location (skips loaded ones)"
+    )
+    landing.add_argument(
+        "--landing", metavar="PATH", help="folder or gs://bucket/prefix (default: the config's)"
+    )
+    landing.add_argument("--target", choices=TARGETS, default="all")
+    landing.set_defaults(handler=cmd_ingest_landing)
+
+    check = sub.add_parser("check-marts", help="fail when the marts do not match the raw area")
+    check.add_argument("--target", choices=TARGETS, default="all")
+    check.add_argument("--json", action="store_true", help="one JSON result per target")
+    check.set_defaults(handler=cmd_check_marts)
 
     serve = sub.add_parser("serve", help="serve functions locally, one port each")
     serve.add_argument("--function", action="append", choices=FUNCTIONS, metavar="NAME")

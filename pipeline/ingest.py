@@ -167,6 +167,8 @@ def ingest_postgres(
     result = IngestResult(target="postgres", source_file=str(path))
     conn.run("BEGIN")
     try:
+        # Sorting a million staged rows by line number fits in memory with this.
+        conn.run("SET LOCAL work_mem = '128MB'")
         load_id = conn.run(
             f"INSERT INTO {raw}.loads (source_file, file_sha256) VALUES (:f, :h) RETURNING load_id",
             f=str(path),
@@ -178,6 +180,9 @@ def ingest_postgres(
             "COPY ingest_stage FROM STDIN WITH (FORMAT csv)",
             stream=_stage_chunks(with_progress(reader, path, progress)),
         )
+        # Temporary tables are never auto-analysed: without statistics the planner may
+        # choose a nested loop for the join below.
+        conn.run("ANALYZE ingest_stage")
         conn.run(
             _APPLY.format(raw=raw),
             load_id=load_id,

@@ -79,13 +79,15 @@ def running_stack(settings: Settings) -> dict[str, Any] | None:
     return endpoints
 
 
-def cli_settings() -> Settings:
-    """Settings for local commands: secrets and running services filled in."""
+def cli_settings(*, with_secrets: bool = True) -> Settings:
+    """Settings for local commands: running services and (``with_secrets``) local secrets
+    filled in. Commands that need no secret (migrate, users) leave ``.salesmart`` alone, so
+    they also run where it is not writable (a Kubernetes Job)."""
     settings = get_settings()
     changes: dict[str, Any] = {}
-    if not settings.jwt_secret:
+    if with_secrets and not settings.jwt_secret:
         changes["jwt_secret"] = local_secret(settings, "jwt-secret", 48)
-    if not settings.pii_key:
+    if with_secrets and not settings.pii_key:
         changes["pii_key"] = local_secret(settings, "pii-key", 48)
     stack = running_stack(settings)
     if stack:
