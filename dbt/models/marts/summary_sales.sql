@@ -1,0 +1,61 @@
+{#-
+    BigQuery: one partition per month, clustered by product (the trends query filters on
+    both); the local stand-in accepts and ignores these, PostgreSQL ignores them.
+    PostgreSQL: indexes for the trends query (product prefix, month, ordered by
+    total_amount desc then product, limit/offset) and the unique grain.
+-#}
+{{ config(
+    partition_by={'field': 'sale_month', 'data_type': 'date', 'granularity': 'month'},
+    cluster_by=['product'],
+    post_hook=[
+        "{{ pg_index('grain_idx', '(product, sale_month)', unique=true) }}",
+        "{{ pg_index('month_amount_idx', '(sale_month, total_amount desc, product)') }}",
+        "{{ pg_index('amount_idx', '(total_amount desc, product)') }}",
+        "{{ pg_index('product_prefix_idx', '(product text_pattern_ops)') }}",
+    ],
+) }}
+
+with
+
+transactions as (
+
+    select * from {{ ref('stg_transactions') }}
+
+),
+
+dated as (
+
+    select
+        product,
+        -- date_trunc gives a timestamp on PostgreSQL and a DATETIME on the BigQuery
+        -- stand-in (real BigQuery keeps DATE): cast so sale_month is a DATE everywhere.
+        cast({{ dbt.date_trunc('month', 'sale_date') }} as date) as sale_month,
+        price,
+        quantity,
+        price * quantity as amount
+    from transactions
+
+),
+
+summarized as (
+
+    select
+
+        ---------- grain
+        product,
+        sale_month,
+
+        ---------- numerics
+        sum(amount) as total_amount,
+        sum(quantity) as total_quantity,
+        -- Unweighted mean of the unit prices, NUMERIC with 9 decimals on both
+        -- warehouses (macros/numeric_avg.sql says why the dialects differ).
+        {{ numeric_avg('price') }} as avg_price,
+        count(*) as transaction_count
+
+    from dated
+    group by product, sale_month
+
+)
+
+select * from summarized

@@ -1,0 +1,407 @@
+"""``salesmart transform``: ``dbt build`` of ``dbt/`` on PostgreSQL or BigQuery.
+
+dbt lives in its own environment (``.venv-dbt``, see the Makefile), so it runs as a
+subprocess: ``SALESMART_DBT`` names the executable, else ``REPO_ROOT/.venv-dbt/bin/dbt``.
+Every connection value reaches ``dbt/profiles.yml`` through the environment, built here
+from the settings; secrets travel as ``DBT_ENV_SECRET_*`` (dbt scrubs those from its logs)
+and are scrubbed again from anything this module prints or raises. dbt never sees the JWT
+or PII keys: ids are masked at ingest.
+
+Each run writes its artifacts and logs under one work directory per target
+(``.salesmart/dbt/<target>/`` by default), locked while dbt runs, so concurrent runs on
+different targets or work directories never clash and the partial-parse cache survives
+between runs of one target.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.config import REPO_ROOT, ConfigError, Settings
+from common.pg import parse_dsn
+
+TARGETS = ("postgres", "bigquery")
+PROJECT_DIR = REPO_ROOT / "dbt"
+EXECUTABLE_ENV = "SALESMART_DBT"
+DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
+DEFAULT_TIMEOUT_SECONDS = 1800.0
+#: The placeholder token dbt-bigquery sends to the local stand-in (which ignores it).
+EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret
+_TAIL_LINES = 40
+_FAILED = ("error", "fail", "runtime error")
+# Inherited variables a dbt child never needs (it gets only what its profile reads).
+_WITHHELD = (
+    "SALESMART_DATABASE_URL",
+    "SALESMART_DATABASE_URL_FILE",
+    "SALESMART_JWT_SECRET",
+    "SALESMART_JWT_SECRET_FILE",
+    "SALESMART_PII_KEY",
+    "SALESMART_PII_KEY_FILE",
+    "SALESMART_ADMIN_PASSWORD",
+)
+
+
+class TransformError(RuntimeError):
+    """dbt could not run or did not succeed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class TransformResult:
+    target: str
+    command: str
+    success: bool
+    duration_seconds: float
+    models: int = 0
+    data_tests: int = 0
+    unit_tests: int = 0
+    skipped: int = 0
+    warnings: int = 0
+    failed: tuple[str, ...] = ()
+    work_dir: Path = field(default_factory=Path)
+
+    @property
+    def tests(self) -> int:
+        return self.data_tests + self.unit_tests
+
+    def summary(self) -> str:
+        text = (
+            f"{self.models} models, {self.data_tests} data tests, {self.unit_tests} unit tests"
+            f" in {self.duration_seconds:.1f} s"
+        )
+        if self.warnings:
+            text += f", {self.warnings} warnings"
+        if self.failed:
+            text += f"; failed: {', '.join(self.failed)}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "command": self.command,
+            "success": self.success,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "models": self.models,
+            "data_tests": self.data_tests,
+            "unit_tests": self.unit_tests,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+            "failed": list(self.failed),
+        }
+
+
+def targets_for(name: str) -> tuple[str, ...]:
+    """``all`` -> both targets; a single target -> itself."""
+    if name == "all":
+        return TARGETS
+    if name not in TARGETS:
+        raise TransformError(f"unknown dbt target {name!r}; expected postgres, bigquery or all")
+    return (name,)
+
+
+def dbt_executable() -> Path:
+    return Path(os.environ.get(EXECUTABLE_ENV) or DEFAULT_EXECUTABLE)
+
+
+def default_work_dir(target: str, settings: Settings) -> Path:
+    return settings.state_dir / "dbt" / target
+
+
+def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], list[str]]:
+    """The child's environment for ``target`` and the secret values it carries."""
+    env = {k: v for k, v in os.environ.items() if k not in _WITHHELD}
+    env.update({"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    secrets: list[str] = []
+    if target == "postgres":
+        if not settings.database_url:
+            raise TransformError(
+                "no PostgreSQL to transform: set SALESMART_DATABASE_URL or run 'salesmart up'"
+            )
+        try:
+            pg = parse_dsn(settings.database_url)
+        except ConfigError as exc:
+            raise TransformError(str(exc)) from None
+        env.update(
+            {
+                "SALESMART_PG_HOST": pg.host,
+                "SALESMART_PG_PORT": str(pg.port),
+                "SALESMART_PG_USER": pg.user,
+                "SALESMART_PG_DBNAME": pg.database,
+                "SALESMART_PG_SSLMODE": pg.sslmode,
+                "DBT_ENV_SECRET_PG_PASSWORD": pg.password,
+                "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
+                "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
+            }
+        )
+        secrets.append(pg.password)
+    elif target == "bigquery":
+        bq = settings.bigquery
+        env.update(
+            {
+                "SALESMART_BQ_PROJECT": bq.project,
+                "SALESMART_BQ_LOCATION": bq.location,
+                "SALESMART_BQ_WAREHOUSE_DATASET": bq.warehouse_dataset,
+                "SALESMART_BQ_MART_DATASET": bq.mart_dataset,
+            }
+        )
+        if bq.is_emulated:
+            # The local stand-in: any bearer token, its own endpoint (DEPENDENCIES.md).
+            env.update(
+                {
+                    "SALESMART_DBT_BQ_METHOD": "oauth-secrets",
+                    "DBT_ENV_SECRET_BQ_TOKEN": EMULATOR_TOKEN,
+                    "SALESMART_BQ_ENDPOINT": bq.api_endpoint,
+                }
+            )
+        else:
+            # Real BigQuery: Application Default Credentials, which also read the
+            # service-account file named by GOOGLE_APPLICATION_CREDENTIALS.
+            env.update(
+                {
+                    "SALESMART_DBT_BQ_METHOD": "oauth",
+                    "DBT_ENV_SECRET_BQ_TOKEN": "",
+                    "SALESMART_BQ_ENDPOINT": "",
+                }
+            )
+            if bq.credentials_file:
+                env["GOOGLE_APPLICATION_CREDENTIALS"] = bq.credentials_file
+    else:
+        raise TransformError(f"unknown dbt target {target!r}; expected postgres or bigquery")
+    return env, [s for s in secrets if s]
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "*****")
+    return text
+
+
+@contextlib.contextmanager
+def _locked(work_dir: Path, target: str) -> Iterator[None]:
+    """One dbt at a time per work directory (its target/ and logs/ are shared)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with (work_dir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransformError(
+                f"another dbt run on {target} is using {work_dir}; wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _node_name(unique_id: str) -> str:
+    """``model.salesmart.pg_sales`` -> ``pg_sales``; ``test.salesmart.<name>.<hash>`` ->
+    ``<name>``; ``unit_test.salesmart.<model>.<name>`` -> ``<model>::<name>`` (as dbt
+    prints them)."""
+    parts = unique_id.split(".")
+    if parts[0] == "test" and len(parts) >= 4:
+        return parts[2]
+    if parts[0] == "unit_test" and len(parts) >= 4:
+        return f"{parts[2]}::{parts[3]}"
+    return parts[-1]
+
+
+def _describe_failure(result: dict[str, Any], kind: str, status: str) -> str:
+    text = f"{kind} {_node_name(str(result.get('unique_id', '')))} ({status}"
+    failures = result.get("failures")
+    if kind == "test" and isinstance(failures, int) and failures > 0:
+        text += f", {failures} row{'s' if failures != 1 else ''}"
+    return text + ")"
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    results = data.get("results") if isinstance(data, dict) else None
+    return [r for r in results or [] if isinstance(r, dict)]
+
+
+def _error_lines(lines: Sequence[str]) -> str:
+    """dbt's own one-line reason from the tail of its output, when there is one."""
+    interesting = [
+        line.strip()
+        for line in lines
+        if any(
+            word in line
+            for word in ("Error", "error:", "Could not", "could not", "failed", "refused")
+        )
+    ]
+    if not interesting:
+        interesting = [line.strip() for line in lines if line.strip()][-1:]
+    text = " | ".join(dict.fromkeys(interesting))  # de-duplicated, in order
+    return text[:500]
+
+
+def _strip_timestamp(line: str) -> str:
+    # dbt's text log lines start with "HH:MM:SS  ".
+    head, sep, rest = line.partition("  ")
+    return rest if sep and len(head) == 8 and head.count(":") == 2 else line
+
+
+def run_dbt(
+    target: str,
+    settings: Settings,
+    *,
+    command: str = "build",
+    select: str | Sequence[str] | None = None,
+    work_dir: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
+    check: bool = True,
+    extra_args: Sequence[str] = (),
+) -> TransformResult:
+    """Run ``dbt <command>`` on ``target`` (``postgres`` or ``bigquery``).
+
+    ``select`` narrows the nodes (dbt selection syntax); ``work_dir`` holds dbt's
+    ``target/`` and ``logs/`` (default ``<state_dir>/dbt/<target>``); ``on_line`` gets each
+    line of dbt's output (scrubbed of secrets) for progress. Returns the counts from
+    ``run_results.json``; with ``check`` (the default) a failure raises
+    :class:`TransformError` naming the failing nodes instead of returning.
+    """
+    exe = dbt_executable()
+    if not exe.exists():
+        raise TransformError(f"dbt is not installed ({exe} is missing); run 'make install'")
+    env, secrets = dbt_environment(target, settings)
+    work = (work_dir or default_work_dir(target, settings)).resolve()
+    artifacts = work / "target"
+    args = [
+        str(exe),
+        command,
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target",
+        target,
+        "--target-path",
+        str(artifacts),
+        "--log-path",
+        str(work / "logs"),
+        "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+    ]
+    if select:
+        args += ["--select", *([select] if isinstance(select, str) else select)]
+    args += list(extra_args)
+
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    with _locked(work, target):
+        with contextlib.suppress(FileNotFoundError):
+            (artifacts / "run_results.json").unlink()
+        started = time.monotonic()
+        returncode, timed_out = _run(args, env, work, secrets, tail, on_line, timeout)
+        duration = time.monotonic() - started
+        results = _read_results(artifacts / "run_results.json")
+
+    counts: collections.Counter[str] = collections.Counter()
+    failed: list[str] = []
+    for result in results:
+        unique_id = str(result.get("unique_id", ""))
+        kind = unique_id.split(".", 1)[0]
+        status = str(result.get("status", "")).lower()
+        counts[kind] += 1
+        if status == "skipped":
+            counts["skipped"] += 1
+        elif status == "warn":
+            counts["warn"] += 1
+        elif status in _FAILED:
+            failed.append(_describe_failure(result, kind, status))
+    outcome = TransformResult(
+        target=target,
+        command=command,
+        success=returncode == 0 and not failed and not timed_out,
+        duration_seconds=duration,
+        models=counts["model"],
+        data_tests=counts["test"],
+        unit_tests=counts["unit_test"],
+        skipped=counts["skipped"],
+        warnings=counts["warn"],
+        failed=tuple(failed),
+        work_dir=work,
+    )
+    if outcome.success or not check:
+        return outcome
+
+    where = f"(log: {work / 'logs' / 'dbt.log'})"
+    if timed_out:
+        reason = f"did not finish within {timeout:.0f} s"
+    elif failed:
+        shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
+        reason = f"{len(failed)} of {len(results)} nodes failed: {shown}"
+    else:
+        reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
+    raise TransformError(_scrub(f"dbt {command} on {target} {reason} {where}", secrets))
+
+
+def _run(
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    secrets: Sequence[str],
+    tail: collections.deque[str],
+    on_line: Callable[[str], None] | None,
+    timeout: float | None,
+) -> tuple[int, bool]:
+    """Run dbt in its own process group, streaming its output; (returncode, timed out)."""
+    try:
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TransformError(f"cannot run dbt {args[0]}: {exc.strerror}") from None
+
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, _kill) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = _scrub(_strip_timestamp(raw.rstrip("\n")), secrets)
+            tail.append(line)
+            if on_line:
+                on_line(line)
+        returncode = process.wait()
+    except BaseException:
+        # Ctrl-C or a failing callback: never leave dbt running behind us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    return returncode, timed_out.is_set()

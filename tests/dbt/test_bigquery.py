@@ -1,0 +1,197 @@
+"""Real dbt-bigquery against the local BigQuery stand-in, beside real dbt on PostgreSQL:
+the same files loaded into both warehouses give the same marts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import Settings, build_settings
+from common.masking import mask
+from common.pg import connect
+from pipeline.bq_emulator import start_emulator
+from pipeline.generate import generate
+from pipeline.ingest import ingest_postgres
+from pipeline.ingest_bigquery import ingest_bigquery
+from pipeline.postgres_embedded import EmbeddedPostgres
+from pipeline.transform import TransformResult, run_dbt
+from tests.conftest import SAMPLE_CSV, create_database
+
+# Averages that do not terminate (10.003333...) and a price with one decimal.
+EXTRA_CSV = """transaction_id,product,price,quantity,date
+E001,Halal Dates,10.00,1,2023-11-05
+E002,Halal Dates,10.00,2,2023-11-06
+E003,Halal Dates,10.01,3,2023-11-30
+E004,Halal Dates,12.34,1,2023-12-01
+E005,Halal Honey,15.5,4,2024-01-15
+E006,Halal Honey,15.55,7,2024-01-31
+"""
+MART_SCHEMA = "sales_marts"
+
+
+@dataclasses.dataclass
+class Warehouses:
+    settings: Settings
+    pg: TransformResult
+    bq: TransformResult
+    bq_work_dir: Path
+    client: Any
+
+
+@pytest.fixture(scope="module")
+def warehouses(
+    pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Warehouses]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    work = tmp_path_factory.mktemp("dbt-bq")
+    files = [SAMPLE_CSV, work / "extra.csv", work / "generated.csv"]
+    files[1].write_text(EXTRA_CSV, encoding="utf-8")
+    generate(files[2], 300, seed=7)
+
+    emulator_dir = Path(tempfile.mkdtemp(prefix="salesmart-bqemu-"))
+    with start_emulator(emulator_dir, "salesmart-local", persistent=False) as emulator:
+        settings = build_settings(
+            {
+                **os.environ,
+                "SALESMART_DATABASE_URL": create_database(pg_server),
+                "SALESMART_BQ_ENDPOINT": emulator.endpoint,
+                "SALESMART_BQ_PROJECT": "salesmart-local",
+                # A custom PostgreSQL mart schema is honoured, exactly as named.
+                "SALESMART_PG_MART_SCHEMA": MART_SCHEMA,
+            }
+        )
+        for path in files:
+            conn = connect(settings.database_url)
+            try:
+                ingest_postgres(conn, path, settings)
+            finally:
+                conn.close()
+            ingest_bigquery(path, settings)
+
+        # Both targets at once, each in its own work directory: they must not clash.
+        results: dict[str, TransformResult | BaseException] = {}
+
+        def build(target: str) -> None:
+            try:
+                results[target] = run_dbt(target, settings, work_dir=work / target)
+            except BaseException as exc:
+                results[target] = exc
+
+        threads = [threading.Thread(target=build, args=(t,)) for t in ("postgres", "bigquery")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for outcome in results.values():
+            if isinstance(outcome, BaseException):
+                raise outcome
+        client = bigquery.Client(
+            project="salesmart-local",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": emulator.endpoint},
+        )
+        pg, bq = results["postgres"], results["bigquery"]
+        assert isinstance(pg, TransformResult) and isinstance(bq, TransformResult)
+        yield Warehouses(settings, pg, bq, work / "bigquery", client)
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def bq_rows(w: Warehouses, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(row.values()) for row in w.client.query(sql).result()]
+
+
+def pg_rows(w: Warehouses, sql: str) -> list[tuple[Any, ...]]:
+    conn = connect(w.settings.database_url)
+    try:
+        return [tuple(row) for row in conn.run(sql)]
+    finally:
+        conn.close()
+
+
+SUMMARY = (
+    "SELECT product, sale_month, total_amount, total_quantity, avg_price, transaction_count"
+    " FROM {table} ORDER BY product, sale_month"
+)
+
+
+def test_build_and_tests_pass_on_the_stand_in(warehouses: Warehouses) -> None:
+    for result in (warehouses.bq, warehouses.pg):
+        assert result.success
+        assert result.models == 3
+        assert result.unit_tests == 4
+        assert result.data_tests >= 15
+        assert result.failed == ()
+
+
+def test_summary_equals_the_postgresql_one(warehouses: Warehouses) -> None:
+    bq = bq_rows(warehouses, SUMMARY.format(table="transactions_mart.summary_sales"))
+    pg = pg_rows(warehouses, SUMMARY.format(table=f"{MART_SCHEMA}.summary_sales"))
+    assert len(bq) > 20
+    assert bq == pg  # Decimal equality: 249.90 == 249.900000000
+    october = {row[0]: row[2] for row in bq if str(row[1]) == "2023-10-01"}
+    assert october["Halal Laptop"] >= Decimal("1999.98")
+    dates = {(row[0], str(row[1])): row for row in bq}
+    assert dates[("Halal Dates", "2023-11-01")][2:] == (
+        Decimal("60.03"),
+        6,
+        Decimal("10.003333333"),  # (10.00 + 10.00 + 10.01) / 3, unweighted, 9 decimals
+        3,
+    )
+
+
+def test_fact_sales_holds_masked_ids(warehouses: Warehouses) -> None:
+    key = warehouses.settings.pii_key
+    bq = bq_rows(
+        warehouses,
+        "SELECT transaction_id, product, sale_date, price, quantity, amount"
+        " FROM transactions_mart.fact_sales ORDER BY transaction_id",
+    )
+    pg = pg_rows(
+        warehouses,
+        "SELECT transaction_id, product, sale_date, price, quantity, amount"
+        f" FROM {MART_SCHEMA}.pg_sales ORDER BY transaction_id",
+    )
+    assert bq == pg
+    ids = {row[0] for row in bq}
+    assert mask("T001", key) in ids and mask("E003", key) in ids
+    assert not any(i.startswith(("T0", "E0", "G")) for i in ids)
+    e003 = next(row for row in bq if row[0] == mask("E003", key))
+    assert e003[3:] == (Decimal("10.01"), 3, Decimal("30.03"))
+
+
+def test_relations_live_in_their_datasets(warehouses: Warehouses) -> None:
+    def tables(dataset: str) -> dict[str, str]:
+        return {t.table_id: t.table_type for t in warehouses.client.list_tables(dataset)}
+
+    assert tables("transactions_mart") == {"fact_sales": "TABLE", "summary_sales": "TABLE"}
+    assert tables("transactions_warehouse")["stg_transactions"] == "VIEW"
+    pg = pg_rows(
+        warehouses,
+        "SELECT table_schema, table_name FROM information_schema.tables"
+        f" WHERE table_schema IN ('{MART_SCHEMA}', 'public', 'staging') ORDER BY 1, 2",
+    )
+    assert pg == [
+        (MART_SCHEMA, "pg_sales"),
+        (MART_SCHEMA, "summary_sales"),
+        ("staging", "stg_transactions"),
+    ]
+
+
+def test_summary_is_partitioned_by_month_and_clustered_by_product(
+    warehouses: Warehouses,
+) -> None:
+    # The stand-in accepts and ignores these clauses, so check what dbt sent.
+    ddl = next((warehouses.bq_work_dir / "target" / "run").rglob("summary_sales.sql"))
+    text = " ".join(ddl.read_text().split()).lower()
+    assert "partition by date_trunc(sale_month, month)" in text
+    assert "cluster by product" in text

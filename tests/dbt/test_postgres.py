@@ -1,0 +1,225 @@
+"""Real dbt against real PostgreSQL: the sample file's marts, masking, idempotence, indexes,
+and a broken invariant failing the build."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import Settings, build_settings
+from common.masking import mask
+from common.pg import connect, parse_dsn
+from pipeline.ingest import ingest_postgres
+from pipeline.postgres_embedded import EmbeddedPostgres
+from pipeline.transform import TransformError, TransformResult, run_dbt
+from tests.conftest import SAMPLE_CSV, create_database
+
+
+def query(settings: Settings, sql: str) -> list[list[Any]]:
+    conn = connect(settings.database_url)
+    try:
+        return [list(row) for row in conn.run(sql)]
+    finally:
+        conn.close()
+
+
+def loaded_settings(server: EmbeddedPostgres, **env: str) -> Settings:
+    """A new database with the sample file ingested."""
+    dsn = create_database(server)
+    settings = build_settings({**os.environ, "SALESMART_DATABASE_URL": dsn, **env})
+    conn = connect(dsn)
+    try:
+        ingest_postgres(conn, SAMPLE_CSV, settings)
+    finally:
+        conn.close()
+    return settings
+
+
+@dataclasses.dataclass
+class Built:
+    settings: Settings
+    work_dir: Path
+    result: TransformResult
+
+
+@pytest.fixture(scope="module")
+def built(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    settings = loaded_settings(pg_server)
+    work_dir = tmp_path_factory.mktemp("dbt-pg")
+    yield Built(settings, work_dir, run_dbt("postgres", settings, work_dir=work_dir))
+
+
+def test_build_reports_models_and_tests(built: Built) -> None:
+    result = built.result
+    assert result.success
+    assert result.models == 3  # stg_transactions, pg_sales, summary_sales (no fact_sales)
+    assert result.data_tests >= 15
+    assert result.unit_tests == 4
+    assert result.failed == ()
+    assert "3 models" in result.summary()
+    assert (built.work_dir / "target" / "run_results.json").exists()
+
+
+def test_summary_sales_for_the_sample(built: Built) -> None:
+    rows = query(
+        built.settings,
+        "SELECT product, sale_month::text, total_amount, total_quantity, avg_price,"
+        " transaction_count FROM public.summary_sales ORDER BY total_amount DESC, product",
+    )
+    assert rows == [
+        ["Halal Laptop", "2023-10-01", Decimal("1999.98"), 2, Decimal("999.99"), 1],
+        ["Halal Keyboard", "2023-10-01", Decimal("249.95"), 5, Decimal("49.99"), 1],
+        ["Halal Mouse", "2023-10-01", Decimal("249.90"), 10, Decimal("24.99"), 1],
+    ]
+    types = dict(
+        query(
+            built.settings,
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = 'summary_sales'",
+        )
+    )
+    assert types == {
+        "product": "text",
+        "sale_month": "date",
+        "total_amount": "numeric",
+        "total_quantity": "bigint",
+        "avg_price": "numeric",
+        "transaction_count": "bigint",
+    }
+
+
+def test_pg_sales_has_masked_ids_only(built: Built) -> None:
+    rows = query(
+        built.settings,
+        "SELECT transaction_id, product, sale_date::text, price, quantity, amount"
+        " FROM public.pg_sales ORDER BY sale_date",
+    )
+    key = built.settings.pii_key
+    assert rows == [
+        [mask("T001", key), "Halal Laptop", "2023-10-01", Decimal("999.99"), 2, Decimal("1999.98")],
+        [mask("T002", key), "Halal Mouse", "2023-10-02", Decimal("24.99"), 10, Decimal("249.90")],
+        [mask("T003", key), "Halal Keyboard", "2023-10-03", Decimal("49.99"), 5, Decimal("249.95")],
+    ]
+    assert all(len(row[0]) == 12 for row in rows)
+    # The clear ids stay in raw: no column of any mart or staging relation holds them.
+    leaks = query(
+        built.settings,
+        "SELECT count(*) FROM staging.stg_transactions WHERE transaction_id LIKE 'T00%'"
+        " UNION ALL SELECT count(*) FROM public.pg_sales WHERE transaction_id LIKE 'T00%'",
+    )
+    assert leaks == [[0], [0]]
+
+
+def test_relations_live_in_their_schemas(built: Built) -> None:
+    relations = query(
+        built.settings,
+        "SELECT table_schema, table_name, table_type FROM information_schema.tables"
+        " WHERE table_schema IN ('public', 'staging') ORDER BY 1, 2",
+    )
+    assert relations == [
+        ["public", "pg_sales", "BASE TABLE"],
+        ["public", "summary_sales", "BASE TABLE"],
+        ["staging", "stg_transactions", "VIEW"],
+    ]
+
+
+def indexes(settings: Settings) -> dict[str, str]:
+    return dict(
+        query(
+            settings,
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = 'public' ORDER BY indexname",
+        )
+    )
+
+
+def test_trend_indexes_serve_the_trends_query(built: Built) -> None:
+    found = indexes(built.settings)
+    assert set(found) == {
+        "pg_sales_transaction_id_idx",
+        "summary_sales_grain_idx",
+        "summary_sales_month_amount_idx",
+        "summary_sales_amount_idx",
+        "summary_sales_product_prefix_idx",
+    }
+    assert "(sale_month, total_amount DESC, product)" in found["summary_sales_month_amount_idx"]
+    assert "text_pattern_ops" in found["summary_sales_product_prefix_idx"]
+    assert "UNIQUE" in found["summary_sales_grain_idx"]
+    # A product-prefix filter (as trends_pg writes it) can use the prefix index.
+    conn = connect(built.settings.database_url)
+    try:
+        conn.run("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in conn.run(
+                "EXPLAIN SELECT * FROM public.summary_sales WHERE starts_with(product, :p)"
+                " ORDER BY total_amount DESC, product LIMIT 10",
+                p="Halal M",
+            )
+        )
+    finally:
+        conn.close()
+    assert "summary_sales_product_prefix_idx" in plan
+
+
+def test_rerun_is_idempotent(built: Built) -> None:
+    def snapshot() -> tuple[Any, ...]:
+        return (
+            query(built.settings, "SELECT * FROM public.summary_sales ORDER BY product"),
+            query(built.settings, "SELECT * FROM public.pg_sales ORDER BY transaction_id"),
+            indexes(built.settings),
+        )
+
+    before = snapshot()
+    again = run_dbt("postgres", built.settings, work_dir=built.work_dir)
+    assert again.success
+    assert (again.models, again.tests) == (built.result.models, built.result.tests)
+    assert snapshot() == before
+    # No backup or intermediate relations are left behind.
+    leftovers = query(
+        built.settings,
+        "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname IN ('public', 'staging') AND relname LIKE '%dbt%'",
+    )
+    assert leftovers == []
+
+
+def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_path: Path) -> None:
+    settings = loaded_settings(pg_server)
+    # Rows slipped into raw behind the loader's back: a clear id where the masked one
+    # belongs, and a second transaction reusing T001's masked id.
+    load_id = query(settings, "SELECT max(load_id) FROM raw.loads")[0][0]
+    conn = connect(settings.database_url)
+    try:
+        conn.run(
+            "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
+            " price, quantity, sale_date, load_id, source_line) VALUES"
+            " ('X1', 'X1', 'Halal Tea', 12.50, 1, '2023-11-02', :l, 90),"
+            " ('X2', :dup, 'Halal Tea', 12.50, 1, '2023-11-03', :l, 91)",
+            l=load_id,
+            dup=mask("T001", settings.pii_key),
+        )
+    finally:
+        conn.close()
+
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", settings, work_dir=tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("dbt build on postgres 2 of ")
+    assert "test matches_pattern_stg_transactions_transaction_id" in message
+    assert "test unique_stg_transactions_transaction_id" in message
+    assert "(fail, 1 row)" in message
+    assert parse_dsn(settings.database_url).password not in message
+    # The marts downstream of the failing tests were skipped, not built from bad rows.
+    assert query(
+        settings,
+        "SELECT count(*) FROM information_schema.tables"
+        " WHERE table_name IN ('pg_sales', 'summary_sales')",
+    ) == [[0]]

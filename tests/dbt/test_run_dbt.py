@@ -1,0 +1,291 @@
+"""run_dbt's contract with a stand-in dbt executable (fast, no warehouse): the command line,
+the child's environment, counts, one-line failures, secrets never shown, timeouts; and the
+dbt project's own conventions (read from its files)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.config import Settings, build_settings
+from pipeline.transform import (
+    PROJECT_DIR,
+    TransformError,
+    dbt_environment,
+    run_dbt,
+    targets_for,
+)
+
+PASSWORD = "pw-Zq8-not-for-logs"
+DSN = f"postgresql://salesmart:{PASSWORD}@127.0.0.1:5999/warehouse?sslmode=require"
+
+# A stand-in for `dbt`: records its arguments and environment, prints a few lines (one
+# with the password, as a careless driver might), writes run_results.json, exits.
+FAKE_DBT = r"""
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+target = Path(args[args.index("--target-path") + 1])
+target.mkdir(parents=True, exist_ok=True)
+Path(os.environ["FAKE_DBT_CAPTURE"]).write_text(json.dumps({"args": args, "env": dict(os.environ)}))
+mode = os.environ.get("FAKE_DBT_MODE", "ok")
+print("00:00:01  Running with dbt=1.11.0", flush=True)
+print("00:00:02  connecting with " + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "-"), flush=True)
+if mode == "hang":
+    time.sleep(60)
+if mode == "crash":
+    print("00:00:03  Encountered an error:", flush=True)
+    print("00:00:03  Database Error: password authentication failed (password="
+          + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "") + ")", flush=True)
+    sys.exit(2)
+def r(uid, status, failures=None):
+    return {"unique_id": uid, "status": status, "failures": failures}
+results = [
+    r("model.salesmart.stg_transactions", "success"),
+    r("model.salesmart.pg_sales", "success"),
+    r("model.salesmart.summary_sales", "success" if mode == "ok" else "skipped"),
+    r("test.salesmart.unique_pg_sales_transaction_id.0a1b2c3d4e", "pass", 0),
+    r("test.salesmart.not_null_pg_sales_amount.1b2c3d4e5f", "warn" if mode == "ok" else "fail", 2),
+    r("unit_test.salesmart.summary_sales.summary_sales_sample_october", "pass"),
+]
+if mode == "fail":
+    results.append(r("model.salesmart.other_model", "error"))
+(target / "run_results.json").write_text(json.dumps({"results": results}))
+sys.exit(0 if mode == "ok" else 1)
+"""
+
+
+@pytest.fixture
+def fake_dbt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    exe = tmp_path / "fake-dbt"
+    exe.write_text(f"#!{sys.executable}\n{FAKE_DBT}")
+    exe.chmod(0o755)
+    capture = tmp_path / "capture.json"
+    monkeypatch.setenv("SALESMART_DBT", str(exe))
+    monkeypatch.setenv("FAKE_DBT_CAPTURE", str(capture))
+    yield capture
+
+
+@pytest.fixture
+def pg_settings(tmp_path: Path) -> Settings:
+    return build_settings(
+        {
+            **os.environ,
+            "SALESMART_DATABASE_URL": DSN,
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+            "SALESMART_PG_MART_SCHEMA": "analytics",
+        }
+    )
+
+
+def captured(capture: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(capture.read_text())
+    return data
+
+
+def test_command_line_environment_and_counts(
+    fake_dbt: Path, pg_settings: Settings, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    result = run_dbt(
+        "postgres", pg_settings, select=["pg_sales", "summary_sales"], on_line=lines.append
+    )
+    seen = captured(fake_dbt)
+    work = (tmp_path / "state" / "dbt" / "postgres").resolve()
+    args = seen["args"]
+    assert args[0] == "build"
+    assert args[args.index("--project-dir") + 1] == str(PROJECT_DIR)
+    assert args[args.index("--profiles-dir") + 1] == str(PROJECT_DIR)
+    assert args[args.index("--target") + 1] == "postgres"
+    assert args[args.index("--target-path") + 1] == str(work / "target")
+    assert args[args.index("--log-path") + 1] == str(work / "logs")
+    assert args[args.index("--select") + 1 :][:2] == ["pg_sales", "summary_sales"]
+
+    env = seen["env"]
+    assert env["SALESMART_PG_HOST"] == "127.0.0.1"
+    assert env["SALESMART_PG_PORT"] == "5999"
+    assert env["SALESMART_PG_USER"] == "salesmart"
+    assert env["SALESMART_PG_DBNAME"] == "warehouse"
+    assert env["SALESMART_PG_SSLMODE"] == "require"
+    assert env["SALESMART_PG_MART_SCHEMA"] == "analytics"
+    assert env["SALESMART_PG_RAW_SCHEMA"] == "raw"
+    assert env["DBT_ENV_SECRET_PG_PASSWORD"] == PASSWORD
+    assert env["DO_NOT_TRACK"] == "1"
+    # dbt gets what its profile reads, and no other secret: not the DSN, keys or tokens.
+    for withheld in ("SALESMART_DATABASE_URL", "SALESMART_PII_KEY", "SALESMART_JWT_SECRET"):
+        assert withheld not in env
+    assert not any(PASSWORD in v for k, v in env.items() if k != "DBT_ENV_SECRET_PG_PASSWORD")
+
+    assert result.success
+    assert (result.models, result.data_tests, result.unit_tests) == (3, 2, 1)
+    assert result.warnings == 1
+    assert result.tests == 3
+    assert result.summary().startswith("3 models, 2 data tests, 1 unit tests in ")
+    # Progress lines come without dbt's timestamps and without the password.
+    assert "Running with dbt=1.11.0" in lines
+    assert not any(PASSWORD in line for line in lines)
+
+
+def test_failure_is_one_line_naming_the_failing_nodes(
+    fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DBT_MODE", "fail")
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", pg_settings)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("dbt build on postgres 2 of 7 nodes failed: ")
+    assert "test not_null_pg_sales_amount (fail, 2 rows)" in message
+    assert "model other_model (error)" in message
+    assert "dbt.log" in message
+
+    result = run_dbt("postgres", pg_settings, check=False)
+    assert not result.success
+    assert result.skipped == 1
+    assert result.failed == (
+        "test not_null_pg_sales_amount (fail, 2 rows)",
+        "model other_model (error)",
+    )
+
+
+def test_a_crash_gives_dbt_reason_without_the_password(
+    fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DBT_MODE", "crash")
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", pg_settings)
+    message = str(caught.value)
+    assert "exited with code 2" in message
+    assert "password authentication failed" in message
+    assert PASSWORD not in message
+    assert "\n" not in message
+
+
+def test_a_hanging_dbt_is_stopped(
+    fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DBT_MODE", "hang")
+    with pytest.raises(TransformError, match="did not finish within 1 s"):
+        run_dbt("postgres", pg_settings, timeout=1)
+
+
+def test_one_run_at_a_time_per_work_directory(
+    fake_dbt: Path, pg_settings: Settings, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    with (work / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(TransformError, match="another dbt run on postgres"):
+            run_dbt("postgres", pg_settings, work_dir=work)
+    assert run_dbt("postgres", pg_settings, work_dir=work).success
+
+
+def test_unusable_setups_are_one_line_errors(
+    pg_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SALESMART_DBT", str(tmp_path / "no-such-dbt"))
+    with pytest.raises(TransformError, match=r"dbt is not installed .* run 'make install'"):
+        run_dbt("postgres", pg_settings)
+    with pytest.raises(TransformError, match="SALESMART_DATABASE_URL"):
+        dbt_environment("postgres", build_settings({"SALESMART_CONFIG": "/nonexistent"}))
+    with pytest.raises(TransformError, match="unknown dbt target"):
+        dbt_environment("snowflake", pg_settings)
+    assert targets_for("all") == ("postgres", "bigquery")
+    assert targets_for("bigquery") == ("bigquery",)
+    with pytest.raises(TransformError):
+        targets_for("mysql")
+
+
+def test_bigquery_environment_stand_in_and_real() -> None:
+    local = build_settings({"SALESMART_BQ_ENDPOINT": "http://127.0.0.1:9050"})
+    env, secrets = dbt_environment("bigquery", local)
+    assert env["SALESMART_DBT_BQ_METHOD"] == "oauth-secrets"
+    assert env["DBT_ENV_SECRET_BQ_TOKEN"] == "fake-token"
+    assert env["SALESMART_BQ_ENDPOINT"] == "http://127.0.0.1:9050"
+    assert env["SALESMART_BQ_PROJECT"] == "salesmart-local"
+    assert env["SALESMART_BQ_WAREHOUSE_DATASET"] == "transactions_warehouse"
+    assert env["SALESMART_BQ_MART_DATASET"] == "transactions_mart"
+    assert secrets == []
+
+    real = build_settings(
+        {
+            "SALESMART_BQ_PROJECT": "acme-analytics",
+            "SALESMART_BQ_LOCATION": "EU",
+            "GOOGLE_APPLICATION_CREDENTIALS": "/var/run/secrets/bq/key.json",
+        }
+    )
+    env, _ = dbt_environment("bigquery", real)
+    assert env["SALESMART_DBT_BQ_METHOD"] == "oauth"  # ADC, which reads the key file
+    assert env["SALESMART_BQ_ENDPOINT"] == ""
+    assert env["DBT_ENV_SECRET_BQ_TOKEN"] == ""
+    assert env["SALESMART_BQ_PROJECT"] == "acme-analytics"
+    assert env["SALESMART_BQ_LOCATION"] == "EU"
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/run/secrets/bq/key.json"
+
+
+# -- the dbt project's conventions ---------------------------------------------------------
+def model_body(name: str) -> str:
+    text = (PROJECT_DIR / "models" / "marts" / f"{name}.sql").read_text()
+    return text[text.index("\nwith\n") :]
+
+
+def test_the_fact_table_is_one_model_under_two_names() -> None:
+    assert model_body("pg_sales") == model_body("fact_sales")
+    assert (
+        "enabled=target.type == 'postgres'"
+        in (PROJECT_DIR / "models" / "marts" / "pg_sales.sql").read_text()
+    )
+    assert (
+        "enabled=target.type == 'bigquery'"
+        in (PROJECT_DIR / "models" / "marts" / "fact_sales.sql").read_text()
+    )
+
+
+def test_each_model_states_its_grain_tests_its_key_and_has_unit_tests() -> None:
+    models = sorted(p.stem for p in (PROJECT_DIR / "models").rglob("*.sql"))
+    assert models == ["fact_sales", "pg_sales", "stg_transactions", "summary_sales"]
+    for sql in (PROJECT_DIR / "models").rglob("*.sql"):
+        spec = yaml.safe_load(sql.with_suffix(".yml").read_text())
+        (model,) = spec["models"]
+        assert model["name"] == sql.stem
+        assert model["description"].startswith("One row per "), sql.stem
+        unit_tests = [u for u in spec.get("unit_tests", []) if u["model"] == sql.stem]
+        assert unit_tests and all(u["given"] and u["expect"]["rows"] for u in unit_tests)
+        key_tests: list[Any] = []
+        for column in model["columns"]:
+            if column["name"] == "transaction_id":
+                key_tests = column["data_tests"]
+        if sql.stem == "summary_sales":
+            key_tests = [t.get("test_name") for t in model["data_tests"] if isinstance(t, dict)]
+            assert "unique_combination_of_columns" in key_tests
+        else:
+            assert "unique" in key_tests and "not_null" in key_tests, sql.stem
+
+
+def test_connection_values_come_from_the_environment() -> None:
+    profile = yaml.safe_load((PROJECT_DIR / "profiles.yml").read_text())["salesmart"]
+    assert set(profile["outputs"]) == {"postgres", "bigquery"}
+    fixed = {
+        "type",
+        "connect_timeout",
+        "retries",
+        "job_execution_timeout_seconds",
+        "job_retries",
+        "priority",
+    }
+    for name, output in profile["outputs"].items():
+        for key, value in output.items():
+            if key not in fixed:
+                assert "env_var(" in str(value), f"{name}.{key} is not from the environment"
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
+    assert project["flags"]["send_anonymous_usage_stats"] is False
+    assert not (PROJECT_DIR / "packages.yml").exists()  # nothing is downloaded at run time
