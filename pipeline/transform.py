@@ -242,6 +242,7 @@ def _error_lines(lines: Sequence[str]) -> str:
             word in line
             for word in ("Error", "error:", "Could not", "could not", "failed", "refused")
         )
+        and not line.strip().startswith("Encountered an error")  # a header, not a reason
     ]
     if not interesting:
         interesting = [line.strip() for line in lines if line.strip()][-1:]
