@@ -31,7 +31,7 @@ from flask import Request, Response
 from common.api import money, present
 from common.auth import LoginService, Principal, TokenService, bearer_token, require_role
 from common.config import Settings
-from common.errors import ApiError, CsrfFailed, InvalidToken
+from common.errors import ApiError, CsrfFailed, InvalidCredentials, InvalidToken
 from common.http import Call, error_json
 from common.masking import Masker
 from common.trends import SUMMARY_COLUMNS
@@ -283,10 +283,13 @@ class Dashboard:
         except ApiError as error:
             if not wants_html(call.request):
                 raise
+            # Browsers get the form again; a mistyped password is not an HTTP failure for
+            # them (200, as form frameworks do), refusals (CSRF, 429, 503) keep their code.
+            status = 200 if isinstance(error, InvalidCredentials) else error.status
             response, _ = self._page(
                 call,
                 "login.html",
-                error.status,
+                status,
                 error=error.message,
                 username=str(form.get("username", ""))[:256],
             )

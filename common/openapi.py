@@ -167,7 +167,8 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                     "responses": {
                         "303": _redirect("Logged in: to /."),
                         "400": _error("Malformed form or failed CSRF check.", html=True),
-                        "401": _error("Wrong username or password.", html=True),
+                        "200": _html("The form again, with an error (browsers)."),
+                        "401": _error("Wrong username or password (API clients)."),
                         "429": {
                             **_TOO_MANY,
                             "content": {**_TOO_MANY["content"], "text/html": _STRING},

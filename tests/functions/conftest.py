@@ -9,6 +9,7 @@ import importlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -213,7 +214,7 @@ def start_function(name: str, env: dict[str, str], log_dir: Path) -> Served:
 
 def stop_function(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -132,7 +132,7 @@ def test_login_without_valid_csrf_is_refused(call: Caller, analyst: Account, cas
     assert api.get_json()["error"] == "csrf_failed"
 
 
-def test_wrong_password_rerenders_the_form_with_401(call: Caller, analyst: Account) -> None:
+def test_wrong_password_rerenders_the_form(call: Caller, analyst: Account) -> None:
     nonce, token = login_form(call)
     response = call(
         "/login",
@@ -140,11 +140,19 @@ def test_wrong_password_rerenders_the_form_with_401(call: Caller, analyst: Accou
         headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
         data={"username": analyst.username, "password": "not it at all", "csrf_token": token},
     )
-    assert response.status_code == 401
+    assert response.status_code == 200  # the form again, for a browser
     html = response.get_data(as_text=True)
     assert "Wrong username or password." in html
     assert "not it at all" not in html
     assert SESSION not in set_cookies(response)
+    api = call(
+        "/login",
+        method="POST",
+        headers=cookie_header(**{CSRF: nonce}),
+        data={"username": analyst.username, "password": "not it at all", "csrf_token": token},
+    )
+    assert api.status_code == 401
+    assert api.get_json()["error"] == "invalid_credentials"
 
 
 def test_dashboard_page_with_bearer_token(call: Caller, fn_settings: Settings) -> None:
