@@ -44,7 +44,7 @@ def bearer(token_fn: Served, user: Account) -> dict[str, str]:
 
 
 def envelope(response: requests.Response) -> dict[str, Any]:
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert (
         {"error", "message", "request_id"}
         <= set(body)
