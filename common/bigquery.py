@@ -1,0 +1,701 @@
+"""The one way into BigQuery: real BigQuery, or the local stand-in, behind the same calls.
+
+- One client per process (and per settings), created lazily under a lock, recreated after
+  ``fork`` (gunicorn imports modules in the master); ``google.cloud.bigquery`` is imported
+  here only, and only when first needed.
+- Real BigQuery (``api_endpoint`` empty): project and location from settings;
+  credentials from the file in ``GOOGLE_APPLICATION_CREDENTIALS`` (any kind ADC accepts:
+  service account, workload identity) or else Application Default Credentials.
+- The stand-in (``SALESMART_BQ_ENDPOINT=http://127.0.0.1:P``): anonymous credentials,
+  ``client_options.api_endpoint``.
+- Every query is parameterized and carries ``maximum_bytes_billed``, a server-side job
+  timeout, a client-side deadline (``query_timeout_seconds``: no hang) and the labels
+  ``function`` / ``user``. Rows come back as plain dicts.
+- Unreachable, timed out, 5xx, quota, credentials, and a missing mart raise
+  :class:`BigQueryUnavailable` (a ``common.errors.WarehouseUnavailable``: 503). Nothing is
+  cached on failure, so the next call tries again: recovery needs no restart.
+
+Stand-in (bqemulator 1.4.0) gaps handled here, so callers never see them:
+- jobs.query answers a failed query with HTTP 200 and the error in the body, which
+  ``query_and_wait`` reads as "no rows": on the stand-in queries go through jobs.insert;
+- query parameters are not passed to multi-statement scripts (``run_script`` takes none);
+- a missing dataset may come back as 403 "... or perhaps it does not exist", not 404;
+- ``DATE_TRUNC(col, MONTH)`` is typed DATETIME (``summary_row`` returns dates anyway);
+- NUMERIC comes back with scale 9 (equal values; callers round for display);
+- a load job's ``outputRows`` after an append is the table's total (``load_file`` returns
+  nothing; count instead); job labels and ``maximumBytesBilled`` are accepted but not
+  enforced or recorded; ``total_bytes_processed`` is 0.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from common.config import BigQuerySettings, ConfigError, get_settings
+from common.errors import WarehouseUnavailable
+from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+
+log = logging.getLogger("salesmart.bigquery")
+
+SCOPES = ("https://www.googleapis.com/auth/bigquery",)
+SUMMARY_TABLE = "summary_sales"
+LABEL_MAX = 63
+INT64_MAX = 2**63 - 1
+NUMERIC_SCALE = Decimal("1e-9")
+NUMERIC_MAX = Decimal("99999999999999999999999999999.999999999")
+#: Connection refused/reset is retried this many times (100 ms, 200 ms) before giving up:
+#: an unreachable warehouse answers 503 at once instead of after the whole deadline.
+CONNECTION_RETRIES = 2
+
+_PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:-]{0,127}", re.ASCII)
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}", re.ASCII)
+_LABEL_BAD = re.compile(r"[^a-z0-9_-]+", re.ASCII)
+
+
+class BigQueryUnavailable(WarehouseUnavailable):
+    """BigQuery cannot answer now. ``reason`` is a short code for logs and metrics.
+
+    Codes: ``unreachable``, ``timeout``, ``server_error``, ``not_built`` (the dataset or
+    table does not exist: run ``salesmart transform``), ``access_denied``,
+    ``credentials``, ``quota``, ``bytes_billed_limit``.
+    ``message`` (what an HTTP client sees) stays the generic, client-safe sentence;
+    ``str()`` carries the diagnostic for logs and the CLI.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__()
+        self.warehouse = "bigquery"
+        self.reason = reason
+        self.detail = _one_line(detail)
+
+    def __str__(self) -> str:
+        text = f"BigQuery unavailable ({self.reason})"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+# -- the client ----------------------------------------------------------------------------
+_lock = threading.Lock()
+_clients: dict[BigQuerySettings, bigquery.Client] = {}
+_clients_pid = os.getpid()
+
+
+def _settings(settings: BigQuerySettings | None) -> BigQuerySettings:
+    return settings if settings is not None else get_settings().bigquery
+
+
+def _credentials(bq: BigQuerySettings) -> Any:
+    if bq.is_emulated:
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()  # type: ignore[no-untyped-call]
+    import google.auth
+
+    if bq.credentials_file:
+        path = Path(bq.credentials_file)
+        if not path.is_file():
+            raise BigQueryUnavailable(
+                "credentials", f"GOOGLE_APPLICATION_CREDENTIALS={path} is not a readable file"
+            )
+        # The generic loader (any ADC file type) warns about files from untrusted sources;
+        # this one is the operator's own mount.
+        credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+            str(path), scopes=SCOPES
+        )
+        return credentials
+    credentials, _ = google.auth.default(scopes=SCOPES)
+    return credentials
+
+
+def _new_client(bq: BigQuerySettings) -> bigquery.Client:
+    _check_project(bq.project)
+    from google.cloud import bigquery as bqlib
+
+    options = {"api_endpoint": bq.api_endpoint} if bq.is_emulated else None
+    try:
+        return bqlib.Client(
+            project=bq.project,
+            location=bq.location,
+            credentials=_credentials(bq),
+            client_options=options,
+        )
+    except BigQueryUnavailable:
+        raise
+    except Exception as exc:
+        mapped = _map_error(exc)
+        if mapped is None:
+            mapped = BigQueryUnavailable("credentials", f"{type(exc).__name__}: {exc}")
+        raise mapped from exc
+
+
+def get_client(settings: BigQuerySettings | None = None) -> bigquery.Client:
+    """The process's client for these settings (created on first use, thread-safe)."""
+    global _clients_pid
+    bq = _settings(settings)
+    with _lock:
+        if _clients_pid != os.getpid():  # forked: never share a connection pool
+            _clients.clear()
+            _clients_pid = os.getpid()
+        client = _clients.get(bq)
+        if client is None:
+            client = _new_client(bq)
+            _clients[bq] = client
+        return client
+
+
+def reset_clients() -> None:
+    """Forget the cached clients (tests; a changed configuration)."""
+    with _lock:
+        for client in _clients.values():
+            try:
+                client.close()  # type: ignore[no-untyped-call]
+            except Exception:  # noqa: S112 - closing is best effort
+                continue
+        _clients.clear()
+
+
+# -- names, labels, parameters -------------------------------------------------------------
+def _check_project(project: str) -> str:
+    if not _PROJECT_RE.fullmatch(project):
+        raise ConfigError(f"BigQuery project id {project!r} is not valid")
+    return project
+
+
+def _check_name(name: str, what: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"BigQuery {what} name {name!r} is not valid")
+    return name
+
+
+def table_ref(dataset: str, table: str, settings: BigQuerySettings | None = None) -> str:
+    """A checked, backquoted ``project.dataset.table`` for SQL text."""
+    bq = _settings(settings)
+    return (
+        f"`{_check_project(bq.project)}.{_check_name(dataset, 'dataset')}."
+        f"{_check_name(table, 'table')}`"
+    )
+
+
+def table_id(dataset: str, table: str, settings: BigQuerySettings | None = None) -> str:
+    """``project.dataset.table`` for API calls (load jobs, table metadata)."""
+    bq = _settings(settings)
+    return (
+        f"{_check_project(bq.project)}.{_check_name(dataset, 'dataset')}."
+        f"{_check_name(table, 'table')}"
+    )
+
+
+def label_value(value: str) -> str:
+    """A string made valid as a BigQuery label: lowercase ``[a-z0-9_-]``, at most 63 chars."""
+    cleaned = _LABEL_BAD.sub("_", value.strip().lower()).strip("_")
+    return cleaned[:LABEL_MAX]
+
+
+def job_labels(function: str, user: str | None = None) -> dict[str, str]:
+    labels = {"app": "salesmart", "function": label_value(function) or "unknown"}
+    if user:
+        labels["user"] = label_value(user) or "unknown"
+    return labels
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A query parameter with an explicit type (needed for NULL, NUMERIC, TIMESTAMP...)."""
+
+    type: str
+    value: Any
+
+
+ParamValue = str | int | bool | float | Decimal | date | Param | None
+
+
+def _query_parameter(name: str, value: ParamValue) -> Any:
+    from google.cloud import bigquery as bqlib
+
+    if isinstance(value, Param):
+        kind, raw = value.type, value.value
+    elif isinstance(value, bool):
+        kind, raw = "BOOL", value
+    elif isinstance(value, int):
+        kind, raw = "INT64", value
+    elif isinstance(value, float):
+        kind, raw = "FLOAT64", value
+    elif isinstance(value, Decimal):
+        kind, raw = "NUMERIC", value
+    elif isinstance(value, datetime):
+        kind, raw = "TIMESTAMP", value
+    elif isinstance(value, date):
+        kind, raw = "DATE", value
+    elif isinstance(value, str):
+        kind, raw = "STRING", value
+    else:
+        raise TypeError(f"parameter {name}: give a Param(type, value) for {value!r}")
+    return bqlib.ScalarQueryParameter(name, kind, raw)
+
+
+# -- errors --------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+def _error_reason(exc: Any) -> str:
+    try:
+        return str(exc.errors[0].get("reason", ""))
+    except (AttributeError, IndexError, TypeError, KeyError):
+        return ""
+
+
+def _map_error(exc: BaseException) -> BigQueryUnavailable | None:
+    """The ``BigQueryUnavailable`` an exception means, or None (a bug: let it surface)."""
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, BigQueryUnavailable):
+        return exc
+    if isinstance(exc, gexc.RetryError):
+        cause = exc.cause
+        if cause is not None and cause is not exc:
+            mapped = _map_error(cause)
+            if mapped is not None and mapped.reason != "timeout":
+                return mapped
+        return BigQueryUnavailable("timeout", str(exc))
+    detail = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+    reason = _error_reason(exc)
+    if isinstance(exc, concurrent.futures.TimeoutError | TimeoutError | requests.Timeout):
+        return BigQueryUnavailable("timeout", detail)
+    if isinstance(exc, gexc.DeadlineExceeded | gexc.GatewayTimeout) or reason in (
+        "timeout",
+        "jobTimeout",
+    ):
+        return BigQueryUnavailable("timeout", detail)
+    if isinstance(exc, requests.ConnectionError | ConnectionError | auth_exc.TransportError):
+        return BigQueryUnavailable("unreachable", detail)
+    if isinstance(exc, auth_exc.DefaultCredentialsError | auth_exc.RefreshError):
+        return BigQueryUnavailable("credentials", detail)
+    if isinstance(exc, gexc.TooManyRequests) or reason in ("rateLimitExceeded", "quotaExceeded"):
+        return BigQueryUnavailable("quota", detail)
+    if isinstance(exc, gexc.ServerError):
+        return BigQueryUnavailable("server_error", detail)
+    if reason == "bytesBilledLimitExceeded":
+        return BigQueryUnavailable("bytes_billed_limit", detail)
+    if isinstance(exc, gexc.NotFound):
+        return BigQueryUnavailable("not_built", detail)
+    if isinstance(exc, gexc.Forbidden):
+        # The stand-in answers 403 for a dataset that does not exist; real BigQuery does
+        # too for tables the caller cannot see ("or perhaps it does not exist").
+        if "does not exist" in str(exc):
+            return BigQueryUnavailable("not_built", detail)
+        return BigQueryUnavailable("access_denied", detail)
+    if isinstance(exc, gexc.Unauthorized):
+        return BigQueryUnavailable("credentials", detail)
+    return None
+
+
+def _raise_mapped(exc: Exception, what: str) -> None:
+    mapped = _map_error(exc)
+    if mapped is None:
+        return
+    log.warning("bigquery %s failed: reason=%s %s", what, mapped.reason, mapped.detail)
+    raise mapped from exc
+
+
+def _retry_policy(deadline: float) -> Any:
+    """Retry transient errors within ``deadline``; connection failures only briefly."""
+    import requests
+    from google.api_core.retry import Retry
+    from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+    base_predicate = DEFAULT_RETRY._predicate
+    connection_failures = 0
+
+    def predicate(exc: Exception) -> bool:
+        nonlocal connection_failures
+        if isinstance(exc, requests.ConnectionError | ConnectionError) and not isinstance(
+            exc, requests.Timeout
+        ):
+            connection_failures += 1
+            return connection_failures <= CONNECTION_RETRIES
+        return bool(base_predicate(exc))
+
+    return Retry(predicate=predicate, initial=0.1, maximum=1.0, multiplier=2.0, timeout=deadline)
+
+
+# -- queries -------------------------------------------------------------------------------
+def query_job_config(
+    params: Mapping[str, ParamValue] | None = None,
+    *,
+    function: str,
+    user: str | None = None,
+    settings: BigQuerySettings | None = None,
+    timeout: float | None = None,
+) -> bigquery.QueryJobConfig:
+    """The job configuration every query carries: parameters, byte cap, labels, timeout."""
+    bq = _settings(settings)
+    deadline = float(timeout if timeout is not None else bq.query_timeout_seconds)
+    from google.cloud import bigquery as bqlib
+
+    job_config = bqlib.QueryJobConfig(
+        query_parameters=[_query_parameter(k, v) for k, v in (params or {}).items()],
+        maximum_bytes_billed=bq.maximum_bytes_billed,
+        labels=job_labels(function, user),
+        use_legacy_sql=False,
+    )
+    job_config.job_timeout_ms = max(1, int(deadline * 1000))
+    return job_config
+
+
+def run_query(
+    sql: str,
+    params: Mapping[str, ParamValue] | None = None,
+    *,
+    function: str,
+    user: str | None = None,
+    settings: BigQuerySettings | None = None,
+    timeout: float | None = None,
+    max_results: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run one parameterized statement; its rows as dicts (``[]`` for DML/DDL).
+
+    ``timeout`` (default ``query_timeout_seconds``) bounds the whole call: past it the
+    job is cancelled (server-side ``jobTimeoutMs`` too) and ``BigQueryUnavailable``
+    ("timeout") is raised.
+    """
+    bq = _settings(settings)
+    deadline = float(timeout if timeout is not None else bq.query_timeout_seconds)
+    client = get_client(bq)
+    job_config = query_job_config(
+        params, function=function, user=user, settings=bq, timeout=deadline
+    )
+    job = None
+    try:
+        if bq.is_emulated:
+            # The stand-in's jobs.query answers a failed query with HTTP 200, no rows and
+            # the error in the body, which query_and_wait() reads as an empty result.
+            # jobs.insert + getQueryResults reports the error.
+            job = client.query(
+                sql,
+                job_config=job_config,
+                location=bq.location,
+                retry=_retry_policy(deadline),
+                job_retry=None,
+                timeout=deadline,
+            )
+            rows = job.result(
+                timeout=deadline, retry=_retry_policy(deadline), max_results=max_results
+            )
+        else:
+            rows = client.query_and_wait(
+                sql,
+                job_config=job_config,
+                location=bq.location,
+                api_timeout=deadline,
+                wait_timeout=deadline,
+                retry=_retry_policy(deadline),
+                job_retry=None,  # type: ignore[arg-type]  # None disables job retries
+                max_results=max_results,
+            )
+        return [dict(row.items()) for row in rows]
+    except Exception as exc:
+        if job is not None and isinstance(exc, concurrent.futures.TimeoutError):
+            _cancel_quietly(job)
+        _raise_mapped(exc, "query")
+        raise
+
+
+def _cancel_quietly(job: Any) -> None:
+    """Best effort: ``jobTimeoutMs`` stops the job server-side anyway."""
+    with contextlib.suppress(Exception):
+        job.cancel(timeout=2.0, retry=None)
+
+
+def run_script(
+    sql: str,
+    *,
+    function: str,
+    settings: BigQuerySettings | None = None,
+    timeout: float,
+) -> None:
+    """Run a multi-statement script (e.g. ``BEGIN TRANSACTION; ... COMMIT TRANSACTION;``).
+
+    No query parameters: the stand-in does not pass them to scripts. Values come from
+    tables the script reads (see ``pipeline.ingest_bigquery``).
+    """
+    bq = _settings(settings)
+    client = get_client(bq)
+    from google.cloud import bigquery as bqlib
+
+    job_config = bqlib.QueryJobConfig(labels=job_labels(function), use_legacy_sql=False)
+    try:
+        job = client.query(
+            sql,
+            job_config=job_config,
+            location=bq.location,
+            retry=_retry_policy(min(timeout, 60.0)),
+            job_retry=None,
+        )
+        job.result(timeout=timeout, retry=_retry_policy(timeout))
+    except Exception as exc:
+        _raise_mapped(exc, "script")
+        raise
+
+
+#: A column: (name, type, mode), e.g. ("price", "NUMERIC", "REQUIRED").
+Column = tuple[str, str, str]
+
+
+def _schema(columns: Sequence[Column]) -> list[Any]:
+    from google.cloud import bigquery as bqlib
+
+    return [bqlib.SchemaField(name, kind, mode=mode) for name, kind, mode in columns]
+
+
+def load_file(
+    handle: IO[bytes],
+    dataset: str,
+    table: str,
+    *,
+    columns: Sequence[Column],
+    source_format: str = "NEWLINE_DELIMITED_JSON",
+    write_disposition: str = "WRITE_APPEND",
+    function: str = "ingest",
+    settings: BigQuerySettings | None = None,
+    timeout: float = 3600.0,
+) -> None:
+    """Load a file (NDJSON by default) into an existing table with one load job.
+
+    No ``size`` argument: the stand-in fails multipart uploads with a size, and a
+    resumable upload streams the file in chunks anyway. The job's ``outputRows`` is not
+    returned: after an append the stand-in reports the table's total there; count instead.
+    """
+    bq = _settings(settings)
+    client = get_client(bq)
+    from google.cloud import bigquery as bqlib
+
+    job_config = bqlib.LoadJobConfig(
+        schema=_schema(columns),
+        source_format=source_format,
+        write_disposition=write_disposition,
+        create_disposition="CREATE_NEVER",
+        labels=job_labels(function),
+    )
+    try:
+        job = client.load_table_from_file(
+            handle,
+            table_id(dataset, table, bq),
+            job_config=job_config,
+            location=bq.location,
+            rewind=True,
+            timeout=timeout,
+        )
+        job.result(timeout=timeout, retry=_retry_policy(timeout))
+    except Exception as exc:
+        _raise_mapped(exc, "load")
+        raise
+
+
+def create_table(
+    dataset: str,
+    table: str,
+    columns: Sequence[Column],
+    *,
+    clustering: Sequence[str] | None = None,
+    expires: datetime | None = None,
+    exists_ok: bool = True,
+    settings: BigQuerySettings | None = None,
+) -> None:
+    """Create a table with this schema (kept as is if it exists and ``exists_ok``)."""
+    bq = _settings(settings)
+    client = get_client(bq)
+    from google.cloud import bigquery as bqlib
+
+    spec = bqlib.Table(table_id(dataset, table, bq), schema=_schema(columns))
+    if clustering:
+        spec.clustering_fields = list(clustering)
+    if expires is not None:
+        spec.expires = expires
+    try:
+        client.create_table(spec, exists_ok=exists_ok, retry=_retry_policy(60.0), timeout=60)
+    except Exception as exc:
+        _raise_mapped(exc, "create table")
+        raise
+
+
+def drop_table(dataset: str, table: str, settings: BigQuerySettings | None = None) -> None:
+    """Delete a table; absent is fine."""
+    bq = _settings(settings)
+    client = get_client(bq)
+    try:
+        client.delete_table(
+            table_id(dataset, table, bq),
+            not_found_ok=True,
+            retry=_retry_policy(60.0),
+            timeout=60,
+        )
+    except Exception as exc:
+        _raise_mapped(exc, "drop table")
+        raise
+
+
+def list_tables(
+    dataset: str, prefix: str = "", settings: BigQuerySettings | None = None
+) -> list[tuple[str, datetime | None]]:
+    """(table name, creation time) of a dataset's tables whose name starts with ``prefix``."""
+    bq = _settings(settings)
+    client = get_client(bq)
+    name = f"{_check_project(bq.project)}.{_check_name(dataset, 'dataset')}"
+    try:
+        items = list(client.list_tables(name, retry=_retry_policy(60.0), timeout=60))
+    except Exception as exc:
+        _raise_mapped(exc, "list tables")
+        raise
+    return [
+        (str(item.table_id), item.created)
+        for item in items
+        if str(item.table_id).startswith(prefix)
+    ]
+
+
+def ensure_datasets(settings: BigQuerySettings | None = None) -> None:
+    """Create ``transactions_warehouse`` and ``transactions_mart`` if absent (location set)."""
+    bq = _settings(settings)
+    client = get_client(bq)
+    from google.cloud import bigquery as bqlib
+
+    for name in (bq.warehouse_dataset, bq.mart_dataset):
+        dataset = bqlib.Dataset(f"{_check_project(bq.project)}.{_check_name(name, 'dataset')}")
+        dataset.location = bq.location
+        try:
+            client.create_dataset(dataset, exists_ok=True, retry=_retry_policy(60.0), timeout=60)
+        except Exception as exc:
+            _raise_mapped(exc, "create dataset")
+            raise
+
+
+def ping(settings: BigQuerySettings | None = None, timeout: float | None = None) -> None:
+    """``SELECT 1``; raises ``BigQueryUnavailable`` when BigQuery cannot answer."""
+    run_query("SELECT 1 AS ok", function="ping", settings=settings, timeout=timeout)
+
+
+# -- the trends query ----------------------------------------------------------------------
+def _numeric_bound(value: Decimal, *, lower: bool) -> Decimal | None:
+    """``value`` as a NUMERIC parameter that keeps the comparison's meaning.
+
+    NUMERIC holds 9 decimals: a lower bound rounds up, an upper bound rounds down (stored
+    values have at most 9 decimals, so the result is unchanged). None: beyond NUMERIC's
+    range (a lower bound above it matches nothing, an upper bound above it everything).
+    """
+    try:
+        rounded = value.quantize(NUMERIC_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR)
+    except InvalidOperation:
+        return None
+    return rounded if rounded <= NUMERIC_MAX else None
+
+
+def summary_query(
+    filters: TrendFilters, settings: BigQuerySettings | None = None
+) -> tuple[str, dict[str, ParamValue]] | None:
+    """SQL and parameters of the trends query; None when no row can match."""
+    bq = _settings(settings)
+    where = ["STARTS_WITH(product, @product_prefix)"]
+    params: dict[str, ParamValue] = {"product_prefix": filters.product_prefix}
+    if filters.sale_month is not None:
+        where.append("sale_month = @sale_month")
+        params["sale_month"] = filters.sale_month
+    for name, column, lower in (
+        ("min_amount", "total_amount", True),
+        ("min_avg_price", "avg_price", True),
+        ("max_avg_price", "avg_price", False),
+    ):
+        value: Decimal | None = getattr(filters, name)
+        if value is None:
+            continue
+        bound = _numeric_bound(value, lower=lower)
+        if bound is None:
+            if lower:
+                return None
+            continue
+        where.append(f"{column} {'>=' if lower else '<='} @{name}")
+        params[name] = Param("NUMERIC", bound)
+    if filters.max_quantity is not None and filters.max_quantity < INT64_MAX:
+        where.append("total_quantity <= @max_quantity")
+        params["max_quantity"] = filters.max_quantity
+    params["limit"] = filters.limit
+    params["offset"] = min(filters.offset, INT64_MAX)
+    sql = (
+        f"SELECT {', '.join(SUMMARY_COLUMNS)}\n"
+        f"FROM {table_ref(bq.mart_dataset, SUMMARY_TABLE, bq)}\n"
+        f"WHERE {' AND '.join(where)}\n"
+        f"ORDER BY {ORDER_BY}\n"
+        "LIMIT @limit OFFSET @offset"
+    )
+    return sql, params
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):  # the stand-in may type a DATE_TRUNC month DATETIME
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _as_decimal(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value))
+
+
+def summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``summary_sales`` row with the contract's Python types, whatever the backend."""
+    return {
+        "product": str(row["product"]),
+        "sale_month": _as_date(row["sale_month"]),
+        "total_amount": _as_decimal(row["total_amount"]),
+        "total_quantity": int(row["total_quantity"]),
+        "avg_price": _as_decimal(row["avg_price"]),
+        "transaction_count": int(row["transaction_count"]),
+    }
+
+
+def query_summary(
+    filters: TrendFilters,
+    *,
+    user: str | None = None,
+    function: str = "trends_bq",
+    settings: BigQuerySettings | None = None,
+) -> list[dict[str, Any]]:
+    """The trends rows of ``transactions_mart.summary_sales`` for ``filters``.
+
+    Each row: product (str), sale_month (date), total_amount (Decimal), total_quantity
+    (int), avg_price (Decimal), transaction_count (int); ordered by total_amount
+    descending, then product (then sale_month). Raises ``BigQueryUnavailable``.
+    """
+    built = summary_query(filters, settings)
+    if built is None:
+        return []
+    sql, params = built
+    rows = run_query(
+        sql,
+        params,
+        function=function,
+        user=user,
+        settings=settings,
+        max_results=filters.limit,
+    )
+    return [summary_row(row) for row in rows]

@@ -1,0 +1,79 @@
+"""The trends query, warehouse-neutral: its filters and its fixed order.
+
+``TrendFilters`` is what trends_bq (``common.bigquery.query_summary``) and trends_pg both
+take, already validated against the contract's parameter rules by the HTTP layer; its
+checks here only guard the invariants the SQL relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+DEFAULT_PRODUCT_PREFIX = "Halal"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_PREFIX_CHARS = 64
+
+#: Result columns, in order, of both warehouses' ``summary_sales``.
+SUMMARY_COLUMNS = (
+    "product",
+    "sale_month",
+    "total_amount",
+    "total_quantity",
+    "avg_price",
+    "transaction_count",
+)
+#: The contract orders by total_amount descending, then product; sale_month last makes
+#: pages deterministic when one product has equal totals in two months. Valid SQL on both.
+ORDER_BY = "total_amount DESC, product ASC, sale_month ASC"
+
+
+@dataclass(frozen=True, slots=True)
+class TrendFilters:
+    """Filters of ``GET /sales/trends`` and ``/sales/pg-trends``; None means "no filter".
+
+    - ``product_prefix``: literal prefix of ``product`` (no wildcards, case-sensitive);
+    - ``sale_month``: the first day of the month to keep;
+    - ``min_amount``: keep ``total_amount >= min_amount``;
+    - ``max_quantity``: keep ``total_quantity <= max_quantity``;
+    - ``min_avg_price`` / ``max_avg_price``: bounds on ``avg_price`` (inclusive);
+    - ``limit`` (1..1000) and ``offset`` (>= 0): the page.
+    """
+
+    product_prefix: str = DEFAULT_PRODUCT_PREFIX
+    sale_month: date | None = None
+    min_amount: Decimal = Decimal(0)
+    max_quantity: int | None = None
+    min_avg_price: Decimal | None = None
+    max_avg_price: Decimal | None = None
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.product_prefix or len(self.product_prefix) > MAX_PREFIX_CHARS:
+            raise ValueError(f"product_prefix must be 1-{MAX_PREFIX_CHARS} characters")
+        if self.sale_month is not None and self.sale_month.day != 1:
+            raise ValueError("sale_month must be the first day of a month")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1-{MAX_LIMIT}")
+        if self.offset < 0:
+            raise ValueError("offset must be >= 0")
+        for name in ("min_amount", "min_avg_price", "max_avg_price"):
+            value = getattr(self, name)
+            if value is not None and (not value.is_finite() or value < 0):
+                raise ValueError(f"{name} must be a finite number >= 0")
+        if self.max_quantity is not None and self.max_quantity < 0:
+            raise ValueError("max_quantity must be >= 0")
+        if (
+            self.min_avg_price is not None
+            and self.max_avg_price is not None
+            and self.min_avg_price > self.max_avg_price
+        ):
+            raise ValueError("min_avg_price must be <= max_avg_price")
+
+
+def month_start(day: date) -> date:
+    """The first day of ``day``'s month (``sale_month`` of a ``YYYY-MM-DD`` parameter)."""
+    return day.replace(day=1)

@@ -1,0 +1,337 @@
+"""The local BigQuery stand-in: start, wait for, and stop ``bqemulator``.
+
+``bqemulator`` (DuckDB behind the BigQuery REST API) runs from its own environment,
+``.venv-bqemu`` (see the Makefile), as a child process in its own process group, bound to
+127.0.0.1. Its state lives in one directory: ``bqemulator.duckdb`` (the data, when
+persistent), ``bqemulator.log`` (its log, kept for error messages) and ``uploads/``.
+``salesmart up`` gives it a directory under ``.salesmart/`` so the data survives restarts
+(checked: tables and rows persist across a clean stop and across SIGKILL, DuckDB replays
+its WAL); tests give it a temporary one. In memory (``persistent=False``) the stand-in's
+catalog does not list tables created by SQL DDL (its own docs), so dbt needs the
+persistent mode. Start-up takes ~2-5 s, mostly the emulator's own imports.
+
+Real BigQuery never needs it: :func:`bigquery_needs_emulator` is the one decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from common.config import REPO_ROOT, BigQuerySettings, Settings
+
+#: The placeholder project of the local setup (``data/pipeline_config.yaml``); any other
+#: project, or a credentials file, means real BigQuery is configured.
+LOCAL_PROJECT = BigQuerySettings.project
+EXECUTABLE_ENV = "SALESMART_BQEMU_BIN"
+DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-bqemu" / "bin" / "bqemulator"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+LOG_NAME = "bqemulator.log"
+PID_NAME = "bqemulator.pid"
+
+
+class EmulatorError(RuntimeError):
+    """The stand-in could not be started; the message is one line for the user."""
+
+
+def bigquery_needs_emulator(settings: Settings) -> bool:
+    """Whether ``salesmart up`` (or a test) must start the local stand-in.
+
+    - an endpoint is already given (``SALESMART_BQ_ENDPOINT``): use it, start nothing;
+    - real BigQuery is configured: a project other than the local placeholder
+      (``SALESMART_BQ_PROJECT`` / ``GOOGLE_CLOUD_PROJECT`` / the config file), or a
+      service-account file (``GOOGLE_APPLICATION_CREDENTIALS``): start nothing;
+    - otherwise (a fresh clone, no GCP account): start the stand-in.
+    """
+    bq = settings.bigquery
+    if bq.api_endpoint:
+        return False
+    if bq.credentials_file:
+        return False
+    return bq.project == LOCAL_PROJECT
+
+
+def emulator_executable() -> Path:
+    """The ``bqemulator`` script (``SALESMART_BQEMU_BIN`` overrides the Makefile's)."""
+    return Path(os.environ.get(EXECUTABLE_ENV) or DEFAULT_EXECUTABLE)
+
+
+@dataclass
+class EmulatorHandle:
+    """A running stand-in. ``stop()`` (or leaving the ``with`` block) ends it."""
+
+    endpoint: str
+    port: int
+    project: str
+    state_dir: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+    persistent: bool = True
+    executable: Path | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_NAME
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM to its process group, SIGKILL after ``timeout``; idempotent."""
+        _stop_group(self.process, timeout)
+        pid_file = self.state_dir / PID_NAME
+        with contextlib.suppress(OSError, ValueError):
+            if int(pid_file.read_text().strip()) == self.process.pid:
+                pid_file.unlink()
+
+    def restart(self, ready_timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Stop and start again on the same port and data (clients keep their endpoint)."""
+        self.stop()
+        fresh = start_emulator(
+            self.state_dir,
+            self.project,
+            port=self.port,
+            persistent=self.persistent,
+            ready_timeout=ready_timeout,
+            executable=self.executable,
+        )
+        self.process = fresh.process
+
+    def __enter__(self) -> EmulatorHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    # The child leads its own session, so its group id is its pid. Signal only that group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (closed connections in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _running_pid(state_dir: Path) -> int | None:
+    """The pid of a live emulator already serving ``state_dir`` (from its pid file)."""
+    try:
+        pid = int((state_dir / PID_NAME).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+    return pid if b"bqemulator" in cmdline else None
+
+
+def _log_tail(path: Path, lines: int = 200) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _listen_port(path: Path) -> int | None:
+    """The REST port from the emulator's ``rest.listen`` log event (JSON lines)."""
+    for line in _log_tail(path, 400):
+        if '"rest.listen"' not in line:
+            continue
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            return int(json.loads(line)["port"])
+    return None
+
+
+def _failure_reason(path: Path) -> str:
+    """One line saying why the emulator died, from its log."""
+    for line in reversed(_log_tail(path)):
+        text = line.strip()
+        if not text:
+            continue
+        lowered = text.lower()
+        if "could not set lock" in lowered or "conflicting lock" in lowered:
+            return "its data directory is in use by another process"
+        if "address already in use" in lowered or "errno 98" in lowered:
+            return "the port is already in use"
+        if "error" in lowered or "exception" in lowered:
+            return text[:300]
+    return "no error in its log"
+
+
+def _ready(endpoint: str, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/readyz", timeout=timeout) as response:  # noqa: S310 - loopback http
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_emulator(
+    state_dir: Path,
+    project: str,
+    port: int | None = None,
+    *,
+    persistent: bool = True,
+    ready_timeout: float = READY_TIMEOUT_SECONDS,
+    executable: Path | None = None,
+) -> EmulatorHandle:
+    """Start the stand-in on 127.0.0.1 and return once it answers ``/readyz``.
+
+    ``port=None`` lets the emulator bind a free port (read back from its log, so there is
+    no race with other processes picking ports). ``persistent=False`` keeps data in memory
+    (state_dir then only holds the log). Raises :class:`EmulatorError` with a one-line
+    reason (log file named) when it cannot start or is not ready within ``ready_timeout``.
+    """
+    exe = executable or emulator_executable()
+    if not exe.exists():
+        raise EmulatorError(
+            f"the BigQuery stand-in is not installed ({exe} is missing); run 'make install'"
+        )
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    other = _running_pid(state_dir)
+    if other is not None:
+        raise EmulatorError(
+            f"a BigQuery stand-in (pid {other}) is already using {state_dir}; stop it first"
+        )
+    if port is not None and not _port_is_free(port):
+        raise EmulatorError(f"cannot start the BigQuery stand-in: 127.0.0.1:{port} is in use")
+    log_path = state_dir / LOG_NAME
+    uploads = state_dir / "uploads"
+    uploads.mkdir(exist_ok=True)
+
+    command = [
+        str(exe),
+        "start",
+        "--rest-host",
+        "127.0.0.1",
+        "--rest-port",
+        str(port or 0),
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--project",
+        project,
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]
+    command += ["--persistent", "--data-dir", str(state_dir)] if persistent else ["--ephemeral"]
+    # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
+    # extension (it stalls start-up offline; Avro loads are not used).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
+    env.update(
+        {
+            "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
+            "BQEMU_UPLOAD_STAGING_DIR": str(uploads),
+            "BQEMU_TRACING_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    with log_path.open("wb") as log:
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=state_dir,  # it reads a .bqemu.toml from its working directory
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EmulatorError(f"cannot run the BigQuery stand-in {exe}: {exc.strerror}") from None
+
+    deadline = time.monotonic() + ready_timeout
+    bound: int | None = None
+    try:
+        while True:
+            if process.poll() is not None:
+                raise EmulatorError(
+                    f"the BigQuery stand-in exited with code {process.returncode} at start: "
+                    f"{_failure_reason(log_path)} (log: {log_path})"
+                )
+            if bound is None:
+                bound = port or _listen_port(log_path)
+            if bound is not None and _ready(f"http://127.0.0.1:{bound}", 1.0):
+                break
+            if time.monotonic() > deadline:
+                raise EmulatorError(
+                    f"the BigQuery stand-in was not ready within {ready_timeout:.0f} s "
+                    f"(log: {log_path})"
+                )
+            time.sleep(0.05)
+    except BaseException:
+        _stop_group(process, STOP_TIMEOUT_SECONDS)
+        raise
+    (state_dir / PID_NAME).write_text(f"{process.pid}\n")
+    return EmulatorHandle(
+        endpoint=f"http://127.0.0.1:{bound}",
+        port=bound,
+        project=project,
+        state_dir=state_dir,
+        process=process,
+        persistent=persistent,
+        executable=exe,
+    )
+
+
+@contextlib.contextmanager
+def bigquery_for_command(settings: Settings, state_dir: Path) -> Iterator[Settings]:
+    """Settings with a usable BigQuery for one command's duration.
+
+    Real BigQuery, or an endpoint already given: ``settings`` unchanged, nothing started.
+    Otherwise a stand-in on ``state_dir`` (persistent) for the duration, stopped after.
+    """
+    if not bigquery_needs_emulator(settings):
+        yield settings
+        return
+    with start_emulator(state_dir, settings.bigquery.project) as handle:
+        yield dataclasses.replace(
+            settings,
+            bigquery=dataclasses.replace(settings.bigquery, api_endpoint=handle.endpoint),
+        )

@@ -1,0 +1,368 @@
+"""``salesmart ingest --target bigquery``: validate a CSV and load it into BigQuery.
+
+The same reader and row validator as PostgreSQL (``pipeline.csvsource``). Steps:
+
+1. Rows are written as NDJSON to temporary files (at most ``CHUNK_BYTES`` each, memory
+   flat) and appended by load jobs (no per-row streaming) to a private staging table
+   ``transactions_warehouse._ingest_<load_id>_rows``; the load's metadata goes to
+   ``_ingest_<load_id>_meta`` (a parameterized CTAS: the file name is never SQL text).
+2. One script, ``BEGIN TRANSACTION; ... COMMIT TRANSACTION;``, moves the staged rows:
+   the first occurrence (in file order) of each transaction id not already in
+   ``raw_transactions`` is inserted there; every other row goes to
+   ``rejected_transactions`` with its reason (``duplicate_transaction_id`` for repeats);
+   the ``loads`` row is written last. The script reads its values from the two private
+   tables, as the stand-in does not pass query parameters to scripts.
+3. The staging tables are dropped (and expire after a day on BigQuery in any case).
+
+What a crash leaves:
+- before step 2 commits: only private ``_ingest_*`` tables, invisible to dbt and the API
+  (dropped by the next ingest after ``STALE_STAGE_AGE``);
+- on real BigQuery the step-2 transaction is atomic: all of the file or none of it;
+- on the stand-in a failing statement rolls the script back (it snapshots each table the
+  transaction writes), but a stand-in process killed mid-script can leave part of it.
+Concurrent ingests into one BigQuery dataset are not serialized (BigQuery has no row
+locks; appends do not conflict), so run one ingest at a time per dataset, as the DAG does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import IO
+
+from common import bigquery as bq
+from common.config import ConfigError, Settings
+from common.validation import DUPLICATE
+from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256
+from pipeline.ingest import IngestResult, with_progress
+
+RAW_TABLE = "raw_transactions"
+REJECTED_TABLE = "rejected_transactions"
+LOADS_TABLE = "loads"
+STAGE_PREFIX = "_ingest_"
+CHUNK_BYTES = 256 * 1024 * 1024
+STAGE_EXPIRY = timedelta(days=1)
+STALE_STAGE_AGE = timedelta(hours=6)
+LOAD_TIMEOUT_SECONDS = 3600.0
+SCRIPT_TIMEOUT_SECONDS = 3600.0
+CONCURRENT_UPDATE_RETRIES = 3
+NUMERIC_MAX_DECIMALS = 9
+
+RAW_COLUMNS: tuple[bq.Column, ...] = (
+    ("transaction_id", "STRING", "REQUIRED"),
+    ("masked_transaction_id", "STRING", "REQUIRED"),
+    ("product", "STRING", "REQUIRED"),
+    ("price", "NUMERIC", "REQUIRED"),
+    ("quantity", "INT64", "REQUIRED"),
+    ("sale_date", "DATE", "REQUIRED"),
+    ("load_id", "INT64", "REQUIRED"),
+    ("source_line", "INT64", "REQUIRED"),
+    ("loaded_at", "TIMESTAMP", "REQUIRED"),
+)
+REJECTED_COLUMNS: tuple[bq.Column, ...] = (
+    ("load_id", "INT64", "REQUIRED"),
+    ("source_file", "STRING", "REQUIRED"),
+    ("line_number", "INT64", "REQUIRED"),
+    ("raw_text", "STRING", "REQUIRED"),
+    ("reason", "STRING", "REQUIRED"),
+    ("rejected_at", "TIMESTAMP", "REQUIRED"),
+)
+LOADS_COLUMNS: tuple[bq.Column, ...] = (
+    ("load_id", "INT64", "REQUIRED"),
+    ("source_file", "STRING", "REQUIRED"),
+    ("file_sha256", "STRING", "REQUIRED"),
+    ("started_at", "TIMESTAMP", "REQUIRED"),
+    ("finished_at", "TIMESTAMP", "REQUIRED"),
+    ("rows_read", "INT64", "REQUIRED"),
+    ("rows_loaded", "INT64", "REQUIRED"),
+    ("rows_rejected", "INT64", "REQUIRED"),
+)
+STAGE_COLUMNS: tuple[bq.Column, ...] = (
+    ("line_number", "INT64", "REQUIRED"),
+    ("raw_text", "STRING", "REQUIRED"),
+    ("transaction_id", "STRING", "NULLABLE"),
+    ("masked_transaction_id", "STRING", "NULLABLE"),
+    ("product", "STRING", "NULLABLE"),
+    ("price", "NUMERIC", "NULLABLE"),
+    ("quantity", "INT64", "NULLABLE"),
+    ("sale_date", "DATE", "NULLABLE"),
+    ("reason", "STRING", "NULLABLE"),
+)
+
+# The first staged occurrence of each new transaction id: the rows that get loaded.
+_ACCEPTED = """(
+    SELECT ranked.*
+    FROM (
+        SELECT st.*,
+               ROW_NUMBER() OVER (PARTITION BY st.transaction_id ORDER BY st.line_number) AS rn
+        FROM {stage} AS st
+        WHERE st.reason IS NULL
+    ) AS ranked
+    WHERE ranked.rn = 1
+      AND NOT EXISTS (
+          SELECT 1 FROM {raw} AS r WHERE r.transaction_id = ranked.transaction_id
+      )
+)"""
+
+_APPLY = """
+BEGIN TRANSACTION;
+
+INSERT INTO {rejected} (load_id, source_file, line_number, raw_text, reason, rejected_at)
+SELECT m.load_id, m.source_file, s.line_number, s.raw_text,
+       COALESCE(s.reason, '{duplicate}'), CURRENT_TIMESTAMP()
+FROM {stage} AS s
+CROSS JOIN {meta} AS m
+LEFT JOIN {accepted} AS a ON a.line_number = s.line_number
+WHERE a.line_number IS NULL;
+
+INSERT INTO {raw} (transaction_id, masked_transaction_id, product, price, quantity,
+                   sale_date, load_id, source_line, loaded_at)
+SELECT a.transaction_id, a.masked_transaction_id, a.product, a.price, a.quantity,
+       a.sale_date, m.load_id, a.line_number, CURRENT_TIMESTAMP()
+FROM {accepted} AS a
+CROSS JOIN {meta} AS m;
+
+INSERT INTO {loads} (load_id, source_file, file_sha256, started_at, finished_at,
+                     rows_read, rows_loaded, rows_rejected)
+SELECT m.load_id, m.source_file, m.file_sha256, m.started_at, CURRENT_TIMESTAMP(),
+       (SELECT COUNT(*) FROM {stage}),
+       (SELECT COUNT(*) FROM {raw} AS r WHERE r.load_id = m.load_id),
+       (SELECT COUNT(*) FROM {rejected} AS j WHERE j.load_id = m.load_id)
+FROM {meta} AS m;
+
+COMMIT TRANSACTION;
+"""
+
+
+class IngestIntegrityError(RuntimeError):
+    """The warehouse's counts disagree with what was sent; nothing is trusted."""
+
+
+def ensure_warehouse_tables(settings: Settings) -> list[tuple[str, datetime | None]]:
+    """The datasets and the three raw-area tables (created when absent); the tables seen."""
+    s = settings.bigquery
+    bq.ensure_datasets(s)
+    dataset = s.warehouse_dataset
+    tables = bq.list_tables(dataset, "", s)
+    present = {name for name, _ in tables}
+    for name, columns, clustering in (
+        (RAW_TABLE, RAW_COLUMNS, ("transaction_id",)),
+        (REJECTED_TABLE, REJECTED_COLUMNS, None),
+        (LOADS_TABLE, LOADS_COLUMNS, None),
+    ):
+        if name not in present:
+            bq.create_table(dataset, name, columns, clustering=clustering, settings=s)
+    return tables
+
+
+def _new_load_id() -> int:
+    """Microseconds since the epoch: unique per ingest, ordered, an INT64 like PostgreSQL's."""
+    return time.time_ns() // 1000
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if not value else encode_basestring(value)
+
+
+def _ndjson_line(row: CheckedRow) -> bytes:
+    """One staged row as a JSON object (built directly: 4x faster than ``json.dumps``)."""
+    price = "null" if row.price is None else f'"{row.price:f}"'
+    quantity = "null" if row.quantity is None else str(int(row.quantity))
+    sale_date = "null" if row.sale_date is None else f'"{row.sale_date.isoformat()}"'
+    return (
+        f'{{"line_number":{int(row.line_number)},"raw_text":{encode_basestring(row.raw_text)},'
+        f'"transaction_id":{_json_text(row.transaction_id)},'
+        f'"masked_transaction_id":{_json_text(row.masked_transaction_id)},'
+        f'"product":{_json_text(row.product)},"price":{price},"quantity":{quantity},'
+        f'"sale_date":{sale_date},"reason":{_json_text(row.reason)}}}\n'
+    ).encode()
+
+
+def _chunks(rows: Iterable[CheckedRow], folder: Path) -> Iterator[tuple[IO[bytes], int]]:
+    """Temporary NDJSON files of at most ``CHUNK_BYTES`` (open for reading) and row counts."""
+    source = iter(rows)
+    index = 0
+    while True:
+        path = folder / f"chunk-{index:05d}.ndjson"
+        count = 0
+        size = 0
+        with path.open("wb") as out:
+            for row in source:
+                line = _ndjson_line(row)
+                out.write(line)
+                count += 1
+                size += len(line)
+                if size >= CHUNK_BYTES:
+                    break
+        if count == 0:
+            path.unlink()
+            return
+        with path.open("rb") as handle:
+            yield handle, count
+        path.unlink()
+        index += 1
+        if size < CHUNK_BYTES:
+            return
+
+
+def _drop_stale_stages(settings: Settings, tables: list[tuple[str, datetime | None]]) -> None:
+    """Staging tables a crashed ingest left behind (BigQuery also expires them)."""
+    s = settings.bigquery
+    cutoff = datetime.now(UTC) - STALE_STAGE_AGE
+    for name, created in tables:
+        if name.startswith(STAGE_PREFIX) and created is not None and created < cutoff:
+            bq.drop_table(s.warehouse_dataset, name, s)
+
+
+def _apply_sql(settings: Settings, stage: str, meta: str) -> str:
+    s = settings.bigquery
+    ds = s.warehouse_dataset
+    names = {
+        "stage": bq.table_ref(ds, stage, s),
+        "meta": bq.table_ref(ds, meta, s),
+        "raw": bq.table_ref(ds, RAW_TABLE, s),
+        "rejected": bq.table_ref(ds, REJECTED_TABLE, s),
+        "loads": bq.table_ref(ds, LOADS_TABLE, s),
+    }
+    assert DUPLICATE.replace("_", "").isalpha()  # a constant, safe as a literal
+    accepted = _ACCEPTED.format(**names)
+    return _APPLY.format(accepted=accepted, duplicate=DUPLICATE, **names)
+
+
+def _apply(settings: Settings, sql: str) -> None:
+    for attempt in range(CONCURRENT_UPDATE_RETRIES + 1):
+        try:
+            bq.run_script(
+                sql, function="ingest", settings=settings.bigquery, timeout=SCRIPT_TIMEOUT_SECONDS
+            )
+            return
+        except Exception as exc:
+            # Real BigQuery aborts a transaction that raced another one on the same table;
+            # nothing of it was committed, so running it again is safe.
+            if "concurrent update" not in str(exc).lower() or attempt == CONCURRENT_UPDATE_RETRIES:
+                raise
+            time.sleep(1.0 + attempt)
+
+
+def ingest_rows(
+    rows: Iterable[CheckedRow],
+    source_file: str,
+    sha256: str,
+    settings: Settings,
+) -> IngestResult:
+    """Load checked rows as one file (one load id, one transaction); the counts."""
+    if settings.validation.max_decimals > NUMERIC_MAX_DECIMALS:
+        raise ConfigError(
+            f"ingestion.validation.max_decimals={settings.validation.max_decimals}: BigQuery "
+            f"NUMERIC keeps at most {NUMERIC_MAX_DECIMALS} decimals"
+        )
+    s = settings.bigquery
+    ds = s.warehouse_dataset
+    _drop_stale_stages(settings, ensure_warehouse_tables(settings))
+
+    load_id = _new_load_id()
+    started_at = datetime.now(UTC)
+    stage = f"{STAGE_PREFIX}{load_id}_rows"
+    meta = f"{STAGE_PREFIX}{load_id}_meta"
+    result = IngestResult(target="bigquery", source_file=source_file, load_id=load_id)
+    try:
+        bq.create_table(
+            ds,
+            stage,
+            STAGE_COLUMNS,
+            expires=started_at + STAGE_EXPIRY,
+            exists_ok=False,
+            settings=s,
+        )
+        sent = 0
+        with tempfile.TemporaryDirectory(prefix="salesmart-bq-") as folder:
+            for handle, count in _chunks(rows, Path(folder)):
+                sent += count
+                bq.load_file(
+                    handle,
+                    ds,
+                    stage,
+                    columns=STAGE_COLUMNS,
+                    settings=s,
+                    timeout=LOAD_TIMEOUT_SECONDS,
+                )
+        # Counted, not summed from the jobs' outputRows: the stand-in reports the table's
+        # total there after an append.
+        [staged_row] = bq.run_query(
+            f"SELECT COUNT(*) AS n FROM {bq.table_ref(ds, stage, s)}",
+            function="ingest",
+            settings=s,
+            timeout=300.0,
+        )
+        staged = int(staged_row["n"])
+        if staged != sent:
+            raise IngestIntegrityError(f"staged {staged} of {sent} rows; nothing was loaded")
+        bq.run_query(
+            f"CREATE TABLE {bq.table_ref(ds, meta, s)} AS SELECT @load_id AS load_id,"
+            " @source_file AS source_file, @file_sha256 AS file_sha256,"
+            " @started_at AS started_at",
+            {
+                "load_id": load_id,
+                "source_file": source_file,
+                "file_sha256": sha256,
+                "started_at": bq.Param("TIMESTAMP", started_at),
+            },
+            function="ingest",
+            settings=s,
+            timeout=300.0,
+        )
+        _apply(settings, _apply_sql(settings, stage, meta))
+    finally:
+        for name in (stage, meta):
+            try:
+                bq.drop_table(ds, name, s)
+            except Exception:  # noqa: S112 - left for expiry and the next ingest's sweep
+                continue
+
+    counts = bq.run_query(
+        f"SELECT rows_read, rows_loaded, rows_rejected FROM {bq.table_ref(ds, LOADS_TABLE, s)}"
+        " WHERE load_id = @load_id",
+        {"load_id": load_id},
+        function="ingest",
+        settings=s,
+        timeout=300.0,
+    )
+    by_reason = bq.run_query(
+        f"SELECT reason, COUNT(*) AS n FROM {bq.table_ref(ds, REJECTED_TABLE, s)}"
+        " WHERE load_id = @load_id GROUP BY reason",
+        {"load_id": load_id},
+        function="ingest",
+        settings=s,
+        timeout=300.0,
+    )
+    if len(counts) != 1:
+        raise IngestIntegrityError(f"load {load_id} has no loads row after its transaction")
+    result.read = int(counts[0]["rows_read"])
+    result.loaded = int(counts[0]["rows_loaded"])
+    result.rejected_by_reason = Counter({str(r["reason"]): int(r["n"]) for r in by_reason})
+    if (
+        result.read != sent
+        or result.read != result.loaded + result.rejected
+        or result.rejected != int(counts[0]["rows_rejected"])
+    ):
+        raise IngestIntegrityError(
+            f"load {load_id}: read {result.read} (sent {sent}), loaded {result.loaded}, "
+            f"rejected {result.rejected}: counts disagree"
+        )
+    return result
+
+
+def ingest_bigquery(path: Path, settings: Settings, *, progress: bool = False) -> IngestResult:
+    """Validate and load one CSV file into ``transactions_warehouse``; the counts.
+
+    Raises ``UnusableInputError`` (nothing loaded) for a file that cannot be used, and
+    ``common.bigquery.BigQueryUnavailable`` when BigQuery cannot be reached.
+    """
+    reader = TransactionReader(path, settings.validation, settings.pii_key)
+    sha256 = file_sha256(path)
+    return ingest_rows(with_progress(reader, path, progress), str(path), sha256, settings)

@@ -1,0 +1,139 @@
+"""The stand-in's lifecycle, the start-or-not decision, and recovery after a restart."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from common import bigquery as bq
+from common.config import Settings, build_settings
+from pipeline.bq_emulator import (
+    EmulatorError,
+    EmulatorHandle,
+    bigquery_for_command,
+    bigquery_needs_emulator,
+    start_emulator,
+)
+from tests.bigquery.conftest import PROJECT
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- start or not --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "needed"),
+    [
+        ({}, True),  # a fresh clone: the config's placeholder project, no credentials
+        ({"SALESMART_BQ_ENDPOINT": "http://127.0.0.1:9050"}, False),  # one is given
+        ({"SALESMART_BQ_PROJECT": "my-analytics-prod"}, False),  # real, through ADC
+        ({"GOOGLE_CLOUD_PROJECT": "my-analytics-prod"}, False),
+        ({"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/bq/key.json"}, False),
+        (
+            {
+                "SALESMART_BQ_PROJECT": "my-analytics-prod",
+                "GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/bq/key.json",
+            },
+            False,
+        ),
+    ],
+)
+def test_the_stand_in_is_started_only_without_real_bigquery(
+    env: dict[str, str], needed: bool
+) -> None:
+    assert bigquery_needs_emulator(build_settings(env)) is needed
+
+
+def test_with_real_bigquery_a_command_starts_nothing(tmp_path: Path) -> None:
+    settings = build_settings({"SALESMART_BQ_PROJECT": "my-analytics-prod"})
+    with bigquery_for_command(settings, tmp_path / "bq") as used:
+        assert used is settings
+    assert not (tmp_path / "bq").exists()
+
+
+# -- start failures ------------------------------------------------------------------------
+def test_a_missing_installation_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmulatorError, match="make install"):
+        start_emulator(tmp_path, PROJECT, executable=tmp_path / "no-such-bqemulator")
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = int(busy.getsockname()[1])
+        with pytest.raises(EmulatorError, match=f"127.0.0.1:{port} is in use"):
+            start_emulator(tmp_path, PROJECT, port=port)
+
+
+def test_an_emulator_dying_at_start_is_reported_with_its_reason(tmp_path: Path) -> None:
+    fake = tmp_path / "bqemulator"
+    fake.write_text('#!/bin/sh\necho "Error: IO Error: disk on fire"\nexit 3\n')
+    fake.chmod(0o755)
+    with pytest.raises(EmulatorError) as caught:
+        start_emulator(tmp_path / "state", PROJECT, executable=fake, ready_timeout=10)
+    message = str(caught.value)
+    assert "exited with code 3" in message
+    assert "disk on fire" in message
+    assert str(tmp_path / "state" / "bqemulator.log") in message
+
+
+def test_an_emulator_never_ready_is_stopped_after_the_timeout(tmp_path: Path) -> None:
+    fake = tmp_path / "bqemulator"
+    fake.write_text("#!/bin/sh\nsleep 30 &\nwait\n")
+    fake.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(EmulatorError, match="not ready within"):
+        start_emulator(tmp_path / "state", PROJECT, executable=fake, ready_timeout=1)
+    assert time.monotonic() - started < 8
+    assert not (tmp_path / "state" / "bqemulator.pid").exists()
+
+
+def test_a_second_emulator_on_the_same_data_is_refused(bq_emulator: EmulatorHandle) -> None:
+    with pytest.raises(EmulatorError, match="already using"):
+        start_emulator(bq_emulator.state_dir, PROJECT)
+
+
+# -- a real restart ------------------------------------------------------------------------
+def test_data_persists_and_callers_recover_after_a_restart(
+    bq_emulator: EmulatorHandle, bq_settings: Settings
+) -> None:
+    """Stop the stand-in under a live client: unavailable at once, then recovery without
+    restarting the caller, and the data is still there (persistent mode)."""
+    settings = bq_settings.bigquery
+    state = bq_emulator.state_dir
+    assert (state / "bqemulator.duckdb").exists()
+    assert (state / "bqemulator.pid").read_text().strip() == str(bq_emulator.pid)
+    bq.ensure_datasets(settings)
+    table = bq.table_ref(settings.warehouse_dataset, "kept", settings)
+    bq.run_query(
+        f"CREATE TABLE {table} AS SELECT 'still here' AS note", function="test", settings=settings
+    )
+    client = bq.get_client(settings)
+    old_pid = bq_emulator.pid
+
+    bq_emulator.stop()
+    assert not bq_emulator.is_running()
+    assert not group_alive(old_pid)
+    assert not (state / "bqemulator.pid").exists()
+    bq_emulator.stop()  # idempotent
+    started = time.monotonic()
+    with pytest.raises(bq.BigQueryUnavailable) as caught:
+        bq.run_query(f"SELECT note FROM {table}", function="test", settings=settings)
+    assert caught.value.reason == "unreachable"
+    assert time.monotonic() - started < 3
+
+    bq_emulator.restart()
+    assert bq_emulator.pid != old_pid
+    rows = bq.run_query(f"SELECT note FROM {table}", function="test", settings=settings)
+    assert rows == [{"note": "still here"}]
+    assert bq.get_client(settings) is client  # the same client recovered by itself

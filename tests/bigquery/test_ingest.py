@@ -1,0 +1,299 @@
+"""``salesmart ingest --target bigquery`` against the real stand-in: counts, rejects,
+idempotence, all-or-nothing, and the same result as the PostgreSQL loader."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pipeline.ingest_bigquery as ib
+from common import bigquery as bq
+from common.config import ConfigError, Settings, ValidationRules
+from common.masking import mask
+from common.pg import connect
+from common.trends import TrendFilters
+from pipeline.csvsource import CheckedRow, UnusableInputError
+from pipeline.generate import generate
+from pipeline.ingest import ingest_postgres
+from tests.conftest import SAMPLE_CSV, create_database
+
+
+def rows_of(settings: Settings, table: str, order: str) -> list[dict[str, Any]]:
+    s = settings.bigquery
+    return bq.run_query(
+        f"SELECT * FROM {bq.table_ref(s.warehouse_dataset, table, s)} ORDER BY {order}",
+        function="test",
+        settings=s,
+    )
+
+
+def stage_tables(settings: Settings) -> list[str]:
+    s = settings.bigquery
+    return [name for name, _ in bq.list_tables(s.warehouse_dataset, ib.STAGE_PREFIX, s)]
+
+
+def snapshot(settings: Settings) -> tuple[list[Any], ...]:
+    return (
+        rows_of(settings, ib.RAW_TABLE, "transaction_id"),
+        rows_of(settings, ib.REJECTED_TABLE, "load_id, line_number"),
+        rows_of(settings, ib.LOADS_TABLE, "load_id"),
+    )
+
+
+def test_the_sample_file_loads_with_its_rejects_and_a_loads_row(bq_settings: Settings) -> None:
+    result = ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert (result.read, result.loaded, result.rejected) == (5, 3, 2)
+    assert dict(result.rejected_by_reason) == {"missing_product": 1, "product_prefix": 1}
+    assert result.target == "bigquery"
+
+    raw = rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")
+    assert [(r["transaction_id"], r["product"], r["price"], r["quantity"]) for r in raw] == [
+        ("T001", "Halal Laptop", Decimal("999.99"), 2),
+        ("T002", "Halal Mouse", Decimal("24.99"), 10),
+        ("T003", "Halal Keyboard", Decimal("49.99"), 5),
+    ]
+    assert raw[0]["sale_date"] == date(2023, 10, 1)
+    assert raw[0]["source_line"] == 2
+    assert raw[0]["load_id"] == result.load_id
+    assert raw[0]["masked_transaction_id"] == mask("T001", bq_settings.pii_key)
+
+    rejected = rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")
+    assert [(r["line_number"], r["raw_text"], r["reason"]) for r in rejected] == [
+        (5, "T004,,29.99,3,2023-10-04", "missing_product"),
+        (6, "T005,Monitor,199.99,2,2023-10-05", "product_prefix"),
+    ]
+    assert {r["source_file"] for r in rejected} == {str(SAMPLE_CSV)}
+
+    [load] = rows_of(bq_settings, ib.LOADS_TABLE, "load_id")
+    assert load["load_id"] == result.load_id
+    assert (load["rows_read"], load["rows_loaded"], load["rows_rejected"]) == (5, 3, 2)
+    assert load["source_file"] == str(SAMPLE_CSV)
+    assert len(load["file_sha256"]) == 64
+    assert load["finished_at"] >= load["started_at"]
+    assert stage_tables(bq_settings) == []
+
+
+def test_loading_the_same_file_again_loads_nothing_new(bq_settings: Settings) -> None:
+    ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    again = ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert (again.read, again.loaded, again.rejected) == (5, 0, 5)
+    assert dict(again.rejected_by_reason) == {
+        "duplicate_transaction_id": 3,
+        "missing_product": 1,
+        "product_prefix": 1,
+    }
+    assert len(rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")) == 3
+    assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 2
+
+
+def test_first_occurrence_wins_and_raw_text_survives_exactly(
+    bq_settings: Settings, tmp_path: Path
+) -> None:
+    ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    csv_text = (
+        "transaction_id,product,price,quantity,date\r\n"
+        "N1,Halal Dates,12.50,3,2024-02-29\r\n"
+        'N2,"Halal ""Tea"", green",10,1,2024-03-01\r\n'
+        "N1,Halal Dates again,99.00,1,2024-03-02\r\n"
+        "T001,Halal Laptop,999.99,2,2023-10-01\r\n"  # loaded by the earlier file
+        'N3,"Halal Rice\nwith a newline",11.00,2,2024-03-03\r\n'
+        "N4,Halal Café ☕ \\ tab\there,10.00,1,2024-03-04\r\n"
+        "N5,Halal Figs,10.001,1,2024-03-05\r\n"
+        " N6 , Halal Oil ,  10.5 , 2 , 2024-03-06 \r\n"
+    )
+    path = tmp_path / "tricky.csv"
+    path.write_bytes(csv_text.encode())
+    result = ib.ingest_bigquery(path, bq_settings)
+    assert result.read == result.loaded + result.rejected == 8
+    assert result.loaded == 5
+    assert dict(result.rejected_by_reason) == {
+        "duplicate_transaction_id": 2,
+        "too_many_decimals": 1,
+    }
+    raw = {r["transaction_id"]: r for r in rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")}
+    assert raw["N1"]["product"] == "Halal Dates"  # line 2, not line 4
+    assert raw["N1"]["price"] == Decimal("12.50")
+    assert raw["N2"]["product"] == 'Halal "Tea", green'
+    assert raw["N3"]["product"] == "Halal Rice\nwith a newline"
+    assert raw["N4"]["product"] == "Halal Café ☕ \\ tab\there"
+    assert raw["N6"]["product"] == "Halal Oil"  # trimmed
+    rejected = [
+        r
+        for r in rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")
+        if r["load_id"] == result.load_id
+    ]
+    assert [(r["line_number"], r["reason"]) for r in rejected] == [
+        (4, "duplicate_transaction_id"),
+        (5, "duplicate_transaction_id"),
+        (9, "too_many_decimals"),  # N3 spans two physical lines
+    ]
+    assert rejected[0]["raw_text"] == "N1,Halal Dates again,99.00,1,2024-03-02"
+
+
+def test_a_failure_inside_the_transaction_leaves_nothing(
+    bq_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    before = snapshot(bq_settings)
+    path = tmp_path / "more.csv"
+    generate(path, 300, seed=3, id_prefix="X")
+    # Fail after both INSERTs ran, before COMMIT: the stand-in must roll them back.
+    monkeypatch.setattr(
+        ib,
+        "_APPLY",
+        ib._APPLY.replace("COMMIT TRANSACTION;", "SELECT ERROR('simulated crash');"),
+    )
+    with pytest.raises(Exception, match="simulated crash"):
+        ib.ingest_bigquery(path, bq_settings)
+    assert snapshot(bq_settings) == before
+    assert stage_tables(bq_settings) == []
+
+
+def test_an_unusable_file_found_mid_way_loads_nothing(
+    bq_settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.csv"
+    good = "".join(f"B{i},Halal Bread,10.00,1,2024-01-01\n" for i in range(2000))
+    path.write_bytes(b"transaction_id,product,price,quantity,date\n" + good.encode() + b"\xff\n")
+    with pytest.raises(UnusableInputError):
+        ib.ingest_bigquery(path, bq_settings)
+    assert rows_of(bq_settings, ib.RAW_TABLE, "transaction_id") == []
+    assert rows_of(bq_settings, ib.LOADS_TABLE, "load_id") == []
+    assert stage_tables(bq_settings) == []
+
+
+def test_large_files_are_staged_in_several_load_jobs(
+    bq_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "many.csv"
+    generate(path, 1500, seed=5)
+    monkeypatch.setattr(ib, "CHUNK_BYTES", 64 * 1024)
+    jobs: list[int] = []
+    real_load = bq.load_file
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        jobs.append(1)
+        real_load(*args, **kwargs)
+
+    monkeypatch.setattr(bq, "load_file", counting)
+    result = ib.ingest_bigquery(path, bq_settings)
+    assert len(jobs) >= 3
+    assert result.read == 1500 == result.loaded + result.rejected
+    assert len(rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")) == result.loaded
+
+
+def test_stale_staging_tables_are_swept(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = bq_settings.bigquery
+    ib.ensure_warehouse_tables(bq_settings)
+    bq.create_table(s.warehouse_dataset, "_ingest_1_rows", ib.STAGE_COLUMNS, settings=s)
+    monkeypatch.setattr(ib, "STALE_STAGE_AGE", timedelta(0))
+    ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert stage_tables(bq_settings) == []
+
+
+def test_more_decimals_than_numeric_holds_is_refused(bq_settings: Settings) -> None:
+    import dataclasses
+
+    settings = dataclasses.replace(bq_settings, validation=ValidationRules(max_decimals=10))
+    with pytest.raises(ConfigError, match="max_decimals"):
+        ib.ingest_bigquery(SAMPLE_CSV, settings)
+
+
+def test_bigquery_and_postgres_load_the_same_rows(
+    bq_settings: Settings, pg_server: Any, tmp_path: Path
+) -> None:
+    """One validator, two loaders: the same file gives the same counts and the same rows."""
+    path = tmp_path / "mixed.csv"
+    generate(path, 3000, seed=11)
+    dsn = create_database(pg_server)
+    conn = connect(dsn)
+    try:
+        pg = ingest_postgres(conn, path, bq_settings)
+        pg_ids = {r[0] for r in conn.run("SELECT transaction_id FROM raw.transactions")}
+        pg_rejects = {
+            (r[0], r[1])
+            for r in conn.run("SELECT line_number, reason FROM raw.rejected_transactions")
+        }
+    finally:
+        conn.close()
+    big = ib.ingest_bigquery(path, bq_settings)
+    assert (big.read, big.loaded, big.rejected) == (pg.read, pg.loaded, pg.rejected)
+    assert big.rejected_by_reason == pg.rejected_by_reason
+    assert big.rejected_by_reason["duplicate_transaction_id"] > 0
+    assert {r["transaction_id"] for r in rows_of(bq_settings, ib.RAW_TABLE, "1")} == pg_ids
+    assert {
+        (r["line_number"], r["reason"])
+        for r in rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")
+    } == pg_rejects
+
+
+def test_the_sample_answers_the_contract_numbers(bq_settings: Settings) -> None:
+    """Loaded sample + a summary built as the dbt model does = the issue's expected answer."""
+    ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    s = bq_settings.bigquery
+    bq.run_query(
+        f"CREATE TABLE {bq.table_ref(s.mart_dataset, 'summary_sales', s)} AS "
+        "SELECT product, CAST(DATE_TRUNC(sale_date, MONTH) AS DATE) AS sale_month, "
+        "SUM(price * quantity) AS total_amount, SUM(quantity) AS total_quantity, "
+        "AVG(price) AS avg_price, COUNT(*) AS transaction_count "
+        f"FROM {bq.table_ref(s.warehouse_dataset, ib.RAW_TABLE, s)} GROUP BY 1, 2",
+        function="test",
+        settings=s,
+    )
+    rows = bq.query_summary(TrendFilters(sale_month=date(2023, 10, 1)), settings=s)
+    assert [(r["product"], r["total_amount"]) for r in rows] == [
+        ("Halal Laptop", Decimal("1999.98")),
+        ("Halal Keyboard", Decimal("249.95")),
+        ("Halal Mouse", Decimal("249.90")),
+    ]
+
+
+# -- the staged NDJSON, without a warehouse -------------------------------------------------
+_text = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw=_text,
+    tid=_text,
+    product=_text,
+    price=st.none() | st.decimals(min_value=0, max_value=10**15, places=2),
+    quantity=st.none() | st.integers(min_value=0, max_value=10**12),
+    day=st.none() | st.dates(),
+    reason=st.none() | st.sampled_from(["missing_price", "malformed_row"]),
+)
+def test_staged_lines_are_exact_json(
+    raw: str,
+    tid: str,
+    product: str,
+    price: Decimal | None,
+    quantity: int | None,
+    day: date | None,
+    reason: str | None,
+) -> None:
+    row = CheckedRow(7, raw, tid, tid[::-1], product, price, quantity, day, reason)
+    line = ib._ndjson_line(row)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    decoded = json.loads(line)
+    assert decoded == {
+        "line_number": 7,
+        "raw_text": raw,
+        "transaction_id": tid or None,
+        "masked_transaction_id": tid[::-1] or None,
+        "product": product or None,
+        "price": None if price is None else format(price, "f"),
+        "quantity": quantity,
+        "sale_date": None if day is None else day.isoformat(),
+        "reason": reason,
+    }
+    if price is not None:
+        assert Decimal(decoded["price"]) == price
