@@ -208,6 +208,52 @@ def _ready(endpoint: str, timeout: float) -> bool:
         return False
 
 
+# Run inside the emulator's own interpreter: a thread that ends the emulator (SIGTERM, a
+# clean stop) once its parent is gone, so a killed ``salesmart up`` or test run leaks no
+# server holding the data directory's lock. Polling getppid() works whatever thread of the
+# parent started it (PR_SET_PDEATHSIG would fire when that thread ends).
+_WATCH_PARENT = """
+import os, signal, sys, threading, time
+parent = int(os.environ.get("SALESMART_BQEMU_PARENT") or os.getppid())
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=watch, daemon=True, name="salesmart-parent-watch").start()
+from bqemulator.cli import main
+sys.argv[0] = "bqemulator"
+main()
+"""
+
+
+def emulator_command(
+    exe: Path, state_dir: Path, project: str, port: int | None, *, persistent: bool = True
+) -> list[str]:
+    """The command line; through the parent watch when ``exe`` sits in a virtualenv."""
+    python = exe.parent / "python"
+    launcher = [str(python), "-c", _WATCH_PARENT] if python.exists() else [str(exe)]
+    command = [
+        *launcher,
+        "start",
+        "--rest-host",
+        "127.0.0.1",
+        "--rest-port",
+        str(port or 0),
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--project",
+        project,
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]
+    command += ["--persistent", "--data-dir", str(state_dir)] if persistent else ["--ephemeral"]
+    return command
+
+
 def start_emulator(
     state_dir: Path,
     project: str,
@@ -242,25 +288,7 @@ def start_emulator(
     uploads = state_dir / "uploads"
     uploads.mkdir(exist_ok=True)
 
-    command = [
-        str(exe),
-        "start",
-        "--rest-host",
-        "127.0.0.1",
-        "--rest-port",
-        str(port or 0),
-        "--grpc-host",
-        "127.0.0.1",
-        "--grpc-port",
-        "0",
-        "--project",
-        project,
-        "--log-format",
-        "json",
-        "--log-level",
-        "info",
-    ]
-    command += ["--persistent", "--data-dir", str(state_dir)] if persistent else ["--ephemeral"]
+    command = emulator_command(exe, state_dir, project, port, persistent=persistent)
     # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
     # extension (it stalls start-up offline; Avro loads are not used).
     env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
@@ -269,6 +297,7 @@ def start_emulator(
             "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
             "BQEMU_UPLOAD_STAGING_DIR": str(uploads),
             "BQEMU_TRACING_ENABLED": "false",
+            "SALESMART_BQEMU_PARENT": str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
     )

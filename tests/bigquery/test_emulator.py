@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +19,20 @@ from pipeline.bq_emulator import (
     EmulatorHandle,
     bigquery_for_command,
     bigquery_needs_emulator,
+    emulator_command,
+    emulator_executable,
     start_emulator,
 )
 from tests.bigquery.conftest import PROJECT
+
+
+def process_alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def group_alive(pgid: int) -> bool:
@@ -101,6 +115,33 @@ def test_an_emulator_never_ready_is_stopped_after_the_timeout(tmp_path: Path) ->
 def test_a_second_emulator_on_the_same_data_is_refused(bq_emulator: EmulatorHandle) -> None:
     with pytest.raises(EmulatorError, match="already using"):
         start_emulator(bq_emulator.state_dir, PROJECT)
+
+
+def test_an_orphaned_emulator_stops_by_itself(tmp_path: Path) -> None:
+    """A parent killed without cleanup (SIGKILL) leaves no stand-in behind."""
+    (tmp_path / "bq").mkdir()
+    command = emulator_command(emulator_executable(), tmp_path / "bq", PROJECT, None)
+    launcher = (
+        "import os, subprocess, sys, time\n"
+        "env = dict(os.environ, SALESMART_BQEMU_PARENT=str(os.getpid()))\n"
+        "child = subprocess.Popen(sys.argv[1:], env=env, start_new_session=True,\n"
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", launcher, *command], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while process_alive(child):
+        if time.monotonic() > deadline:
+            os.killpg(child, signal.SIGKILL)
+            pytest.fail("the orphaned emulator kept running")
+        time.sleep(0.1)
 
 
 # -- a real restart ------------------------------------------------------------------------
