@@ -39,7 +39,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from common.pg import close_quietly, connect
     from pipeline.csvsource import UnusableInputError
     from pipeline.ingest import IngestResult, ingest_postgres
-    from pipeline.runtime import cli_settings, postgres_dsn
+    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
 
     settings = cli_settings()
     results: list[IngestResult] = []
@@ -56,11 +56,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                             close_quietly(conn)
                         _print_result(results[-1], args.json)
             else:
+                from pipeline.bq_emulator import bigquery_for_command
                 from pipeline.ingest_bigquery import ingest_bigquery
 
-                for path in paths:
-                    results.append(ingest_bigquery(path, settings))
-                    _print_result(results[-1], args.json)
+                with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
+                    for path in paths:
+                        results.append(ingest_bigquery(path, bq, progress=True))
+                        _print_result(results[-1], args.json)
     except UnusableInputError as exc:
         raise CliError(str(exc), EXIT_UNUSABLE) from None
     return EXIT_OK
@@ -74,7 +76,7 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
-    from pipeline.runtime import cli_settings, postgres_dsn
+    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
     from pipeline.transform import run_dbt
 
     settings = cli_settings()
@@ -85,7 +87,10 @@ def cmd_transform(args: argparse.Namespace) -> int:
             with postgres_dsn(settings) as dsn:
                 result = run_dbt("postgres", dataclasses.replace(settings, database_url=dsn))
         else:
-            result = run_dbt("bigquery", settings)
+            from pipeline.bq_emulator import bigquery_for_command
+
+            with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
+                result = run_dbt("bigquery", bq)
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
 

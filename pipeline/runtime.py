@@ -44,6 +44,11 @@ def write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def bigquery_state_dir(settings: Settings) -> Path:
+    """Where the local BigQuery stand-in keeps its data (shared by `up` and commands)."""
+    return ensure_state_dir(settings) / "bigquery"
+
+
 def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
     """A secret kept in ``.salesmart/<name>``, generated on first use."""
     path = ensure_state_dir(settings) / name

@@ -27,6 +27,7 @@ from common.config import REPO_ROOT, Settings
 from pipeline.runtime import (
     ENDPOINTS_FILE,
     UP_PID_FILE,
+    bigquery_state_dir,
     cli_settings,
     ensure_state_dir,
     running_stack,
@@ -296,7 +297,7 @@ def _up(
     bq_endpoint = settings.bigquery.api_endpoint
     if bigquery_needs_emulator(settings):
         with step("starting the local BigQuery stand-in"):
-            emulator = start_emulator(state / "bigquery", settings.bigquery.project)
+            emulator = start_emulator(bigquery_state_dir(settings), settings.bigquery.project)
         cleanups.append(emulator.stop)
         bq_endpoint = emulator.endpoint
         settings = dataclasses.replace(
@@ -326,7 +327,7 @@ def _up(
             say("  " + ingest_postgres(conn, path, settings, progress=True).summary())
         finally:
             close_quietly(conn)
-        say("  " + ingest_bigquery(path, settings).summary())
+        say("  " + ingest_bigquery(path, settings, progress=True).summary())
     for target in ("postgres", "bigquery"):
         with step(f"dbt build on {target}"):
             run_dbt(target, settings)
