@@ -94,7 +94,7 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
     """``POST /token``: the OAuth2 password grant."""
     from common.params import TokenFormSchema
 
-    schema = TokenFormSchema(unknown="exclude")  # OAuth2 clients may add scope, client_id
+    schema = TokenFormSchema()
 
     def handle(call: Call) -> Response:
         if call.request.form.get("grant_type", "password") != "password":

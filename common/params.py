@@ -21,14 +21,22 @@ from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 from werkzeug.datastructures import MultiDict
 
 from common.errors import ValidationFailed
 from common.trends import DEFAULT_LIMIT, DEFAULT_PRODUCT_PREFIX, MAX_LIMIT, TrendFilters
 
 PREFIX_PATTERN = r"^[A-Za-z0-9 -]{1,64}$"
-MONTH_PATTERN = r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$"
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
 INT64_MAX = 2**63 - 1
 NUMBER_CAP = Decimal(10) ** 20
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -77,7 +85,7 @@ class Month(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if not re.fullmatch(MONTH_PATTERN, text):
             raise self.make_error("invalid_month")
-        parts = [int(part) for part in text.split("-")]
+        parts = [int(part) for part in text.split("-")]  # the pattern left real dates only
         try:
             date(parts[0], parts[1], parts[2] if len(parts) == 3 else 1)
             return date(parts[0], parts[1], 1)
@@ -161,10 +169,19 @@ class TrendParamsSchema(Schema):
         )
 
 
+# 1-256 characters, no control characters (PostgreSQL text cannot even hold NUL).
+_USERNAME = FullMatch(
+    r"^[^\u0000-\u001f\u007f-\u009f]{1,256}$", error="1-256 characters, no control characters."
+)
+
+
 class TokenFormSchema(Schema):
     """``POST /token``: the OAuth2 password grant, as a form."""
 
-    username = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    class Meta:
+        unknown = EXCLUDE  # OAuth2 clients may add scope, client_id, ...
+
+    username = fields.String(required=True, validate=_USERNAME)
     password = fields.String(
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
@@ -176,7 +193,7 @@ class TokenFormSchema(Schema):
 class LoginFormSchema(Schema):
     """``POST /login`` of the dashboard."""
 
-    username = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    username = fields.String(required=True, validate=_USERNAME)
     password = fields.String(
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
@@ -186,10 +203,14 @@ class LoginFormSchema(Schema):
 _TREND_SCHEMA = TrendParamsSchema()
 
 
-def _single_values(args: MultiDict[str, str], *, drop_empty: bool) -> dict[str, Any]:
+def _single_values(
+    args: MultiDict[str, str], *, drop_empty: bool, only: set[str] | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     repeated: dict[str, list[str]] = {}
     for key in args:
+        if only is not None and key not in only:
+            continue
         given = args.getlist(key)
         if len(given) > 1:
             repeated[key] = ["Given more than once."]
@@ -215,7 +236,10 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
 def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
     """A form's single values validated by ``schema``; ``ValidationError`` if broken."""
     try:
-        values = _single_values(form, drop_empty=False)
+        ignored = schema.unknown == EXCLUDE  # fields it ignores may come in any number
+        values = _single_values(
+            form, drop_empty=False, only=set(schema.fields) if ignored else None
+        )
     except ValidationFailed as exc:
         raise ValidationError(dict(exc.details or {})) from None
     data: dict[str, Any] = schema.load(values)

@@ -89,6 +89,8 @@ def test_admin_role_in_token(call: Caller, marts_dsn: str) -> None:
         {"json": {"username": "a", "password": "b"}},
         {"data": "username=a&password=b", "content_type": "text/plain"},
         {"data": {"username": "u" * 300, "password": "x"}},
+        {"data": {"username": "nul\x00byte", "password": "x"}},
+        {"data": {"username": "line\nbreak", "password": "x"}},
         {
             "data": "username=a&username=b&password=x",
             "content_type": "application/x-www-form-urlencoded",
