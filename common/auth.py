@@ -39,6 +39,7 @@ FUNCTION_ROLES: dict[str, frozenset[str]] = {
 }
 CLOCK_SKEW_SECONDS = 10
 MAX_TOKEN_CHARS = 4096
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TokenService:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self.ttl_seconds = settings.token_ttl_seconds
+        self._verified: dict[str, tuple[Principal, int]] = {}
 
     def issue(self, principal: Principal) -> IssuedToken:
         import jwt  # imported on first use: keeps cold starts short
@@ -77,7 +79,25 @@ class TokenService:
         return IssuedToken(access_token=token, expires_in=self.ttl_seconds)
 
     def verify(self, token: str) -> Principal:
-        """The token's principal, or ``InvalidToken`` (401) whatever is wrong with it."""
+        """The token's principal, or ``InvalidToken`` (401) whatever is wrong with it.
+
+        A token that passed every check is remembered until it expires (a bounded map,
+        exact string match): repeated calls with it skip the decoding, never the expiry.
+        Failures are never remembered.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires = known
+            if time.time() <= expires + CLOCK_SKEW_SECONDS:
+                return principal
+            self._verified.pop(token, None)
+        principal, expires = self._decode(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, int]:
         import jwt
 
         if not token or len(token) > MAX_TOKEN_CHARS:
@@ -99,7 +119,7 @@ class TokenService:
             raise InvalidToken()
         if not isinstance(issued, int) or issued > time.time() + CLOCK_SKEW_SECONDS:
             raise InvalidToken()
-        return Principal(username=subject, role=role)
+        return Principal(username=subject, role=role), int(claims["exp"])
 
 
 def bearer_token(request: Request) -> str | None:

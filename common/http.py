@@ -115,6 +115,12 @@ class FunctionApp:
         self._openapi = openapi
         self._openapi_body: bytes | None = None
         self.routes: dict[str, dict[str, Handler]] = {}
+        self._defaults = [
+            *SECURITY_HEADERS.items(),
+            ("Content-Security-Policy", JSON_CSP),
+            ("Cache-Control", "no-store"),
+            *([("Strict-Transport-Security", HSTS)] if secure_transport else []),
+        ]
         self.route("/healthz", GET=self._healthz)
         self.route("/openapi.json", GET=self._openapi_json)
 
@@ -178,13 +184,11 @@ class FunctionApp:
 
     def _finish(self, call: Call, response: Response) -> None:
         headers = response.headers
+        present = {name.lower() for name in headers.keys()}  # noqa: SIM118 - Headers, not dict
         headers[REQUEST_ID_HEADER] = call.request_id
-        for name, value in (*SECURITY_HEADERS.items(), *call.extra_headers.items()):
-            headers.setdefault(name, value)
-        headers.setdefault("Content-Security-Policy", JSON_CSP)
-        headers.setdefault("Cache-Control", "no-store")
-        if self.secure_transport:
-            headers.setdefault("Strict-Transport-Security", HSTS)
+        for name, value in (*self._defaults, *call.extra_headers.items()):
+            if name.lower() not in present:
+                headers.add(name, value)
 
     def install(self) -> None:
         """Route functions-framework's own 404s (``/robots.txt``, ``/favicon.ico``) here too.

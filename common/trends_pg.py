@@ -57,13 +57,18 @@ class PgTrends:
     def __init__(self, pool: PgPool, schema: str) -> None:
         table = _table(schema)
         self._pool = pool
+        # sale_month as ISO text: parsing it here is much cheaper than the driver's strptime.
+        columns = ", ".join(
+            "CAST(sale_month AS text)" if name == "sale_month" else name for name in SUMMARY_COLUMNS
+        )
         self._summary_sql = (
-            f"SELECT {', '.join(SUMMARY_COLUMNS)}\nFROM {table}{_WHERE}"
+            f"SELECT {columns}\nFROM {table}{_WHERE}"
             f"ORDER BY {ORDER_BY}\n"
             "LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint)"
         )
         self._monthly_sql = (
-            f"SELECT sale_month, sum(total_amount) AS total_amount\nFROM {table}{_WHERE}"
+            f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount\n"
+            f"FROM {table}{_WHERE}"
             "GROUP BY sale_month\nORDER BY sale_month"
         )
 
@@ -72,9 +77,14 @@ class PgTrends:
         rows = self._pool.run(
             self._summary_sql, **_params(filters), limit=filters.limit, offset=filters.offset
         )
-        return [dict(zip(SUMMARY_COLUMNS, row, strict=True)) for row in rows]
+        result = []
+        for row in rows:
+            values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
+            values["sale_month"] = date.fromisoformat(values["sale_month"])
+            result.append(values)
+        return result
 
     def monthly_totals(self, filters: TrendFilters) -> list[tuple[date, Decimal]]:
         """``(sale_month, sum of total_amount)`` over every matching row (no paging)."""
         rows = self._pool.run(self._monthly_sql, **_params(filters))
-        return [(row[0], row[1]) for row in rows]
+        return [(date.fromisoformat(row[0]), row[1]) for row in rows]

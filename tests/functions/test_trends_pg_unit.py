@@ -402,3 +402,16 @@ def test_refuses_to_start_with_short_secrets(
         SALESMART_ENV="dev",
     )
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)  # as before
+
+
+def test_remembered_tokens_still_expire(
+    call: Caller, fn_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.auth
+
+    monkeypatch.setattr(common.auth, "CLOCK_SKEW_SECONDS", 0)
+    short = jwt.encode(claims(exp=int(time.time()) + 2), SECRET, "HS256")
+    assert call(PATH, headers=auth(short), query_string={"limit": "1"}).status_code == 200
+    assert call(PATH, headers=auth(short), query_string={"limit": "1"}).status_code == 200
+    time.sleep(3.1)
+    _assert_401(call(PATH, headers=auth(short), query_string={"limit": "1"}))
