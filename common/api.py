@@ -92,14 +92,13 @@ def form_fields(call: Call, schema: Any) -> dict[str, Any]:
 
 def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
     """``POST /token``: the OAuth2 password grant."""
-    from common.params import TokenFormSchema
-
-    schema = TokenFormSchema()
 
     def handle(call: Call) -> Response:
+        from common.params import TOKEN_FORM  # marshmallow: on first use only
+
         if call.request.form.get("grant_type", "password") != "password":
             raise UnsupportedGrantType()
-        form = form_fields(call, schema)
+        form = form_fields(call, TOKEN_FORM)
         principal = logins.authenticate(form["username"], form["password"])
         call.user = principal.username
         issued = tokens.issue(principal)

@@ -270,7 +270,7 @@ class Dashboard:
 
     def login(self, call: Call) -> Response:
         from common.api import form_fields
-        from common.params import LoginFormSchema
+        from common.params import LOGIN_FORM
 
         form = call.request.form
         try:
@@ -278,7 +278,7 @@ class Dashboard:
                 call.request.cookies.get(self.csrf_cookie), form.get("csrf_token")
             ):
                 raise CsrfFailed()
-            values = form_fields(call, LoginFormSchema())
+            values = form_fields(call, LOGIN_FORM)
             principal = self._logins.authenticate(values["username"], values["password"])
         except ApiError as error:
             if not wants_html(call.request):

@@ -201,6 +201,8 @@ class LoginFormSchema(Schema):
 
 
 _TREND_SCHEMA = TrendParamsSchema()
+TOKEN_FORM = TokenFormSchema()
+LOGIN_FORM = LoginFormSchema()
 
 
 def _single_values(
