@@ -10,7 +10,7 @@ BQEMU_VENV := .venv-bqemu
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck unit bench install envs browser clean help
+.PHONY: up test lint typecheck unit bench wrk install envs browser clean help
 help:
 	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and run the whole test suite"
@@ -59,8 +59,15 @@ typecheck: $(VENV)/.installed
 test: envs browser lint typecheck
 	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: envs
-	$(BIN)/python -m bench.run
+# Load generator of the benchmarks (Debian's wrk; needs root, like `browser`).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
+
+# Not part of `make test`: minutes of load; run it on a quiet machine. BENCH_ARGS=--help.
+bench: envs wrk
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs

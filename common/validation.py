@@ -33,6 +33,14 @@ INVALID_TRANSACTION_ID = "invalid_transaction_id"
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _INTEGER = re.compile(r"\d+", re.ASCII)
+# Characters a field of the fast path never has: whitespace (so nothing needs trimming),
+# the CSV delimiter and quote, and the backslash (so the line is safe as COPY text).
+_PLAIN_CHAR = r'[^\s,"\\]'
+_CORE_PATTERNS = {
+    "transaction_id": _PLAIN_CHAR + f"{{1,{MAX_TRANSACTION_ID_CHARS}}}",
+    "quantity": "[0-9]{1,12}",
+    "date": "[0-9]{4}-[0-9]{2}-[0-9]{2}",
+}
 
 
 def missing(field: str) -> str:
@@ -68,6 +76,52 @@ class RowValidator:
         self._prefix = rules.product_prefix
         self._min_price = rules.min_price
         self._max_quantity = rules.max_quantity
+        self._groups: tuple[int, ...] = ()
+        self._line = self._line_pattern(names, decimals)
+
+    def _line_pattern(self, names: Sequence[str], decimals: str) -> re.Pattern[str] | None:
+        """One regular expression for a whole canonical line, when the header is exactly the
+        core columns (any order) and every required field is one of them.
+
+        It accepts only lines whose fields are all present, untrimmed-clean and well-formed
+        (so ``check`` would agree on every rule up to the price minimum), and captures the
+        five fields in ``CORE_COLUMNS`` order. Anything else is left to ``check``.
+        """
+        prefix = self._prefix
+        plain_prefix = re.fullmatch(rf"{_PLAIN_CHAR}+(?: +{_PLAIN_CHAR}+)*", prefix)
+        if sorted(names) != sorted(CORE_COLUMNS) or not set(self.required) <= set(CORE_COLUMNS):
+            return None
+        if plain_prefix is None:
+            return None
+        fraction = decimals.replace("\\d", "[0-9]")
+        patterns = {
+            **_CORE_PATTERNS,
+            "product": re.escape(prefix) + rf"{_PLAIN_CHAR}*(?: +{_PLAIN_CHAR}+)*",
+            "price": rf"[0-9]{{1,{MAX_PRICE_INTEGER_DIGITS}}}{fraction}",
+        }
+        self._groups = tuple(names.index(name) + 1 for name in CORE_COLUMNS)
+        return re.compile(",".join(f"({patterns[name]})" for name in names))
+
+    def check_line(self, text: str) -> ValidRow | str | None:
+        """``check`` for a whole unquoted line, fast; None when the line is not in the
+        canonical form the fast path knows (then split it and call ``check``)."""
+        if self._line is None:
+            return None
+        match = self._line.fullmatch(text)
+        if match is None:
+            return None
+        transaction_id, product, price_text, quantity_text, date_text = match.group(*self._groups)
+        price = Decimal(price_text)
+        if price < self._min_price:
+            return PRICE_BELOW_MIN
+        quantity = int(quantity_text)
+        if not 1 <= quantity <= self._max_quantity:
+            return QUANTITY_OUT_OF_RANGE
+        try:
+            sale_date = date.fromisoformat(date_text)
+        except ValueError:
+            return INVALID_DATE
+        return ValidRow(transaction_id, product, price, quantity, sale_date)
 
     def check_mapping(self, fields: dict[str, str]) -> ValidRow | str:
         """``check`` for a row given as a mapping of column name to value."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
 from common import validation
 from common.config import ValidationRules
@@ -68,21 +69,48 @@ def _check_readable(path: Path) -> None:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
 
 
-def _records(handle: IO[str]) -> Iterator[tuple[int, str, list[str] | None]]:
-    """``(first line number, raw text, fields)`` per record; fields None when malformed.
+# ``fields`` of a record that is one plain line (no quote, no NUL), not split yet: the
+# validator may check the whole line at once (``RowValidator.check_line``).
+PLAIN: list[str] = []
 
-    Most lines hold a whole unquoted record and are split directly (the hot path); a line
-    with a quote is joined with the following lines until its quotes balance, then parsed
-    by ``csv``, so quoted commas, quotes and line breaks inside fields all work.
+
+def _opens_multiline_field(block: bytes) -> bool:
+    """Whether a line of ``block`` (whole lines) has an odd number of double quotes."""
+    at = block.find(b'"')
+    while at != -1:
+        start = block.rfind(b"\n", 0, at) + 1
+        end = block.find(b"\n", at)
+        end = len(block) if end == -1 else end
+        if block.count(b'"', start, end) % 2:
+            return True
+        at = block.find(b'"', end)
+    return False
+
+
+class Segment(NamedTuple):
+    """A byte range of a file that starts at a line boundary, and its first line number."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+def _records(
+    handle: Iterable[str], line_number: int = 0
+) -> Iterator[tuple[int, str, list[str] | None]]:
+    """``(first line number, raw text, fields)`` per record; fields None when malformed,
+    ``PLAIN`` (identity) for a plain line whose raw text is the record.
+
+    Most lines hold a whole unquoted record (the hot path); a line with a quote is joined
+    with the following lines until its quotes balance, then parsed by ``csv``, so quoted
+    commas, quotes and line breaks inside fields all work.
     """
-    line_number = 0
     lines = iter(handle)
     for line in lines:
         line_number += 1
         first = line_number
         if '"' not in line and "\x00" not in line:
-            text = line.rstrip("\r\n")
-            yield first, text, text.split(",") if text else []
+            yield first, line.rstrip("\r\n"), PLAIN
             continue
         parts = [line]
         quotes = line.count('"')
@@ -107,28 +135,37 @@ def _records(handle: IO[str]) -> Iterator[tuple[int, str, list[str] | None]]:
 
 
 class TransactionReader:
-    """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress."""
+    """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress.
+
+    ``segments(n)`` cuts a file without quotes, CRs or NULs into ``n`` line-aligned byte
+    ranges that ``segment_rows`` reads independently (in parallel processes), with the same
+    rows, line numbers and raw texts as iterating the whole file.
+    """
 
     def __init__(self, path: Path, rules: ValidationRules, pii_key: str) -> None:
         self.path = path
         self.rules = rules
         self._mask = Masker(pii_key)
+        self._names: list[str] = []
         self.chars_read = 0
         _check_readable(path)
 
     def __iter__(self) -> Iterator[CheckedRow]:
-        try:
-            with self.path.open("r", encoding="utf-8-sig", newline="", errors="strict") as handle:
-                yield from self._rows(handle)
-        except UnicodeDecodeError as exc:
-            raise UnusableInputError(
-                f"{self.path}: not UTF-8 text (invalid byte at offset {exc.start} of a block)"
-            ) from None
+        with _Utf8Text(self.path) as handle:
+            records = _records(handle)
+            names, _ = self._header(records)
+            yield from self._checked(records, names)
 
-    def _rows(self, handle: IO[str]) -> Iterator[CheckedRow]:
-        records = _records(handle)
+    def _header(
+        self, records: Iterator[tuple[int, str, list[str] | None]]
+    ) -> tuple[list[str], int]:
+        """The header's column names (trimmed, lower case), checked against the rules, and
+        the number of lines up to and including it."""
         header: list[str] | None = None
-        for _, _, fields in records:
+        header_line = 0
+        for header_line, raw, fields in records:  # noqa: B007 - its value after the loop
+            if fields is PLAIN:
+                fields = raw.split(",") if raw else []
             if fields is None:
                 raise UnusableInputError(f"{self.path}: the header is not valid CSV")
             if fields:
@@ -145,19 +182,137 @@ class TransactionReader:
             )
         if len(set(names)) != len(names):
             raise UnusableInputError(f"{self.path}: the header names a column twice")
+        return names, header_line
+
+    def _checked(
+        self, records: Iterator[tuple[int, str, list[str] | None]], names: list[str]
+    ) -> Iterator[CheckedRow]:
         width = len(names)
-        check = validation.RowValidator(self.rules, names).check
+        validator = validation.RowValidator(self.rules, names)
+        check, check_line = validator.check, validator.check_line
         mask = self._mask
         for line, raw, fields in records:
             self.chars_read += len(raw) + 1
-            if fields is None or len(fields) != width:
-                if fields == []:
-                    continue  # a blank line is not a record
-                yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)
-                continue
-            result = check(fields)
+            result: validation.ValidRow | str | None = None
+            if fields is PLAIN:
+                result = check_line(raw)
+                if result is None:
+                    fields = raw.split(",") if raw else []
+            if result is None:
+                if fields is None or len(fields) != width:
+                    if fields == []:
+                        continue  # a blank line is not a record
+                    yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)
+                    continue
+                result = check(fields)
             if isinstance(result, str):
                 yield CheckedRow(line, raw, "", "", "", None, None, None, result)
                 continue
             tid, product, price, quantity, sale_date = result
             yield CheckedRow(line, raw, tid, mask(tid), product, price, quantity, sale_date, None)
+
+    # -- parallel reading of plain files ---------------------------------------------------
+    def segments(self, count: int) -> list[Segment] | None:
+        """``count`` line-aligned byte ranges covering every record after the header, or
+        None when the file needs sequential reading: a quoted field spanning lines (a line
+        with an odd number of quotes) or a lone CR line end makes LF positions unreliable
+        as record boundaries."""
+        with self.path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                block += handle.readline()  # whole lines only
+                if _opens_multiline_field(block):
+                    return None
+                if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+                    return None
+        with _Utf8Text(self.path) as handle:
+            self._names, header_lines = self._header(_records(handle))
+        size = self.path.stat().st_size
+        with self.path.open("rb") as handle:
+            start = 0
+            for _ in range(header_lines):  # the header and blank lines before it
+                start += len(handle.readline())
+            cuts = [start]
+            for part in range(1, count):
+                target = start + (size - start) * part // count
+                if target <= cuts[-1]:
+                    continue
+                handle.seek(target)
+                handle.readline()  # on to the next line boundary
+                cuts.append(min(handle.tell(), size))
+            cuts.append(size)
+            segments = []
+            line = header_lines + 1
+            for begin, end in itertools.pairwise(cuts):
+                if end <= begin:
+                    continue
+                segments.append(Segment(begin, end, line))
+                handle.seek(begin)
+                left = end - begin
+                while left > 0:
+                    block = handle.read(min(1 << 20, left))
+                    if not block:
+                        break
+                    left -= len(block)
+                    line += block.count(b"\n")
+        return segments
+
+    def segment_rows(self, segment: Segment) -> Iterator[CheckedRow]:
+        """The rows of one segment (from ``segments``, which read the header)."""
+        with _Utf8Text(self.path, (segment.start, segment.end)) as handle:
+            yield from self._checked(_records(handle, segment.first_line - 1), self._names)
+
+
+class _Utf8Text:
+    """The file as strict UTF-8 text lines (BOM skipped), optionally limited to a byte range;
+    a decoding error becomes ``UnusableInputError``."""
+
+    def __init__(self, path: Path, byte_range: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self._binary = path.open("rb")
+        self._range = byte_range
+
+    def __enter__(self) -> _Utf8Text:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._binary.close()
+
+    def __iter__(self) -> Iterator[str]:
+        if self._range is not None:
+            yield from self._range_lines(*self._range)
+            return
+        text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", newline="", errors="strict")
+        try:
+            yield from text
+        except UnicodeDecodeError as exc:
+            raise UnusableInputError(
+                f"{self.path}: not UTF-8 text (invalid byte at offset {exc.start} of a block)"
+            ) from None
+
+    def _range_lines(self, start: int, end: int) -> Iterator[str]:
+        """Lines of a plain (LF-only) byte range, decoded a block at a time."""
+        handle = self._binary
+        handle.seek(start)
+        position = start
+        while position < end:
+            block = handle.read(min(1 << 20, end - position))
+            if not block:
+                return
+            position += len(block)
+            if position < end and not block.endswith(b"\n"):
+                tail = handle.readline()
+                position += len(tail)
+                block += tail
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnusableInputError(
+                    f"{self.path}: not UTF-8 text (invalid byte at offset"
+                    f" {position - len(block) + exc.start})"
+                ) from None
+            lines = text.split("\n")
+            last = lines.pop()  # after the block's last LF: empty, or the file's last line
+            for line in lines:
+                yield line + "\n"
+            if last:
+                yield last

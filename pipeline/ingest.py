@@ -9,21 +9,31 @@ leaves nothing of the file.
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
+import os
+import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from common.config import Settings
 from common.pg import close_quietly
 from common.validation import DUPLICATE
-from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256
+from pipeline.csvsource import (
+    CheckedRow,
+    Segment,
+    TransactionReader,
+    UnusableInputError,
+    file_sha256,
+)
 
-COPY_CHUNK_ROWS = 2000
+COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+# Files from this size on are read by worker processes (about 100,000 rows).
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -62,6 +72,149 @@ class IngestResult:
         }
 
 
+def _escape(text: str) -> str:
+    """A value for COPY's text format (backslash escapes for the special characters)."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _stage_line(row: CheckedRow) -> str:
+    """One ``ingest_stage`` row in COPY text format (tab-separated, ``\\N`` for NULL)."""
+    if row.reason is None:
+        return (
+            f"{row.line_number}\t{_escape(row.raw_text)}\t{_escape(row.transaction_id)}\t"
+            f"{row.masked_transaction_id}\t{_escape(row.product)}\t{row.price}\t"
+            f"{row.quantity}\t{row.sale_date}\t\\N\n"
+        )
+    return (
+        f"{row.line_number}\t{_escape(row.raw_text)}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t{row.reason}\n"
+    )
+
+
+def _stage_blocks(rows: Iterable[CheckedRow]) -> Iterator[tuple[int, bytes]]:
+    """``(rows, COPY text)`` for ``COPY ingest_stage FROM STDIN``, a few thousand rows each."""
+    lines: list[str] = []
+    for row in rows:
+        lines.append(_stage_line(row))
+        if len(lines) >= COPY_CHUNK_ROWS:
+            yield len(lines), "".join(lines).encode()
+            lines.clear()
+    if lines:
+        yield len(lines), "".join(lines).encode()
+
+
+class StageFeed:
+    """The COPY data of one file, made by worker processes while PostgreSQL consumes it.
+
+    A plain file (``TransactionReader.segments``) is cut into one segment per worker; any
+    other file is read by one worker from start to end. Either way the main process only
+    passes bytes on, so parsing, validating and masking overlap with the COPY. Small files
+    are read in-process (a worker costs more than it saves there). Memory stays flat: each
+    pipe holds a few blocks at most. ``rows`` counts the rows sent so far.
+    """
+
+    def __init__(self, reader: TransactionReader, *, workers: int | None = None) -> None:
+        self.reader = reader
+        self.rows = 0
+        self.chars = 0
+        self._processes: list[Any] = []
+        count = workers if workers is not None else default_workers()
+        size = reader.path.stat().st_size
+        self._segments: list[Segment] | None = None
+        self._parallel = count > 1 and size >= PARALLEL_MIN_BYTES
+        if self._parallel:
+            self._segments = reader.segments(count)
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self._parallel:
+            for count, block in _stage_blocks(self.reader):
+                self.rows += count
+                self.chars = self.reader.chars_read
+                yield block
+            return
+        yield from self._from_workers()
+
+    def _from_workers(self) -> Iterator[bytes]:
+        import multiprocessing
+        from multiprocessing.connection import wait
+
+        context = multiprocessing.get_context("fork")
+        jobs: list[Segment | None] = list(self._segments) if self._segments else [None]
+        pipes = []
+        for job in jobs:
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_stage_worker, args=(self.reader, job, sender), daemon=True
+            )
+            process.start()
+            sender.close()
+            self._processes.append(process)
+            pipes.append(receiver)
+        try:
+            open_pipes = list(pipes)
+            while open_pipes:
+                for pipe in wait(open_pipes):
+                    assert isinstance(pipe, Connection)
+                    try:
+                        message = pipe.recv_bytes()
+                    except EOFError:
+                        raise RuntimeError("an ingest worker died unexpectedly") from None
+                    kind, body = message[:1], message[1:]
+                    if kind == b"D":
+                        rows, chars = _BLOCK_HEAD.unpack_from(body)
+                        self.rows += rows
+                        self.chars += chars
+                        yield body[_BLOCK_HEAD.size :]
+                    elif kind == b"F":
+                        open_pipes.remove(pipe)
+                        pipe.close()
+                    else:
+                        error, _, text = body.decode().partition("\n")
+                        if error == "UnusableInputError":
+                            raise UnusableInputError(text)
+                        raise RuntimeError(f"ingest worker failed: {error}: {text}")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers (idempotent); called when the feed ends or the load fails."""
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self._processes:
+            process.join(5)
+        self._processes.clear()
+
+
+_BLOCK_HEAD = struct.Struct("!QQ")
+
+
+def default_workers() -> int:
+    """One per CPU (the PostgreSQL backend shares them), at least 1, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _stage_worker(reader: TransactionReader, segment: Segment | None, pipe: Connection) -> None:
+    """In a worker process: COPY blocks of one segment (or the whole file) into ``pipe``."""
+    try:
+        rows = reader if segment is None else reader.segment_rows(segment)
+        chars = 0
+        for count, block in _stage_blocks(rows):
+            done = reader.chars_read
+            pipe.send_bytes(b"D" + _BLOCK_HEAD.pack(count, done - chars) + block)
+            chars = done
+        pipe.send_bytes(b"F")
+    except BaseException as exc:  # reported to the main process, which raises it there
+        with contextlib.suppress(OSError):
+            pipe.send_bytes(f"E{type(exc).__name__}\n{exc}".encode())
+    finally:
+        pipe.close()
+
+
 def with_progress(reader: TransactionReader, path: Path, show: bool) -> Iterator[CheckedRow]:
     """Rows from ``reader``, with a progress bar on stderr for large files on a terminal."""
     size = path.stat().st_size
@@ -83,33 +236,23 @@ def with_progress(reader: TransactionReader, path: Path, show: bool) -> Iterator
         bar.update(size - last)
 
 
-def _stage_chunks(rows: Iterable[CheckedRow]) -> Iterator[str]:
-    """CSV text for ``COPY stage FROM STDIN``, a few thousand rows per chunk."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    pending = 0
-    for row in rows:
-        writer.writerow(
-            (
-                row.line_number,
-                row.raw_text,
-                row.transaction_id,
-                row.masked_transaction_id,
-                row.product,
-                row.price,
-                row.quantity,
-                row.sale_date,
-                row.reason,
-            )
-        )
-        pending += 1
-        if pending >= COPY_CHUNK_ROWS:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    if pending:
-        yield buffer.getvalue()
+def _feed_with_progress(feed: StageFeed, path: Path, show: bool) -> Iterator[bytes]:
+    """Blocks of ``feed``, with a progress bar on stderr for large files on a terminal."""
+    size = path.stat().st_size
+    if not show or size < PROGRESS_MIN_BYTES:
+        yield from feed
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=size, unit="B", unit_scale=True, desc=path.name, disable=None, leave=False
+    ) as bar:
+        last = 0
+        for block in feed:
+            yield block
+            bar.update(feed.chars - last)
+            last = feed.chars
+        bar.update(size - last)
 
 
 _STAGE_DDL = """
@@ -158,13 +301,23 @@ def already_loaded(conn: Any, digest: str, settings: Settings) -> bool:
 
 
 def ingest_postgres(
-    conn: Any, path: Path, settings: Settings, *, progress: bool = False
+    conn: Any,
+    path: Path,
+    settings: Settings,
+    *,
+    progress: bool = False,
+    workers: int | None = None,
 ) -> IngestResult:
-    """Load one file in one transaction; on failure the connection is closed."""
+    """Load one file in one transaction; on failure the connection is closed.
+
+    ``workers``: processes that read the file while PostgreSQL loads it (default: one per
+    CPU, see ``StageFeed``; 1 reads in this process).
+    """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     digest = file_sha256(path)
     raw = settings.raw_schema
     result = IngestResult(target="postgres", source_file=str(path))
+    feed = StageFeed(reader, workers=workers)
     conn.run("BEGIN")
     try:
         # Sorting a million staged rows by line number fits in memory with this.
@@ -176,10 +329,7 @@ def ingest_postgres(
         )[0][0]
         result.load_id = load_id
         conn.run(_STAGE_DDL)
-        conn.run(
-            "COPY ingest_stage FROM STDIN WITH (FORMAT csv)",
-            stream=_stage_chunks(with_progress(reader, path, progress)),
-        )
+        conn.run("COPY ingest_stage FROM STDIN", stream=_feed_with_progress(feed, path, progress))
         # Temporary tables are never auto-analysed: without statistics the planner may
         # choose a nested loop for the join below.
         conn.run("ANALYZE ingest_stage")
@@ -189,13 +339,12 @@ def ingest_postgres(
             source_file=str(path),
             duplicate=DUPLICATE,
         )
-        read = conn.run("SELECT count(*) FROM ingest_stage")[0][0]
         by_reason = conn.run(
             f"SELECT reason, count(*) FROM {raw}.rejected_transactions"
             " WHERE load_id = :load_id GROUP BY reason",
             load_id=load_id,
         )
-        result.read = int(read)
+        result.read = feed.rows
         result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
         result.loaded = result.read - result.rejected
         conn.run(
@@ -210,6 +359,7 @@ def ingest_postgres(
     except BaseException:
         # The connection may be mid-COPY: closing it makes PostgreSQL roll the whole file
         # back, whereas a ROLLBACK sent now could be misread. Callers must not reuse it.
+        feed.close()
         close_quietly(conn)
         raise
     return result

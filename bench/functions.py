@@ -1,0 +1,163 @@
+"""Function instances as the container runs them: ``functions-framework`` under gunicorn with
+the image's settings (WORKERS=1, THREADS=8), one process group per instance; the real
+request each function is measured with; cold start and resident memory."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from common.config import REPO_ROOT
+from pipeline.postgres_embedded import free_port
+
+HELLO = "hello"
+FUNCTIONS = ("token", "trends_pg", "trends_bq", "dashboard")
+# The Dockerfile's serving settings (one gunicorn worker, 8 threads): every instance here,
+# the floor included, runs with them.
+GUNICORN_ENV = {"WORKERS": "1", "THREADS": "8", "CLOUD_RUN_TIMEOUT_SECONDS": "300"}
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The real request a function is measured with (and the 200 it must answer)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+def source_of(name: str) -> Path:
+    if name == HELLO:
+        return REPO_ROOT / "bench" / "hello" / "main.py"
+    return REPO_ROOT / "functions" / name / "main.py"
+
+
+def functions_framework() -> str:
+    candidate = Path(sys.executable).parent / "functions-framework"
+    return str(candidate) if candidate.exists() else "functions-framework"
+
+
+@dataclass
+class Instance:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    started: float  # time.monotonic() just before the process was created
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the instance: the gunicorn master and its workers."""
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process.memory_info().rss
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start(name: str, env: Mapping[str, str], log_dir: Path) -> Instance:
+    """Start one instance (returns at once; see ``first_ok``)."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}-{port}.log"
+    with log.open("wb") as handle:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                functions_framework(),
+                "--source",
+                str(source_of(name)),
+                "--target",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env={**env, **GUNICORN_ENV, "PYTHONUNBUFFERED": "1"},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(REPO_ROOT),
+        )
+    return Instance(name, port, process, started, log)
+
+
+def request(instance: Instance, probe: Probe, timeout: float = 30.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=timeout)
+    try:
+        body = probe.body.encode() if probe.body else None
+        connection.request(probe.method, probe.path, body=body, headers=dict(probe.headers))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def first_ok(instance: Instance, probe: Probe) -> float:
+    """Seconds from process start to the first 200 answer to ``probe`` (polled every 5 ms)."""
+    deadline = instance.started + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if instance.process.poll() is not None:
+            raise RuntimeError(
+                f"{instance.name} exited ({instance.process.returncode}); see {instance.log}"
+            )
+        try:
+            status, body = request(instance, probe)
+        except (ConnectionError, OSError):
+            time.sleep(0.005)
+            continue
+        if status == 200:
+            return time.monotonic() - instance.started
+        raise RuntimeError(
+            f"{instance.name}: {probe.method} {probe.path} answered {status}: {body[:300]!r}"
+        )
+    raise RuntimeError(f"{instance.name} gave no 200 within {START_TIMEOUT_SECONDS} s")
+
+
+@contextlib.contextmanager
+def running(name: str, env: Mapping[str, str], log_dir: Path, probe: Probe) -> Iterator[Instance]:
+    """One warm instance: started, answered ``probe`` once, stopped at the end."""
+    instance = start(name, env, log_dir)
+    try:
+        first_ok(instance, probe)
+        yield instance
+    finally:
+        instance.stop()
+
+
+def form(fields: Mapping[str, str]) -> str:
+    return urllib.parse.urlencode(fields)

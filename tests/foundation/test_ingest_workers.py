@@ -1,0 +1,179 @@
+"""The fast paths of loading must not change a single result: the whole-line check against
+the field-by-field one, segments read in parallel against one sequential read, and a load
+through worker processes against a load in one process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common import validation as v
+from common.config import Settings, ValidationRules
+from common.pg import connect
+from pipeline import ingest
+from pipeline.csvsource import TransactionReader, UnusableInputError
+from pipeline.generate import generate
+
+KEY = "k" * 40
+HEADER = "transaction_id,product,price,quantity,date"
+RULES = ValidationRules()
+_TEXT = st.text(alphabet=list("09.-:Ta \t\\é"), max_size=12)
+FIELD = st.one_of(
+    _TEXT,
+    _TEXT.map(lambda text: "Halal" + text),
+    st.from_regex(r"[0-9]{1,4}(\.[0-9]{0,3})?", fullmatch=True),
+    st.dates().map(str),
+)
+
+
+@given(st.lists(FIELD, min_size=5, max_size=5), st.permutations(v.CORE_COLUMNS))
+@settings(max_examples=400, deadline=None)
+def test_whole_line_check_agrees_with_field_check(fields: list[str], order: list[str]) -> None:
+    validator = v.RowValidator(RULES, order)
+    text = ",".join(fields)
+    fast = validator.check_line(text)
+    if fast is not None:
+        assert fast == validator.check(text.split(","))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "T1,Halal Laptop,999.99,2,2023-10-01",
+        "T1,Halal,10,1,2024-02-29",
+        "T1,Halal Laptop,9.99,2,2023-10-01",
+        "T1,Halal Laptop,19.99,0,2023-10-01",
+        "T1,Halal Laptop,19.99,101,2023-10-01",
+        "T1,Halal Laptop,19.99,2,2023-02-30",
+        "x" * 128 + ",Halal A,10,1,2023-01-01",
+    ],
+)
+def test_whole_line_check_decides_canonical_lines(line: str) -> None:
+    validator = v.RowValidator(RULES)
+    assert validator.check_line(line) == validator.check(line.split(","))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        " T1,Halal Laptop,999.99,2,2023-10-01",
+        "T1,Halal Laptop ,999.99,2,2023-10-01",
+        "T1,Halal Laptop,19.999,2,2023-10-01",
+        "T1,Monitor,19.99,2,2023-10-01",
+        "T1,Halal\\A,19.99,2,2023-10-01",
+        "x" * 129 + ",Halal A,10,1,2023-01-01",
+        "T1,Halal A,10,1",
+    ],
+)
+def test_whole_line_check_leaves_the_rest_to_the_field_check(line: str) -> None:
+    assert v.RowValidator(RULES).check_line(line) is None
+
+
+def test_no_whole_line_check_for_other_headers_or_padded_prefixes() -> None:
+    assert v.RowValidator(RULES, [*v.CORE_COLUMNS, "store"]).check_line("a,b,c,d,e,f") is None
+    padded = ValidationRules(product_prefix="Halal ")
+    assert v.RowValidator(padded).check_line("T1,Halal ,10,1,2023-01-01") is None
+
+
+def _messy_file(path: Path, rows: int) -> None:
+    """Generated rows plus blank lines, quoted fields, CRLF ends, and no final newline."""
+    generate(path, rows, seed=3, id_prefix="W")
+    lines = path.read_text().splitlines()
+    rng = random.Random(5)
+    out = [lines[0]]
+    for line in lines[1:]:
+        choice = rng.random()
+        if choice < 0.05:
+            tid, product, rest = line.split(",", 2)
+            line = f'{tid},"{product}, boxed ""XL""",{rest}'
+        elif choice < 0.08:
+            out.append("")
+        out.append(line)
+    text = "\r\n".join(out[: len(out) // 2]) + "\r\n" + "\n".join(out[len(out) // 2 :])
+    path.write_text("\ufeff" + text, encoding="utf-8", newline="")
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_segments_read_exactly_what_one_pass_reads(tmp_path: Path, parts: int) -> None:
+    path = tmp_path / "messy.csv"
+    _messy_file(path, 3000)
+    expected = list(TransactionReader(path, RULES, KEY))
+    reader = TransactionReader(path, RULES, KEY)
+    segments = reader.segments(parts)
+    assert segments is not None and 1 <= len(segments) <= parts
+    assert [row for segment in segments for row in reader.segment_rows(segment)] == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'T1,"Halal\nLamp",12.00,1,2023-01-01\n',
+        "T1,Halal A,12,1,2023-01-01\rT2,Halal B,12,1,2023-01-01\n",
+    ],
+    ids=["multi-line-field", "lone-cr"],
+)
+def test_files_that_need_one_pass_are_not_segmented(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(f"{HEADER}\n{body}", encoding="utf-8", newline="")
+    assert TransactionReader(path, RULES, KEY).segments(2) is None
+
+
+def _tables(settings: Settings) -> tuple[list[list[object]], list[list[object]]]:
+    conn = connect(settings.database_url)
+    try:
+        loaded = conn.run(
+            "SELECT transaction_id, masked_transaction_id, product, price::text, quantity,"
+            " sale_date::text, source_line FROM raw.transactions ORDER BY source_line"
+        )
+        rejected = conn.run(
+            "SELECT line_number, raw_text, reason FROM raw.rejected_transactions"
+            " ORDER BY line_number"
+        )
+        conn.run("TRUNCATE raw.transactions, raw.rejected_transactions, raw.loads")
+        return list(loaded), list(rejected)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("messy", [False, True], ids=["plain", "quoted-crlf"])
+def test_workers_load_exactly_what_one_process_loads(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, messy: bool
+) -> None:
+    path = tmp_path / "in.csv"
+    if messy:
+        _messy_file(path, 4000)
+    else:
+        generate(path, 4000, seed=11, id_prefix="P")
+    # A duplicate of the first row across the segments' boundary, needing COPY escapes.
+    first_id = path.read_text(encoding="utf-8-sig").splitlines()[1].split(",")[0]
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        handle.write(f"\n{first_id},Halal Tab\\Back,12.00,1,2023-01-01\n")
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_BYTES", 0)
+    one = ingest.ingest_postgres(connect(settings.database_url), path, settings, workers=1)
+    expected = _tables(settings)
+    many = ingest.ingest_postgres(connect(settings.database_url), path, settings, workers=3)
+    assert _tables(settings) == expected
+    assert (many.read, many.loaded, many.rejected_by_reason) == (
+        one.read,
+        one.loaded,
+        one.rejected_by_reason,
+    )
+    assert one.rejected_by_reason["duplicate_transaction_id"] >= 1
+    assert any("Tab\\Back" in str(row[1]) for row in expected[1])
+
+
+def test_a_worker_finding_an_unusable_file_loads_nothing(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bad.csv"
+    generate(path, 3000, seed=2, id_prefix="U")
+    with path.open("ab") as handle:
+        handle.write(b"U9,Halal \xff,12.00,1,2023-01-01\n")
+    monkeypatch.setattr(ingest, "PARALLEL_MIN_BYTES", 0)
+    with pytest.raises(UnusableInputError, match="not UTF-8"):
+        ingest.ingest_postgres(connect(settings.database_url), path, settings, workers=2)
+    assert _tables(settings) == ([], [])
