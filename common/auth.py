@@ -9,16 +9,23 @@
   right or wrong, answers 429 with ``Retry-After`` until then. A success clears it.
 - Tokens are HS256 JWTs with ``sub``, ``role``, ``iat``, ``exp``, ``iss``, ``aud`` (and a
   ``jti``); verification pins the algorithm, requires every claim, and checks issuer,
-  audience, expiry and the role allowed for the function.
+  audience, expiry and the role allowed for the function. Tokens are standard compact
+  JWS: any JWT library verifies them with the secret (the tests use PyJWT for that).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.config import Settings
 from common.errors import Forbidden, InvalidCredentials, InvalidToken, TooManyAttempts, Unauthorized
@@ -63,8 +70,6 @@ class TokenService:
         self._verified: dict[str, tuple[Principal, int]] = {}
 
     def issue(self, principal: Principal) -> IssuedToken:
-        import jwt  # imported on first use: keeps cold starts short
-
         now = int(time.time())
         claims = {
             "sub": principal.username,
@@ -75,8 +80,9 @@ class TokenService:
             "aud": self._audience,
             "jti": secrets.token_hex(8),
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM)
-        return IssuedToken(access_token=token, expires_in=self.ttl_seconds)
+        return IssuedToken(
+            access_token=encode_hs256(claims, self._key), expires_in=self.ttl_seconds
+        )
 
     def verify(self, token: str) -> Principal:
         """The token's principal, or ``InvalidToken`` (401) whatever is wrong with it.
@@ -98,28 +104,90 @@ class TokenService:
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, int]:
-        import jwt
-
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        claims = decode_hs256(token, self._key)
+        now = time.time()
+        if any(name not in claims for name in REQUIRED_CLAIMS):
             raise InvalidToken()
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=CLOCK_SKEW_SECONDS,
-                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
-            )
-        except jwt.PyJWTError:
-            raise InvalidToken() from None
-        subject, role, issued = claims.get("sub"), claims.get("role"), claims.get("iat")
+        subject, role = claims["sub"], claims["role"]
+        issued, expires = claims["iat"], claims["exp"]
         if not isinstance(subject, str) or not subject or not isinstance(role, str):
             raise InvalidToken()
-        if not isinstance(issued, int) or issued > time.time() + CLOCK_SKEW_SECONDS:
+        if not _is_number(issued) or issued > now + CLOCK_SKEW_SECONDS:
             raise InvalidToken()
-        return Principal(username=subject, role=role), int(claims["exp"])
+        if not _is_number(expires) or expires <= now - CLOCK_SKEW_SECONDS:
+            raise InvalidToken()  # expired
+        not_before = claims.get("nbf")
+        if not_before is not None and (
+            not _is_number(not_before) or not_before > now + CLOCK_SKEW_SECONDS
+        ):
+            raise InvalidToken()
+        if claims["iss"] != self._issuer or claims["aud"] != self._audience:
+            raise InvalidToken()  # a string audience, exactly ours
+        return Principal(username=subject, role=role), int(expires)
+
+
+# -- HS256 compact JWS (RFC 7515/7519), the only algorithm accepted -----------------------------
+# Written out (HMAC-SHA256 over base64url JSON) rather than imported: PyJWT loads the whole
+# ``cryptography`` package for its asymmetric algorithms, a fifth of a cold start.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER = {"alg": ALGORITHM, "typ": "JWT"}
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(segment: str) -> bytes:
+    if not _SEGMENT.fullmatch(segment):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_segment(data: dict[str, Any]) -> str:
+    return _b64encode(json.dumps(data, separators=(",", ":")).encode())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def encode_hs256(claims: dict[str, Any], key: bytes) -> str:
+    signing_input = f"{_json_segment(_HEADER)}.{_json_segment(claims)}"
+    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64encode(signature)}"
+
+
+def decode_hs256(token: str, key: bytes) -> dict[str, Any]:
+    """The claims of an authentic HS256 token; ``InvalidToken`` for anything else.
+
+    The header must say ``alg: HS256`` (so ``none``, other HMACs and asymmetric algorithms
+    are refused before any key is used) and carry no ``crit`` extensions; the signature is
+    compared in constant time before the payload is even parsed.
+    """
+    if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        raise InvalidToken()
+    header_segment, payload_segment, signature_segment = token.split(".")
+    try:
+        header = json.loads(_b64decode(header_segment), parse_constant=_no_constant)
+        if not isinstance(header, dict) or header.get("alg") != ALGORITHM or "crit" in header:
+            raise InvalidToken()
+        if header.get("typ", "JWT") != "JWT":
+            raise InvalidToken()
+        expected = hmac.new(
+            key, f"{header_segment}.{payload_segment}".encode("ascii"), hashlib.sha256
+        ).digest()
+        if not hmac.compare_digest(expected, _b64decode(signature_segment)):
+            raise InvalidToken()
+        claims = json.loads(_b64decode(payload_segment), parse_constant=_no_constant)
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+        raise InvalidToken() from None
+    if not isinstance(claims, dict):
+        raise InvalidToken()
+    return claims
 
 
 def bearer_token(request: Request) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import warnings
@@ -251,10 +253,19 @@ def test_401_is_checked_before_parameters(call: Caller) -> None:
         "hs512",
         "future_iat",
         "garbage",
+        "crit_header",
+        "jwe_typ",
+        "padded_signature",
+        "four_segments",
+        "string_exp",
+        "audience_list",
+        "infinite_exp",
+        "boolean_iat",
+        "es256_header",
     ],
 )
 def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
-    header, _payload, signature = token.split(".")
+    header, payload, signature = token.split(".")
     if forge == "alg_none":
         forged = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}."
     elif forge == "alg_none_upper":
@@ -285,6 +296,27 @@ def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
             forged = jwt.encode(claims(), SECRET, "HS512")
     elif forge == "future_iat":
         forged = jwt.encode(claims(iat=int(time.time()) + 3600), SECRET, "HS256")
+    elif forge == "crit_header":
+        forged = jwt.encode(claims(), SECRET, "HS256", headers={"crit": ["exp"], "exp": 1})
+    elif forge == "jwe_typ":
+        forged = jwt.encode(claims(), SECRET, "HS256", headers={"typ": "JWE"})
+    elif forge == "padded_signature":
+        forged = f"{token}=="
+    elif forge == "four_segments":
+        forged = f"{token}.{signature}"
+    elif forge == "string_exp":
+        forged = jwt.encode(claims(exp=str(int(time.time()) + 600)), SECRET, "HS256")
+    elif forge == "audience_list":
+        forged = jwt.encode(claims(aud=["salesmart-api", "other"]), SECRET, "HS256")
+    elif forge == "infinite_exp":
+        body = json.dumps(claims(exp=float("inf")))  # "Infinity": not JSON
+        signing_input = f"{header}.{base64.urlsafe_b64encode(body.encode()).rstrip(b'=').decode()}"
+        mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+        forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    elif forge == "boolean_iat":
+        forged = jwt.encode(claims(iat=True), SECRET, "HS256")
+    elif forge == "es256_header":
+        forged = f"{b64({'alg': 'ES256', 'typ': 'JWT'})}.{payload}.{signature}"
     else:
         forged = "not.a.jwt"
     response = call(PATH, headers=auth(forged))
