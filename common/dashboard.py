@@ -258,10 +258,10 @@ class Dashboard:
 
     def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
         shown = dict(row)
-        for name in self._masked.intersection(shown):
-            shown[name] = self._mask(str(shown[name]))
         for name in ("total_amount", "avg_price"):
             shown[name] = f"{shown[name]:,.2f}"
+        for name in self._masked.intersection(shown):
+            shown[name] = self._mask(str(row[name]))
         return shown
 
     def login_form(self, call: Call) -> Response:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from common.auth import Principal, TokenService
 from common.config import Settings
@@ -266,3 +268,42 @@ def test_dev_cookies_are_not_secure(marts_dsn: str, flask_app: Any, analyst: Acc
         assert "HttpOnly" in header and "SameSite=Lax" in header
         assert "Secure" not in header
         load_function("dashboard", patch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+@pytest.mark.parametrize(
+    ("fields", "masked", "clear"),
+    [
+        ([], [], ["Halal Laptop", "1,999.98"]),
+        (["product", "total_amount"], ["Halal Laptop", "1999.98"], ["999.99"]),
+    ],
+)
+def test_masked_fields_follow_the_config(
+    marts_dsn: str,
+    flask_app: Any,
+    fn_settings: Settings,
+    tmp_path: Path,
+    fields: list[str],
+    masked: list[str],
+    clear: list[str],
+) -> None:
+    config = yaml.safe_load(Path(TEST_ENV["SALESMART_CONFIG"]).read_text())
+    config["security"]["pii_fields"] = fields
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    with pytest.MonkeyPatch.context() as patch:
+        module = load_function(
+            "dashboard", patch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_CONFIG=str(path)
+        )
+        call = caller(flask_app, module.dashboard)
+        html = call(
+            "/",
+            headers={**BROWSER, "Authorization": f"Bearer {token}"},
+            query_string={"limit": "1"},
+        ).get_data(as_text=True)
+        load_function("dashboard", patch, SALESMART_DATABASE_URL=marts_dsn)
+    for value in masked:
+        assert value not in html
+        assert mask(value, PII_KEY) in html
+    for value in clear:
+        assert value in html
