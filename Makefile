@@ -7,14 +7,17 @@ UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 DBT_VENV := .venv-dbt
 BQEMU_VENV := .venv-bqemu
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_PORT ?= 8090
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck unit bench wrk install envs browser clean help
+.PHONY: up test lint typecheck unit bench wrk install envs browser clean help airflow
 help:
 	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - benchmarks (writes bench/results/ and bench/RESULTS.md)"
+	@echo "make airflow - a local Airflow UI for the DAG, against a running make up"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +31,7 @@ $(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
 # dbt in its own environment: dbt-bigquery pulls ~650 MB that serving never needs.
 $(DBT_VENV)/.installed: requirements/dbt.txt | $(UV)
 	$(UV) venv -q --python $(PYTHON) $(DBT_VENV)
-	$(UV) pip install -q --python $(DBT_VENV)/bin/python -r requirements/dbt.txt
+	$(UV) pip install -q --compile-bytecode --python $(DBT_VENV)/bin/python -r requirements/dbt.txt
 	touch $@
 
 # The local BigQuery stand-in (DuckDB-backed), also on its own.
@@ -38,7 +41,15 @@ $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
 	$(BQEMU_VENV)/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
 	touch $@
 
-install envs: $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed
+# Airflow 3 on its own too (dags/README.md). Every version is pinned in requirements/airflow.txt
+# (Airflow's constraint files are unreachable offline). Byte-compiled at install: each task
+# process imports Airflow, which takes seconds more from source.
+$(AIRFLOW_VENV)/.installed: requirements/airflow.txt | $(UV)
+	$(UV) venv -q --python $(PYTHON) $(AIRFLOW_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(AIRFLOW_VENV)/bin/python -r requirements/airflow.txt
+	touch $@
+
+install envs: $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed $(AIRFLOW_VENV)/.installed
 
 # Headless Chromium for the dashboard's browser tests (Debian package; needs root).
 browser:
@@ -59,6 +70,18 @@ typecheck: $(VENV)/.installed
 test: envs browser lint typecheck
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# A local standalone Airflow (UI on http://127.0.0.1:$(AIRFLOW_PORT)) whose tasks use the stack
+# of a running `make up` in this folder (.salesmart/endpoints.json). Its state, and the login
+# it prints, stay in .salesmart/airflow.
+airflow: envs
+	AIRFLOW_HOME=$(CURDIR)/.salesmart/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=120 \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+	SALESMART_HOME=$(CURDIR) SALESMART_STATE_DIR=$(CURDIR)/.salesmart \
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH $(AIRFLOW_VENV)/bin/airflow standalone
+
 # Load generator of the benchmarks (Debian's wrk; needs root, like `browser`).
 wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -70,4 +93,4 @@ bench: envs wrk
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs
+	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) $(AIRFLOW_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs

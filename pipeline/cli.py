@@ -99,8 +99,9 @@ def cmd_ingest_landing(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
 
+    from pipeline.bq_emulator import bigquery_for_command
     from pipeline.landing import ingest_landing
-    from pipeline.runtime import cli_settings, postgres_dsn
+    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
 
     settings = cli_settings()
     if args.landing:
@@ -110,6 +111,10 @@ def cmd_ingest_landing(args: argparse.Namespace) -> int:
         if "postgres" in targets:
             dsn = stack.enter_context(postgres_dsn(settings))
             settings = dataclasses.replace(settings, database_url=dsn)
+        if "bigquery" in targets:
+            settings = stack.enter_context(
+                bigquery_for_command(settings, bigquery_state_dir(settings))
+            )
         results = ingest_landing(settings, targets, say=lambda line: print(line, flush=True))
     print(f"loaded {len(results)} new file load(s)", flush=True)
     return EXIT_OK
@@ -119,8 +124,9 @@ def cmd_check_marts(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
 
+    from pipeline.bq_emulator import bigquery_for_command
     from pipeline.checks import MartCheckError, check_marts, require_fresh
-    from pipeline.runtime import cli_settings, postgres_dsn
+    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
 
     settings = cli_settings()
     targets = _targets(args.target)
@@ -128,6 +134,10 @@ def cmd_check_marts(args: argparse.Namespace) -> int:
         if "postgres" in targets:
             dsn = stack.enter_context(postgres_dsn(settings))
             settings = dataclasses.replace(settings, database_url=dsn)
+        if "bigquery" in targets:
+            settings = stack.enter_context(
+                bigquery_for_command(settings, bigquery_state_dir(settings))
+            )
         checks = check_marts(settings, targets)
     for check in checks:
         _print_result(check, args.json)

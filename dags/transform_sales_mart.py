@@ -1,0 +1,170 @@
+"""
+### transform_sales_mart
+
+The daily refresh of the sales marts on both warehouses, at 00:00 UTC:
+
+1. **ingest_landing**: load the new CSV files of the landing location (a local folder, or
+   `gs://bucket/prefix` in production; `SALESMART_LANDING` / `data_lake.landing`) into
+   PostgreSQL and BigQuery. Files already loaded (same SHA-256) are skipped, so a run with
+   nothing new loads nothing and still succeeds.
+2. **dbt_postgres**, **dbt_bigquery**: `dbt build`, one task per dbt model (and one per
+   test that spans models), in lineage order. A failing dbt test fails its task, stops the
+   models downstream of it, and fails the run.
+3. **check_marts**: the marts must match the raw area after the build (row counts, total
+   amounts, the newest load's rows present); stale marts fail the run.
+
+No business logic lives here: each task runs the project's own command
+(`salesmart ingest-landing`, `salesmart-dbt`, `salesmart check-marts`). See dags/README.md.
+"""
+
+# Why the tasks run the project's commands as subprocesses instead of importing it: the
+# project is not installed in Airflow's environment (.venv-airflow). Installing it there
+# would bring the warehouse clients (pg8000, google-cloud-bigquery/-storage) into Airflow's
+# pins, and dbt cannot share an environment with them at all (DEPENDENCIES.md). Calling
+# `.venv/bin/salesmart` keeps one environment per tool, runs the exact code and exit codes
+# a person runs by hand, and resolves connections and secrets on the worker when a task
+# runs, so none of them is ever part of this DAG or of Airflow's database.
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import yaml
+from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowFailException
+from cosmos import (
+    DbtTaskGroup,
+    ExecutionConfig,
+    ProfileConfig,
+    ProjectConfig,
+    RenderConfig,
+)
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
+
+DAG_ID = "transform_sales_mart"
+#: The repository (its dbt project, config and environments); SALESMART_HOME overrides.
+REPO_ROOT = Path(os.environ.get("SALESMART_HOME") or Path(__file__).resolve().parent.parent)
+#: The project's environment: `salesmart` and `salesmart-dbt` (SALESMART_BIN_DIR overrides).
+BIN_DIR = Path(os.environ.get("SALESMART_BIN_DIR") or REPO_ROOT / ".venv" / "bin")
+SALESMART = BIN_DIR / "salesmart"
+SALESMART_DBT = BIN_DIR / "salesmart-dbt"
+#: dbt itself, used only to list the models when the DAG is parsed (no connection needed).
+DBT = Path(os.environ.get("SALESMART_DBT") or REPO_ROOT / ".venv-dbt" / "bin" / "dbt")
+DBT_PROJECT = REPO_ROOT / "dbt"
+#: Where `salesmart up` keeps endpoints.json and local secrets; absolute for the tasks.
+STATE_DIR = Path(os.environ.get("SALESMART_STATE_DIR") or REPO_ROOT / ".salesmart").resolve()
+CONFIG = Path(
+    os.environ.get("SALESMART_CONFIG") or REPO_ROOT / "data" / "pipeline_config.yaml"
+).resolve()
+EXIT_UNUSABLE = 2  # salesmart: unusable input, which no retry can fix
+
+
+def orchestration_config() -> dict[str, Any]:
+    """The ``orchestration`` section of the pipeline config (schedule, retries)."""
+    try:
+        data = yaml.safe_load(CONFIG.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return {}
+    section = data.get("orchestration") if isinstance(data, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+SETTINGS = orchestration_config()
+SCHEDULE = str(SETTINGS.get("schedule", "0 0 * * *"))
+RETRIES = int(SETTINGS.get("retries", 3))
+RETRY_DELAY = timedelta(seconds=float(SETTINGS.get("retry_delay_seconds", 300)))
+
+
+#: Paths every project command gets, whatever its working directory. Only these are part
+#: of the DAG: everything else (connections, secrets) comes from the worker's environment
+#: when a task runs.
+PATHS_ENV = {"SALESMART_STATE_DIR": str(STATE_DIR), "SALESMART_CONFIG": str(CONFIG)}
+
+
+def task_env() -> dict[str, str]:
+    """The environment of a project command: the worker's, plus the paths."""
+    return {**os.environ, **PATHS_ENV}
+
+
+def salesmart(*args: str) -> None:
+    """Run ``salesmart ARGS`` from the repository; its output goes to the task log."""
+    command = [str(SALESMART), *args]
+    print(f"$ {shlex.join(command)}", flush=True)
+    done = subprocess.run(command, cwd=REPO_ROOT, env=task_env(), check=False)
+    if done.returncode == EXIT_UNUSABLE:
+        raise AirflowFailException(f"salesmart {args[0]}: unusable input (exit 2), not retried")
+    if done.returncode != 0:
+        raise RuntimeError(f"salesmart {args[0]} exited with code {done.returncode}")
+
+
+def dbt_build(target: str) -> DbtTaskGroup:
+    """``dbt build`` on ``target``: one task per model, in lineage order (cosmos).
+
+    Each task runs ``dbt build --select MODEL``: the model's unit tests, the model, then
+    its data tests, including those that also read models upstream of it ("buildable"
+    selection). A failing test fails the task and leaves the models downstream unbuilt.
+    """
+    return DbtTaskGroup(
+        group_id=f"dbt_{target}",
+        project_config=ProjectConfig(DBT_PROJECT),
+        profile_config=ProfileConfig(
+            profile_name="salesmart",
+            target_name=target,
+            profiles_yml_filepath=DBT_PROJECT / "profiles.yml",
+        ),
+        # dbt runs in its own environment: subprocess mode, never imported here.
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_LS,
+            dbt_executable_path=DBT,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            test_behavior=TestBehavior.BUILD,
+            # No Airflow assets per table: nothing schedules on them, and cosmos' URIs only
+            # add warnings under Airflow 3.
+            emit_datasets=False,
+        ),
+        execution_config=ExecutionConfig(
+            dbt_executable_path=SALESMART_DBT,
+            invocation_mode=InvocationMode.SUBPROCESS,
+            test_indirect_selection=TestIndirectSelection.BUILDABLE,
+        ),
+        # append_env (cosmos' default for local tasks) adds the worker's environment.
+        operator_args={"install_deps": False, "env": PATHS_ENV, "append_env": True},
+    )
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=SCHEDULE,
+    start_date=pendulum.datetime(2023, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "data-platform",
+        "retries": RETRIES,
+        "retry_delay": RETRY_DELAY,
+        "execution_timeout": timedelta(hours=2),
+    },
+    tags=["salesmart", "dbt", "marts"],
+    doc_md=__doc__,
+)
+def transform_sales_mart() -> None:
+    @task
+    def ingest_landing() -> None:
+        """Load the landing location's new files into PostgreSQL and BigQuery."""
+        salesmart("ingest-landing", "--target", "all")
+
+    @task
+    def check_marts() -> None:
+        """Fail unless both warehouses' marts match their raw area after the build."""
+        salesmart("check-marts", "--target", "all")
+
+    ingest_landing() >> [dbt_build("postgres"), dbt_build("bigquery")] >> check_marts()
+
+
+transform_sales_mart()

@@ -1,0 +1,66 @@
+"""``salesmart-dbt``: ``dbt`` with the salesmart connection settings filled in.
+
+The Airflow DAG runs each dbt model as its own task (astronomer-cosmos, subprocess mode),
+and cosmos calls ``salesmart-dbt ARGS`` exactly where it would call ``dbt ARGS``. This
+wrapper reads ``--target`` (``postgres`` or ``bigquery``) from the arguments, builds the
+environment ``dbt/profiles.yml`` reads with :func:`pipeline.transform.dbt_environment` (the
+same as ``salesmart transform``: settings from the environment, else the services of a
+running ``salesmart up``), and replaces itself with dbt (``SALESMART_DBT``, else
+``.venv-dbt/bin/dbt``).
+
+So connection values and secrets are resolved on the worker when a task runs: they are
+never part of the DAG, its serialized form in Airflow's database, or the task's command
+line. Without ``--target`` (``dbt --version``), dbt runs with no connection settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+TARGET_FLAGS = ("--target", "-t")
+#: Secrets dbt never needs (with a target, dbt_environment withholds them the same way).
+WITHHELD_PREFIXES = (
+    "SALESMART_DATABASE_URL",
+    "SALESMART_JWT_SECRET",
+    "SALESMART_PII_KEY",
+    "SALESMART_ADMIN_PASSWORD",
+)
+
+
+def target_of(args: Sequence[str]) -> str | None:
+    """The value of ``--target``/``-t`` in dbt arguments, or None."""
+    for index, arg in enumerate(args):
+        if arg in TARGET_FLAGS:
+            return args[index + 1] if index + 1 < len(args) else None
+        if arg.startswith("--target="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from common.config import ConfigError
+    from pipeline.transform import TransformError, dbt_environment, dbt_executable
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    exe = dbt_executable()
+    if not exe.exists():
+        print(f"salesmart-dbt: dbt is not installed ({exe} is missing)", file=sys.stderr)
+        return 1
+    target = target_of(args)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(WITHHELD_PREFIXES)}
+    if target is not None:
+        from pipeline.runtime import cli_settings
+
+        try:
+            env, _ = dbt_environment(target, cli_settings())
+        except (TransformError, ConfigError) as exc:
+            print(f"salesmart-dbt: {exc}", file=sys.stderr)
+            return 1
+    os.execve(exe, [str(exe), *args], env)  # noqa: S606 - dbt replaces this process
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""``salesmart ingest-landing``: load the new files of the landing location.
+
+The landing location is ``data_lake.landing`` in the config file, or ``SALESMART_LANDING``:
+a local folder (relative paths are taken from the working directory) or
+``gs://bucket/prefix``. Every ``*.csv`` below it is a candidate, in name order; names
+starting with ``.`` or ``_`` (partial uploads, markers) are left alone. Writers should
+write elsewhere and then move a finished file in.
+
+A file is loaded into a warehouse unless that warehouse already holds a finished load of
+the same content (its SHA-256 in ``raw.loads`` on PostgreSQL, in
+``transactions_warehouse.loads`` on BigQuery). Content decides, not names: a run with
+nothing new loads nothing, a renamed copy is not loaded twice, and a run that failed half
+way (say, PostgreSQL loaded, BigQuery unreachable) is completed by the next one.
+
+GCS objects are downloaded first (google-cloud-storage, credentials as for BigQuery) to
+``<state_dir>/landing/gs/<bucket>/<object>``; a copy already there whose MD5 matches the
+object's is reused. On a worker that keeps no state between runs every object is
+downloaded again (and skipped by its hash): move loaded objects out of the prefix, or give
+the prefix a lifecycle rule, to keep runs short.
+
+A file that cannot be used (not CSV, missing columns, ...) does not stop the others: they
+are loaded, and :class:`UnusableLandingFiles` is raised at the end naming the bad ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from common.config import ConfigError, Settings
+from pipeline.csvsource import UnusableInputError, file_sha256
+from pipeline.ingest import IngestResult
+
+TARGETS = ("postgres", "bigquery")
+GCS_SCHEME = "gs://"
+LANDING_SUFFIX = ".csv"
+
+
+class UnusableLandingFiles(UnusableInputError):
+    """Some landing files could not be used; every other file was loaded."""
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def is_landing_file(name: str) -> bool:
+    """Whether a file (or object) name is one to load: ``*.csv``, not hidden or a marker."""
+    base = PurePosixPath(name).name
+    return base.lower().endswith(LANDING_SUFFIX) and not base.startswith((".", "_"))
+
+
+def local_files(folder: Path) -> list[Path]:
+    """The landing files below a local folder, in name order."""
+    if not folder.is_dir():
+        raise ConfigError(
+            f"landing folder {folder} does not exist (set SALESMART_LANDING or data_lake.landing)"
+        )
+    found = [
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and is_landing_file(path.name)
+        and not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
+    ]
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def parse_gcs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/prefix`` -> ``(bucket, prefix)``."""
+    bucket, _, prefix = uri[len(GCS_SCHEME) :].partition("/")
+    if not uri.startswith(GCS_SCHEME) or not bucket:
+        raise ConfigError(f"landing location {uri!r} is not gs://bucket/prefix")
+    return bucket, prefix
+
+
+def _md5_base64(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> list[Path]:
+    """Download the landing objects under ``uri`` into ``cache``; the local copies.
+
+    ``client`` is a ``google.cloud.storage.Client`` (one is made from the settings when
+    None). Object names that would leave the cache folder are refused.
+    """
+    bucket, prefix = parse_gcs_uri(uri)
+    if client is None:
+        from google.cloud.storage import Client
+
+        client = Client(project=settings.bigquery.project)
+    root = (cache / "gs" / bucket).resolve()
+    files: list[Path] = []
+    for blob in sorted(client.list_blobs(bucket, prefix=prefix or None), key=lambda b: b.name):
+        name = str(blob.name)
+        if name.endswith("/") or not is_landing_file(name):
+            continue
+        local = (root / name).resolve()
+        if not local.is_relative_to(root) or ".." in PurePosixPath(name).parts:
+            raise ConfigError(f"landing object gs://{bucket}/{name} has an unsafe name")
+        md5 = getattr(blob, "md5_hash", None)
+        if not (md5 and local.is_file() and _md5_base64(local) == md5):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            partial = local.with_name(local.name + ".part")
+            blob.download_to_filename(str(partial))  # the client verifies the checksum
+            partial.replace(local)
+        files.append(local)
+    return files
+
+
+def landing_files(settings: Settings, client: Any = None) -> list[Path]:
+    """The files of the landing location, local (GCS objects downloaded first)."""
+    location = settings.landing.strip()
+    if not location:
+        raise ConfigError("no landing location: set SALESMART_LANDING or data_lake.landing")
+    if location.startswith(GCS_SCHEME):
+        return gcs_files(location, settings.state_dir.resolve() / "landing", settings, client)
+    return local_files(Path(location))
+
+
+def _bigquery_loaded(digest: str, settings: Settings) -> bool:
+    from common import bigquery as bq
+    from pipeline.ingest_bigquery import LOADS_TABLE
+
+    s = settings.bigquery
+    rows = bq.run_query(
+        f"SELECT 1 AS hit FROM {bq.table_ref(s.warehouse_dataset, LOADS_TABLE, s)}"
+        " WHERE file_sha256 = @sha256 LIMIT 1",
+        {"sha256": digest},
+        function="ingest",
+        settings=s,
+        timeout=60.0,
+    )
+    return bool(rows)
+
+
+def _postgres_loaded_or_ingest(path: Path, digest: str, settings: Settings) -> IngestResult | None:
+    from common.pg import close_quietly, connect
+    from pipeline.ingest import already_loaded, ingest_postgres
+
+    conn = connect(settings.database_url)
+    try:
+        if already_loaded(conn, digest, settings):
+            return None
+        return ingest_postgres(conn, path, settings)
+    finally:
+        close_quietly(conn)
+
+
+def _bigquery_loaded_or_ingest(path: Path, digest: str, settings: Settings) -> IngestResult | None:
+    from pipeline.ingest_bigquery import ingest_bigquery
+
+    if _bigquery_loaded(digest, settings):
+        return None
+    return ingest_bigquery(path, settings)
+
+
+def ingest_files(
+    files: Iterable[Path],
+    settings: Settings,
+    targets: Sequence[str],
+    *,
+    say: Callable[[str], None] = _quiet,
+) -> list[IngestResult]:
+    """Load each file not yet in each target; the results of the loads made."""
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ConfigError(f"unknown target {unknown[0]!r}; expected postgres or bigquery")
+    if "postgres" in targets and not settings.database_url:
+        raise ConfigError("no PostgreSQL: set SALESMART_DATABASE_URL or run 'salesmart up'")
+    if "bigquery" in targets:
+        from pipeline.ingest_bigquery import ensure_warehouse_tables
+
+        ensure_warehouse_tables(settings)  # the loads table answers "already loaded?"
+    loaders = {"postgres": _postgres_loaded_or_ingest, "bigquery": _bigquery_loaded_or_ingest}
+    results: list[IngestResult] = []
+    unusable: list[str] = []
+    for path in files:
+        try:
+            digest = file_sha256(path)
+            for target in targets:
+                result = loaders[target](path, digest, settings)
+                if result is None:
+                    say(f"{path} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
+                else:
+                    results.append(result)
+                    say(result.summary())
+        except UnusableInputError as exc:
+            unusable.append(str(exc))
+            say(f"{path}: unusable, not loaded: {exc}")
+    if unusable:
+        raise UnusableLandingFiles(
+            f"{len(unusable)} landing file(s) unusable, the others were loaded: "
+            + "; ".join(unusable)
+        )
+    return results
+
+
+def ingest_landing(
+    settings: Settings,
+    targets: Sequence[str] = TARGETS,
+    *,
+    say: Callable[[str], None] = _quiet,
+    client: Any = None,
+) -> list[IngestResult]:
+    """Load every new file of the landing location into ``targets``; the loads made.
+
+    ``settings.database_url`` must name the PostgreSQL to load into when ``postgres`` is a
+    target; ``say`` gets one line per file and target (loaded, or skipped and why).
+    """
+    files = landing_files(settings, client)
+    say(f"landing {settings.landing}: {len(files)} file(s)")
+    return ingest_files(files, settings, targets, say=say)

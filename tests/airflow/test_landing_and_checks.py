@@ -1,0 +1,327 @@
+"""What the DAG's tasks run, without Airflow: the landing ingest, the mart check, the dbt
+wrapper. Real PostgreSQL and real dbt; GCS through a stand-in client object."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.config import ConfigError, Settings
+from common.pg import connect
+from pipeline.checks import MartCounts, check_marts, compare, require_fresh
+from pipeline.dbt_wrapper import target_of
+from pipeline.landing import (
+    UnusableLandingFiles,
+    gcs_files,
+    ingest_landing,
+    is_landing_file,
+    local_files,
+)
+from pipeline.transform import run_dbt
+
+HEADER = "transaction_id,product,price,quantity,date\n"
+FILE_A = HEADER + "A1,Halal Dates,12.50,2,2023-10-01\nA2,Halal Honey,30.00,1,2023-10-15\n"
+FILE_B = HEADER + "B1,Halal Laptop,999.99,2,2023-10-01\nB2,Halal Tea,11.00,1,x\n"
+
+
+def cli(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SALESMART_DATABASE_URL": settings.database_url,
+        "SALESMART_STATE_DIR": str(tmp_path / "state"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def count(settings: Settings, sql: str) -> int:
+    conn = connect(settings.database_url)
+    try:
+        return int(conn.run(sql)[0][0])
+    finally:
+        conn.close()
+
+
+# -- the landing folder --------------------------------------------------------------------
+def test_landing_files_are_csv_below_the_folder_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "b.csv").write_text(FILE_B)
+    (tmp_path / "a.CSV").write_text(FILE_A)
+    (tmp_path / "2023" / "10").mkdir(parents=True)
+    (tmp_path / "2023" / "10" / "c.csv").write_text(FILE_A)
+    (tmp_path / "notes.txt").write_text("not data")
+    (tmp_path / ".d.csv").write_text(FILE_A)  # hidden: an upload in progress
+    (tmp_path / "_e.csv").write_text(FILE_A)  # marker / partial
+    (tmp_path / "_tmp").mkdir()
+    (tmp_path / "_tmp" / "f.csv").write_text(FILE_A)
+    found = [p.relative_to(tmp_path).as_posix() for p in local_files(tmp_path)]
+    assert found == ["2023/10/c.csv", "a.CSV", "b.csv"]
+    assert is_landing_file("x/y.csv") and not is_landing_file("x/_SUCCESS")
+
+
+def test_a_missing_landing_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"landing folder .*nowhere does not exist"):
+        local_files(tmp_path / "nowhere")
+
+
+def test_new_files_are_loaded_once_by_content(settings: Settings, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text(FILE_A)
+    (landing / "b.csv").write_text(FILE_B)
+    settings = dataclasses.replace(settings, landing=str(landing))
+    lines: list[str] = []
+
+    results = ingest_landing(settings, ["postgres"], say=lines.append)
+    assert [(Path(r.source_file).name, r.read, r.loaded, r.rejected) for r in results] == [
+        ("a.csv", 2, 2, 0),
+        ("b.csv", 2, 1, 1),
+    ]
+    assert count(settings, "SELECT count(*) FROM raw.transactions") == 3
+
+    # Nothing new: nothing loaded, and a renamed copy is recognised by its content.
+    (landing / "a-copy.csv").write_text(FILE_A)
+    lines.clear()
+    assert ingest_landing(settings, ["postgres"], say=lines.append) == []
+    assert sum("already loaded" in line for line in lines) == 3, lines
+    assert count(settings, "SELECT count(*) FROM raw.loads") == 2
+    assert count(settings, "SELECT count(*) FROM raw.rejected_transactions") == 1
+
+
+def test_an_unusable_file_fails_after_the_others_are_loaded(
+    settings: Settings, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text("transaction_id,product\nA1,Halal Dates\n")  # columns
+    (landing / "b.csv").write_text(FILE_B)
+    settings = dataclasses.replace(settings, landing=str(landing))
+    with pytest.raises(UnusableLandingFiles, match=r"1 landing file.*a\.csv"):
+        ingest_landing(settings, ["postgres"])
+    assert count(settings, "SELECT count(*) FROM raw.loads WHERE finished_at IS NOT NULL") == 1
+
+    # The command: the one-line reason and exit 2 (the DAG does not retry those).
+    done = cli(
+        settings, tmp_path, "ingest-landing", "--landing", str(landing), "--target", "postgres"
+    )
+    assert done.returncode == 2, done.stderr
+    assert "b.csv -> postgres: already loaded" in done.stdout
+    assert (
+        done.stderr.startswith("salesmart: 1 landing file(s) unusable") and "a.csv" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+# -- a GCS landing prefix ------------------------------------------------------------------
+@dataclasses.dataclass
+class FakeBlob:
+    name: str
+    data: bytes
+    downloads: list[str]
+
+    @property
+    def md5_hash(self) -> str:
+        return base64.b64encode(hashlib.md5(self.data, usedforsecurity=False).digest()).decode()
+
+    def download_to_filename(self, filename: str) -> None:
+        self.downloads.append(self.name)
+        Path(filename).write_bytes(self.data)
+
+
+@dataclasses.dataclass
+class FakeClient:
+    """The two calls ``gcs_files`` makes on a ``google.cloud.storage.Client``."""
+
+    blobs: dict[str, bytes]
+    downloads: list[str] = dataclasses.field(default_factory=list)
+    listed: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
+
+    def list_blobs(self, bucket: str, prefix: str | None = None) -> list[FakeBlob]:
+        self.listed.append((bucket, prefix))
+        return [
+            FakeBlob(name, data, self.downloads)
+            for name, data in self.blobs.items()
+            if name.startswith(prefix or "")
+        ]
+
+
+def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    client = FakeClient(
+        {
+            "in/2023/b.csv": FILE_B.encode(),
+            "in/a.csv": FILE_A.encode(),
+            "in/_SUCCESS": b"",
+            "in/readme.txt": b"x",
+            "in/dir/": b"",
+            "other/c.csv": FILE_A.encode(),
+        }
+    )
+    files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
+    assert client.listed == [("bucket", "in/")]
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "gs/bucket/in/2023/b.csv",
+        "gs/bucket/in/a.csv",
+    ]
+    assert files[1].read_text() == FILE_A
+    assert client.downloads == ["in/2023/b.csv", "in/a.csv"]
+
+    # Unchanged objects come from the cache; a changed one is fetched again.
+    client.blobs["in/a.csv"] = FILE_B.encode()
+    client.downloads.clear()
+    files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
+    assert client.downloads == ["in/a.csv"]
+    assert files[1].read_text() == FILE_B
+
+
+def test_gcs_landing_through_ingest_landing(settings: Settings, tmp_path: Path) -> None:
+    client = FakeClient({"drop/a.csv": FILE_A.encode()})
+    settings = dataclasses.replace(
+        settings, landing="gs://bucket/drop", state_dir=tmp_path / "state"
+    )
+    results = ingest_landing(settings, ["postgres"], client=client)
+    assert [(r.read, r.loaded) for r in results] == [(2, 2)]
+    assert (tmp_path / "state" / "landing" / "gs" / "bucket" / "drop" / "a.csv").is_file()
+
+
+@pytest.mark.parametrize("uri", ["gs://", "gs:///x", "gs:/bucket"])
+def test_bad_gcs_uris_are_refused(settings: Settings, tmp_path: Path, uri: str) -> None:
+    with pytest.raises(ConfigError):
+        gcs_files(uri, tmp_path, settings, FakeClient({}))
+
+
+def test_gcs_object_names_cannot_leave_the_cache(settings: Settings, tmp_path: Path) -> None:
+    client = FakeClient({"in/../../escape.csv": FILE_A.encode()})
+    with pytest.raises(ConfigError, match="unsafe name"):
+        gcs_files("gs://bucket/in/", tmp_path / "cache", settings, client)
+    assert not (tmp_path / "escape.csv").exists()
+
+
+# -- the mart check ------------------------------------------------------------------------
+def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text(FILE_A)
+    settings = dataclasses.replace(settings, landing=str(landing), state_dir=tmp_path / "state")
+    ingest_landing(settings, ["postgres"])
+
+    # Never built: the marts do not exist.
+    [check] = check_marts(settings, ["postgres"])
+    assert not check.ok and "pg_sales does not exist" in check.problems[0]
+
+    run_dbt("postgres", settings, work_dir=tmp_path / "dbt")
+    [check] = check_marts(settings, ["postgres"])
+    assert check.ok, check.problems
+    assert check.summary().startswith("postgres: raw 2 rows (amount 55.00), pg_sales 2 rows")
+    require_fresh([check])
+
+    # New rows land but dbt does not run: the marts did not move, the check fails.
+    (landing / "b.csv").write_text(FILE_B)
+    ingest_landing(settings, ["postgres"])
+    [check] = check_marts(settings, ["postgres"])
+    assert "pg_sales has 2 rows, raw has 3" in check.problems
+    assert "summary_sales counts 2 transactions, raw has 3" in check.problems
+    assert any("1 of the 1 rows of the newest load" in p for p in check.problems)
+    done = cli(settings, tmp_path, "check-marts", "--target", "postgres")
+    assert done.returncode == 1
+    assert "salesmart: the marts do not match the raw area: postgres: pg_sales has 2 rows" in (
+        done.stderr
+    )
+
+    # After the build they match again; a run with nothing new passes as well.
+    run_dbt("postgres", settings, work_dir=tmp_path / "dbt")
+    done = cli(settings, tmp_path, "check-marts", "--target", "postgres")
+    assert done.returncode == 0, done.stderr
+    assert ": ok" in done.stdout
+
+
+def test_compare_names_every_difference() -> None:
+    from decimal import Decimal
+
+    counts = MartCounts(
+        raw_rows=3,
+        raw_amount=Decimal("10.00"),
+        sales_rows=3,
+        sales_amount=Decimal("9.00"),
+        summary_transactions=3,
+        summary_amount=Decimal("10.00"),
+        latest_load_id=7,
+        latest_load_rows=1,
+        latest_load_missing=0,
+        latest_load_at=None,
+    )
+    assert compare("bigquery", counts).problems == ("fact_sales amounts to 9.00, raw to 10.00",)
+    same = dataclasses.replace(counts, sales_amount=Decimal("10.000"))
+    assert compare("postgres", same).ok  # NUMERIC scale does not matter, the value does
+
+
+# -- salesmart-dbt -------------------------------------------------------------------------
+def test_target_is_read_from_dbt_arguments() -> None:
+    assert target_of(["build", "--select", "x", "--target", "bigquery"]) == "bigquery"
+    assert target_of(["run", "--target=postgres"]) == "postgres"
+    assert target_of(["ls", "-t", "postgres"]) == "postgres"
+    assert target_of(["--version"]) is None
+
+
+def test_salesmart_dbt_runs_dbt_with_the_connection_settings(
+    settings: Settings, tmp_path: Path
+) -> None:
+    fake = tmp_path / "dbt"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo "ARGS $*"\n'
+        'echo "HOST=$SALESMART_PG_HOST DB=$SALESMART_PG_DBNAME"'
+        ' "URL=${SALESMART_DATABASE_URL:-none}"\n'
+        'echo "PII=${SALESMART_PII_KEY:-none} PASSWORD=${DBT_ENV_SECRET_PG_PASSWORD:+set}"\n'
+    )
+    fake.chmod(0o755)
+    env: dict[str, Any] = {
+        **os.environ,
+        "SALESMART_DBT": str(fake),
+        "SALESMART_DATABASE_URL": settings.database_url,
+        "SALESMART_STATE_DIR": str(tmp_path / "state"),
+    }
+    args = ["build", "--select", "pg_sales", "--target", "postgres"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.dbt_wrapper", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    database = settings.database_url.rsplit("/", 1)[1]
+    assert done.stdout.splitlines() == [
+        "ARGS build --select pg_sales --target postgres",
+        f"HOST=127.0.0.1 DB={database} URL=none",
+        "PII=none PASSWORD=set",
+    ]
+
+    # No PostgreSQL configured: one line, no dbt.
+    env.pop("SALESMART_DATABASE_URL")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.dbt_wrapper", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("salesmart-dbt: no PostgreSQL to transform")
+    assert "ARGS" not in done.stdout
