@@ -43,6 +43,11 @@ _CORE_PATTERNS = {
 }
 
 
+_DATE_CACHE_SIZE = 100_000
+# A canonical valid line's fields in CORE_COLUMNS order, as text.
+LineTexts = tuple[str, str, str, str, str]
+
+
 def missing(field: str) -> str:
     return f"missing_{field}"
 
@@ -78,6 +83,10 @@ class RowValidator:
         self._max_quantity = rules.max_quantity
         self._groups: tuple[int, ...] = ()
         self._line = self._line_pattern(names, decimals)
+        margin = max(float(rules.min_price), 1.0) * 1e-9
+        self._min_low = float(rules.min_price) - margin
+        self._min_high = float(rules.min_price) + margin
+        self._dates: dict[str, bool] = {}  # date text -> valid (a file has few distinct days)
 
     def _line_pattern(self, names: Sequence[str], decimals: str) -> re.Pattern[str] | None:
         """One regular expression for a whole canonical line, when the header is exactly the
@@ -105,23 +114,50 @@ class RowValidator:
     def check_line(self, text: str) -> ValidRow | str | None:
         """``check`` for a whole unquoted line, fast; None when the line is not in the
         canonical form the fast path knows (then split it and call ``check``)."""
+        result = self.check_line_text(text)
+        if result is None or isinstance(result, str):
+            return result
+        transaction_id, product, price_text, quantity_text, date_text = result
+        return ValidRow(
+            transaction_id,
+            product,
+            Decimal(price_text),
+            int(quantity_text),
+            date.fromisoformat(date_text),
+        )
+
+    def check_line_text(self, text: str) -> LineTexts | str | None:
+        """``check_line`` without building values: a valid line's five fields as the text
+        they are, already canonical (so ``Decimal``, ``int`` and ``date.fromisoformat``
+        of them are the checked values), the reason code, or None."""
         if self._line is None:
             return None
         match = self._line.fullmatch(text)
         if match is None:
             return None
-        transaction_id, product, price_text, quantity_text, date_text = match.group(*self._groups)
-        price = Decimal(price_text)
-        if price < self._min_price:
+        texts: LineTexts = match.group(*self._groups)  # type: ignore[assignment]
+        price_text = texts[2]
+        # A float decides the minimum unless the price is within rounding distance of it.
+        price = float(price_text)
+        if price < self._min_low or (
+            price < self._min_high and Decimal(price_text) < self._min_price
+        ):
             return PRICE_BELOW_MIN
-        quantity = int(quantity_text)
-        if not 1 <= quantity <= self._max_quantity:
+        if not 1 <= int(texts[3]) <= self._max_quantity:
             return QUANTITY_OUT_OF_RANGE
-        try:
-            sale_date = date.fromisoformat(date_text)
-        except ValueError:
+        date_text = texts[4]
+        valid = self._dates.get(date_text)
+        if valid is None:
+            try:
+                date.fromisoformat(date_text)
+                valid = True
+            except ValueError:
+                valid = False
+            if len(self._dates) < _DATE_CACHE_SIZE:
+                self._dates[date_text] = valid
+        if not valid:
             return INVALID_DATE
-        return ValidRow(transaction_id, product, price, quantity, sale_date)
+        return texts
 
     def check_mapping(self, fields: dict[str, str]) -> ValidRow | str:
         """``check`` for a row given as a mapping of column name to value."""

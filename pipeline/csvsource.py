@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from common import validation
 from common.config import ValidationRules
@@ -32,6 +32,11 @@ csv.field_size_limit(64 * 1024 * 1024)
 
 class UnusableInputError(Exception):
     """The whole file is unusable; the message is one line for the user."""
+
+
+# A valid row in canonical form, as text: (line number, raw text, transaction id, masked id,
+# product, price, quantity, date); see ``TransactionReader.copy_rows``.
+TextRow = tuple[int, str, str, str, str, str, str, str]
 
 
 class CheckedRow(NamedTuple):
@@ -154,7 +159,7 @@ class TransactionReader:
         with _Utf8Text(self.path) as handle:
             records = _records(handle)
             names, _ = self._header(records)
-            yield from self._checked(records, names)
+            yield from cast(Iterator[CheckedRow], self._checked(records, names))
 
     def _header(
         self, records: Iterator[tuple[int, str, list[str] | None]]
@@ -185,17 +190,42 @@ class TransactionReader:
         return names, header_line
 
     def _checked(
-        self, records: Iterator[tuple[int, str, list[str] | None]], names: list[str]
-    ) -> Iterator[CheckedRow]:
+        self,
+        records: Iterator[tuple[int, str, list[str] | None]],
+        names: list[str],
+        *,
+        texts: bool = False,
+    ) -> Iterator[CheckedRow | TextRow]:
+        """Checked rows of ``records``; with ``texts``, a canonical valid line comes as a
+        ``TextRow`` (no values built: the loader of PostgreSQL sends text anyway)."""
         width = len(names)
         validator = validation.RowValidator(self.rules, names)
         check, check_line = validator.check, validator.check_line
+        check_text = validator.check_line_text if texts else None
         mask = self._mask
         for line, raw, fields in records:
             self.chars_read += len(raw) + 1
             result: validation.ValidRow | str | None = None
             if fields is PLAIN:
-                result = check_line(raw)
+                if check_text is None:
+                    result = check_line(raw)
+                else:
+                    found = check_text(raw)
+                    if found is None or isinstance(found, str):
+                        result = found
+                    else:
+                        tid, product, price_text, quantity_text, date_text = found
+                        yield (
+                            line,
+                            raw,
+                            tid,
+                            mask(tid),
+                            product,
+                            price_text,
+                            quantity_text,
+                            date_text,
+                        )
+                        continue
                 if result is None:
                     fields = raw.split(",") if raw else []
             if result is None:
@@ -210,6 +240,19 @@ class TransactionReader:
                 continue
             tid, product, price, quantity, sale_date = result
             yield CheckedRow(line, raw, tid, mask(tid), product, price, quantity, sale_date, None)
+
+    def copy_rows(self, segment: Segment | None = None) -> Iterator[CheckedRow | TextRow]:
+        """The rows of the file (or of one segment from ``segments``), a valid canonical
+        line as a ``TextRow``, any other row as a ``CheckedRow``."""
+        if segment is None:
+            with _Utf8Text(self.path) as handle:
+                records = _records(handle)
+                names, _ = self._header(records)
+                yield from self._checked(records, names, texts=True)
+            return
+        with _Utf8Text(self.path, (segment.start, segment.end)) as handle:
+            records = _records(handle, segment.first_line - 1)
+            yield from self._checked(records, self._names, texts=True)
 
     # -- parallel reading of plain files ---------------------------------------------------
     def segments(self, count: int) -> list[Segment] | None:
@@ -259,7 +302,8 @@ class TransactionReader:
     def segment_rows(self, segment: Segment) -> Iterator[CheckedRow]:
         """The rows of one segment (from ``segments``, which read the header)."""
         with _Utf8Text(self.path, (segment.start, segment.end)) as handle:
-            yield from self._checked(_records(handle, segment.first_line - 1), self._names)
+            records = _records(handle, segment.first_line - 1)
+            yield from cast(Iterator[CheckedRow], self._checked(records, self._names))
 
 
 class _Utf8Text:

@@ -1,10 +1,12 @@
 """``salesmart ingest``: validate a CSV and load it into PostgreSQL in one transaction.
 
 Rows stream from the reader through one ``COPY`` into a temporary staging table (memory
-stays flat whatever the file size). One ``INSERT ... ON CONFLICT DO NOTHING`` in file
-order then keeps the first occurrence of each new transaction id; every other staged row
-goes to ``raw.rejected_transactions`` with its reason. A crash anywhere before ``COMMIT``
-leaves nothing of the file.
+stays flat whatever the file size); for large files worker processes parse, validate and
+mask while PostgreSQL copies (``StageFeed``). Then, with concurrent loads of the database
+waiting their turn, one ``INSERT`` keeps the first occurrence (in file order) of each
+transaction id not loaded before; every other staged row goes to
+``raw.rejected_transactions`` with its reason. A crash anywhere before ``COMMIT`` leaves
+nothing of the file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common.validation import DUPLICATE
 from pipeline.csvsource import (
     CheckedRow,
     Segment,
+    TextRow,
     TransactionReader,
     UnusableInputError,
     file_sha256,
@@ -95,11 +98,17 @@ def _stage_line(row: CheckedRow) -> str:
     )
 
 
-def _stage_blocks(rows: Iterable[CheckedRow]) -> Iterator[tuple[int, bytes]]:
+def _stage_blocks(rows: Iterable[CheckedRow | TextRow]) -> Iterator[tuple[int, bytes]]:
     """``(rows, COPY text)`` for ``COPY ingest_stage FROM STDIN``, a few thousand rows each."""
     lines: list[str] = []
     for row in rows:
-        lines.append(_stage_line(row))
+        if len(row) == 8:  # a TextRow: canonical, nothing to escape (see check_line_text)
+            line, raw, tid, masked, product, price, quantity, day = row
+            lines.append(
+                f"{line}\t{raw}\t{tid}\t{masked}\t{product}\t{price}\t{quantity}\t{day}\t\\N\n"
+            )
+        else:
+            lines.append(_stage_line(row))
         if len(lines) >= COPY_CHUNK_ROWS:
             yield len(lines), "".join(lines).encode()
             lines.clear()
@@ -131,7 +140,7 @@ class StageFeed:
 
     def __iter__(self) -> Iterator[bytes]:
         if not self._parallel:
-            for count, block in _stage_blocks(self.reader):
+            for count, block in _stage_blocks(self.reader.copy_rows()):
                 self.rows += count
                 self.chars = self.reader.chars_read
                 yield block
@@ -201,7 +210,7 @@ def default_workers() -> int:
 def _stage_worker(reader: TransactionReader, segment: Segment | None, pipe: Connection) -> None:
     """In a worker process: COPY blocks of one segment (or the whole file) into ``pipe``."""
     try:
-        rows = reader if segment is None else reader.segment_rows(segment)
+        rows = reader.copy_rows(segment)
         chars = 0
         for count, block in _stage_blocks(rows):
             done = reader.chars_read
@@ -269,17 +278,25 @@ CREATE TEMP TABLE ingest_stage (
 ) ON COMMIT DROP
 """
 
+# Loads of one database take turns from here to COMMIT (readers are never blocked), so the
+# rows already in raw.transactions are all there is to compare with: a plain INSERT of
+# the new ids' first occurrences, cheaper than ON CONFLICT's speculative insertion.
+_LOCK = "LOCK TABLE {raw}.transactions IN SHARE ROW EXCLUSIVE MODE"
+
 _APPLY = """
 WITH inserted AS (
     INSERT INTO {raw}.transactions
         (transaction_id, masked_transaction_id, product, price, quantity, sale_date,
          load_id, source_line)
-    SELECT transaction_id, masked_transaction_id, product, price, quantity, sale_date,
-           :load_id, line_number
-    FROM ingest_stage
-    WHERE reason IS NULL
-    ORDER BY line_number
-    ON CONFLICT (transaction_id) DO NOTHING
+    SELECT DISTINCT ON (s.transaction_id)
+           s.transaction_id, s.masked_transaction_id, s.product, s.price, s.quantity,
+           s.sale_date, :load_id, s.line_number
+    FROM ingest_stage AS s
+    WHERE s.reason IS NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM {raw}.transactions AS t WHERE t.transaction_id = s.transaction_id
+      )
+    ORDER BY s.transaction_id, s.line_number
     RETURNING source_line
 )
 INSERT INTO {raw}.rejected_transactions (load_id, source_file, line_number, raw_text, reason)
@@ -333,6 +350,7 @@ def ingest_postgres(
         # Temporary tables are never auto-analysed: without statistics the planner may
         # choose a nested loop for the join below.
         conn.run("ANALYZE ingest_stage")
+        conn.run(_LOCK.format(raw=raw))
         conn.run(
             _APPLY.format(raw=raw),
             load_id=load_id,

@@ -5,6 +5,8 @@ through worker processes against a load in one process."""
 from __future__ import annotations
 
 import random
+import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,50 @@ def test_a_worker_finding_an_unusable_file_loads_nothing(
     with pytest.raises(UnusableInputError, match="not UTF-8"):
         ingest.ingest_postgres(connect(settings.database_url), path, settings, workers=2)
     assert _tables(settings) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [("10.005", None), ("10.004", v.PRICE_BELOW_MIN), ("10.01", None), ("10", v.PRICE_BELOW_MIN)],
+)
+def test_prices_next_to_the_minimum_are_decided_exactly(price: str, expected: str | None) -> None:
+    rules = ValidationRules(min_price=Decimal("10.005"), max_decimals=3)
+    validator = v.RowValidator(rules)
+    line = f"T1,Halal A,{price},1,2023-01-01"
+    result = validator.check_line_text(line)
+    assert result == (expected or ("T1", "Halal A", price, "1", "2023-01-01"))
+    assert validator.check(line.split(",")) == (expected or validator.check_line(line))
+
+
+def test_remembered_dates_give_the_same_answers() -> None:
+    validator = v.RowValidator(RULES)
+    for _ in range(3):
+        assert validator.check_line_text("T1,Halal A,10,1,2023-02-29") == v.INVALID_DATE
+        assert validator.check_line_text("T1,Halal A,10,1,2024-02-29") is not None
+        assert validator.check_line_text("T1,Halal A,10,1,2024-02-29") != v.INVALID_DATE
+
+
+def test_concurrent_loads_take_turns_and_never_load_an_id_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Two files sharing half their ids, loaded at the same time from two threads.
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    rows = [f"C{n:05d},Halal A,12.00,1,2023-01-01" for n in range(3000)]
+    first.write_text("\n".join([HEADER, *rows[:2000]]) + "\n")
+    second.write_text("\n".join([HEADER, *rows[1000:]]) + "\n")
+    results: dict[str, ingest.IngestResult] = {}
+
+    def load(path: Path) -> None:
+        results[path.name] = ingest.ingest_postgres(connect(settings.database_url), path, settings)
+
+    threads = [threading.Thread(target=load, args=(path,)) for path in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(results) == ["a.csv", "b.csv"]
+    assert sum(r.loaded for r in results.values()) == 3000
+    assert sum(r.rejected_by_reason["duplicate_transaction_id"] for r in results.values()) == 1000
+    loaded, rejected = _tables(settings)
+    assert len(loaded) == 3000 and len({row[0] for row in loaded}) == 3000
+    assert len(rejected) == 1000
