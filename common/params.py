@@ -1,24 +1,19 @@
 """Request validation (marshmallow 4) and each function's OpenAPI 3 document (apispec).
 
 The trends parameters follow CONTRACT.md's table; unknown or repeated parameters and
-broken rules give 422 with ``details`` per field. Valid numbers are then normalised so
-that both warehouses can take them as exact NUMERIC/INT64 values with the same meaning:
-
-- warehouse values have at most 9 decimals (money has 2, ``avg_price`` 9), so a lower
-  bound is rounded up and an upper bound down to 9 decimals without changing which rows
-  match;
-- bounds beyond 10^20 (no sales total gets there) and integers beyond INT64 are capped.
+broken rules give 422 with ``details`` per field. Valid values reach ``TrendFilters``
+exactly as given (integers of more than 30 digits become 10^30); each warehouse adapter
+fits them to its own types (``common.trends_pg``, ``common.bigquery``).
 
 The OpenAPI documents are built from these same schemas, on first request only.
 """
 
 from __future__ import annotations
 
-import decimal
 import re
 from collections.abc import Mapping
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import (
@@ -37,12 +32,8 @@ from common.trends import DEFAULT_LIMIT, DEFAULT_PRODUCT_PREFIX, MAX_LIMIT, Tren
 
 PREFIX_PATTERN = r"^[A-Za-z0-9 -]{1,64}$"
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
-INT64_MAX = 2**63 - 1
-NUMBER_CAP = Decimal(10) ** 20
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_NINE_DECIMALS = Decimal("1e-9")
-_WIDE = decimal.Context(prec=60)
 
 
 class FullMatch(validate.Regexp):
@@ -91,14 +82,6 @@ class Month(fields.String):
             return date(parts[0], parts[1], 1)
         except ValueError:
             raise self.make_error("invalid_month") from None
-
-
-def _lower(value: Decimal) -> Decimal:
-    return min(value, NUMBER_CAP).quantize(_NINE_DECIMALS, rounding=ROUND_CEILING, context=_WIDE)
-
-
-def _upper(value: Decimal) -> Decimal:
-    return min(value, NUMBER_CAP).quantize(_NINE_DECIMALS, rounding=ROUND_FLOOR, context=_WIDE)
 
 
 _NON_NEGATIVE = validate.Range(min=0)
@@ -160,12 +143,12 @@ class TrendParamsSchema(Schema):
         return TrendFilters(
             product_prefix=data["product_prefix"],
             sale_month=data.get("sale_month"),
-            min_amount=_lower(data["min_amount"]),
-            max_quantity=None if max_quantity is None else min(max_quantity, INT64_MAX),
-            min_avg_price=None if low is None else _lower(low),
-            max_avg_price=None if high is None else _upper(high),
+            min_amount=data["min_amount"],
+            max_quantity=max_quantity,
+            min_avg_price=low,
+            max_avg_price=high,
             limit=data["limit"],
-            offset=min(data["offset"], INT64_MAX),
+            offset=data["offset"],
         )
 
 

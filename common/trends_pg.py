@@ -9,15 +9,20 @@ Row order and columns are ``common.trends``'s, the same as BigQuery's.
 
 from __future__ import annotations
 
+import decimal
 import re
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from common.db import PgPool
 from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+INT64_MAX = 2**63 - 1
+NUMBER_CAP = Decimal(10) ** 20
+_NINE_DECIMALS = Decimal("1e-9")
+_WIDE = decimal.Context(prec=60)
 
 _WHERE = """
 WHERE product LIKE CAST(:pattern AS text) ESCAPE '!'
@@ -40,14 +45,31 @@ def _table(schema: str) -> str:
     return f'"{schema}".summary_sales'
 
 
+def bound(value: Decimal | None, *, lower: bool) -> Decimal | None:
+    """A filter bound as a NUMERIC with the same meaning and a sane size.
+
+    Mart values have at most 9 decimals (money 2, ``avg_price`` 9), so a lower bound
+    rounds up and an upper bound down to 9 decimals without changing which rows match
+    (when they cross, nothing matches, as before); no total reaches 10^20, so larger
+    bounds are capped there (``1e999999`` would overflow NUMERIC).
+    """
+    if value is None:
+        return None
+    return min(value, NUMBER_CAP).quantize(
+        _NINE_DECIMALS, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=_WIDE
+    )
+
+
 def _params(filters: TrendFilters) -> dict[str, Any]:
     return {
         "pattern": like_prefix(filters.product_prefix),
         "sale_month": filters.sale_month,
-        "min_amount": filters.min_amount,
-        "max_quantity": filters.max_quantity,
-        "min_avg_price": filters.min_avg_price,
-        "max_avg_price": filters.max_avg_price,
+        "min_amount": bound(filters.min_amount, lower=True),
+        "max_quantity": None
+        if filters.max_quantity is None
+        else min(filters.max_quantity, INT64_MAX),
+        "min_avg_price": bound(filters.min_avg_price, lower=True),
+        "max_avg_price": bound(filters.max_avg_price, lower=False),
     }
 
 
@@ -75,7 +97,10 @@ class PgTrends:
     def summary(self, filters: TrendFilters) -> list[dict[str, Any]]:
         """Rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months)."""
         rows = self._pool.run(
-            self._summary_sql, **_params(filters), limit=filters.limit, offset=filters.offset
+            self._summary_sql,
+            **_params(filters),
+            limit=filters.limit,
+            offset=min(filters.offset, INT64_MAX),
         )
         result = []
         for row in rows:

@@ -20,7 +20,7 @@ from common.auth import Principal, TokenService
 from common.config import Settings
 from common.db import PgPool
 from common.trends import TrendFilters
-from common.trends_pg import PgTrends, like_prefix
+from common.trends_pg import PgTrends, bound, like_prefix
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import Caller, caller, load_function
 
@@ -141,6 +141,31 @@ def test_paging(call: Caller, token: str) -> None:
     assert get(call, token, limit="5", offset="5") == everything[5:10]
     assert get(call, token, offset="12") == []
     assert get(call, token, offset="9" * 30) == []
+
+
+def test_bounds_fit_numeric_without_changing_meaning() -> None:
+    assert bound(Decimal("0.0000000001"), lower=True) == Decimal("0.000000001")
+    assert bound(Decimal("1.0000000001"), lower=True) == Decimal("1.000000001")
+    assert bound(Decimal("2.0000000009"), lower=False) == Decimal("2.000000000")
+    assert bound(Decimal("1e999999"), lower=True) == Decimal(10) ** 20
+    assert bound(Decimal("1e-999999"), lower=True) == Decimal("0.000000001")
+    assert bound(None, lower=False) is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        # Bounds with no 9-decimal value between them (found by schemathesis: once a 500).
+        {"min_avg_price": "5e-324", "max_avg_price": "2.2939414389682573e-32"},
+        {"min_amount": "2.348848682100165e+283", "max_quantity": "191921824579567"},
+        {"min_amount": "1e999999"},
+        {"max_avg_price": "1e999999", "min_avg_price": "1e-999999", "offset": "9" * 40},
+        {"max_quantity": "9" * 40},
+    ],
+)
+def test_extreme_numbers_are_answered(call: Caller, token: str, params: dict[str, str]) -> None:
+    response = call(PATH, headers=auth(token), query_string=params)
+    assert response.status_code == 200
 
 
 def test_like_wildcards_never_act_as_wildcards(fn_settings: Settings) -> None:
