@@ -17,11 +17,15 @@ ARG AIRFLOW_VERSION=3.3.2
 FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY requirements/serve.txt requirements/cli.txt ./requirements/
+# Dependencies come from the hash-pinned lock files (make lock): reproducible, tamper-evident.
+RUN pip wheel --require-hashes --wheel-dir /wheels/serve -r requirements/serve.txt \
+ && pip wheel --require-hashes --wheel-dir /wheels/cli -r requirements/cli.txt
 COPY pyproject.toml README.md ./
 COPY common ./common
 COPY pipeline ./pipeline
-RUN pip wheel --wheel-dir /wheels/serve . \
- && pip wheel --wheel-dir /wheels/cli ".[cli]"
+RUN pip wheel --no-deps --wheel-dir /wheels/serve . \
+ && pip wheel --no-deps --wheel-dir /wheels/cli .
 
 # ---- shared runtime: non-root user, function sources, default pipeline configuration
 FROM python:${PYTHON_VERSION}-slim AS runtime

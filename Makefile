@@ -12,7 +12,7 @@ AIRFLOW_PORT ?= 8090
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck unit bench wrk install envs browser clean help airflow
+.PHONY: up test lint typecheck unit bench wrk install envs browser clean help airflow lock
 help:
 	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and run the whole test suite"
@@ -23,21 +23,26 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-# The serving + CLI + test environment.
+# Every environment installs from a lock file with hashes (requirements/*.txt), compiled by
+# `make lock` from pyproject.toml and requirements/*.in: reproducible, tamper-evident installs.
+LOCK := $(UV) pip compile -q --universal --python-version 3.11 --generate-hashes
+
+# The serving + CLI + test environment; the project itself goes in editable, without deps.
 $(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
-	$(UV) pip install -q --python $(BIN)/python -r requirements/dev.txt -e '.[cli,dev]'
+	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements/dev.txt
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
 # dbt in its own environment: dbt-bigquery pulls ~650 MB that serving never needs.
 $(DBT_VENV)/.installed: requirements/dbt.txt | $(UV)
 	$(UV) venv -q --python $(PYTHON) $(DBT_VENV)
-	$(UV) pip install -q --compile-bytecode --python $(DBT_VENV)/bin/python -r requirements/dbt.txt
+	$(UV) pip install -q --compile-bytecode --python $(DBT_VENV)/bin/python --require-hashes -r requirements/dbt.txt
 	touch $@
 
 # The local BigQuery stand-in (DuckDB-backed), also on its own.
 $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
 	$(UV) venv -q --python $(PYTHON) $(BQEMU_VENV)
-	$(UV) pip install -q --python $(BQEMU_VENV)/bin/python -r requirements/bqemu.txt
+	$(UV) pip install -q --python $(BQEMU_VENV)/bin/python --require-hashes -r requirements/bqemu.txt
 	$(BQEMU_VENV)/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
 	touch $@
 
@@ -46,8 +51,17 @@ $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
 # process imports Airflow, which takes seconds more from source.
 $(AIRFLOW_VENV)/.installed: requirements/airflow.txt | $(UV)
 	$(UV) venv -q --python $(PYTHON) $(AIRFLOW_VENV)
-	$(UV) pip install -q --compile-bytecode --python $(AIRFLOW_VENV)/bin/python -r requirements/airflow.txt
+	$(UV) pip install -q --compile-bytecode --python $(AIRFLOW_VENV)/bin/python --require-hashes -r requirements/airflow.txt
 	touch $@
+
+# Re-pin every environment (after changing pyproject.toml or a requirements/*.in file).
+lock: | $(UV)
+	$(LOCK) pyproject.toml -o requirements/serve.txt
+	$(LOCK) pyproject.toml --extra cli -o requirements/cli.txt
+	$(LOCK) pyproject.toml --extra cli --extra dev -o requirements/dev.txt
+	$(LOCK) requirements/dbt.in -o requirements/dbt.txt
+	$(LOCK) requirements/bqemu.in -o requirements/bqemu.txt
+	$(LOCK) requirements/airflow.in -o requirements/airflow.txt
 
 install envs: $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed $(AIRFLOW_VENV)/.installed
 

@@ -132,7 +132,12 @@ def test_default_target_is_a_slim_non_root_serving_image() -> None:
     assert "/wheels/serve" in installs[0] and "[" not in installs[0].split("pip install")[1]
     assert "--no-index" in installs[0]
     build = BY_NAME["build"]
-    assert any("pip wheel --wheel-dir /wheels/serve ." in r for r in build.runs)
+    # the serving wheels: the hash-pinned lock of [project].dependencies, then the project
+    assert any(
+        "--require-hashes --wheel-dir /wheels/serve -r requirements/serve.txt" in r
+        for r in build.runs
+    )
+    assert any("pip wheel --no-deps --wheel-dir /wheels/serve ." in r for r in build.runs)
     assert not any(re.search(r"dbt|airflow", r) for stage in _from_chain(serve) for r in stage.runs)
 
 
