@@ -21,7 +21,10 @@ def create(settings: Settings) -> FunctionApp:
     require_database(settings)
     pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
     app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    app.route("/token", POST=token_handler(LoginService(pool, settings), TokenService(settings)))
+    grant = token_handler(LoginService(pool, settings), TokenService(settings))
+    app.route("/token", POST=grant)
+    # Each function has its own URL (a Knative Service): its root answers the same.
+    app.route("/", POST=grant)
     return app
 
 

@@ -28,7 +28,10 @@ def create(settings: Settings) -> FunctionApp:
         return query_summary(filters, user=user, function=NAME, settings=settings.bigquery)
 
     app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    app.route("/sales/trends", GET=trends_handler(NAME, TokenService(settings), query))
+    handler = trends_handler(NAME, TokenService(settings), query)
+    app.route("/sales/trends", GET=handler)
+    # Each function has its own URL (a Knative Service): its root answers the same.
+    app.route("/", GET=handler)
     return app
 
 

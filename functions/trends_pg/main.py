@@ -23,12 +23,12 @@ def create(settings: Settings) -> FunctionApp:
     pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
     trends = PgTrends(pool, settings.mart_schema)
     app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    app.route(
-        "/sales/pg-trends",
-        GET=trends_handler(
-            NAME, TokenService(settings), lambda filters, _user: trends.summary(filters)
-        ),
+    handler = trends_handler(
+        NAME, TokenService(settings), lambda filters, _user: trends.summary(filters)
     )
+    app.route("/sales/pg-trends", GET=handler)
+    # Each function has its own URL (a Knative Service): its root answers the same.
+    app.route("/", GET=handler)
     return app
 
 

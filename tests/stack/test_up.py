@@ -170,6 +170,23 @@ def test_both_trend_apis_answer_the_sample(stack: Stack, function: str, path: st
     assert response.json() == EXPECTED_2023_10
 
 
+def test_each_function_url_answers_at_its_root(stack: Stack) -> None:
+    endpoints = stack.endpoints()
+    login = requests.post(
+        endpoints["token"], data={"username": "admin", "password": ADMIN_PASSWORD}, timeout=10
+    )
+    assert login.status_code == 200, login.text
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    for function in ("trends_pg", "trends_bq"):
+        response = requests.get(
+            endpoints[function], params={"sale_month": "2023-10-01"}, headers=bearer, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == EXPECTED_2023_10
+    page = requests.get(endpoints["dashboard"], allow_redirects=False, timeout=10)
+    assert page.status_code == 303 and page.headers["Location"].endswith("/login")
+
+
 def test_other_commands_use_the_running_stack(stack: Stack) -> None:
     env = _env()
     listing = subprocess.run(
