@@ -7,9 +7,9 @@ The daily refresh of the sales marts on both warehouses, at 00:00 UTC:
    `gs://bucket/prefix` in production; `SALESMART_LANDING` / `data_lake.landing`) into
    PostgreSQL and BigQuery. Files already loaded (same SHA-256) are skipped, so a run with
    nothing new loads nothing and still succeeds.
-2. **dbt_postgres**, **dbt_bigquery**: `dbt build`, one task per dbt model (and one per
-   test that spans models), in lineage order. A failing dbt test fails its task, stops the
-   models downstream of it, and fails the run.
+2. **dbt_postgres**, **dbt_bigquery**: one task per dbt model, in lineage order, each a
+   `dbt build --select MODEL` (its unit tests, the model, its data tests). A failing dbt
+   test fails its task, leaves the models downstream of it unbuilt, and fails the run.
 3. **check_marts**: the marts must match the raw area after the build (row counts, total
    amounts, the newest load's rows present); stale marts fail the run.
 

@@ -1,4 +1,4 @@
-"""Airflow plumbing for the DAG tests: a migrated Airflow home per module, ``airflow``
+"""Airflow plumbing for the DAG tests: a migrated Airflow home per test process, ``airflow``
 commands from .venv-airflow, and an isolated target for whole DAG runs (a fresh database on
 the test PostgreSQL, a BigQuery stand-in, a landing folder)."""
 
@@ -75,9 +75,10 @@ def tail(text: str, lines: int = 80) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def airflow_home() -> Iterator[Path]:
-    """A migrated Airflow home (SQLite) for one test module."""
+    """A migrated Airflow home (SQLite) per test process: the modules of one xdist worker
+    run one after the other, so they share it (one migration, one dbt listing)."""
     home = Path(tempfile.mkdtemp(prefix="salesmart-airflow-"))
     done = run_airflow(["db", "migrate"], airflow_env(home), timeout=300)
     assert done.returncode == 0, tail(done.stdout + done.stderr)

@@ -1,33 +1,14 @@
-"""The Airflow DAG ``transform_sales_mart``, loaded and run by real Airflow 3 (.venv-airflow).
-
-The DAG folder is loaded by Airflow's own DagBag; the runs use ``airflow dags test`` (the
-whole DAG, no scheduler) against the test PostgreSQL and a real BigQuery stand-in, with
-real dbt: the same commands a deployment runs. One scenario, two runs in a row.
-"""
+"""The whole DAG run twice by real Airflow 3 (``airflow dags test`` in .venv-airflow: no
+scheduler) against the test PostgreSQL and a real BigQuery stand-in, with real dbt: the same
+commands a deployment runs. New files land, then nothing new does."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.airflow.conftest import (
-    AIRFLOW_PYTHON,
-    AIRFLOW_TIMEOUT,
-    DAG_ID,
-    DAGS,
-    NEEDS_AIRFLOW,
-    Stack,
-    airflow_env,
-    ended_ok,
-    tail,
-)
-from tests.conftest import REPO_ROOT
+from tests.airflow.conftest import NEEDS_AIRFLOW, Stack, ended_ok, tail
 
 pytestmark = [pytest.mark.slow, NEEDS_AIRFLOW]
 
@@ -49,82 +30,7 @@ TOTAL = (
 )
 
 
-# -- 1. the DAG as Airflow loads it --------------------------------------------------------
-@pytest.fixture(scope="module")
-def dag_info(airflow_home: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_info.py")), str(DAGS), DAG_ID],
-        env=airflow_env(airflow_home),
-        cwd=airflow_home,
-        capture_output=True,
-        text=True,
-        timeout=AIRFLOW_TIMEOUT,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("DAG-INFO ")]
-    assert done.returncode == 0 and lines, tail(done.stdout + done.stderr)
-    info: dict[str, Any] = json.loads(lines[-1].removeprefix("DAG-INFO "))
-    return info
-
-
-def test_dag_folder_imports_without_errors(dag_info: dict[str, Any]) -> None:
-    assert dag_info["import_errors"] == {}
-    assert dag_info["dag_ids"] == [DAG_ID]
-
-
-def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:
-    config = yaml.safe_load((REPO_ROOT / "data" / "pipeline_config.yaml").read_text())
-    dag = dag_info["dag"]
-    assert dag["schedule"] == config["orchestration"]["schedule"] == "0 0 * * *"
-    assert dag["timetable"] == "CronTriggerTimetable"
-    assert dag["cron"] == "0 0 * * *"
-    assert dag["timezone"] == dag["cron_timezone"] == "UTC"
-    assert dag["start_date"].startswith("2023-10-01T00:00:00")
-    assert dag["catchup"] is False
-    assert dag["max_active_runs"] == 1
-    assert "salesmart" in dag["tags"]
-    assert "check_marts" in dag["doc_md"]
-    for task_id, task in dag_info["tasks"].items():
-        assert task["retries"] == 3, task_id
-        assert task["retry_delay_seconds"] >= 60, task_id
-
-
-def upstream_closure(tasks: dict[str, Any], task_id: str) -> set[str]:
-    seen: set[str] = set()
-    todo = list(tasks[task_id]["upstream"])
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(tasks[current]["upstream"])
-    return seen
-
-
-def test_task_order(dag_info: dict[str, Any]) -> None:
-    tasks = dag_info["tasks"]
-    order = list(tasks)  # topological
-    dbt_tasks = [t for t in tasks if t.startswith(("dbt_postgres.", "dbt_bigquery."))]
-    assert order[0] == "ingest_landing" and tasks["ingest_landing"]["upstream"] == []
-    assert order[-1] == "check_marts"
-    # Every dbt task runs after the ingest, and the check after every dbt task.
-    for task_id in dbt_tasks:
-        assert "ingest_landing" in upstream_closure(tasks, task_id), task_id
-    assert set(dbt_tasks) <= upstream_closure(tasks, "check_marts")
-    # One task per model, in lineage order; each warehouse gets its own sales mart.
-    for group, sales in (("dbt_postgres", "pg_sales"), ("dbt_bigquery", "fact_sales")):
-        stg = f"{group}.stg_transactions_model_build"
-        for mart in (f"{group}.{sales}_model_build", f"{group}.summary_sales_model_build"):
-            assert mart in tasks, sorted(tasks)
-            assert stg in upstream_closure(tasks, mart)
-    assert not any("fact_sales" in t for t in tasks if t.startswith("dbt_postgres."))
-    assert not any("pg_sales" in t for t in tasks if t.startswith("dbt_bigquery."))
-    # dbt runs from its own environment, through salesmart-dbt, as a subprocess.
-    for task_id in dbt_tasks:
-        assert tasks[task_id]["dbt_executable"].endswith("/salesmart-dbt"), task_id
-        assert tasks[task_id]["invocation_mode"].endswith("SUBPROCESS"), task_id
-
-
-# -- 2. whole runs: new files, then nothing new ---------------------------------------------
+# -- new files, then nothing new ---------------------------------------------
 @pytest.fixture(scope="module")
 def first_run(stack: Stack) -> str:
     """Two new files (one in a sub-folder) and an unfinished upload in the landing folder."""

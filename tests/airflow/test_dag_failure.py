@@ -42,6 +42,8 @@ def test_a_failing_dbt_test_fails_the_run(stack: Stack, failing_run: str) -> Non
     assert not ended_ok(failing_run), tail(failing_run)
     assert "DagRun failed" in failing_run, tail(failing_run)
     assert "matches_pattern" in failing_run, tail(failing_run)
+    # The failing task was retried (the scenario's config: one retry), and failed again.
+    assert failing_run.count("starting task_id=dbt_postgres.stg_transactions_model_build") == 2
     # The ingest ran (the new file is loaded) ...
     assert "new.csv -> postgres: read 1, loaded 1, rejected 0" in failing_run
     assert stack.pg("SELECT count(*) FROM raw.loads") == [[2]]

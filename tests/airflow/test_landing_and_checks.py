@@ -7,8 +7,10 @@ import base64
 import dataclasses
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,14 @@ FILE_A = HEADER + "A1,Halal Dates,12.50,2,2023-10-01\nA2,Halal Honey,30.00,1,202
 FILE_B = HEADER + "B1,Halal Laptop,999.99,2,2023-10-01\nB2,Halal Tea,11.00,1,x\n"
 
 
-def cli(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, tmp_path: Path, *args: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "SALESMART_DATABASE_URL": settings.database_url,
         "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        **extra_env,
     }
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
@@ -196,6 +201,52 @@ def test_gcs_landing_through_ingest_landing(settings: Settings, tmp_path: Path) 
     results = ingest_landing(settings, ["postgres"], client=client)
     assert [(r.read, r.loaded) for r in results] == [(2, 2)]
     assert (tmp_path / "state" / "landing" / "gs" / "bucket" / "drop" / "a.csv").is_file()
+
+
+@pytest.fixture
+def gcs_emulator() -> Iterator[str]:
+    """A GCS stand-in (gcp-storage-emulator, in memory) with an empty bucket ``landing``."""
+    from gcp_storage_emulator.server import create_server  # type: ignore[import-untyped]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="landing")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def test_a_gcs_prefix_through_the_command_and_the_real_client(
+    settings: Settings, tmp_path: Path, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)  # honoured by the GCS client
+    from google.cloud.storage import Client
+
+    bucket = Client(project="test").bucket("landing")
+    bucket.blob("drop/2023/a.csv").upload_from_string(FILE_A)
+    bucket.blob("drop/b.csv").upload_from_string(FILE_B)
+    bucket.blob("drop/_SUCCESS").upload_from_string("")
+    bucket.blob("elsewhere/c.csv").upload_from_string(FILE_A)
+    args = ("ingest-landing", "--landing", "gs://landing/drop", "--target", "postgres")
+
+    done = cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
+    assert done.returncode == 0, done.stderr
+    assert "landing gs://landing/drop: 2 file(s)" in done.stdout
+    assert "drop/2023/a.csv -> postgres: read 2, loaded 2, rejected 0" in done.stdout
+    assert "drop/b.csv -> postgres: read 2, loaded 1, rejected 1" in done.stdout
+    cached = tmp_path / "state" / "landing" / "gs" / "landing" / "drop" / "b.csv"
+    assert cached.read_text() == FILE_B
+
+    # Again: nothing new; an object replaced in place is new content, and is loaded.
+    bucket.blob("drop/b.csv").upload_from_string(FILE_B.replace("B1,", "B9,"))
+    done = cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
+    assert done.returncode == 0, done.stderr
+    assert "drop/2023/a.csv -> postgres: already loaded" in done.stdout
+    assert "drop/b.csv -> postgres: read 2, loaded 1, rejected 1" in done.stdout
+    assert count(settings, "SELECT count(*) FROM raw.transactions") == 4
 
 
 @pytest.mark.parametrize("uri", ["gs://", "gs:///x", "gs:/bucket"])
