@@ -29,7 +29,7 @@ LOCK := $(UV) pip compile -q --universal --python-version 3.11 --generate-hashes
 
 # The serving + CLI + test environment; the project itself goes in editable, without deps.
 $(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
-	$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements/dev.txt
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --require-hashes -r requirements/dev.txt
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -42,7 +42,7 @@ $(DBT_VENV)/.installed: requirements/dbt.txt | $(UV)
 # The local BigQuery stand-in (DuckDB-backed), also on its own.
 $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
 	$(UV) venv -q --python $(PYTHON) $(BQEMU_VENV)
-	$(UV) pip install -q --python $(BQEMU_VENV)/bin/python --require-hashes -r requirements/bqemu.txt
+	$(UV) pip install -q --compile-bytecode --python $(BQEMU_VENV)/bin/python --require-hashes -r requirements/bqemu.txt
 	$(BQEMU_VENV)/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
 	touch $@
 
