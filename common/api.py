@@ -105,7 +105,7 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
         response = json_response(
             {
                 "access_token": issued.access_token,
-                "token_type": "bearer",
+                "token_type": "bearer",  # nosec B105 - the OAuth2 token type, not a password
                 "expires_in": issued.expires_in,
             }
         )

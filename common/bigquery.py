@@ -162,7 +162,7 @@ def reset_clients() -> None:
         for client in _clients.values():
             try:
                 client.close()  # type: ignore[no-untyped-call]
-            except Exception:  # noqa: S112 - closing is best effort
+            except Exception:  # noqa: S112 - closing is best effort  # nosec B112
                 continue
         _clients.clear()
 
@@ -636,7 +636,7 @@ def summary_query(
     params["limit"] = filters.limit
     params["offset"] = min(filters.offset, INT64_MAX)
     sql = (
-        f"SELECT {', '.join(SUMMARY_COLUMNS)}\n"
+        f"SELECT {', '.join(SUMMARY_COLUMNS)}\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
         f"FROM {table_ref(bq.mart_dataset, SUMMARY_TABLE, bq)}\n"
         f"WHERE {' AND '.join(where)}\n"
         f"ORDER BY {ORDER_BY}\n"

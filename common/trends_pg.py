@@ -84,12 +84,12 @@ class PgTrends:
             "CAST(sale_month AS text)" if name == "sale_month" else name for name in SUMMARY_COLUMNS
         )
         self._summary_sql = (
-            f"SELECT {columns}\nFROM {table}{_WHERE}"
+            f"SELECT {columns}\nFROM {table}{_WHERE}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"ORDER BY {ORDER_BY}\n"
             "LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint)"
         )
         self._monthly_sql = (
-            f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount\n"
+            f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"FROM {table}{_WHERE}"
             "GROUP BY sale_month\nORDER BY sale_month"
         )

@@ -202,7 +202,7 @@ def _failure_reason(path: Path) -> str:
 
 def _ready(endpoint: str, timeout: float) -> bool:
     try:
-        with urllib.request.urlopen(f"{endpoint}/readyz", timeout=timeout) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(f"{endpoint}/readyz", timeout=timeout) as response:  # noqa: S310 - loopback http  # nosec B310
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False

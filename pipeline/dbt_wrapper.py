@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (TransformError, ConfigError) as exc:
             print(f"salesmart-dbt: {exc}", file=sys.stderr)
             return 1
-    os.execve(exe, [str(exe), *args], env)  # noqa: S606 - dbt replaces this process
+    os.execve(exe, [str(exe), *args], env)  # noqa: S606 - dbt replaces this process  # nosec B606
     return 1  # not reached
 
 

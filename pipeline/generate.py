@@ -87,7 +87,7 @@ def generate(
         raise ValueError("rows must be >= 0")
     if not 0 <= invalid_share <= 1:
         raise ValueError("invalid_share must be between 0 and 1")
-    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
     days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
     # A few products sell far more often than others, as in a real shop.
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]

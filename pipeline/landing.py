@@ -131,7 +131,7 @@ def _bigquery_loaded(digest: str, settings: Settings) -> bool:
 
     s = settings.bigquery
     rows = bq.run_query(
-        f"SELECT 1 AS hit FROM {bq.table_ref(s.warehouse_dataset, LOADS_TABLE, s)}"
+        f"SELECT 1 AS hit FROM {bq.table_ref(s.warehouse_dataset, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
         " WHERE file_sha256 = @sha256 LIMIT 1",
         {"sha256": digest},
         function="ingest",

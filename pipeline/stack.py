@@ -38,7 +38,7 @@ FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
 ADMIN_USER = "admin"
-ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password
+ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
 
 
 class StackError(RuntimeError):
@@ -158,7 +158,7 @@ class FunctionProcesses:
                         f" see {self.log_dir / (name + '.log')}"
                     )
                 try:
-                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=2) as response:  # noqa: S310 - loopback
+                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=2) as response:  # noqa: S310 - loopback  # nosec B310
                         if response.status == 200:
                             del pending[name]
                 except (urllib.error.URLError, OSError):

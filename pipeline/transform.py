@@ -38,7 +38,7 @@ EXECUTABLE_ENV = "SALESMART_DBT"
 DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
 #: The placeholder token dbt-bigquery sends to the local stand-in (which ignores it).
-EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret
+EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret  # nosec B105
 _TAIL_LINES = 40
 _FAILED = ("error", "fail", "runtime error")
 # Inherited variables a dbt child never needs (it gets only what its profile reads).
@@ -170,7 +170,7 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
             env.update(
                 {
                     "SALESMART_DBT_BQ_METHOD": "oauth",
-                    "DBT_ENV_SECRET_BQ_TOKEN": "",
+                    "DBT_ENV_SECRET_BQ_TOKEN": "",  # nosec B105 - an empty placeholder, the stand-in needs no token
                     "SALESMART_BQ_ENDPOINT": "",
                 }
             )
