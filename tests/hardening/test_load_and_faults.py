@@ -294,7 +294,8 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
         ("trends_pg", "dashboard", "token"),
         lambda: stack.pg.stop(mode="fast"),
         stack.pg.start,
-        recovery_seconds=5.0,
+        # Alone: 200s within ~1 s of the restart; under the whole suite on 2 cores, ~11 s.
+        recovery_seconds=15.0,
     )
 
 
@@ -304,5 +305,5 @@ def test_bigquery_outage_under_load(stack: Stack) -> None:
         ("trends_bq",),
         stack.emulator.stop,
         stack.emulator.restart,
-        recovery_seconds=8.0,
+        recovery_seconds=12.0,
     )
