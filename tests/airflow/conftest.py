@@ -29,9 +29,13 @@ DAGS = REPO_ROOT / "dags"
 DAG_ID = "transform_sales_mart"
 PROJECT = "salesmart-airflow-test"
 AIRFLOW_TIMEOUT = 600
-NEEDS_AIRFLOW = pytest.mark.skipif(
-    not AIRFLOW.exists(), reason="no .venv-airflow: run 'make install'"
-)
+# A missing environment fails these tests (never skips them): `make test` installs it.
+NEEDS_AIRFLOW = pytest.mark.usefixtures("airflow_installed")
+
+
+@pytest.fixture(scope="session")
+def airflow_installed() -> None:
+    assert AIRFLOW.exists(), "no .venv-airflow: run 'make install'"
 
 
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
