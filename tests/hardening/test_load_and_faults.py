@@ -3,7 +3,7 @@ under load: only 503s during the outage, 200s again within seconds, the same pro
 
 Everything runs on a PostgreSQL server and a BigQuery stand-in of this module's own (so
 stopping them does not disturb parallel tests), loaded with the summary rows dbt built for
-this worker. Durations scale with ``SALESMART_LOAD_SECONDS`` (default 45 s).
+this worker. Durations scale with ``SALESMART_LOAD_SECONDS`` (default 30 s).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tests.hardening.load import Run, Shot, run_load, slope_per_minute
 
 PROJECT = "salesmart-hardening"
 THREADS = 8  # per function process: also each pool's connection bound
-LOAD_SECONDS = float(os.environ.get("SALESMART_LOAD_SECONDS", "45"))
+LOAD_SECONDS = float(os.environ.get("SALESMART_LOAD_SECONDS", "30"))
 CONCURRENCY = 64
 OUTAGE_SECONDS = 10.0
 
@@ -294,8 +294,9 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
         ("trends_pg", "dashboard", "token"),
         lambda: stack.pg.stop(mode="fast"),
         stack.pg.start,
-        # Alone: 200s within ~1 s of the restart; under the whole suite on 2 cores, ~11 s.
-        recovery_seconds=15.0,
+        # Alone: 200s within ~1 s of the restart; beside other tests on 2 cores we measured
+        # 11-21 s of failed connects (pg8000 InterfaceError) before the pools caught up.
+        recovery_seconds=30.0,
     )
 
 
