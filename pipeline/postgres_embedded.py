@@ -52,7 +52,14 @@ def free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    SO_REUSEADDR as PostgreSQL itself sets it: connections of the previous run linger in
+    TIME_WAIT after a restart under load, and without it the server would move to another
+    port, where clients configured with the old one could never reconnect.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -290,13 +290,6 @@ def _outage(
         assert served.process.poll() is None  # no restart
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: 503s stop within ~1 s of the restart on a quiet machine, but we measured"
-    " 11 s, 21 s and >36 s (no recovery while the load lasted) beside other tests on 2 cores:"
-    " every request that finds the pool empty opens a new connection (3 s connect timeout,"
-    " pg8000 InterfaceError), no backoff; needs a connect backoff/single probe in PgPool.",
-)
 def test_postgres_outage_under_load(stack: Stack) -> None:
     _outage(
         stack,
