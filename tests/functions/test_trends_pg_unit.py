@@ -389,10 +389,17 @@ def test_405_with_allow(call: Caller, token: str) -> None:
 
 
 def test_404_envelope(call: Caller, token: str) -> None:
-    for path in ("/", "/sales/trends", "/sales/pg-trends/x", "/../etc/passwd"):
+    for path in ("/index.html", "/sales/trends", "/sales/pg-trends/x", "/../etc/passwd"):
         response = call(path, headers=auth(token))
         assert response.status_code == 404
         assert response.get_json()["error"] == "not_found"
+
+
+def test_root_is_the_same_resource(call: Caller, token: str) -> None:
+    documented = call("/sales/pg-trends?sale_month=2023-10", headers=auth(token))
+    root = call("/?sale_month=2023-10", headers=auth(token))
+    assert root.status_code == documented.status_code == 200
+    assert root.get_json() == documented.get_json()
 
 
 def test_request_id_echoed_or_made(call: Caller) -> None:
