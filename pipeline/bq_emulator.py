@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.config import REPO_ROOT, BigQuerySettings, Settings
+from pipeline.netutil import port_is_free
 
 #: The placeholder project of the local setup (``data/pipeline_config.yaml``); any other
 #: project, or a credentials file, means real BigQuery is configured.
@@ -137,17 +137,6 @@ def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(5)
-
-
-def _port_is_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:port (closed connections in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _running_pid(state_dir: Path) -> int | None:
@@ -282,7 +271,7 @@ def start_emulator(
         raise EmulatorError(
             f"a BigQuery stand-in (pid {other}) is already using {state_dir}; stop it first"
         )
-    if port is not None and not _port_is_free(port):
+    if port is not None and not port_is_free(port):
         raise EmulatorError(f"cannot start the BigQuery stand-in: 127.0.0.1:{port} is in use")
     log_path = state_dir / LOG_NAME
     uploads = state_dir / "uploads"

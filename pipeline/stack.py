@@ -24,6 +24,7 @@ from types import FrameType
 from typing import Any
 
 from common.config import REPO_ROOT, Settings
+from pipeline.netutil import port_is_free
 from pipeline.runtime import (
     ENDPOINTS_FILE,
     UP_PID_FILE,
@@ -90,17 +91,6 @@ def functions_framework() -> str:
     return str(candidate) if candidate.exists() else "functions-framework"
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class FunctionProcesses:
     """One ``functions-framework`` process per function, each on its own loopback port."""
 
@@ -116,7 +106,7 @@ class FunctionProcesses:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
 
     def start(self) -> None:
-        busy = [str(p) for p in self.ports.values() if not _port_free(p)]
+        busy = [str(p) for p in self.ports.values() if not port_is_free(p)]
         if busy:
             raise StackError(
                 f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"

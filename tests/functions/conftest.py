@@ -27,7 +27,8 @@ import requests
 from common.config import Settings, build_settings, get_settings
 from common.pg import connect
 from pipeline.ingest import ingest_postgres
-from pipeline.postgres_embedded import EmbeddedPostgres, free_port, open_embedded
+from pipeline.netutil import free_port
+from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
 from pipeline.transform import run_dbt
 from pipeline.users import add_user
 from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_ENV, create_database

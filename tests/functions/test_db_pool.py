@@ -10,7 +10,7 @@ import pytest
 from common.db import PgPool
 from common.errors import WarehouseUnavailable
 from common.pg import connect
-from pipeline.postgres_embedded import free_port
+from pipeline.netutil import free_port
 
 
 def backend_pids(dsn: str, application: str) -> list[int]:

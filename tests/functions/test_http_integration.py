@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.postgres_embedded import free_port
+from pipeline.netutil import free_port
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import Account, Served, make_user
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from common.config import Settings
-from pipeline.postgres_embedded import free_port
+from pipeline.netutil import free_port
 from tests.conftest import SAMPLE_CSV, TEST_ENV
 from tests.functions.conftest import EXTRA_CSV, Served
 
