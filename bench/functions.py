@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from common.config import REPO_ROOT
-from pipeline.postgres_embedded import free_port
+from pipeline.netutil import free_port
 
 HELLO = "hello"
 FUNCTIONS = ("token", "trends_pg", "trends_bq", "dashboard")
