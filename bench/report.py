@@ -15,6 +15,8 @@ POSTGREST_RPS = 2000  # PostgREST's published throughput on a 2-vCPU instance
 ORIGINAL_RPS, ORIGINAL_P99_MS = 5, 11_000  # the original design measured on this machine
 COLD_TARGETS = {"token": 1.5, "trends_pg": 1.5, "dashboard": 1.5, "trends_bq": 2.0}
 FUNCTION_ORDER = ("token", "trends_pg", "trends_bq", "dashboard")
+# Hand-written analysis (profiles, causes, fixes) appended to RESULTS.md.
+NOTES = REPO_ROOT / "bench" / "NOTES.md"
 
 
 def _point(curve: Sequence[Mapping[str, Any]], connections: int) -> Mapping[str, Any] | None:
@@ -111,7 +113,29 @@ def markdown(results: Mapping[str, Any], json_path: Path) -> str:
     lines += _load_tables(results, settings)
     lines += _ingest_table(results)
     lines += _recommended(results)
+    if NOTES.is_file():
+        lines += ["", NOTES.read_text(encoding="utf-8").strip()]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.report [RESULTS.json]``: rewrite bench/RESULTS.md from a results file
+    (default: the newest in bench/results/)."""
+    import json
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    results_dir = REPO_ROOT / "bench" / "results"
+    path = Path(args[0]) if args else max(results_dir.glob("*.json"))
+    results = json.loads(path.read_text(encoding="utf-8"))
+    out = REPO_ROOT / "bench" / "RESULTS.md"
+    out.write_text(markdown(results, path.resolve()), encoding="utf-8")
+    print(f"{out} written from {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 def _load_note(results: Mapping[str, Any]) -> str:

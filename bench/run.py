@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -293,8 +294,13 @@ def login_latency(settings: Settings, runs: int = 5) -> dict[str, Any]:
 
 
 # -- main -----------------------------------------------------------------------------------
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: every server and instance started is stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     if args.quick:
         args.rows = min(args.rows, 20_000)
         args.bq_rows = min(args.bq_rows, 2_000)

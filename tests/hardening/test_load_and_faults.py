@@ -273,9 +273,12 @@ def _outage(
     # reused is a client-side race, tolerated at under 0.1 %; every status is checked.
     assert sum(run.errors.values()) <= len(run.records) / 1000, report
     assert {r.status for r in run.records if r.status} <= {200, 503}, report
-    # Before the outage: all 200. During it (after the first second): only 503.
+    # Before the outage (answered before the stop began): all 200; a request still in flight
+    # when the warehouse goes (slow under a loaded machine) may rightly get its 503.
+    # During the outage (after the first second): only 503.
     answered = [r for r in run.records if r.status]  # 0: a tolerated client-side race
-    assert all(r.status == 200 for r in answered if r.at < marks["stop_begin"] - 1), report
+    before_outage = [r for r in answered if r.at + r.seconds < marks["stop_begin"]]
+    assert before_outage and all(r.status == 200 for r in before_outage), report
     during = [
         r for r in answered if marks["stop"] + 1 < r.at and r.at + r.seconds < marks["start_begin"]
     ]
