@@ -9,7 +9,6 @@ import http.client
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from common.config import REPO_ROOT
+from common.server import command as serve_command
 from pipeline.netutil import free_port
 
 HELLO = "hello"
@@ -43,11 +43,6 @@ def source_of(name: str) -> Path:
     if name == HELLO:
         return REPO_ROOT / "bench" / "hello" / "main.py"
     return REPO_ROOT / "functions" / name / "main.py"
-
-
-def functions_framework() -> str:
-    candidate = Path(sys.executable).parent / "functions-framework"
-    return str(candidate) if candidate.exists() else "functions-framework"
 
 
 @dataclass
@@ -95,17 +90,7 @@ def start(name: str, env: Mapping[str, str], log_dir: Path) -> Instance:
     with log.open("wb") as handle:
         started = time.monotonic()
         process = subprocess.Popen(
-            [
-                functions_framework(),
-                "--source",
-                str(source_of(name)),
-                "--target",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            serve_command(name, source_of(name), "127.0.0.1", port),
             env={**env, **GUNICORN_ENV, "PYTHONUNBUFFERED": "1"},
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -1,10 +1,13 @@
 #!/bin/sh
-# The container's entrypoint: serve one function with functions-framework under gunicorn.
+# The container's entrypoint: serve one function with functions-framework under gunicorn, through
+# salesmart-serve (common/server.py): the same app and gunicorn options, plus read deadlines so
+# slow clients cannot pin the serving threads.
 #   FUNCTION_TARGET  token | trends_bq | trends_pg | dashboard (required)
 #   FUNCTION_SOURCE  defaults to functions/$FUNCTION_TARGET/main.py (relative to the working dir)
 #   PORT, HOST       where to listen (Knative sets PORT; default 8080 on 0.0.0.0)
 #   WORKERS, THREADS, CLOUD_RUN_TIMEOUT_SECONDS   gunicorn workers, threads per worker, timeout
-# Extra arguments are passed to functions-framework.
+#   SALESMART_HEADER_TIMEOUT_SECONDS (10), SALESMART_REQUEST_DEADLINE_SECONDS (60)   read deadlines
+# Extra arguments are passed to salesmart-serve.
 set -eu
 
 if [ -z "${FUNCTION_TARGET:-}" ]; then
@@ -18,4 +21,4 @@ if [ ! -f "$FUNCTION_SOURCE" ]; then
 fi
 export FUNCTION_TARGET FUNCTION_SOURCE
 
-exec functions-framework --source "$FUNCTION_SOURCE" --target "$FUNCTION_TARGET" "$@"
+exec salesmart-serve --source "$FUNCTION_SOURCE" --target "$FUNCTION_TARGET" "$@"

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from common.config import REPO_ROOT, Settings
+from common.server import command as serve_command
 from pipeline.netutil import port_is_free
 from pipeline.runtime import (
     ENDPOINTS_FILE,
@@ -86,13 +86,9 @@ def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
     return env
 
 
-def functions_framework() -> str:
-    candidate = Path(sys.executable).parent / "functions-framework"
-    return str(candidate) if candidate.exists() else "functions-framework"
-
-
 class FunctionProcesses:
-    """One ``functions-framework`` process per function, each on its own loopback port."""
+    """One ``salesmart-serve`` (functions-framework) process per function, each on its own
+    loopback port."""
 
     def __init__(
         self, functions: Sequence[str], port_base: int, env: dict[str, str], log_dir: Path
@@ -116,17 +112,7 @@ class FunctionProcesses:
             source = REPO_ROOT / "functions" / name / "main.py"
             with (self.log_dir / f"{name}.log").open("ab") as log:
                 self.processes[name] = subprocess.Popen(
-                    [
-                        functions_framework(),
-                        "--source",
-                        str(source),
-                        "--target",
-                        name,
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                    ],
+                    serve_command(name, source, "127.0.0.1", port),
                     env=self.env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -141,16 +141,14 @@ def test_default_target_is_a_slim_non_root_serving_image() -> None:
     assert not any(re.search(r"dbt|airflow", r) for stage in _from_chain(serve) for r in stage.runs)
 
 
-def test_entrypoint_is_the_functions_framework_script() -> None:
+def test_entrypoint_is_the_salesmart_serve_script() -> None:
     serve = STAGES[-1]
     assert serve.entrypoint == ["/app/deploy/entrypoint.sh"]
     script = Path(_on_host(serve.entrypoint[0]))
     assert script.is_file() and os.access(script, os.X_OK)
     text = script.read_text()
     assert text.startswith("#!/bin/sh\n")
-    assert 'exec functions-framework --source "$FUNCTION_SOURCE" --target "$FUNCTION_TARGET"' in (
-        text
-    )
+    assert 'exec salesmart-serve --source "$FUNCTION_SOURCE" --target "$FUNCTION_TARGET"' in text
     runtime_copies = [c for stage in _from_chain(serve) for c in stage.copies]
     assert ["deploy/entrypoint.sh", "deploy/entrypoint.sh"] in runtime_copies
     assert ["functions", "functions"] in runtime_copies

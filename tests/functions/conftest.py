@@ -26,6 +26,7 @@ import requests
 
 from common.config import Settings, build_settings, get_settings
 from common.pg import connect
+from common.server import command as serve_command
 from pipeline.ingest import ingest_postgres
 from pipeline.netutil import free_port
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
@@ -187,17 +188,7 @@ def start_function(name: str, env: dict[str, str], log_dir: Path) -> Served:
     log = log_dir / f"{name}-{port}.log"
     handle = log.open("wb")
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "functions-framework"),
-            "--source",
-            str(REPO_ROOT / "functions" / name / "main.py"),
-            "--target",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        serve_command(name, REPO_ROOT / "functions" / name / "main.py", "127.0.0.1", port),
         env={**os.environ, **TEST_ENV, **env},
         stdout=handle,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,184 @@
+"""``salesmart-serve``: serve one function as ``functions-framework`` does (same app, same
+gunicorn, same ``WORKERS``/``THREADS``/``CLOUD_RUN_TIMEOUT_SECONDS``), plus read deadlines.
+
+Why not the ``functions-framework`` command itself: its gunicorn ``gthread`` worker reads a
+started request with a blocking socket and no deadline, so ``THREADS`` clients dripping one
+header line a second pin every serving thread of the instance (gunicorn only bounds the wait
+for the *first* byte). Here each request must arrive whole within
+``SALESMART_HEADER_TIMEOUT_SECONDS`` (default 10) for its headers, and the rest of the
+exchange (body, handler, response) within ``SALESMART_REQUEST_DEADLINE_SECONDS`` (default 60);
+past either, the connection is shut down, which frees the thread at once. The function code is
+unchanged and ``functions-framework --source … --target …`` still serves it (without these
+deadlines), as the contract says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gunicorn.app.base
+from gunicorn.workers.gthread import ThreadWorker
+
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(
+            f"salesmart-serve: {name} must be a number of seconds, got {raw!r}"
+        ) from None
+    if value <= 0:
+        raise SystemExit(f"salesmart-serve: {name} must be positive, got {raw!r}")
+    return value
+
+
+class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's ``gthread`` worker with a deadline on every request's exchange.
+
+    One reaper thread per worker shuts down the socket of any connection past its deadline; a
+    thread blocked reading it then sees end-of-file and gunicorn closes the connection. Arming
+    and shutting down happen under one lock, so a connection handed back to the keep-alive
+    poller is never shut down by a stale deadline.
+    """
+
+    header_timeout = DEFAULT_HEADER_TIMEOUT_SECONDS
+    request_deadline = DEFAULT_REQUEST_DEADLINE_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadlines: dict[int, tuple[float, socket.socket]] = {}
+        self._deadlines_lock = threading.Lock()
+
+    def run(self) -> None:
+        threading.Thread(target=self._reap, name="salesmart-read-deadline", daemon=True).start()
+        super().run()
+
+    def _arm(self, conn: Any, seconds: float) -> None:
+        with self._deadlines_lock:
+            self._deadlines[id(conn)] = (time.monotonic() + seconds, conn.sock)
+
+    def _disarm(self, conn: Any) -> None:
+        with self._deadlines_lock:
+            self._deadlines.pop(id(conn), None)
+
+    def _reap(self) -> None:
+        while self.alive:
+            now = time.monotonic()
+            with self._deadlines_lock:
+                late = [key for key, (deadline, _) in self._deadlines.items() if deadline <= now]
+                for key in late:
+                    _, sock = self._deadlines.pop(key)
+                    with contextlib.suppress(OSError):  # already closed by the client
+                        sock.shutdown(socket.SHUT_RDWR)
+            if late:
+                self.log.info("closed %d connection(s) past their read deadline", len(late))
+            time.sleep(0.25)
+
+    def handle(self, conn: Any) -> Any:
+        # From the moment a thread takes the connection until its headers are parsed.
+        self._arm(conn, self.header_timeout)
+        try:
+            return super().handle(conn)
+        finally:
+            self._disarm(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        # Headers are in: the body, the handler and the response share the longer deadline.
+        self._arm(conn, self.request_deadline)
+        return super().handle_request(req, conn)
+
+
+class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+    """The options functions-framework 3.x gives gunicorn, with the deadline worker."""
+
+    def __init__(self, app: Any, host: str, port: int, env: Mapping[str, str]) -> None:
+        self.application = app
+        self.options: dict[str, Any] = {
+            "bind": f"{host}:{port}",
+            "workers": int(env.get("WORKERS", "1")),
+            "threads": int(env.get("THREADS", str((os.cpu_count() or 1) * 4))),
+            "timeout": int(env.get("CLOUD_RUN_TIMEOUT_SECONDS", "0")),
+            "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
+            "limit_request_line": 0,
+            "worker_class": f"{__name__}.DeadlineThreadWorker",
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.application
+
+
+def command(
+    target: str, source: Path | str, host: str = "127.0.0.1", port: int | str = 8080
+) -> list[str]:
+    """The argv that serves ``target`` from ``source`` (used by the stack, tests and bench)."""
+    script = Path(sys.executable).parent / "salesmart-serve"
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", __name__]
+    return [
+        *launcher,
+        "--source",
+        str(source),
+        "--target",
+        target,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="salesmart-serve", description="Serve one function (functions-framework + deadlines)."
+    )
+    parser.add_argument("--target", default=env.get("FUNCTION_TARGET"))
+    parser.add_argument("--source", default=env.get("FUNCTION_SOURCE"))
+    # In a container the function must listen on all interfaces (Knative routes to the pod).
+    all_interfaces = "0.0.0.0"  # noqa: S104  # nosec B104 - the container's listen address
+    parser.add_argument("--host", default=env.get("HOST", all_interfaces))
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = os.environ
+    args = _parser(env).parse_args(argv)
+    if not args.target:
+        print("salesmart-serve: set --target or FUNCTION_TARGET", file=sys.stderr)
+        return 2
+    source = args.source or f"functions/{args.target}/main.py"
+    if not Path(source).is_file():
+        print(f"salesmart-serve: no function source at {source}", file=sys.stderr)
+        return 2
+    DeadlineThreadWorker.header_timeout = _seconds(
+        env, "SALESMART_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS
+    )
+    DeadlineThreadWorker.request_deadline = _seconds(
+        env, "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
+    )
+    from functions_framework import create_app  # the framework's own loader and routing
+
+    app = create_app(args.target, source)  # type: ignore[no-untyped-call]
+    FunctionServer(app, args.host, args.port, env).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
