@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -12,7 +13,7 @@ from flask import Response
 from common.auth import LoginService, TokenService, authenticate_request
 from common.config import ConfigError, Settings
 from common.errors import BadRequest, UnsupportedGrantType
-from common.http import Call, Handler, cacheable_json, json_response
+from common.http import Call, Handler, cacheable_body, json_response
 from common.trends import TrendFilters
 
 CENT = Decimal("0.01")
@@ -20,6 +21,8 @@ MAX_FORM_BYTES = 16 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 SummaryQuery = Callable[[TrendFilters, str], list[dict[str, Any]]]
+# (row count, the JSON array of the rows): for a warehouse that can build the body itself.
+SummaryBodyQuery = Callable[[TrendFilters, str], tuple[int, bytes]]
 
 
 def require_database(settings: Settings) -> None:
@@ -27,10 +30,15 @@ def require_database(settings: Settings) -> None:
         raise ConfigError("SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db)")
 
 
+def cents(value: Any) -> Decimal:
+    """Rounded to cents, half away from zero (PostgreSQL's ``round(numeric, 2)``)."""
+    exact = value if isinstance(value, Decimal) else Decimal(str(value))
+    return exact.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
 def money(value: Any) -> float:
     """Rounded to cents, half away from zero, as a JSON number."""
-    exact = value if isinstance(value, Decimal) else Decimal(str(value))
-    return float(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+    return float(cents(value))
 
 
 def month_text(value: Any) -> str:
@@ -53,7 +61,33 @@ def present(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def trends_handler(function: str, tokens: TokenService, query: SummaryQuery) -> Handler:
+def summary_body(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """The contract's JSON array of summary rows, byte for byte as trends_pg's PostgreSQL
+    builds it (``common.trends_pg``): compact, keys in order, money with its two decimals
+    (``249.90``). Same bytes from both warehouses, so the same ``ETag``."""
+    objects = [
+        f'{{"product":{json.dumps(str(row["product"]), ensure_ascii=False)},'
+        f'"sale_month":"{month_text(row["sale_month"])}",'
+        f'"total_amount":{cents(row["total_amount"])},'
+        f'"total_quantity":{int(row["total_quantity"])},'
+        f'"avg_price":{cents(row["avg_price"])},'
+        f'"transaction_count":{int(row["transaction_count"])}}}'
+        for row in rows
+    ]
+    return f"[{','.join(objects)}]".encode()
+
+
+def presented(query: SummaryQuery) -> SummaryBodyQuery:
+    """A row query as a body query (``summary_body`` of its rows)."""
+
+    def body(filters: TrendFilters, user: str) -> tuple[int, bytes]:
+        rows = query(filters, user)
+        return len(rows), summary_body(rows)
+
+    return body
+
+
+def trends_handler(function: str, tokens: TokenService, query: SummaryBodyQuery) -> Handler:
     """``GET`` trends: bearer auth (401/403), parameters (422), rows (200/304), 503."""
 
     def handle(call: Call) -> Response:
@@ -62,9 +96,8 @@ def trends_handler(function: str, tokens: TokenService, query: SummaryQuery) -> 
         principal = authenticate_request(call.request, tokens, function)
         call.user = principal.username
         filters = parse_trend_params(call.request.args)
-        rows = [present(row) for row in query(filters, principal.username)]
-        call.rows = len(rows)
-        return cacheable_json(call, rows)
+        call.rows, body = query(filters, principal.username)
+        return cacheable_body(call, body)
 
     return handle
 

@@ -81,13 +81,12 @@ def error_json(call: Call, error: ApiError) -> Response:
     return response
 
 
-def cacheable_json(call: Call, payload: Any) -> Response:
-    """200 with a strong ``ETag`` over the body, or 304 when ``If-None-Match`` matches.
+def cacheable_body(call: Call, body: bytes) -> Response:
+    """200 with a strong ``ETag`` over the JSON ``body``, or 304 when ``If-None-Match`` matches.
 
     ``Cache-Control: private, no-cache``: only the caller's own cache may keep it, and it
     revalidates each time (cheap: a 304 has no body).
     """
-    body = json_body(payload)
     tag = hashlib.sha256(body).hexdigest()[:32]
     conditional = call.request.if_none_match
     if conditional and conditional.contains_weak(tag):

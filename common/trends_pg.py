@@ -39,6 +39,11 @@ def like_prefix(prefix: str) -> str:
     return re.sub(r"([!%_])", r"!\1", prefix) + "%"
 
 
+def _qualified(order_by: str, alias: str) -> str:
+    """``ORDER_BY`` with each column qualified by ``alias``."""
+    return ", ".join(f"{alias}.{term.strip()}" for term in order_by.split(","))
+
+
 def _table(schema: str) -> str:
     if not _SCHEMA_NAME.fullmatch(schema):
         raise ValueError(f"mart schema must be a plain identifier, found {schema!r}")
@@ -88,6 +93,19 @@ class PgTrends:
             f"ORDER BY {ORDER_BY}\n"
             "LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint)"
         )
+        # The API's body built by PostgreSQL, as PostgREST does: one text value to decode
+        # instead of six per row (pg8000 is pure Python), no Decimal rounding or JSON
+        # encoding here. Same keys, order, rounding (half away from zero) and month text as
+        # ``common.api.present`` (the page's sale_month is ISO text); numbers keep their exact
+        # decimals (``249.90``).
+        self._summary_json_sql = (
+            "SELECT count(*), coalesce('[' || string_agg(CAST(row_to_json(shaped) AS text), ','"
+            f" ORDER BY {_qualified(ORDER_BY, 'page')}) || ']', '[]')\n"
+            f"FROM ({self._summary_sql}) AS page,\n"
+            "LATERAL (SELECT page.product, substr(page.sale_month, 1, 7) || '-01' AS sale_month,"
+            " round(page.total_amount, 2) AS total_amount, page.total_quantity,"
+            " round(page.avg_price, 2) AS avg_price, page.transaction_count) AS shaped"
+        )
         self._monthly_sql = (
             f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"FROM {table}{_WHERE}"
@@ -108,6 +126,16 @@ class PgTrends:
             values["sale_month"] = date.fromisoformat(values["sale_month"])
             result.append(values)
         return result
+
+    def summary_json(self, filters: TrendFilters) -> tuple[int, bytes]:
+        """The rows of ``summary`` as the contract's JSON array, and how many there are."""
+        ((count, body),) = self._pool.run(
+            self._summary_json_sql,
+            **_params(filters),
+            limit=filters.limit,
+            offset=min(filters.offset, INT64_MAX),
+        )
+        return int(count), str(body).encode()
 
     def monthly_totals(self, filters: TrendFilters) -> list[tuple[date, Decimal]]:
         """``(sale_month, sum of total_amount)`` over every matching row (no paging)."""

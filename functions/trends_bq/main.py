@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Request, Response
 
-from common.api import trends_handler
+from common.api import presented, trends_handler
 from common.auth import TokenService
 from common.config import Settings, get_settings
 from common.http import FunctionApp
@@ -28,7 +28,7 @@ def create(settings: Settings) -> FunctionApp:
         return query_summary(filters, user=user, function=NAME, settings=settings.bigquery)
 
     app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    handler = trends_handler(NAME, TokenService(settings), query)
+    handler = trends_handler(NAME, TokenService(settings), presented(query))
     app.route("/sales/trends", GET=handler)
     # Each function has its own URL (a Knative Service): its root answers the same.
     app.route("/", GET=handler)

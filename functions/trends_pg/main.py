@@ -24,7 +24,7 @@ def create(settings: Settings) -> FunctionApp:
     trends = PgTrends(pool, settings.mart_schema)
     app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
     handler = trends_handler(
-        NAME, TokenService(settings), lambda filters, _user: trends.summary(filters)
+        NAME, TokenService(settings), lambda filters, _user: trends.summary_json(filters)
     )
     app.route("/sales/pg-trends", GET=handler)
     # Each function has its own URL (a Knative Service): its root answers the same.

@@ -479,3 +479,59 @@ def test_remembered_tokens_still_expire(
     assert call(PATH, headers=auth(short), query_string={"limit": "1"}).status_code == 200
     time.sleep(3.1)
     _assert_401(call(PATH, headers=auth(short), query_string={"limit": "1"}))
+
+
+def test_postgres_built_body_is_byte_for_byte_the_python_one(fn_settings: Settings) -> None:
+    """trends_pg's body is built by PostgreSQL (``summary_json``), trends_bq's by
+    ``common.api.summary_body`` from rows: the same bytes for awkward text and numbers,
+    compared on a mart of this test's own (a schema with its own ``summary_sales``)."""
+    from common.api import summary_body
+    from common.pg import connect
+
+    products = [
+        'Halal "quoted" \\ back/slash',
+        "Halal\ttab\nnew\rline\x01\x1f\x7f",
+        "Halal ünïcode 中文 \u2028 \U0001f600",
+        "Halal </script><b>",
+        "Halal",
+    ]
+    amounts = ["0", "0.005", "5", "1999.985", "12345678901234567.895", "0.004999999"]
+    conn = connect(fn_settings.database_url)
+    pool = PgPool(fn_settings.database_url, max_size=1)
+    try:
+        conn.run("DROP SCHEMA IF EXISTS body_check CASCADE")
+        conn.run("CREATE SCHEMA body_check")
+        conn.run("CREATE TABLE body_check.summary_sales (LIKE public.summary_sales)")
+        for i, product in enumerate(products):
+            for j, amount in enumerate(amounts):
+                conn.run(
+                    "INSERT INTO body_check.summary_sales (product, sale_month, total_amount,"
+                    " total_quantity, avg_price, transaction_count) VALUES (:p, :m, :a, :q,"
+                    " :avg, :n)",
+                    p=product,
+                    m=f"2023-{j + 1:02d}-01",
+                    a=Decimal(amount),
+                    q=i + j + 1,
+                    avg=Decimal(amount) / 3,
+                    n=j + 1,
+                )
+        trends = PgTrends(pool, "body_check")
+        for filters in (
+            TrendFilters(),
+            TrendFilters(limit=7, offset=3),
+            TrendFilters(product_prefix="Halal </", min_amount=Decimal("0.01")),
+            TrendFilters(product_prefix="nothing"),
+        ):
+            rows = trends.summary(filters)
+            count, body = trends.summary_json(filters)
+            assert count == len(rows)
+            assert body == summary_body(rows), filters
+            assert json.loads(body) == json.loads(summary_body(rows))
+        everything = json.loads(trends.summary_json(TrendFilters(limit=1000))[1])
+        assert len(everything) == len(products) * len(amounts)
+        assert {row["product"] for row in everything} == set(products)
+        assert "5.00" in trends.summary_json(TrendFilters(limit=1000))[1].decode()
+    finally:
+        pool.close()
+        conn.run("DROP SCHEMA IF EXISTS body_check CASCADE")
+        conn.close()
