@@ -35,13 +35,13 @@ $(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
 
 # dbt in its own environment: dbt-bigquery pulls ~650 MB that serving never needs.
 $(DBT_VENV)/.installed: requirements/dbt.txt | $(UV)
-	$(UV) venv -q --python $(PYTHON) $(DBT_VENV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(DBT_VENV)
 	$(UV) pip install -q --compile-bytecode --python $(DBT_VENV)/bin/python --require-hashes -r requirements/dbt.txt
 	touch $@
 
 # The local BigQuery stand-in (DuckDB-backed), also on its own.
 $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
-	$(UV) venv -q --python $(PYTHON) $(BQEMU_VENV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(BQEMU_VENV)
 	$(UV) pip install -q --compile-bytecode --python $(BQEMU_VENV)/bin/python --require-hashes -r requirements/bqemu.txt
 	$(BQEMU_VENV)/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
 	touch $@
@@ -50,7 +50,7 @@ $(BQEMU_VENV)/.installed: requirements/bqemu.txt | $(UV)
 # (Airflow's constraint files are unreachable offline). Byte-compiled at install: each task
 # process imports Airflow, which takes seconds more from source.
 $(AIRFLOW_VENV)/.installed: requirements/airflow.txt | $(UV)
-	$(UV) venv -q --python $(PYTHON) $(AIRFLOW_VENV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(AIRFLOW_VENV)
 	$(UV) pip install -q --compile-bytecode --python $(AIRFLOW_VENV)/bin/python --require-hashes -r requirements/airflow.txt
 	touch $@
 

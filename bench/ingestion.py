@@ -1,5 +1,8 @@
 """Ingestion rows/s (``pipeline.ingest.ingest_postgres``) beside a plain ``COPY`` of the same
-file (``psql \\copy`` into a table of five text columns: the database floor)."""
+file (``psql \\copy`` into a table of five text columns: the database floor), and beside a
+``COPY`` into a table of the raw area's shape (typed columns, ``transaction_id`` primary key)
+of the rows the loader kept (the shape refuses the file's bad rows): what loading into a
+deduplicating table costs the database before any validation."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from common.pg import close_quietly, connect
 from pipeline.ingest import ingest_postgres
 
 PLAIN_TABLE = "plain_copy"
+TYPED_TABLE = "typed_copy"
 Ingest = Callable[..., Any]
 # The loader's modules, as a baseline commit had them (``--baseline-ingest COMMIT``).
 BASELINE_MODULES = {
@@ -84,6 +88,18 @@ def plain_copy(stack: Stack, path: Path, database: str) -> float:
     )
 
 
+def typed_copy(stack: Stack, path: Path, database: str) -> float:
+    stack.psql(
+        database,
+        f"DROP TABLE IF EXISTS {TYPED_TABLE}",
+        f"CREATE TABLE {TYPED_TABLE} (transaction_id text PRIMARY KEY, product text NOT NULL,"
+        " price numeric NOT NULL, quantity integer NOT NULL, sale_date date NOT NULL)",
+    )
+    return stack.psql(
+        database, f"\\copy {TYPED_TABLE} FROM '{path}' WITH (FORMAT csv, HEADER true)"
+    )
+
+
 def ingest_once(
     stack: Stack, path: Path, database: str, ingest: Ingest = ingest_postgres
 ) -> tuple[float, dict[str, Any]]:
@@ -128,6 +144,22 @@ def measure(
         say(f"  ingest {run + 1}/{runs}: {seconds:.2f} s ({outcome['loaded']} loaded)")
         if database != serving_database:
             stack.psql("postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    # The raw shape refuses the file's bad rows, so its floor copies the rows the loader kept.
+    loaded_path = path.with_suffix(".loaded.csv")
+    stack.psql(
+        serving_database,
+        "\\copy (SELECT transaction_id, product, price, quantity, sale_date FROM raw.transactions)"
+        f" TO '{loaded_path}' WITH (FORMAT csv, HEADER true)",
+    )
+    loaded_rows = count_rows(loaded_path)
+    typed_seconds: list[float] = []
+    for run in range(runs):
+        typed_seconds.append(typed_copy(stack, loaded_path, "bench_copy"))
+        say(
+            f"  COPY of the loaded rows into the raw shape {run + 1}/{runs}:"
+            f" {typed_seconds[-1]:.2f} s"
+        )
+    loaded_path.unlink()
     before: dict[str, Any] | None = None
     if baseline:
         old_ingest, commit = baseline_ingest(baseline)
@@ -146,6 +178,7 @@ def measure(
     ingest_median = median(ingest_seconds)
     copy_rate = rows / copy_median
     ingest_rate = rows / ingest_median
+    typed_rate = loaded_rows / median(typed_seconds)
     return {
         "rows": rows,
         "file_bytes": path.stat().st_size,
@@ -155,6 +188,10 @@ def measure(
         "plain_copy_rows_per_second": round(copy_rate),
         "ingest_rows_per_second": round(ingest_rate),
         "ratio_to_copy": ratio(ingest_rate, copy_rate),
+        "typed_copy_rows": loaded_rows,
+        "typed_copy_seconds": [round(s, 3) for s in typed_seconds],
+        "typed_copy_rows_per_second": round(typed_rate),
+        "ratio_to_typed_copy": ratio(ingest_rate, typed_rate),
         "result": outcome,
         "baseline": before,
         "load_average_before": load_before,
