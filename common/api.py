@@ -13,7 +13,7 @@ from flask import Response
 from common.auth import LoginService, TokenService, authenticate_request
 from common.config import ConfigError, Settings
 from common.errors import BadRequest, UnsupportedGrantType
-from common.http import Call, Handler, cacheable_body, json_response
+from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import TrendFilters
 
 CENT = Decimal("0.01")
@@ -147,3 +147,28 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
         return response
 
     return handle
+
+
+def function_app(name: str, settings: Settings) -> FunctionApp:
+    """A JSON function: HSTS outside dev, its ``/openapi.json`` built on first request."""
+
+    def openapi() -> dict[str, Any]:
+        from common.openapi import document
+
+        return document(name)
+
+    return FunctionApp(name, secure_transport=not settings.is_dev, openapi=openapi)
+
+
+def route_with_root(app: FunctionApp, path: str, **handlers: Handler) -> None:
+    """Serve ``path``, and the same at ``/``: each function has its own URL (a Knative
+    Service), whose root answers as its one resource."""
+    app.route(path, **handlers)
+    app.route("/", **handlers)
+
+
+def trends_app(name: str, path: str, settings: Settings, query: SummaryBodyQuery) -> FunctionApp:
+    """A trends function (``GET path``) over one warehouse's ``query``."""
+    app = function_app(name, settings)
+    route_with_root(app, path, GET=trends_handler(name, TokenService(settings), query))
+    return app

@@ -34,7 +34,7 @@ from common.config import Settings
 from common.errors import ApiError, CsrfFailed, InvalidCredentials, InvalidToken
 from common.http import Call, error_json
 from common.masking import Masker
-from common.trends import SUMMARY_COLUMNS
+from common.trends import PARAMETERS, SUMMARY_COLUMNS
 from common.trends_pg import PgTrends
 
 if TYPE_CHECKING:
@@ -319,14 +319,4 @@ class Dashboard:
 
 
 def _form_values(args: Mapping[str, str]) -> dict[str, str]:
-    names = (
-        "product_prefix",
-        "sale_month",
-        "min_amount",
-        "max_quantity",
-        "min_avg_price",
-        "max_avg_price",
-        "limit",
-        "offset",
-    )
-    return {name: str(args.get(name, ""))[:64] for name in names}
+    return {name: str(args.get(name, ""))[:64] for name in PARAMETERS}

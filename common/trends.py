@@ -7,7 +7,7 @@ checks here only guard the invariants the SQL relies on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
 
@@ -77,3 +77,7 @@ class TrendFilters:
 def month_start(day: date) -> date:
     """The first day of ``day``'s month (``sale_month`` of a ``YYYY-MM-DD`` parameter)."""
     return day.replace(day=1)
+
+
+# The query parameters of both trends endpoints (and the dashboard's form), in order.
+PARAMETERS = tuple(field.name for field in fields(TrendFilters))

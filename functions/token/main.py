@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-from common.api import require_database, token_handler
+from common.api import function_app, require_database, route_with_root, token_handler
 from common.auth import LoginService, TokenService
 from common.config import Settings, get_settings
 from common.db import PgPool
@@ -20,18 +20,10 @@ def create(settings: Settings) -> FunctionApp:
     settings.require_secrets()
     require_database(settings)
     pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
-    app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
+    app = function_app(NAME, settings)
     grant = token_handler(LoginService(pool, settings), TokenService(settings))
-    app.route("/token", POST=grant)
-    # Each function has its own URL (a Knative Service): its root answers the same.
-    app.route("/", POST=grant)
+    route_with_root(app, "/token", POST=grant)
     return app
-
-
-def _openapi() -> dict[str, object]:
-    from common.openapi import document
-
-    return document(NAME)
 
 
 _app = create(get_settings())

@@ -10,8 +10,7 @@ from typing import Any
 
 from flask import Request, Response
 
-from common.api import presented, trends_handler
-from common.auth import TokenService
+from common.api import presented, trends_app
 from common.config import Settings, get_settings
 from common.http import FunctionApp
 from common.trends import TrendFilters
@@ -27,18 +26,7 @@ def create(settings: Settings) -> FunctionApp:
 
         return query_summary(filters, user=user, function=NAME, settings=settings.bigquery)
 
-    app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    handler = trends_handler(NAME, TokenService(settings), presented(query))
-    app.route("/sales/trends", GET=handler)
-    # Each function has its own URL (a Knative Service): its root answers the same.
-    app.route("/", GET=handler)
-    return app
-
-
-def _openapi() -> dict[str, object]:
-    from common.openapi import document
-
-    return document(NAME)
+    return trends_app(NAME, "/sales/trends", settings, presented(query))
 
 
 _app = create(get_settings())

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-from common.api import require_database, trends_handler
-from common.auth import TokenService
+from common.api import require_database, trends_app
 from common.config import Settings, get_settings
 from common.db import PgPool
 from common.http import FunctionApp
@@ -22,20 +21,9 @@ def create(settings: Settings) -> FunctionApp:
     require_database(settings)
     pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
     trends = PgTrends(pool, settings.mart_schema)
-    app = FunctionApp(NAME, secure_transport=not settings.is_dev, openapi=_openapi)
-    handler = trends_handler(
-        NAME, TokenService(settings), lambda filters, _user: trends.summary_json(filters)
+    return trends_app(
+        NAME, "/sales/pg-trends", settings, lambda filters, _user: trends.summary_json(filters)
     )
-    app.route("/sales/pg-trends", GET=handler)
-    # Each function has its own URL (a Knative Service): its root answers the same.
-    app.route("/", GET=handler)
-    return app
-
-
-def _openapi() -> dict[str, object]:
-    from common.openapi import document
-
-    return document(NAME)
 
 
 _app = create(get_settings())
