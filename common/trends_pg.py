@@ -99,7 +99,7 @@ class PgTrends:
         # ``common.api.present`` (the page's sale_month is ISO text); numbers keep their exact
         # decimals (``249.90``).
         self._summary_json_sql = (
-            "SELECT count(*), coalesce('[' || string_agg(CAST(row_to_json(shaped) AS text), ','"
+            "SELECT count(*), coalesce('[' || string_agg(CAST(row_to_json(shaped) AS text), ','"  # nosec B608 - composed of the statement above and constants; values are bound parameters
             f" ORDER BY {_qualified(ORDER_BY, 'page')}) || ']', '[]')\n"
             f"FROM ({self._summary_sql}) AS page,\n"
             "LATERAL (SELECT page.product, substr(page.sale_month, 1, 7) || '-01' AS sale_month,"
