@@ -183,12 +183,34 @@ def wait_healthy(
     raise RuntimeError(f"function at {url} not healthy after {timeout} s: {log.read_text()}")
 
 
-def start_function(name: str, env: dict[str, str], log_dir: Path) -> Served:
+def framework_command(name: str, port: int) -> list[str]:
+    """The contract's own way to serve a function: the ``functions-framework`` command."""
+    return [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--source",
+        str(REPO_ROOT / "functions" / name / "main.py"),
+        "--target",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def start_function(
+    name: str, env: dict[str, str], log_dir: Path, *, framework_cli: bool = False
+) -> Served:
+    """Start ``name`` as the stack and the image do (``salesmart-serve``), or with the bare
+    ``functions-framework`` command (``framework_cli``)."""
     port = free_port()
     log = log_dir / f"{name}-{port}.log"
     handle = log.open("wb")
+    source = REPO_ROOT / "functions" / name / "main.py"
     process = subprocess.Popen(
-        serve_command(name, REPO_ROOT / "functions" / name / "main.py", "127.0.0.1", port),
+        framework_command(name, port)
+        if framework_cli
+        else serve_command(name, source, "127.0.0.1", port),
         env={**os.environ, **TEST_ENV, **env},
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -216,12 +238,13 @@ def stop_function(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Served]]:
-    """``serve(name, **env)`` starts a function process; all are stopped after the module."""
+    """``serve(name, framework_cli=False, **env)`` starts a function process; all are
+    stopped after the module."""
     started: list[Served] = []
     log_dir = tmp_path_factory.mktemp("functions")
 
-    def start(name: str, **env: str) -> Served:
-        served = start_function(name, env, log_dir)
+    def start(name: str, framework_cli: bool = False, **env: str) -> Served:
+        served = start_function(name, env, log_dir, framework_cli=framework_cli)
         started.append(served)
         return served
 

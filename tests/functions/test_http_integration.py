@@ -1,4 +1,6 @@
-"""Integration tier: real ``functions-framework`` processes on loopback, spoken to over HTTP."""
+"""Integration tier: real function processes on loopback, spoken to over HTTP — as the stack
+and the image serve them (``salesmart-serve``: functions-framework's app under gunicorn with
+read deadlines) and, once each, with the bare ``functions-framework`` command."""
 
 from __future__ import annotations
 
@@ -250,3 +252,35 @@ def test_logs_are_json_without_secrets(
     )
     assert served_rows[-1]["function"] == "trends_pg"
     assert served_rows[-1]["user"] == user.username
+
+
+@pytest.mark.parametrize("name", ["token", "trends_pg", "trends_bq", "dashboard"])
+def test_the_functions_framework_command_serves_each_function(
+    serve: Serve, marts_dsn: str, bearer: dict[str, str], user: Account, name: str
+) -> None:
+    """CONTRACT: ``functions-framework --source functions/NAME/main.py --target NAME``."""
+    served = serve(name, framework_cli=True, SALESMART_DATABASE_URL=marts_dsn)
+    argv = served.process.args
+    assert isinstance(argv, list) and str(argv[0]).endswith("/functions-framework")
+    assert requests.get(f"{served.url}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{served.url}/openapi.json", timeout=10).json()["openapi"]
+    if name == "token":
+        login = {"username": user.username, "password": user.password}
+        response = requests.post(f"{served.url}/token", data=login, timeout=10)
+        assert response.status_code == 200 and response.json()["token_type"] == "bearer"
+    elif name == "trends_pg":
+        response = requests.get(
+            f"{served.url}/sales/pg-trends",
+            params={"sale_month": "2023-10"},
+            headers=bearer,
+            timeout=10,
+        )
+        assert response.status_code == 200 and response.json()
+    elif name == "trends_bq":  # no BigQuery here: authenticated, validated, then 503
+        assert requests.get(f"{served.url}/sales/trends", timeout=10).status_code == 401
+        response = requests.get(f"{served.url}/sales/trends", headers=bearer, timeout=30)
+        assert response.status_code == 503
+    else:
+        response = requests.get(f"{served.url}/", allow_redirects=False, timeout=10)
+        assert response.status_code in (302, 303)
+        assert requests.get(f"{served.url}/login", timeout=10).status_code == 200
