@@ -125,14 +125,18 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         return self.application
 
 
+def launcher() -> list[str]:
+    """``salesmart-serve`` of this environment (``python -m common.server`` without it)."""
+    script = Path(sys.executable).parent / "salesmart-serve"
+    return [str(script)] if script.exists() else [sys.executable, "-m", __name__]
+
+
 def command(
     target: str, source: Path | str, host: str = "127.0.0.1", port: int | str = 8080
 ) -> list[str]:
     """The argv that serves ``target`` from ``source`` (used by the stack, tests and bench)."""
-    script = Path(sys.executable).parent / "salesmart-serve"
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", __name__]
     return [
-        *launcher,
+        *launcher(),
         "--source",
         str(source),
         "--target",
