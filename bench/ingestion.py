@@ -77,27 +77,18 @@ def count_rows(path: Path) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) - 1
 
 
-def plain_copy(stack: Stack, path: Path, database: str) -> float:
-    stack.psql(
-        database,
-        f"DROP TABLE IF EXISTS {PLAIN_TABLE}",
-        f"CREATE TABLE {PLAIN_TABLE} (a text, b text, c text, d text, e text)",
-    )
-    return stack.psql(
-        database, f"\\copy {PLAIN_TABLE} FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    )
+# The two floors: five text columns (nothing checked) and the raw area's shape.
+PLAIN_COLUMNS = "a text, b text, c text, d text, e text"
+TYPED_COLUMNS = (
+    "transaction_id text PRIMARY KEY, product text NOT NULL, price numeric NOT NULL,"
+    " quantity integer NOT NULL, sale_date date NOT NULL"
+)
 
 
-def typed_copy(stack: Stack, path: Path, database: str) -> float:
-    stack.psql(
-        database,
-        f"DROP TABLE IF EXISTS {TYPED_TABLE}",
-        f"CREATE TABLE {TYPED_TABLE} (transaction_id text PRIMARY KEY, product text NOT NULL,"
-        " price numeric NOT NULL, quantity integer NOT NULL, sale_date date NOT NULL)",
-    )
-    return stack.psql(
-        database, f"\\copy {TYPED_TABLE} FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    )
+def copy_into(stack: Stack, path: Path, database: str, table: str, columns: str) -> float:
+    """Seconds of a ``psql \\copy`` of ``path`` into a new table ``table (columns)``."""
+    stack.psql(database, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} ({columns})")
+    return stack.psql(database, f"\\copy {table} FROM '{path}' WITH (FORMAT csv, HEADER true)")
 
 
 def ingest_once(
@@ -133,7 +124,7 @@ def measure(
     copy_seconds: list[float] = []
     stack.create_database("bench_copy", migrated=False)
     for run in range(runs):
-        copy_seconds.append(plain_copy(stack, path, "bench_copy"))
+        copy_seconds.append(copy_into(stack, path, "bench_copy", PLAIN_TABLE, PLAIN_COLUMNS))
         say(f"  plain COPY {run + 1}/{runs}: {copy_seconds[-1]:.2f} s")
     ingest_seconds: list[float] = []
     outcome: dict[str, Any] = {}
@@ -154,7 +145,9 @@ def measure(
     loaded_rows = count_rows(loaded_path)
     typed_seconds: list[float] = []
     for run in range(runs):
-        typed_seconds.append(typed_copy(stack, loaded_path, "bench_copy"))
+        typed_seconds.append(
+            copy_into(stack, loaded_path, "bench_copy", TYPED_TABLE, TYPED_COLUMNS)
+        )
         say(
             f"  COPY of the loaded rows into the raw shape {run + 1}/{runs}:"
             f" {typed_seconds[-1]:.2f} s"

@@ -15,6 +15,8 @@ POSTGREST_RPS = 2000  # PostgREST's published throughput on a 2-vCPU instance
 ORIGINAL_RPS, ORIGINAL_P99_MS = 5, 11_000  # the original design measured on this machine
 COLD_TARGETS = {"token": 1.5, "trends_pg": 1.5, "dashboard": 1.5, "trends_bq": 2.0}
 FUNCTION_ORDER = ("token", "trends_pg", "trends_bq", "dashboard")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
 # Hand-written analysis (profiles, causes, fixes) appended to RESULTS.md.
 NOTES = REPO_ROOT / "bench" / "NOTES.md"
 
@@ -125,12 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    results_dir = REPO_ROOT / "bench" / "results"
-    path = Path(args[0]) if args else max(results_dir.glob("*.json"))
+    path = Path(args[0]) if args else max(RESULTS_DIR.glob("*.json"))
     results = json.loads(path.read_text(encoding="utf-8"))
-    out = REPO_ROOT / "bench" / "RESULTS.md"
-    out.write_text(markdown(results, path.resolve()), encoding="utf-8")
-    print(f"{out} written from {path}")
+    RESULTS_MD.write_text(markdown(results, path.resolve()), encoding="utf-8")
+    print(f"{RESULTS_MD} written from {path}")
     return 0
 
 

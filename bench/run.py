@@ -32,8 +32,6 @@ from bench.machine import load_average, machine, median, ratio, wait_for_quiet
 from bench.stack import BENCH_PASSWORD, BENCH_USER, DATA_DIR, Stack, dataset, running_stack
 from common.config import REPO_ROOT, Settings
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
 VALUES_FILE = REPO_ROOT / "helm" / "salesmart" / "values-recommended.yaml"
 QUICK_DIR = DATA_DIR / "quick"
 SERVING_DB = "bench_serve"
@@ -319,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wanted("load") and not load.wrk_available():
         say("wrk is missing: `make bench` installs it (apt-get install wrk)")
         return 1
-    out_dir = QUICK_DIR if args.quick else RESULTS_DIR
+    out_dir = QUICK_DIR if args.quick else report.RESULTS_DIR
     started_at = datetime.now(UTC)
     results: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -439,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = out_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
     say(f"results: {json_path}")
-    md_path = QUICK_DIR / "RESULTS.md" if args.quick else RESULTS_MD
+    md_path = QUICK_DIR / "RESULTS.md" if args.quick else report.RESULTS_MD
     md_path.write_text(report.markdown(results, json_path))
     say(f"summary: {md_path}")
     if recommended and not only:

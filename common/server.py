@@ -135,8 +135,12 @@ def command(
     target: str, source: Path | str, host: str = "127.0.0.1", port: int | str = 8080
 ) -> list[str]:
     """The argv that serves ``target`` from ``source`` (used by the stack, tests and bench)."""
+    return [*launcher(), *serve_arguments(target, source, host, port)]
+
+
+def serve_arguments(target: str, source: Path | str, host: str, port: int | str) -> list[str]:
+    """The options, shared with the ``functions-framework`` command."""
     return [
-        *launcher(),
         "--source",
         str(source),
         "--target",

@@ -78,6 +78,10 @@ def _params(filters: TrendFilters) -> dict[str, Any]:
     }
 
 
+def _page_params(filters: TrendFilters) -> dict[str, Any]:
+    return {**_params(filters), "limit": filters.limit, "offset": min(filters.offset, INT64_MAX)}
+
+
 class PgTrends:
     """The trends queries of one function instance over its pool."""
 
@@ -114,12 +118,7 @@ class PgTrends:
 
     def summary(self, filters: TrendFilters) -> list[dict[str, Any]]:
         """Rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months)."""
-        rows = self._pool.run(
-            self._summary_sql,
-            **_params(filters),
-            limit=filters.limit,
-            offset=min(filters.offset, INT64_MAX),
-        )
+        rows = self._pool.run(self._summary_sql, **_page_params(filters))
         result = []
         for row in rows:
             values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
@@ -129,12 +128,7 @@ class PgTrends:
 
     def summary_json(self, filters: TrendFilters) -> tuple[int, bytes]:
         """The rows of ``summary`` as the contract's JSON array, and how many there are."""
-        ((count, body),) = self._pool.run(
-            self._summary_json_sql,
-            **_params(filters),
-            limit=filters.limit,
-            offset=min(filters.offset, INT64_MAX),
-        )
+        ((count, body),) = self._pool.run(self._summary_json_sql, **_page_params(filters))
         return int(count), str(body).encode()
 
     def monthly_totals(self, filters: TrendFilters) -> list[tuple[date, Decimal]]:

@@ -27,6 +27,7 @@ import requests
 from common.config import Settings, build_settings, get_settings
 from common.pg import connect
 from common.server import command as serve_command
+from common.server import serve_arguments
 from pipeline.ingest import ingest_postgres
 from pipeline.netutil import free_port
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
@@ -185,17 +186,9 @@ def wait_healthy(
 
 def framework_command(name: str, port: int) -> list[str]:
     """The contract's own way to serve a function: the ``functions-framework`` command."""
-    return [
-        str(Path(sys.executable).parent / "functions-framework"),
-        "--source",
-        str(REPO_ROOT / "functions" / name / "main.py"),
-        "--target",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    source = REPO_ROOT / "functions" / name / "main.py"
+    script = Path(sys.executable).parent / "functions-framework"
+    return [str(script), *serve_arguments(name, source, "127.0.0.1", port)]
 
 
 def start_function(
