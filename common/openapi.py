@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, fields, validate
-
-from common.params import LoginFormSchema, TokenFormSchema, TrendParamsSchema
+# common.params first: it imports marshmallow with its import-time regexes deferred.
+from common.params import LoginFormSchema, TokenFormSchema, TrendParamsSchema  # isort: skip
+from marshmallow import Schema, fields, validate  # isort: skip
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 
 import pytest
 
+from common.config import ConfigError
 from common.db import PgPool
 from common.errors import WarehouseUnavailable
-from common.pg import connect
+from common.pg import connect, parse_dsn, ssl_context_for
 from pipeline.netutil import free_port
 
 
@@ -106,3 +108,56 @@ def test_other_database_errors_propagate(fresh_dsn: str) -> None:
         assert pool.run("SELECT 4") == [[4]]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "mode", "expected"),
+    [
+        ("127.0.0.1", "prefer", False),  # loopback: the bytes never leave the machine
+        ("::1", "allow", False),
+        ("localhost", "prefer", False),
+        ("127.0.0.1", "disable", False),
+        ("db.internal", "disable", False),
+        ("db.internal", "prefer", None),  # pg8000 tries TLS and falls back
+        ("10.0.0.5", "allow", None),
+    ],
+)
+def test_sslmode_maps_to_pg8000s_setting(host: str, mode: str, expected: object) -> None:
+    netloc = f"[{host}]" if ":" in host else host
+    params = parse_dsn(f"postgresql://u:p@{netloc}:5432/d?sslmode={mode}")
+    assert ssl_context_for(params) is expected
+
+
+def test_require_encrypts_without_verifying_and_verify_modes_load_the_cas() -> None:
+    require = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=require"))
+    assert isinstance(require, ssl.SSLContext)
+    assert require.verify_mode == ssl.CERT_NONE and not require.check_hostname
+    verify_ca = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=verify-ca"))
+    assert isinstance(verify_ca, ssl.SSLContext)
+    assert verify_ca.verify_mode == ssl.CERT_REQUIRED and not verify_ca.check_hostname
+    full = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=verify-full"))
+    assert isinstance(full, ssl.SSLContext)
+    assert full.verify_mode == ssl.CERT_REQUIRED and full.check_hostname
+
+
+def test_an_unknown_sslmode_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="sslmode must be one of"):
+        parse_dsn("postgresql://u:p@127.0.0.1/d?sslmode=sometimes")
+
+
+def test_require_against_a_server_without_tls_is_unavailable_not_plaintext(
+    fresh_dsn: str,
+) -> None:
+    # The embedded server has no certificate: "require" must refuse, never fall back.
+    pool = PgPool(fresh_dsn + "?sslmode=require", max_size=1, connect_timeout=2.0)
+    try:
+        with pytest.raises(WarehouseUnavailable):
+            pool.run("SELECT 1")
+        assert pool.opened == 0
+    finally:
+        pool.close()
+    plain = PgPool(fresh_dsn + "?sslmode=prefer", max_size=1)
+    try:
+        assert plain.run("SELECT 1") == [[1]]
+    finally:
+        plain.close()
