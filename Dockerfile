@@ -73,7 +73,9 @@ ENV SALESMART_CONFIG=/opt/airflow/salesmart/pipeline_config.yaml \
 # ---- the functions (default target; keep it last)
 FROM runtime AS serve
 RUN --mount=type=bind,from=build,source=/wheels/serve,target=/wheels \
-    pip install --no-index --find-links=/wheels salesmart
+    pip install --no-index --find-links=/wheels salesmart \
+ && python -c "from common.dashboard import compile_templates; compile_templates()"
+# ^ the dashboard's compiled templates, like pip's .pyc files: not redone at each cold start.
 # gunicorn under functions-framework: WORKERS x THREADS requests at once. THREADS matches the
 # chart's default containerConcurrency (8); the chart sets all three per function.
 ENV PORT=8080 \

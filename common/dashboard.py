@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -24,8 +25,9 @@ from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jinja2  # already imported by Flask: free here
 from flask import Request, Response
 
 from common.api import money, present
@@ -37,11 +39,11 @@ from common.masking import Masker
 from common.trends import PARAMETERS, SUMMARY_COLUMNS
 from common.trends_pg import PgTrends
 
-if TYPE_CHECKING:
-    import jinja2
-
 FUNCTION = "dashboard"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Compiled templates, kept like Python's bytecode: written beside the sources when the folder
+# is writable (the image writes it at build time), otherwise compiled in memory per instance.
+TEMPLATE_CACHE = TEMPLATES / "__pycache__"
 CSRF_MAX_AGE_SECONDS = 12 * 3600
 CHART_WIDTH, CHART_HEIGHT = 720, 260
 CHART_LEFT, CHART_BOTTOM, CHART_TOP = 64, 36, 12
@@ -132,6 +134,39 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, CHART_LEFT)
 
 
+class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's file cache, silent when it cannot write (a read-only image), as .pyc writes are."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def template_environment() -> jinja2.Environment:
+    """The dashboard's templates; a template's cached code is keyed by its source's checksum."""
+    cache = None
+    with contextlib.suppress(OSError):  # read-only and never written: compile in memory
+        TEMPLATE_CACHE.mkdir(exist_ok=True)
+        cache = BestEffortBytecodeCache(str(TEMPLATE_CACHE))
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        bytecode_cache=cache,
+    )
+
+
+def compile_templates() -> list[str]:
+    """Fill the template cache (the image runs this at build time); the names compiled."""
+    environment = template_environment()
+    names = environment.list_templates(extensions=["html"])
+    for name in names:
+        environment.get_template(name)
+    return names
+
+
 class Dashboard:
     def __init__(
         self,
@@ -153,15 +188,7 @@ class Dashboard:
 
     @cached_property
     def _templates(self) -> jinja2.Environment:
-        import jinja2
-
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        return template_environment()
 
     # -- rendering ----------------------------------------------------------------------------
     def _page(

@@ -307,3 +307,49 @@ def test_masked_fields_follow_the_config(
         assert mask(value, PII_KEY) in html
     for value in clear:
         assert value in html
+
+
+def test_compiled_templates_are_cached_and_rendered_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.dashboard as dashboard
+
+    monkeypatch.setattr(dashboard, "TEMPLATE_CACHE", tmp_path / "cache")
+    names = dashboard.compile_templates()
+    assert sorted(names) == sorted(p.name for p in dashboard.TEMPLATES.glob("*.html"))
+    cached = sorted((tmp_path / "cache").glob("__jinja2_*.cache"))
+    assert len(cached) == len(names)
+    # A new environment (a new instance) loads the code instead of compiling the source.
+    fresh = dashboard.template_environment()
+    compiled: list[str] = []
+    monkeypatch.setattr(fresh, "compile", lambda *a, **k: compiled.append("x"))
+    template = fresh.get_template("error.html")
+    assert compiled == []
+    html = template.render(
+        style_nonce="n",
+        csrf_token="t",
+        request_id="r",
+        error={"status": 404, "code": "not_found", "message": "No such page.", "details": {}},
+    )
+    assert "No such page." in html
+
+
+def test_an_unwritable_template_cache_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.dashboard as dashboard
+
+    # Under a file: the folder cannot be made (even by root); templates compile in memory.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(dashboard, "TEMPLATE_CACHE", blocker / "cache")
+    assert dashboard.template_environment().bytecode_cache is None
+    assert dashboard.compile_templates()
+    # The folder vanishes after start (a read-only or cleaned volume): writes fail quietly.
+    gone = tmp_path / "gone"
+    monkeypatch.setattr(dashboard, "TEMPLATE_CACHE", gone)
+    environment = dashboard.template_environment()
+    assert environment.bytecode_cache is not None
+    gone.rmdir()
+    assert environment.get_template("login.html") is not None
+    assert not gone.exists()
