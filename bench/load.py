@@ -111,7 +111,7 @@ def trends_sql(schema: str, filters: TrendFilters) -> tuple[str, dict[str, str]]
     pgbench variables (given with ``-D``); absent filters become NULL, as the function
     passes them."""
     # Only the SQL text is read; the pool is never used.
-    statement = PgTrends(cast(PgPool, None), schema)._summary_sql
+    statement = PgTrends(cast(PgPool, None), schema)._summary_json_sql
     values: dict[str, Any] = {**_params(filters), "limit": filters.limit, "offset": filters.offset}
     variables = {}
     for name, value in values.items():

@@ -178,3 +178,23 @@ def test_empty_form_fields_are_absent_for_the_dashboard() -> None:
     assert filters.product_prefix == "Halal"
     assert filters.sale_month is None
     assert filters.limit == 5
+
+
+def test_a_repeated_query_is_validated_once_and_a_bad_one_every_time() -> None:
+    from common.params import _parsed
+
+    _parsed.cache_clear()
+    args = MultiDict([("product_prefix", "Halal"), ("limit", "5")])
+    first = parse_trend_params(args)
+    again = parse_trend_params(MultiDict([("product_prefix", "Halal"), ("limit", "5")]))
+    assert again is first and first.limit == 5
+    assert _parsed.cache_info().hits == 1
+    bad = MultiDict([("limit", "0")])
+    for _ in range(2):
+        with pytest.raises(ValidationFailed):
+            parse_trend_params(bad)
+    assert _parsed.cache_info().currsize == 1  # failures are not kept
+    repeated = MultiDict([("limit", "5"), ("limit", "6")])
+    with pytest.raises(ValidationFailed) as caught:
+        parse_trend_params(repeated)
+    assert caught.value.details == {"limit": ["Given more than once."]}

@@ -1,0 +1,65 @@
+"""common.logging: one whole JSON line per record on stdout, credential-like fields dropped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+from common.logging import log_event, log_request
+
+
+def test_a_request_is_one_json_line_with_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    log_request(
+        function="trends_pg",
+        request_id="r1",
+        method="GET",
+        path="/sales/pg-trends",
+        status=503,
+        duration_ms=1.23456,
+        user="ana",
+        rows=None,
+    )
+    (line,) = capsys.readouterr().out.splitlines()
+    entry = json.loads(line)
+    assert entry["severity"] == "ERROR" and entry["message"] == "request"
+    assert entry["status"] == 503 and entry["duration_ms"] == 1.23 and entry["user"] == "ana"
+    assert "rows" not in entry  # None is left out
+    assert entry["time"].endswith("Z") and len(entry["time"]) == len("2026-01-01T00:00:00.000Z")
+
+
+def test_credential_like_fields_never_reach_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    log_event(
+        "login",
+        level=logging.WARNING,
+        user="ana",
+        password="hunter2",
+        access_token="t",
+        Authorization="Bearer x",
+        pii_key="k",
+        database_dsn="postgresql://u:p@h/d",
+    )
+    entry = json.loads(capsys.readouterr().out)
+    assert entry == {**entry, "severity": "WARNING", "user": "ana"}
+    assert not {"password", "access_token", "Authorization", "pii_key", "database_dsn"} & set(entry)
+    assert "hunter2" not in json.dumps(entry)
+
+
+def test_lines_from_many_threads_are_never_interleaved(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def write(worker: int) -> None:
+        for n in range(200):
+            log_event("tick", worker=worker, n=n, padding="x" * 500)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 * 200
+    seen = {(e["worker"], e["n"]) for e in map(json.loads, lines)}
+    assert len(seen) == 8 * 200
