@@ -9,6 +9,7 @@ Query strings, headers, bodies, tokens, passwords and transaction ids are never 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -39,9 +40,16 @@ def json_line(message: str, level: int, fields: dict[str, Any], created: float) 
         "message": message,
     }
     for name, value in fields.items():
-        if value is not None and not any(word in name.lower() for word in _FORBIDDEN):
+        if value is not None and _loggable(name):
             entry[name] = value
     return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+
+
+@functools.lru_cache(maxsize=512)
+def _loggable(name: str) -> bool:
+    """False for a field name that looks like a credential (names are few and fixed)."""
+    lowered = name.lower()
+    return not any(word in lowered for word in _FORBIDDEN)
 
 
 def log_event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
