@@ -175,6 +175,10 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def wait_until_stopped(functions: FunctionProcesses) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Ctrl-C stops everything even when the parent started us with SIGINT ignored (a
+    # non-interactive shell's background job, a test runner's worker): Python then installs
+    # no KeyboardInterrupt handler of its own.
+    previous_int = signal.signal(signal.SIGINT, _raise_stop)
     try:
         while True:
             dead = functions.dead()
@@ -187,6 +191,7 @@ def wait_until_stopped(functions: FunctionProcesses) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 # -- up -----------------------------------------------------------------------------------

@@ -113,6 +113,9 @@ def stack() -> Iterator[Stack]:
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        # Started as a non-interactive shell starts a background job (`salesmart up &`):
+        # SIGINT ignored. Ctrl-C (SIGINT) must stop it all the same.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     up = Stack(folder, process)
     deadline = time.monotonic() + 300
