@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 _swap_lock = threading.Lock()
+_original_compile = re.compile
 
 
 class DeferredPattern:
@@ -46,9 +47,6 @@ class DeferredPattern:
 
     def __repr__(self) -> str:
         return f"DeferredPattern({self._pattern!r}, {self._flags})"
-
-
-_original_compile = re.compile
 
 
 def import_deferring_regexes(name: str) -> ModuleType:

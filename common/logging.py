@@ -19,13 +19,6 @@ import traceback
 from typing import Any
 
 _FORBIDDEN = ("password", "secret", "token", "authorization", "cookie", "key", "dsn")
-_SEVERITY = {
-    logging.DEBUG: "DEBUG",
-    logging.INFO: "INFO",
-    logging.WARNING: "WARNING",
-    logging.ERROR: "ERROR",
-    logging.CRITICAL: "CRITICAL",
-}
 # One write per line under a lock, straight to stdout: a line per request through the
 # logging module's record, handler and formatter cost ~80 us; this ~25 us.
 _write_lock = threading.Lock()
@@ -36,7 +29,7 @@ def json_line(message: str, level: int, fields: dict[str, Any], created: float) 
     entry: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
         + f".{int(created * 1000) % 1000:03d}Z",
-        "severity": _SEVERITY.get(level) or logging.getLevelName(level),
+        "severity": logging.getLevelName(level),
         "message": message,
     }
     for name, value in fields.items():
