@@ -19,8 +19,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements/serve.txt requirements/cli.txt ./requirements/
 # Dependencies come from the hash-pinned lock files (make lock): reproducible, tamper-evident.
-RUN pip wheel --require-hashes --wheel-dir /wheels/serve -r requirements/serve.txt \
- && pip wheel --require-hashes --wheel-dir /wheels/cli -r requirements/cli.txt
+# Each lock is complete and already resolved (with requirements/overrides.txt, which pip
+# cannot read), so nothing is resolved again here or at install: --no-deps.
+RUN pip wheel --no-deps --require-hashes --wheel-dir /wheels/serve -r requirements/serve.txt \
+ && pip wheel --no-deps --require-hashes --wheel-dir /wheels/cli -r requirements/cli.txt
 COPY pyproject.toml README.md ./
 COPY common ./common
 COPY pipeline ./pipeline
@@ -46,7 +48,7 @@ ENV SALESMART_CONFIG=/app/data/pipeline_config.yaml
 # ---- the migration Job's image: the serving code plus the `salesmart` command
 FROM runtime AS cli
 RUN --mount=type=bind,from=build,source=/wheels/cli,target=/wheels \
-    pip install --no-index --find-links=/wheels "salesmart[cli]"
+    pip install --no-index --no-deps /wheels/*.whl
 USER 10001:10001
 ENTRYPOINT ["salesmart"]
 CMD ["--help"]
@@ -73,7 +75,7 @@ ENV SALESMART_CONFIG=/opt/airflow/salesmart/pipeline_config.yaml \
 # ---- the functions (default target; keep it last)
 FROM runtime AS serve
 RUN --mount=type=bind,from=build,source=/wheels/serve,target=/wheels \
-    pip install --no-index --find-links=/wheels salesmart \
+    pip install --no-index --no-deps /wheels/*.whl \
  && python -c "from common.dashboard import compile_templates; compile_templates()"
 # ^ the dashboard's compiled templates, like pip's .pyc files: not redone at each cold start.
 # gunicorn under functions-framework: WORKERS x THREADS requests at once. THREADS matches the

@@ -26,10 +26,12 @@ $(UV):
 # Every environment installs from a lock file with hashes (requirements/*.txt), compiled by
 # `make lock` from pyproject.toml and requirements/*.in: reproducible, tamper-evident installs.
 LOCK := $(UV) pip compile -q --universal --python-version 3.11 --generate-hashes
+# What the pyproject.toml environments leave out of their dependencies' asks (see the file).
+OVERRIDES := --override requirements/overrides.txt
 
 # The serving + CLI + test environment; the project itself goes in editable, without deps.
-$(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
-	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --require-hashes -r requirements/dev.txt
+$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/overrides.txt | $(UV)
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --require-hashes $(OVERRIDES) -r requirements/dev.txt
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -56,9 +58,9 @@ $(AIRFLOW_VENV)/.installed: requirements/airflow.txt | $(UV)
 
 # Re-pin every environment (after changing pyproject.toml or a requirements/*.in file).
 lock: | $(UV)
-	$(LOCK) pyproject.toml -o requirements/serve.txt
-	$(LOCK) pyproject.toml --extra cli -o requirements/cli.txt
-	$(LOCK) pyproject.toml --extra cli --extra dev -o requirements/dev.txt
+	$(LOCK) $(OVERRIDES) pyproject.toml -o requirements/serve.txt
+	$(LOCK) $(OVERRIDES) pyproject.toml --extra cli -o requirements/cli.txt
+	$(LOCK) $(OVERRIDES) pyproject.toml --extra cli --extra dev -o requirements/dev.txt
 	$(LOCK) requirements/dbt.in -o requirements/dbt.txt
 	$(LOCK) requirements/bqemu.in -o requirements/bqemu.txt
 	$(LOCK) requirements/airflow.in -o requirements/airflow.txt

