@@ -30,8 +30,9 @@ LOCK := $(UV) pip compile -q --universal --python-version 3.11 --generate-hashes
 OVERRIDES := --override requirements/overrides.txt
 
 # The serving + CLI + test environment; the project itself goes in editable, without deps.
-$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/overrides.txt | $(UV)
-	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --require-hashes $(OVERRIDES) -r requirements/dev.txt
+# --no-deps: the lock is complete and already resolved (with requirements/overrides.txt).
+$(VENV)/.installed: pyproject.toml requirements/dev.txt | $(UV)
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --require-hashes --no-deps -r requirements/dev.txt
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
