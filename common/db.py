@@ -1,8 +1,11 @@
-"""A small, thread-safe, self-healing PostgreSQL pool over pg8000 (one per function instance).
+"""A small, thread-safe, self-healing PostgreSQL pool (one per function instance).
 
-- Connections are opened lazily (never at import: gunicorn forks after importing) and
-  reused; at most ``max_size`` exist, one per serving thread is enough.
-- Each connection prepares a statement once and reuses it (``PooledConnection.run``).
+- Connections (``common.pg.PgConnection``) are opened lazily (never at import: gunicorn
+  forks after importing) and reused; at most ``max_size`` exist, one per serving thread is
+  enough.
+- Statements are planned for each execution's values (psycopg2 binds them client-side):
+  a generic plan cannot turn the product prefix into an index range nor drop the absent
+  ("IS NULL OR") filters, and ran ~1.5x slower on the 1M-row mart.
 - A connection that fails at the network level, or that the server closed (shutdown,
   restart), is discarded together with every idle one (they share its fate), and the
   call is retried once on a new connection.
@@ -18,10 +21,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.errors import WarehouseUnavailable
 from common.logging import log_event, sqlstate
+
+if TYPE_CHECKING:
+    from common.pg import PgConnection
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 STATEMENT_TIMEOUT_MS = 2500
@@ -33,16 +39,8 @@ _DEAD_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300", "08")
 # SQLSTATEs that mean "the warehouse cannot answer now" without killing the connection:
 # statement timeout, marts or schema not built yet, database or login missing.
 _UNAVAILABLE_STATES = ("57014", "42P01", "3F000", "3D000", "28P01", "28000")
-# Once per connection, one round trip. Plans made for each execution's values: after five
-# runs PostgreSQL would switch the trends statement to a generic plan, which cannot turn the
-# product prefix into an index range nor drop the absent ("IS NULL OR") filters, and runs
-# ~1.5x slower than planning it afresh (measured on the 1M-row mart; bench/RESULTS.md).
-_SESSION_SETTINGS = (
-    "SELECT set_config('statement_timeout', :timeout, false),"
-    " set_config('plan_cache_mode', 'force_custom_plan', false)"
-)
-# A cached plan went stale after the mart was rebuilt with other column types.
-_STALE_PLAN_STATE = "0A000"
+# Once per connection, one round trip.
+_SESSION_SETTINGS = "SELECT set_config('statement_timeout', :timeout, false)"
 
 
 def default_pool_size() -> int:
@@ -62,31 +60,23 @@ def _is_dead(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:
         return code.startswith(_DEAD_CONNECTION_STATES)
-    # pg8000.InterfaceError ("network error"), socket errors, a half-read message.
-    return exc.__class__.__name__ == "InterfaceError" or isinstance(
+    # psycopg2's OperationalError without a SQLSTATE ("server closed the connection
+    # unexpectedly", a refused or timed-out connect), InterfaceError ("connection already
+    # closed"), socket errors.
+    return exc.__class__.__name__ in ("OperationalError", "InterfaceError") or isinstance(
         exc, (OSError, EOFError, ConnectionError)
     )
 
 
 class PooledConnection:
-    """A pg8000 connection with its prepared statements."""
+    """A connection of the pool and when it was opened."""
 
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
+    def __init__(self, conn: PgConnection) -> None:
+        self.raw = conn
         self.created = time.monotonic()
-        self._prepared: dict[str, Any] = {}
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        """Run ``sql`` (``:name`` parameters) as a statement prepared once per connection."""
-        statement = self._prepared.get(sql)
-        if statement is None:
-            statement = self.raw.prepare(sql)
-            self._prepared[sql] = statement
-        rows = statement.run(**params)
-        return list(rows) if rows is not None else []
-
-    def forget_statements(self) -> None:
-        self._prepared.clear()
+        return self.raw.run(sql, **params)
 
 
 class PgPool:
@@ -112,7 +102,7 @@ class PgPool:
 
     # -- connections ----------------------------------------------------------------------
     def _connect(self) -> PooledConnection:
-        from common.pg import connect  # pg8000 is imported on first use, not at start
+        from common.pg import connect  # psycopg2 is imported on first use, not at start
 
         try:
             raw = connect(
@@ -191,17 +181,12 @@ class PgPool:
             reused = False
             try:
                 with self._checkout() as (conn, reused):
-                    try:
-                        return conn.run(sql, **params)
-                    except Exception as exc:
-                        if sqlstate(exc) == _STALE_PLAN_STATE:
-                            conn.forget_statements()
-                        raise
+                    return conn.run(sql, **params)
             except WarehouseUnavailable:
                 raise
             except Exception as exc:
                 code = sqlstate(exc)
-                retry = attempt == 1 and ((_is_dead(exc) and reused) or code == _STALE_PLAN_STATE)
+                retry = attempt == 1 and _is_dead(exc) and reused
                 if retry:
                     continue
                 if _is_dead(exc) or (code is not None and code.startswith(_UNAVAILABLE_STATES)):

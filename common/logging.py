@@ -97,8 +97,6 @@ def log_failure(message: str, exc: BaseException, **fields: Any) -> None:
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a pg8000 ``DatabaseError`` (its first argument is the error fields)."""
-    if exc.args and isinstance(exc.args[0], dict):
-        code = exc.args[0].get("C")
-        return str(code) if code else None
-    return None
+    """The SQLSTATE of a PostgreSQL error (psycopg2's ``pgcode``); None for any other."""
+    code = getattr(exc, "pgcode", None)
+    return code if isinstance(code, str) and code else None

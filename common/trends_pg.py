@@ -98,7 +98,7 @@ class PgTrends:
             "LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint)"
         )
         # The API's body built by PostgreSQL, as PostgREST does: one text value to decode
-        # instead of six per row (pg8000 is pure Python), no Decimal rounding or JSON
+        # instead of six per row, no Decimal rounding or JSON
         # encoding here. Same keys, order, rounding (half away from zero) and month text as
         # ``common.api.present`` (the page's sale_month is ISO text); numbers keep their exact
         # decimals (``249.90``).

@@ -328,7 +328,7 @@ def _one_line(exc: BaseException) -> str:
         return text
     name = type(exc).__name__
     module = type(exc).__module__
-    if module.startswith("pg8000"):
+    if module.startswith("psycopg2"):
         return "PostgreSQL error: " + _pg_message(exc)
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
         return f"cannot reach a service: {text or name}"
@@ -336,10 +336,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _pg_message(exc: BaseException) -> str:
-    arg = exc.args[0] if exc.args else None
-    if isinstance(arg, dict):
-        return str(arg.get("M", "unknown error"))
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The server's own message, or libpq's first line (a failed connect)."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        return str(primary)
+    first = str(exc).strip().splitlines()
+    return " ".join(first[0].split()) if first else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from common.config import ConfigError
 from common.db import PgPool
 from common.errors import WarehouseUnavailable
-from common.pg import connect, parse_dsn, ssl_context_for
+from common.pg import connect, libpq_ssl_options, parse_dsn, pyformat
 from pipeline.netutil import free_port
 
 
@@ -113,31 +113,67 @@ def test_other_database_errors_propagate(fresh_dsn: str) -> None:
 @pytest.mark.parametrize(
     ("host", "mode", "expected"),
     [
-        ("127.0.0.1", "prefer", False),  # loopback: the bytes never leave the machine
-        ("::1", "allow", False),
-        ("localhost", "prefer", False),
-        ("127.0.0.1", "disable", False),
-        ("db.internal", "disable", False),
-        ("db.internal", "prefer", None),  # pg8000 tries TLS and falls back
-        ("10.0.0.5", "allow", None),
+        ("127.0.0.1", "prefer", "disable"),  # loopback: the bytes never leave the machine
+        ("::1", "allow", "disable"),
+        ("localhost", "prefer", "disable"),
+        ("127.0.0.1", "disable", "disable"),
+        ("db.internal", "disable", "disable"),
+        ("db.internal", "prefer", "prefer"),  # libpq tries TLS and falls back
+        ("10.0.0.5", "allow", "allow"),
+        ("db.internal", "require", "require"),  # encrypted, not verified (libpq's meaning)
+        ("127.0.0.1", "require", "require"),  # asked for: never downgraded, even on loopback
     ],
 )
-def test_sslmode_maps_to_pg8000s_setting(host: str, mode: str, expected: object) -> None:
+def test_sslmode_maps_to_libpq(host: str, mode: str, expected: str) -> None:
     netloc = f"[{host}]" if ":" in host else host
     params = parse_dsn(f"postgresql://u:p@{netloc}:5432/d?sslmode={mode}")
-    assert ssl_context_for(params) is expected
+    assert libpq_ssl_options(params) == {"sslmode": expected}
 
 
-def test_require_encrypts_without_verifying_and_verify_modes_load_the_cas() -> None:
-    require = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=require"))
-    assert isinstance(require, ssl.SSLContext)
-    assert require.verify_mode == ssl.CERT_NONE and not require.check_hostname
-    verify_ca = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=verify-ca"))
-    assert isinstance(verify_ca, ssl.SSLContext)
-    assert verify_ca.verify_mode == ssl.CERT_REQUIRED and not verify_ca.check_hostname
-    full = ssl_context_for(parse_dsn("postgresql://u:p@db.internal/d?sslmode=verify-full"))
-    assert isinstance(full, ssl.SSLContext)
-    assert full.verify_mode == ssl.CERT_REQUIRED and full.check_hostname
+def test_verify_full_uses_the_system_cas_unless_given_a_root_certificate() -> None:
+    full = libpq_ssl_options(parse_dsn("postgresql://u:p@db.internal/d?sslmode=verify-full"))
+    assert full == {"sslmode": "verify-full", "sslrootcert": "system"}
+    own = libpq_ssl_options(
+        parse_dsn(
+            "postgresql://u:p@db.internal/d?sslmode=verify-ca&sslrootcert=/etc/pg/ca.pem"
+            "&sslcert=/etc/pg/client.pem&sslkey=/etc/pg/client.key&application_name=x"
+        )
+    )
+    assert own == {
+        "sslmode": "verify-ca",
+        "sslrootcert": "/etc/pg/ca.pem",
+        "sslcert": "/etc/pg/client.pem",
+        "sslkey": "/etc/pg/client.key",
+    }
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT :a + :b_2", "SELECT %(a)s + %(b_2)s"),
+        ("SELECT CAST(:x AS int)::text", "SELECT CAST(%(x)s AS int)::text"),
+        ("SELECT ':no', \"a:b\", :yes -- :c\n", "SELECT ':no', \"a:b\", %(yes)s -- :c\n"),
+        ("SELECT 'it''s :x' || :y /* :z */", "SELECT 'it''s :x' || %(y)s /* :z */"),
+        ("SELECT :p LIKE 'a%' AND 5 % 2 = 1", "SELECT %(p)s LIKE 'a%%' AND 5 %% 2 = 1"),
+    ],
+)
+def test_named_parameters_become_pyformat_outside_literals(sql: str, expected: str) -> None:
+    assert pyformat(sql) == expected
+
+
+def test_parameters_are_bound_not_spliced(fresh_dsn: str) -> None:
+    conn = connect(fresh_dsn)
+    try:
+        hostile = "x'); DROP TABLE nothing; --"
+        assert conn.run("SELECT :v, ':v', 1 % 1, :n", v=hostile, n=None) == [
+            [hostile, ":v", 0, None]
+        ]
+        assert conn.run("SELECT '100%'") == [["100%"]]  # no parameters: no formatting
+        assert conn.run("CREATE TEMP TABLE t (x int)") == []
+        assert conn.run("COPY t FROM STDIN", stream=iter([b"1\n2\n", b"", b"3\n"])) == []
+        assert conn.run("SELECT sum(x) FROM t") == [[6]]
+    finally:
+        conn.close()
 
 
 def test_an_unknown_sslmode_is_a_configuration_error() -> None:
@@ -161,3 +197,21 @@ def test_require_against_a_server_without_tls_is_unavailable_not_plaintext(
         assert plain.run("SELECT 1") == [[1]]
     finally:
         plain.close()
+
+
+def test_an_error_of_the_copy_blocks_reaches_the_caller_as_it_was(fresh_dsn: str) -> None:
+    class Unreadable(Exception):
+        pass
+
+    def blocks() -> Iterator[bytes]:
+        yield b"1\n"
+        raise Unreadable("the file went away")
+
+    conn = connect(fresh_dsn)
+    try:
+        conn.run("CREATE TEMP TABLE t (x int)")
+        with pytest.raises(Unreadable, match="the file went away"):
+            conn.run("COPY t FROM STDIN", stream=blocks())
+        assert conn.run("SELECT count(*) FROM t") == [[0]]  # the COPY was rolled back
+    finally:
+        conn.close()

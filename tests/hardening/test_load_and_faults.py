@@ -301,7 +301,7 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
         lambda: stack.pg.stop(mode="fast"),
         stack.pg.start,
         # Alone: 200s within ~1 s of the restart; beside other tests on 2 cores we measured
-        # 11-21 s of failed connects (pg8000 InterfaceError) before the pools caught up.
+        # 11-21 s of failed connects before the pools caught up (with the earlier driver).
         recovery_seconds=30.0,
     )
 
