@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -215,3 +217,27 @@ def test_an_error_of_the_copy_blocks_reaches_the_caller_as_it_was(fresh_dsn: str
         assert conn.run("SELECT count(*) FROM t") == [[0]]  # the COPY was rolled back
     finally:
         conn.close()
+
+
+def test_a_forked_child_never_closes_the_parents_connections(fresh_dsn: str) -> None:
+    pool = PgPool(fresh_dsn, max_size=2, application_name="pool-fork")
+    try:
+        assert pool.run("SELECT 1") == [[1]]
+        (parent_backend,) = backend_pids(fresh_dsn, "pool-fork")
+        child = os.fork()
+        if child == 0:  # the child: its own connection; the parent's are left alone
+            status = 1
+            try:
+                status = 0 if pool.run("SELECT 2") == [[2]] else 1
+                pool.close()
+                gc.collect()
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.2)
+        assert pool.run("SELECT 3") == [[3]]
+        assert pool.opened == 1  # no reconnect: the parent's session survived the child
+        assert backend_pids(fresh_dsn, "pool-fork") == [parent_backend]
+    finally:
+        pool.close()
