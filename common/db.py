@@ -15,19 +15,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import WarehouseUnavailable
 from common.logging import log_event, sqlstate
-
-if TYPE_CHECKING:
-    from common.pg import PgConnection
+from common.pg import PgConnection, close_quietly
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 STATEMENT_TIMEOUT_MS = 2500
@@ -51,11 +48,6 @@ def default_pool_size() -> int:
         return (os.cpu_count() or 1) * 4
 
 
-def _close(raw: Any) -> None:
-    with contextlib.suppress(Exception):  # a dead connection has nothing left to report
-        raw.close()
-
-
 def _is_dead(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:
@@ -72,11 +64,11 @@ class PooledConnection:
     """A connection of the pool and when it was opened."""
 
     def __init__(self, conn: PgConnection) -> None:
-        self.raw = conn
+        self.conn = conn
         self.created = time.monotonic()
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        return self.raw.run(sql, **params)
+        return self.conn.run(sql, **params)
 
 
 class PgPool:
@@ -119,7 +111,7 @@ class PgPool:
         try:
             raw.run(_SESSION_SETTINGS, timeout=str(int(self._statement_timeout_ms)))
         except Exception:
-            _close(raw)
+            close_quietly(raw)
             raise WarehouseUnavailable() from None
         self.opened += 1
         return PooledConnection(raw)
@@ -133,7 +125,7 @@ class PgPool:
                 conn = self._idle.pop()
                 if time.monotonic() - conn.created < MAX_CONNECTION_AGE_SECONDS:
                     return conn
-                _close(conn.raw)
+                close_quietly(conn.conn)
         return None
 
     def _give_back(self, conn: PooledConnection) -> None:
@@ -144,7 +136,7 @@ class PgPool:
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            _close(conn.raw)
+            close_quietly(conn.conn)
 
     @contextmanager
     def _checkout(self) -> Iterator[tuple[PooledConnection, bool]]:
@@ -160,7 +152,7 @@ class PgPool:
                 yield conn, reused
             except BaseException as exc:
                 if _is_dead(exc):
-                    _close(conn.raw)
+                    close_quietly(conn.conn)
                     self._drain_idle()
                 else:
                     self._give_back(conn)

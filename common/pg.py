@@ -145,7 +145,7 @@ class _BlockReader:
             raise
         return b""
 
-    readline = read
+    readline = read  # the file protocol copy_expert is typed against; only read is called
 
 
 class PgConnection:
@@ -178,10 +178,6 @@ class PgConnection:
             if cursor.description is None:
                 return []
             return [list(row) for row in cursor.fetchall()]
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.raw.closed)
 
     def close(self) -> None:
         self.raw.close()
