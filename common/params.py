@@ -136,7 +136,9 @@ class TrendParamsSchema(Schema):
         load_default=0, validate=_NON_NEGATIVE, metadata={"description": "Rows to skip."}
     )
 
-    @validates_schema
+    # Run beside field errors too, so one answer lists every broken rule; a bound that
+    # failed its own rule is absent from ``data`` and not compared.
+    @validates_schema(skip_on_field_errors=False)
     def _min_not_above_max(self, data: dict[str, Any], **kwargs: Any) -> None:
         low, high = data.get("min_avg_price"), data.get("max_avg_price")
         if low is not None and high is not None and low > high:

@@ -142,6 +142,17 @@ def test_min_avg_price_not_above_max() -> None:
     assert list(rejected(min_avg_price="6", max_avg_price="5")) == ["min_avg_price"]
 
 
+def test_min_above_max_reported_beside_other_broken_rules() -> None:
+    # Every broken rule in one answer: a client fixes them all at once.
+    details = rejected(min_avg_price="6", max_avg_price="5", limit="0", sale_month="2023-13")
+    assert sorted(details) == ["limit", "min_avg_price", "sale_month"]
+    # A bound that is itself invalid is reported once, for itself, not compared.
+    assert sorted(rejected(min_avg_price="x", max_avg_price="5", limit="0")) == [
+        "limit",
+        "min_avg_price",
+    ]
+
+
 @pytest.mark.parametrize("given", ["0", "1001", "-1", "1.0", "ten", ""])
 def test_limit_rejected(given: str) -> None:
     assert list(rejected(limit=given)) == ["limit"]
