@@ -75,6 +75,8 @@ class RowValidator:
             raise ValueError(f"missing required column(s): {', '.join(absent)}")
         self._positions = [(name, names.index(name.lower())) for name in self.required]
         self._core = [names.index(name) for name in CORE_COLUMNS]
+        #: Fields a row needs: up to the last required column (later ones are ignored).
+        self.min_width = max(position for _, position in self._positions) + 1
         decimals = rf"(?:\.\d{{1,{rules.max_decimals}}})?" if rules.max_decimals > 0 else ""
         self._price = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}{decimals}", re.ASCII)
         self._price_any_decimals = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}\.\d+", re.ASCII)

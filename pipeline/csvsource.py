@@ -200,6 +200,9 @@ class TransactionReader:
         ``TextRow`` (no values built: the loader of PostgreSQL sends text anyway)."""
         width = len(names)
         validator = validation.RowValidator(self.rules, names)
+        # A row may lack trailing cells of ignored columns (spreadsheets drop empty ones),
+        # never a required one, and may not have more fields than the header.
+        min_width = validator.min_width
         check, check_line = validator.check, validator.check_line
         check_text = validator.check_line_text if texts else None
         mask = self._mask
@@ -229,7 +232,7 @@ class TransactionReader:
                 if result is None:
                     fields = raw.split(",") if raw else []
             if result is None:
-                if fields is None or len(fields) != width:
+                if fields is None or not min_width <= len(fields) <= width:
                     if fields == []:
                         continue  # a blank line is not a record
                     yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)

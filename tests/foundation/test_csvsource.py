@@ -64,6 +64,31 @@ def test_wrong_field_count_and_unterminated_quote_are_malformed(tmp_path: Path) 
     assert rows[0].raw_text == "T1,Halal A,12"
 
 
+def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
+    # Spreadsheets drop empty trailing cells: the extra columns are ignored anyway, so a row
+    # that holds every required field is checked like any other. A row cut short inside the
+    # required fields, or one with more fields than the header, stays malformed.
+    text = (
+        f"{HEADER},store,note\n"
+        "T1,Halal A,12,1,2023-01-01\n"
+        "T2,Halal B,12,1,2023-01-02,Jakarta\n"
+        "T3,Halal C,9,1,2023-01-03\n"
+        "T4,Halal D,12,1\n"
+        "T5,Halal E,12,1,2023-01-05,Jakarta,x,y\n"
+    )
+    rows = read(tmp_path, text)
+    assert [(r.transaction_id or None, r.reason) for r in rows] == [
+        ("T1", None),
+        ("T2", None),
+        (None, "price_below_min"),
+        (None, "malformed_row"),
+        (None, "malformed_row"),
+    ]
+    # Required columns after an extra one: a short row lacks a required field's position.
+    text = "store,transaction_id,product,price,quantity,date\nJakarta,T6,Halal F,12,1\n"
+    assert [r.reason for r in read(tmp_path, text)] == ["malformed_row"]
+
+
 def test_nul_byte_in_a_row_is_malformed_not_fatal(tmp_path: Path) -> None:
     content = (HEADER + "\nT1,Halal\x00A,12,1,2023-01-01\nT2,Halal B,12,1,2023-01-01\n").encode()
     rows = read(tmp_path, b"x" * 0 + content.replace(b"\n", b"\n", 1))
