@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import gunicorn.app.base
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -86,6 +87,14 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
             if late:
                 self.log.info("closed %d connection(s) past their read deadline", len(late))
             time.sleep(0.25)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        # Quick shutdown (SIGQUIT/SIGINT: Ctrl-C, or the master's quick stop) without gthread's
+        # ``tpool.shutdown()``: a signal landing while this thread is inside ``tpool.submit``,
+        # which holds the pool's lock, made that call wait for its own lock forever (CPython
+        # #121649) and the worker outlived its master. Exiting is enough: the pool's exit hook
+        # still ends its threads, as it did after that call.
+        Worker.handle_quit(self, sig, frame)
 
     def handle(self, conn: Any) -> Any:
         # From the moment a thread takes the connection until its headers are parsed.

@@ -225,6 +225,13 @@ def stop_function(process: subprocess.Popen[bytes]) -> None:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            # A stuck master: its workers go too, or they would outlive the test run.
+            import psutil
+
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
             process.kill()
             process.wait()
 

@@ -52,3 +52,37 @@ def test_missing_target_or_source_is_refused(tmp_path: Path) -> None:
         no_source.stderr.strip()
         == f"salesmart-serve: no function source at {tmp_path / 'missing.py'}"
     )
+
+
+def test_quick_shutdown_signal_inside_pool_submit_exits() -> None:
+    """SIGQUIT/SIGINT (gunicorn's quick shutdown, Ctrl-C) may land while the worker's main
+    thread is inside ``tpool.submit``, which holds the pool's lock. gthread's own handler
+    then shuts the pool down and waits for that lock forever (CPython #121649): the worker
+    hung and outlived its master. Here the handler runs with the lock held, as it would
+    then, and must exit at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from common.server import DeadlineThreadWorker
+
+    worker = DeadlineThreadWorker.__new__(DeadlineThreadWorker)  # no sockets or app needed
+    worker.alive = True
+    worker.cfg = SimpleNamespace(worker_int=lambda _worker: None)
+    worker.tpool = ThreadPoolExecutor(max_workers=1)
+    outcome: list[BaseException] = []
+
+    def signal_lands_inside_submit() -> None:
+        with worker.tpool._shutdown_lock:  # what submit holds
+            try:
+                worker.handle_quit(3, None)
+            except BaseException as exc:  # SystemExit is how a worker leaves
+                outcome.append(exc)
+
+    thread = threading.Thread(target=signal_lands_inside_submit, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the quit handler is stuck on the thread pool's lock"
+    assert len(outcome) == 1 and isinstance(outcome[0], SystemExit)
+    assert worker.alive is False
+    worker.tpool.shutdown(wait=True)
