@@ -1,9 +1,10 @@
 """The trends query on PostgreSQL's ``summary_sales`` mart (schema ``Settings.mart_schema``).
 
-One fixed statement, prepared once per pooled connection; absent filters are NULL
-parameters that the planner folds away. The product prefix is matched literally:
-``LIKE`` wildcards and the escape character in it are escaped, so ``%`` and ``_`` are
-ordinary characters (and the ``product text_pattern_ops`` index can still serve it).
+One fixed statement, planned for each execution's values (psycopg2 binds them
+client-side); absent filters are NULL parameters that the planner folds away. The product
+prefix is matched literally: ``LIKE`` wildcards and the escape character in it are escaped,
+so ``%`` and ``_`` are ordinary characters (and the ``product text_pattern_ops`` index can
+still serve it).
 Row order and columns are ``common.trends``'s, the same as BigQuery's.
 """
 
