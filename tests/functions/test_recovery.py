@@ -98,7 +98,7 @@ def test_503_then_200_after_postgres_restarts(
         body = response.json()
         assert body["error"] == "warehouse_unavailable"
         assert set(body) == {"error", "message", "request_id"}
-        for leak in ("pg8000", "Traceback", "network error", "127.0.0.1", "SELECT"):
+        for leak in ("psycopg", "pg8000", "Traceback", "network error", "127.0.0.1", "SELECT"):
             assert leak not in response.text
 
     own_pg_server.start()
