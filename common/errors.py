@@ -138,5 +138,29 @@ class WarehouseUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class UriTooLong(ApiError):
+    status = 414
+    code = "uri_too_long"
+    default_message = "The request line is too long."
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    code = "headers_too_large"
+    default_message = "The request headers are too many or too large."
+
+
+class ExpectationFailed(ApiError):
+    status = 417
+    code = "expectation_failed"
+    default_message = "Only the expectation 100-continue is supported."
+
+
+class TransferCodingNotImplemented(ApiError):
+    status = 501
+    code = "unsupported_transfer_coding"
+    default_message = "This transfer coding is not supported; send chunked or a Content-Length."
+
+
 class InternalError(ApiError):
     """Anything unexpected: the client learns only the request id."""

@@ -7,7 +7,9 @@ header line a second pin every serving thread of the instance (gunicorn only bou
 for the *first* byte). Here each request must arrive whole within
 ``SALESMART_HEADER_TIMEOUT_SECONDS`` (default 10) for its headers, and the rest of the
 exchange (body, handler, response) within ``SALESMART_REQUEST_DEADLINE_SECONDS`` (default 60);
-past either, the connection is shut down, which frees the thread at once. The function code is
+past either, the connection is shut down, which frees the thread at once. A request gunicorn
+itself refuses (unparsable, headers too large) is answered in the contract's JSON error envelope
+with an ``X-Request-ID``, not gunicorn's HTML page quoting the request. The function code is
 unchanged and ``functions-framework --source … --target …`` still serves it (without these
 deadlines), as the contract says.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -26,8 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import gunicorn.app.base
+from gunicorn import util
+from gunicorn.http import errors as parse_errors
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
+
+from common import errors
+from common.http import JSON_CSP, REQUEST_ID_HEADER, SECURITY_HEADERS, json_body
+from common.logging import log_failure, log_request
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
 DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
@@ -46,6 +56,45 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def transport_error(exc: BaseException) -> errors.ApiError:
+    """What to answer when gunicorn itself fails a request: one it could not parse, or a
+    failure outside the application (the app answers its own errors)."""
+    if isinstance(exc, parse_errors.InvalidResponseHeader | parse_errors.InvalidResponseHeaderName):
+        return errors.InternalError()  # a header the application produced
+    if isinstance(exc, parse_errors.LimitRequestLine):
+        return errors.UriTooLong()
+    if isinstance(exc, parse_errors.LimitRequestHeaders):
+        return errors.HeadersTooLarge()
+    if isinstance(exc, parse_errors.ExpectationFailed):
+        return errors.ExpectationFailed()
+    if isinstance(exc, parse_errors.UnsupportedTransferCoding):
+        return errors.TransferCodingNotImplemented()
+    if isinstance(exc, parse_errors.ConfigurationProblem):
+        return errors.InternalError()
+    if isinstance(exc, parse_errors.ParseException):
+        return errors.BadRequest("The request is not valid HTTP/1.1.")
+    return errors.InternalError()
+
+
+def transport_error_response(error: errors.ApiError, request_id: str) -> bytes:
+    """The whole HTTP/1.1 answer, in the contract's envelope; the connection is closed after
+    it, as gunicorn does (the stream may be out of step)."""
+    body = json_body(error.body(request_id))
+    headers = {
+        "Connection": "close",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        REQUEST_ID_HEADER: request_id,
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": JSON_CSP,
+        "Cache-Control": "no-store",
+        **error.headers,
+    }
+    head = f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n").encode("latin-1") + body
+
+
 class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's ``gthread`` worker with a deadline on every request's exchange.
 
@@ -57,6 +106,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 
     header_timeout = DEFAULT_HEADER_TIMEOUT_SECONDS
     request_deadline = DEFAULT_REQUEST_DEADLINE_SECONDS
+    function = ""  # the target's name, for log lines written outside the application
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,6 +145,24 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
         # #121649) and the worker outlived its master. Exiting is enough: the pool's exit hook
         # still ends its threads, as it did after that call.
         Worker.handle_quit(self, sig, frame)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        # gunicorn's own answer is an HTML page quoting the offending request line or header;
+        # this one is the JSON envelope every other answer uses, with a request id to quote.
+        error = transport_error(exc)
+        request_id = secrets.token_hex(16)
+        if isinstance(error, errors.InternalError):
+            log_failure("error outside the application", exc, request_id=request_id)
+        log_request(
+            function=self.function,
+            request_id=request_id,
+            method=str(getattr(req, "method", "") or ""),
+            path=str(getattr(req, "path", "") or ""),
+            status=error.status,
+            duration_ms=0.0,
+        )
+        with contextlib.suppress(OSError):  # the client may be gone already
+            util.write_nonblock(client, transport_error_response(error, request_id))
 
     def handle(self, conn: Any) -> Any:
         # From the moment a thread takes the connection until its headers are parsed.
@@ -190,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     DeadlineThreadWorker.request_deadline = _seconds(
         env, "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
     )
+    DeadlineThreadWorker.function = args.target
     from functions_framework import create_app  # the framework's own loader and routing
 
     app = create_app(args.target, source)  # type: ignore[no-untyped-call]

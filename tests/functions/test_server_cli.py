@@ -1,4 +1,5 @@
-"""``salesmart-serve`` refuses bad settings with one line and a non-zero exit, before serving."""
+"""``salesmart-serve``: bad settings refused with one line before serving; quick shutdown;
+answers to failures outside the application."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gunicorn.http import errors as parse_errors
 
+from common import errors
 from common.config import REPO_ROOT
-from common.server import command, launcher
+from common.server import command, launcher, transport_error, transport_error_response
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -86,3 +89,25 @@ def test_quick_shutdown_signal_inside_pool_submit_exits() -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], SystemExit)
     assert worker.alive is False
     worker.tpool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (parse_errors.InvalidResponseHeader("X-Bad\n"), 500),  # the application's fault
+        (parse_errors.ConfigurationProblem("forwarded_allow_ips"), 500),
+        (ValueError("secret detail"), 500),
+        (parse_errors.LimitRequestLine(9000, 8190), 414),
+        (parse_errors.InvalidRequestMethod("G E T"), 400),
+    ],
+)
+def test_failures_outside_the_application_map_to_client_safe_answers(
+    exc: BaseException, status: int
+) -> None:
+    error = transport_error(exc)
+    assert error.status == status
+    assert isinstance(error, errors.InternalError) == (status == 500)
+    answer = transport_error_response(error, "rid-1")
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"\r\nX-Request-ID: rid-1\r\n" in answer
+    assert str(exc).encode() not in answer

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -54,6 +55,15 @@ def bearer(fns: dict[str, Served], marts_dsn: str) -> dict[str, str]:
 def no_leak(response: requests.Response) -> None:
     for leak in LEAKS:
         assert leak not in response.text, (leak, response.text[:500])
+
+
+def envelope(response: requests.Response) -> dict[str, Any]:
+    """The contract's error body, with the same request id in the header."""
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:300]
+    body: dict[str, Any] = response.json()
+    assert {"error", "message", "request_id"} <= body.keys(), body
+    assert response.headers["X-Request-ID"] == body["request_id"]
+    return body
 
 
 def timed(send: Callable[[], requests.Response]) -> tuple[requests.Response, float]:
@@ -135,8 +145,59 @@ def test_oversized_bodies_headers_and_urls(fns: dict[str, Served], bearer: dict[
         assert response.status_code in allowed, (label, response.status_code, response.text[:300])
         assert seconds < 10, label
         no_leak(response)
+        if response.status_code != 401:
+            envelope(response)  # also when gunicorn, not the function, refused it
     # Still serving.
     assert requests.get(trends_url, headers=bearer, timeout=10).status_code == 200
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes no HTTP client library would, and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes after an unparsable request
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+UNPARSABLE_REQUESTS = [
+    (b"MARKER-garbage\r\n\r\n", 400),
+    (b"GET /sales/pg-trends?q=\xd9\xa3MARKER HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/7.MARKER\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header MARKER: 1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"MARKER" * 2000 + b"\r\n\r\n", 431),
+    (b"POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: MARKER\r\n\r\n", 501),
+    (b"POST /token HTTP/1.1\r\nHost: x\r\nExpect: MARKER\r\nContent-Length: 1\r\n\r\nx", 417),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), UNPARSABLE_REQUESTS)
+def test_requests_the_server_cannot_parse_get_the_json_envelope(
+    fns: dict[str, Served], request_bytes: bytes, status: int
+) -> None:
+    """gunicorn refuses these before the function sees them; the answer is still the
+    contract's (JSON, a request id), and quotes nothing of what was sent."""
+    port = urlsplit(fns["trends_pg"].url).port
+    assert port is not None
+    got, headers, body = raw_exchange(port, request_bytes)
+    assert got == status, body[:300]
+    assert headers["Content-Type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["request_id"] == headers["X-Request-ID"]
+    assert answer["error"] and answer["message"]
+    assert b"MARKER" not in body
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    # One line in the function's log says what was refused.
+    logged = [
+        json.loads(line)
+        for line in fns["trends_pg"].output().splitlines()
+        if answer["request_id"] in line
+    ]
+    assert [entry["status"] for entry in logged] == [status]
 
 
 HOSTILE_PARAMS: list[dict[str, str]] = [
