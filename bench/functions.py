@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -27,6 +28,11 @@ FUNCTIONS = ("token", "trends_pg", "trends_bq", "dashboard")
 # the floor included, runs with them.
 GUNICORN_ENV = {"WORKERS": "1", "THREADS": "8", "CLOUD_RUN_TIMEOUT_SECONDS": "300"}
 START_TIMEOUT_SECONDS = 60.0
+
+
+class Memory(NamedTuple):
+    rss: int
+    pss: int
 
 
 @dataclass(frozen=True)
@@ -57,18 +63,25 @@ class Instance:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the instance: the gunicorn master and its workers."""
+    def memory(self) -> Memory:
+        """Memory of the instance: the gunicorn master and its workers, summed.
+
+        RSS counts a page the master and a worker share (the app, loaded before the fork) once
+        per process; PSS splits it between them, so its sum is what the instance really holds
+        (about what a pod's memory cgroup is charged).
+        """
         try:
             root = psutil.Process(self.process.pid)
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return 0
-        total = 0
+            return Memory(0, 0)
+        rss = pss = 0
         for process in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
-                total += process.memory_info().rss
-        return total
+                full = process.memory_full_info()
+                rss += full.rss
+                pss += full.pss
+        return Memory(rss, pss)
 
     def stop(self) -> None:
         if self.process.poll() is None:

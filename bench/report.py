@@ -218,20 +218,29 @@ def _load_tables(results: Mapping[str, Any], settings: Mapping[str, Any]) -> lis
         ]
     lines += [
         "",
-        "### Resident memory per instance (gunicorn master + worker, MiB)",
+        "### Memory per instance (gunicorn master + worker, MiB)",
         "",
-        "| function | idle | × hello | under load |",
-        "|---|---|---|---|",
+        "RSS summed over the two processes (the targets' measure) counts every page they share"
+        " (the app, loaded before the fork) twice; PSS splits shared pages between them, so its"
+        " sum is what the instance really holds, about what its pod's memory cgroup is charged.",
+        "",
+        "| function | idle RSS | × hello | under load RSS | idle PSS | × hello | under load PSS |",
+        "|---|---|---|---|---|---|---|",
     ]
-    hello_idle = curves.get("hello", {}).get("rss_idle_mib")
+    hello = curves.get("hello", {})
     for name in ("hello", *FUNCTION_ORDER):
         entry = curves.get(name)
         if entry:
-            times = ratio(float(entry["rss_idle_mib"]), float(hello_idle)) if hello_idle else None
-            lines.append(
-                f"| {name} | {entry['rss_idle_mib']} | {_fmt(times)} | "
-                f"{entry['rss_under_load_mib']} |"
-            )
+            cells = [name]
+            for measure in ("rss", "pss"):
+                idle, floor = entry.get(f"{measure}_idle_mib"), hello.get(f"{measure}_idle_mib")
+                times = ratio(float(idle), float(floor)) if idle and floor else None
+                cells += [
+                    _fmt(idle, 1),
+                    _fmt(times),
+                    _fmt(entry.get(f"{measure}_under_load_mib"), 1),
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
     login = results.get("login")
     token = curves.get("token")
     if login and token:

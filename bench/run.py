@@ -198,27 +198,32 @@ def cold_starts(
     }
 
 
-class RssSampler:
-    """The highest resident memory of an instance while a load runs (sampled every 100 ms)."""
+class MemorySampler:
+    """The highest memory (RSS and PSS) of an instance while a load runs, every 100 ms."""
 
     def __init__(self, instance: fn.Instance) -> None:
         self.instance = instance
-        self.peak = 0
+        self.peak = fn.Memory(0, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.instance.rss_bytes())
+            now = self.instance.memory()
+            self.peak = fn.Memory(max(self.peak.rss, now.rss), max(self.peak.pss, now.pss))
             self._stop.wait(0.1)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def mib(size: int) -> float:
+    return round(size / 2**20, 1)
 
 
 def load_curve(
@@ -233,15 +238,16 @@ def load_curve(
         for _ in range(20):  # warm: pool connections, lazy imports, caches
             fn.request(instance, probe)
         time.sleep(1.0)
-        idle = instance.rss_bytes()
+        idle = instance.memory()
         curve = []
-        peak = 0
+        peak = fn.Memory(0, 0)
         for connections in levels:
-            with RssSampler(instance) as sampler:
+            with MemorySampler(instance) as sampler:
                 point = load.wrk(instance.url, probe, connections=connections, seconds=duration)
-            point["rss_peak_mib"] = round(sampler.peak / 2**20, 1)
+            point["rss_peak_mib"] = mib(sampler.peak.rss)
+            point["pss_peak_mib"] = mib(sampler.peak.pss)
             point["load_average"] = load_average()
-            peak = max(peak, sampler.peak)
+            peak = fn.Memory(max(peak.rss, sampler.peak.rss), max(peak.pss, sampler.peak.pss))
             curve.append(point)
             lat = point["latency_ms"]
             say(
@@ -250,8 +256,10 @@ def load_curve(
                 f" errors {sum(point['errors'].values())}"
             )
     return {
-        "rss_idle_mib": round(idle / 2**20, 1),
-        "rss_under_load_mib": round(peak / 2**20, 1),
+        "rss_idle_mib": mib(idle.rss),
+        "rss_under_load_mib": mib(peak.rss),
+        "pss_idle_mib": mib(idle.pss),
+        "pss_under_load_mib": mib(peak.pss),
         "curve": curve,
     }
 
