@@ -41,6 +41,12 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
 HSTS = "max-age=31536000; includeSubDomains"
+#: Headers of every JSON answer (HSTS is added where the transport is secure).
+JSON_DEFAULT_HEADERS = (
+    *SECURITY_HEADERS.items(),
+    ("Content-Security-Policy", JSON_CSP),
+    ("Cache-Control", "no-store"),
+)
 
 
 @dataclass
@@ -115,9 +121,7 @@ class FunctionApp:
         self._openapi_body: bytes | None = None
         self.routes: dict[str, dict[str, Handler]] = {}
         self._defaults = [
-            *SECURITY_HEADERS.items(),
-            ("Content-Security-Policy", JSON_CSP),
-            ("Cache-Control", "no-store"),
+            *JSON_DEFAULT_HEADERS,
             *([("Strict-Transport-Security", HSTS)] if secure_transport else []),
         ]
         self.route("/healthz", GET=self._healthz)

@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from common import errors
-from common.http import JSON_CSP, REQUEST_ID_HEADER, SECURITY_HEADERS, json_body
+from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
 from common.logging import log_failure, log_request
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -56,23 +56,26 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+# gunicorn's failures, most specific first (the response-header errors subclass the request
+# ones), and what each is answered with; any other exception is an internal error.
+_TRANSPORT_ERRORS: tuple[tuple[type[Exception], Callable[[], errors.ApiError]], ...] = (
+    (parse_errors.InvalidResponseHeader, errors.InternalError),  # the application's header
+    (parse_errors.InvalidResponseHeaderName, errors.InternalError),
+    (parse_errors.ConfigurationProblem, errors.InternalError),
+    (parse_errors.LimitRequestLine, errors.UriTooLong),
+    (parse_errors.LimitRequestHeaders, errors.HeadersTooLarge),
+    (parse_errors.ExpectationFailed, errors.ExpectationFailed),
+    (parse_errors.UnsupportedTransferCoding, errors.TransferCodingNotImplemented),
+    (parse_errors.ParseException, lambda: errors.BadRequest("The request is not valid HTTP/1.1.")),
+)
+
+
 def transport_error(exc: BaseException) -> errors.ApiError:
     """What to answer when gunicorn itself fails a request: one it could not parse, or a
     failure outside the application (the app answers its own errors)."""
-    if isinstance(exc, parse_errors.InvalidResponseHeader | parse_errors.InvalidResponseHeaderName):
-        return errors.InternalError()  # a header the application produced
-    if isinstance(exc, parse_errors.LimitRequestLine):
-        return errors.UriTooLong()
-    if isinstance(exc, parse_errors.LimitRequestHeaders):
-        return errors.HeadersTooLarge()
-    if isinstance(exc, parse_errors.ExpectationFailed):
-        return errors.ExpectationFailed()
-    if isinstance(exc, parse_errors.UnsupportedTransferCoding):
-        return errors.TransferCodingNotImplemented()
-    if isinstance(exc, parse_errors.ConfigurationProblem):
-        return errors.InternalError()
-    if isinstance(exc, parse_errors.ParseException):
-        return errors.BadRequest("The request is not valid HTTP/1.1.")
+    for kind, answer in _TRANSPORT_ERRORS:
+        if isinstance(exc, kind):
+            return answer()
     return errors.InternalError()
 
 
@@ -85,9 +88,7 @@ def transport_error_response(error: errors.ApiError, request_id: str) -> bytes:
         "Content-Type": "application/json",
         "Content-Length": str(len(body)),
         REQUEST_ID_HEADER: request_id,
-        **SECURITY_HEADERS,
-        "Content-Security-Policy": JSON_CSP,
-        "Cache-Control": "no-store",
+        **dict(JSON_DEFAULT_HEADERS),
         **error.headers,
     }
     head = f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
