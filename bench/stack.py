@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import REPO_ROOT, Settings, build_settings
-from common.pg import connect, parse_dsn
-from pipeline.migrate import migrate
+from common.pg import parse_dsn
 from pipeline.postgres_embedded import EmbeddedPostgres, _bin_dir, open_embedded
 
 DATA_DIR = REPO_ROOT / "bench" / "data"
@@ -51,7 +50,7 @@ class Stack:
     pii_key: str
 
     def dsn(self, database: str) -> str:
-        return self.server.dsn.rsplit("/", 1)[0] + "/" + database
+        return self.server.database_dsn(database)
 
     def settings(self, database: str, **env: str) -> Settings:
         return build_settings(
@@ -69,20 +68,7 @@ class Stack:
 
     def create_database(self, name: str, *, migrated: bool = True) -> str:
         """Drop and create ``name``; returns its DSN."""
-        admin = connect(self.server.dsn)
-        try:
-            admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.run(f'CREATE DATABASE "{name}"')
-        finally:
-            admin.close()
-        dsn = self.dsn(name)
-        if migrated:
-            conn = connect(dsn)
-            try:
-                migrate(conn)
-            finally:
-                conn.close()
-        return dsn
+        return self.server.create_database(name, migrated=migrated, replace=True)
 
     def client_env(self) -> dict[str, str]:
         """Environment for psql/pgbench: the password, no user configuration files."""

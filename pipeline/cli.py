@@ -149,17 +149,12 @@ def cmd_check_marts(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from common.pg import connect
-    from pipeline.migrate import migrate
+    from pipeline.migrate import migrate_database
     from pipeline.runtime import cli_settings, postgres_dsn
 
     settings = cli_settings(with_secrets=False)
     with postgres_dsn(settings) as dsn:
-        conn = connect(dsn)
-        try:
-            applied = migrate(conn)
-        finally:
-            conn.close()
+        applied = migrate_database(dsn)
     print(f"migrations applied: {', '.join(map(str, applied)) or 'none (up to date)'}")
     return EXIT_OK
 

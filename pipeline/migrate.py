@@ -69,3 +69,14 @@ def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
     finally:
         conn.run("SELECT pg_advisory_unlock(:key)", key=_LOCK_KEY)
     return applied_now
+
+
+def migrate_database(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """``migrate`` over a connection of its own to ``dsn``; returns the versions applied now."""
+    from common.pg import connect
+
+    conn = connect(dsn)
+    try:
+        return migrate(conn, directory)
+    finally:
+        conn.close()

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from pipeline.netutil import free_port, port_is_free
 
 SERVER_USER = "salesmart-pg"
 DATABASE = "salesmart"
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ROLE = "salesmart"
 START_TIMEOUT_SECONDS = 60
 
@@ -94,7 +96,10 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.database_dsn(DATABASE)
+
+    def database_dsn(self, database: str) -> str:
+        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     # -- running commands as the right user ---------------------------------------------
     def _run(self, args: list[str], timeout: float = START_TIMEOUT_SECONDS) -> str:
@@ -242,14 +247,33 @@ class EmbeddedPostgres:
     def _ensure_database(self) -> None:
         from common.pg import connect
 
-        admin_dsn = f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/postgres"
-        conn = connect(admin_dsn, timeout=10)
+        conn = connect(self.database_dsn("postgres"), timeout=10)
         try:
             rows = conn.run("SELECT 1 FROM pg_database WHERE datname = :name", name=DATABASE)
             if not rows:
                 conn.run(f'CREATE DATABASE "{DATABASE}"')
         finally:
             conn.close()
+
+    def create_database(self, name: str, *, migrated: bool = True, replace: bool = False) -> str:
+        """A new empty database ``name`` (an existing one is dropped first when ``replace``),
+        with the schema migrations applied unless ``migrated`` is false; returns its DSN."""
+        from common.pg import connect
+        from pipeline.migrate import migrate_database
+
+        if not _PLAIN_NAME.fullmatch(name):
+            raise ValueError(f"database names here are plain identifiers, found {name!r}")
+        conn = connect(self.database_dsn("postgres"), timeout=10)
+        try:
+            if replace:
+                conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.run(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        dsn = self.database_dsn(name)
+        if migrated:
+            migrate_database(dsn)
+        return dsn
 
     def stop(self, mode: str = "fast") -> None:
         if not self.is_running():

@@ -115,20 +115,14 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    from pipeline.migrate import migrate
+    from pipeline.migrate import migrate_database
     from pipeline.postgres_embedded import open_embedded
 
     server = open_embedded(ensure_state_dir(settings) / "postgres")
     was_running = server.is_running()
     server.start()
     try:
-        from common.pg import connect
-
-        conn = connect(server.dsn)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
+        migrate_database(server.dsn)
         yield server.dsn
     finally:
         if not was_running:

@@ -6,9 +6,12 @@ off (tests need speed, not durability), and each ``fresh_database`` is a new dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,6 @@ import pytest
 
 from common.config import Settings, build_settings
 from common.pg import connect
-from pipeline.migrate import migrate
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,34 +50,30 @@ def _test_environment() -> Iterator[None]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
+@contextlib.contextmanager
+def scratch_pg_server(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """A running embedded PostgreSQL in a temporary folder, removed afterwards."""
     # Not under pytest's tmp (0700 as root): the server runs as another user.
-    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
     server = open_embedded(root / "pg", fsync=False)
     server.start()
-    yield server
-    server.stop(mode="immediate")
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with scratch_pg_server("salesmart-pg-") as server:
+        yield server
 
 
 def create_database(server: EmbeddedPostgres, *, migrated: bool = True) -> str:
     """A new empty database on ``server``; returns its DSN."""
-    name = "t_" + secrets.token_hex(6)
-    admin = connect(server.dsn)
-    try:
-        admin.run(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.close()
-    dsn = server.dsn.rsplit("/", 1)[0] + "/" + name
-    if migrated:
-        conn = connect(dsn)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
-    return dsn
+    return server.create_database("t_" + secrets.token_hex(6), migrated=migrated)
 
 
 @pytest.fixture
@@ -87,3 +85,39 @@ def fresh_dsn(pg_server: EmbeddedPostgres) -> str:
 @pytest.fixture
 def settings(fresh_dsn: str) -> Settings:
     return build_settings({**os.environ, "SALESMART_DATABASE_URL": fresh_dsn})
+
+
+# -- the `salesmart` command, as a test runs it -------------------------------------------------
+def cli_env(settings: Settings, tmp_path: Path, **extra_env: str) -> dict[str, str]:
+    """The environment of a `salesmart` command run by a test: the test's database and a
+    state folder of its own (so no `make up` of the checkout is picked up)."""
+    return {
+        **os.environ,
+        "SALESMART_DATABASE_URL": settings.database_url,
+        "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        **extra_env,
+    }
+
+
+def run_cli(
+    settings: Settings, tmp_path: Path, *args: str, stdin: str = "", **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """`salesmart ARGS` to completion, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=cli_env(settings, tmp_path, **extra_env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def scalar(settings: Settings, sql: str) -> int:
+    """The integer one query returns (a count, usually)."""
+    conn = connect(settings.database_url)
+    try:
+        return int(conn.run(sql)[0][0])
+    finally:
+        conn.close()

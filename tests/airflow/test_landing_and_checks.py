@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from common.config import ConfigError, Settings
-from common.pg import connect
 from pipeline.checks import MartCounts, check_marts, compare, require_fresh
 from pipeline.dbt_wrapper import target_of
 from pipeline.landing import (
@@ -28,37 +27,11 @@ from pipeline.landing import (
     local_files,
 )
 from pipeline.transform import run_dbt
+from tests.conftest import run_cli, scalar
 
 HEADER = "transaction_id,product,price,quantity,date\n"
 FILE_A = HEADER + "A1,Halal Dates,12.50,2,2023-10-01\nA2,Halal Honey,30.00,1,2023-10-15\n"
 FILE_B = HEADER + "B1,Halal Laptop,999.99,2,2023-10-01\nB2,Halal Tea,11.00,1,x\n"
-
-
-def cli(
-    settings: Settings, tmp_path: Path, *args: str, **extra_env: str
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SALESMART_DATABASE_URL": settings.database_url,
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-        **extra_env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def count(settings: Settings, sql: str) -> int:
-    conn = connect(settings.database_url)
-    try:
-        return int(conn.run(sql)[0][0])
-    finally:
-        conn.close()
 
 
 # -- the landing folder --------------------------------------------------------------------
@@ -95,15 +68,15 @@ def test_new_files_are_loaded_once_by_content(settings: Settings, tmp_path: Path
         ("a.csv", 2, 2, 0),
         ("b.csv", 2, 1, 1),
     ]
-    assert count(settings, "SELECT count(*) FROM raw.transactions") == 3
+    assert scalar(settings, "SELECT count(*) FROM raw.transactions") == 3
 
     # Nothing new: nothing loaded, and a renamed copy is recognised by its content.
     (landing / "a-copy.csv").write_text(FILE_A)
     lines.clear()
     assert ingest_landing(settings, ["postgres"], say=lines.append) == []
     assert sum("already loaded" in line for line in lines) == 3, lines
-    assert count(settings, "SELECT count(*) FROM raw.loads") == 2
-    assert count(settings, "SELECT count(*) FROM raw.rejected_transactions") == 1
+    assert scalar(settings, "SELECT count(*) FROM raw.loads") == 2
+    assert scalar(settings, "SELECT count(*) FROM raw.rejected_transactions") == 1
 
 
 def test_an_unusable_file_fails_after_the_others_are_loaded(
@@ -116,10 +89,10 @@ def test_an_unusable_file_fails_after_the_others_are_loaded(
     settings = dataclasses.replace(settings, landing=str(landing))
     with pytest.raises(UnusableLandingFiles, match=r"1 landing file.*a\.csv"):
         ingest_landing(settings, ["postgres"])
-    assert count(settings, "SELECT count(*) FROM raw.loads WHERE finished_at IS NOT NULL") == 1
+    assert scalar(settings, "SELECT count(*) FROM raw.loads WHERE finished_at IS NOT NULL") == 1
 
     # The command: the one-line reason and exit 2 (the DAG does not retry those).
-    done = cli(
+    done = run_cli(
         settings, tmp_path, "ingest-landing", "--landing", str(landing), "--target", "postgres"
     )
     assert done.returncode == 2, done.stderr
@@ -232,7 +205,7 @@ def test_a_gcs_prefix_through_the_command_and_the_real_client(
     bucket.blob("elsewhere/c.csv").upload_from_string(FILE_A)
     args = ("ingest-landing", "--landing", "gs://landing/drop", "--target", "postgres")
 
-    done = cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
+    done = run_cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
     assert done.returncode == 0, done.stderr
     assert "landing gs://landing/drop: 2 file(s)" in done.stdout
     assert "drop/2023/a.csv -> postgres: read 2, loaded 2, rejected 0" in done.stdout
@@ -242,11 +215,11 @@ def test_a_gcs_prefix_through_the_command_and_the_real_client(
 
     # Again: nothing new; an object replaced in place is new content, and is loaded.
     bucket.blob("drop/b.csv").upload_from_string(FILE_B.replace("B1,", "B9,"))
-    done = cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
+    done = run_cli(settings, tmp_path, *args, STORAGE_EMULATOR_HOST=gcs_emulator)
     assert done.returncode == 0, done.stderr
     assert "drop/2023/a.csv -> postgres: already loaded" in done.stdout
     assert "drop/b.csv -> postgres: read 2, loaded 1, rejected 1" in done.stdout
-    assert count(settings, "SELECT count(*) FROM raw.transactions") == 4
+    assert scalar(settings, "SELECT count(*) FROM raw.transactions") == 4
 
 
 @pytest.mark.parametrize("uri", ["gs://", "gs:///x", "gs:/bucket"])
@@ -287,7 +260,7 @@ def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Pa
     assert "pg_sales has 2 rows, raw has 3" in check.problems
     assert "summary_sales counts 2 transactions, raw has 3" in check.problems
     assert any("1 of the 1 rows of the newest load" in p for p in check.problems)
-    done = cli(settings, tmp_path, "check-marts", "--target", "postgres")
+    done = run_cli(settings, tmp_path, "check-marts", "--target", "postgres")
     assert done.returncode == 1
     assert "salesmart: the marts do not match the raw area: postgres: pg_sales has 2 rows" in (
         done.stderr
@@ -295,7 +268,7 @@ def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Pa
 
     # After the build they match again; a run with nothing new passes as well.
     run_dbt("postgres", settings, work_dir=tmp_path / "dbt")
-    done = cli(settings, tmp_path, "check-marts", "--target", "postgres")
+    done = run_cli(settings, tmp_path, "check-marts", "--target", "postgres")
     assert done.returncode == 0, done.stderr
     assert ": ok" in done.stdout
 

@@ -8,11 +8,9 @@ import contextlib
 import importlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,10 +28,10 @@ from common.server import command as serve_command
 from common.server import serve_arguments
 from pipeline.ingest import ingest_postgres
 from pipeline.netutil import free_port
-from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
+from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.transform import run_dbt
 from pipeline.users import add_user
-from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_ENV, create_database
+from tests.conftest import REPO_ROOT, SAMPLE_CSV, TEST_ENV, create_database, scratch_pg_server
 
 FUNCTIONS = ("token", "trends_pg", "trends_bq", "dashboard")
 PASSWORD = "correct horse battery"
@@ -256,10 +254,5 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Se
 @pytest.fixture
 def own_pg_server() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of its own, for tests that stop and restart it."""
-    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-own-"))
-    root.chmod(0o755)
-    server = open_embedded(root / "pg", fsync=False)
-    server.start()
-    yield server
-    server.stop(mode="immediate")
-    shutil.rmtree(root, ignore_errors=True)
+    with scratch_pg_server("salesmart-pg-own-") as server:
+        yield server

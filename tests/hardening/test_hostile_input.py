@@ -28,7 +28,7 @@ from common.pg import connect
 from pipeline.generate import generate
 from pipeline.ingest import ingest_postgres
 from pipeline.postgres_embedded import EmbeddedPostgres
-from tests.conftest import create_database
+from tests.conftest import cli_env, create_database
 from tests.functions.conftest import Served, make_user
 
 Serve = Callable[..., Served]
@@ -315,14 +315,9 @@ HEADER = "transaction_id,product,price,quantity,date"
 
 
 def cli(settings: Settings, tmp_path: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "SALESMART_DATABASE_URL": settings.database_url,
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
+        env=cli_env(settings, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

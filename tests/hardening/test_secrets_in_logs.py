@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +20,7 @@ import requests
 
 from common.config import Settings
 from pipeline.netutil import free_port
-from tests.conftest import SAMPLE_CSV, TEST_ENV
+from tests.conftest import SAMPLE_CSV, TEST_ENV, run_cli
 from tests.functions.conftest import EXTRA_CSV, Served
 
 WRONG_PASSWORD = "Wrong-Pa55word-in-a-log?"
@@ -42,19 +40,7 @@ def transaction_ids() -> list[str]:
 
 
 def cli(settings: Settings, tmp_path: Path, *args: str, stdin: str = "") -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env={
-            **os.environ,
-            "SALESMART_DATABASE_URL": settings.database_url,
-            "SALESMART_STATE_DIR": str(tmp_path / "state"),
-        },
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(settings, tmp_path, *args, stdin=stdin)
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr
 
