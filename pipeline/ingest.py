@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.config import Settings
 from common.pg import close_quietly
@@ -35,8 +36,11 @@ from pipeline.csvsource import (
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
 # Files from this size on are read by worker processes (about 100,000 rows).
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -224,44 +228,62 @@ def _stage_worker(reader: TransactionReader, segment: Segment | None, pipe: Conn
         pipe.close()
 
 
-def with_progress(reader: TransactionReader, path: Path, show: bool) -> Iterator[CheckedRow]:
-    """Rows from ``reader``, with a progress bar on stderr for large files on a terminal."""
-    size = path.stat().st_size
-    if not show or size < PROGRESS_MIN_BYTES:
-        yield from reader
-        return
-    from tqdm import tqdm
+class FileProgress:
+    """What a long load shows on a terminal: a bar while ``path`` is read, then one line
+    saying what is still being done, erased when the load ends. Nothing for small files,
+    when ``show`` is false, or when stderr is not a terminal (logs, CI, pipes)."""
 
-    with tqdm(
-        total=size, unit="B", unit_scale=True, desc=path.name, disable=None, leave=False
-    ) as bar:
-        last = 0
-        for count, row in enumerate(reader):
-            yield row
-            if count % 20000 == 0:
-                now = reader.chars_read
-                bar.update(now - last)
-                last = now
-        bar.update(size - last)
+    def __init__(self, path: Path, show: bool) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.on = show and self.size >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+        self._line = ""
+
+    def __enter__(self) -> FileProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._line:
+            sys.stderr.write("\r" + " " * len(self._line) + "\r")
+            sys.stderr.flush()
+            self._line = ""
+
+    def track(
+        self, items: Iterable[T], position: Callable[[], int], every: int = 1, then: str = ""
+    ) -> Iterator[T]:
+        """``items``, drawing the bar; ``position()`` is how far into the file they are,
+        asked every ``every`` items. ``then``: the line shown once they are all read."""
+        if not self.on:
+            yield from items
+            return
+        from tqdm import tqdm
+
+        with tqdm(
+            total=self.size, unit="B", unit_scale=True, desc=self.path.name, leave=False
+        ) as bar:
+            last = 0
+            for count, item in enumerate(items):
+                yield item
+                if count % every == 0:
+                    now = position()
+                    bar.update(now - last)
+                    last = now
+            bar.update(self.size - last)
+        try:
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):  # not a terminal after all, or no descriptor
+            columns = 0
+        if then and columns > 1:
+            self._line = f"{self.path.name}: {then}..."[: columns - 1]
+            sys.stderr.write(self._line + "\r")
+            sys.stderr.flush()
 
 
-def _feed_with_progress(feed: StageFeed, path: Path, show: bool) -> Iterator[bytes]:
-    """Blocks of ``feed``, with a progress bar on stderr for large files on a terminal."""
-    size = path.stat().st_size
-    if not show or size < PROGRESS_MIN_BYTES:
-        yield from feed
-        return
-    from tqdm import tqdm
-
-    with tqdm(
-        total=size, unit="B", unit_scale=True, desc=path.name, disable=None, leave=False
-    ) as bar:
-        last = 0
-        for block in feed:
-            yield block
-            bar.update(feed.chars - last)
-            last = feed.chars
-        bar.update(size - last)
+def track_rows(reader: TransactionReader, progress: FileProgress) -> Iterator[CheckedRow]:
+    """The rows of ``reader``, drawn on ``progress`` (a reader counts characters, not rows)."""
+    return progress.track(
+        reader, lambda: reader.chars_read, every=20000, then="loading the new rows"
+    )
 
 
 _STAGE_DDL = """
@@ -332,9 +354,21 @@ def ingest_postgres(
     """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     digest = file_sha256(path)
+    feed = StageFeed(reader, workers=workers)
+    with FileProgress(path, progress) as shown:
+        return _load_postgres(conn, path, digest, feed, shown, settings)
+
+
+def _load_postgres(
+    conn: Any,
+    path: Path,
+    digest: str,
+    feed: StageFeed,
+    progress: FileProgress,
+    settings: Settings,
+) -> IngestResult:
     raw = settings.raw_schema
     result = IngestResult(target="postgres", source_file=str(path))
-    feed = StageFeed(reader, workers=workers)
     conn.run("BEGIN")
     try:
         # Sorting a million staged rows by line number fits in memory with this.
@@ -346,7 +380,8 @@ def ingest_postgres(
         )[0][0]
         result.load_id = load_id
         conn.run(_STAGE_DDL)
-        conn.run("COPY ingest_stage FROM STDIN", stream=_feed_with_progress(feed, path, progress))
+        blocks = progress.track(feed, lambda: feed.chars, then="loading the new rows")
+        conn.run("COPY ingest_stage FROM STDIN", stream=blocks)
         # Temporary tables are never auto-analysed: without statistics the planner may
         # choose a nested loop for the join below.
         conn.run("ANALYZE ingest_stage")

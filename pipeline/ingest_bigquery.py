@@ -39,7 +39,7 @@ from common import bigquery as bq
 from common.config import ConfigError, Settings
 from common.validation import DUPLICATE
 from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256
-from pipeline.ingest import IngestResult, with_progress
+from pipeline.ingest import FileProgress, IngestResult, track_rows
 
 RAW_TABLE = "raw_transactions"
 REJECTED_TABLE = "rejected_transactions"
@@ -365,4 +365,5 @@ def ingest_bigquery(path: Path, settings: Settings, *, progress: bool = False) -
     """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     sha256 = file_sha256(path)
-    return ingest_rows(with_progress(reader, path, progress), str(path), sha256, settings)
+    with FileProgress(path, progress) as shown:
+        return ingest_rows(track_rows(reader, shown), str(path), sha256, settings)

@@ -2,46 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from common.config import Settings
+from common.config import Settings, build_settings
 from common.pg import connect
-from tests.conftest import SAMPLE_CSV
+from pipeline.csvsource import TransactionReader
+from pipeline.ingest import PROGRESS_MIN_BYTES, FileProgress, track_rows
+from tests.conftest import SAMPLE_CSV, cli_env, run_cli, scalar
 
 
 def run(
-    settings: Settings,
-    tmp_path: Path,
-    *args: str,
-    stdin: str = "",
+    settings: Settings, tmp_path: Path, *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SALESMART_DATABASE_URL": settings.database_url,
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(settings, tmp_path, *args, stdin=stdin)
 
 
 def count(settings: Settings, table: str) -> int:
-    conn = connect(settings.database_url)
-    try:
-        return int(conn.run(f"SELECT count(*) FROM {table}")[0][0])
-    finally:
-        conn.close()
+    return scalar(settings, f"SELECT count(*) FROM {table}")
 
 
 def test_ingest_prints_counts_by_reason(settings: Settings, tmp_path: Path) -> None:
@@ -166,3 +157,115 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
     assert summary["read"] == 5000
     assert 0 < summary["rejected"] < 250
     assert len(summary["rejected_by_reason"]) >= 8
+
+
+@contextlib.contextmanager
+def terminal() -> Iterator[tuple[int, bytearray]]:
+    """A pseudo-terminal of 100 columns: the descriptor of its terminal end, and what is
+    written to it, read while it is being written (a full terminal blocks its writer)."""
+    controller, end = pty.openpty()
+    # A terminal has a size; tqdm draws nothing on one of 0 columns.
+    fcntl.ioctl(end, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: every writer closed its end
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        yield end, shown
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(end)
+        reader.join(timeout=10)
+        os.close(controller)
+
+
+LOADING_LINE = "big.csv: loading the new rows..."
+
+
+def percentages(shown: str) -> list[int]:
+    """The percentages of the file's progress bar, as drawn one after another."""
+    return [int(found) for found in re.findall(r"big\.csv:\s+(\d+)%\|", shown)]
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file large enough for a progress bar (generated; the database is not needed)."""
+    folder = tmp_path_factory.mktemp("big")
+    path = folder / "big.csv"
+    made = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--rows", "250000", "--out", str(path)],
+        env={**os.environ, "SALESMART_STATE_DIR": str(folder / "state")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert path.stat().st_size > PROGRESS_MIN_BYTES
+    return path
+
+
+def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
+    settings: Settings, tmp_path: Path, big_csv: Path
+) -> None:
+    """The contract's "long work shows progress": a bar on a terminal's stderr while a large
+    file loads, and nothing of it when stderr is a pipe or a file (logs, CI)."""
+    with terminal() as (end, shown):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "ingest", str(big_csv)],
+            env=cli_env(settings, tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=end,
+            text=True,
+        )
+        os.close(end)
+        out, _ = process.communicate(timeout=300)
+    bar = shown.decode(errors="replace")
+    assert process.returncode == 0, bar[-500:]
+    assert "read 250000" in out
+    assert max(percentages(bar), default=0) >= 90, bar[-500:]
+    assert "MB/s" in bar, bar[-500:]
+    assert LOADING_LINE in bar, bar[-500:]
+
+    # The same file again through pipes: the summary, and no bar.
+    again = run(settings, tmp_path, "ingest", str(big_csv))
+    assert again.returncode == 0, again.stderr
+    assert "loaded 0" in again.stdout
+    assert "%|" not in again.stderr
+
+
+def test_the_row_by_row_reader_shows_progress_on_a_terminal(
+    big_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BigQuery load reads rows one by one (not the PostgreSQL loader's blocks); its bar
+    follows the reader through the file to the end."""
+    settings = build_settings({**os.environ, "SALESMART_ENV": "dev"})
+    with terminal() as (end, shown):
+        with open(os.dup(end), "w", encoding="utf-8") as stderr:
+            monkeypatch.setattr(sys, "stderr", stderr)
+            reader = TransactionReader(big_csv, settings.validation, "k" * 32)
+            with FileProgress(big_csv, show=True) as progress:
+                rows = sum(1 for _ in track_rows(reader, progress))
+                stderr.flush()
+                deadline = time.monotonic() + 10  # the terminal is read by another thread
+                while LOADING_LINE.encode() not in shown and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                shown_while_loading = bytes(shown)
+        monkeypatch.undo()
+    bar = shown.decode(errors="replace")
+    assert rows == 250000
+    assert max(percentages(bar), default=0) >= 90, bar[-500:]
+    # Once read, the line saying what is still being done; erased at the end.
+    assert shown_while_loading.endswith(f"{LOADING_LINE}\r".encode()), bar[-300:]
+    assert bar.endswith(" " * len(LOADING_LINE) + "\r"), bar[-300:]
