@@ -101,12 +101,16 @@ class FunctionProcesses:
     def urls(self) -> dict[str, str]:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
 
-    def start(self) -> None:
+    def require_free_ports(self) -> None:
+        """Stop with a one-line reason when another program listens on one of the ports."""
         busy = [str(p) for p in self.ports.values() if not port_is_free(p)]
         if busy:
             raise StackError(
                 f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"
             )
+
+    def start(self) -> None:
+        self.require_free_ports()  # again: something may have taken one since
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, port in self.ports.items():
             source = REPO_ROOT / "functions" / name / "main.py"
@@ -240,6 +244,8 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
         raise StackError("--rows must be >= 0")
     if not 1024 <= port_base <= 65532:
         raise StackError("--port-base must be between 1024 and 65532")
+    # Before the minute of loading and dbt that comes first, not after it.
+    FunctionProcesses(FUNCTIONS, port_base, {}, state / "logs").require_free_ports()
     files = _data_files(data, extra_rows, settings)
     write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
     cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,12 +53,12 @@ EXPECTED_2023_10 = [
 
 
 def _free_port_base() -> int:
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base > 65000:
-            continue
+    """Four free ports in a row, below the kernel's ephemeral range: `up` binds them half a
+    minute later (after ingest and dbt), and a port of that range can meanwhile become the
+    local end of any outgoing connection of a test running beside this one."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        base = random.randrange(10_000, max(10_004, low - 4))
         if all(_free(base + i) for i in range(4)):
             return base
     raise RuntimeError("no four free ports in a row")
@@ -234,3 +235,27 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
+    """Told at once, not after the loading and dbt builds that come before serving."""
+    base = _free_port_base()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 2))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(base)],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"salesmart: port(s) {base + 2} on 127.0.0.1 are in use; choose others with --port-base"
+    )
+    assert "starting" not in result.stdout + result.stderr
+    assert not (tmp_path / ".salesmart" / "postgres").exists()
+    assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
