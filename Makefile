@@ -9,6 +9,8 @@ DBT_VENV := .venv-dbt
 BQEMU_VENV := .venv-bqemu
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_PORT ?= 8090
+# Options of `salesmart up`, e.g. make up UP_ARGS="--port-base 9080 --rows 100000"
+UP_ARGS ?=
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
@@ -75,7 +77,7 @@ browser:
 	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
 
 up: envs
-	$(BIN)/salesmart up
+	$(BIN)/salesmart up $(UP_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import REPO_ROOT
+
 ADMIN_PASSWORD = "demo-password-for-tests"
 EXPECTED_2023_10 = [
     {
@@ -259,3 +261,17 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
     assert "starting" not in result.stdout + result.stderr
     assert not (tmp_path / ".salesmart" / "postgres").exists()
     assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
+
+
+def test_make_up_hands_its_options_to_salesmart_up() -> None:
+    """`make up UP_ARGS=...` is how a `make` user picks other ports (dry run: nothing starts)."""
+    dry = subprocess.run(
+        ["make", "-n", "up", "UP_ARGS=--port-base 9080 --rows 10"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    command = dry.stdout.strip().splitlines()[-1]
+    assert command == ".venv/bin/salesmart up --port-base 9080 --rows 10"
