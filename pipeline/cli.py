@@ -204,6 +204,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.rows < 0:
         raise CliError("--rows must be >= 0", EXIT_UNUSABLE)
+    if not 0 <= args.invalid_share <= 1:
+        raise CliError("--invalid-share must be between 0 and 1", EXIT_UNUSABLE)
     written = generate(Path(args.out), args.rows, seed=args.seed, invalid_share=args.invalid_share)
     print(f"wrote {written} transactions to {args.out}")
     return EXIT_OK

@@ -159,6 +159,26 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
     assert len(summary["rejected_by_reason"]) >= 8
 
 
+SHARE_RANGE = "--invalid-share must be between 0 and 1"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (["--rows", "-5"], "salesmart: --rows must be >= 0"),
+        (["--rows", "5", "--invalid-share", "2"], f"salesmart: {SHARE_RANGE}"),
+        (["--rows", "5", "--invalid-share", "-0.1"], f"salesmart: {SHARE_RANGE}"),
+    ],
+)
+def test_generate_refuses_impossible_options_as_unusable_input(
+    settings: Settings, tmp_path: Path, options: list[str], reason: str
+) -> None:
+    out = tmp_path / "never.csv"
+    result = run(settings, tmp_path, "generate", *options, "--out", str(out))
+    assert (result.returncode, result.stderr.strip()) == (2, reason)
+    assert not out.exists()
+
+
 @contextlib.contextmanager
 def terminal() -> Iterator[tuple[int, bytearray]]:
     """A pseudo-terminal of 100 columns: the descriptor of its terminal end, and what is
