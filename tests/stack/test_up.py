@@ -265,13 +265,16 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
 
 def test_make_up_hands_its_options_to_salesmart_up() -> None:
     """`make up UP_ARGS=...` is how a `make` user picks other ports (dry run: nothing starts)."""
+    # Not as a sub-make of `make test`: its flags would change what is printed.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     dry = subprocess.run(
-        ["make", "-n", "up", "UP_ARGS=--port-base 9080 --rows 10"],
+        ["make", "--no-print-directory", "-n", "up", "UP_ARGS=--port-base 9080 --rows 10"],
         cwd=REPO_ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    command = dry.stdout.strip().splitlines()[-1]
-    assert command == ".venv/bin/salesmart up --port-base 9080 --rows 10"
+    runs = [line for line in dry.stdout.splitlines() if "salesmart up" in line]
+    assert runs == [".venv/bin/salesmart up --port-base 9080 --rows 10"], dry.stdout
