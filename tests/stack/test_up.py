@@ -207,16 +207,21 @@ def test_other_commands_use_the_running_stack(stack: Stack) -> None:
     assert listing.stdout.startswith("admin\tadmin\tactive")
 
 
-def test_second_up_in_the_same_folder_says_it_is_running(stack: Stack) -> None:
-    second = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", "9990"],
-        cwd=stack.folder,
+def _up_until_it_exits(folder: Path, port_base: int) -> subprocess.CompletedProcess[str]:
+    """`salesmart up` run where it is expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(port_base)],
+        cwd=folder,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
+
+
+def test_second_up_in_the_same_folder_says_it_is_running(stack: Stack) -> None:
+    second = _up_until_it_exits(stack.folder, 9990)
     assert second.returncode == 1
     assert "already running" in second.stderr
 
@@ -245,15 +250,7 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", base + 2))
         taken.listen()
-        result = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(base)],
-            cwd=tmp_path,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = _up_until_it_exits(tmp_path, base)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"salesmart: port(s) {base + 2} on 127.0.0.1 are in use; choose others with --port-base"
