@@ -36,7 +36,6 @@ from pipeline.csvsource import (
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-
 # Files from this size on are read by worker processes (about 100,000 rows).
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 

@@ -31,8 +31,9 @@ from pipeline.netutil import free_port, port_is_free
 
 SERVER_USER = "salesmart-pg"
 DATABASE = "salesmart"
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 ROLE = "salesmart"
+# What ``create_database`` accepts: a name that needs no quoting rules of its own.
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 START_TIMEOUT_SECONDS = 60
 
 
