@@ -63,3 +63,30 @@ def test_stop_start_keeps_data_and_port() -> None:
         assert oct((root / "pg" / "password").stat().st_mode)[-3:] == "600"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_create_database_migrates_replaces_and_refuses_odd_names(
+    pg_server: EmbeddedPostgres,
+) -> None:
+    dsn = pg_server.create_database("t_created_once")
+    conn = connect(dsn)
+    try:
+        conn.run("INSERT INTO raw.loads (source_file, file_sha256) VALUES ('a.csv', 'x')")
+    finally:
+        conn.close()
+    # replace: the same name again, empty (migrated, nothing loaded)
+    again = pg_server.create_database("t_created_once", replace=True)
+    conn = connect(again)
+    try:
+        assert conn.run("SELECT count(*) FROM raw.loads") == [[0]]
+    finally:
+        conn.close()
+    bare = pg_server.create_database("t_not_migrated", migrated=False)
+    conn = connect(bare)
+    try:
+        assert conn.run("SELECT to_regclass('raw.loads') IS NULL") == [[True]]
+    finally:
+        conn.close()
+    for odd in ('x"; DROP DATABASE salesmart; --', "Upper", "", "a" * 64):
+        with pytest.raises(ValueError, match="plain identifiers"):
+            pg_server.create_database(odd)
