@@ -12,7 +12,9 @@ nothing of the file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import struct
 import sys
 from collections import Counter
@@ -156,11 +158,13 @@ class StageFeed:
 
         context = multiprocessing.get_context("fork")
         jobs: list[Segment | None] = list(self._segments) if self._segments else [None]
-        pipes = []
+        pipes: list[Connection] = []
         for job in jobs:
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=_stage_worker, args=(self.reader, job, sender), daemon=True
+                target=_stage_worker,
+                args=(self.reader, job, sender, os.getpid(), [*pipes, receiver]),
+                daemon=True,
             )
             process.start()
             sender.close()
@@ -210,8 +214,41 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _stage_worker(reader: TransactionReader, segment: Segment | None, pipe: Connection) -> None:
-    """In a worker process: COPY blocks of one segment (or the whole file) into ``pipe``."""
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when ``parent``, the loader, dies, even by SIGKILL.
+
+    A fork copies every descriptor of the loader, its PostgreSQL connection's socket too: a
+    worker outliving the loader would keep that session (and its open transaction) alive,
+    and would wait forever on a pipe nobody reads. Linux only (``prctl``); elsewhere the
+    worker ends when its next write finds the pipe closed.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the loader died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stage_worker(
+    reader: TransactionReader,
+    segment: Segment | None,
+    pipe: Connection,
+    parent: int,
+    inherited: list[Connection],
+) -> None:
+    """In a worker process: COPY blocks of one segment (or the whole file) into ``pipe``.
+
+    ``inherited``: the loader's ends of the workers' pipes, copied here by the fork; closed,
+    so that only the loader can read (and a worker's write fails once the loader is gone).
+    """
+    _die_with(parent)
+    for other in inherited:
+        other.close()
     try:
         rows = reader.copy_rows(segment)
         chars = 0

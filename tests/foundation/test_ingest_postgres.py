@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from common.masking import mask
 from common.pg import connect
 from pipeline.generate import generate
 from pipeline.ingest import IngestResult, ingest_postgres
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, cli_env
 
 HEADER = "transaction_id,product,price,quantity,date\n"
 
@@ -131,12 +131,28 @@ def test_unusable_file_loads_nothing(settings: Settings, tmp_path: Path) -> None
     ) == [[0, 0, 0]]
 
 
-def _cli_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SALESMART_DATABASE_URL": settings.database_url,
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-    }
+def processes_reading(path: Path) -> list[int]:
+    """The processes whose command line names ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile
+                continue
+            if str(path).encode() in command.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def eventually(check: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether ``check()`` holds within ``seconds`` (asked every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_killed_loader_leaves_nothing_and_rerun_loads_all(
@@ -144,7 +160,7 @@ def test_killed_loader_leaves_nothing_and_rerun_loads_all(
 ) -> None:
     path = tmp_path / "big.csv"
     generate(path, 200_000, seed=3)
-    env = _cli_env(settings, tmp_path)
+    env = cli_env(settings, tmp_path)
     loader = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "ingest", str(path)],
         env=env,
@@ -165,7 +181,18 @@ def test_killed_loader_leaves_nothing_and_rerun_loads_all(
         pytest.fail("the loader never started its COPY")
     loader.send_signal(signal.SIGKILL)
     loader.wait()
-    time.sleep(0.5)
+    # Its worker processes go with it, and with them the last copy of its connection's
+    # socket (a fork copies it): the server sees the client gone and ends the COPY.
+    assert eventually(lambda: not processes_reading(path)), "orphaned ingest workers"
+    assert eventually(
+        lambda: (
+            query(
+                settings,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY ingest_stage%'",
+            )
+            == [[0]]
+        )
+    ), "the killed loader's session is still open"
     assert query(
         settings, "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM raw.loads)"
     ) == [[0, 0]]
