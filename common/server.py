@@ -21,6 +21,7 @@ import contextlib
 import http
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -38,8 +39,12 @@ from gunicorn.workers.gthread import ThreadWorker
 from common import errors
 from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
 from common.logging import log_failure, log_request
+from common.process import die_with_parent
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+#: Set by a local starter (`salesmart up`, `salesmart serve`) to its pid: the server stops
+#: when that process dies, even killed outright. Unset in containers.
+PARENT_PID_ENV = "SALESMART_PARENT_PID"
 DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 
 
@@ -260,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         env, "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
     )
     DeadlineThreadWorker.function = args.target
+    parent = env.get(PARENT_PID_ENV, "")
+    if parent.isdigit():  # started by `salesmart up`/`serve`: stop when it is killed
+        die_with_parent(int(parent), signal.SIGTERM)
     from functions_framework import create_app  # the framework's own loader and routing
 
     app = create_app(args.target, source)  # type: ignore[no-untyped-call]

@@ -12,9 +12,7 @@ nothing of the file.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import struct
 import sys
 from collections import Counter
@@ -26,6 +24,7 @@ from typing import Any, TypeVar
 
 from common.config import Settings
 from common.pg import close_quietly
+from common.process import die_with_parent
 from common.validation import DUPLICATE
 from pipeline.csvsource import (
     CheckedRow,
@@ -214,26 +213,6 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _die_with(parent: int) -> None:
-    """Have the kernel kill this worker when ``parent``, the loader, dies, even by SIGKILL.
-
-    A fork copies every descriptor of the loader, its PostgreSQL connection's socket too: a
-    worker outliving the loader would keep that session (and its open transaction) alive,
-    and would wait forever on a pipe nobody reads. Linux only (``prctl``); elsewhere the
-    worker ends when its next write finds the pipe closed.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() != parent:  # the loader died before prctl took effect
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
 def _stage_worker(
     reader: TransactionReader,
     segment: Segment | None,
@@ -243,10 +222,12 @@ def _stage_worker(
 ) -> None:
     """In a worker process: COPY blocks of one segment (or the whole file) into ``pipe``.
 
-    ``inherited``: the loader's ends of the workers' pipes, copied here by the fork; closed,
-    so that only the loader can read (and a worker's write fails once the loader is gone).
+    The worker dies with ``parent``, the loader: a fork copies every descriptor, the
+    loader's PostgreSQL socket too, and a worker outliving the loader would keep its session
+    (and open transaction) alive. ``inherited``: the loader's ends of the workers' pipes,
+    copied here too; closed, so that only the loader can read them.
     """
-    _die_with(parent)
+    die_with_parent(parent)
     for other in inherited:
         other.close()
     try:

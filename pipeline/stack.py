@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from common.config import REPO_ROOT, Settings
+from common.server import PARENT_PID_ENV
 from common.server import command as serve_command
 from pipeline.netutil import port_is_free
 from pipeline.runtime import (
@@ -117,7 +118,7 @@ class FunctionProcesses:
             with (self.log_dir / f"{name}.log").open("ab") as log:
                 self.processes[name] = subprocess.Popen(
                     serve_command(name, source, "127.0.0.1", port),
-                    env=self.env,
+                    env={**self.env, PARENT_PID_ENV: str(os.getpid())},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,

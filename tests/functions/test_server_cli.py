@@ -4,15 +4,21 @@ answers to failures outside the application."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from gunicorn.http import errors as parse_errors
 
 from common import errors
 from common.config import REPO_ROOT
 from common.server import command, launcher, transport_error, transport_error_response
+from pipeline.netutil import free_port
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -111,3 +117,71 @@ def test_failures_outside_the_application_map_to_client_safe_answers(
     assert answer.startswith(f"HTTP/1.1 {status} ".encode())
     assert b"\r\nX-Request-ID: rid-1\r\n" in answer
     assert str(exc).encode() not in answer
+
+
+# A starter process: serves the framework-only hello function as `salesmart up` serves the
+# four functions, prints the server's pid, then waits to be killed.
+STARTER = """
+import os, subprocess, sys, time
+from common.server import PARENT_PID_ENV, command
+env = dict(os.environ)
+if sys.argv[2] == "tied":
+    env[PARENT_PID_ENV] = str(os.getpid())
+argv = command("hello", "bench/hello/main.py", "127.0.0.1", sys.argv[1])
+server = subprocess.Popen(argv, env=env)
+print(server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _until(check: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_a_server_tied_to_its_starter_stops_when_the_starter_is_killed(tied: bool) -> None:
+    """`salesmart up` killed outright (SIGKILL, OOM) must not leave its functions holding
+    their ports: the next `up` could not start. Untied (a container's server, no starter
+    pid given), the server keeps running: the test shows the tie is what stops it."""
+    port = free_port()
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, str(port), "tied" if tied else "untied"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout is not None
+    server = int(starter.stdout.readline())
+    try:
+        assert _until(lambda: _answers(port)), "the server never answered"
+        starter.kill()
+        starter.wait(timeout=10)
+        if tied:
+            assert _until(lambda: not _alive(server)), "the server outlived its starter"
+            assert not _answers(port)
+        else:
+            time.sleep(2)  # what the tied server needs to be gone, several times over
+            assert _alive(server) and _answers(port)
+    finally:
+        if _alive(server):
+            os.kill(server, signal.SIGKILL)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from common.server import PARENT_PID_ENV
 from tests.conftest import REPO_ROOT
 
 ADMIN_PASSWORD = "demo-password-for-tests"
@@ -218,6 +219,27 @@ def _up_until_it_exits(folder: Path, port_base: int) -> subprocess.CompletedProc
         timeout=120,
         check=False,
     )
+
+
+def test_the_functions_are_tied_to_up(stack: Stack) -> None:
+    """Each function server is told `up`'s pid, so that it stops when `up` is killed
+    outright (the server's side is tested in tests/functions/test_server_cli.py)."""
+    ports = {
+        str(int(url.rsplit(":", 1)[1].split("/")[0]))
+        for name, url in stack.endpoints().items()
+        if name in ("token", "trends_bq", "trends_pg", "dashboard")
+    }
+    tied = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        port = argv[argv.index(b"--port") + 1].decode() if b"--port" in argv else ""
+        if port in ports and f"{PARENT_PID_ENV}={stack.process.pid}".encode() in environ:
+            tied.add(port)
+    assert tied == ports
 
 
 def test_second_up_in_the_same_folder_says_it_is_running(stack: Stack) -> None:
