@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,13 @@ def scalar(settings: Settings, sql: str) -> int:
         return int(conn.run(sql)[0][0])
     finally:
         conn.close()
+
+
+def eventually(check: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether ``check()`` holds within ``seconds`` (asked every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from common.masking import mask
 from common.pg import connect
 from pipeline.generate import generate
 from pipeline.ingest import IngestResult, ingest_postgres
-from tests.conftest import SAMPLE_CSV, cli_env
+from tests.conftest import SAMPLE_CSV, cli_env, eventually
 
 HEADER = "transaction_id,product,price,quantity,date\n"
 
@@ -143,16 +142,6 @@ def processes_reading(path: Path) -> list[int]:
             if str(path).encode() in command.split(b"\0"):
                 found.append(int(entry.name))
     return found
-
-
-def eventually(check: Callable[[], bool], seconds: float = 30) -> bool:
-    """Whether ``check()`` holds within ``seconds`` (asked every 0.1 s)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_killed_loader_leaves_nothing_and_rerun_loads_all(

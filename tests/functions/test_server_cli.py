@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from common import errors
 from common.config import REPO_ROOT
 from common.server import command, launcher, transport_error, transport_error_response
 from pipeline.netutil import free_port
+from tests.conftest import eventually
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -149,15 +149,6 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _until(check: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_a_server_tied_to_its_starter_stops_when_the_starter_is_killed(tied: bool) -> None:
     """`salesmart up` killed outright (SIGKILL, OOM) must not leave its functions holding
@@ -173,11 +164,11 @@ def test_a_server_tied_to_its_starter_stops_when_the_starter_is_killed(tied: boo
     assert starter.stdout is not None
     server = int(starter.stdout.readline())
     try:
-        assert _until(lambda: _answers(port)), "the server never answered"
+        assert eventually(lambda: _answers(port)), "the server never answered"
         starter.kill()
         starter.wait(timeout=10)
         if tied:
-            assert _until(lambda: not _alive(server)), "the server outlived its starter"
+            assert eventually(lambda: not _alive(server)), "the server outlived its starter"
             assert not _answers(port)
         else:
             time.sleep(2)  # what the tied server needs to be gone, several times over
