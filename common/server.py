@@ -42,10 +42,10 @@ from common.logging import log_failure, log_request
 from common.process import die_with_parent
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 #: Set by a local starter (`salesmart up`, `salesmart serve`) to its pid: the server stops
 #: when that process dies, even killed outright. Unset in containers.
 PARENT_PID_ENV = "SALESMART_PARENT_PID"
-DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -87,6 +87,15 @@ def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
     return env
 
 
+def require_free_ports(ports: Iterable[int]) -> None:
+    """Stop with a one-line reason when another program listens on one of ``ports``."""
+    busy = [str(port) for port in ports if not port_is_free(port)]
+    if busy:
+        raise StackError(
+            f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"
+        )
+
+
 class FunctionProcesses:
     """One ``salesmart-serve`` (functions-framework) process per function, each on its own
     loopback port."""
@@ -102,16 +111,8 @@ class FunctionProcesses:
     def urls(self) -> dict[str, str]:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
 
-    def require_free_ports(self) -> None:
-        """Stop with a one-line reason when another program listens on one of the ports."""
-        busy = [str(p) for p in self.ports.values() if not port_is_free(p)]
-        if busy:
-            raise StackError(
-                f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"
-            )
-
     def start(self) -> None:
-        self.require_free_ports()  # again: something may have taken one since
+        require_free_ports(self.ports.values())  # again: something may have taken one since
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, port in self.ports.items():
             source = REPO_ROOT / "functions" / name / "main.py"
@@ -246,7 +247,7 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
     if not 1024 <= port_base <= 65532:
         raise StackError("--port-base must be between 1024 and 65532")
     # Before the minute of loading and dbt that comes first, not after it.
-    FunctionProcesses(FUNCTIONS, port_base, {}, state / "logs").require_free_ports()
+    require_free_ports(range(port_base, port_base + len(FUNCTIONS)))
     files = _data_files(data, extra_rows, settings)
     write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
     cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
