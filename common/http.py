@@ -9,7 +9,8 @@ passes to the target function. For every request it
   (``HEAD`` is served like ``GET``; ``OPTIONS`` lists the methods);
 - turns ``ApiError`` into the JSON envelope and anything else into a generic 500;
 - adds security headers (a CSP without external sources, nosniff, no framing, ...);
-- writes one JSON log line: function, user, status, rows, duration.
+- writes one JSON log line: function, user, status, rows, duration (and libraries' warnings
+  become JSON lines too).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import flask
 from flask import Request, Response
 
 from common.errors import ApiError, InternalError, MethodNotAllowed, NotFound
-from common.logging import log_failure, log_request
+from common.logging import log_failure, log_request, route_library_logs
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
@@ -126,6 +127,7 @@ class FunctionApp:
         ]
         self.route("/healthz", GET=self._healthz)
         self.route("/openapi.json", GET=self._openapi_json)
+        route_library_logs()
 
     def route(self, path: str, **handlers: Handler) -> None:
         self.routes[path] = {method.upper(): handler for method, handler in handlers.items()}

@@ -100,3 +100,28 @@ def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a PostgreSQL error (psycopg2's ``pgcode``); None for any other."""
     code = getattr(exc, "pgcode", None)
     return code if isinstance(code, str) and code else None
+
+
+class JsonLogHandler(logging.Handler):
+    """Records of Python's ``logging`` (libraries: urllib3, google-auth, gunicorn's workers)
+    as the same JSON lines. Without it a library's warning reaches stderr through
+    ``logging.lastResort`` as plain text: no severity for Cloud Logging, no ``logger``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            log_event(
+                record.getMessage(),
+                level=record.levelno,
+                logger=record.name,
+                error_type=type(error).__name__ if error is not None else None,
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def route_library_logs(level: int = logging.WARNING) -> None:
+    """Once per process (idempotent): ``level`` and above from any logger become JSON lines."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, JsonLogHandler) for handler in root.handlers):
+        root.addHandler(JsonLogHandler(level))

@@ -24,13 +24,8 @@ from common.config import Settings, build_settings
 from common.errors import WarehouseUnavailable
 from common.trends import TrendFilters
 from pipeline.bq_emulator import EmulatorHandle, bigquery_needs_emulator
+from pipeline.netutil import free_port
 from tests.bigquery.conftest import settings_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def expect_unavailable(reason: str, call: Any, within: float) -> bq.BigQueryUnavailable:

@@ -22,6 +22,7 @@ from common.config import Settings, build_settings
 from common.pg import connect
 from pipeline.csvsource import TransactionReader
 from pipeline.ingest import PROGRESS_MIN_BYTES, FileProgress, track_rows
+from pipeline.netutil import free_port
 from tests.conftest import SAMPLE_CSV, cli_env, run_cli, scalar
 
 
@@ -88,6 +89,27 @@ def test_unreachable_database_exits_1_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr and "secretpw" not in result.stderr
+
+
+def test_unreachable_bigquery_exits_1_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SALESMART_BQ_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "SALESMART_STATE_DIR": str(tmp_path / "state"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE_CSV), "--target", "bigquery"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BigQuery unavailable (unreachable)" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:

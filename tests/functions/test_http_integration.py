@@ -201,6 +201,12 @@ def test_trends_bq_answers_503_when_bigquery_is_unreachable(
     body = envelope(response)
     assert body["error"] == "warehouse_unavailable"
     assert "Traceback" not in response.text and "127.0.0.1" not in response.text
+    # Operators see why, in the function's structured log: JSON lines only.
+    lines = [line for line in trends_bq.output().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # a plain-text line fails here
+    failed = [r for r in records if r["message"] == "bigquery query failed"]
+    assert failed and failed[-1]["reason"] == "unreachable", records
+    assert failed[-1]["function"] == "trends_bq" and failed[-1]["severity"] == "WARNING"
 
 
 def test_dashboard_over_http(serve: Serve, marts_dsn: str, user: Account) -> None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from common.logging import log_event, log_request
+from common.logging import JsonLogHandler, log_event, log_request, route_library_logs
 
 
 def test_a_request_is_one_json_line_with_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,3 +63,32 @@ def test_lines_from_many_threads_are_never_interleaved(
     assert len(lines) == 8 * 200
     seen = {(e["worker"], e["n"]) for e in map(json.loads, lines)}
     assert len(seen) == 8 * 200
+
+
+def test_libraries_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``FunctionApp`` installs: a library's warning (here urllib3's) as a JSON line,
+    where Python's last-resort handler would print plain text to stderr."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        route_library_logs()
+        route_library_logs()  # once per process, however many apps are created
+        added = [h for h in root.handlers if isinstance(h, JsonLogHandler)]
+        assert len(added) == 1
+        library = logging.getLogger("urllib3.connectionpool")
+        library.info("Starting new HTTP connection (1): example:80")  # below WARNING: dropped
+        try:
+            raise ConnectionResetError("peer went away")
+        except ConnectionResetError:
+            library.warning("Retrying after %s", "a broken connection", exc_info=True)
+        captured = capsys.readouterr()
+        (line,) = [line for line in captured.out.splitlines() if "urllib3" in line]
+        entry = json.loads(line)
+        assert entry["severity"] == "WARNING"
+        assert entry["message"] == "Retrying after a broken connection"
+        assert entry["logger"] == "urllib3.connectionpool"
+        assert entry["error_type"] == "ConnectionResetError"
+        assert "peer went away" not in captured.out  # the exception's text is left out
+        assert "Retrying" not in captured.err
+    finally:
+        root.handlers[:] = before
