@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,6 +207,45 @@ def test_other_commands_use_the_running_stack(stack: Stack) -> None:
         check=True,
     )
     assert listing.stdout.startswith("admin\tadmin\tactive")
+
+
+def test_serving_goes_on_while_dbt_rebuilds_the_postgres_marts(stack: Stack) -> None:
+    """The daily rebuild (``salesmart transform``, the DAG's task) runs beside live traffic:
+    every request during it is answered, with the same rows."""
+    url = stack.endpoints()["trends_pg"] + "/sales/pg-trends"
+    bearer = {"Authorization": f"Bearer {_token(stack)}"}
+    answers: list[tuple[int, Any]] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        with requests.Session() as session:
+            while not done.is_set():
+                response = session.get(
+                    url, params={"sale_month": "2023-10"}, headers=bearer, timeout=30
+                )
+                body = response.json() if response.status_code == 200 else response.text
+                answers.append((response.status_code, body))
+                time.sleep(0.02)
+
+    client = threading.Thread(target=traffic)
+    client.start()
+    try:
+        rebuild = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "transform", "--target", "postgres"],
+            cwd=stack.folder,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        done.set()
+        client.join(timeout=60)
+    assert rebuild.returncode == 0, rebuild.stderr
+    assert len(answers) >= 20  # the rebuild took seconds: traffic ran through it
+    assert [status for status, _ in answers if status != 200] == []
+    assert all(body == EXPECTED_2023_10 for _, body in answers)
 
 
 def _up_until_it_exits(folder: Path, port_base: int) -> subprocess.CompletedProcess[str]:
