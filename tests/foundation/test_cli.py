@@ -72,39 +72,20 @@ def test_missing_file_exits_2(settings: Settings, tmp_path: Path) -> None:
     assert result.returncode == 2 and "no such file" in result.stderr
 
 
-def test_unreachable_database_exits_1_without_traceback(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "SALESMART_DATABASE_URL": "postgresql://u:secretpw@127.0.0.1:1/db",
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE_CSV)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def test_unreachable_database_exits_1_without_traceback(settings: Settings, tmp_path: Path) -> None:
+    unreachable = "postgresql://u:secretpw@127.0.0.1:1/db"
+    result = run_cli(
+        settings, tmp_path, "ingest", str(SAMPLE_CSV), SALESMART_DATABASE_URL=unreachable
     )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr and "secretpw" not in result.stderr
 
 
-def test_unreachable_bigquery_exits_1_with_one_line(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "SALESMART_BQ_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-        "SALESMART_STATE_DIR": str(tmp_path / "state"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE_CSV), "--target", "bigquery"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_unreachable_bigquery_exits_1_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    args = ("ingest", str(SAMPLE_CSV), "--target", "bigquery")
+    result = run_cli(settings, tmp_path, *args, SALESMART_BQ_ENDPOINT=endpoint)
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
