@@ -80,14 +80,16 @@ class BigQueryUnavailable(WarehouseUnavailable):
     ``str()`` carries the diagnostic for logs and the CLI.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", operation: str | None = None) -> None:
         super().__init__()
         self.warehouse = "bigquery"
         self.reason = reason
         self.detail = _one_line(detail)
+        self.operation = operation  # what was being done: "query", "load", "create dataset"...
 
     def __str__(self) -> str:
-        text = f"BigQuery unavailable ({self.reason})"
+        during = f", {self.operation}" if self.operation else ""
+        text = f"BigQuery unavailable ({self.reason}{during})"
         return f"{text}: {self.detail}" if self.detail else text
 
 
@@ -313,6 +315,8 @@ def _raise_mapped(exc: Exception, what: str) -> None:
     mapped = _map_error(exc)
     if mapped is None:
         return
+    if mapped.operation is None:
+        mapped.operation = what
     raise mapped from exc
 
 

@@ -103,8 +103,8 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 class JsonLogHandler(logging.Handler):
-    """Records of Python's ``logging`` (libraries: urllib3, google-auth, gunicorn's workers)
-    as the same JSON lines. Without it a library's warning reaches stderr through
+    """Records of Python's ``logging`` (libraries: urllib3, google-auth, ...) as the same
+    JSON lines. Without it a library's warning reaches stderr through
     ``logging.lastResort`` as plain text: no severity for Cloud Logging, no ``logger``."""
 
     def emit(self, record: logging.LogRecord) -> None:

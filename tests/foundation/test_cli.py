@@ -89,7 +89,9 @@ def test_unreachable_bigquery_exits_1_with_one_line(settings: Settings, tmp_path
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "BigQuery unavailable (unreachable)" in lines[0], result.stderr
+    # Which step could not reach it: the first, making sure the datasets exist.
+    expected = "BigQuery unavailable (unreachable, create dataset): ConnectionError"
+    assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 
 
