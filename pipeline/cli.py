@@ -256,13 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=cmd_up)
 
     ingest = sub.add_parser("ingest", help="validate and load transaction CSVs")
-    ingest.add_argument("csv", nargs="+", metavar="CSV")
-    ingest.add_argument("--target", choices=TARGETS, default="postgres")
+    ingest.add_argument(
+        "csv",
+        nargs="+",
+        metavar="CSV",
+        help="transaction file(s): transaction_id,product,price,quantity,date",
+    )
+    ingest.add_argument(
+        "--target", choices=TARGETS, default="postgres", help="where to load (default postgres)"
+    )
     ingest.add_argument("--json", action="store_true", help="one JSON summary per file")
     ingest.set_defaults(handler=cmd_ingest)
 
     transform = sub.add_parser("transform", help="dbt build on the chosen warehouse(s)")
-    transform.add_argument("--target", choices=TARGETS, default="all")
+    transform.add_argument(
+        "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
+    )
     transform.set_defaults(handler=cmd_transform)
 
     landing = sub.add_parser(
@@ -271,24 +280,45 @@ def build_parser() -> argparse.ArgumentParser:
     landing.add_argument(
         "--landing", metavar="PATH", help="folder or gs://bucket/prefix (default: the config's)"
     )
-    landing.add_argument("--target", choices=TARGETS, default="all")
+    landing.add_argument(
+        "--target", choices=TARGETS, default="all", help="where to load (default all)"
+    )
     landing.set_defaults(handler=cmd_ingest_landing)
 
     check = sub.add_parser("check-marts", help="fail when the marts do not match the raw area")
-    check.add_argument("--target", choices=TARGETS, default="all")
+    check.add_argument(
+        "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
+    )
     check.add_argument("--json", action="store_true", help="one JSON result per target")
     check.set_defaults(handler=cmd_check_marts)
 
     serve = sub.add_parser("serve", help="serve functions locally, one port each")
-    serve.add_argument("--function", action="append", choices=FUNCTIONS, metavar="NAME")
-    serve.add_argument("--port-base", type=int, default=8080, metavar="P")
+    serve.add_argument(
+        "--function",
+        action="append",
+        choices=FUNCTIONS,
+        metavar="NAME",
+        help=f"serve only this one (repeatable): {', '.join(FUNCTIONS)}; default all",
+    )
+    serve.add_argument(
+        "--port-base",
+        type=int,
+        default=8080,
+        metavar="P",
+        help="functions listen on P, P+1, ... (default 8080)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     users = sub.add_parser("users", help="manage the functions' users")
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
     add = users_sub.add_parser("add", help="add a user (password from stdin or a prompt)")
-    add.add_argument("name")
-    add.add_argument("--role", choices=("analyst", "admin"), required=True)
+    add.add_argument("name", help="the username")
+    add.add_argument(
+        "--role",
+        choices=("analyst", "admin"),
+        required=True,
+        help="carried in its tokens (both roles may use the trend APIs and the dashboard)",
+    )
     add.add_argument(
         "--password-stdin",
         action="store_true",
@@ -296,13 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     users_sub.add_parser("list", help="list users")
     disable = users_sub.add_parser("disable", help="disable a user")
-    disable.add_argument("name")
+    disable.add_argument(
+        "name",
+        help="the username (no more logins; tokens already issued run out with their lifetime)",
+    )
     users.set_defaults(handler=cmd_users)
 
     gen = sub.add_parser("generate", help="write synthetic transactions")
-    gen.add_argument("--rows", type=int, required=True, metavar="N")
-    gen.add_argument("--seed", type=int, default=0, metavar="S")
-    gen.add_argument("--out", required=True, metavar="CSV")
+    gen.add_argument("--rows", type=int, required=True, metavar="N", help="transactions to write")
+    gen.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="same seed, same file (default 0)"
+    )
+    gen.add_argument("--out", required=True, metavar="CSV", help="the file to write")
     gen.add_argument(
         "--invalid-share",
         type=float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import os
@@ -20,6 +21,7 @@ import pytest
 
 from common.config import Settings, build_settings
 from common.pg import connect
+from pipeline.cli import build_parser
 from pipeline.csvsource import TransactionReader
 from pipeline.ingest import PROGRESS_MIN_BYTES, FileProgress, track_rows
 from pipeline.netutil import free_port
@@ -294,3 +296,23 @@ def test_the_row_by_row_reader_shows_progress_on_a_terminal(
     # Once read, the line saying what is still being done; erased at the end.
     assert shown_while_loading.endswith(f"{LOADING_LINE}\r".encode()), bar[-300:]
     assert bar.endswith(" " * len(LOADING_LINE) + "\r"), bar[-300:]
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:  # argparse keeps its subcommands here only
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_option_and_argument_says_what_it_is() -> None:
+    """``salesmart COMMAND --help`` explains each argument, not just its name."""
+    unexplained = [
+        f"{prog} {action.dest}"
+        for prog, parser in _parsers(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction)
+        and not action.help
+    ]
+    assert unexplained == []
