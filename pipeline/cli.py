@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8080,
         metavar="P",
-        help="functions listen on P, P+1, ... (default 8080)",
+        help="token on P, trends_bq P+1, trends_pg P+2, dashboard P+3 (default 8080)",
     )
     serve.set_defaults(handler=cmd_serve)
 

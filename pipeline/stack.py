@@ -171,33 +171,37 @@ class FunctionProcesses:
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
-class _Stop(Exception):
-    pass
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the command wherever it is (loading, dbt, serving), through
+    its cleanups, even when the parent started it with SIGINT ignored (a non-interactive
+    shell's background job, a test runner's worker): Python then installs no
+    KeyboardInterrupt handler of its own, and Ctrl-C during the loading did nothing."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def wait_until_stopped(functions: FunctionProcesses) -> int:
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
-    # Ctrl-C stops everything even when the parent started us with SIGINT ignored (a
-    # non-interactive shell's background job, a test runner's worker): Python then installs
-    # no KeyboardInterrupt handler of its own.
-    previous_int = signal.signal(signal.SIGINT, _raise_stop)
-    try:
-        while True:
-            dead = functions.dead()
-            if dead:
-                say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
-                return 1
-            time.sleep(0.5)
-    except (KeyboardInterrupt, _Stop):
-        say("\nstopping ...")
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
+    with stopped_by_signals():
+        try:
+            while True:
+                dead = functions.dead()
+                if dead:
+                    say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
+                    return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            say("\nstopping ...")
+            return 0
 
 
 # -- up -----------------------------------------------------------------------------------
@@ -252,7 +256,11 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
     write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
     cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
     try:
-        return _up(settings, state, files, port_base, cleanups)
+        with stopped_by_signals():
+            return _up(settings, state, files, port_base, cleanups)
+    except KeyboardInterrupt:  # before serving: the CLI then says "interrupted" (exit 130)
+        say("\nstopping ...")
+        raise
     finally:
         for cleanup in reversed(cleanups):
             with contextlib.suppress(Exception):
@@ -360,7 +368,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     from pipeline.runtime import postgres_dsn
 
     settings = cli_settings()
-    with postgres_dsn(settings) as dsn:
+    with stopped_by_signals(), postgres_dsn(settings) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(
             list(dict.fromkeys(functions)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from common.config import Settings, build_settings
 from common.pg import connect
+from pipeline.netutil import port_is_free
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +91,19 @@ def settings(fresh_dsn: str) -> Settings:
 
 
 # -- the `salesmart` command, as a test runs it -------------------------------------------------
+def free_port_base(count: int = 4) -> int:
+    """``count`` free ports in a row, below the kernel's ephemeral range: a server started
+    with them may bind them seconds later (``up`` after its loading and dbt), and a port of
+    that range can meanwhile become the local end of any outgoing connection of a test
+    running beside this one."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        base = random.randrange(10_000, max(10_000 + count, low - count))
+        if all(port_is_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} free ports in a row")
+
+
 def cli_env(settings: Settings, tmp_path: Path, **extra_env: str) -> dict[str, str]:
     """The environment of a `salesmart` command run by a test: the test's database and a
     state folder of its own (so no `make up` of the checkout is picked up)."""

@@ -17,8 +17,8 @@ from gunicorn.http import errors as parse_errors
 from common import errors
 from common.config import REPO_ROOT
 from common.server import command, launcher, transport_error, transport_error_response
-from pipeline.netutil import free_port
-from tests.conftest import eventually
+from pipeline.netutil import free_port, port_is_free
+from tests.conftest import eventually, free_port_base
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -176,3 +176,48 @@ def test_a_server_tied_to_its_starter_stops_when_the_starter_is_killed(tied: boo
     finally:
         if _alive(server):
             os.kill(server, signal.SIGKILL)
+
+
+def test_salesmart_serve_runs_the_chosen_functions_until_ctrl_c(
+    marts_dsn: str, tmp_path: Path
+) -> None:
+    """CONTRACT: ``salesmart serve [--function NAME]...``: one port each, from --port-base;
+    Ctrl-C (SIGINT, ignored by the starter as in a background job) stops them all."""
+    base = free_port_base()
+    functions = ["--function", "trends_pg", "--function", "token"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--port-base", str(base), *functions],
+        env={
+            **os.environ,
+            "SALESMART_DATABASE_URL": marts_dsn,
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        },
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not lines or lines[-1] != "serving; Ctrl-C stops.":
+            line = process.stdout.readline()
+            assert line, "".join(lines)  # exited before serving
+            lines.append(line.rstrip("\n"))
+        urls = dict(line.split() for line in lines if line.startswith("  "))
+        # Each function keeps its place of `up`'s four (token, trends_bq, trends_pg, dashboard).
+        assert urls == {
+            "token": f"http://127.0.0.1:{base}",
+            "trends_pg": f"http://127.0.0.1:{base + 2}",
+        }
+        for name, url in urls.items():
+            assert requests.get(f"{url}/healthz", timeout=10).json()["function"] == name
+        assert port_is_free(base + 1) and port_is_free(base + 3)  # only the two asked for
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "stopping ..." in process.stdout.read()
+        assert eventually(lambda: port_is_free(base) and port_is_free(base + 2), seconds=10)
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -21,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
 from common.server import PARENT_PID_ENV
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port_base
 
 ADMIN_PASSWORD = "demo-password-for-tests"
 EXPECTED_2023_10 = [
@@ -54,27 +54,6 @@ EXPECTED_2023_10 = [
         "transaction_count": 1,
     },
 ]
-
-
-def _free_port_base() -> int:
-    """Four free ports in a row, below the kernel's ephemeral range: `up` binds them half a
-    minute later (after ingest and dbt), and a port of that range can meanwhile become the
-    local end of any outgoing connection of a test running beside this one."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        base = random.randrange(10_000, max(10_004, low - 4))
-        if all(_free(base + i) for i in range(4)):
-            return base
-    raise RuntimeError("no four free ports in a row")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Stack:
@@ -109,7 +88,7 @@ def _env() -> dict[str, str]:
 def stack() -> Iterator[Stack]:
     folder = Path(tempfile.mkdtemp(prefix="salesmart-up-"))
     folder.chmod(0o755)
-    port_base = _free_port_base()
+    port_base = free_port_base()
     log = (folder / "up.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(port_base)],
@@ -300,6 +279,46 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     assert not _listening(pg_port), "PostgreSQL still listens"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_loading_or_building_stops_everything(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C (SIGINT, here ignored by the starter as in a background job) or SIGTERM
+    before serving: ``up`` stops what it started and exits 130. SIGINT used to do nothing
+    until the functions were up; SIGTERM used to kill ``up`` without its cleanups."""
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(free_port_base())],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "dbt build on postgres" not in log_path.read_text():
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            started = psutil.Process(process.pid).children(recursive=True)
+            assert started  # PostgreSQL, the stand-in and dbt at least
+            process.send_signal(signum)
+            assert process.wait(timeout=60) == 130, log_path.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    output = log_path.read_text()
+    assert output.rstrip().endswith("stopped.\nsalesmart: interrupted"), output
+    assert "Traceback" not in output
+    _gone, alive = psutil.wait_procs(started, timeout=30)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
+    assert not (tmp_path / ".salesmart" / "up.pid").exists()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
@@ -308,7 +327,7 @@ def _listening(port: int) -> bool:
 
 def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
     """Told at once, not after the loading and dbt builds that come before serving."""
-    base = _free_port_base()
+    base = free_port_base()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", base + 2))
         taken.listen()
