@@ -2,13 +2,17 @@
 
 A process started by another (an ingest worker, a function served by ``salesmart up``) is
 left running when its starter is killed outright (SIGKILL, the OOM killer): nothing in the
-starter runs to stop it. On Linux the kernel can do it instead.
+starter runs to stop it. On Linux the kernel can do it instead. A starter that is asked to
+stop (Ctrl-C, SIGTERM) stops what it started itself: ``stopped_by_signals``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
+from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 
@@ -29,3 +33,24 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> bool:
     if os.getppid() != parent:
         os._exit(1)
     return True
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` wherever the command is (loading, dbt,
+    serving), so its ``finally`` blocks stop what it started (an embedded PostgreSQL, the
+    BigQuery stand-in, dbt, functions). Also when the parent started it with SIGINT ignored
+    (a non-interactive shell's background job, a test runner's worker): Python then
+    installs no KeyboardInterrupt handler of its own. SIGTERM's default kills at once,
+    without any of that."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -378,10 +378,13 @@ def _pg_message(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from common.process import stopped_by_signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = int(args.handler(args))
+        with stopped_by_signals():  # Ctrl-C or SIGTERM: what a command started is stopped
+            code = int(args.handler(args))
     except KeyboardInterrupt:
         print("salesmart: interrupted", file=sys.stderr)
         return 130

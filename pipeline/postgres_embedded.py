@@ -137,18 +137,28 @@ class EmbeddedPostgres:
     # -- lifecycle ------------------------------------------------------------------------
     @property
     def initialized(self) -> bool:
-        return (self.data_dir / "PG_VERSION").exists()
+        """A complete cluster: its data folder and its saved password."""
+        return (self.data_dir / "PG_VERSION").exists() and (self.root / "password").exists()
 
     def _load_saved(self) -> None:
         self.password = (self.root / "password").read_text().strip()
         self.port = int((self.root / "port").read_text().strip())
 
     def init(self) -> None:
-        """Create the cluster (idempotent)."""
+        """Create the cluster (idempotent). Built in a folder beside ``data`` and renamed
+        into place once complete (password and port saved, settings written): a first start
+        interrupted half-way (Ctrl-C, SIGTERM during ``initdb``) leaves no half cluster
+        behind that every later command would trip over; the next start builds it again."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.initialized:
             self._load_saved()
             return
+        if self.data_dir.exists():
+            # Left by an interrupted first start of an older version: initdb had run, the
+            # password was never saved, so nothing could have been stored in it.
+            shutil.rmtree(self.data_dir)
+        building = self.root / "data.init"
+        shutil.rmtree(building, ignore_errors=True)
         self._chown_root()
         self.password = self.password or secrets.token_urlsafe(24)
         self.port = self.port or free_port()
@@ -163,7 +173,7 @@ class EmbeddedPostgres:
                 [
                     "initdb",
                     "-D",
-                    str(self.data_dir),
+                    str(building),
                     "--username",
                     ROLE,
                     "--pwfile",
@@ -183,9 +193,11 @@ class EmbeddedPostgres:
         secret.write_text(self.password + "\n")
         secret.chmod(0o600)
         (self.root / "port").write_text(f"{self.port}\n")
-        self._write_settings()
+        self._write_settings(building)
+        building.rename(self.data_dir)
 
-    def _write_settings(self) -> None:
+    def _write_settings(self, data_dir: Path | None = None) -> None:
+        data_dir = data_dir or self.data_dir
         lines = [
             "# written by salesmart: loopback TCP only, no Unix socket",
             "listen_addresses = '127.0.0.1'",
@@ -198,9 +210,9 @@ class EmbeddedPostgres:
             f"synchronous_commit = {'on' if self.fsync else 'off'}",
             f"full_page_writes = {'on' if self.fsync else 'off'}",
         ]
-        conf = self.data_dir / "salesmart.conf"
+        conf = data_dir / "salesmart.conf"
         conf.write_text("\n".join(lines) + "\n")
-        main_conf = self.data_dir / "postgresql.conf"
+        main_conf = data_dir / "postgresql.conf"
         text = main_conf.read_text()
         if "include_if_exists = 'salesmart.conf'" not in text:
             main_conf.write_text(text + "\ninclude_if_exists = 'salesmart.conf'\n")

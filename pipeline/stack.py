@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from common.config import REPO_ROOT, Settings
@@ -171,37 +170,19 @@ class FunctionProcesses:
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
-
-
-@contextlib.contextmanager
-def stopped_by_signals() -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the command wherever it is (loading, dbt, serving), through
-    its cleanups, even when the parent started it with SIGINT ignored (a non-interactive
-    shell's background job, a test runner's worker): Python then installs no
-    KeyboardInterrupt handler of its own, and Ctrl-C during the loading did nothing."""
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def wait_until_stopped(functions: FunctionProcesses) -> int:
-    with stopped_by_signals():
-        try:
-            while True:
-                dead = functions.dead()
-                if dead:
-                    say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
-                    return 1
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            say("\nstopping ...")
-            return 0
+    """Until a function dies (1) or Ctrl-C / SIGTERM (0; the CLI makes both a
+    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``)."""
+    try:
+        while True:
+            dead = functions.dead()
+            if dead:
+                say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        say("\nstopping ...")
+        return 0
 
 
 # -- up -----------------------------------------------------------------------------------
@@ -256,8 +237,7 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
     write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
     cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
     try:
-        with stopped_by_signals():
-            return _up(settings, state, files, port_base, cleanups)
+        return _up(settings, state, files, port_base, cleanups)
     except KeyboardInterrupt:  # before serving: the CLI then says "interrupted" (exit 130)
         say("\nstopping ...")
         raise
@@ -368,7 +348,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     from pipeline.runtime import postgres_dsn
 
     settings = cli_settings()
-    with stopped_by_signals(), postgres_dsn(settings) as dsn:
+    with postgres_dsn(settings) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(
             list(dict.fromkeys(functions)),

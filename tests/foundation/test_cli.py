@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from common.config import Settings, build_settings
@@ -25,7 +27,7 @@ from pipeline.cli import build_parser
 from pipeline.csvsource import TransactionReader
 from pipeline.ingest import PROGRESS_MIN_BYTES, FileProgress, track_rows
 from pipeline.netutil import free_port
-from tests.conftest import SAMPLE_CSV, cli_env, run_cli, scalar
+from tests.conftest import SAMPLE_CSV, cli_env, eventually, run_cli, scalar
 
 
 def run(
@@ -316,3 +318,52 @@ def test_every_option_and_argument_says_what_it_is() -> None:
         and not action.help
     ]
     assert unexplained == []
+
+
+@pytest.mark.parametrize("phase", ["creating the server", "loading"])
+def test_sigterm_stops_what_ingest_started_and_loads_nothing(
+    big_csv: Path, tmp_path: Path, phase: str
+) -> None:
+    """``salesmart ingest`` outside ``up`` creates (first time) and starts an embedded
+    PostgreSQL for the load. SIGTERM (``timeout``, a process manager) while it is created or
+    mid-load: exit 130, the server stopped, nothing of the file loaded, and the next run
+    works. Before, SIGTERM killed the command at once, left the server running, and one
+    during ``initdb`` left a half cluster that every later command failed on."""
+    state = tmp_path / "state"
+    env = {**os.environ, "SALESMART_STATE_DIR": str(state)}  # no database URL: embedded
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(big_csv)]
+    loader = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def reached() -> bool:
+        children = psutil.Process(loader.pid).children()
+        if phase == "loading":  # the forked workers that parse the file
+            return any(child.cmdline() == loader.args for child in children)
+        return any("initdb" in " ".join(child.cmdline()) for child in children)
+
+    try:
+        assert eventually(reached, seconds=120), phase
+        loader.send_signal(signal.SIGTERM)
+        _, stderr = loader.communicate(timeout=60)
+    finally:
+        if loader.poll() is None:
+            loader.kill()
+    assert loader.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "salesmart: interrupted"
+    assert "Traceback" not in stderr
+
+    def server_gone() -> bool:
+        return not any(
+            str(state) in " ".join(p.info["cmdline"] or [])
+            for p in psutil.process_iter(["cmdline"])
+        )
+
+    assert eventually(server_gone, seconds=30)
+    again = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    loaded = re.search(r"read 250000, loaded (\d+),", again.stdout)
+    # ~2% of generated rows are invalid; had the first load committed, none would be new.
+    assert loaded and int(loaded[1]) > 240_000, again.stdout

@@ -90,3 +90,30 @@ def test_create_database_migrates_replaces_and_refuses_odd_names(
     for odd in ('x"; DROP DATABASE salesmart; --', "Upper", "", "a" * 64):
         with pytest.raises(ValueError, match="plain identifiers"):
             pg_server.create_database(odd)
+
+
+def test_an_interrupted_first_start_leaves_nothing_in_the_way() -> None:
+    """What an interrupted ``initdb`` leaves (a half-built folder, or, from older versions, a
+    data folder whose password was never saved) is rebuilt by the next start, not a failure
+    of every later command."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    try:
+        pg = root / "pg"
+        (pg / "data.init").mkdir(parents=True)  # interrupted now: the folder being built
+        (pg / "data.init" / "PG_VERSION").write_text("18\n")
+        (pg / "data").mkdir()  # interrupted before: initdb's output, no saved password
+        (pg / "data" / "PG_VERSION").write_text("18\n")
+        server = open_embedded(pg, fsync=False)
+        assert not server.initialized
+        server.start()
+        try:
+            conn = connect(server.dsn)
+            assert conn.run("SELECT 1") == [[1]]
+            conn.close()
+            assert not (pg / "data.init").exists()
+            assert open_embedded(pg, fsync=False).password == server.password
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
