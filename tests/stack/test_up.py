@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 import pytest
@@ -84,23 +84,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    folder = Path(tempfile.mkdtemp(prefix="salesmart-up-"))
-    folder.chmod(0o755)
-    port_base = free_port_base()
-    log = (folder / "up.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(port_base)],
+def _start_up(folder: Path, log: IO[str]) -> subprocess.Popen[str]:
+    """`salesmart up` in ``folder`` on free ports, started as a non-interactive shell starts
+    a background job (`salesmart up &`): SIGINT ignored. Ctrl-C must stop it all the same."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(free_port_base())],
         cwd=folder,
         env=_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
-        # Started as a non-interactive shell starts a background job (`salesmart up &`):
-        # SIGINT ignored. Ctrl-C (SIGINT) must stop it all the same.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    folder = Path(tempfile.mkdtemp(prefix="salesmart-up-"))
+    folder.chmod(0o755)
+    log = (folder / "up.log").open("w")
+    process = _start_up(folder, log)
     up = Stack(folder, process)
     deadline = time.monotonic() + 300
     while not up.endpoints_file.exists():
@@ -288,15 +291,7 @@ def test_a_signal_while_loading_or_building_stops_everything(
     until the functions were up; SIGTERM used to kill ``up`` without its cleanups."""
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(free_port_base())],
-            cwd=tmp_path,
-            env=_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        )
+        process = _start_up(tmp_path, log)
         try:
             deadline = time.monotonic() + 180
             while "dbt build on postgres" not in log_path.read_text():
