@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -47,6 +48,9 @@ def stopped_by_signals() -> Iterator[None]:
     (a non-interactive shell's background job, a test runner's worker): Python then
     installs no KeyboardInterrupt handler of its own. SIGTERM's default kills at once,
     without any of that."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers belong to the main thread (Python raises elsewhere): leave them
+        return
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
     try:

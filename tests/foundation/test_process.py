@@ -1,0 +1,38 @@
+"""common.process.stopped_by_signals, in this process (the commands' use of it is tested
+end to end in test_cli.py and tests/stack/test_up.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from common.process import stopped_by_signals
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_becomes_keyboard_interrupt_and_handlers_come_back(
+    signum: signal.Signals,
+) -> None:
+    before = signal.getsignal(signum)
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        os.kill(os.getpid(), signum)
+        for _ in range(1000):  # the handler runs between bytecodes: soon
+            pass
+        pytest.fail("the signal did not interrupt the block")
+    assert signal.getsignal(signum) == before
+
+
+def test_outside_the_main_thread_it_leaves_the_handlers_alone() -> None:
+    seen: list[object] = []
+
+    def run() -> None:
+        with stopped_by_signals():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGTERM)]
