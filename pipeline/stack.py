@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from common.config import REPO_ROOT, Settings
 from common.server import PARENT_PID_ENV
@@ -40,6 +40,7 @@ HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
 ADMIN_USER = "admin"
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
+UP_LOCK_FILE = "up.lock"
 
 
 class StackError(RuntimeError):
@@ -217,6 +218,24 @@ def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings
     return files
 
 
+def _hold_up_lock(state: Path) -> IO[str]:
+    """One ``up`` per folder, from its first step: an exclusive lock on ``up.lock``, held
+    while the returned file is open and released by the kernel however the process ends.
+    (``up.pid`` and the endpoints file say a stack is serving; they are written late, so a
+    second ``up`` started during the first one's loading and dbt used to go ahead too.)"""
+    import fcntl
+
+    handle = (state / UP_LOCK_FILE).open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StackError(
+            "salesmart up is already starting in this folder; wait for it, or stop it"
+        ) from None
+    return handle
+
+
 def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: int = 8080) -> int:
     settings = cli_settings()
     state = ensure_state_dir(settings)
@@ -227,25 +246,26 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
             f"salesmart is already running in this folder (pid {pid});"
             f" dashboard at {live.get('dashboard', '?')}"
         )
-    if extra_rows < 0:
-        raise StackError("--rows must be >= 0")
-    if not 1024 <= port_base <= 65532:
-        raise StackError("--port-base must be between 1024 and 65532")
-    # Before the minute of loading and dbt that comes first, not after it.
-    require_free_ports(range(port_base, port_base + len(FUNCTIONS)))
-    files = _data_files(data, extra_rows, settings)
-    write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
-    cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
-    try:
-        return _up(settings, state, files, port_base, cleanups)
-    except KeyboardInterrupt:  # before serving: the CLI then says "interrupted" (exit 130)
-        say("\nstopping ...")
-        raise
-    finally:
-        for cleanup in reversed(cleanups):
-            with contextlib.suppress(Exception):
-                cleanup()
-        say("stopped.")
+    with _hold_up_lock(state):  # released when this returns, or by the kernel
+        if extra_rows < 0:
+            raise StackError("--rows must be >= 0")
+        if not 1024 <= port_base <= 65532:
+            raise StackError("--port-base must be between 1024 and 65532")
+        # Before the minute of loading and dbt that comes first, not after it.
+        require_free_ports(range(port_base, port_base + len(FUNCTIONS)))
+        files = _data_files(data, extra_rows, settings)
+        write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
+        cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
+        try:
+            return _up(settings, state, files, port_base, cleanups)
+        except KeyboardInterrupt:  # before serving: the CLI then says "interrupted" (exit 130)
+            say("\nstopping ...")
+            raise
+        finally:
+            for cleanup in reversed(cleanups):
+                with contextlib.suppress(Exception):
+                    cleanup()
+            say("stopped.")
 
 
 def _up(

@@ -314,6 +314,32 @@ def test_a_signal_while_loading_or_building_stops_everything(
     assert not (tmp_path / ".salesmart" / "up.pid").exists()
 
 
+def test_a_second_up_while_the_first_is_still_starting_is_refused(tmp_path: Path) -> None:
+    """A newcomer starting ``make up`` again in a second terminal while the first is still
+    loading: the second stops at once, and the first goes on."""
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        first = _start_up(tmp_path, log)
+        try:
+            deadline = time.monotonic() + 180
+            while "starting PostgreSQL" not in log_path.read_text():
+                assert first.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            second = _up_until_it_exits(tmp_path, free_port_base())
+            assert second.returncode == 1
+            assert second.stderr.strip() == (
+                "salesmart: salesmart up is already starting in this folder;"
+                " wait for it, or stop it"
+            )
+            assert first.poll() is None  # untouched by the second
+            first.send_signal(signal.SIGINT)
+            assert first.wait(timeout=60) == 130, log_path.read_text()
+        finally:
+            if first.poll() is None:
+                first.kill()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
