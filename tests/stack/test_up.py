@@ -282,6 +282,15 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     assert not _listening(pg_port), "PostgreSQL still listens"
 
 
+def _wait_for_step(process: subprocess.Popen[str], log_path: Path, step: str) -> None:
+    """Until ``up`` (still running) has printed ``step``; three minutes at most."""
+    deadline = time.monotonic() + 180
+    while step not in log_path.read_text():
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_loading_or_building_stops_everything(
     tmp_path: Path, signum: signal.Signals
@@ -293,11 +302,7 @@ def test_a_signal_while_loading_or_building_stops_everything(
     with log_path.open("w") as log:
         process = _start_up(tmp_path, log)
         try:
-            deadline = time.monotonic() + 180
-            while "dbt build on postgres" not in log_path.read_text():
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
+            _wait_for_step(process, log_path, "dbt build on postgres")
             started = psutil.Process(process.pid).children(recursive=True)
             assert started  # PostgreSQL, the stand-in and dbt at least
             process.send_signal(signum)
@@ -321,11 +326,7 @@ def test_a_second_up_while_the_first_is_still_starting_is_refused(tmp_path: Path
     with log_path.open("w") as log:
         first = _start_up(tmp_path, log)
         try:
-            deadline = time.monotonic() + 180
-            while "starting PostgreSQL" not in log_path.read_text():
-                assert first.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.1)
+            _wait_for_step(first, log_path, "starting PostgreSQL")
             second = _up_until_it_exits(tmp_path, free_port_base())
             assert second.returncode == 1
             assert second.stderr.strip() == (
