@@ -80,12 +80,12 @@ class BigQueryUnavailable(WarehouseUnavailable):
     ``str()`` carries the diagnostic for logs and the CLI.
     """
 
-    def __init__(self, reason: str, detail: str = "", operation: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__()
         self.warehouse = "bigquery"
         self.reason = reason
         self.detail = _one_line(detail)
-        self.operation = operation  # what was being done: "query", "load", "create dataset"...
+        self.operation: str | None = None  # set where raised: "query", "create dataset"...
 
     def __str__(self) -> str:
         during = f", {self.operation}" if self.operation else ""

@@ -198,8 +198,9 @@ class Dashboard:
         prefix = "__Host-" if self._secure else ""
         self.session_cookie = f"{prefix}salesmart-session"
         self.csrf_cookie = f"{prefix}salesmart-csrf"
-        self._masked = frozenset(settings.pii_fields)
-        self._masked_columns = tuple(name for name in SUMMARY_COLUMNS if name in self._masked)
+        self._masked_columns = tuple(
+            name for name in SUMMARY_COLUMNS if name in settings.pii_fields
+        )
         self._mask = Masker(settings.pii_key)
 
     @cached_property
