@@ -36,10 +36,6 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> bool:
     return True
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
-
-
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
     """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` wherever the command is (loading, dbt,
@@ -51,8 +47,18 @@ def stopped_by_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers belong to the main thread (Python raises elsewhere): leave them
         return
+    owner = os.getpid()
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            # A forked child (an ingest worker) inherits this handler; stopped by its
+            # loader (SIGTERM) or Ctrl-C, it ends quietly, as by default, not with a
+            # KeyboardInterrupt traceback from wherever it happened to be.
+            os._exit(128 + signum)
+        raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
+
     signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, _interrupt) for signum in signals}
+    previous = {signum: signal.signal(signum, interrupt) for signum in signals}
     try:
         yield
     finally:

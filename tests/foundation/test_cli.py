@@ -336,11 +336,15 @@ def test_sigterm_stops_what_ingest_started_and_loads_nothing(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
+    def command_lines() -> Iterator[list[str]]:
+        for child in psutil.Process(loader.pid).children():
+            with contextlib.suppress(psutil.Error):  # ended (or a zombie) meanwhile
+                yield child.cmdline()
+
     def reached() -> bool:
-        children = psutil.Process(loader.pid).children()
         if phase == "loading":  # the forked workers that parse the file
-            return any(child.cmdline() == loader.args for child in children)
-        return any("initdb" in " ".join(child.cmdline()) for child in children)
+            return any(line == loader.args for line in command_lines())
+        return any("initdb" in " ".join(line) for line in command_lines())
 
     try:
         assert eventually(reached, seconds=120), phase

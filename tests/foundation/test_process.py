@@ -36,3 +36,19 @@ def test_outside_the_main_thread_it_leaves_the_handlers_alone() -> None:
     thread.start()
     thread.join()
     assert seen == [signal.getsignal(signal.SIGTERM)]
+
+
+def test_a_forked_child_stopped_by_a_signal_ends_quietly() -> None:
+    """An ingest worker inherits the handler: stopped by its loader's SIGTERM, it exits as by
+    default (128 + signal), without a KeyboardInterrupt traceback from where it was."""
+    with stopped_by_signals():
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            finally:
+                os._exit(99)  # reached only when the handler raised instead of exiting
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM

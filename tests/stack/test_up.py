@@ -282,6 +282,14 @@ def test_ctrl_c_stops_everything(stack: Stack) -> None:
     assert not _listening(pg_port), "PostgreSQL still listens"
 
 
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie; one that ended meanwhile is not running."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _wait_for_step(process: subprocess.Popen[str], log_path: Path, step: str) -> None:
     """Until ``up`` (still running) has printed ``step``; three minutes at most."""
     deadline = time.monotonic() + 180
@@ -314,7 +322,7 @@ def test_a_signal_while_loading_or_building_stops_everything(
     assert output.rstrip().endswith("stopped.\nsalesmart: interrupted"), output
     assert "Traceback" not in output
     _gone, alive = psutil.wait_procs(started, timeout=30)
-    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [p for p in alive if _running(p)] == []
     assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
     assert not (tmp_path / ".salesmart" / "up.pid").exists()
 
