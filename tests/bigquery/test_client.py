@@ -253,7 +253,7 @@ def test_a_mart_that_was_never_built_is_unavailable(bq_settings: Settings) -> No
 
 
 def test_a_query_past_the_timeout_is_cancelled_as_unavailable(bq_settings: Settings) -> None:
-    # 256M joined pairs: ~1.5 s in the stand-in on a fast 2-core machine, far past the 0.2 s
+    # 256M joined pairs: ~1.4 s in DuckDB alone on a fast 2-core machine, far past the 0.2 s
     # deadline on any machine (16M pairs once finished within it: DuckDB is quick).
     slow = (
         "SELECT COUNT(*) AS n FROM UNNEST(GENERATE_ARRAY(1, 16000)) AS a "
