@@ -286,6 +286,9 @@ class FileProgress:
                     bar.update(now - last)
                     last = now
             bar.update(self.size - last)
+            # tqdm draws at most every 0.1 s, so on a fast load the last update may not be
+            # drawn; the finished bar is shown before it gives way to the next line.
+            bar.refresh()
         try:
             columns = os.get_terminal_size(sys.stderr.fileno()).columns
         except (OSError, ValueError):  # not a terminal after all, or no descriptor

@@ -263,7 +263,7 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
     bar = shown.decode(errors="replace")
     assert process.returncode == 0, bar[-500:]
     assert "read 250000" in out
-    assert max(percentages(bar), default=0) >= 90, bar[-500:]
+    assert max(percentages(bar), default=0) == 100, bar[-500:]  # drawn finished, however fast
     assert "MB/s" in bar, bar[-500:]
     assert LOADING_LINE in bar, bar[-500:]
 
@@ -294,7 +294,7 @@ def test_the_row_by_row_reader_shows_progress_on_a_terminal(
         monkeypatch.undo()
     bar = shown.decode(errors="replace")
     assert rows == 250000
-    assert max(percentages(bar), default=0) >= 90, bar[-500:]
+    assert max(percentages(bar), default=0) == 100, bar[-500:]  # drawn finished, however fast
     # Once read, the line saying what is still being done; erased at the end.
     assert shown_while_loading.endswith(f"{LOADING_LINE}\r".encode()), bar[-300:]
     assert bar.endswith(" " * len(LOADING_LINE) + "\r"), bar[-300:]
