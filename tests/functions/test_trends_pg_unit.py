@@ -474,10 +474,11 @@ def test_remembered_tokens_still_expire(
     import common.auth
 
     monkeypatch.setattr(common.auth, "CLOCK_SKEW_SECONDS", 0)
-    short = jwt.encode(claims(exp=int(time.time()) + 2), SECRET, "HS256")
+    expires = int(time.time()) + 3
+    short = jwt.encode(claims(exp=expires), SECRET, "HS256")
     assert call(PATH, headers=auth(short), query_string={"limit": "1"}).status_code == 200
     assert call(PATH, headers=auth(short), query_string={"limit": "1"}).status_code == 200
-    time.sleep(3.1)
+    time.sleep(max(0.0, expires + 1.1 - time.time()))  # past the expiry however long the calls took
     _assert_401(call(PATH, headers=auth(short), query_string={"limit": "1"}))
 
 
