@@ -261,7 +261,7 @@ def test_the_sample_answers_the_contract_numbers(bq_settings: Settings) -> None:
 _text = st.text(st.characters(codec="utf-8"), max_size=40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     raw=_text,
     tid=_text,

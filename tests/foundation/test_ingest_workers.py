@@ -33,7 +33,7 @@ FIELD = st.one_of(
 
 
 @given(st.lists(FIELD, min_size=5, max_size=5), st.permutations(v.CORE_COLUMNS))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 def test_whole_line_check_agrees_with_field_check(fields: list[str], order: list[str]) -> None:
     validator = v.RowValidator(RULES, order)
     text = ",".join(fields)

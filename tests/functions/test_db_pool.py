@@ -15,6 +15,7 @@ from common.db import PgPool
 from common.errors import WarehouseUnavailable
 from common.pg import connect, libpq_ssl_options, parse_dsn, pyformat
 from pipeline.netutil import free_port
+from tests.conftest import eventually
 
 
 def backend_pids(dsn: str, application: str) -> list[int]:
@@ -70,9 +71,8 @@ def test_a_killed_connection_is_replaced_transparently(fresh_dsn: str) -> None:
         admin = connect(fresh_dsn)
         admin.run("SELECT pg_terminate_backend(:pid)", pid=pid)
         admin.close()
-        deadline = time.monotonic() + 10  # the backend exits on its own time, not ours
-        while pid in backend_pids(fresh_dsn, "pool-heal") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # the backend exits in its own time, not ours
+        assert eventually(lambda: pid not in backend_pids(fresh_dsn, "pool-heal"), 10)
         assert pool.run("SELECT 2") == [[2]]  # retried once on a new connection
         assert pool.opened == 2
         assert backend_pids(fresh_dsn, "pool-heal") != [pid]
@@ -237,9 +237,9 @@ def test_a_forked_child_never_closes_the_parents_connections(fresh_dsn: str) -> 
                 os._exit(status)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        time.sleep(0.2)
+        # The child's backend leaves in its own time; the parent's must still be there.
+        assert eventually(lambda: backend_pids(fresh_dsn, "pool-fork") == [parent_backend], 10)
         assert pool.run("SELECT 3") == [[3]]
         assert pool.opened == 1  # no reconnect: the parent's session survived the child
-        assert backend_pids(fresh_dsn, "pool-fork") == [parent_backend]
     finally:
         pool.close()

@@ -223,13 +223,13 @@ def test_sustained_load(stack: Stack) -> None:
         assert slope < 15.0, (name, samples)  # warm-up of the BigQuery client: ~4
         assert last - first < 16.0, (name, samples)
 
-    # No connection leak: never above the pools' bound, not growing, none left over.
+    # No connection leak: never above the pools' bound, none left over. (Each pool opens
+    # connections as concurrent queries need them, up to THREADS, so when it reaches its
+    # peak depends on the machine's speed: a leak shows as a count past the bound.)
     counts = [c for _, c in connections]
     print(f"PostgreSQL connections during load: {counts}")
     bound = 3 * THREADS  # token, trends_pg and dashboard pools
     assert max(counts) <= bound, counts
-    half = len(counts) // 2
-    assert max(counts[half:]) <= max(max(counts[:half]), 1) + 2, counts
     time.sleep(1)
     assert pg_connections(stack) <= bound
     for served in stack.functions.values():
