@@ -43,11 +43,16 @@ def stopped_by_signals() -> Iterator[None]:
     BigQuery stand-in, dbt, functions). Also when the parent started it with SIGINT ignored
     (a non-interactive shell's background job, a test runner's worker): Python then
     installs no KeyboardInterrupt handler of its own. SIGTERM's default kills at once,
-    without any of that."""
+    without any of that.
+
+    A library may catch that ``KeyboardInterrupt`` and raise its own error instead (psycopg2
+    does, when it lands in the file a ``COPY`` reads: "error in .read() call"); after a
+    signal, such an error leaves the block as ``KeyboardInterrupt`` all the same."""
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers belong to the main thread (Python raises elsewhere): leave them
         return
     owner = os.getpid()
+    received: list[int] = []
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:
@@ -55,12 +60,17 @@ def stopped_by_signals() -> Iterator[None]:
             # loader (SIGTERM) or Ctrl-C, it ends quietly, as by default, not with a
             # KeyboardInterrupt traceback from wherever it happened to be.
             os._exit(128 + signum)
+        received.append(signum)
         raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.signal(signum, interrupt) for signum in signals}
     try:
         yield
+    except Exception as exc:
+        if received:
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

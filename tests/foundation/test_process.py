@@ -52,3 +52,42 @@ def test_a_forked_child_stopped_by_a_signal_ends_quietly() -> None:
                 os._exit(99)  # reached only when the handler raised instead of exiting
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
+
+
+def test_a_signal_a_library_turns_into_its_own_error_still_stops_the_block(fresh_dsn: str) -> None:
+    """The real psycopg2: SIGTERM landing as ``COPY`` calls the file's ``read`` is reported
+    by psycopg2 as its own error ("error in .read() call: KeyboardInterrupt"); the command
+    must still end as interrupted (exit 130), not as a PostgreSQL error (exit 1)."""
+    import psycopg2
+
+    from common.pg import connect
+
+    class SignalledFile:
+        def read(self, size: int = -1) -> bytes:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside psycopg2's call
+                pass
+            return b""
+
+        readline = read
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    conn = connect(fresh_dsn)
+    try:
+        with conn.raw.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE copied (line text)")
+            # What psycopg2 does with a KeyboardInterrupt raised in the file it reads.
+            previous = signal.signal(signal.SIGTERM, raise_interrupt)
+            try:
+                with pytest.raises(psycopg2.Error, match=r"read\(\) call: KeyboardInterrupt"):
+                    cursor.copy_expert("COPY copied FROM STDIN", SignalledFile())
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            # Inside stopped_by_signals, the block ends as interrupted all the same.
+            with pytest.raises(KeyboardInterrupt) as caught, stopped_by_signals():
+                cursor.copy_expert("COPY copied FROM STDIN", SignalledFile())
+            assert isinstance(caught.value.__cause__, psycopg2.Error)
+    finally:
+        conn.close()
