@@ -27,12 +27,12 @@ from pipeline.netutil import port_is_free
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CSV = REPO_ROOT / "data" / "transactions.csv"
 
 # Property tests check answers, not speed: Hypothesis's 200 ms per-example deadline would
 # fail them on a busy CI machine (two xdist workers, their databases and servers).
 hypothesis_settings.register_profile("salesmart", deadline=None)
 hypothesis_settings.load_profile("salesmart")
-SAMPLE_CSV = REPO_ROOT / "data" / "transactions.csv"
 
 # Known, long-enough test secrets (so tests also run the production secret checks).
 TEST_ENV = {
