@@ -38,7 +38,7 @@ _INTEGER = re.compile(r"\d+", re.ASCII)
 _PLAIN_CHAR = r'[^\s,"\\]'
 _CORE_PATTERNS = {
     "transaction_id": _PLAIN_CHAR + f"{{1,{MAX_TRANSACTION_ID_CHARS}}}",
-    "quantity": "[0-9]{1,12}",
+    "quantity": "[0-9]{1,12}",  # longer texts (leading zeros) are left to ``check``
     "date": "[0-9]{4}-[0-9]{2}-[0-9]{2}",
 }
 
@@ -78,8 +78,11 @@ class RowValidator:
         #: Fields a row needs: up to the last required column (later ones are ignored).
         self.min_width = max(position for _, position in self._positions) + 1
         decimals = rf"(?:\.\d{{1,{rules.max_decimals}}})?" if rules.max_decimals > 0 else ""
-        self._price = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}{decimals}", re.ASCII)
-        self._price_any_decimals = re.compile(rf"\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}\.\d+", re.ASCII)
+        # Leading zeros do not count towards the digits a price may have.
+        integer = rf"0*\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}"
+        self._price = re.compile(rf"{integer}{decimals}", re.ASCII)
+        self._price_any_decimals = re.compile(rf"{integer}\.\d+", re.ASCII)
+        self._quantity_digits = len(str(rules.max_quantity))
         self._prefix = rules.product_prefix
         self._min_price = rules.min_price
         self._max_quantity = rules.max_quantity
@@ -108,7 +111,7 @@ class RowValidator:
         patterns = {
             **_CORE_PATTERNS,
             "product": re.escape(prefix) + rf"{_PLAIN_CHAR}*(?: +{_PLAIN_CHAR}+)*",
-            "price": rf"[0-9]{{1,{MAX_PRICE_INTEGER_DIGITS}}}{fraction}",
+            "price": rf"0*[0-9]{{1,{MAX_PRICE_INTEGER_DIGITS}}}{fraction}",
         }
         self._groups = tuple(names.index(name) + 1 for name in CORE_COLUMNS)
         return re.compile(",".join(f"({patterns[name]})" for name in names))
@@ -189,9 +192,12 @@ class RowValidator:
         if price < self._min_price:
             return PRICE_BELOW_MIN
         quantity_text = row[quantity_at].strip()
-        if len(quantity_text) > 12 or not _INTEGER.fullmatch(quantity_text):
+        if not _INTEGER.fullmatch(quantity_text):
             return INVALID_QUANTITY
-        quantity = int(quantity_text)
+        significant = quantity_text.lstrip("0")
+        if len(significant) > self._quantity_digits:  # too large, however many digits
+            return QUANTITY_OUT_OF_RANGE
+        quantity = int(significant or "0")
         if not 1 <= quantity <= self._max_quantity:
             return QUANTITY_OUT_OF_RANGE
         date_text = row[date_at].strip()

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import itertools
+import re
 from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
@@ -68,7 +69,7 @@ def _check_readable(path: Path) -> None:
         head = handle.read(SNIFF_BYTES)
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnusableInputError(f"{path}: empty file (no CSV header)")
-    first_line = head.split(b"\n", 1)[0]
+    first_line = re.split(rb"[\r\n]", head, maxsplit=1)[0]  # any line end, CR alone too
     controls = sum(1 for byte in head if byte in _BINARY_BYTES)
     if b"\x00" in first_line or controls > len(head) * BINARY_SHARE:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
@@ -79,14 +80,22 @@ def _check_readable(path: Path) -> None:
 PLAIN: list[str] = []
 
 
+# How ``csv`` (with ``skipinitialspace``) reads one line: a double quote opens a quoted
+# field only at the start of a field (after spaces); anywhere else it is a plain character,
+# as in a product ``Halal Monitor 27"``. A line is a whole record unless it ends inside a
+# quoted field. Possessive, so that a doubled quote is never read back as a closing one.
+_FIELD = rb'(?: *"(?:[^"]|"")*+"[^,\r\n]*|(?! *")[^,\r\n]*)'
+_WHOLE_RECORD = re.compile(rb"%s(?:,%s)*\r?\n?" % (_FIELD, _FIELD))
+
+
 def _opens_multiline_field(block: bytes) -> bool:
-    """Whether a line of ``block`` (whole lines) has an odd number of double quotes."""
+    """Whether a line of ``block`` (whole lines) ends inside a quoted field."""
     at = block.find(b'"')
     while at != -1:
         start = block.rfind(b"\n", 0, at) + 1
         end = block.find(b"\n", at)
-        end = len(block) if end == -1 else end
-        if block.count(b'"', start, end) % 2:
+        end = len(block) if end == -1 else end + 1
+        if not _WHOLE_RECORD.fullmatch(block, start, end):
             return True
         at = block.find(b'"', end)
     return False
@@ -100,43 +109,64 @@ class Segment(NamedTuple):
     first_line: int
 
 
+# A quoted field may span lines, but not without end: past this many lines (or at the end
+# of the file) its opening quote is taken as a mistake. That line alone is rejected and the
+# lines after it are read again as records, so one stray quote loses no other row, and
+# memory stays bounded.
+MAX_RECORD_LINES = 10_000
+
+
+class _Unclosed(Exception):
+    """A quoted field did not close within ``MAX_RECORD_LINES`` or before the end."""
+
+
+def _record_lines(first: str, following: Iterator[str], parts: list[str]) -> Iterator[str]:
+    """The lines ``csv`` asks for to finish the record starting with ``first``, kept in
+    ``parts``; ``_Unclosed`` when it asks past the limit or the end."""
+    yield first
+    while len(parts) < MAX_RECORD_LINES:
+        line = next(following, None)
+        if line is None:
+            break
+        parts.append(line)
+        yield line
+    raise _Unclosed
+
+
 def _records(
     handle: Iterable[str], line_number: int = 0
 ) -> Iterator[tuple[int, str, list[str] | None]]:
     """``(first line number, raw text, fields)`` per record; fields None when malformed,
     ``PLAIN`` (identity) for a plain line whose raw text is the record.
 
-    Most lines hold a whole unquoted record (the hot path); a line with a quote is joined
-    with the following lines until its quotes balance, then parsed by ``csv``, so quoted
-    commas, quotes and line breaks inside fields all work.
+    Most lines hold a whole unquoted record (the hot path); a line with a quote is parsed
+    by ``csv``, which reads on into the following lines while a quoted field is open, so
+    quoted commas, quotes and line breaks inside fields all work.
     """
-    lines = iter(handle)
-    for line in lines:
-        line_number += 1
-        first = line_number
-        if '"' not in line and "\x00" not in line:
-            yield first, line.rstrip("\r\n"), PLAIN
-            continue
-        parts = [line]
-        quotes = line.count('"')
-        while quotes % 2:
-            following = next(lines, None)
-            if following is None:
-                break
+    lines: Iterator[str] = iter(handle)
+    while True:
+        for line in lines:
             line_number += 1
-            parts.append(following)
-            quotes += following.count('"')
-        text = "".join(parts)
-        raw = text.rstrip("\r\n").replace("\x00", "\\x00")
-        if quotes % 2 or "\x00" in text:
-            yield first, raw, None  # an unterminated quote, or NUL bytes
-            continue
-        try:
-            parsed = list(csv.reader(io.StringIO(text, newline="")))
-        except csv.Error:
-            yield first, raw, None
-            continue
-        yield first, raw, parsed[0] if len(parsed) == 1 else None
+            if '"' not in line and "\x00" not in line:
+                yield line_number, line.rstrip("\r\n"), PLAIN
+                continue
+            first = line_number
+            parts = [line]
+            try:
+                fields = next(csv.reader(_record_lines(line, lines, parts), skipinitialspace=True))
+            except (_Unclosed, csv.Error):
+                yield first, line.rstrip("\r\n").replace("\x00", "\\x00"), None
+                if len(parts) > 1:  # read the lines after the opening one again
+                    line_number = first
+                    lines = itertools.chain(parts[1:], lines)
+                    break
+                continue
+            line_number += len(parts) - 1
+            text = "".join(parts)
+            raw = text.rstrip("\r\n").replace("\x00", "\\x00")
+            yield first, raw, None if "\x00" in text else fields
+        else:
+            return
 
 
 class TransactionReader:
@@ -185,8 +215,14 @@ class TransactionReader:
             raise UnusableInputError(
                 f"{self.path}: missing required column(s) {', '.join(absent)} (found: {found})"
             )
-        if len(set(names)) != len(names):
-            raise UnusableInputError(f"{self.path}: the header names a column twice")
+        # Extra columns are ignored, so only a required one named twice is ambiguous
+        # (spreadsheets end headers with empty names, and may repeat a note column).
+        required = {n.lower() for n in (*validation.CORE_COLUMNS, *self.rules.required_fields)}
+        twice = sorted({name for name in names if name in required and names.count(name) > 1})
+        if twice:
+            raise UnusableInputError(
+                f"{self.path}: the header names column(s) {', '.join(twice)} more than once"
+            )
         return names, header_line
 
     def _checked(

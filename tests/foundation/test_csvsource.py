@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.config import ValidationRules
 from common.masking import mask
+from pipeline import csvsource
 from pipeline.csvsource import CheckedRow, TransactionReader, UnusableInputError
 
 KEY = "k" * 40
@@ -64,6 +70,98 @@ def test_wrong_field_count_and_unterminated_quote_are_malformed(tmp_path: Path) 
     assert rows[0].raw_text == "T1,Halal A,12"
 
 
+def test_a_quote_inside_a_field_is_a_plain_character(tmp_path: Path) -> None:
+    # Only a quote at the start of a field opens a quoted field (as in Python's csv): an
+    # inch mark in a product name must not swallow the rows after it.
+    text = (
+        f"{HEADER}\n"
+        'S1,Halal Monitor 27",10,1,2023-01-01\n'
+        "S2,Halal A,10,1,2023-01-01\n"
+        'S3,Halal 5" pipe,10,1,2023-01-01\n'
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.product, r.reason) for r in rows] == [
+        (2, "S1", 'Halal Monitor 27"', None),
+        (3, "S2", "Halal A", None),
+        (4, "S3", 'Halal 5" pipe', None),
+    ]
+    path = tmp_path / "in.csv"
+    assert TransactionReader(path, ValidationRules(), KEY).segments(2) is not None
+
+
+def test_spaces_around_a_quoted_field_are_trimmed(tmp_path: Path) -> None:
+    text = (
+        f"{HEADER}\n"
+        'Q1, "Halal A" ,10,1,2023-01-01\n'
+        'Q2, "Halal, B" , "12.50" , "2" , "2023-01-02" \n'
+    )
+    rows = read(tmp_path, text)
+    assert [(r.transaction_id, r.product, r.price, r.quantity, r.reason) for r in rows] == [
+        ("Q1", "Halal A", Decimal(10), 1, None),
+        ("Q2", "Halal, B", Decimal("12.50"), 2, None),
+    ]
+    assert rows[1].raw_text == 'Q2, "Halal, B" , "12.50" , "2" , "2023-01-02" '
+
+
+def test_a_quote_that_never_closes_rejects_only_its_own_line(tmp_path: Path) -> None:
+    text = (
+        f"{HEADER}\n"
+        'U1,"Halal A,10,1,2023-01-01\n'
+        "U2,Halal B,10,1,2023-01-01\n"
+        "U3,Halal C,10,1,2023-01-01"
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == [
+        (2, "", "malformed_row"),
+        (3, "U2", None),
+        (4, "U3", None),
+    ]
+    assert rows[0].raw_text == 'U1,"Halal A,10,1,2023-01-01'
+
+
+def test_a_quoted_field_spanning_too_many_lines_is_read_again_line_by_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Memory stays bounded: past the limit the opening quote counts as a mistake. The
+    # closing quote four lines on then opens a field of its own, which closes in time.
+    monkeypatch.setattr(csvsource, "MAX_RECORD_LINES", 3)
+    text = (
+        f"{HEADER}\n"
+        'L1,"Halal A,10,1,2023-01-01\n'
+        "L2,Halal B,10,1,2023-01-01\n"
+        "L3,Halal C,10,1,2023-01-01\n"
+        'L4,"Halal\nD",10,1,2023-01-01\n'
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.product, r.reason) for r in rows] == [
+        (2, "", "", "malformed_row"),
+        (3, "L2", "Halal B", None),
+        (4, "L3", "Halal C", None),
+        (5, "L4", "Halal\nD", None),
+    ]
+
+
+@given(st.lists(st.sampled_from(["a", ",", '"', " ", '""']), max_size=14), st.booleans())
+def test_telling_a_whole_line_from_an_open_one_agrees_with_csv(
+    pieces: list[str], crlf: bool
+) -> None:
+    line = "".join(pieces) + ("\r\n" if crlf else "\n")
+
+    class AskedForMore(Exception):
+        pass
+
+    def one_line() -> Iterator[str]:
+        yield line
+        raise AskedForMore
+
+    try:
+        next(csv.reader(one_line(), skipinitialspace=True))
+        whole = True
+    except AskedForMore:
+        whole = False
+    assert csvsource._opens_multiline_field(line.encode()) is not whole
+
+
 def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
     # Spreadsheets drop empty trailing cells: the extra columns are ignored anyway, so a row
     # that holds every required field is checked like any other. A row cut short inside the
@@ -89,9 +187,16 @@ def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path)
     assert [r.reason for r in read(tmp_path, text)] == ["malformed_row"]
 
 
-def test_nul_byte_in_a_row_is_malformed_not_fatal(tmp_path: Path) -> None:
-    content = (HEADER + "\nT1,Halal\x00A,12,1,2023-01-01\nT2,Halal B,12,1,2023-01-01\n").encode()
-    rows = read(tmp_path, b"x" * 0 + content.replace(b"\n", b"\n", 1))
+def test_ignored_columns_may_be_unnamed_or_named_twice(tmp_path: Path) -> None:
+    text = f"{HEADER},note,note,,\nT1,Halal A,12,1,2023-01-01,a,b,,\nT2,Halal B,12,1,2023-01-02\n"
+    rows = read(tmp_path, text)
+    assert [(r.transaction_id, r.reason) for r in rows] == [("T1", None), ("T2", None)]
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_nul_byte_in_a_row_is_malformed_not_fatal(tmp_path: Path, end: str) -> None:
+    content = f"{HEADER}{end}T1,Halal\x00A,12,1,2023-01-01{end}T2,Halal B,12,1,2023-01-01{end}"
+    rows = read(tmp_path, content.encode())
     # NUL beyond the sniffed head is a bad row; the rest of the file still loads.
     assert rows[0].reason == "malformed_row"
     assert "\\x00" in rows[0].raw_text
@@ -115,7 +220,10 @@ def test_huge_field_is_handled(tmp_path: Path) -> None:
         ),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
         (HEADER.encode() + b"\nT1,Halal \xff\xfe,12,1,2023-01-01\n", "not UTF-8"),
-        (b"transaction_id,product,product,price,quantity,date\n", "names a column twice"),
+        (
+            b"transaction_id,product,Product,price,quantity,date\n",
+            "names column(s) product more than once",
+        ),
     ],
 )
 def test_unusable_files(tmp_path: Path, content: bytes, message: str) -> None:

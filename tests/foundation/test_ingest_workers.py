@@ -92,7 +92,13 @@ def _messy_file(path: Path, rows: int) -> None:
         if choice < 0.05:
             tid, product, rest = line.split(",", 2)
             line = f'{tid},"{product}, boxed ""XL""",{rest}'
-        elif choice < 0.08:
+        elif choice < 0.07:  # a quote inside a field is a plain character
+            tid, product, rest = line.split(",", 2)
+            line = f'{tid},{product} 27",{rest}'
+        elif choice < 0.09:  # spaces around a quoted field
+            tid, product, rest = line.split(",", 2)
+            line = f'{tid}, "{product}" ,{rest}'
+        elif choice < 0.12:
             out.append("")
         out.append(line)
     text = "\r\n".join(out[: len(out) // 2]) + "\r\n" + "\n".join(out[len(out) // 2 :])
@@ -115,8 +121,9 @@ def test_segments_read_exactly_what_one_pass_reads(tmp_path: Path, parts: int) -
     [
         'T1,"Halal\nLamp",12.00,1,2023-01-01\n',
         "T1,Halal A,12,1,2023-01-01\rT2,Halal B,12,1,2023-01-01\n",
+        'T1,Halal 5" pipe,"Halal\nLamp",12.00,1,2023-01-01\n',
     ],
-    ids=["multi-line-field", "lone-cr"],
+    ids=["multi-line-field", "lone-cr", "even-quotes-one-open"],
 )
 def test_files_that_need_one_pass_are_not_segmented(tmp_path: Path, body: str) -> None:
     path = tmp_path / "in.csv"

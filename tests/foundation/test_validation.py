@@ -60,6 +60,26 @@ def test_price_must_be_a_plain_decimal(price: str) -> None:
     assert check(price=price) == v.INVALID_PRICE
 
 
+@pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        ("0000000000000000012.50", Decimal("12.50")),
+        ("999999999999999.99", Decimal("999999999999999.99")),
+        ("1000000000000000", v.INVALID_PRICE),  # 16 digits: beyond what is accepted
+        ("00000000000000000009.99", v.PRICE_BELOW_MIN),
+    ],
+)
+def test_leading_zeros_do_not_count_towards_a_prices_digits(
+    price: str, expected: Decimal | str
+) -> None:
+    result = check(price=price)
+    assert (result.price if isinstance(result, v.ValidRow) else result) == expected
+    line = f"T1,Halal A,{price},1,2023-01-01"
+    validator = v.RowValidator(RULES)
+    fast = validator.check_line(line)
+    assert fast is None or fast == validator.check(line.split(","))
+
+
 def test_price_decimals_limit() -> None:
     assert check(price="19.999") == v.TOO_MANY_DECIMALS
     assert isinstance(check(price="19.9"), v.ValidRow)
@@ -80,7 +100,18 @@ def test_quantity_must_be_a_plain_integer(quantity: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("quantity", "ok"), [("0", False), ("1", True), ("100", True), ("101", False)]
+    ("quantity", "ok"),
+    [
+        ("0", False),
+        ("1", True),
+        ("100", True),
+        ("101", False),
+        ("0000000000001", True),  # a plain integer, however many leading zeros
+        ("0" * 5000 + "100", True),  # beyond int()'s digit limit, still exact
+        ("0" * 20, False),
+        ("1" + "0" * 5000, False),
+    ],
+    ids=lambda value: value if len(str(value)) < 20 else f"{len(value)}-chars",
 )
 def test_quantity_range(quantity: str, ok: bool) -> None:
     result = check(quantity=quantity)
