@@ -186,10 +186,13 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
 def build_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build settings from an environment mapping (``os.environ`` by default)."""
     env = dict(os.environ if environ is None else environ)
-    config_path = Path(env.get("SALESMART_CONFIG") or DEFAULT_CONFIG_PATH)
+    named = env.get("SALESMART_CONFIG")
+    config_path = Path(named or DEFAULT_CONFIG_PATH)
     if not config_path.is_absolute() and not config_path.exists():
         # Functions may run from any working directory; fall back to the repository copy.
         config_path = REPO_ROOT / config_path
+    if named and not config_path.exists():  # a typo must not quietly mean the defaults
+        raise ConfigError(f"SALESMART_CONFIG={named}: no such file")
     data = read_config_file(config_path)
 
     warehouse = _section(data, "data_warehouse")
@@ -234,7 +237,8 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError("security.pii_fields must be a list of field names")
 
     return Settings(
-        env=env.get("SALESMART_ENV", "prod").strip().lower() or "prod",
+        # Exactly "dev" relaxes the secrets; any other value (also "Dev") is production.
+        env=env.get("SALESMART_ENV") or "prod",
         config_path=config_path,
         state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
         database_url=_secret(env, "SALESMART_DATABASE_URL"),

@@ -13,13 +13,21 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNUSABLE = 2
 TARGETS = ("postgres", "bigquery", "all")
 FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 1, as for any other failure (exit 2
+    is kept for unusable input files)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 class CliError(Exception):
@@ -37,7 +45,7 @@ def _targets(target: str) -> list[str]:
 # -- commands ------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace) -> int:
     from common.pg import close_quietly, connect
-    from pipeline.csvsource import UnusableInputError
+    from pipeline.csvsource import TransactionReader, UnusableInputError
     from pipeline.ingest import IngestResult, ingest_postgres
     from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
 
@@ -45,6 +53,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     results: list[IngestResult] = []
     paths = [Path(p) for p in args.csv]
     try:
+        # Every file is checked before anything starts or loads: exit 2 means nothing
+        # loaded, also when the unusable file is not the first one.
+        for path in paths:
+            TransactionReader(path, settings.validation, settings.pii_key).check_whole_file()
         for target in _targets(args.target):
             if target == "postgres":
                 with postgres_dsn(settings) as dsn:
@@ -203,9 +215,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.generate import generate
 
     if args.rows < 0:
-        raise CliError("--rows must be >= 0", EXIT_UNUSABLE)
+        raise CliError("--rows must be >= 0")
     if not 0 <= args.invalid_share <= 1:
-        raise CliError("--invalid-share must be between 0 and 1", EXIT_UNUSABLE)
+        raise CliError("--invalid-share must be between 0 and 1")
     written = generate(Path(args.out), args.rows, seed=args.seed, invalid_share=args.invalid_share)
     print(f"wrote {written} transactions to {args.out}")
     return EXIT_OK
@@ -229,14 +241,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="salesmart",
         description="Transaction CSVs to answers: ingest, transform, serve.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # Also after the command (``salesmart ingest x.csv --debug``); SUPPRESS keeps the value
+    # given before it when it is not repeated.
+    debug = _Parser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the whole local stack (Ctrl-C stops it)")
+    up = sub.add_parser("up", help="start the whole local stack (Ctrl-C stops it)", parents=[debug])
     up.add_argument(
         "--data",
         action="append",
@@ -255,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(handler=cmd_up)
 
-    ingest = sub.add_parser("ingest", help="validate and load transaction CSVs")
+    ingest = sub.add_parser("ingest", help="validate and load transaction CSVs", parents=[debug])
     ingest.add_argument(
         "csv",
         nargs="+",
@@ -263,19 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="transaction file(s): transaction_id,product,price,quantity,date",
     )
     ingest.add_argument(
-        "--target", choices=TARGETS, default="postgres", help="where to load (default postgres)"
+        "--target",
+        choices=TARGETS,
+        default="all",
+        help="where to load (default all: both warehouses, as up and transform)",
     )
     ingest.add_argument("--json", action="store_true", help="one JSON summary per file")
     ingest.set_defaults(handler=cmd_ingest)
 
-    transform = sub.add_parser("transform", help="dbt build on the chosen warehouse(s)")
+    transform = sub.add_parser(
+        "transform", help="dbt build on the chosen warehouse(s)", parents=[debug]
+    )
     transform.add_argument(
         "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
     )
     transform.set_defaults(handler=cmd_transform)
 
     landing = sub.add_parser(
-        "ingest-landing", help="load the new files of the landing location (skips loaded ones)"
+        "ingest-landing",
+        help="load the new files of the landing location (skips loaded ones)",
+        parents=[debug],
     )
     landing.add_argument(
         "--landing", metavar="PATH", help="folder or gs://bucket/prefix (default: the config's)"
@@ -285,14 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     landing.set_defaults(handler=cmd_ingest_landing)
 
-    check = sub.add_parser("check-marts", help="fail when the marts do not match the raw area")
+    check = sub.add_parser(
+        "check-marts", help="fail when the marts do not match the raw area", parents=[debug]
+    )
     check.add_argument(
         "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
     )
     check.add_argument("--json", action="store_true", help="one JSON result per target")
     check.set_defaults(handler=cmd_check_marts)
 
-    serve = sub.add_parser("serve", help="serve functions locally, one port each")
+    serve = sub.add_parser("serve", help="serve functions locally, one port each", parents=[debug])
     serve.add_argument(
         "--function",
         action="append",
@@ -309,9 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=cmd_serve)
 
-    users = sub.add_parser("users", help="manage the functions' users")
+    users = sub.add_parser("users", help="manage the functions' users", parents=[debug])
     users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
-    add = users_sub.add_parser("add", help="add a user (password from stdin or a prompt)")
+    add = users_sub.add_parser(
+        "add", help="add a user (password from stdin or a prompt)", parents=[debug]
+    )
     add.add_argument("name", help="the username")
     add.add_argument(
         "--role",
@@ -324,15 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the password from the first line of stdin",
     )
-    users_sub.add_parser("list", help="list users")
-    disable = users_sub.add_parser("disable", help="disable a user")
+    users_sub.add_parser("list", help="list users", parents=[debug])
+    disable = users_sub.add_parser("disable", help="disable a user", parents=[debug])
     disable.add_argument(
         "name",
         help="the username (no more logins; tokens already issued run out with their lifetime)",
     )
     users.set_defaults(handler=cmd_users)
 
-    gen = sub.add_parser("generate", help="write synthetic transactions")
+    gen = sub.add_parser("generate", help="write synthetic transactions", parents=[debug])
     gen.add_argument("--rows", type=int, required=True, metavar="N", help="transactions to write")
     gen.add_argument(
         "--seed", type=int, default=0, metavar="S", help="same seed, same file (default 0)"
@@ -347,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(handler=cmd_generate)
 
-    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig = sub.add_parser("migrate", help="apply database migrations", parents=[debug])
     mig.set_defaults(handler=cmd_migrate)
     return parser
 
@@ -362,6 +391,8 @@ def _one_line(exc: BaseException) -> str:
     module = type(exc).__module__
     if module.startswith("psycopg2"):
         return "PostgreSQL error: " + _pg_message(exc)
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"  # a local file: not a service
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
         return f"cannot reach a service: {text or name}"
     return f"{text or name}"
@@ -389,8 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("salesmart: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback too; the exit code stays what it would be
+            import traceback
+
+            traceback.print_exc()
         code = exc.code if isinstance(exc, CliError) else EXIT_ERROR
         from pipeline.csvsource import UnusableInputError
 

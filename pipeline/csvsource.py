@@ -75,6 +75,30 @@ def _check_readable(path: Path) -> None:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
 
 
+def first_invalid_utf8(path: Path) -> tuple[int, int] | None:
+    """``(byte offset, line number)`` of the first byte of ``path`` that is not UTF-8, or
+    None. Decoded a block of whole lines at a time, so no character is cut in two."""
+    offset = 0
+    line = 1
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            block += handle.readline()
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return offset + exc.start, line + block.count(b"\n", 0, exc.start)
+            offset += len(block)
+            line += block.count(b"\n")
+    return None
+
+
+def _not_utf8(path: Path) -> UnusableInputError:
+    """The error for a file that is not UTF-8 text, saying where."""
+    where = first_invalid_utf8(path)
+    at = f" (line {where[1]}, byte {where[0]})" if where else ""
+    return UnusableInputError(f"{path}: not UTF-8 text{at}")
+
+
 # ``fields`` of a record that is one plain line (no quote, no NUL), not split yet: the
 # validator may check the whole line at once (``RowValidator.check_line``).
 PLAIN: list[str] = []
@@ -184,6 +208,15 @@ class TransactionReader:
         self._names: list[str] = []
         self.chars_read = 0
         _check_readable(path)
+
+    def check_whole_file(self) -> None:
+        """Raise ``UnusableInputError`` now for what loading would find unusable only on
+        the way (the header, a byte that is not UTF-8 however far in): a command given
+        several files checks them all before it loads any."""
+        with _Utf8Text(self.path) as handle:
+            self._header(_records(handle))
+        if first_invalid_utf8(self.path) is not None:
+            raise _not_utf8(self.path)
 
     def __iter__(self) -> Iterator[CheckedRow]:
         with _Utf8Text(self.path) as handle:
@@ -367,10 +400,8 @@ class _Utf8Text:
         text = io.TextIOWrapper(self._binary, encoding="utf-8-sig", newline="", errors="strict")
         try:
             yield from text
-        except UnicodeDecodeError as exc:
-            raise UnusableInputError(
-                f"{self.path}: not UTF-8 text (invalid byte at offset {exc.start} of a block)"
-            ) from None
+        except UnicodeDecodeError:
+            raise _not_utf8(self.path) from None
 
     def _range_lines(self, start: int, end: int) -> Iterator[str]:
         """Lines of a plain (LF-only) byte range, decoded a block at a time."""
@@ -388,11 +419,8 @@ class _Utf8Text:
                 block += tail
             try:
                 text = block.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UnusableInputError(
-                    f"{self.path}: not UTF-8 text (invalid byte at offset"
-                    f" {position - len(block) + exc.start})"
-                ) from None
+            except UnicodeDecodeError:
+                raise _not_utf8(self.path) from None
             lines = text.split("\n")
             last = lines.pop()  # after the block's last LF: empty, or the file's last line
             for line in lines:

@@ -40,10 +40,18 @@ def count(settings: Settings, table: str) -> int:
     return scalar(settings, f"SELECT count(*) FROM {table}")
 
 
-def test_ingest_prints_counts_by_reason(settings: Settings, tmp_path: Path) -> None:
+def test_ingest_prints_counts_by_reason_for_both_warehouses(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # By default both warehouses, as `transform` builds both (here: PostgreSQL and a
+    # BigQuery stand-in the command starts for itself).
     result = run(settings, tmp_path, "ingest", str(SAMPLE_CSV))
     assert result.returncode == 0, result.stderr
-    assert "read 5, loaded 3, rejected 2 (missing_product 1, product_prefix 1)" in result.stdout
+    counts = "read 5, loaded 3, rejected 2 (missing_product 1, product_prefix 1)"
+    assert result.stdout.splitlines() == [
+        f"{SAMPLE_CSV} -> postgres: {counts}",
+        f"{SAMPLE_CSV} -> bigquery: {counts}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +76,31 @@ def test_unusable_input_exits_2_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+    assert count(settings, "raw.loads") == 0
+
+
+def test_an_unusable_file_among_several_loads_none_of_them(
+    settings: Settings, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("transaction_id,product,price,quantity,date\nG1,Halal A,12,1,2023-01-01\n")
+    late = tmp_path / "late.csv"  # a byte that is not UTF-8, far into the file
+    lines = [f"L{n},Halal A,12,1,2023-01-01" for n in range(50_000)]
+    lines[40_000] = "L40000,Halal \udcff,12,1,2023-01-01"
+    late.write_bytes(
+        ("transaction_id,product,price,quantity,date\n" + "\n".join(lines) + "\n").encode(
+            "utf-8", "surrogateescape"
+        )
+    )
+    # The database cannot be reached either: the files are checked before it is needed.
+    unreachable = "postgresql://u:p@127.0.0.1:1/db"
+    for database in (settings.database_url, unreachable):
+        result = run_cli(
+            settings, tmp_path, "ingest", str(good), str(late), SALESMART_DATABASE_URL=database
+        )
+        assert result.returncode == 2, result.stderr
+        byte = late.read_bytes().index(b"\xff")
+        assert result.stderr == f"salesmart: {late}: not UTF-8 text (line 40002, byte {byte})\n"
     assert count(settings, "raw.loads") == 0
 
 
@@ -159,7 +192,7 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
         assert result.returncode == 0, result.stderr
     assert one.read_bytes() == two.read_bytes()
     assert len(one.read_text().splitlines()) == 5001
-    ingest = run(settings, tmp_path, "ingest", "--json", str(one))
+    ingest = run(settings, tmp_path, "ingest", "--target", "postgres", "--json", str(one))
     import json
 
     summary = json.loads(ingest.stdout)
@@ -179,13 +212,61 @@ SHARE_RANGE = "--invalid-share must be between 0 and 1"
         (["--rows", "5", "--invalid-share", "-0.1"], f"salesmart: {SHARE_RANGE}"),
     ],
 )
-def test_generate_refuses_impossible_options_as_unusable_input(
+def test_generate_refuses_impossible_options(
     settings: Settings, tmp_path: Path, options: list[str], reason: str
 ) -> None:
     out = tmp_path / "never.csv"
     result = run(settings, tmp_path, "generate", *options, "--out", str(out))
-    assert (result.returncode, result.stderr.strip()) == (2, reason)
+    assert (result.returncode, result.stderr.strip()) == (1, reason)  # 2: unusable input only
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (
+            ["ingest", "x.csv", "--target", "foo"],
+            "salesmart ingest: argument --target: invalid choice: 'foo'",
+        ),
+        ([], "salesmart: the following arguments are required: COMMAND"),
+        (["users", "add", "bob", "--role", "root"], "salesmart users add: argument --role"),
+        (["generate", "--rows", "abc", "--out", "x.csv"], "invalid int value: 'abc'"),
+        (["transform", "--bogus"], "salesmart: unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_wrong_option_is_one_line_and_exit_1(
+    settings: Settings, tmp_path: Path, args: list[str], reason: str
+) -> None:
+    result = run(settings, tmp_path, *args)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and reason in result.stderr, result.stderr
+    assert "--help" in result.stderr
+
+
+def test_local_file_errors_name_the_file_not_a_service(settings: Settings, tmp_path: Path) -> None:
+    result = run(settings, tmp_path, "generate", "--rows", "5", "--out", str(tmp_path))
+    assert (result.returncode, result.stderr) == (1, f"salesmart: {tmp_path}: Is a directory\n")
+    typo = tmp_path / "typo.yaml"
+    result = run_cli(settings, tmp_path, "users", "list", SALESMART_CONFIG=str(typo))
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"salesmart: SALESMART_CONFIG={typo}: no such file\n",
+    )
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_adds_a_traceback_and_keeps_the_exit_code(
+    settings: Settings, tmp_path: Path, where: str
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    args = ["ingest", str(empty)]
+    result = run(
+        settings, tmp_path, *(["--debug", *args] if where == "before" else [*args, "--debug"])
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"salesmart: {empty}: empty file (no CSV header)"
 
 
 @contextlib.contextmanager
@@ -251,7 +332,7 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
     file loads, and nothing of it when stderr is a pipe or a file (logs, CI)."""
     with terminal() as (end, shown):
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "ingest", str(big_csv)],
+            [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", str(big_csv)],
             env=cli_env(settings, tmp_path),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -268,7 +349,7 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
     assert LOADING_LINE in bar, bar[-500:]
 
     # The same file again through pipes: the summary, and no bar.
-    again = run(settings, tmp_path, "ingest", str(big_csv))
+    again = run(settings, tmp_path, "ingest", "--target", "postgres", str(big_csv))
     assert again.returncode == 0, again.stderr
     assert "loaded 0" in again.stdout
     assert "%|" not in again.stderr
@@ -331,7 +412,7 @@ def test_sigterm_stops_what_ingest_started_and_loads_nothing(
     during ``initdb`` left a half cluster that every later command failed on."""
     state = tmp_path / "state"
     env = {**os.environ, "SALESMART_STATE_DIR": str(state)}  # no database URL: embedded
-    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(big_csv)]
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", str(big_csv)]
     loader = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

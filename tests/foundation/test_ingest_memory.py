@@ -39,7 +39,7 @@ def peak_ingest_rss(settings: Settings, tmp_path: Path, rows: int, seed: int) ->
         "SALESMART_STATE_DIR": str(tmp_path / "state"),
     }
     loader = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(path)],
+        [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", str(path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

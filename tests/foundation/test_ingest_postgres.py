@@ -151,7 +151,7 @@ def test_killed_loader_leaves_nothing_and_rerun_loads_all(
     generate(path, 200_000, seed=3)
     env = cli_env(settings, tmp_path)
     loader = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(path)],
+        [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", str(path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -186,7 +186,16 @@ def test_killed_loader_leaves_nothing_and_rerun_loads_all(
         settings, "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM raw.loads)"
     ) == [[0, 0]]
     rerun = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", "--json", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "ingest",
+            "--target",
+            "postgres",
+            "--json",
+            str(path),
+        ],
         env=env,
         capture_output=True,
         text=True,

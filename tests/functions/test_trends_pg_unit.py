@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -466,6 +467,28 @@ def test_refuses_to_start_with_short_secrets(
         SALESMART_ENV="dev",
     )
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)  # as before
+    # Only exactly "dev" is the local run: anything else is production, secrets checked.
+    for almost in ("Dev", "DEV", " dev", "development"):
+        with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET"):
+            load_function(
+                "trends_pg",
+                monkeypatch,
+                SALESMART_DATABASE_URL=marts_dsn,
+                SALESMART_JWT_SECRET="short",
+                SALESMART_ENV=almost,
+            )
+
+
+def test_a_named_config_file_that_is_missing_stops_the_start(
+    marts_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from common.config import ConfigError
+
+    absent = tmp_path / "typo.yaml"
+    with pytest.raises(ConfigError, match=f"SALESMART_CONFIG={absent}: no such file"):
+        load_function(
+            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_CONFIG=str(absent)
+        )
 
 
 def test_remembered_tokens_still_expire(

@@ -326,7 +326,7 @@ def cli(settings: Settings, tmp_path: Path, *args: str, **popen: Any) -> subproc
 
 
 def ingest(settings: Settings, tmp_path: Path, path: Path) -> tuple[int, dict[str, Any], str]:
-    process = cli(settings, tmp_path, "ingest", "--json", str(path))
+    process = cli(settings, tmp_path, "ingest", "--target", "postgres", "--json", str(path))
     out, err = process.communicate(timeout=180)
     result = json.loads(out.strip().splitlines()[-1]) if process.returncode == 0 else {}
     return process.returncode, result, err
@@ -384,7 +384,7 @@ def test_binary_and_non_utf8_files_exit_2_loading_nothing(
     }.items():
         path = tmp_path / name
         path.write_bytes(content)
-        process = cli(settings, tmp_path, "ingest", str(path))
+        process = cli(settings, tmp_path, "ingest", "--target", "postgres", str(path))
         out, err = process.communicate(timeout=60)
         assert process.returncode == 2, (name, out, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -408,7 +408,7 @@ def test_sigkill_at_random_points_never_duplicates(
     rng = random.Random(int(os.environ.get("SALESMART_KILL_SEED", "8")))
     kills = []
     for _attempt in range(5):
-        loader = cli(settings, tmp_path, "ingest", "--json", str(path))
+        loader = cli(settings, tmp_path, "ingest", "--target", "postgres", "--json", str(path))
         delay = rng.uniform(0.3, 1.5)  # start-up, reading, COPY, commit
         try:
             loader.wait(timeout=delay)

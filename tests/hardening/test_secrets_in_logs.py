@@ -64,7 +64,7 @@ def test_no_secret_or_pii_in_any_log_line(
             stdin=NEW_PASSWORD + "\n",
         ),
         cli(settings, tmp_path, "ingest", str(SAMPLE_CSV)),
-        cli(settings, tmp_path, "ingest", "--json", str(SAMPLE_CSV)),
+        cli(settings, tmp_path, "ingest", "--target", "postgres", "--json", str(SAMPLE_CSV)),
         cli(marts_settings, tmp_path, "users", "list"),
     ]
 
