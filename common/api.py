@@ -132,7 +132,8 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
     def handle(call: Call) -> Response:
         from common.params import TOKEN_FORM  # marshmallow: on first use only
 
-        if call.request.form.get("grant_type", "password") != "password":
+        # RFC 6749 3.1: a parameter sent without a value is treated as omitted.
+        if (call.request.form.get("grant_type") or "password") != "password":
             raise UnsupportedGrantType()
         form = form_fields(call, TOKEN_FORM)
         principal = logins.authenticate(form["username"], form["password"])

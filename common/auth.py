@@ -218,7 +218,7 @@ def authenticate_request(request: Request, tokens: TokenService, function: str) 
 
 # -- logins -------------------------------------------------------------------------------------
 _LOOKUP = """
-SELECT u.password_hash, u.role, u.disabled, f.failures,
+SELECT u.password_hash, u.role, u.disabled,
        CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer) AS retry_after
 FROM (SELECT CAST(:username AS text) AS username) AS given
 LEFT JOIN auth.users AS u ON u.username = given.username
@@ -247,6 +247,7 @@ ON CONFLICT (username) DO UPDATE SET
         WHEN (SELECT max_failures FROM given) <= 1
         THEN now() + (SELECT window_length FROM given)
         END
+RETURNING f.failures, CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer)
 """
 
 _CLEAR_FAILURES = "DELETE FROM auth.login_failures WHERE username = CAST(:username AS text)"
@@ -291,20 +292,25 @@ class LoginService:
 
         dummy = self._dummy()
         rows = self._pool.run(_LOOKUP, username=username)
-        password_hash, role, disabled, failures, retry_after = rows[0]
+        password_hash, role, disabled, retry_after = rows[0]
         if retry_after is not None and retry_after > 0:
             raise TooManyAttempts(int(retry_after))
+        # The attempt counts as a failure before the check and is cleared by a success:
+        # guesses sent in parallel cannot all pass the lock while the first ones are
+        # still in bcrypt. One over the limit is refused without a check.
+        attempts, locked_for = self._count_attempt(username)
+        if attempts > self._max_failures:
+            raise TooManyAttempts(max(1, locked_for or self._window))
         # No connection is held during bcrypt: it is slow on purpose.
         ok = verify_password(password, password_hash or dummy)
         if not ok or password_hash is None or disabled or role not in ROLES:
-            self._count_failure(username)
             raise InvalidCredentials()
-        if failures is not None:
-            self._pool.run(_CLEAR_FAILURES, username=username)
+        self._pool.run(_CLEAR_FAILURES, username=username)
         return Principal(username=username, role=str(role))
 
-    def _count_failure(self, username: str) -> None:
-        self._pool.run(
+    def _count_attempt(self, username: str) -> tuple[int, int | None]:
+        """Attempts within the window, this one included, and the lock's seconds left."""
+        rows = self._pool.run(
             _COUNT_FAILURE,
             username=username,
             max_failures=self._max_failures,
@@ -312,3 +318,5 @@ class LoginService:
         )
         if secrets.randbelow(50) == 0:
             self._pool.run(_PRUNE, window=self._window)
+        attempts, locked_for = rows[0]
+        return int(attempts), None if locked_for is None else int(locked_for)

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Mapping
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -70,7 +70,16 @@ class QueryNumber(fields.Decimal):
         text = value.strip() if isinstance(value, str) else value
         if not isinstance(text, str) or not _NUMBER.fullmatch(text):
             raise self.make_error("invalid")
-        return Decimal(text)
+        try:
+            return Decimal(text)
+        except InvalidOperation:
+            # An exponent beyond what Decimal holds (over 18 digits): a number this large
+            # or this small compares with every mart value as 1e100 or 1e-100 does.
+            mantissa, _, exponent = text.lower().partition("e")
+            if Decimal(mantissa) == 0:
+                return Decimal(0)
+            size = Decimal("1e-100") if exponent.startswith("-") else Decimal("1e100")
+            return -size if mantissa.startswith("-") else size
 
 
 class Month(fields.String):
@@ -177,7 +186,8 @@ class TokenFormSchema(Schema):
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
     grant_type = fields.String(
-        validate=validate.OneOf(["password"]), metadata={"description": "Absent or password."}
+        validate=validate.OneOf(["password", ""]),
+        metadata={"description": "Absent, empty (the same, RFC 6749 3.1) or password."},
     )
 
 
@@ -198,7 +208,8 @@ LOGIN_FORM = LoginFormSchema()
 
 def _single_values(
     args: MultiDict[str, str], *, drop_empty: bool, only: set[str] | None = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The parameters given once, and the messages for those given more than once."""
     values: dict[str, Any] = {}
     repeated: dict[str, list[str]] = {}
     for key in args:
@@ -209,9 +220,7 @@ def _single_values(
             repeated[key] = ["Given more than once."]
         elif not (drop_empty and given[0].strip() == ""):
             values[key] = given[0]
-    if repeated:
-        raise ValidationFailed(repeated)
-    return values
+    return values, repeated
 
 
 def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -> TrendFilters:
@@ -227,24 +236,24 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
 # (422) are not cached; the bound keeps a client rotating query strings from growing it.
 @functools.lru_cache(maxsize=256)
 def _parsed(items: tuple[tuple[str, str], ...], drop_empty: bool) -> TrendFilters:
+    values, repeated = _single_values(MultiDict(items), drop_empty=drop_empty)
     try:
-        filters: TrendFilters = _TREND_SCHEMA.load(
-            _single_values(MultiDict(items), drop_empty=drop_empty)
-        )
-    except ValidationError as exc:
-        raise ValidationFailed(_details(exc.messages)) from None
+        filters: TrendFilters = _TREND_SCHEMA.load(values)
+    except ValidationError as exc:  # every broken rule at once, repeated parameters too
+        raise ValidationFailed({**_details(exc.messages), **repeated}) from None
+    if repeated:
+        raise ValidationFailed(repeated)
     return filters
 
 
 def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
     """A form's single values validated by ``schema``; ``ValidationError`` if broken."""
-    try:
-        ignored = schema.unknown == EXCLUDE  # fields it ignores may come in any number
-        values = _single_values(
-            form, drop_empty=False, only=set(schema.fields) if ignored else None
-        )
-    except ValidationFailed as exc:
-        raise ValidationError(dict(exc.details or {})) from None
+    ignored = schema.unknown == EXCLUDE  # fields it ignores may come in any number
+    values, repeated = _single_values(
+        form, drop_empty=False, only=set(schema.fields) if ignored else None
+    )
+    if repeated:
+        raise ValidationError(repeated)
     data: dict[str, Any] = schema.load(values)
     return data
 

@@ -125,6 +125,15 @@ def test_values_reach_the_filters_exactly() -> None:
     assert huge.min_amount == Decimal("1e999999")
     assert huge.max_quantity == 10**30
     assert huge.offset == 10**30
+    # Beyond Decimal's exponents: as large, as small, or as zero as the marts can tell.
+    beyond = parse(
+        min_amount="1e-99999999999999999999",
+        min_avg_price="0.0e-99999999999999999999",
+        max_avg_price="2.5E+99999999999999999999",
+    )
+    assert beyond.min_amount == Decimal("1e-100")
+    assert beyond.min_avg_price == 0
+    assert beyond.max_avg_price == Decimal("1e100")
 
 
 @pytest.mark.parametrize("given", ["-1", "1.5", "1e3", "abc", "", "1_0", "٣"])
@@ -180,6 +189,13 @@ def test_unknown_and_repeated_parameters() -> None:
 def test_every_broken_rule_is_reported_at_once() -> None:
     details = rejected(limit="0", offset="-1", sale_month="x", product_prefix="%", extra="1")
     assert set(details) == {"limit", "offset", "sale_month", "product_prefix", "extra"}
+    # A repeated parameter does not hide the others' problems.
+    args = MultiDict([("limit", "1"), ("limit", "2"), ("foo", "1"), ("offset", "-5")])
+    with pytest.raises(ValidationFailed) as caught:
+        parse_trend_params(args)
+    details = dict(caught.value.details or {})
+    assert details["limit"] == ["Given more than once."]
+    assert set(details) == {"limit", "foo", "offset"}
     assert all(isinstance(m, str) for messages in details.values() for m in messages)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -66,6 +68,9 @@ def test_issues_a_bearer_token(call: Caller, analyst: Account) -> None:
 def test_grant_type_absent_or_password(call: Caller, analyst: Account) -> None:
     ok = post(call, username=analyst.username, password=analyst.password, grant_type="password")
     assert ok.status_code == 200
+    # RFC 6749 3.1: sent without a value is the same as absent.
+    empty = post(call, username=analyst.username, password=analyst.password, grant_type="")
+    assert empty.status_code == 200, empty.get_json()
     other = post(
         call, username=analyst.username, password=analyst.password, grant_type="client_credentials"
     )
@@ -162,6 +167,26 @@ def test_429_for_unknown_usernames_too(call: Caller, marts_dsn: str) -> None:
     conn.close()
     statuses = [post(call, username=ghost, password="guess").status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
+
+
+def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) -> None:
+    """Guesses sent at once for one username: no more than the limit are checked, however
+    many are in flight before the first one fails (found by a review: 12 of 30 got through
+    when failures were counted only after each bcrypt check)."""
+    victim = "parallel-guesses"
+    conn = connect(marts_dsn)
+    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=victim)
+    conn.close()
+    start = threading.Barrier(16)
+
+    def guess(number: int) -> int:
+        start.wait()
+        return int(post(call, username=victim, password=f"guess {number}").status_code)
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = sorted(pool.map(guess, range(16)))
+    assert statuses.count(401) <= 5, statuses
+    assert set(statuses) == {401, 429}, statuses
 
 
 def test_success_clears_the_counter(call: Caller, analyst: Account, marts_dsn: str) -> None:

@@ -162,6 +162,10 @@ def test_bounds_fit_numeric_without_changing_meaning() -> None:
         {"min_amount": "1e999999"},
         {"max_avg_price": "1e999999", "min_avg_price": "1e-999999", "offset": "9" * 40},
         {"max_quantity": "9" * 40},
+        # Exponents beyond what Decimal holds (once a 500, found by a review).
+        {"min_amount": "1e-99999999999999999999"},
+        {"min_amount": "0e-99999999999999999999", "max_avg_price": "1e99999999999999999999"},
+        {"min_avg_price": "1e-99999999999999999999", "min_amount": "1e99999999999999999999"},
     ],
 )
 def test_extreme_numbers_are_answered(call: Caller, token: str, params: dict[str, str]) -> None:
