@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,23 +89,37 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
+    from pipeline.progress import StatusLine
     from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
     from pipeline.transform import run_dbt
 
     settings = cli_settings()
     for target in _targets(args.target):
-        if target == "postgres":
-            import dataclasses
+        # On a terminal, dbt's latest "N of M" step, as long as the build runs.
+        with StatusLine() as status:
 
-            with postgres_dsn(settings) as dsn:
-                result = run_dbt("postgres", dataclasses.replace(settings, database_url=dsn))
-        else:
-            from pipeline.bq_emulator import bigquery_for_command
+            def step(line: str, target: str = target) -> None:
+                found = _DBT_STEP.search(line)
+                if found:
+                    status.show(f"dbt {target}: {found.group(0)}")
 
-            with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
-                result = run_dbt("bigquery", bq)
+            if target == "postgres":
+                import dataclasses
+
+                with postgres_dsn(settings) as dsn:
+                    database = dataclasses.replace(settings, database_url=dsn)
+                    result = run_dbt("postgres", database, on_line=step)
+            else:
+                from pipeline.bq_emulator import bigquery_for_command
+
+                with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
+                    result = run_dbt("bigquery", bq, on_line=step)
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
+
+
+# A step of dbt's log ("12:00:01  3 of 24 START sql table model public.pg_sales ... [RUN]").
+_DBT_STEP = re.compile(r"\b\d+ of \d+ \S.*")
 
 
 def cmd_ingest_landing(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from pipeline.csvsource import (
     UnusableInputError,
     file_sha256,
 )
+from pipeline.progress import StatusLine
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -254,16 +255,13 @@ class FileProgress:
         self.path = path
         self.size = path.stat().st_size
         self.on = show and self.size >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
-        self._line = ""
+        self._status = StatusLine(self.on)
 
     def __enter__(self) -> FileProgress:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._line:
-            sys.stderr.write("\r" + " " * len(self._line) + "\r")
-            sys.stderr.flush()
-            self._line = ""
+        self._status.clear()
 
     def track(
         self, items: Iterable[T], position: Callable[[], int], every: int = 1, then: str = ""
@@ -289,14 +287,8 @@ class FileProgress:
             # tqdm draws at most every 0.1 s, so on a fast load the last update may not be
             # drawn; the finished bar is shown before it gives way to the next line.
             bar.refresh()
-        try:
-            columns = os.get_terminal_size(sys.stderr.fileno()).columns
-        except (OSError, ValueError):  # not a terminal after all, or no descriptor
-            columns = 0
-        if then and columns > 1:
-            self._line = f"{self.path.name}: {then}..."[: columns - 1]
-            sys.stderr.write(self._line + "\r")
-            sys.stderr.flush()
+        if then:
+            self._status.show(f"{self.path.name}: {then}...")
 
 
 def track_rows(reader: TransactionReader, progress: FileProgress) -> Iterator[CheckedRow]:

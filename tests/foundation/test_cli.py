@@ -355,6 +355,33 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
     assert "%|" not in again.stderr
 
 
+def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """"Long work shows progress": a dbt build says which step it is at, on one line."""
+    command = [sys.executable, "-m", "pipeline.cli", "transform", "--target", "postgres"]
+    with terminal() as (end, shown):
+        process = subprocess.Popen(
+            command,
+            env=cli_env(settings, tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=end,
+            text=True,
+        )
+        os.close(end)
+        out, _ = process.communicate(timeout=300)
+    text = shown.decode(errors="replace")
+    assert process.returncode == 0, text[-500:]
+    assert "dbt build on postgres: ok" in out
+    steps = [(int(n), int(of)) for n, of in re.findall(r"dbt postgres: (\d+) of (\d+) ", text)]
+    assert len(steps) >= 2 and steps[-1][0] == steps[-1][1], text[-500:]
+    assert "\n" not in text and text.endswith(" \r"), text[-300:]  # one line, erased at the end
+    piped = run(settings, tmp_path, "transform", "--target", "postgres")
+    assert piped.returncode == 0, piped.stderr
+    assert "dbt postgres:" not in piped.stderr
+
+
 def test_the_row_by_row_reader_shows_progress_on_a_terminal(
     big_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
