@@ -8,6 +8,7 @@ A file that cannot be used at all (not UTF-8, binary, empty, missing columns) ra
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import io
@@ -157,6 +158,11 @@ def _record_lines(first: str, following: Iterator[str], parts: list[str]) -> Ite
     raise _Unclosed
 
 
+def _drain(lines: collections.deque[str]) -> Iterator[str]:
+    while lines:
+        yield lines.popleft()
+
+
 def _records(
     handle: Iterable[str], line_number: int = 0
 ) -> Iterator[tuple[int, str, list[str] | None]]:
@@ -167,7 +173,9 @@ def _records(
     by ``csv``, which reads on into the following lines while a quoted field is open, so
     quoted commas, quotes and line breaks inside fields all work.
     """
-    lines: Iterator[str] = iter(handle)
+    source: Iterator[str] = iter(handle)
+    again: collections.deque[str] = collections.deque()  # lines to read again, in order
+    lines = source
     while True:
         for line in lines:
             line_number += 1
@@ -182,7 +190,8 @@ def _records(
                 yield first, line.rstrip("\r\n").replace("\x00", "\\x00"), None
                 if len(parts) > 1:  # read the lines after the opening one again
                     line_number = first
-                    lines = itertools.chain(parts[1:], lines)
+                    again.extendleft(reversed(parts[1:]))  # before those still waiting
+                    lines = itertools.chain(_drain(again), source)  # never nested
                     break
                 continue
             line_number += len(parts) - 1

@@ -358,7 +358,7 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
 def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """"Long work shows progress": a dbt build says which step it is at, on one line."""
+    """ "Long work shows progress": a dbt build says which step it is at, on one line."""
     command = [sys.executable, "-m", "pipeline.cli", "transform", "--target", "postgres"]
     with terminal() as (end, shown):
         process = subprocess.Popen(

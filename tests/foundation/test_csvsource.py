@@ -141,6 +141,24 @@ def test_a_quoted_field_spanning_too_many_lines_is_read_again_line_by_line(
     ]
 
 
+def test_many_unclosed_quotes_each_reject_only_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each opening quote is followed by more lines than a field may span before the next
+    # quote (which would close it: CSV pairs them), so each is given up on and read again.
+    monkeypatch.setattr(csvsource, "MAX_RECORD_LINES", 4)
+    lines = [HEADER]
+    expected: list[tuple[int, str, str | None]] = []
+    for n in range(300):
+        expected.append((len(lines) + 1, "", "malformed_row"))
+        lines.append(f'B{n},"Halal A,10,1,2023-01-01')
+        for k in range(5):
+            expected.append((len(lines) + 1, f"G{n}-{k}", None))
+            lines.append(f"G{n}-{k},Halal B,10,1,2023-01-01")
+    rows = read(tmp_path, "\n".join(lines) + "\n")
+    assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == expected
+
+
 @given(st.lists(st.sampled_from(["a", ",", '"', " ", '""']), max_size=14), st.booleans())
 def test_telling_a_whole_line_from_an_open_one_agrees_with_csv(
     pieces: list[str], crlf: bool
