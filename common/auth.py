@@ -250,7 +250,18 @@ ON CONFLICT (username) DO UPDATE SET
 RETURNING f.failures, CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer)
 """
 
-_CLEAR_FAILURES = "DELETE FROM auth.login_failures WHERE username = CAST(:username AS text)"
+# After a right password: the counter goes, unless failures checked meanwhile (in parallel)
+# locked the name; then the seconds the lock has left, so the success is not revealed.
+_SUCCEEDED = """
+WITH cleared AS (
+    DELETE FROM auth.login_failures
+    WHERE username = CAST(:username AS text)
+      AND (locked_until IS NULL OR locked_until <= now())
+)
+SELECT CAST(ceil(extract(epoch FROM max(locked_until) - now())) AS integer)
+FROM auth.login_failures
+WHERE username = CAST(:username AS text) AND locked_until > now()
+"""
 
 # Old counters of usernames nobody tries any more (a random sample of calls tidies up).
 _PRUNE = """
@@ -295,21 +306,25 @@ class LoginService:
         password_hash, role, disabled, retry_after = rows[0]
         if retry_after is not None and retry_after > 0:
             raise TooManyAttempts(int(retry_after))
-        # The attempt counts as a failure before the check and is cleared by a success:
-        # guesses sent in parallel cannot all pass the lock while the first ones are
-        # still in bcrypt. One over the limit is refused without a check.
-        attempts, locked_for = self._count_attempt(username)
-        if attempts > self._max_failures:
-            raise TooManyAttempts(max(1, locked_for or self._window))
         # No connection is held during bcrypt: it is slow on purpose.
         ok = verify_password(password, password_hash or dummy)
+        # Guesses sent in parallel all pass the check above before the first one fails,
+        # so the lock is asked again after bcrypt: a guess that ends over the limit, or
+        # a right one once the name is locked, is a 429, whatever its password was. At
+        # most the limit's worth of guesses can learn anything; parallel right logins
+        # (one account, many clients) are not slowed down.
         if not ok or password_hash is None or disabled or role not in ROLES:
+            failures, locked_for = self._count_failure(username)
+            if failures > self._max_failures:
+                raise TooManyAttempts(max(1, locked_for or self._window))
             raise InvalidCredentials()
-        self._pool.run(_CLEAR_FAILURES, username=username)
+        locked_for = self._pool.run(_SUCCEEDED, username=username)[0][0]
+        if locked_for is not None and locked_for > 0:
+            raise TooManyAttempts(int(locked_for))
         return Principal(username=username, role=str(role))
 
-    def _count_attempt(self, username: str) -> tuple[int, int | None]:
-        """Attempts within the window, this one included, and the lock's seconds left."""
+    def _count_failure(self, username: str) -> tuple[int, int | None]:
+        """Failures within the window, this one included, and the lock's seconds left."""
         rows = self._pool.run(
             _COUNT_FAILURE,
             username=username,

@@ -14,7 +14,7 @@ import functools
 import re
 from collections.abc import Mapping
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, Decimal, InvalidOperation
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
@@ -63,6 +63,9 @@ class QueryInteger(fields.Integer):
         return -number if text.startswith("-") else number
 
 
+_EXPONENT_LIMIT = MAX_EMAX - 1000
+
+
 class QueryNumber(fields.Decimal):
     """A finite ASCII decimal number, parsed exactly."""
 
@@ -73,13 +76,12 @@ class QueryNumber(fields.Decimal):
         try:
             return Decimal(text)
         except InvalidOperation:
-            # An exponent beyond what Decimal holds (over 18 digits): a number this large
-            # or this small compares with every mart value as 1e100 or 1e-100 does.
+            # An exponent beyond what Decimal holds (over 18 digits) is brought just
+            # inside it: every mart value compares the same with the number, and two
+            # such numbers still compare by their digits (min <= max is still checked).
             mantissa, _, exponent = text.lower().partition("e")
-            if Decimal(mantissa) == 0:
-                return Decimal(0)
-            size = Decimal("1e-100") if exponent.startswith("-") else Decimal("1e100")
-            return -size if mantissa.startswith("-") else size
+            limit = _EXPONENT_LIMIT if not exponent.startswith("-") else -_EXPONENT_LIMIT
+            return Decimal(f"{mantissa}e{limit}")
 
 
 class Month(fields.String):
@@ -252,9 +254,12 @@ def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
     values, repeated = _single_values(
         form, drop_empty=False, only=set(schema.fields) if ignored else None
     )
+    try:
+        data: dict[str, Any] = schema.load(values)
+    except ValidationError as exc:  # every broken field at once, repeated ones too
+        raise ValidationError({**_details(exc.messages), **repeated}) from None
     if repeated:
         raise ValidationError(repeated)
-    data: dict[str, Any] = schema.load(values)
     return data
 
 

@@ -8,7 +8,7 @@ A file that cannot be used at all (not UTF-8, binary, empty, missing columns) ra
 
 from __future__ import annotations
 
-import collections
+import codecs
 import csv
 import hashlib
 import io
@@ -78,19 +78,32 @@ def _check_readable(path: Path) -> None:
 
 def first_invalid_utf8(path: Path) -> tuple[int, int] | None:
     """``(byte offset, line number)`` of the first byte of ``path`` that is not UTF-8, or
-    None. Decoded a block of whole lines at a time, so no character is cut in two."""
-    offset = 0
-    line = 1
+    None. Read in blocks (a character cut in two by a block is carried over)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # of the block being decoded
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
-            block += handle.readline()
+            carried = len(decoder.getstate()[0])
             try:
-                block.decode("utf-8")
+                decoder.decode(block)
             except UnicodeDecodeError as exc:
-                return offset + exc.start, line + block.count(b"\n", 0, exc.start)
+                return _position(path, offset - carried + exc.start)
             offset += len(block)
-            line += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:  # the file ends inside a character
+            return _position(path, offset - len(exc.object) + exc.start)
     return None
+
+
+def _position(path: Path, offset: int) -> tuple[int, int]:
+    """``(offset, line number)``: lines end at LF, CRLF or a lone CR."""
+    with path.open("rb") as handle:
+        head = handle.read(offset)
+    return offset, len(_LINE_END.findall(head)) + 1
+
+
+_LINE_END = re.compile(rb"\r\n?|\n")
 
 
 def _not_utf8(path: Path) -> UnusableInputError:
@@ -126,6 +139,11 @@ def _opens_multiline_field(block: bytes) -> bool:
     return False
 
 
+def _lone_cr(block: bytes) -> bool:
+    """Whether ``block`` has a CR that is not part of a CRLF."""
+    return b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
+
+
 class Segment(NamedTuple):
     """A byte range of a file that starts at a line boundary, and its first line number."""
 
@@ -136,9 +154,9 @@ class Segment(NamedTuple):
 
 # A quoted field may span lines, but not without end: past this many lines (or at the end
 # of the file) its opening quote is taken as a mistake. That line alone is rejected and the
-# lines after it are read again as records, so one stray quote loses no other row, and
-# memory stays bounded.
-MAX_RECORD_LINES = 10_000
+# lines read after it are read again, each on its own, so one stray quote loses no other
+# row, memory stays bounded, and no file costs more than reading it twice.
+MAX_RECORD_LINES = 1_000
 
 
 class _Unclosed(Exception):
@@ -158,9 +176,23 @@ def _record_lines(first: str, following: Iterator[str], parts: list[str]) -> Ite
     raise _Unclosed
 
 
-def _drain(lines: collections.deque[str]) -> Iterator[str]:
-    while lines:
-        yield lines.popleft()
+def _raw(text: str) -> str:
+    return text.rstrip("\r\n").replace("\x00", "\\x00")
+
+
+def _parsed(parts: list[str], following: Iterator[str]) -> tuple[str, list[str] | None] | None:
+    """``(raw text, fields)`` of the record that starts with ``parts[0]``, reading on from
+    ``following`` into ``parts`` while a quoted field is open (fields None: malformed);
+    None when that field does not close."""
+    try:
+        fields = next(csv.reader(_record_lines(parts[0], following, parts), skipinitialspace=True))
+    except (_Unclosed, csv.Error):  # csv.Error: a field over the size limit
+        return None
+    text = "".join(parts)
+    return _raw(text), None if "\x00" in text else fields
+
+
+_NO_LINES: tuple[str, ...] = ()
 
 
 def _records(
@@ -171,41 +203,36 @@ def _records(
 
     Most lines hold a whole unquoted record (the hot path); a line with a quote is parsed
     by ``csv``, which reads on into the following lines while a quoted field is open, so
-    quoted commas, quotes and line breaks inside fields all work.
+    quoted commas, quotes and line breaks inside fields all work. A quote that never
+    closes rejects its own line; the lines read after it are read again one by one.
     """
-    source: Iterator[str] = iter(handle)
-    again: collections.deque[str] = collections.deque()  # lines to read again, in order
-    lines = source
-    while True:
-        for line in lines:
-            line_number += 1
-            if '"' not in line and "\x00" not in line:
-                yield line_number, line.rstrip("\r\n"), PLAIN
-                continue
-            first = line_number
-            parts = [line]
-            try:
-                fields = next(csv.reader(_record_lines(line, lines, parts), skipinitialspace=True))
-            except (_Unclosed, csv.Error):
-                yield first, line.rstrip("\r\n").replace("\x00", "\\x00"), None
-                if len(parts) > 1:  # read the lines after the opening one again
-                    line_number = first
-                    again.extendleft(reversed(parts[1:]))  # before those still waiting
-                    lines = itertools.chain(_drain(again), source)  # never nested
-                    break
-                continue
+    lines = iter(handle)
+    for line in lines:
+        line_number += 1
+        if '"' not in line and "\x00" not in line:
+            yield line_number, line.rstrip("\r\n"), PLAIN
+            continue
+        parts = [line]
+        record = _parsed(parts, lines)
+        if record is not None:
+            yield line_number, *record
             line_number += len(parts) - 1
-            text = "".join(parts)
-            raw = text.rstrip("\r\n").replace("\x00", "\\x00")
-            yield first, raw, None if "\x00" in text else fields
-        else:
-            return
+            continue
+        yield line_number, _raw(line), None
+        for again in parts[1:]:
+            line_number += 1
+            if '"' not in again and "\x00" not in again:
+                yield line_number, again.rstrip("\r\n"), PLAIN
+                continue
+            record = _parsed([again], iter(_NO_LINES))  # on its own: no reading on
+            yield line_number, *(record or (_raw(again), None))
 
 
 class TransactionReader:
     """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress.
 
-    ``segments(n)`` cuts a file without quotes, CRs or NULs into ``n`` line-aligned byte
+    ``segments(n)`` cuts a file whose records are each one line (no quoted field spans
+    lines, no lone CR) into ``n`` line-aligned byte
     ranges that ``segment_rows`` reads independently (in parallel processes), with the same
     rows, line numbers and raw texts as iterating the whole file.
     """
@@ -237,7 +264,8 @@ class TransactionReader:
         self, records: Iterator[tuple[int, str, list[str] | None]]
     ) -> tuple[list[str], int]:
         """The header's column names (trimmed, lower case), checked against the rules, and
-        the number of lines up to and including it."""
+        its line number (also the number of lines up to it and with it when ``segments``
+        cuts the file: then every record, the header too, is one line)."""
         header: list[str] | None = None
         header_line = 0
         for header_line, raw, fields in records:  # noqa: B007 - its value after the loop
@@ -338,15 +366,18 @@ class TransactionReader:
     # -- parallel reading of plain files ---------------------------------------------------
     def segments(self, count: int) -> list[Segment] | None:
         """``count`` line-aligned byte ranges covering every record after the header, or
-        None when the file needs sequential reading: a quoted field spanning lines (a line
-        with an odd number of quotes) or a lone CR line end makes LF positions unreliable
-        as record boundaries."""
+        None when the file needs sequential reading: a quoted field spanning lines or a
+        lone CR line end makes LF positions unreliable as record boundaries."""
         with self.path.open("rb") as handle:
+            if handle.read(3) != b"\xef\xbb\xbf":  # a BOM would hide a quote at the start
+                handle.seek(0)
             while block := handle.read(1 << 20):
-                block += handle.readline()  # whole lines only
-                if _opens_multiline_field(block):
+                # Before reading on to an LF that may never come (a final CR may be the
+                # first half of a CRLF).
+                if _lone_cr(block[:-1] if block.endswith(b"\r") else block):
                     return None
-                if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+                block += handle.readline()  # whole lines only
+                if _lone_cr(block) or _opens_multiline_field(block):
                     return None
         with _Utf8Text(self.path) as handle:
             self._names, header_lines = self._header(_records(handle))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from pipeline.csvsource import (
     UnusableInputError,
     file_sha256,
 )
-from pipeline.progress import StatusLine
+from pipeline.progress import StatusLine, stderr_is_terminal
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -254,7 +253,7 @@ class FileProgress:
     def __init__(self, path: Path, show: bool) -> None:
         self.path = path
         self.size = path.stat().st_size
-        self.on = show and self.size >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+        self.on = show and self.size >= PROGRESS_MIN_BYTES and stderr_is_terminal()
         self._status = StatusLine(self.on)
 
     def __enter__(self) -> FileProgress:

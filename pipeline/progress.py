@@ -10,9 +10,14 @@ import os
 import sys
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (it may also be closed: ``2>&-``)."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
 class StatusLine:
     def __init__(self, show: bool = True) -> None:
-        self.on = show and sys.stderr.isatty()
+        self.on = show and stderr_is_terminal()
         self._line = ""
 
     def __enter__(self) -> StatusLine:

@@ -195,8 +195,10 @@ def test_unusable_setups_are_one_line_errors(
     monkeypatch.setenv("SALESMART_DBT", str(tmp_path / "no-such-dbt"))
     with pytest.raises(TransformError, match=r"dbt is not installed .* run 'make install'"):
         run_dbt("postgres", pg_settings)
+    empty = tmp_path / "empty.yaml"  # a configuration that names no database
+    empty.write_text("{}\n")
     with pytest.raises(TransformError, match="SALESMART_DATABASE_URL"):
-        dbt_environment("postgres", build_settings({"SALESMART_CONFIG": "/nonexistent"}))
+        dbt_environment("postgres", build_settings({"SALESMART_CONFIG": str(empty)}))
     with pytest.raises(TransformError, match="unknown dbt target"):
         dbt_environment("snowflake", pg_settings)
     assert targets_for("all") == ("postgres", "bigquery")

@@ -159,6 +159,52 @@ def test_many_unclosed_quotes_each_reject_only_their_line(
     assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == expected
 
 
+def test_lines_that_never_close_each_other_are_each_rejected_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 'x","' opens a quoted field both read alone and read inside one: no line closes it.
+    # Each line read again after a given-up quote is read on its own, so this costs
+    # reading the file twice at most, not once per line (found by a review: quadratic).
+    monkeypatch.setattr(csvsource, "MAX_RECORD_LINES", 4)
+    rows = read(tmp_path, HEADER + "\n" + 'x","\n' * 50 + "T1,Halal A,10,1,2023-01-01\n")
+    assert [(r.line_number, r.reason) for r in rows] == [
+        *((line, "malformed_row") for line in range(2, 52)),
+        (52, None),
+    ]
+    assert {r.raw_text for r in rows[:-1]} == {'x","'}
+
+
+def test_a_bom_does_not_hide_a_quoted_header_spanning_lines(tmp_path: Path) -> None:
+    text = (
+        '\ufeff"note\nsecond line",transaction_id,product,price,quantity,date\n'
+        ",T1,Halal A,10,1,2023-01-01\n"
+        ",T2,Halal B,10,1,2023-01-01\n"
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id) for r in rows] == [(3, "T1"), (4, "T2")]
+    # Not cut into segments: a segment must not start inside the header.
+    assert TransactionReader(tmp_path / "in.csv", ValidationRules(), KEY).segments(2) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        (b"h\rt1\rt2,\xff\r", (8, 3)),  # lines end at a lone CR too
+        (b"h\r\nt1\r\n\xff", (7, 3)),
+        (b"abc\n\xe2\x82", (4, 2)),  # the file ends inside a character
+        (b"a" * ((1 << 20) - 1) + "€".encode() + b"\n\xff", ((1 << 20) + 3, 2)),  # cut by a block
+        ("h\nété\n".encode(), None),
+    ],
+    ids=["cr", "crlf", "truncated", "across-blocks", "valid"],
+)
+def test_the_first_byte_that_is_not_utf8_is_found_with_its_line(
+    tmp_path: Path, content: bytes, where: tuple[int, int] | None
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    assert csvsource.first_invalid_utf8(path) == where
+
+
 @given(st.lists(st.sampled_from(["a", ",", '"', " ", '""']), max_size=14), st.booleans())
 def test_telling_a_whole_line_from_an_open_one_agrees_with_csv(
     pieces: list[str], crlf: bool

@@ -131,9 +131,15 @@ def test_values_reach_the_filters_exactly() -> None:
         min_avg_price="0.0e-99999999999999999999",
         max_avg_price="2.5E+99999999999999999999",
     )
-    assert beyond.min_amount == Decimal("1e-100")
+    assert beyond.min_amount is not None and beyond.max_avg_price is not None
+    assert 0 < beyond.min_amount < Decimal("1e-999999")
     assert beyond.min_avg_price == 0
-    assert beyond.max_avg_price == Decimal("1e100")
+    assert beyond.max_avg_price > Decimal("1e999999")
+    # Still ordered: min above max is refused, as for any other two numbers.
+    crossed = rejected(
+        min_avg_price="3e99999999999999999999", max_avg_price="2e99999999999999999999"
+    )
+    assert list(crossed) == ["min_avg_price"]
 
 
 @pytest.mark.parametrize("given", ["-1", "1.5", "1e3", "abc", "", "1_0", "٣"])
