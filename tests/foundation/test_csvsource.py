@@ -205,25 +205,39 @@ def test_the_first_byte_that_is_not_utf8_is_found_with_its_line(
     assert csvsource.first_invalid_utf8(path) == where
 
 
-@given(st.lists(st.sampled_from(["a", ",", '"', " ", '""']), max_size=14), st.booleans())
-def test_telling_a_whole_line_from_an_open_one_agrees_with_csv(
-    pieces: list[str], crlf: bool
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["a", ",", '"', " ", '""']), max_size=12), st.booleans()
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_telling_whole_lines_from_open_ones_agrees_with_csv(
+    lines: list[tuple[list[str], bool]],
 ) -> None:
-    line = "".join(pieces) + ("\r\n" if crlf else "\n")
+    texts = ["".join(pieces) + ("\r\n" if crlf else "\n") for pieces, crlf in lines]
 
     class AskedForMore(Exception):
         pass
 
-    def one_line() -> Iterator[str]:
-        yield line
-        raise AskedForMore
+    def whole(line: str) -> bool:
+        def one_line() -> Iterator[str]:
+            yield line
+            raise AskedForMore
 
-    try:
-        next(csv.reader(one_line(), skipinitialspace=True))
-        whole = True
-    except AskedForMore:
-        whole = False
-    assert csvsource._opens_multiline_field(line.encode()) is not whole
+        try:
+            next(csv.reader(one_line(), skipinitialspace=True))
+        except AskedForMore:
+            return False
+        return True
+
+    for text in texts:
+        assert csvsource._opens_multiline_field(text.encode()) is not whole(text)
+    block = "".join(texts).encode()
+    assert csvsource._opens_multiline_field(block) is not all(whole(t) for t in texts)
+    assert csvsource._opens_multiline_field(block.rstrip(b"\n")) is not all(whole(t) for t in texts)
 
 
 def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
