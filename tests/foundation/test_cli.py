@@ -299,6 +299,22 @@ def terminal() -> Iterator[tuple[int, bytearray]]:
         os.close(controller)
 
 
+def on_terminal(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """`salesmart ARGS` with its stderr on a terminal: exit code, stdout, what it drew."""
+    with terminal() as (end, shown):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=cli_env(settings, tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=end,
+            text=True,
+        )
+        os.close(end)
+        out, _ = process.communicate(timeout=300)
+    return process.returncode, out, shown.decode(errors="replace")
+
+
 LOADING_LINE = "big.csv: loading the new rows..."
 
 
@@ -330,19 +346,8 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
 ) -> None:
     """The contract's "long work shows progress": a bar on a terminal's stderr while a large
     file loads, and nothing of it when stderr is a pipe or a file (logs, CI)."""
-    with terminal() as (end, shown):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", str(big_csv)],
-            env=cli_env(settings, tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=end,
-            text=True,
-        )
-        os.close(end)
-        out, _ = process.communicate(timeout=300)
-    bar = shown.decode(errors="replace")
-    assert process.returncode == 0, bar[-500:]
+    code, out, bar = on_terminal(settings, tmp_path, "ingest", "--target", "postgres", str(big_csv))
+    assert code == 0, bar[-500:]
     assert "read 250000" in out
     assert max(percentages(bar), default=0) == 100, bar[-500:]  # drawn finished, however fast
     assert "MB/s" in bar, bar[-500:]
@@ -358,21 +363,9 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
 def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """ "Long work shows progress": a dbt build says which step it is at, on one line."""
-    command = [sys.executable, "-m", "pipeline.cli", "transform", "--target", "postgres"]
-    with terminal() as (end, shown):
-        process = subprocess.Popen(
-            command,
-            env=cli_env(settings, tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=end,
-            text=True,
-        )
-        os.close(end)
-        out, _ = process.communicate(timeout=300)
-    text = shown.decode(errors="replace")
-    assert process.returncode == 0, text[-500:]
+    """Long work shows progress: a dbt build says which step it is at, on one line."""
+    code, out, text = on_terminal(settings, tmp_path, "transform", "--target", "postgres")
+    assert code == 0, text[-500:]
     assert "dbt build on postgres: ok" in out
     steps = [(int(n), int(of)) for n, of in re.findall(r"dbt postgres: (\d+) of (\d+) ", text)]
     assert len(steps) >= 2 and steps[-1][0] == steps[-1][1], text[-500:]
