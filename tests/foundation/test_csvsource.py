@@ -236,8 +236,12 @@ def test_telling_whole_lines_from_open_ones_agrees_with_csv(
     for text in texts:
         assert csvsource._opens_multiline_field(text.encode()) is not whole(text)
     block = "".join(texts).encode()
-    assert csvsource._opens_multiline_field(block) is not all(whole(t) for t in texts)
-    assert csvsource._opens_multiline_field(block.rstrip(b"\n")) is not all(whole(t) for t in texts)
+    every_line_whole = all(whole(text) for text in texts)
+    for candidate in (block, block.rstrip(b"\n")):  # the last line may lack its LF
+        # Both ways of matching (chosen by how many quotes a block has) agree with csv.
+        assert (csvsource._WHOLE_LINES.fullmatch(candidate) is not None) is every_line_whole
+        assert csvsource._opens_line_by_line(candidate) is not every_line_whole
+        assert csvsource._opens_multiline_field(candidate) is not every_line_whole
 
 
 def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
