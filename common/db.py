@@ -11,6 +11,11 @@
   call is retried once on a new connection.
 - When the server cannot be reached, ``WarehouseUnavailable`` (503) is raised within the
   connect timeout; the next call simply tries again, so the function recovers by itself.
+- A server that stops answering on an open connection (frozen, a paused VM, a dead NAT
+  path) would leave the call waiting: its kernel still acknowledges, so neither keepalives
+  nor the server's own ``statement_timeout`` end the wait. A watchdog shuts the socket of
+  a statement still running ``ANSWER_GRACE_SECONDS`` after its statement timeout; the
+  call then fails like any dead connection (retried once, else 503).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 STATEMENT_TIMEOUT_MS = 2500
 ACQUIRE_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTION_AGE_SECONDS = 1800.0
+ANSWER_GRACE_SECONDS = 2.0
 
 # SQLSTATEs that mean "this connection, or the server behind it, is gone".
 _DEAD_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300", "08")
@@ -60,6 +66,62 @@ def _is_dead(exc: BaseException) -> bool:
     )
 
 
+class _Watchdog:
+    """Shuts the socket of a statement that outlives its deadline (one thread a process,
+    started on first use: gunicorn forks after import)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        # Deadlines are now + one constant per pool, so insertion order is nearly deadline
+        # order; the loop looks at the oldest entry first.
+        self._running: dict[int, tuple[float, int]] = {}
+        self._next = 0
+        self._pid = 0
+
+    @contextmanager
+    def watching(self, fd: int, seconds: float) -> Iterator[None]:
+        with self._ready:
+            if self._pid != os.getpid():  # first use in this process (or after a fork)
+                self._pid = os.getpid()
+                self._running.clear()
+                threading.Thread(target=self._loop, name="pg-watchdog", daemon=True).start()
+            self._next += 1
+            token = self._next
+            # No wake-up: the loop looks again within a second, well before any deadline.
+            self._running[token] = (time.monotonic() + seconds, fd)
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._running.pop(token, None)
+
+    def _loop(self) -> None:
+        import socket
+
+        while True:
+            with self._ready:
+                if not self._running:
+                    self._ready.wait(1.0)
+                    continue
+                token, (deadline, fd) = min(self._running.items(), key=lambda item: item[1][0])
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._ready.wait(min(left, 1.0))
+                    continue
+                # Still registered, so the fd is still that connection's socket: shutting it
+                # down (through a duplicate) makes the waiting libpq call fail at once.
+                del self._running[token]
+                try:
+                    with socket.socket(fileno=os.dup(fd)) as duplicate:
+                        duplicate.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                log_event("postgres did not answer", level=30, seconds_waited=round(-left, 1))
+
+
+_WATCHDOG = _Watchdog()
+
+
 class PooledConnection:
     """A connection of the pool and when it was opened."""
 
@@ -86,6 +148,8 @@ class PgPool:
         self._application_name = application_name
         self._connect_timeout = connect_timeout
         self._statement_timeout_ms = statement_timeout_ms
+        #: How long a statement may go unanswered before its connection counts as dead.
+        self._answer_seconds = statement_timeout_ms / 1000 + ANSWER_GRACE_SECONDS
         self._slots = threading.BoundedSemaphore(self.max_size)
         self._lock = threading.Lock()
         self._idle: list[PooledConnection] = []
@@ -109,7 +173,8 @@ class PgPool:
             )
             raise WarehouseUnavailable() from None
         try:
-            raw.run(_SESSION_SETTINGS, timeout=str(int(self._statement_timeout_ms)))
+            with _WATCHDOG.watching(raw.raw.fileno(), self._answer_seconds):
+                raw.run(_SESSION_SETTINGS, timeout=str(int(self._statement_timeout_ms)))
         except Exception:
             close_quietly(raw)
             raise WarehouseUnavailable() from None
@@ -172,7 +237,10 @@ class PgPool:
         for attempt in (1, 2):
             reused = False
             try:
-                with self._checkout() as (conn, reused):
+                with (
+                    self._checkout() as (conn, reused),
+                    _WATCHDOG.watching(conn.conn.raw.fileno(), self._answer_seconds),
+                ):
                     return conn.run(sql, **params)
             except WarehouseUnavailable:
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -77,6 +78,30 @@ def test_a_killed_connection_is_replaced_transparently(fresh_dsn: str) -> None:
         assert pool.opened == 2
         assert backend_pids(fresh_dsn, "pool-heal") != [pid]
     finally:
+        pool.close()
+
+
+def test_a_backend_that_stops_answering_does_not_hang_the_call(fresh_dsn: str) -> None:
+    """A real fault: the pooled connection's backend process is frozen (SIGSTOP). Its
+    kernel still acknowledges, so only the pool's own deadline ends the wait; the call is
+    then retried on a new connection (before: it waited as long as the freeze lasted)."""
+    pool = PgPool(fresh_dsn, max_size=1, application_name="pool-frozen", statement_timeout_ms=500)
+    frozen: list[int] = []
+    try:
+        assert pool.run("SELECT 1") == [[1]]
+        (pid,) = backend_pids(fresh_dsn, "pool-frozen")
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append(pid)
+        answers: list[object] = []
+        caller = threading.Thread(target=lambda: answers.append(pool.run("SELECT 2")))
+        caller.start()
+        caller.join(timeout=30)
+        assert not caller.is_alive(), "the call still waits for the frozen backend"
+        assert answers == [[[2]]]
+        assert pool.opened == 2
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
         pool.close()
 
 
