@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import REPO_ROOT, ConfigError, Settings
-from common.pg import parse_dsn
+from common.pg import libpq_ssl_options, parse_dsn
 
 TARGETS = ("postgres", "bigquery")
 PROJECT_DIR = REPO_ROOT / "dbt"
@@ -132,13 +132,17 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
             pg = parse_dsn(settings.database_url)
         except ConfigError as exc:
             raise TransformError(str(exc)) from None
+        # TLS as for every other connection (common.pg): the mode in the profile, the
+        # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
+        ssl = libpq_ssl_options(pg)
+        env.update({f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"})
         env.update(
             {
                 "SALESMART_PG_HOST": pg.host,
                 "SALESMART_PG_PORT": str(pg.port),
                 "SALESMART_PG_USER": pg.user,
                 "SALESMART_PG_DBNAME": pg.database,
-                "SALESMART_PG_SSLMODE": pg.sslmode,
+                "SALESMART_PG_SSLMODE": ssl["sslmode"],
                 "DBT_ENV_SECRET_PG_PASSWORD": pg.password,
                 "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
                 "SALESMART_PG_MART_SCHEMA": settings.mart_schema,

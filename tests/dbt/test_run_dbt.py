@@ -234,6 +234,36 @@ def test_bigquery_environment_stand_in_and_real() -> None:
     assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/run/secrets/bq/key.json"
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            "sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/c.pem&sslkey=/k.pem",
+            {
+                "SALESMART_PG_SSLMODE": "verify-full",
+                "PGSSLROOTCERT": "/etc/ca.pem",
+                "PGSSLCERT": "/c.pem",
+                "PGSSLKEY": "/k.pem",
+            },
+        ),
+        ("sslmode=verify-full", {"SALESMART_PG_SSLMODE": "verify-full", "PGSSLROOTCERT": "system"}),
+        (
+            "sslmode=require&sslcrl=/crl.pem",
+            {"SALESMART_PG_SSLMODE": "require", "PGSSLCRL": "/crl.pem"},
+        ),
+    ],
+)
+def test_dbt_connects_with_the_same_tls_options_as_everything_else(
+    query: str, expected: dict[str, str]
+) -> None:
+    """The DSN's certificate files reach dbt too (found by a review: only sslmode did, so
+    ``verify-full`` with a CA file failed in ``transform`` alone)."""
+    dsn = f"postgresql://u:p@db.internal:5432/sales?{query}"
+    env, _ = dbt_environment("postgres", build_settings({"SALESMART_DATABASE_URL": dsn}))
+    tls = {k: v for k, v in env.items() if k.startswith("PGSSL") or k == "SALESMART_PG_SSLMODE"}
+    assert tls == expected
+
+
 # -- the dbt project's conventions ---------------------------------------------------------
 def test_the_fact_table_is_one_model_under_two_names() -> None:
     for name in ("pg_sales", "fact_sales"):
