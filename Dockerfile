@@ -57,20 +57,28 @@ CMD ["--help"]
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION} AS airflow
 ARG AIRFLOW_VERSION
 ENV DO_NOT_TRACK=1
-# dbt in its own virtualenv: its pins conflict with Airflow's; the DAG runs it as a subprocess.
+# One environment per tool, as in a checkout (.venv, .venv-dbt, .venv-airflow; dags/README.md):
+# dbt's and the warehouse clients' pins conflict with Airflow's, and the DAG runs both as
+# commands. dbt from its lock; salesmart from the same wheels as the `cli` image.
 COPY requirements/dbt.txt /opt/airflow/salesmart/requirements-dbt.txt
 RUN python -m venv /opt/airflow/dbt-venv \
- && /opt/airflow/dbt-venv/bin/pip install --no-cache-dir -r /opt/airflow/salesmart/requirements-dbt.txt
-# Airflow pinned in the same install so nothing upgrades it behind its back.
+ && /opt/airflow/dbt-venv/bin/pip install --no-cache-dir --require-hashes \
+        -r /opt/airflow/salesmart/requirements-dbt.txt
 RUN --mount=type=bind,from=build,source=/wheels/cli,target=/wheels \
-    pip install --no-cache-dir --find-links=/wheels \
-        "apache-airflow==${AIRFLOW_VERSION}" "astronomer-cosmos>=1.15,<1.16" "salesmart[cli]"
+    python -m venv /opt/airflow/salesmart-venv \
+ && /opt/airflow/salesmart-venv/bin/pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
+# Airflow pinned in the same install so nothing upgrades it behind its back.
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "astronomer-cosmos>=1.15,<1.16"
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 dbt /opt/airflow/salesmart/dbt
-COPY --chown=airflow:0 data/pipeline_config.yaml /opt/airflow/salesmart/pipeline_config.yaml
-ENV SALESMART_CONFIG=/opt/airflow/salesmart/pipeline_config.yaml \
-    SALESMART_DBT_PROJECT_DIR=/opt/airflow/salesmart/dbt \
-    SALESMART_DBT_EXECUTABLE=/opt/airflow/dbt-venv/bin/dbt
+COPY --chown=airflow:0 data/pipeline_config.yaml /opt/airflow/salesmart/data/pipeline_config.yaml
+# What the DAG and `salesmart` read to find them (dags/README.md, "in an image with another
+# layout"); state (dbt's target folders, the GCS download cache) in a writable place.
+ENV SALESMART_HOME=/opt/airflow/salesmart \
+    SALESMART_BIN_DIR=/opt/airflow/salesmart-venv/bin \
+    SALESMART_DBT=/opt/airflow/dbt-venv/bin/dbt \
+    SALESMART_CONFIG=/opt/airflow/salesmart/data/pipeline_config.yaml \
+    SALESMART_STATE_DIR=/tmp/salesmart
 
 # ---- the functions (default target; keep it last)
 FROM runtime AS serve

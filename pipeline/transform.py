@@ -33,7 +33,9 @@ from common.config import REPO_ROOT, ConfigError, Settings
 from common.pg import libpq_ssl_options, parse_dsn
 
 TARGETS = ("postgres", "bigquery")
-PROJECT_DIR = REPO_ROOT / "dbt"
+# SALESMART_HOME: where an image keeps the project's files when the package is installed
+# (the Airflow image); a checkout needs nothing.
+PROJECT_DIR = Path(os.environ.get("SALESMART_HOME") or REPO_ROOT) / "dbt"
 EXECUTABLE_ENV = "SALESMART_DBT"
 DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
 DEFAULT_TIMEOUT_SECONDS = 1800.0

@@ -4,6 +4,7 @@ errors, the schedule and run policies, and the task order."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.airflow.conftest import (
     tail,
 )
 from tests.conftest import REPO_ROOT
+from tests.dockerfile import stage
 
 pytestmark = [pytest.mark.slow, NEEDS_AIRFLOW]
 
@@ -46,6 +48,48 @@ def dag_info(airflow_home: Path) -> dict[str, Any]:
 def test_dag_folder_imports_without_errors(dag_info: dict[str, Any]) -> None:
     assert dag_info["import_errors"] == {}
     assert dag_info["dag_ids"] == [DAG_ID]
+
+
+def test_the_dag_loads_in_the_airflow_images_layout(airflow_home: Path, tmp_path: Path) -> None:
+    """The Dockerfile's `airflow` stage, without Docker: its COPY lines laid out under a
+    temporary root, its virtualenvs as this checkout's, its ENV with the same paths rebased.
+    The DAG must find its dbt project, dbt and `salesmart` from that ENV alone (found by a
+    review: the image set variables nothing read, and no DAG loaded)."""
+    image = stage("airflow")
+
+    def rebased(path: str) -> Path:
+        return tmp_path / path.lstrip("/")
+
+    for source, destination in image.copies:
+        target = rebased(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO_ROOT / source).is_dir():
+            shutil.copytree(
+                REPO_ROOT / source, target, ignore=shutil.ignore_patterns("target", "logs")
+            )
+        else:
+            shutil.copy(REPO_ROOT / source, target)
+    venvs = {"/opt/airflow/dbt-venv": ".venv-dbt", "/opt/airflow/salesmart-venv": ".venv"}
+    for made, checkout in venvs.items():
+        assert any(f"python -m venv {made}" in run for run in image.runs), made
+        rebased(made).symlink_to(REPO_ROOT / checkout)
+    env = {name: str(rebased(value)) for name, value in image.env.items() if value.startswith("/")}
+    dags = rebased("/opt/airflow/dags")
+    done = subprocess.run(
+        [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_info.py")), str(dags), DAG_ID],
+        env={**airflow_env(airflow_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)), **env},
+        cwd=airflow_home,
+        capture_output=True,
+        text=True,
+        timeout=AIRFLOW_TIMEOUT,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("DAG-INFO ")]
+    assert done.returncode == 0 and lines, tail(done.stdout + done.stderr)
+    info = json.loads(lines[-1].removeprefix("DAG-INFO "))
+    assert info["import_errors"] == {}, info["import_errors"]
+    assert info["dag_ids"] == [DAG_ID]
+    assert any(task.startswith("dbt_postgres.") for task in info["tasks"]), sorted(info["tasks"])
 
 
 def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:

@@ -7,94 +7,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.deploy.conftest import FUNCTIONS
+from tests.dockerfile import DOCKERFILE, Stage, parse_dockerfile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO_ROOT / "Dockerfile"
 IMAGE_WORKDIR = "/app"
 VALUES = yaml.safe_load((REPO_ROOT / "helm" / "salesmart" / "values.yaml").read_text())
 STARTUP_TIMEOUT_S = 30.0
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str
-    env: dict[str, str] = field(default_factory=dict)
-    args: dict[str, str] = field(default_factory=dict)
-    runs: list[str] = field(default_factory=list)
-    copies: list[list[str]] = field(default_factory=list)
-    user: str = ""
-    workdir: str = ""
-    entrypoint: list[str] = field(default_factory=list)
-
-
-def _instructions(text: str) -> Iterator[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    logical = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not logical and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            logical += stripped[:-1] + " "
-            continue
-        logical += stripped
-        keyword, _, rest = logical.partition(" ")
-        yield keyword.upper(), rest.strip()
-        logical = ""
-
-
-def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARG defaults and the stages, in order."""
-    global_args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for keyword, rest in _instructions(text):
-        if keyword == "FROM":
-            parts = rest.split()
-            base = parts[0]
-            for key, value in global_args.items():
-                base = base.replace("${" + key + "}", value)
-            name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else ""
-            stage = Stage(base=base, name=name)
-            parent = next((s for s in stages if s.name == base), None)
-            if parent is not None:  # FROM an earlier stage inherits its ENV/USER/WORKDIR
-                stage.env, stage.user, stage.workdir = dict(parent.env), parent.user, parent.workdir
-            stages.append(stage)
-        elif keyword == "ARG":
-            key, _, value = rest.partition("=")
-            (stages[-1].args if stages else global_args)[key] = value
-        elif keyword == "ENV":
-            for pair in shlex.split(rest):
-                key, _, value = pair.partition("=")
-                stages[-1].env[key] = value
-        elif keyword == "RUN":
-            stages[-1].runs.append(rest)
-        elif keyword == "COPY":
-            stages[-1].copies.append([a for a in shlex.split(rest) if not a.startswith("--")])
-        elif keyword == "USER":
-            stages[-1].user = rest
-        elif keyword == "WORKDIR":
-            stages[-1].workdir = rest
-        elif keyword == "ENTRYPOINT":
-            stages[-1].entrypoint = json.loads(rest)
-    return global_args, stages
 
 
 GLOBAL_ARGS, STAGES = parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
