@@ -200,6 +200,24 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
     raise ValueError(f"no OpenAPI document for function {function!r}")
 
 
+_COMMON = (
+    " Every response carries X-Request-ID; errors are JSON {error, message, request_id}"
+    " (plus details for validation), and a 5xx never contains exception text."
+)
+_TRENDS = (
+    " Monthly sales per product, ordered by total_amount descending, then product; money"
+    " rounded to 2 decimals half away from zero. Cacheable: ETag, If-None-Match gives 304."
+    " 503 while the warehouse cannot be reached."
+)
+_DESCRIPTIONS = {
+    "token": "OAuth2 password grant: a bearer token (HS256 JWT) for the other functions." + _COMMON,
+    "trends_pg": "The PostgreSQL summary_sales mart." + _TRENDS + _COMMON,
+    "trends_bq": "The BigQuery summary_sales mart." + _TRENDS + _COMMON,
+    "dashboard": "The sales dashboard (HTML): a table of the summary rows and a chart of"
+    " monthly totals; browsers log in at /login." + _COMMON,
+}
+
+
 def document(function: str, *, session_cookie: str = "salesmart-session") -> dict[str, Any]:
     from apispec import APISpec
     from apispec.ext.marshmallow import MarshmallowPlugin
@@ -209,7 +227,7 @@ def document(function: str, *, session_cookie: str = "salesmart-session") -> dic
         version=API_VERSION,
         openapi_version=OPENAPI_VERSION,
         plugins=[MarshmallowPlugin()],
-        info={"description": "See CONTRACT.md, section HTTP functions."},
+        info={"description": _DESCRIPTIONS[function]},
     )
     spec.components.schema("Error", schema=ErrorSchema)
     if function in ("trends_pg", "trends_bq"):

@@ -1,7 +1,7 @@
 """Request validation (marshmallow 4) and each function's OpenAPI 3 document (apispec).
 
-The trends parameters follow CONTRACT.md's table; unknown or repeated parameters and
-broken rules give 422 with ``details`` per field. Valid values reach ``TrendFilters``
+The trends parameters follow the contract's table of them; unknown or repeated parameters
+and broken rules give 422 with ``details`` per field. Valid values reach ``TrendFilters``
 exactly as given (integers of more than 30 digits become 10^30); each warehouse adapter
 fits them to its own types (``common.trends_pg``, ``common.bigquery``).
 

@@ -20,7 +20,7 @@ No business logic lives here: each task runs the project's own command
 # Why the tasks run the project's commands as subprocesses instead of importing it: the
 # project is not installed in Airflow's environment (.venv-airflow). Installing it there
 # would bring the warehouse clients (psycopg2, google-cloud-bigquery/-storage) into Airflow's
-# pins, and dbt cannot share an environment with them at all (DEPENDENCIES.md). Calling
+# pins, and dbt cannot share an environment with them at all (dags/README.md). Calling
 # `.venv/bin/salesmart` keeps one environment per tool, runs the exact code and exit codes
 # a person runs by hand, and resolves connections and secrets on the worker when a task
 # runs, so none of them is ever part of this DAG or of Airflow's database.

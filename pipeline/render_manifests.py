@@ -38,6 +38,15 @@ HEADER = (
 )
 
 
+def overrides_header(options: Sequence[str]) -> str:
+    """The header of files rendered with values other than the defaults: which ones."""
+    return (
+        f"# Rendered from helm/salesmart with {' '.join(options)}\n"
+        "# by `python -m pipeline.render_manifests`. Do not edit: render them again.\n"
+        "# Apply: kubectl apply -n NAMESPACE -f DIR/  (secrets first: see helm/README.md)\n"
+    )
+
+
 class RenderError(RuntimeError):
     """The chart could not be rendered with the given values; the message says why."""
 
@@ -142,7 +151,7 @@ def file_name(obj: Mapping[str, Any]) -> str:
     return f"{kind}-{obj['metadata']['name']}.yaml"
 
 
-def manifest_files(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def manifest_files(objects: Sequence[Mapping[str, Any]], header: str = HEADER) -> dict[str, str]:
     """One file per object, without ``metadata.namespace``, keyed by file name."""
     files: dict[str, str] = {}
     for obj in objects:
@@ -152,7 +161,7 @@ def manifest_files(objects: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         if name in files:
             raise RenderError(f"two rendered objects would both be written to {name}")
         body = yaml.dump(portable, Dumper=_BlockDumper, sort_keys=False, width=4096)
-        files[name] = HEADER + body
+        files[name] = header + body
     return files
 
 
@@ -267,7 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = user_values(
             args.values_files, args.set_values, args.set_string_values, args.set_file_values
         )
-        files = manifest_files(render_chart(values))
+        options = [
+            *(f"-f {path}" for path in args.values_files),
+            *(f"--set {value}" for value in args.set_values),
+            *(f"--set-string {value}" for value in args.set_string_values),
+            *(f"--set-file {value}" for value in args.set_file_values),
+        ]
+        header = overrides_header(options) if overrides else HEADER
+        files = manifest_files(render_chart(values), header)
     except (RenderError, OSError) as exc:
         print(f"render_manifests: {exc}", file=sys.stderr)
         return 1

@@ -162,7 +162,7 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
             }
         )
         if bq.is_emulated:
-            # The local stand-in: any bearer token, its own endpoint (DEPENDENCIES.md).
+            # The local stand-in: its own endpoint, and any bearer token (it checks none).
             env.update(
                 {
                     "SALESMART_DBT_BQ_METHOD": "oauth-secrets",

@@ -80,9 +80,15 @@ def test_overrides_render_elsewhere_only(
     assert "--out" in capsys.readouterr().err
     out = tmp_path / "tuned"
     assert main(["--set", "functions.token.autoscaling.maxScale=3", "--out", str(out)]) == 0
-    token = yaml.safe_load((out / "ksvc-salesmart-token.yaml").read_text())
+    text = (out / "ksvc-salesmart-token.yaml").read_text()
+    token = yaml.safe_load(text)
     annotations = token["spec"]["template"]["metadata"]["annotations"]
     assert annotations["autoscaling.knative.dev/max-scale"] == "3"
+    # The files say what they were rendered with, not "default values".
+    first = text.splitlines()[0]
+    assert (
+        first == "# Rendered from helm/salesmart with --set functions.token.autoscaling.maxScale=3"
+    )
 
 
 def test_bad_values_are_reported_in_one_line(
