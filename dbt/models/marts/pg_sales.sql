@@ -2,7 +2,7 @@
     model on BigQuery: both are the `sales_fact` macro. -#}
 {{ config(
     enabled=target.type == 'postgres',
-    post_hook=["{{ pg_index('transaction_id_idx', '(transaction_id)', unique=true) }}"],
+    post_hook=["{{ pg_index('transaction_id_idx', '(transaction_id)') }}"],
 ) }}
 
 {{ sales_fact() }}
