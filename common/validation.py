@@ -18,11 +18,15 @@ from common.config import ValidationRules
 CORE_COLUMNS = ("transaction_id", "product", "price", "quantity", "date")
 MAX_TRANSACTION_ID_CHARS = 128  # a primary key; a 1 MB id would break the btree index
 MAX_PRICE_INTEGER_DIGITS = 15
+# The marts index products (the trends query's prefix scan and the product-month grain);
+# a btree entry holds at most ~2.7 kB, 500 characters of UTF-8 at most 2 kB.
+MAX_PRODUCT_CHARS = 500
 
 # Reason codes, stable: they are stored in the rejects tables and printed by `ingest`.
 DUPLICATE = "duplicate_transaction_id"
 MALFORMED = "malformed_row"
 PRODUCT_PREFIX = "product_prefix"
+PRODUCT_TOO_LONG = "product_too_long"
 INVALID_PRICE = "invalid_price"
 TOO_MANY_DECIMALS = "too_many_decimals"
 PRICE_BELOW_MIN = "price_below_min"
@@ -141,6 +145,8 @@ class RowValidator:
         if match is None:
             return None
         texts: LineTexts = match.group(*self._groups)  # type: ignore[assignment]
+        if len(texts[1]) > MAX_PRODUCT_CHARS:
+            return PRODUCT_TOO_LONG
         price_text = texts[2]
         # A float decides the minimum unless the price is within rounding distance of it.
         price = float(price_text)
@@ -183,6 +189,8 @@ class RowValidator:
         product = row[product_at].strip()
         if not product.startswith(self._prefix):
             return PRODUCT_PREFIX
+        if len(product) > MAX_PRODUCT_CHARS:
+            return PRODUCT_TOO_LONG
         price_text = row[price_at].strip()
         if not self._price.fullmatch(price_text):
             if self._price_any_decimals.fullmatch(price_text):

@@ -352,6 +352,12 @@ class TransactionReader:
                 if result is None:
                     fields = raw.split(",") if raw else []
             if result is None:
+                if (
+                    fields is not None
+                    and len(fields) > width
+                    and not "".join(fields[width:]).strip()
+                ):
+                    fields = fields[:width]  # empty cells past the header's end (a trailing comma)
                 if fields is None or not min_width <= len(fields) <= width:
                     if fields == []:
                         continue  # a blank line is not a record

@@ -269,6 +269,24 @@ def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path)
     assert [r.reason for r in read(tmp_path, text)] == ["malformed_row"]
 
 
+def test_empty_cells_past_the_headers_end_are_ignored(tmp_path: Path) -> None:
+    # Spreadsheets export a trailing comma; a cell past the header with a value is still
+    # more fields than the header.
+    text = (
+        f"{HEADER}\n"
+        "T1,Halal A,12,1,2023-01-01,\n"
+        "T2,Halal B,12,1,2023-01-02, ,\n"
+        "T3,Halal C,12,1,2023-01-03,x\n"
+    )
+    rows = read(tmp_path, text)
+    assert [(r.transaction_id or None, r.reason) for r in rows] == [
+        ("T1", None),
+        ("T2", None),
+        (None, "malformed_row"),
+    ]
+    assert rows[0].raw_text == "T1,Halal A,12,1,2023-01-01,"
+
+
 def test_ignored_columns_may_be_unnamed_or_named_twice(tmp_path: Path) -> None:
     text = f"{HEADER},note,note,,\nT1,Halal A,12,1,2023-01-01,a,b,,\nT2,Halal B,12,1,2023-01-02\n"
     rows = read(tmp_path, text)
@@ -287,8 +305,12 @@ def test_nul_byte_in_a_row_is_malformed_not_fatal(tmp_path: Path, end: str) -> N
 
 def test_huge_field_is_handled(tmp_path: Path) -> None:
     big = "Halal " + "x" * 1_000_000
-    rows = read(tmp_path, f'{HEADER}\nT1,"{big}",12,1,2023-01-01\n')
-    assert rows[0].product == big and rows[0].reason is None
+    rows = read(tmp_path, f'{HEADER}\nT1,"{big}",12,1,2023-01-01\nT2,Halal B,12,1,2023-01-01\n')
+    # Read whole and kept in the rejects (the marts could not index it), the next row loads.
+    assert [(r.reason, len(r.raw_text)) for r in rows] == [
+        ("product_too_long", len(big) + 21),
+        (None, 26),
+    ]
 
 
 @pytest.mark.parametrize(

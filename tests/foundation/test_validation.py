@@ -140,6 +140,18 @@ def test_overlong_transaction_id_is_rejected() -> None:
     assert check(transaction_id="T" * 200) == v.INVALID_TRANSACTION_ID
 
 
+@pytest.mark.parametrize(("extra", "expected"), [(494, None), (495, v.PRODUCT_TOO_LONG)])
+def test_a_product_the_marts_could_not_index_is_rejected(extra: int, expected: str | None) -> None:
+    """500 characters at most (the marts' btree indexes on product hold ~2.7 kB; 3,000
+    characters once broke every later dbt build, found by a review)."""
+    product = "Halal " + "x" * extra
+    result = check(product=product)
+    assert (None if isinstance(result, v.ValidRow) else result) == expected
+    line = f"T1,{product},12,1,2023-01-01"
+    validator = v.RowValidator(RULES)
+    assert validator.check_line(line) == validator.check(line.split(","))
+
+
 def test_thresholds_come_from_the_rules() -> None:
     rules = ValidationRules(
         min_price=Decimal("1"), max_quantity=5, max_decimals=3, product_prefix="Organic"
