@@ -291,8 +291,10 @@ def test_each_model_states_its_grain_tests_its_key_and_has_unit_tests() -> None:
         assert unit_tests and all(u["given"] and u["expect"]["rows"] for u in unit_tests)
         key_tests: list[Any] = []
         for column in model["columns"]:
-            if column["name"] == "transaction_id":
-                key_tests = column["data_tests"]
+            if column["name"] == "transaction_id":  # "unique", or {"unique": {"config": ...}}
+                key_tests = [
+                    t if isinstance(t, str) else next(iter(t)) for t in column["data_tests"]
+                ]
         if sql.stem == "summary_sales":
             key_tests = [t.get("test_name") for t in model["data_tests"] if isinstance(t, dict)]
             assert "unique_combination_of_columns" in key_tests

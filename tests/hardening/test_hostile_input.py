@@ -344,7 +344,7 @@ def test_awkward_csv_end_to_end(settings: Settings, tmp_path: Path) -> None:
     big = "Halal " + "x" * 1_000_000
     lines = [
         "A1,Halal Dates,12.50,2,2023-10-01\r\n",
-        f'A2,"{big}",13.00,1,2023-10-02\n',  # a 1 MB field
+        f'A2,"{big}",13.00,1,2023-10-02\n',  # a 1 MB field: read whole, too long to index
         "A3,Halal\x00Tea,11.00,1,2023-10-03\r",  # a NUL byte: that row is malformed
         "A4,Halal Tea,11.00,1,2023-10-04\r\n",
         '"A5","Halal ""Quoted"", Tea",11.00,1,2023-10-05\n',
@@ -357,22 +357,26 @@ def test_awkward_csv_end_to_end(settings: Settings, tmp_path: Path) -> None:
     assert "Traceback" not in err
     print(f"awkward CSV: {result}")
     assert result["read"] == 6
-    assert result["loaded"] == 5 and result["rejected"] == 1
+    assert result["loaded"] == 4 and result["rejected"] == 2
     ids = [r[0] for r in query(settings, "SELECT transaction_id FROM raw.transactions ORDER BY 1")]
-    assert ids == ["A1", "A2", "A4", "A5", "A6"]  # the BOM did not stick to the first id
-    assert query(
-        settings, "SELECT length(product) FROM raw.transactions WHERE transaction_id='A2'"
-    ) == [[len(big)]]
+    assert ids == ["A1", "A4", "A5", "A6"]  # the BOM did not stick to the first id
     assert query(settings, "SELECT product FROM raw.transactions WHERE transaction_id='A5'") == [
         ['Halal "Quoted", Tea']
     ]
-    rejected = query(settings, "SELECT line_number, reason FROM raw.rejected_transactions")
-    assert rejected == [[4, "malformed_row"]]
+    rejected = query(
+        settings,
+        "SELECT line_number, reason, length(raw_text) FROM raw.rejected_transactions"
+        " ORDER BY line_number",
+    )
+    assert rejected == [
+        [3, "product_too_long", len(lines[1].rstrip("\n"))],
+        [4, "malformed_row", len(lines[2].rstrip("\r").replace("\x00", "\\x00"))],
+    ]
     # Idempotent: the same file again loads nothing new.
     code, again, err = ingest(settings, tmp_path, path)
     assert code == 0, err
     assert again["loaded"] == 0
-    assert query(settings, "SELECT count(*) FROM raw.transactions") == [[5]]
+    assert query(settings, "SELECT count(*) FROM raw.transactions") == [[4]]
 
 
 def test_binary_and_non_utf8_files_exit_2_loading_nothing(
