@@ -28,11 +28,11 @@ pytestmark = [pytest.mark.slow, NEEDS_AIRFLOW]
 
 
 # -- the DAG as Airflow loads it -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def dag_info(airflow_home: Path) -> dict[str, Any]:
+def load_dag_info(airflow_home: Path, dags: Path, **env: str) -> dict[str, Any]:
+    """The DAG folder ``dags`` as .venv-airflow's DagBag loads it (dag_info.py)."""
     done = subprocess.run(
-        [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_info.py")), str(DAGS), DAG_ID],
-        env=airflow_env(airflow_home),
+        [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_info.py")), str(dags), DAG_ID],
+        env={**airflow_env(airflow_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)), **env},
         cwd=airflow_home,
         capture_output=True,
         text=True,
@@ -43,6 +43,11 @@ def dag_info(airflow_home: Path) -> dict[str, Any]:
     assert done.returncode == 0 and lines, tail(done.stdout + done.stderr)
     info: dict[str, Any] = json.loads(lines[-1].removeprefix("DAG-INFO "))
     return info
+
+
+@pytest.fixture(scope="module")
+def dag_info(airflow_home: Path) -> dict[str, Any]:
+    return load_dag_info(airflow_home, DAGS)
 
 
 def test_dag_folder_imports_without_errors(dag_info: dict[str, Any]) -> None:
@@ -74,19 +79,7 @@ def test_the_dag_loads_in_the_airflow_images_layout(airflow_home: Path, tmp_path
         assert any(f"python -m venv {made}" in run for run in image.runs), made
         rebased(made).symlink_to(REPO_ROOT / checkout)
     env = {name: str(rebased(value)) for name, value in image.env.items() if value.startswith("/")}
-    dags = rebased("/opt/airflow/dags")
-    done = subprocess.run(
-        [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_info.py")), str(dags), DAG_ID],
-        env={**airflow_env(airflow_home, AIRFLOW__CORE__DAGS_FOLDER=str(dags)), **env},
-        cwd=airflow_home,
-        capture_output=True,
-        text=True,
-        timeout=AIRFLOW_TIMEOUT,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("DAG-INFO ")]
-    assert done.returncode == 0 and lines, tail(done.stdout + done.stderr)
-    info = json.loads(lines[-1].removeprefix("DAG-INFO "))
+    info = load_dag_info(airflow_home, rebased("/opt/airflow/dags"), **env)
     assert info["import_errors"] == {}, info["import_errors"]
     assert info["dag_ids"] == [DAG_ID]
     assert any(task.startswith("dbt_postgres.") for task in info["tasks"]), sorted(info["tasks"])
