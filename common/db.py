@@ -72,8 +72,7 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._ready = threading.Condition()
-        # Deadlines are now + one constant per pool, so insertion order is nearly deadline
-        # order; the loop looks at the oldest entry first.
+        # token -> (deadline, socket fd) of each statement running; a handful at most.
         self._running: dict[int, tuple[float, int]] = {}
         self._next = 0
         self._pid = 0

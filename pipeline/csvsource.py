@@ -106,9 +106,9 @@ def _position(path: Path, offset: int) -> tuple[int, int]:
 _LINE_END = re.compile(rb"\r\n?|\n")
 
 
-def _not_utf8(path: Path) -> UnusableInputError:
-    """The error for a file that is not UTF-8 text, saying where."""
-    where = first_invalid_utf8(path)
+def _not_utf8(path: Path, where: tuple[int, int] | None = None) -> UnusableInputError:
+    """The error for a file that is not UTF-8 text, saying where (found if not given)."""
+    where = where or first_invalid_utf8(path)
     at = f" (line {where[1]}, byte {where[0]})" if where else ""
     return UnusableInputError(f"{path}: not UTF-8 text{at}")
 
@@ -206,9 +206,6 @@ def _parsed(parts: list[str], following: Iterator[str]) -> tuple[str, list[str] 
     return _raw(text), None if "\x00" in text else fields
 
 
-_NO_LINES: tuple[str, ...] = ()
-
-
 def _records(
     handle: Iterable[str], line_number: int = 0
 ) -> Iterator[tuple[int, str, list[str] | None]]:
@@ -235,10 +232,7 @@ def _records(
         yield line_number, _raw(line), None
         for again in parts[1:]:
             line_number += 1
-            if '"' not in again and "\x00" not in again:
-                yield line_number, again.rstrip("\r\n"), PLAIN
-                continue
-            record = _parsed([again], iter(_NO_LINES))  # on its own: no reading on
+            record = _parsed([again], iter(()))  # on its own: no reading on
             yield line_number, *(record or (_raw(again), None))
 
 
@@ -265,8 +259,9 @@ class TransactionReader:
         several files checks them all before it loads any."""
         with _Utf8Text(self.path) as handle:
             self._header(_records(handle))
-        if first_invalid_utf8(self.path) is not None:
-            raise _not_utf8(self.path)
+        where = first_invalid_utf8(self.path)
+        if where is not None:
+            raise _not_utf8(self.path, where)
 
     def __iter__(self) -> Iterator[CheckedRow]:
         with _Utf8Text(self.path) as handle:
