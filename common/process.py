@@ -3,7 +3,8 @@
 A process started by another (an ingest worker, a function served by ``salesmart up``) is
 left running when its starter is killed outright (SIGKILL, the OOM killer): nothing in the
 starter runs to stop it. On Linux the kernel can do it instead. A starter that is asked to
-stop (Ctrl-C, SIGTERM) stops what it started itself: ``stopped_by_signals``.
+stop (Ctrl-C, SIGTERM) stops what it started itself: ``stopped_by_signals``, and, for a
+child that leads a process group of its own, with all the group: ``stop_group``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the functions import this module; only the pipeline starts processes
+    import subprocess
 
 _PR_SET_PDEATHSIG = 1
 
@@ -74,3 +81,49 @@ def stopped_by_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def stop_group(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop ``process``, which leads a process group of its own, and every process in that
+    group: SIGTERM (with SIGCONT, so a stopped one acts on it), SIGKILL to what still runs
+    after ``timeout``. Returns once none of the group runs. The group matters, not just the
+    leader: a program's own children outlive it and go on working (``initdb``'s
+    ``postgres --single`` goes on writing into the folder the next start must clear).
+    Idempotent: a leader that has already ended is left alone."""
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    group = process.pid  # the leader of its own group: the group's id is its pid
+    deadline = time.monotonic() + timeout
+    _signal_group(group, signal.SIGTERM, signal.SIGCONT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout)
+    while _group_runs(group) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process.poll() is None or _group_runs(group):
+        _signal_group(group, signal.SIGKILL)
+        process.wait(5)
+        end = time.monotonic() + 5
+        while _group_runs(group) and time.monotonic() < end:
+            time.sleep(0.02)
+
+
+def _signal_group(group: int, *signums: int) -> None:
+    for signum in signums:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signum)
+
+
+def _group_runs(group: int) -> bool:
+    """Whether a process of ``group`` still runs. Zombies do not count: they have ended and
+    only wait to be collected. Read from Linux's /proc; elsewhere none is seen."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (command) state ppid pgrp ...": the command may hold spaces and ")".
+            state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # ended meanwhile
+        if int(pgrp) == group and state not in ("Z", "X"):
+            return True
+    return False

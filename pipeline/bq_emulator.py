@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.config import REPO_ROOT, BigQuerySettings, Settings
+from common.process import stop_group
 from pipeline.netutil import port_is_free
 
 #: The placeholder project of the local setup (``data/pipeline_config.yaml``); any other
@@ -94,7 +94,7 @@ class EmulatorHandle:
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """SIGTERM to its process group, SIGKILL after ``timeout``; idempotent."""
-        _stop_group(self.process, timeout)
+        stop_group(self.process, timeout)
         pid_file = self.state_dir / PID_NAME
         with contextlib.suppress(OSError, ValueError):
             if int(pid_file.read_text().strip()) == self.process.pid:
@@ -123,20 +123,6 @@ class EmulatorHandle:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    # The child leads its own session, so its group id is its pid. Signal only that group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
 
 
 def _running_pid(state_dir: Path) -> int | None:
@@ -324,7 +310,7 @@ def start_emulator(
                 )
             time.sleep(0.05)
     except BaseException:
-        _stop_group(process, STOP_TIMEOUT_SECONDS)
+        stop_group(process, STOP_TIMEOUT_SECONDS)
         raise
     (state_dir / PID_NAME).write_text(f"{process.pid}\n")
     return EmulatorHandle(

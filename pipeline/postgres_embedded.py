@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.process import stop_group
 from pipeline.netutil import free_port, port_is_free
 
 SERVER_USER = "salesmart-pg"
@@ -35,6 +36,7 @@ ROLE = "salesmart"
 # What ``create_database`` accepts: a name that needs no quoting rules of its own.
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 START_TIMEOUT_SECONDS = 60
+STOP_GRACE_SECONDS = 5  # for an interrupted initdb/pg_ctl: it removes its own half work
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -110,23 +112,36 @@ class EmbeddedPostgres:
             user = _ensure_server_user()
             kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
             env["HOME"] = str(self.root)
-        result = subprocess.run(
+        # A group of its own, stopped whole when interrupted or out of time: initdb's
+        # ``postgres --single`` would otherwise outlive it, writing on into the folder the
+        # next start clears (that start's initdb then found it "not empty").
+        with subprocess.Popen(
             [str(_bin_dir() / args[0]), *args[1:]],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
             env=env,
             cwd=str(self.root),
+            process_group=0,
             **kwargs,  # type: ignore[call-overload]
-        )
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(process, STOP_GRACE_SECONDS)
+                raise EmbeddedPostgresError(
+                    f"{args[0]} did not finish within {timeout:g}s (log: {self.log_file})"
+                ) from None
+            except BaseException:
+                stop_group(process, STOP_GRACE_SECONDS)
+                raise
+        if process.returncode != 0:
+            detail = (stderr or stdout).strip().splitlines()
             raise EmbeddedPostgresError(
-                f"{args[0]} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}"
+                f"{args[0]} failed: {detail[-1] if detail else 'exit ' + str(process.returncode)}"
                 f" (log: {self.log_file})"
             )
-        return str(result.stdout)
+        return str(stdout)
 
     def _chown_root(self) -> None:
         if _run_as_other_user():
@@ -157,8 +172,11 @@ class EmbeddedPostgres:
             # Left by an interrupted first start of an older version: initdb had run, the
             # password was never saved, so nothing could have been stored in it.
             shutil.rmtree(self.data_dir)
-        building = self.root / "data.init"
-        shutil.rmtree(building, ignore_errors=True)
+        for unfinished in self.root.glob("data.init*"):  # earlier interrupted starts
+            shutil.rmtree(unfinished, ignore_errors=True)
+        # A new name each time: an initdb whose starter was killed outright (SIGKILL) may
+        # still be writing into an old one.
+        building = self.root / f"data.init.{secrets.token_hex(4)}"
         self._chown_root()
         self.password = self.password or secrets.token_urlsafe(24)
         self.port = self.port or free_port()
@@ -234,7 +252,8 @@ class EmbeddedPostgres:
         return True
 
     def start(self) -> None:
-        """Init if needed and start; a no-op when already running."""
+        """Init if needed and start; a no-op when already running. A start that fails or is
+        interrupted stops the server it had launched: nothing is left running."""
         self.init()
         if self.is_running():
             return
@@ -242,20 +261,46 @@ class EmbeddedPostgres:
             self.port = free_port()
             (self.root / "port").write_text(f"{self.port}\n")
             self._write_settings()
-        self._run(
-            [
-                "pg_ctl",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                str(START_TIMEOUT_SECONDS),
-                "start",
-            ]
-        )
-        self._ensure_database()
+        try:
+            self._run(
+                [
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    str(START_TIMEOUT_SECONDS),
+                    "start",
+                ]
+            )
+            self._ensure_database()
+        except BaseException:
+            self._stop_unfinished_start()
+            raise
+
+    def _stop_unfinished_start(self) -> None:
+        # pg_ctl launches the server in a session of its own, so it runs on when pg_ctl is
+        # stopped. It may not have written postmaster.pid (what ``stop`` goes by) yet: while
+        # a process still has the data folder on its command line, wait for it.
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if self.is_running():
+                with contextlib.suppress(EmbeddedPostgresError):
+                    self.stop()
+                return
+            if not self._server_process_exists():
+                return
+            time.sleep(0.05)
+
+    def _server_process_exists(self) -> bool:
+        argument = os.fsencode(self.data_dir)
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if argument in cmdline.read_bytes().split(b"\0"):
+                    return True
+        return False
 
     def _ensure_database(self) -> None:
         from common.pg import connect

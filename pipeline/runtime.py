@@ -120,8 +120,8 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
 
     server = open_embedded(ensure_state_dir(settings) / "postgres")
     was_running = server.is_running()
-    server.start()
     try:
+        server.start()
         migrate_database(server.dsn)
         yield server.dsn
     finally:

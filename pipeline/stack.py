@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.config import REPO_ROOT, Settings
+from common.process import stop_group
 from common.server import PARENT_PID_ENV
 from common.server import command as serve_command
 from pipeline.netutil import port_is_free
@@ -160,14 +161,9 @@ class FunctionProcesses:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # all were asked at once: one grace for all
         for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, max(0.1, deadline - time.monotonic()))
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
@@ -286,9 +282,9 @@ def _up(
         from pipeline.postgres_embedded import open_embedded
 
         server = open_embedded(state / "postgres")
+        cleanups.append(server.stop)  # first: a signal may land as start returns
         with step("starting PostgreSQL (embedded)"):
             server.start()
-        cleanups.append(server.stop)
         settings = dataclasses.replace(settings, database_url=server.dsn)
 
     bq_endpoint = settings.bigquery.api_endpoint

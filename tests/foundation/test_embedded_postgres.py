@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from common.pg import connect
+from common.process import stopped_by_signals
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
 
 
@@ -116,4 +122,97 @@ def test_an_interrupted_first_start_leaves_nothing_in_the_way() -> None:
         finally:
             server.stop()
     finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_interrupted_initdb_is_stopped_with_the_server_it_runs() -> None:
+    """SIGTERM during the first start stops initdb and the single-user ``postgres`` it runs
+    (``--boot``, then ``--single``). That child had outlived the SIGKILLed initdb, writing on
+    into the folder the next start clears, whose initdb then failed ("directory not empty").
+    Here the child is held (SIGSTOP) so that it cannot finish on its own first."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    me = os.getpid()
+    held: list[psutil.Process] = []
+
+    def hold_the_child_and_interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for child in psutil.Process(me).children(recursive=True):
+                try:
+                    if {"--boot", "--single"} & set(child.cmdline()):
+                        child.suspend()
+                        held.append(child)
+                        os.kill(me, signal.SIGTERM)
+                        return
+                except psutil.Error:
+                    continue  # ended meanwhile
+            time.sleep(0.005)
+
+    try:
+        server = open_embedded(root / "pg", fsync=False)
+        watcher = threading.Thread(target=hold_the_child_and_interrupt, daemon=True)
+        with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+            watcher.start()
+            server.init()
+            pytest.fail("initdb finished before its server could be held")
+        watcher.join()
+        try:
+            still_running = held[0].status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            still_running = False
+        assert not still_running, held[0]
+        again = open_embedded(root / "pg", fsync=False)
+        again.start()
+        try:
+            conn = connect(again.dsn)
+            assert conn.run("SELECT 1") == [[1]]
+            conn.close()
+            assert [p.name for p in (root / "pg").glob("data.init*")] == []
+        finally:
+            again.stop()
+    finally:
+        for child in held:  # the test's own doing, should the stop not have happened
+            if child.is_running():
+                child.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_interrupted_start_stops_the_server_it_launched() -> None:
+    """SIGTERM while ``pg_ctl start`` waits for the server: the server, which pg_ctl runs in
+    a session of its own, is stopped too. It had run on, holding the port and the data
+    folder, after the command said "interrupted". pg_ctl is held (SIGSTOP) once the server
+    has started, so that the signal lands while it waits."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    me = os.getpid()
+    server = open_embedded(root / "pg", fsync=False)
+    server.init()
+    pid_file = server.data_dir / "postmaster.pid"
+
+    def hold_pg_ctl_and_interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for child in psutil.Process(me).children():
+                try:
+                    if "pg_ctl" in child.name() and pid_file.exists():
+                        child.suspend()
+                        os.kill(me, signal.SIGTERM)
+                        return
+                except psutil.Error:
+                    continue  # ended meanwhile
+            time.sleep(0.002)
+
+    try:
+        watcher = threading.Thread(target=hold_pg_ctl_and_interrupt, daemon=True)
+        with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+            watcher.start()
+            server.start()
+            pytest.fail("pg_ctl finished before it could be held")
+        watcher.join()
+        assert not server.is_running()
+        assert not pid_file.exists()
+    finally:
+        if server.is_running():  # the test's own doing, should the stop not have happened
+            server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)

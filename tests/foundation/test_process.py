@@ -1,15 +1,18 @@
-"""common.process.stopped_by_signals, in this process (the commands' use of it is tested
-end to end in test_cli.py and tests/stack/test_up.py)."""
+"""common.process: stopped_by_signals in this process (the commands' use of it is tested
+end to end in test_cli.py and tests/stack/test_up.py), and stop_group on real processes."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 
+import psutil
 import pytest
 
-from common.process import stopped_by_signals
+from common.process import stop_group, stopped_by_signals
+from tests.conftest import eventually
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -91,3 +94,31 @@ def test_a_signal_a_library_turns_into_its_own_error_still_stops_the_block(fresh
             assert isinstance(caught.value.__cause__, psycopg2.Error)
     finally:
         conn.close()
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:  # an orphan's zombie waits for whoever adopted it; it has ended all the same
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_stop_group_stops_the_leader_and_what_it_started() -> None:
+    """The leader's children go too: one that ignores SIGTERM (killed after the grace) and
+    one that is stopped (SIGSTOP; woken by the SIGCONT that follows SIGTERM). Signalling
+    only the leader, they would be left running. Both ignore SIGHUP: the kernel sends it
+    (and SIGCONT) to a group that its leader's end leaves with a stopped member."""
+    script = "(trap '' HUP; exec sleep 600) & (trap '' HUP TERM; exec sleep 601) & wait"
+    leader = subprocess.Popen(["sh", "-c", script], process_group=0)
+    try:
+        assert eventually(lambda: len(psutil.Process(leader.pid).children()) == 2, seconds=10)
+        started = psutil.Process(leader.pid).children()
+        stopped = next(child for child in started if child.cmdline() == ["sleep", "600"])
+        stopped.suspend()
+        stop_group(leader, timeout=1)
+        assert leader.poll() is not None
+        assert [child.cmdline() for child in started if not _ended(child)] == []
+        stop_group(leader, timeout=1)  # idempotent
+    finally:
+        if leader.poll() is None:
+            os.killpg(leader.pid, signal.SIGKILL)
