@@ -9,6 +9,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -125,6 +126,31 @@ def test_an_interrupted_first_start_leaves_nothing_in_the_way() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class _HoldAndInterrupt(threading.Thread):
+    """Watches this process's children; the first that ``matches`` is held (SIGSTOP) and
+    this process gets SIGTERM, so that the signal lands while the child is still there."""
+
+    def __init__(self, matches: Callable[[psutil.Process], bool]) -> None:
+        super().__init__(daemon=True)
+        self.matches = matches
+        self.held: list[psutil.Process] = []
+
+    def run(self) -> None:
+        me = os.getpid()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for child in psutil.Process(me).children(recursive=True):
+                try:
+                    if self.matches(child):
+                        child.suspend()
+                        self.held.append(child)
+                        os.kill(me, signal.SIGTERM)
+                        return
+                except psutil.Error:
+                    continue  # ended meanwhile
+            time.sleep(0.002)
+
+
 def test_an_interrupted_initdb_is_stopped_with_the_server_it_runs() -> None:
     """SIGTERM during the first start stops initdb and the single-user ``postgres`` it runs
     (``--boot``, then ``--single``). That child had outlived the SIGKILLed initdb, writing on
@@ -132,36 +158,19 @@ def test_an_interrupted_initdb_is_stopped_with_the_server_it_runs() -> None:
     Here the child is held (SIGSTOP) so that it cannot finish on its own first."""
     root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
     root.chmod(0o755)
-    me = os.getpid()
-    held: list[psutil.Process] = []
-
-    def hold_the_child_and_interrupt() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for child in psutil.Process(me).children(recursive=True):
-                try:
-                    if {"--boot", "--single"} & set(child.cmdline()):
-                        child.suspend()
-                        held.append(child)
-                        os.kill(me, signal.SIGTERM)
-                        return
-                except psutil.Error:
-                    continue  # ended meanwhile
-            time.sleep(0.005)
-
+    watcher = _HoldAndInterrupt(lambda child: bool({"--boot", "--single"} & set(child.cmdline())))
     try:
         server = open_embedded(root / "pg", fsync=False)
-        watcher = threading.Thread(target=hold_the_child_and_interrupt, daemon=True)
         with pytest.raises(KeyboardInterrupt), stopped_by_signals():
             watcher.start()
             server.init()
             pytest.fail("initdb finished before its server could be held")
         watcher.join()
         try:
-            still_running = held[0].status() != psutil.STATUS_ZOMBIE
+            still_running = watcher.held[0].status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             still_running = False
-        assert not still_running, held[0]
+        assert not still_running, watcher.held[0]
         again = open_embedded(root / "pg", fsync=False)
         again.start()
         try:
@@ -172,7 +181,7 @@ def test_an_interrupted_initdb_is_stopped_with_the_server_it_runs() -> None:
         finally:
             again.stop()
     finally:
-        for child in held:  # the test's own doing, should the stop not have happened
+        for child in watcher.held:  # the test's own doing, should the stop not have happened
             if child.is_running():
                 child.kill()
         shutil.rmtree(root, ignore_errors=True)
@@ -185,26 +194,11 @@ def test_an_interrupted_start_stops_the_server_it_launched() -> None:
     has started, so that the signal lands while it waits."""
     root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
     root.chmod(0o755)
-    me = os.getpid()
     server = open_embedded(root / "pg", fsync=False)
     server.init()
     pid_file = server.data_dir / "postmaster.pid"
-
-    def hold_pg_ctl_and_interrupt() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for child in psutil.Process(me).children():
-                try:
-                    if "pg_ctl" in child.name() and pid_file.exists():
-                        child.suspend()
-                        os.kill(me, signal.SIGTERM)
-                        return
-                except psutil.Error:
-                    continue  # ended meanwhile
-            time.sleep(0.002)
-
+    watcher = _HoldAndInterrupt(lambda child: "pg_ctl" in child.name() and pid_file.exists())
     try:
-        watcher = threading.Thread(target=hold_pg_ctl_and_interrupt, daemon=True)
         with pytest.raises(KeyboardInterrupt), stopped_by_signals():
             watcher.start()
             server.start()
