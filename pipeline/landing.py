@@ -141,7 +141,9 @@ def _bigquery_loaded(digest: str, settings: Settings) -> bool:
     return bool(rows)
 
 
-def _postgres_loaded_or_ingest(path: Path, digest: str, settings: Settings) -> IngestResult | None:
+def _postgres_loaded_or_ingest(
+    path: Path, digest: str, settings: Settings, progress: bool
+) -> IngestResult | None:
     from common.pg import close_quietly, connect
     from pipeline.ingest import already_loaded, ingest_postgres
 
@@ -149,17 +151,30 @@ def _postgres_loaded_or_ingest(path: Path, digest: str, settings: Settings) -> I
     try:
         if already_loaded(conn, digest, settings):
             return None
-        return ingest_postgres(conn, path, settings)
+        return ingest_postgres(conn, path, settings, progress=progress)
     finally:
         close_quietly(conn)
 
 
-def _bigquery_loaded_or_ingest(path: Path, digest: str, settings: Settings) -> IngestResult | None:
+def _bigquery_loaded_or_ingest(
+    path: Path, digest: str, settings: Settings, progress: bool
+) -> IngestResult | None:
     from pipeline.ingest_bigquery import ingest_bigquery
 
     if _bigquery_loaded(digest, settings):
         return None
-    return ingest_bigquery(path, settings)
+    return ingest_bigquery(path, settings, progress=progress)
+
+
+def ingest_if_new(
+    path: Path, digest: str, target: str, settings: Settings, *, progress: bool = False
+) -> IngestResult | None:
+    """Load ``path`` into ``target`` unless that warehouse holds a finished load of the same
+    content (SHA-256 ``digest``): then None. Each warehouse answers for itself, as a run
+    may have been stopped between the two loads. For BigQuery, ``ensure_warehouse_tables``
+    must have run (its loads table answers)."""
+    loaders = {"postgres": _postgres_loaded_or_ingest, "bigquery": _bigquery_loaded_or_ingest}
+    return loaders[target](path, digest, settings, progress)
 
 
 def ingest_files(
@@ -179,14 +194,13 @@ def ingest_files(
         from pipeline.ingest_bigquery import ensure_warehouse_tables
 
         ensure_warehouse_tables(settings)  # the loads table answers "already loaded?"
-    loaders = {"postgres": _postgres_loaded_or_ingest, "bigquery": _bigquery_loaded_or_ingest}
     results: list[IngestResult] = []
     unusable: list[str] = []
     for path in files:
         try:
             digest = file_sha256(path)
             for target in targets:
-                result = loaders[target](path, digest, settings)
+                result = ingest_if_new(path, digest, target, settings)
                 if result is None:
                     say(f"{path} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
                 else:

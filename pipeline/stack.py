@@ -273,7 +273,6 @@ def _up(
 ) -> int:
     from common.pg import connect, parse_dsn
     from pipeline.bq_emulator import bigquery_needs_emulator, start_emulator
-    from pipeline.ingest import ingest_postgres
     from pipeline.migrate import migrate
     from pipeline.transform import run_dbt
     from pipeline.users import add_user
@@ -305,22 +304,21 @@ def _up(
         finally:
             conn.close()
 
-    from common.pg import close_quietly
     from pipeline.csvsource import file_sha256
-    from pipeline.ingest import already_loaded
-    from pipeline.ingest_bigquery import ingest_bigquery
+    from pipeline.ingest_bigquery import ensure_warehouse_tables
+    from pipeline.landing import TARGETS, ingest_if_new
 
+    ensure_warehouse_tables(settings)
     for path in files:
-        conn = connect(settings.database_url)
-        try:
-            # A restart of `up` must not load the same files again (nor re-reject them).
-            if already_loaded(conn, file_sha256(path), settings):
-                say(f"  {path}: already loaded earlier, skipped")
-                continue
-            say("  " + ingest_postgres(conn, path, settings, progress=True).summary())
-        finally:
-            close_quietly(conn)
-        say("  " + ingest_bigquery(path, settings, progress=True).summary())
+        digest = file_sha256(path)
+        # A restart of `up` loads into each warehouse only what it does not hold yet (nor
+        # re-rejects it): an earlier `up` may have been stopped between the two loads.
+        for target in TARGETS:
+            result = ingest_if_new(path, digest, target, settings, progress=True)
+            if result is None:
+                say(f"  {path} -> {target}: already loaded earlier, skipped")
+            else:
+                say("  " + result.summary())
     for target in ("postgres", "bigquery"):
         with step(f"dbt build on {target}"):
             run_dbt(target, settings)

@@ -327,6 +327,46 @@ def test_a_signal_while_loading_or_building_stops_everything(
     assert not (tmp_path / ".salesmart" / "up.pid").exists()
 
 
+def test_up_completes_a_file_that_only_one_warehouse_holds(tmp_path: Path) -> None:
+    """An earlier ``up`` stopped between its two loads leaves the sample in PostgreSQL only
+    (here made so by ``ingest --target postgres``). The next ``up`` loads it into BigQuery:
+    it used to skip the file for both, and its dbt build on BigQuery then failed."""
+    env = _env()
+    sample = str(REPO_ROOT / "data" / "transactions.csv")
+    loaded = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", sample],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        process = _start_up(tmp_path, log)
+        try:
+            up = Stack(tmp_path, process)
+            _wait_for_step(process, log_path, "salesmart is up")
+            output = log_path.read_text()
+            assert f"{sample} -> postgres: already loaded earlier, skipped" in output
+            assert f"{sample} -> bigquery: read 5, loaded " in output, output
+            response = requests.get(
+                up.endpoints()["trends_bq"] + "/sales/trends",
+                params={"sale_month": "2023-10"},
+                headers={"Authorization": f"Bearer {_token(up)}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == EXPECTED_2023_10
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0, log_path.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
 def test_a_second_up_while_the_first_is_still_starting_is_refused(tmp_path: Path) -> None:
     """A newcomer starting ``make up`` again in a second terminal while the first is still
     loading: the second stops at once, and the first goes on."""
