@@ -45,12 +45,14 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> bool:
 
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` wherever the command is (loading, dbt,
-    serving), so its ``finally`` blocks stop what it started (an embedded PostgreSQL, the
-    BigQuery stand-in, dbt, functions). Also when the parent started it with SIGINT ignored
-    (a non-interactive shell's background job, a test runner's worker): Python then
-    installs no KeyboardInterrupt handler of its own. SIGTERM's default kills at once,
-    without any of that.
+    """Ctrl-C, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` wherever the command is
+    (loading, dbt, serving), so its ``finally`` blocks stop what it started (an embedded
+    PostgreSQL, the BigQuery stand-in, dbt, functions). Only the first does: signals that
+    follow are ignored, so the stopping is not broken off half-way. Also when the parent
+    started it with SIGINT ignored (a non-interactive shell's background job, a test
+    runner's worker): Python then installs no KeyboardInterrupt handler of its own.
+    SIGTERM's and SIGHUP's defaults kill at once, without any of that. A SIGHUP ignored
+    from the start (``nohup``) stays ignored.
 
     A library may catch that ``KeyboardInterrupt`` and raise its own error instead (psycopg2
     does, when it lands in the file a ``COPY`` reads: "error in .read() call"); after a
@@ -67,10 +69,16 @@ def stopped_by_signals() -> Iterator[None]:
             # loader (SIGTERM) or Ctrl-C, it ends quietly, as by default, not with a
             # KeyboardInterrupt traceback from wherever it happened to be.
             os._exit(128 + signum)
+        if received:
+            # Already stopping: a second Ctrl-C would break off the stopping itself and
+            # leave behind what it was stopping (a server, files saying "running").
+            return
         received.append(signum)
         raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
 
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # left ignored under nohup
+        signals.append(signal.SIGHUP)  # the terminal closed, the SSH session dropped
     previous = {signum: signal.signal(signum, interrupt) for signum in signals}
     try:
         yield

@@ -15,7 +15,9 @@ from common.process import stop_group, stopped_by_signals
 from tests.conftest import eventually
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda signum: signum.name
+)
 def test_a_signal_inside_becomes_keyboard_interrupt_and_handlers_come_back(
     signum: signal.Signals,
 ) -> None:
@@ -26,6 +28,39 @@ def test_a_signal_inside_becomes_keyboard_interrupt_and_handlers_come_back(
             pass
         pytest.fail("the signal did not interrupt the block")
     assert signal.getsignal(signum) == before
+
+
+def test_signals_after_the_first_do_not_break_off_the_stopping() -> None:
+    """A second Ctrl-C (or a SIGTERM after it) while the ``finally`` blocks stop what the
+    command started is ignored: it used to interrupt the stopping and leave a server
+    running."""
+    stopped = False
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            pytest.fail("the signal did not interrupt the block")
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # where the handler would raise again
+                pass
+            stopped = True
+    assert stopped
+
+
+def test_a_sighup_ignored_from_the_start_stays_ignored() -> None:
+    """Under ``nohup`` a closed terminal must not stop the command."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stopped_by_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_outside_the_main_thread_it_leaves_the_handlers_alone() -> None:

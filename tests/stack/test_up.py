@@ -271,10 +271,15 @@ def test_second_up_in_the_same_folder_says_it_is_running(stack: Stack) -> None:
 
 
 def test_ctrl_c_stops_everything(stack: Stack) -> None:
+    """Pressed twice, as people do when stopping seems slow: the second one used to break
+    off the stopping, leaving PostgreSQL running and ``up.pid`` behind (exit 130)."""
     endpoints = stack.endpoints()
+    stack.process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
     stack.process.send_signal(signal.SIGINT)
     assert stack.process.wait(timeout=60) == 0
     assert not stack.endpoints_file.exists()
+    assert not (stack.folder / ".salesmart" / "up.pid").exists()
     for name in ("token", "trends_bq", "trends_pg", "dashboard", "bigquery"):
         port = int(endpoints[name].rsplit(":", 1)[1].split("/")[0])
         assert not _listening(port), f"{name} still listens on {port}"
