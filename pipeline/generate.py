@@ -8,6 +8,7 @@ and dates spread over two years; invalid rows cover every rejection reason.
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -95,26 +96,38 @@ def generate(
     recent_ids: list[str] = []
     width = max(7, len(str(rows)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(HEADER)
-        for n in range(rows):
-            name, list_price = CATALOGUE[products[n % len(products)]]
-            price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
-            txid = f"{id_prefix}{seed}-{n:0{width}d}"
-            valid = [
-                txid,
-                name,
-                f"{price:.2f}",
-                str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
-                rng.choice(days),
-            ]
-            if rng.random() < invalid_share:
-                writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
-            else:
-                writer.writerow(valid)
-                if len(recent_ids) < 1000:
-                    recent_ids.append(txid)
-            if on_progress is not None and n % 100_000 == 0:
-                on_progress(n)
+    # Written beside ``out`` and renamed into place once complete: an interrupted run leaves
+    # no half file that ``up`` (which generates its file once) or a loader would take for
+    # whole. The leading dot keeps it out of landing folders. Not for what is not a plain
+    # file (``/dev/stdout``, a pipe): renaming would replace it.
+    plain = not out.is_symlink() and (out.is_file() or not out.exists())
+    target = out.with_name(f".{out.name}.{os.getpid()}.partial") if plain else out
+    try:
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(HEADER)
+            for n in range(rows):
+                name, list_price = CATALOGUE[products[n % len(products)]]
+                price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
+                txid = f"{id_prefix}{seed}-{n:0{width}d}"
+                valid = [
+                    txid,
+                    name,
+                    f"{price:.2f}",
+                    str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
+                    rng.choice(days),
+                ]
+                if rng.random() < invalid_share:
+                    writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
+                else:
+                    writer.writerow(valid)
+                    if len(recent_ids) < 1000:
+                        recent_ids.append(txid)
+                if on_progress is not None and n % 100_000 == 0:
+                    on_progress(n)
+        if plain:
+            target.replace(out)
+    finally:
+        if plain:
+            target.unlink(missing_ok=True)
     return rows

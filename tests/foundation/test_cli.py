@@ -201,6 +201,28 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
     assert len(summary["rejected_by_reason"]) >= 8
 
 
+def test_an_interrupted_generate_leaves_no_half_file(tmp_path: Path) -> None:
+    """Ctrl-C half-way (raised here where the progress is reported): nothing at ``--out``,
+    and an earlier complete file there is kept. ``up --rows N`` generates its file once and
+    used to load a half one from then on."""
+    from pipeline.generate import generate
+
+    def interrupt_half_way(written: int) -> None:
+        if written >= 100_000:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "generated.csv"
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, 300_000, on_progress=interrupt_half_way)
+    assert list(tmp_path.iterdir()) == []
+    generate(out, 10)
+    complete = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, 300_000, on_progress=interrupt_half_way)
+    assert list(tmp_path.iterdir()) == [out]
+    assert out.read_bytes() == complete
+
+
 SHARE_RANGE = "--invalid-share must be between 0 and 1"
 
 
