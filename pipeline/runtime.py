@@ -23,6 +23,7 @@ from common.config import Settings, get_settings
 
 ENDPOINTS_FILE = "endpoints.json"
 UP_PID_FILE = "up.pid"
+UP_LOCK_FILE = "up.lock"  # held by a live `up` (flock), from its first step
 
 
 def state_dir(settings: Settings) -> Path:
@@ -61,25 +62,35 @@ def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
     return value
 
 
-def pid_alive(pid: int) -> bool:
+def up_lock_held(folder: Path) -> bool:
+    """Whether a live ``salesmart up`` holds ``folder``'s lock. The kernel releases it however
+    ``up`` ends (``kill -9`` too), so, unlike a pid that a later process may be given, it
+    does not outlive ``up``. Asked by taking it shared for a moment (``up`` retries its own
+    exclusive take over such a moment)."""
+    import fcntl
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        handle = (folder / UP_LOCK_FILE).open("rb")
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def running_stack(settings: Settings) -> dict[str, Any] | None:
-    """The endpoints of a live ``salesmart up`` in this folder, or None."""
+    """The endpoints of a live ``salesmart up`` in this folder, or None (also when what it
+    left after being killed says otherwise)."""
     folder = state_dir(settings)
     try:
-        pid = int((folder / UP_PID_FILE).read_text().strip())
         endpoints = json.loads((folder / ENDPOINTS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(endpoints, dict) or not pid_alive(pid):
+    if not isinstance(endpoints, dict) or not up_lock_held(folder):
         return None
     return endpoints
 

@@ -28,6 +28,7 @@ from common.server import command as serve_command
 from pipeline.netutil import port_is_free
 from pipeline.runtime import (
     ENDPOINTS_FILE,
+    UP_LOCK_FILE,
     UP_PID_FILE,
     bigquery_state_dir,
     cli_settings,
@@ -40,8 +41,8 @@ FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
 ADMIN_USER = "admin"
+LOCK_ATTEMPTS = 5
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
-UP_LOCK_FILE = "up.lock"
 
 
 class StackError(RuntimeError):
@@ -222,14 +223,17 @@ def _hold_up_lock(state: Path) -> IO[str]:
     import fcntl
 
     handle = (state / UP_LOCK_FILE).open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StackError(
-            "salesmart up is already starting in this folder; wait for it, or stop it"
-        ) from None
-    return handle
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            # Another up holds it, or a command asking `running_stack` holds it shared
+            # for a moment: ask again a few times before saying it is taken.
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(0.05)
+    handle.close()
+    raise StackError("salesmart up is already starting in this folder; wait for it, or stop it")
 
 
 def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: int = 8080) -> int:
@@ -237,7 +241,9 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
     state = ensure_state_dir(settings)
     live = running_stack(settings)
     if live:
-        pid = (state / UP_PID_FILE).read_text().strip()
+        pid = "?"
+        with contextlib.suppress(OSError):
+            pid = (state / UP_PID_FILE).read_text().strip()
         raise StackError(
             f"salesmart is already running in this folder (pid {pid});"
             f" dashboard at {live.get('dashboard', '?')}"

@@ -1,0 +1,50 @@
+"""Whether ``salesmart up`` runs in a folder: its lock decides, not what it wrote (``up.pid``
+and ``endpoints.json`` stay behind when it is killed outright, and the pid may be given to
+another process: after a container restart, pids start over)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from pathlib import Path
+
+from common.config import build_settings
+from pipeline.runtime import ENDPOINTS_FILE, UP_LOCK_FILE, UP_PID_FILE, running_stack
+from pipeline.stack import _hold_up_lock
+
+ENDPOINTS = {"postgres": "postgresql://salesmart@127.0.0.1:1/salesmart", "token": "http://x"}
+
+
+def _left_behind(folder: Path) -> None:
+    """What a killed ``up`` leaves, its pid now a live process's (this one's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ENDPOINTS_FILE).write_text(json.dumps(ENDPOINTS))
+    (folder / UP_PID_FILE).write_text(f"{os.getpid()}\n")
+    (folder / UP_LOCK_FILE).touch()
+
+
+def test_files_a_killed_up_left_do_not_count_as_a_running_stack(tmp_path: Path) -> None:
+    state = tmp_path / ".salesmart"
+    _left_behind(state)
+    settings = build_settings({**os.environ, "SALESMART_STATE_DIR": str(state)})
+    assert running_stack(settings) is None
+    with (state / UP_LOCK_FILE).open("rb") as held:  # as a live up holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert running_stack(settings) == ENDPOINTS
+
+
+def test_up_takes_its_lock_over_a_command_asking_at_that_moment(tmp_path: Path) -> None:
+    """``running_stack`` takes the lock shared for a moment; an ``up`` starting just then
+    must not be told another ``up`` is starting."""
+    (tmp_path / UP_LOCK_FILE).touch()
+    asking = (tmp_path / UP_LOCK_FILE).open("rb")
+    fcntl.flock(asking, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    done_asking = threading.Timer(0.1, asking.close)  # closing releases it
+    done_asking.start()
+    try:
+        handle = _hold_up_lock(tmp_path)
+        handle.close()
+    finally:
+        done_asking.join()
