@@ -10,6 +10,7 @@ Layout under ``root`` (e.g. ``.salesmart/postgres``)::
     server.log     PostgreSQL's log
     password       the generated password (0600, owned by the caller)
     port           the TCP port chosen at init
+    in-use.lock    held (shared) by each command using the server; the last one stops it
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from common.process import stop_group
 from pipeline.netutil import free_port, port_is_free
@@ -36,6 +38,7 @@ ROLE = "salesmart"
 # What ``create_database`` accepts: a name that needs no quoting rules of its own.
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 START_TIMEOUT_SECONDS = 60
+IN_USE_LOCK = "in-use.lock"
 STOP_GRACE_SECONDS = 5  # for an interrupted initdb/pg_ctl: it removes its own half work
 
 
@@ -88,6 +91,7 @@ class EmbeddedPostgres:
     port: int = 0
     password: str = field(default="", repr=False)
     fsync: bool = True
+    _in_use: IO[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def data_dir(self) -> Path:
@@ -279,6 +283,39 @@ class EmbeddedPostgres:
         except BaseException:
             self._stop_unfinished_start()
             raise
+
+    def join(self) -> None:
+        """Start the server if needed, and count this process among its users until
+        ``leave``. The last user to leave stops it, whoever started it: a command that
+        started the server no longer stops it under another that came to use it meanwhile
+        (``up``, a second ``ingest``). Users hold ``in-use.lock`` shared; the kernel lets go
+        of a killed one's."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = (self.root / IN_USE_LOCK).open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a last user is stopping it
+            self.start()
+        except BaseException:
+            lock.close()
+            raise
+        self._in_use = lock
+
+    def leave(self) -> None:
+        """Stop counting this process as a user; stop the server if no other user is left.
+        Idempotent, and a no-op without ``join``."""
+        import fcntl
+
+        lock, self._in_use = self._in_use, None
+        if lock is None:
+            return
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another user is left; the last one stops it
+            self.stop()
 
     def _stop_unfinished_start(self) -> None:
         # pg_ctl launches the server in a session of its own, so it runs on when pg_ctl is

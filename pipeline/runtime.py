@@ -130,11 +130,9 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
     from pipeline.postgres_embedded import open_embedded
 
     server = open_embedded(ensure_state_dir(settings) / "postgres")
-    was_running = server.is_running()
     try:
-        server.start()
+        server.join()
         migrate_database(server.dsn)
         yield server.dsn
     finally:
-        if not was_running:
-            server.stop()
+        server.leave()

@@ -287,9 +287,9 @@ def _up(
         from pipeline.postgres_embedded import open_embedded
 
         server = open_embedded(state / "postgres")
-        cleanups.append(server.stop)  # first: a signal may land as start returns
+        cleanups.append(server.leave)  # first: a signal may land as join returns
         with step("starting PostgreSQL (embedded)"):
-            server.start()
+            server.join()
         settings = dataclasses.replace(settings, database_url=server.dsn)
 
     bq_endpoint = settings.bigquery.api_endpoint

@@ -15,9 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from common.config import build_settings
 from common.pg import connect
 from common.process import stopped_by_signals
 from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
+from pipeline.runtime import postgres_dsn
 
 
 def test_password_is_required(pg_server: EmbeddedPostgres) -> None:
@@ -208,5 +210,30 @@ def test_an_interrupted_start_stops_the_server_it_launched() -> None:
         assert not pid_file.exists()
     finally:
         if server.is_running():  # the test's own doing, should the stop not have happened
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_server_stops_when_its_last_user_leaves() -> None:
+    """Two commands use the embedded server, the first having started it. When the first
+    ends, the second goes on using it: it used to be stopped under the second (also under
+    an ``up`` that had come to use it). When the second ends, it is stopped."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
+    settings = build_settings({**environ, "SALESMART_STATE_DIR": str(root / "state")})
+    first, second = postgres_dsn(settings), postgres_dsn(settings)
+    try:
+        dsn = first.__enter__()
+        assert second.__enter__() == dsn
+        first.__exit__(None, None, None)
+        conn = connect(dsn)
+        assert conn.run("SELECT 1") == [[1]]
+        conn.close()
+        second.__exit__(None, None, None)
+        assert not open_embedded(root / "state" / "postgres").is_running()
+    finally:
+        server = open_embedded(root / "state" / "postgres")
+        if server.is_running():
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
