@@ -8,6 +8,7 @@ loaded; 1 anything else. Errors are one line on stderr, with a traceback only un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import re
@@ -58,24 +59,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         # loaded, also when the unusable file is not the first one.
         for path in paths:
             TransactionReader(path, settings.validation, settings.pii_key).check_whole_file()
-        for target in _targets(args.target):
-            if target == "postgres":
-                with postgres_dsn(settings) as dsn:
-                    for path in paths:
+        targets = _targets(args.target)
+        with contextlib.ExitStack() as services:
+            # Both warehouses are secured before either loads: one that cannot be had
+            # (its stand-in taken, say) then stops the command with nothing loaded.
+            if "postgres" in targets:
+                dsn = services.enter_context(postgres_dsn(settings))
+            if "bigquery" in targets:
+                from pipeline.bq_emulator import bigquery_for_command
+
+                state = bigquery_state_dir(settings)
+                bq = services.enter_context(bigquery_for_command(settings, state))
+            for target in targets:
+                for path in paths:
+                    if target == "postgres":
                         conn = connect(dsn)
                         try:
                             results.append(ingest_postgres(conn, path, settings, progress=True))
                         finally:
                             close_quietly(conn)
-                        _print_result(results[-1], args.json)
-            else:
-                from pipeline.bq_emulator import bigquery_for_command
-                from pipeline.ingest_bigquery import ingest_bigquery
+                    else:
+                        from pipeline.ingest_bigquery import ingest_bigquery
 
-                with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
-                    for path in paths:
                         results.append(ingest_bigquery(path, bq, progress=True))
-                        _print_result(results[-1], args.json)
+                    _print_result(results[-1], args.json)
     except UnusableInputError as exc:
         raise CliError(str(exc), EXIT_UNUSABLE) from None
     return EXIT_OK

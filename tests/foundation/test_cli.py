@@ -54,6 +54,22 @@ def test_ingest_prints_counts_by_reason_for_both_warehouses(
     ]
 
 
+def test_ingest_into_both_loads_nothing_when_bigquery_cannot_be_had(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The folder's BigQuery stand-in is taken (by another command, or an ``up`` still
+    starting): refused before PostgreSQL loads anything. It used to load PostgreSQL first,
+    leaving the file in one warehouse only."""
+    from pipeline.bq_emulator import start_emulator
+
+    with start_emulator(tmp_path / "state" / "bigquery", settings.bigquery.project):
+        result = run(settings, tmp_path, "ingest", str(SAMPLE_CSV))
+    assert result.returncode == 1, result.stderr
+    assert "already using" in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+    assert count(settings, "raw.transactions") == 0
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
