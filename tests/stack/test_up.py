@@ -178,16 +178,8 @@ def test_each_function_url_answers_at_its_root(stack: Stack) -> None:
 
 
 def test_other_commands_use_the_running_stack(stack: Stack) -> None:
-    env = _env()
-    listing = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "users", "list"],
-        cwd=stack.folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    listing = _salesmart(stack.folder, "users", "list", timeout=60)
+    assert listing.returncode == 0, listing.stderr
     assert listing.stdout.startswith("admin\tadmin\tactive")
 
 
@@ -212,15 +204,7 @@ def test_serving_goes_on_while_dbt_rebuilds_the_postgres_marts(stack: Stack) -> 
     client = threading.Thread(target=traffic)
     client.start()
     try:
-        rebuild = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "transform", "--target", "postgres"],
-            cwd=stack.folder,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        rebuild = _salesmart(stack.folder, "transform", "--target", "postgres")
     finally:
         done.set()
         client.join(timeout=60)
@@ -232,13 +216,18 @@ def test_serving_goes_on_while_dbt_rebuilds_the_postgres_marts(stack: Stack) -> 
 
 def _up_until_it_exits(folder: Path, port_base: int) -> subprocess.CompletedProcess[str]:
     """`salesmart up` run where it is expected to refuse to start."""
+    return _salesmart(folder, "up", "--port-base", str(port_base), timeout=120)
+
+
+def _salesmart(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``salesmart ARGS`` run to completion in ``folder``, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "up", "--port-base", str(port_base)],
+        [sys.executable, "-m", "pipeline.cli", *args],
         cwd=folder,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 
@@ -336,17 +325,8 @@ def test_up_completes_a_file_that_only_one_warehouse_holds(tmp_path: Path) -> No
     """An earlier ``up`` stopped between its two loads leaves the sample in PostgreSQL only
     (here made so by ``ingest --target postgres``). The next ``up`` loads it into BigQuery:
     it used to skip the file for both, and its dbt build on BigQuery then failed."""
-    env = _env()
     sample = str(REPO_ROOT / "data" / "transactions.csv")
-    loaded = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", "--target", "postgres", sample],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    loaded = _salesmart(tmp_path, "ingest", "--target", "postgres", sample)
     assert loaded.returncode == 0, loaded.stderr
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
