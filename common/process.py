@@ -91,11 +91,13 @@ def stopped_by_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def stop_group(process: subprocess.Popen[Any], timeout: float) -> None:
+def stop_group(
+    process: subprocess.Popen[Any], timeout: float, signum: int = signal.SIGTERM
+) -> None:
     """Stop ``process``, which leads a process group of its own, and every process in that
-    group: SIGTERM (with SIGCONT, so a stopped one acts on it), SIGKILL to what still runs
-    after ``timeout``. Returns once none of the group runs. The group matters, not just the
-    leader: a program's own children outlive it and go on working (``initdb``'s
+    group: ``signum`` (with SIGCONT, so a stopped one acts on it), SIGKILL to what still
+    runs after ``timeout``. Returns once none of the group runs. The group matters, not
+    just the leader: a program's own children outlive it and go on working (``initdb``'s
     ``postgres --single`` goes on writing into the folder the next start must clear).
     Idempotent: a leader that has already ended is left alone."""
     import subprocess
@@ -104,7 +106,7 @@ def stop_group(process: subprocess.Popen[Any], timeout: float) -> None:
         return
     group = process.pid  # the leader of its own group: the group's id is its pid
     deadline = time.monotonic() + timeout
-    _signal_group(group, signal.SIGTERM, signal.SIGCONT)
+    _signal_group(group, signum, signal.SIGCONT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout)
     while _group_runs(group) and time.monotonic() < deadline:

@@ -31,6 +31,7 @@ from typing import Any
 
 from common.config import REPO_ROOT, ConfigError, Settings
 from common.pg import libpq_ssl_options, parse_dsn
+from common.process import stop_group
 
 TARGETS = ("postgres", "bigquery")
 # SALESMART_HOME: where an image keeps the project's files when the package is installed
@@ -39,6 +40,7 @@ PROJECT_DIR = Path(os.environ.get("SALESMART_HOME") or REPO_ROOT) / "dbt"
 EXECUTABLE_ENV = "SALESMART_DBT"
 DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-dbt" / "bin" / "dbt"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
+DBT_STOP_GRACE_SECONDS = 15.0  # to cancel its warehouse queries when interrupted
 #: The placeholder token dbt-bigquery sends to the local stand-in (which ignores it).
 EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret  # nosec B105
 _TAIL_LINES = 40
@@ -403,10 +405,10 @@ def _run(
                 on_line(line)
         returncode = process.wait()
     except BaseException:
-        # Ctrl-C or a failing callback: never leave dbt running behind us.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        # Ctrl-C or a failing callback: never leave dbt running behind us. Asked as by
+        # Ctrl-C first, dbt cancels the queries it has running in the warehouse (a killed
+        # dbt leaves them to run on, holding their locks); killed if it does not end.
+        stop_group(process, DBT_STOP_GRACE_SECONDS, signal.SIGINT)
         raise
     finally:
         if timer:

@@ -15,6 +15,7 @@ import pytest
 from common.config import Settings, build_settings
 from common.masking import mask
 from common.pg import connect, parse_dsn
+from common.process import stopped_by_signals
 from pipeline.ingest import ingest_postgres
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.transform import TransformError, TransformResult, run_dbt
@@ -257,3 +258,24 @@ def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_pat
     assert parse_dsn(settings.database_url).password not in message
     # The marts downstream of the failing test were skipped, not rebuilt from bad rows.
     assert query(settings, "SELECT count(*) FROM pg_sales WHERE transaction_id = 'X1'") == [[0]]
+
+
+def test_an_interrupted_build_lets_dbt_cancel_its_queries(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Ctrl-C mid-build (raised here by the progress callback at dbt's first node, inside
+    the command's signal handling as in ``salesmart transform``): dbt is asked to stop as
+    by Ctrl-C, cancels the queries it has running and ends on its own, as its log shows.
+    It used to be SIGKILLed at once, leaving its queries to run on in the warehouse."""
+    settings = loaded_settings(pg_server)
+
+    def interrupt_at_the_first_node(line: str) -> None:
+        if " START " in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        run_dbt("postgres", settings, work_dir=tmp_path, on_line=interrupt_at_the_first_node)
+    log = (tmp_path / "logs" / "dbt.log").read_text()
+    assert "KeyboardInterrupt" in log  # dbt saw the interruption as Ctrl-C ...
+    ending = log.splitlines()[-5:]  # ... and ended by itself (a killed dbt writes none)
+    assert any("Command `dbt build` failed" in line for line in ending), ending
