@@ -325,7 +325,7 @@ def _up(
                 say(f"  {path} -> {target}: already loaded earlier, skipped")
             else:
                 say("  " + result.summary())
-    for target in ("postgres", "bigquery"):
+    for target in TARGETS:
         with step(f"dbt build on {target}"):
             run_dbt(target, settings)
 
