@@ -138,6 +138,12 @@ class WarehouseUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": "5"})
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
 class UriTooLong(ApiError):
     status = 414
     code = "uri_too_long"

@@ -7,7 +7,8 @@ passes to the target function. For every request it
 - answers ``GET /healthz`` (no auth, no warehouse) and ``GET /openapi.json``;
 - answers an unknown path with 404, a known path with another method with 405 + ``Allow``
   (``HEAD`` is served like ``GET``; ``OPTIONS`` lists the methods);
-- turns ``ApiError`` into the JSON envelope and anything else into a generic 500;
+- turns ``ApiError`` into the JSON envelope, a body that cannot be read (broken framing,
+  too large) into a 4xx, and anything else into a generic 500;
 - adds security headers (a CSP without external sources, nosniff, no framing, ...);
 - writes one JSON log line: function, user, status, rows, duration (and libraries' warnings
   become JSON lines too).
@@ -19,6 +20,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,14 @@ from typing import Any
 import flask
 from flask import Request, Response
 
-from common.errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from common.errors import (
+    ApiError,
+    BadRequest,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from common.logging import log_failure, log_request, route_library_logs
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -71,6 +80,28 @@ def request_id_for(request: Request) -> str:
     if _SANE_REQUEST_ID.fullmatch(given):
         return given
     return secrets.token_hex(16)
+
+
+def unreadable_request_error(exc: BaseException) -> ApiError | None:
+    """The client's error behind an exception raised while its body was read, if it is one.
+
+    The server reads the body lazily, inside the handler: gunicorn raises its parse errors
+    there (broken chunked framing, a body cut short), werkzeug its 4xx (a form over its
+    memory limit). Those are bad requests, not failures of the function. gunicorn is looked
+    up, not imported: under another server its errors cannot occur.
+    """
+    gunicorn_errors = sys.modules.get("gunicorn.http.errors")
+    if gunicorn_errors is not None and isinstance(
+        exc, (gunicorn_errors.ParseException, gunicorn_errors.NoMoreData)
+    ):
+        return BadRequest("The request body could not be read: its framing is broken.")
+    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+    if isinstance(exc, RequestEntityTooLarge):
+        return PayloadTooLarge()
+    if isinstance(exc, HTTPException) and 400 <= (exc.code or 0) < 500:
+        return BadRequest("The request body could not be read.")
+    return None
 
 
 def json_body(payload: Any) -> bytes:
@@ -165,8 +196,10 @@ class FunctionApp:
         except ApiError as error:
             response = self._render_error(call, error)
         except Exception as exc:
-            log_failure("unhandled error", exc, function=self.name, request_id=call.request_id)
-            response = self._render_error(call, InternalError())
+            client_error = unreadable_request_error(exc)
+            if client_error is None:
+                log_failure("unhandled error", exc, function=self.name, request_id=call.request_id)
+            response = self._render_error(call, client_error or InternalError())
         self._finish(call, response)
         log_request(
             function=self.name,

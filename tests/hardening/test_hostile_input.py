@@ -104,6 +104,17 @@ def test_oversized_bodies_headers_and_urls(fns: dict[str, Served], bearer: dict[
             {400, 413, 415},
         ),
         (
+            # Chunked: no Content-Length to refuse it by, so the form parser's limit decides.
+            "1 MB chunked form",
+            lambda: requests.post(
+                token_url,
+                data=iter([b"username=a&password=", *[b"x" * 100_000] * 10]),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=30,
+            ),
+            {400, 413},
+        ),
+        (
             "100 kB header",
             lambda: requests.get(
                 trends_url, headers={**bearer, "X-Big": "a" * 100_000}, timeout=30
@@ -198,6 +209,37 @@ def test_requests_the_server_cannot_parse_get_the_json_envelope(
         if answer["request_id"] in line
     ]
     assert [entry["status"] for entry in logged] == [status]
+
+
+BROKEN_CHUNKED_BODIES = [
+    b"ZZ\r\nusername=a\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
+    b"3\r\nabcXY0\r\n\r\n",  # a chunk not ended by CRLF
+]
+
+
+@pytest.mark.parametrize("body", BROKEN_CHUNKED_BODIES)
+@pytest.mark.parametrize(("function", "path"), [("token", "/token"), ("dashboard", "/login")])
+def test_a_body_with_broken_framing_is_a_bad_request(
+    fns: dict[str, Served], function: str, path: str, body: bytes
+) -> None:
+    """gunicorn finds the broken framing only when the function reads the form: the
+    client's mistake, answered 400 in the envelope, not a 500 logged as a server error."""
+    port = urlsplit(fns[function].url).port
+    assert port is not None
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    got, headers, answer = raw_exchange(port, head.encode() + body)
+    assert got == 400, answer[:300]
+    request_id = headers["X-Request-ID"]
+    envelope_body = json.loads(answer)
+    assert envelope_body["error"] == "invalid_request"
+    assert envelope_body["request_id"] == request_id
+    logged = [
+        json.loads(line) for line in fns[function].output().splitlines() if request_id in line
+    ]
+    assert [entry.get("status") for entry in logged] == [400]  # no "unhandled error" line
 
 
 HOSTILE_PARAMS: list[dict[str, str]] = [
