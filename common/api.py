@@ -39,29 +39,12 @@ def cents(value: Any) -> Decimal:
     return exact.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def money(value: Any) -> float:
-    """Rounded to cents, half away from zero, as a JSON number."""
-    return float(cents(value))
-
-
 def month_text(value: Any) -> str:
     if isinstance(value, datetime):
         value = value.date()
     if isinstance(value, date):
         return value.replace(day=1).isoformat()
     return str(value)[:7] + "-01"
-
-
-def present(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One summary row as the contract's JSON object."""
-    return {
-        "product": str(row["product"]),
-        "sale_month": month_text(row["sale_month"]),
-        "total_amount": money(row["total_amount"]),
-        "total_quantity": int(row["total_quantity"]),
-        "avg_price": money(row["avg_price"]),
-        "transaction_count": int(row["transaction_count"]),
-    }
 
 
 def summary_body(rows: Iterable[Mapping[str, Any]]) -> bytes:

@@ -30,7 +30,7 @@ from typing import Any
 import jinja2  # already imported by Flask: free here
 from flask import Request, Response
 
-from common.api import money, present
+from common.api import cents, month_text
 from common.auth import LoginService, Principal, TokenService, bearer_token, require_role
 from common.config import Settings
 from common.errors import ApiError, CsrfFailed, InvalidCredentials, InvalidToken
@@ -126,7 +126,7 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
     axis_y = CHART_TOP + plot_height
     top = max((total for _, total in monthly), default=Decimal(0))
-    scale = float(top) if top > 0 else 1.0
+    scale = float(top) if top > 0 else 1.0  # for drawing only: the texts use the Decimals
     slot = plot_width / max(len(monthly), 1)
     every = max(1, round(len(monthly) / 12))
     bars = []
@@ -139,12 +139,13 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
                 width=round(slot * 0.7, 2),
                 height=round(height, 2),
                 label=month.isoformat()[:7],
-                value=f"{money(total):,.2f}",
+                value=f"{cents(total):,.2f}",  # Decimal: a float loses cents past 2**53
                 show_label=index % every == 0,
             )
         )
     ticks = [
-        (round(axis_y - plot_height * step / 4, 2), f"{scale * step / 4:,.0f}") for step in range(5)
+        (round(axis_y - plot_height * step / 4, 2), f"{(top or 1) * step / 4:,.0f}")
+        for step in range(5)
     ]
     return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, CHART_LEFT)
 
@@ -301,14 +302,21 @@ class Dashboard:
         return response
 
     def _shown(self, row: Mapping[str, Any]) -> ShownRow:
-        api = present(row)
-        shown = {
-            "product": api["product"],
+        # The values as the trends APIs write them (money with its two decimals): what a
+        # masked field hashes, so the page's digests match the ones computed from the API.
+        api: dict[str, Any] = {
+            "product": str(row["product"]),
+            "sale_month": month_text(row["sale_month"]),
+            "total_amount": cents(row["total_amount"]),
+            "total_quantity": int(row["total_quantity"]),
+            "avg_price": cents(row["avg_price"]),
+            "transaction_count": int(row["transaction_count"]),
+        }
+        shown: dict[str, Any] = {
+            **api,
             "sale_month": api["sale_month"][:7],
             "total_amount": f"{api['total_amount']:,.2f}",
-            "total_quantity": api["total_quantity"],
             "avg_price": f"{api['avg_price']:,.2f}",
-            "transaction_count": api["transaction_count"],
         }
         for name in self._masked_columns:
             shown[name] = self._mask(str(api[name]))
@@ -343,8 +351,9 @@ class Dashboard:
                 error=error.message,
                 username=str(form.get("username", ""))[:256],
             )
-            for name, value in error.headers.items():
-                response.headers[name] = value
+            if status == error.status:  # Retry-After of a 429; no WWW-Authenticate on a 200
+                for name, value in error.headers.items():
+                    response.headers[name] = value
             return response
         call.user = principal.username
         issued = self._tokens.issue(principal)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -62,10 +62,11 @@ def settings_for(dsn: str, **env: str) -> Settings:
     return build_settings({**os.environ, **TEST_ENV, "SALESMART_DATABASE_URL": dsn, **env})
 
 
-def load_marts(dsn: str, work: Path) -> None:
-    """Ingest the sample and extra rows, then build the marts with dbt (the real project)."""
+def load_marts(dsn: str, work: Path, csvs: Sequence[Path] = ()) -> None:
+    """Ingest ``csvs`` (default: the sample and extra rows), then build the marts with dbt
+    (the real project)."""
     settings = settings_for(dsn)
-    for path in (SAMPLE_CSV, write_extra_csv(work)):
+    for path in csvs or (SAMPLE_CSV, write_extra_csv(work)):
         conn = connect(dsn)
         try:
             ingest_postgres(conn, path, settings)

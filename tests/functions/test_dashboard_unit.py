@@ -15,8 +15,16 @@ import yaml
 from common.auth import Principal, TokenService
 from common.config import Settings
 from common.masking import mask
-from tests.conftest import TEST_ENV
-from tests.functions.conftest import Account, Caller, caller, load_function
+from pipeline.postgres_embedded import EmbeddedPostgres
+from tests.conftest import TEST_ENV, create_database
+from tests.functions.conftest import (
+    Account,
+    Caller,
+    caller,
+    load_function,
+    load_marts,
+    settings_for,
+)
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 PII_KEY = TEST_ENV["SALESMART_PII_KEY"]
@@ -143,6 +151,7 @@ def test_wrong_password_rerenders_the_form(call: Caller, analyst: Account) -> No
         data={"username": analyst.username, "password": "not it at all", "csrf_token": token},
     )
     assert response.status_code == 200  # the form again, for a browser
+    assert "WWW-Authenticate" not in response.headers  # a 401's header, not a form's
     html = response.get_data(as_text=True)
     assert "Wrong username or password." in html
     assert "not it at all" not in html
@@ -309,6 +318,34 @@ def test_masked_fields_follow_the_config(
         assert mask(value, PII_KEY) in html
     for value in clear:
         assert value in html
+
+
+def test_money_is_shown_exact_past_float_precision(
+    pg_server: EmbeddedPostgres, flask_app: Any, tmp_path: Path
+) -> None:
+    """Amounts the loader accepts (15 digits before the point) are shown to the cent: a
+    float on the way would print 100,000,000,000,000,000.00 and ...016.00."""
+    dsn = create_database(pg_server)
+    csv = tmp_path / "big.csv"
+    csv.write_text(
+        "transaction_id,product,price,quantity,date\n"
+        "B1,Halal Big,999999999999999.99,100,2024-03-01\n"
+        "B2,Halal Small,10.01,1,2024-03-02\n"
+    )
+    load_marts(dsn, tmp_path, [csv])
+    token = TokenService(settings_for(dsn)).issue(Principal("bob", "analyst")).access_token
+    with pytest.MonkeyPatch.context() as patch:
+        module = load_function("dashboard", patch, SALESMART_DATABASE_URL=dsn)
+        page = caller(flask_app, module.dashboard)(
+            "/", headers={**BROWSER, "Authorization": f"Bearer {token}"}
+        )
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "99,999,999,999,999,999.00" in html  # Halal Big's total_amount
+    assert "999,999,999,999,999.99" in html  # its avg_price
+    assert "100,000,000,000,000,009.01" in html  # March's bar: both rows
+    assert "100,000,000,000,000,000.00" not in html
+    assert "100,000,000,000,000,016" not in html
 
 
 def test_compiled_templates_are_cached_and_rendered_from_the_cache(
