@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date
 from decimal import MAX_EMAX, Decimal, InvalidOperation
 from typing import Any
@@ -21,7 +21,13 @@ from werkzeug.datastructures import MultiDict
 
 from common.errors import ValidationFailed
 from common.lazy_regex import import_deferring_regexes
-from common.trends import DEFAULT_LIMIT, DEFAULT_PRODUCT_PREFIX, MAX_LIMIT, TrendFilters
+from common.trends import (
+    DEFAULT_LIMIT,
+    DEFAULT_PRODUCT_PREFIX,
+    MAX_LIMIT,
+    PARAMETERS,
+    TrendFilters,
+)
 
 # Before marshmallow is imported: its e-mail patterns cost ~70 ms of each cold start.
 import_deferring_regexes("marshmallow.validate")
@@ -209,9 +215,12 @@ LOGIN_FORM = LoginFormSchema()
 
 
 def _single_values(
-    args: MultiDict[str, str], *, drop_empty: bool, only: set[str] | None = None
+    args: MultiDict[str, str], *, drop_empty: Collection[str] = (), only: set[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The parameters given once, and the messages for those given more than once."""
+    """The parameters given once, and the messages for those given more than once.
+
+    A blank value of a name in ``drop_empty`` counts as absent.
+    """
     values: dict[str, Any] = {}
     repeated: dict[str, list[str]] = {}
     for key in args:
@@ -220,7 +229,7 @@ def _single_values(
         given = args.getlist(key)
         if len(given) > 1:
             repeated[key] = ["Given more than once."]
-        elif not (drop_empty and given[0].strip() == ""):
+        elif not (key in drop_empty and given[0].strip() == ""):
             values[key] = given[0]
     return values, repeated
 
@@ -228,7 +237,8 @@ def _single_values(
 def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -> TrendFilters:
     """Validated filters, or ``ValidationFailed`` (422) with messages per field.
 
-    ``drop_empty`` treats ``name=`` as absent (an HTML form's untouched fields).
+    ``drop_empty`` treats ``name=`` as absent for the filters (an HTML form's untouched
+    fields); an unknown parameter is refused even when blank.
     """
     return _parsed(tuple(args.items(multi=True)), drop_empty)
 
@@ -238,7 +248,7 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
 # (422) are not cached; the bound keeps a client rotating query strings from growing it.
 @functools.lru_cache(maxsize=256)
 def _parsed(items: tuple[tuple[str, str], ...], drop_empty: bool) -> TrendFilters:
-    values, repeated = _single_values(MultiDict(items), drop_empty=drop_empty)
+    values, repeated = _single_values(MultiDict(items), drop_empty=PARAMETERS if drop_empty else ())
     try:
         filters: TrendFilters = _TREND_SCHEMA.load(values)
     except ValidationError as exc:  # every broken rule at once, repeated parameters too
@@ -251,9 +261,7 @@ def _parsed(items: tuple[tuple[str, str], ...], drop_empty: bool) -> TrendFilter
 def load_form(schema: Schema, form: MultiDict[str, str]) -> dict[str, Any]:
     """A form's single values validated by ``schema``; ``ValidationError`` if broken."""
     ignored = schema.unknown == EXCLUDE  # fields it ignores may come in any number
-    values, repeated = _single_values(
-        form, drop_empty=False, only=set(schema.fields) if ignored else None
-    )
+    values, repeated = _single_values(form, only=set(schema.fields) if ignored else None)
     try:
         data: dict[str, Any] = schema.load(values)
     except ValidationError as exc:  # every broken field at once, repeated ones too

@@ -211,6 +211,11 @@ def test_empty_form_fields_are_absent_for_the_dashboard() -> None:
     assert filters.product_prefix == "Halal"
     assert filters.sale_month is None
     assert filters.limit == 5
+    # Only the filters' blanks: an unknown parameter is refused, blank or not.
+    for unknown in ({"foo": ""}, {"foo": " ", "limit": ""}):
+        with pytest.raises(ValidationFailed) as caught:
+            parse_trend_params(MultiDict(unknown), drop_empty=True)
+        assert set(caught.value.details or {}) == {"foo"}
 
 
 def test_a_repeated_query_is_validated_once_and_a_bad_one_every_time() -> None:
