@@ -14,9 +14,8 @@ from common.auth import LoginService, TokenService, authenticate_request
 from common.config import ConfigError, Settings
 from common.errors import BadRequest, UnsupportedGrantType
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
-from common.trends import TrendFilters
+from common.trends import CENT, TrendFilters
 
-CENT = Decimal("0.01")
 MAX_FORM_BYTES = 16 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

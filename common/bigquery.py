@@ -49,7 +49,7 @@ from typing import IO, TYPE_CHECKING, Any
 from common.config import BigQuerySettings, ConfigError, get_settings
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters
+from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, shown_value_bound
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -599,12 +599,14 @@ def ping(settings: BigQuerySettings | None = None, timeout: float | None = None)
 
 # -- the trends query ----------------------------------------------------------------------
 def _numeric_bound(value: Decimal, *, lower: bool) -> Decimal | None:
-    """``value`` as a NUMERIC parameter that keeps the comparison's meaning.
+    """A bound on the shown (rounded) value as a NUMERIC parameter bounding the exact one.
 
-    NUMERIC holds 9 decimals: a lower bound rounds up, an upper bound rounds down (stored
-    values have at most 9 decimals, so the result is unchanged). None: beyond NUMERIC's
-    range (a lower bound above it matches nothing, an upper bound above it everything).
+    ``shown_value_bound`` first; then, as NUMERIC holds 9 decimals, a lower bound rounds up
+    and an upper bound down (stored values have at most 9 decimals, so the result is
+    unchanged). None: beyond NUMERIC's range (a lower bound above it matches nothing, an
+    upper bound above it everything).
     """
+    value = shown_value_bound(value, lower=lower)
     try:
         rounded = value.quantize(NUMERIC_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR)
     except InvalidOperation:

@@ -131,18 +131,26 @@ class TrendParamsSchema(Schema):
     min_amount = QueryNumber(
         load_default=Decimal(0),
         validate=_NON_NEGATIVE,
-        metadata={"description": "Keep rows with total_amount >= this.", "default": 0},
+        metadata={
+            "description": "Keep rows with total_amount >= this (as shown, rounded to cents).",
+            "default": 0,
+        },
     )
     max_quantity = QueryInteger(
         validate=_NON_NEGATIVE,
         metadata={"description": "Keep rows with total_quantity <= this."},
     )
     min_avg_price = QueryNumber(
-        validate=_NON_NEGATIVE, metadata={"description": "Keep rows with avg_price >= this."}
+        validate=_NON_NEGATIVE,
+        metadata={"description": "Keep rows with avg_price >= this (as shown, rounded to cents)."},
     )
     max_avg_price = QueryNumber(
         validate=_NON_NEGATIVE,
-        metadata={"description": "Keep rows with avg_price <= this (>= min_avg_price)."},
+        metadata={
+            "description": (
+                "Keep rows with avg_price <= this (as shown, rounded to cents; >= min_avg_price)."
+            )
+        },
     )
     limit = QueryInteger(
         load_default=DEFAULT_LIMIT,

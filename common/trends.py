@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 DEFAULT_PRODUCT_PREFIX = "Halal"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_PREFIX_CHARS = 64
+
+#: Money in responses: rounded to cents, half away from zero.
+CENT = Decimal("0.01")
+_HALF_CENT = Decimal("0.005")
+#: Mart values carry at most 9 decimals (NUMERIC's scale, on both warehouses).
+MART_SCALE = Decimal("1e-9")
 
 #: Result columns, in order, of both warehouses' ``summary_sales``.
 SUMMARY_COLUMNS = (
@@ -81,3 +87,21 @@ def month_start(day: date) -> date:
 
 # The query parameters of both trends endpoints (and the dashboard's form), in order.
 PARAMETERS = tuple(field.name for field in fields(TrendFilters))
+
+
+def shown_value_bound(value: Decimal, *, lower: bool) -> Decimal:
+    """The bound on a mart's exact value that keeps the rows whose value *as responses show
+    it* (rounded to cents, half away from zero) passes ``value``.
+
+    So a client filtering on a number it was shown gets that row back, and every row it gets
+    passes the filter as shown: an ``avg_price`` of 10.025 is shown 10.03, and is kept by
+    ``min_avg_price=10.03`` and dropped by ``max_avg_price=10.025``. Shown values (never
+    negative) are whole cents, hence ``shown >= v`` exactly when
+    ``exact >= ceil_to_cent(v) - 0.005``, and ``shown <= v`` exactly when
+    ``exact < floor_to_cent(v) + 0.005``, i.e. ``<=`` that less one unit of the ninth decimal.
+    """
+    if value.adjusted() >= 20:  # beyond every mart value: the comparison's answer is the same
+        return value
+    if lower:
+        return value.quantize(CENT, rounding=ROUND_CEILING) - _HALF_CENT
+    return value.quantize(CENT, rounding=ROUND_FLOOR) + _HALF_CENT - MART_SCALE

@@ -17,7 +17,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from common.db import PgPool
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters
+from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, shown_value_bound
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 INT64_MAX = 2**63 - 1
@@ -52,15 +52,16 @@ def _table(schema: str) -> str:
 
 
 def bound(value: Decimal | None, *, lower: bool) -> Decimal | None:
-    """A filter bound as a NUMERIC with the same meaning and a sane size.
+    """A filter bound on the shown (rounded) value as a NUMERIC bound on the exact one.
 
-    Mart values have at most 9 decimals (money 2, ``avg_price`` 9), so a lower bound
-    rounds up and an upper bound down to 9 decimals without changing which rows match
-    (when they cross, nothing matches, as before); no total reaches 10^20, so larger
-    bounds are capped there (``1e999999`` would overflow NUMERIC).
+    ``shown_value_bound`` first; then, as mart values have at most 9 decimals (money 2,
+    ``avg_price`` 9), a lower bound rounds up and an upper bound down to 9 decimals without
+    changing which rows match (when they cross, nothing matches); no total reaches 10^20,
+    so larger bounds are capped there (``1e999999`` would overflow NUMERIC).
     """
     if value is None:
         return None
+    value = shown_value_bound(value, lower=lower)
     return min(value, NUMBER_CAP).quantize(
         _NINE_DECIMALS, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=_WIDE
     )

@@ -149,11 +149,13 @@ def test_min_amount_is_inclusive(mart: Settings) -> None:
     ]
 
 
-def test_min_amount_beyond_numeric_scale_keeps_its_meaning(mart: Settings) -> None:
-    exact = Decimal("55.555555555")
-    assert ("HalalX Rice", "2023-12") in keys(query(mart, min_amount=exact))
-    just_above = Decimal("55.5555555551")  # 10 decimals: rounds up, not down
-    assert ("HalalX Rice", "2023-12") not in keys(query(mart, min_amount=just_above))
+def test_money_filters_compare_the_shown_value(mart: Settings) -> None:
+    """HalalX Rice's total is 55.555555555, shown 55.56: a client filtering on what it
+    was shown gets the row, and every row it gets passes the filter as shown."""
+    rice = ("HalalX Rice", "2023-12")
+    for kept in ("55.56", "55.5555555551", "55.555", "0"):
+        assert rice in keys(query(mart, min_amount=Decimal(kept))), kept
+    assert rice not in keys(query(mart, min_amount=Decimal("55.561")))
     assert query(mart, min_amount=Decimal("1e40")) == []
 
 
@@ -176,8 +178,11 @@ def test_avg_price_bounds_are_inclusive(mart: Settings) -> None:
         ("Halal Mouse", "2023-10"),
         ("Halal Mouse", "2023-11"),
     ]
-    below = Decimal("7.9365079369")  # rounds down: 7.936507937 stays excluded
-    assert ("HalalX Rice", "2023-12") not in keys(query(mart, max_avg_price=below))
+    # HalalX Rice's avg_price 7.936507937 is shown 7.94: the bounds compare that.
+    rice = ("HalalX Rice", "2023-12")
+    assert rice in keys(query(mart, min_avg_price=Decimal("7.94"), max_avg_price=Decimal("7.94")))
+    assert rice not in keys(query(mart, max_avg_price=Decimal("7.9365079369")))
+    assert rice not in keys(query(mart, min_avg_price=Decimal("7.941")))
     assert len(query(mart, max_avg_price=Decimal("1e40"))) == 8
 
 

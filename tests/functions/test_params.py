@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
 from common.errors import ValidationFailed
 from common.params import parse_trend_params
-from common.trends import TrendFilters
+from common.trends import CENT, TrendFilters, shown_value_bound
 
 
 def parse(**args: str) -> TrendFilters:
@@ -236,3 +238,26 @@ def test_a_repeated_query_is_validated_once_and_a_bad_one_every_time() -> None:
     with pytest.raises(ValidationFailed) as caught:
         parse_trend_params(repeated)
     assert caught.value.details == {"limit": ["Given more than once."]}
+
+
+# Mart values: at most 9 decimals, never negative; bounds: any non-negative number.
+MART_VALUES = st.decimals(min_value=0, max_value=10**6, places=9)
+BOUNDS = st.one_of(
+    st.decimals(min_value=0, max_value=10**6, places=12),
+    st.decimals(min_value=0, max_value=10**6, places=2),
+)
+
+
+@given(exact=MART_VALUES, bound=BOUNDS)
+@example(exact=Decimal("10.025"), bound=Decimal("10.03"))  # the edges of "shown 10.03"
+@example(exact=Decimal("10.024999999"), bound=Decimal("10.03"))
+@example(exact=Decimal("10.034999999"), bound=Decimal("10.03"))
+@example(exact=Decimal("10.035"), bound=Decimal("10.03"))
+@example(exact=Decimal("10.025"), bound=Decimal("10.025"))
+@example(exact=Decimal("0"), bound=Decimal("0"))
+def test_a_bound_on_the_shown_value_selects_as_the_shown_value_would(
+    exact: Decimal, bound: Decimal
+) -> None:
+    shown = exact.quantize(CENT, rounding=ROUND_HALF_UP)
+    assert (exact >= shown_value_bound(bound, lower=True)) == (shown >= bound)
+    assert (exact <= shown_value_bound(bound, lower=False)) == (shown <= bound)

@@ -125,8 +125,15 @@ def test_json_numbers_not_strings(call: Caller, token: str) -> None:
             {"min_avg_price": "49.99", "max_avg_price": "999.99"},
             {"Halal Laptop", "Halal Keyboard", "Halal Aaa"},
         ),
-        ({"max_avg_price": "10.025"}, {"Halal Honey"}),
-        ({"min_avg_price": "10.0251", "max_avg_price": "11"}, {"Halal_Tea", "HalalXTea"}),
+        # Halal Honey's avg_price is 10.025, shown 10.03: filters compare what is shown.
+        ({"max_avg_price": "10.03"}, {"Halal Honey"}),
+        ({"min_avg_price": "10.03", "max_avg_price": "10.03"}, {"Halal Honey"}),
+        ({"max_avg_price": "10.025"}, set()),
+        (
+            {"min_avg_price": "10.0251", "max_avg_price": "11"},
+            {"Halal Honey", "Halal_Tea", "HalalXTea"},
+        ),
+        ({"min_avg_price": "10.031", "max_avg_price": "11"}, {"Halal_Tea", "HalalXTea"}),
         ({"product_prefix": "Halal D"}, {"Halal Dates"}),
         ({"product_prefix": "halal"}, set()),
     ],
@@ -144,12 +151,17 @@ def test_paging(call: Caller, token: str) -> None:
     assert get(call, token, offset="9" * 30) == []
 
 
-def test_bounds_fit_numeric_without_changing_meaning() -> None:
-    assert bound(Decimal("0.0000000001"), lower=True) == Decimal("0.000000001")
-    assert bound(Decimal("1.0000000001"), lower=True) == Decimal("1.000000001")
-    assert bound(Decimal("2.0000000009"), lower=False) == Decimal("2.000000000")
+def test_bounds_on_the_shown_value_fit_numeric() -> None:
+    # shown >= 10.03 (or 10.0201) exactly when the exact value >= 10.025 ...
+    assert bound(Decimal("10.03"), lower=True) == Decimal("10.025")
+    assert bound(Decimal("10.0201"), lower=True) == Decimal("10.025")
+    # ... and shown <= 10.03 (or 10.0399) when it is below 10.035, at most 9 decimals.
+    assert bound(Decimal("10.03"), lower=False) == Decimal("10.034999999")
+    assert bound(Decimal("10.0399"), lower=False) == Decimal("10.034999999")
+    assert bound(Decimal("0"), lower=True) == Decimal("-0.005")
+    assert bound(Decimal("0"), lower=False) == Decimal("0.004999999")
     assert bound(Decimal("1e999999"), lower=True) == Decimal(10) ** 20
-    assert bound(Decimal("1e-999999"), lower=True) == Decimal("0.000000001")
+    assert bound(Decimal("1e-999999"), lower=True) == Decimal("0.005")
     assert bound(None, lower=False) is None
 
 
