@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from common.config import Settings
+from common.config import MAX_TOKEN_TTL_SECONDS, Settings
 from common.errors import Forbidden, InvalidCredentials, InvalidToken, TooManyAttempts, Unauthorized
 
 if TYPE_CHECKING:
@@ -116,6 +116,8 @@ class TokenService:
             raise InvalidToken()
         if not _is_number(expires) or expires <= now - CLOCK_SKEW_SECONDS:
             raise InvalidToken()  # expired
+        if expires - issued > MAX_TOKEN_TTL_SECONDS:
+            raise InvalidToken()  # longer-lived than any token this service issues
         not_before = claims.get("nbf")
         if not_before is not None and (
             not _is_number(not_before) or not_before > now + CLOCK_SKEW_SECONDS

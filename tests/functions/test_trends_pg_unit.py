@@ -304,6 +304,7 @@ def test_401_is_checked_before_parameters(call: Caller) -> None:
         "infinite_exp",
         "boolean_iat",
         "es256_header",
+        "two_day_lifetime",
     ],
 )
 def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
@@ -359,6 +360,9 @@ def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
         forged = jwt.encode(claims(iat=True), SECRET, "HS256")
     elif forge == "es256_header":
         forged = f"{b64({'alg': 'ES256', 'typ': 'JWT'})}.{payload}.{signature}"
+    elif forge == "two_day_lifetime":  # signed with the key, but past the contract's one day
+        now = int(time.time())
+        forged = jwt.encode(claims(iat=now, exp=now + 2 * 86400), SECRET, "HS256")
     else:
         forged = "not.a.jwt"
     response = call(PATH, headers=auth(forged))
