@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http
+import logging
 import os
 import secrets
 import signal
@@ -37,8 +38,9 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from common import errors
+from common.config import ConfigError
 from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
-from common.logging import log_failure, log_request
+from common.logging import log_event, log_failure, log_request
 from common.process import die_with_parent
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -270,7 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent(int(parent), signal.SIGTERM)
     from functions_framework import create_app  # the framework's own loader and routing
 
-    app = create_app(args.target, source)  # type: ignore[no-untyped-call]
+    try:
+        app = create_app(args.target, source)  # type: ignore[no-untyped-call]
+    except ConfigError as exc:  # e.g. a short secret outside dev: one JSON line, no traceback
+        log_event("refused to start", level=logging.ERROR, function=args.target, reason=str(exc))
+        return 78  # EX_CONFIG
     FunctionServer(app, args.host, args.port, env).run()
     return 0
 

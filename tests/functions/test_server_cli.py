@@ -3,6 +3,7 @@ answers to failures outside the application."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,21 @@ def test_bad_deadlines_are_refused(variable: str, value: str, needle: str) -> No
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and variable in lines[0], result.stderr
+
+
+def test_a_short_secret_outside_dev_is_one_json_line_not_a_traceback() -> None:
+    result = _run(
+        command("token", "functions/token/main.py", port=1),
+        SALESMART_ENV="prod",
+        SALESMART_JWT_SECRET="short",
+    )
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    entry = json.loads(line)
+    assert entry["severity"] == "ERROR" and entry["function"] == "token"
+    assert "SALESMART_JWT_SECRET" in entry["reason"] and "32 bytes" in entry["reason"]
+    assert "short" not in line  # the reason names the setting, never its value
 
 
 def test_missing_target_or_source_is_refused(tmp_path: Path) -> None:
