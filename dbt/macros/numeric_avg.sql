@@ -1,9 +1,11 @@
 {#-
-    The mean of a NUMERIC expression as a NUMERIC with 9 decimals, on every warehouse.
+    The mean of a NUMERIC expression as a NUMERIC with 9 decimals, rounded half away from
+    zero, on every warehouse.
     BigQuery's AVG on NUMERIC already is exactly that, so it is left alone (a cast there
     would also hit a gap of the local stand-in, which drops decimals when casting through
-    a view). PostgreSQL's AVG keeps up to 20 decimals: cast it to NUMERIC's scale, so both
-    marts hold the same value.
+    a view). PostgreSQL's AVG divides with only about 20 significant digits (a mean near
+    10^14 came out 0.0817 where the exact one is 0.081666667): the sum is given NUMERIC's 9
+    decimals first, so the division is carried out, and rounded, at that scale.
 -#}
 {% macro numeric_avg(expression) -%}
     {{ return(adapter.dispatch('numeric_avg')(expression)) }}
@@ -14,5 +16,8 @@
 {%- endmacro %}
 
 {% macro postgres__numeric_avg(expression) -%}
-    cast(avg({{ expression }}) as numeric(38, 9))
+    cast(
+        cast(sum({{ expression }}) as numeric(38, 9)) / nullif(count({{ expression }}), 0)
+        as numeric(38, 9)
+    )
 {%- endmacro %}

@@ -218,6 +218,32 @@ def test_a_month_of_many_sales_passes_the_average_price_check(
     ) == [[6000, "10.006666667"]]
 
 
+def test_the_average_price_is_exact_to_nine_decimals_for_large_prices(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """PostgreSQL's own AVG divides with about 20 significant digits: for these prices it
+    gives 666666666666669.9933 where the exact mean is 666666666666669.993333333..."""
+    settings = loaded_settings(pg_server)
+    conn = connect(settings.database_url)
+    try:
+        conn.run(
+            "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
+            " price, quantity, sale_date, load_id, source_line)"
+            " SELECT 'B' || n, lpad(to_hex(n), 12, '0'), 'Halal Big',"
+            " (ARRAY[999999999999999.99, 999999999999999.98, 10.01])[n], 1, DATE '2024-03-15',"
+            " (SELECT max(load_id) FROM raw.loads), n"
+            " FROM generate_series(1, 3) AS n"
+        )
+    finally:
+        conn.close()
+    result = run_dbt("postgres", settings, work_dir=tmp_path)
+    assert result.success and not result.failed, result.summary()
+    assert query(
+        settings,
+        "SELECT avg_price::text FROM summary_sales WHERE product = 'Halal Big'",
+    ) == [["666666666666669.993333333"]]
+
+
 def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_path: Path) -> None:
     settings = loaded_settings(pg_server)
     load_id = query(settings, "SELECT max(load_id) FROM raw.loads")[0][0]
