@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Not required here: main() says which is missing only after unknown options, which
+    # argparse would otherwise hide behind "the following arguments are required".
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the whole local stack (Ctrl-C stops it)", parents=[debug])
     up.add_argument(
@@ -359,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     users = sub.add_parser("users", help="manage the functions' users", parents=[debug])
-    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION")
     add = users_sub.add_parser(
         "add", help="add a user (password from stdin or a prompt)", parents=[debug]
     )
@@ -400,7 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply database migrations", parents=[debug])
     mig.set_defaults(handler=cmd_migrate)
+    # The innermost parser a command line reached: its usage errors name it (and its --help).
+    for command_parser in (*sub.choices.values(), *users_sub.choices.values()):
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """``parser.parse_args``, with usage errors from the command's own parser: unknown
+    options first (``salesmart --bogus`` says so, not that a command is missing)."""
+    args, unknown = parser.parse_known_args(argv)
+    reached: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+    if unknown:
+        reached.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        reached.error("the following arguments are required: COMMAND")
+    if args.command == "users" and args.users_command is None:
+        reached.error("the following arguments are required: ACTION")
+    return args
 
 
 def _one_line(exc: BaseException) -> str:
@@ -433,8 +454,7 @@ def _pg_message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from common.process import stopped_by_signals
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     try:
         with stopped_by_signals():  # Ctrl-C or SIGTERM: what a command started is stopped
             code = int(args.handler(args))

@@ -127,6 +127,10 @@ def generate(
                     on_progress(n)
         if plain:
             target.replace(out)
+    except OSError as exc:
+        if plain and exc.filename == str(target):  # name the file asked for, not ours
+            raise OSError(exc.errno, exc.strerror, str(out)) from None
+        raise
     finally:
         if plain:
             target.unlink(missing_ok=True)

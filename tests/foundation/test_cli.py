@@ -268,8 +268,12 @@ def test_generate_refuses_impossible_options(
         ),
         ([], "salesmart: the following arguments are required: COMMAND"),
         (["users", "add", "bob", "--role", "root"], "salesmart users add: argument --role"),
-        (["generate", "--rows", "abc", "--out", "x.csv"], "invalid int value: 'abc'"),
-        (["transform", "--bogus"], "salesmart: unrecognized arguments: --bogus"),
+        (["generate", "--rows", "abc", "--out", "x.csv"], "salesmart generate: argument --rows"),
+        (["transform", "--bogus"], "salesmart transform: unrecognized arguments: --bogus"),
+        # An unknown option is named, not hidden behind the missing command.
+        (["--bogus"], "salesmart: unrecognized arguments: --bogus"),
+        (["users"], "salesmart users: the following arguments are required: ACTION"),
+        (["users", "list", "--all"], "salesmart users list: unrecognized arguments: --all"),
     ],
 )
 def test_a_wrong_option_is_one_line_and_exit_1(
@@ -277,13 +281,20 @@ def test_a_wrong_option_is_one_line_and_exit_1(
 ) -> None:
     result = run(settings, tmp_path, *args)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.count("\n") == 1 and reason in result.stderr, result.stderr
-    assert "--help" in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(reason), result.stderr
+    command = reason.split(":", 1)[0]  # the help of the command that was given
+    assert result.stderr.rstrip().endswith(f"(see {command} --help)"), result.stderr
 
 
 def test_local_file_errors_name_the_file_not_a_service(settings: Settings, tmp_path: Path) -> None:
     result = run(settings, tmp_path, "generate", "--rows", "5", "--out", str(tmp_path))
     assert (result.returncode, result.stderr) == (1, f"salesmart: {tmp_path}: Is a directory\n")
+    nowhere = "/proc/salesmart-never.csv"  # not even root creates files there
+    result = run(settings, tmp_path, "generate", "--rows", "5", "--out", nowhere)
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"salesmart: {nowhere}: No such file or directory\n",  # not its temporary name
+    )
     typo = tmp_path / "typo.yaml"
     result = run_cli(settings, tmp_path, "users", "list", SALESMART_CONFIG=str(typo))
     assert (result.returncode, result.stderr) == (
