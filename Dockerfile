@@ -67,8 +67,11 @@ RUN python -m venv /opt/airflow/dbt-venv \
 RUN --mount=type=bind,from=build,source=/wheels/cli,target=/wheels \
     python -m venv /opt/airflow/salesmart-venv \
  && /opt/airflow/salesmart-venv/bin/pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
-# Airflow pinned in the same install so nothing upgrades it behind its back.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "astronomer-cosmos>=1.15,<1.16"
+# Airflow and cosmos from the hash-pinned lock of .venv-airflow (make lock), which pins
+# apache-airflow==${AIRFLOW_VERSION} (a test checks): the base image's Airflow stays, and what
+# cosmos brings is the version the tests ran with.
+COPY requirements/airflow.txt /opt/airflow/salesmart/requirements-airflow.txt
+RUN pip install --no-cache-dir --require-hashes -r /opt/airflow/salesmart/requirements-airflow.txt
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 dbt /opt/airflow/salesmart/dbt
 COPY --chown=airflow:0 data/pipeline_config.yaml /opt/airflow/salesmart/data/pipeline_config.yaml

@@ -95,6 +95,9 @@ def test_tasks_get_the_salesmart_secret_and_bigquery_credentials() -> None:
     }
     env = {entry["name"]: entry["value"] for entry in VALUES["env"]}
     assert env["SALESMART_ENV"] == "prod"
+    # A real BigQuery project: without it the tasks use the config's local placeholder.
+    placeholder = yaml.safe_load((REPO_ROOT / "data" / "pipeline_config.yaml").read_text())
+    assert env["SALESMART_BQ_PROJECT"] not in ("", placeholder["data_warehouse"]["project_id"])
     mount = VALUES["volumeMounts"][0]
     assert env["GOOGLE_APPLICATION_CREDENTIALS"].startswith(mount["mountPath"] + "/")
     assert mount["readOnly"] is True

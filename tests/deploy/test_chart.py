@@ -197,6 +197,22 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(default_objects: Ob
     ]
 
 
+def test_migration_retries_as_asked_even_none(render: Any) -> None:
+    for asked in (0, 5):
+        job = by_kind(render({"migration": {"backoffLimit": asked}}), "Job")["salesmart-migrate"]
+        assert job["spec"]["backoffLimit"] == asked
+
+
+def test_a_dotted_release_name_gives_valid_service_names(render: Any) -> None:
+    services = knative_services(render(release="shop.eu")).values()
+    assert {service["metadata"]["name"] for service in services} == {
+        "shop-eu-salesmart-token",
+        "shop-eu-salesmart-trends-bq",
+        "shop-eu-salesmart-trends-pg",
+        "shop-eu-salesmart-dashboard",
+    }
+
+
 # ---- overrides: -f files and --set, layered like helm's CLI ---------------------------------
 
 TUNED_VALUES = """\
@@ -434,6 +450,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("privileged container", "containerSecurityContext: {privileged: true}"),
     ("migration with unknown key", "migration: {schedule: daily}"),
     ("bad secret name", "secrets: {existingSecret: Not_A_Name}"),
+    ("upper-case full name", "fullnameOverride: Shop"),
+    ("dotted name", "nameOverride: sales.mart"),
 ]
 
 
@@ -478,6 +496,8 @@ REASONS = {
     "privileged container": "additional properties 'privileged'",
     "migration with unknown key": "additional properties 'schedule'",
     "bad secret name": "'/secrets/existingSecret'",
+    "upper-case full name": "'/fullnameOverride'",
+    "dotted name": "'/nameOverride'",
 }
 
 
@@ -526,6 +546,18 @@ def test_schema_accepts_good_values(overrides: str) -> None:
         (
             "functions: {trends_bq: {autoscaling: {initialScale: 4, maxScale: 3}}}",
             r"functions\.trends_bq\.autoscaling: initialScale \(4\) must not exceed maxScale \(3\)",
+        ),
+        (
+            "functions: {token: {autoscaling: {target: 20}}}",  # containerConcurrency 8
+            r"functions\.token\.autoscaling: target \(20\) must not exceed containerConcurrency",
+        ),
+        (
+            "functions: {trends_pg: {workers: 9}}",
+            r"functions\.trends_pg: workers \(9\) must not exceed containerConcurrency \(8\)",
+        ),
+        (
+            "functions: {trends_pg: {workers: 2, threads: 3}}",
+            r"functions\.trends_pg: workers x threads \(6\) must be at least containerConcurrency",
         ),
     ],
 )

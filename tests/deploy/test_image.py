@@ -118,7 +118,19 @@ def test_airflow_target_bakes_dags_dbt_and_a_separate_dbt_environment() -> None:
         "/opt/airflow/dbt-venv/bin/pip install" in r and "requirements-dbt.txt" in r
         for r in airflow.runs
     )
-    assert any('"apache-airflow==${AIRFLOW_VERSION}"' in r for r in airflow.runs)
+    # Airflow itself from the same hash-pinned lock as .venv-airflow, at the image's version.
+    assert any(
+        "pip install" in r and "--require-hashes -r" in r and "requirements-airflow.txt" in r
+        for r in airflow.runs
+    )
+    assert ["requirements/airflow.txt", "/opt/airflow/salesmart/requirements-airflow.txt"] in (
+        airflow.copies
+    )
+    lock = (REPO_ROOT / "requirements" / "airflow.txt").read_text()
+    assert re.search(rf"^apache-airflow=={re.escape(version)} ", lock, re.MULTILINE)
+    # Every install is hash-checked, or from the wheels built from the locks (no index).
+    installs = [r for r in airflow.runs if "pip install" in r]
+    assert all("--require-hashes" in r or "--no-index" in r for r in installs), installs
     assert ["dags", "/opt/airflow/dags"] in airflow.copies
     assert ["dbt", "/opt/airflow/salesmart/dbt"] in airflow.copies
     values = yaml.safe_load((REPO_ROOT / "helm" / "airflow-values.yaml").read_text())
