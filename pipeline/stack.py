@@ -34,6 +34,7 @@ from pipeline.runtime import (
     cli_settings,
     ensure_state_dir,
     running_stack,
+    state_dir,
     write_private,
 )
 
@@ -43,6 +44,7 @@ READY_TIMEOUT_SECONDS = 60
 ADMIN_USER = "admin"
 LOCK_ATTEMPTS = 5
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
+ADMIN_PASSWORD_UNSHOWN_FILE = "admin-password.unshown"  # noqa: S105  # nosec B105 - a file name
 
 
 class StackError(RuntimeError):
@@ -185,18 +187,35 @@ def wait_until_stopped(functions: FunctionProcesses) -> int:
 
 # -- up -----------------------------------------------------------------------------------
 def admin_password(settings: Settings) -> tuple[str, bool]:
-    """The demo admin's password and whether it was generated just now."""
+    """The demo admin's password, and whether it is still to be shown.
+
+    A generated password is shown once, by the first ``up`` that gets to serve: one stopped
+    before that leaves it marked unshown (``admin-password.unshown``) for the next. A given
+    one (``SALESMART_ADMIN_PASSWORD``) is kept in the file too, so the file always holds the
+    password that logs in (the README's examples read it) and a later ``up`` keeps it.
+    """
+    state = ensure_state_dir(settings)
+    path = state / ADMIN_PASSWORD_FILE
+    unshown = state / ADMIN_PASSWORD_UNSHOWN_FILE
+    kept = path.read_text().strip() if path.exists() else ""
     given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
     if given:
+        if kept != given:
+            write_private(path, given + "\n")
+        unshown.unlink(missing_ok=True)
         return given, False
-    path = ensure_state_dir(settings) / ADMIN_PASSWORD_FILE
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip(), False
+    if kept:
+        return kept, unshown.exists()
     import secrets
 
     password = secrets.token_urlsafe(15)
+    write_private(unshown, "")  # first: a stop between the two writes still shows it
     write_private(path, password + "\n")
     return password, True
+
+
+def admin_password_shown(settings: Settings) -> None:
+    (state_dir(settings) / ADMIN_PASSWORD_UNSHOWN_FILE).unlink(missing_ok=True)
 
 
 def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings) -> list[Path]:
@@ -305,7 +324,7 @@ def _up(
         conn = connect(settings.database_url)
         try:
             migrate(conn)
-            password, fresh = admin_password(settings)
+            password, unshown = admin_password(settings)
             add_user(conn, ADMIN_USER, password, "admin", settings.bcrypt_rounds, replace=True)
         finally:
             conn.close()
@@ -350,11 +369,12 @@ def _up(
     say(f"  dashboard  {urls['dashboard']}/")
     say(f"  postgres   {pg.redacted()}")
     say(f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}")
-    if fresh:
+    if unshown:
         say(
             f"  login      {ADMIN_USER} / {password}   (shown once; kept in"
             f" {state / ADMIN_PASSWORD_FILE})"
         )
+        admin_password_shown(settings)
     elif os.environ.get("SALESMART_ADMIN_PASSWORD"):
         say(f"  login      {ADMIN_USER} / the password in SALESMART_ADMIN_PASSWORD")
     else:
