@@ -24,11 +24,22 @@ TARGETS = ("postgres", "bigquery", "all")
 FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: _Parser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 1, as for any other failure (exit 2
-    is kept for unusable input files)."""
+    is kept for unusable input files). Errors are raised first, for ``parse_command_line``
+    to say what is wrong from the whole command line."""
 
     def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+    def usage_exit(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -262,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="salesmart",
         description="Transaction CSVs to answers: ingest, transform, serve.",
@@ -408,20 +419,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_command_line(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None
-) -> argparse.Namespace:
+def parse_command_line(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``parser.parse_args``, with usage errors from the command's own parser: unknown
-    options first (``salesmart --bogus`` says so, not that a command is missing)."""
-    args, unknown = parser.parse_known_args(argv)
-    reached: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+    options first (``salesmart ingest --bogus`` says so, not that a file is missing)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, unknown = parser.parse_known_args(given)
+    except _UsageError as error:
+        unknown = _unknown_options(error.parser, given)
+        missing = error.message.startswith("the following arguments are required")
+        error.parser.usage_exit(
+            f"unrecognized arguments: {' '.join(unknown)}" if missing and unknown else error.message
+        )
+    reached: _Parser = getattr(args, "command_parser", parser)
     if unknown:
-        reached.error(f"unrecognized arguments: {' '.join(unknown)}")
+        reached.usage_exit(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
-        reached.error("the following arguments are required: COMMAND")
+        reached.usage_exit("the following arguments are required: COMMAND")
     if args.command == "users" and args.users_command is None:
-        reached.error("the following arguments are required: ACTION")
+        reached.usage_exit("the following arguments are required: ACTION")
     return args
+
+
+def _unknown_options(parser: argparse.ArgumentParser, given: Sequence[str]) -> list[str]:
+    """The option-like words that ``parser`` (the command reached) does not define."""
+    known = parser._option_string_actions  # argparse's own table of option strings
+    return [
+        word
+        for word in given
+        if word.startswith("-")
+        and word not in ("-", "--")
+        and not re.fullmatch(r"-[0-9]*\.?[0-9]+", word)  # a negative number is a value
+        and word.split("=", 1)[0] not in known
+    ]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -274,6 +274,9 @@ def test_generate_refuses_impossible_options(
         (["--bogus"], "salesmart: unrecognized arguments: --bogus"),
         (["users"], "salesmart users: the following arguments are required: ACTION"),
         (["users", "list", "--all"], "salesmart users list: unrecognized arguments: --all"),
+        (["ingest", "--bogus"], "salesmart ingest: unrecognized arguments: --bogus"),
+        # ... while a negative number is a value, not an unknown option.
+        (["generate", "--rows", "-5"], "salesmart generate: the following arguments are required"),
     ],
 )
 def test_a_wrong_option_is_one_line_and_exit_1(
