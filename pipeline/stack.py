@@ -219,10 +219,13 @@ def admin_password_shown(settings: Settings) -> None:
 
 
 def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings) -> list[Path]:
+    from pipeline.csvsource import TransactionReader
+
     files = list(data) if data else [REPO_ROOT / "data" / "transactions.csv"]
     for path in files:
-        if not path.is_file():
-            raise StackError(f"{path}: no such file")
+        # As `ingest` does, before anything starts: a missing or unusable file (no such file,
+        # missing columns, not UTF-8) is exit 2 in a second, not after starting the warehouses.
+        TransactionReader(path, settings.validation, settings.pii_key).check_whole_file()
     if extra_rows > 0:
         from pipeline.generate import generate
 

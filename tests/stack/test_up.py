@@ -396,6 +396,23 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
 
 
+@pytest.mark.parametrize("problem", ["missing", "no product column"])
+def test_an_unusable_data_file_stops_up_before_anything_starts(
+    tmp_path: Path, problem: str
+) -> None:
+    """Exit 2 and one line, as `salesmart ingest` says it, before any warehouse starts."""
+    data = tmp_path / "sales.csv"
+    if problem != "missing":
+        data.write_text("transaction_id,price,quantity,date\nT1,10.00,1,2024-01-01\n")
+    result = _salesmart(tmp_path, "up", "--data", str(data), "--port-base", str(free_port_base()))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"salesmart: {data}: ")
+    assert ("no such file" if problem == "missing" else "missing required column") in line
+    assert "starting" not in result.stdout
+    assert not (tmp_path / ".salesmart" / "postgres").exists()
+
+
 def test_make_up_hands_its_options_to_salesmart_up() -> None:
     """`make up UP_ARGS=...` is how a `make` user picks other ports (dry run: nothing starts)."""
     # Not as a sub-make of `make test`: its flags would change what is printed.
