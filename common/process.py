@@ -2,7 +2,9 @@
 
 A process started by another (an ingest worker, a function served by ``salesmart up``) is
 left running when its starter is killed outright (SIGKILL, the OOM killer): nothing in the
-starter runs to stop it. On Linux the kernel can do it instead. A starter that is asked to
+starter runs to stop it. On Linux the kernel can do it instead (``die_with_parent``), or, for
+a tool in a virtualenv of its own (dbt, the BigQuery stand-in), a thread in the tool's own
+interpreter that watches its parent (``watched_by_parent``). A starter that is asked to
 stop (Ctrl-C, SIGTERM) stops what it started itself: ``stopped_by_signals``, and, for a
 child that leads a process group of its own, with all the group: ``stop_group``.
 """
@@ -14,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,26 @@ if TYPE_CHECKING:  # the functions import this module; only the pipeline starts 
     import subprocess
 
 _PR_SET_PDEATHSIG = 1
+#: The pid a child started through ``watched_by_parent`` watches, set by its starter in the
+#: child's environment: a starter that dies before the child's first line is still seen.
+WATCHED_PARENT_ENV = "SALESMART_WATCHED_PARENT"
+
+# Run in the child's own interpreter, then the script: a thread that asks the child to end
+# once its starter is gone (and kills it after a grace period). Polling getppid() works
+# whatever thread of the starter created it (PR_SET_PDEATHSIG fires when that thread ends).
+_PARENT_WATCH = """
+import os, runpy, signal, sys, threading, time
+parent = int(os.environ.pop("SALESMART_WATCHED_PARENT", "") or os.getppid())
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), {signum})
+    time.sleep({grace})
+    os.kill(os.getpid(), signal.SIGKILL)
+threading.Thread(target=watch, daemon=True, name="salesmart-parent-watch").start()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> bool:
@@ -41,6 +63,26 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> bool:
     if os.getppid() != parent:
         os._exit(1)
     return True
+
+
+def watched_by_parent(
+    argv: Sequence[str], signum: int = signal.SIGTERM, grace: float = 15.0
+) -> list[str]:
+    """``argv`` as a command that ends once the process starting it is gone, even killed
+    outright: ``signum`` first (SIGINT lets dbt cancel its queries), SIGKILL ``grace``
+    seconds later. For a Python script (``#!`` naming its interpreter: a virtualenv's console
+    script), run by that interpreter after the watch starts; anything else is returned as
+    it is. The starter puts its pid in the child's environment as ``WATCHED_PARENT_ENV``."""
+    try:
+        with Path(argv[0]).open("rb") as script:
+            first = script.readline(512)
+    except OSError:
+        return list(argv)
+    interpreter = first[2:].strip().decode("utf-8", "replace") if first.startswith(b"#!") else ""
+    if not interpreter or " " in interpreter or "python" not in Path(interpreter).name:
+        return list(argv)
+    watch = _PARENT_WATCH.format(signum=int(signum), grace=float(grace))
+    return [interpreter, "-c", watch, *argv]
 
 
 @contextlib.contextmanager

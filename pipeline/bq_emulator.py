@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.config import REPO_ROOT, BigQuerySettings, Settings
-from common.process import stop_group
+from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 from pipeline.netutil import port_is_free
 
 #: The placeholder project of the local setup (``data/pipeline_config.yaml``); any other
@@ -183,32 +184,14 @@ def _ready(endpoint: str, timeout: float) -> bool:
         return False
 
 
-# Run inside the emulator's own interpreter: a thread that ends the emulator (SIGTERM, a
-# clean stop) once its parent is gone, so a killed ``salesmart up`` or test run leaks no
-# server holding the data directory's lock. Polling getppid() works whatever thread of the
-# parent started it (PR_SET_PDEATHSIG would fire when that thread ends).
-_WATCH_PARENT = """
-import os, signal, sys, threading, time
-parent = int(os.environ.get("SALESMART_BQEMU_PARENT") or os.getppid())
-def watch():
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGTERM)
-threading.Thread(target=watch, daemon=True, name="salesmart-parent-watch").start()
-from bqemulator.cli import main
-sys.argv[0] = "bqemulator"
-main()
-"""
-
-
 def emulator_command(
     exe: Path, state_dir: Path, project: str, port: int | None, *, persistent: bool = True
 ) -> list[str]:
-    """The command line; through the parent watch when ``exe`` sits in a virtualenv."""
-    python = exe.parent / "python"
-    launcher = [str(python), "-c", _WATCH_PARENT] if python.exists() else [str(exe)]
+    """The command line; through a parent watch (``watched_by_parent``) when ``exe`` is a
+    Python console script, so a killed ``salesmart up`` or test run leaks no server holding
+    the data directory's lock."""
     command = [
-        *launcher,
+        str(exe),
         "start",
         "--rest-host",
         "127.0.0.1",
@@ -226,7 +209,7 @@ def emulator_command(
         "info",
     ]
     command += ["--persistent", "--data-dir", str(state_dir)] if persistent else ["--ephemeral"]
-    return command
+    return watched_by_parent(command, signal.SIGTERM)
 
 
 def start_emulator(
@@ -273,7 +256,7 @@ def start_emulator(
             "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
             "BQEMU_UPLOAD_STAGING_DIR": str(uploads),
             "BQEMU_TRACING_ENABLED": "false",
-            "SALESMART_BQEMU_PARENT": str(os.getpid()),
+            WATCHED_PARENT_ENV: str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
         }
     )

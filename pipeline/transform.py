@@ -31,7 +31,7 @@ from typing import Any
 
 from common.config import REPO_ROOT, ConfigError, Settings
 from common.pg import libpq_ssl_options, parse_dsn
-from common.process import stop_group
+from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 
 TARGETS = ("postgres", "bigquery")
 # SALESMART_HOME: where an image keeps the project's files when the package is installed
@@ -371,9 +371,11 @@ def _run(
     """Run dbt in its own process group, streaming its output; (returncode, timed out)."""
     try:
         process = subprocess.Popen(
-            args,
+            # A killed starter (kill -9 of `up`) leaves no dbt running on: it is asked to
+            # stop as by Ctrl-C once its parent is gone.
+            watched_by_parent(args, signal.SIGINT, DBT_STOP_GRACE_SECONDS),
             cwd=cwd,
-            env=env,
+            env={**env, WATCHED_PARENT_ENV: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -145,6 +145,15 @@ def scalar(settings: Settings, sql: str) -> int:
         conn.close()
 
 
+def process_alive(pid: int) -> bool:
+    """Running (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def eventually(check: Callable[[], bool], seconds: float = 30) -> bool:
     """Whether ``check()`` holds within ``seconds`` (asked every 0.1 s)."""
     deadline = time.monotonic() + seconds

@@ -24,15 +24,7 @@ from pipeline.bq_emulator import (
     start_emulator,
 )
 from tests.bigquery.conftest import PROJECT
-
-
-def process_alive(pid: int) -> bool:
-    """Running (a zombie waiting for init to reap it counts as gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
+from tests.conftest import process_alive
 
 
 def group_alive(pgid: int) -> bool:
@@ -123,7 +115,7 @@ def test_an_orphaned_emulator_stops_by_itself(tmp_path: Path) -> None:
     command = emulator_command(emulator_executable(), tmp_path / "bq", PROJECT, None)
     launcher = (
         "import os, subprocess, sys, time\n"
-        "env = dict(os.environ, SALESMART_BQEMU_PARENT=str(os.getpid()))\n"
+        "env = dict(os.environ, SALESMART_WATCHED_PARENT=str(os.getpid()))\n"
         "child = subprocess.Popen(sys.argv[1:], env=env, start_new_session=True,\n"
         "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(child.pid, flush=True)\n"

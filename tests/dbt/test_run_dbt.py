@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import Settings, build_settings
+from common.config import REPO_ROOT, Settings, build_settings
 from pipeline.transform import (
     PROJECT_DIR,
     TransformError,
@@ -23,6 +24,7 @@ from pipeline.transform import (
     run_dbt,
     targets_for,
 )
+from tests.conftest import eventually, process_alive
 
 PASSWORD = "pw-Zq8-not-for-logs"
 DSN = f"postgresql://salesmart:{PASSWORD}@127.0.0.1:5999/warehouse?sslmode=require"
@@ -175,6 +177,46 @@ def test_a_hanging_dbt_is_stopped(
     monkeypatch.setenv("FAKE_DBT_MODE", "hang")
     with pytest.raises(TransformError, match="did not finish within 1 s"):
         run_dbt("postgres", pg_settings, timeout=1)
+
+
+def test_a_dbt_whose_starter_is_killed_outright_stops(
+    fake_dbt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of `up` or `transform` runs none of their cleanup: a watch in dbt's own
+    interpreter asks it to stop as by Ctrl-C once its starter is gone. Before, dbt built on
+    for as long as the build took, beside the next run's."""
+    monkeypatch.setenv("FAKE_DBT_MODE", "hang")  # would sleep for a minute
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os; from common.config import build_settings;"
+            " from pipeline.transform import run_dbt;"
+            " run_dbt('postgres', build_settings(dict(os.environ)))",
+        ],
+        env={**os.environ, "SALESMART_DATABASE_URL": DSN, "SALESMART_STATE_DIR": str(tmp_path)},
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert eventually(fake_dbt.exists, 30), "the fake dbt did not start"
+        exe = str(tmp_path / "fake-dbt").encode()
+        (dbt,) = [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and exe in _cmdline(entry)
+        ]
+        starter.kill()
+        starter.wait()
+        assert eventually(lambda: not process_alive(dbt), 10), "dbt outlived its starter"
+    finally:
+        starter.kill()
+
+
+def _cmdline(entry: Path) -> list[bytes]:
+    try:
+        return (entry / "cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile
+        return []
 
 
 def test_one_run_at_a_time_per_work_directory(

@@ -19,7 +19,7 @@ from common import errors
 from common.config import REPO_ROOT
 from common.server import command, launcher, transport_error, transport_error_response
 from pipeline.netutil import free_port, port_is_free
-from tests.conftest import eventually, free_port_base
+from tests.conftest import eventually, free_port_base, process_alive
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -150,14 +150,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _answers(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
@@ -184,13 +176,13 @@ def test_a_server_tied_to_its_starter_stops_when_the_starter_is_killed(tied: boo
         starter.kill()
         starter.wait(timeout=10)
         if tied:
-            assert eventually(lambda: not _alive(server)), "the server outlived its starter"
+            assert eventually(lambda: not process_alive(server)), "the server outlived its starter"
             assert not _answers(port)
         else:
             time.sleep(2)  # what the tied server needs to be gone, several times over
-            assert _alive(server) and _answers(port)
+            assert process_alive(server) and _answers(port)
     finally:
-        if _alive(server):
+        if process_alive(server):
             os.kill(server, signal.SIGKILL)
 
 
