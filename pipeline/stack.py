@@ -61,6 +61,9 @@ def step(what: str) -> Iterator[None]:
     print(f"- {what} ...", end="", flush=True)
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the step did not fail, it was stopped
+        print(" interrupted", flush=True)
+        raise
     except BaseException:
         print(" failed", flush=True)
         raise
@@ -177,7 +180,7 @@ def wait_until_stopped(functions: FunctionProcesses) -> int:
         while True:
             dead = functions.dead()
             if dead:
-                say(f"function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
+                say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
