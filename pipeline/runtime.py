@@ -5,7 +5,9 @@ Order for each service: the environment (``SALESMART_DATABASE_URL``,
 runs in this folder, its ``.salesmart/endpoints.json``; otherwise a command that needs
 PostgreSQL starts the embedded server for its own duration.
 Local secrets (JWT key, PII key, admin password) are generated once under ``.salesmart/``
-(mode 0600) unless the environment provides them.
+(mode 0600) unless the environment provides them. While ``up`` runs, a command given no key
+in its environment uses ``up``'s (``up-keys.json``): ids it loads are masked as ``up``'s are,
+even when ``up`` was given its keys in the environment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from common.config import Settings, get_settings
 ENDPOINTS_FILE = "endpoints.json"
 UP_PID_FILE = "up.pid"
 UP_LOCK_FILE = "up.lock"  # held by a live `up` (flock), from its first step
+UP_KEYS_FILE = "up-keys.json"  # a live `up`'s JWT and PII keys (0600), for the commands beside it
 
 
 def state_dir(settings: Settings) -> Path:
@@ -95,16 +98,40 @@ def running_stack(settings: Settings) -> dict[str, Any] | None:
     return endpoints
 
 
+def share_up_keys(settings: Settings) -> Path:
+    """Written by ``up`` once its keys are settled; it removes the file when it stops."""
+    path = ensure_state_dir(settings) / UP_KEYS_FILE
+    keys = {"jwt_secret": settings.jwt_secret, "pii_key": settings.pii_key}
+    write_private(path, json.dumps(keys) + "\n")
+    return path
+
+
+def running_up_keys(settings: Settings) -> dict[str, str]:
+    """The keys of a live ``up`` in this folder ({} when none runs, or a killed one left the
+    file)."""
+    folder = state_dir(settings)
+    try:
+        keys = json.loads((folder / UP_KEYS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(keys, dict) or not up_lock_held(folder):
+        return {}
+    return {name: value for name, value in keys.items() if isinstance(value, str) and value}
+
+
 def cli_settings(*, with_secrets: bool = True) -> Settings:
     """Settings for local commands: running services and (``with_secrets``) local secrets
     filled in. Commands that need no secret (migrate, users) leave ``.salesmart`` alone, so
     they also run where it is not writable (a Kubernetes Job)."""
     settings = get_settings()
     changes: dict[str, Any] = {}
+    up_keys = running_up_keys(settings) if with_secrets else {}
     if with_secrets and not settings.jwt_secret:
-        changes["jwt_secret"] = local_secret(settings, "jwt-secret", 48)
+        changes["jwt_secret"] = up_keys.get("jwt_secret") or local_secret(
+            settings, "jwt-secret", 48
+        )
     if with_secrets and not settings.pii_key:
-        changes["pii_key"] = local_secret(settings, "pii-key", 48)
+        changes["pii_key"] = up_keys.get("pii_key") or local_secret(settings, "pii-key", 48)
     stack = running_stack(settings)
     if stack:
         if not settings.database_url and stack.get("postgres"):

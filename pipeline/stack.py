@@ -34,6 +34,7 @@ from pipeline.runtime import (
     cli_settings,
     ensure_state_dir,
     running_stack,
+    share_up_keys,
     state_dir,
     write_private,
 )
@@ -283,6 +284,8 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
         files = _data_files(data, extra_rows, settings)
         write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
         cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]
+        up_keys = share_up_keys(settings)  # the commands run beside it mask as it does
+        cleanups.append(lambda: up_keys.unlink(missing_ok=True))
         try:
             return _up(settings, state, files, port_base, cleanups)
         except KeyboardInterrupt:  # before serving: the CLI then says "interrupted" (exit 130)

@@ -7,11 +7,21 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 
-from common.config import build_settings
-from pipeline.runtime import ENDPOINTS_FILE, UP_LOCK_FILE, UP_PID_FILE, running_stack
+import pytest
+
+from common.config import build_settings, get_settings
+from pipeline.runtime import (
+    ENDPOINTS_FILE,
+    UP_LOCK_FILE,
+    UP_PID_FILE,
+    cli_settings,
+    running_stack,
+    share_up_keys,
+)
 from pipeline.stack import _hold_up_lock
 
 ENDPOINTS = {"postgres": "postgresql://salesmart@127.0.0.1:1/salesmart", "token": "http://x"}
@@ -48,3 +58,31 @@ def test_up_takes_its_lock_over_a_command_asking_at_that_moment(tmp_path: Path) 
         handle.close()
     finally:
         done_asking.join()
+
+
+def test_commands_beside_a_live_up_use_its_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up` given its keys in the environment; a command run beside it without them masks
+    ids with up's PII key, not with the folder's own local one."""
+    state = tmp_path / ".salesmart"
+    for name in ("SALESMART_PII_KEY", "SALESMART_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SALESMART_STATE_DIR", str(state))
+    up_settings = build_settings(
+        {**os.environ, "SALESMART_PII_KEY": "p" * 40, "SALESMART_JWT_SECRET": "j" * 40}
+    )
+    keys_file = share_up_keys(up_settings)
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    get_settings.cache_clear()
+    try:
+        (state / UP_LOCK_FILE).touch()
+        with (state / UP_LOCK_FILE).open("rb") as held:  # as the live up holds it
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            beside = cli_settings()
+            assert (beside.pii_key, beside.jwt_secret) == ("p" * 40, "j" * 40)
+        # The up is gone (killed: its file stayed): the folder's own keys again.
+        alone = cli_settings()
+        assert alone.pii_key == (state / "pii-key").read_text().strip() != "p" * 40
+    finally:
+        get_settings.cache_clear()
