@@ -76,7 +76,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
 
-up: envs
+# What `salesmart up` runs: serving + CLI, dbt and the BigQuery stand-in (not Airflow's 300 MB).
+UP_ENVS := $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed
+up: $(UP_ENVS)
 	$(BIN)/salesmart up $(UP_ARGS)
 
 lint: $(VENV)/.installed

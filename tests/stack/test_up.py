@@ -428,3 +428,15 @@ def test_make_up_hands_its_options_to_salesmart_up() -> None:
     )
     runs = [line for line in dry.stdout.splitlines() if "salesmart up" in line]
     assert runs == [".venv/bin/salesmart up --port-base 9080 --rows 10"], dry.stdout
+    # Only what up runs is built: not Airflow's environment (make airflow / make test do).
+    fresh = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert ".venv-dbt" in fresh.stdout and ".venv-bqemu" in fresh.stdout
+    assert ".venv-airflow" not in fresh.stdout
