@@ -191,27 +191,43 @@ def test_rerun_is_idempotent(built: Built) -> None:
     assert leftovers == []
 
 
-def test_a_month_of_many_sales_passes_the_average_price_check(
-    pg_server: EmbeddedPostgres, tmp_path: Path
-) -> None:
-    """avg_price is rounded to 9 decimals, so avg_price x count may exceed the exact total
-    by up to count x 5e-10: 6,000 valid sales of one product in one month failed a fixed
-    1e-6 tolerance (found by a review)."""
+def built_with_sales(
+    pg_server: EmbeddedPostgres, work: Path, txid: str, product: str, price: str, count: int
+) -> Settings:
+    """The sample plus ``count`` sales of one product on 2024-03-15 put straight into raw
+    (SQL expressions of ``n``, 1..count), then a dbt build that must pass."""
     settings = loaded_settings(pg_server)
     conn = connect(settings.database_url)
     try:
         conn.run(
             "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
             " price, quantity, sale_date, load_id, source_line)"
-            " SELECT 'R' || n, lpad(to_hex(n), 12, '0'), 'Halal Rice',"
-            " CASE WHEN n <= 2000 THEN 10.02 ELSE 10.00 END, 1, DATE '2024-03-15',"
-            " (SELECT max(load_id) FROM raw.loads), n"
-            " FROM generate_series(1, 6000) AS n"
+            f" SELECT {txid}, lpad(to_hex(n), 12, '0'), {product}, {price}, 1,"
+            " DATE '2024-03-15', (SELECT max(load_id) FROM raw.loads), n"
+            " FROM generate_series(1, CAST(:count AS integer)) AS n",
+            count=count,
         )
     finally:
         conn.close()
-    result = run_dbt("postgres", settings, work_dir=tmp_path)
+    result = run_dbt("postgres", settings, work_dir=work)
     assert result.success and not result.failed, result.summary()
+    return settings
+
+
+def test_a_month_of_many_sales_passes_the_average_price_check(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """avg_price is rounded to 9 decimals, so avg_price x count may exceed the exact total
+    by up to count x 5e-10: 6,000 valid sales of one product in one month failed a fixed
+    1e-6 tolerance (found by a review)."""
+    settings = built_with_sales(
+        pg_server,
+        tmp_path,
+        "'R' || n",
+        "'Halal Rice'",
+        "CASE WHEN n <= 2000 THEN 10.02 ELSE 10.00 END",
+        6000,
+    )
     assert query(
         settings,
         "SELECT transaction_count, avg_price::text FROM summary_sales WHERE product = 'Halal Rice'",
@@ -223,21 +239,14 @@ def test_the_average_price_is_exact_to_nine_decimals_for_large_prices(
 ) -> None:
     """PostgreSQL's own AVG divides with about 20 significant digits: for these prices it
     gives 666666666666669.9933 where the exact mean is 666666666666669.993333333..."""
-    settings = loaded_settings(pg_server)
-    conn = connect(settings.database_url)
-    try:
-        conn.run(
-            "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
-            " price, quantity, sale_date, load_id, source_line)"
-            " SELECT 'B' || n, lpad(to_hex(n), 12, '0'), 'Halal Big',"
-            " (ARRAY[999999999999999.99, 999999999999999.98, 10.01])[n], 1, DATE '2024-03-15',"
-            " (SELECT max(load_id) FROM raw.loads), n"
-            " FROM generate_series(1, 3) AS n"
-        )
-    finally:
-        conn.close()
-    result = run_dbt("postgres", settings, work_dir=tmp_path)
-    assert result.success and not result.failed, result.summary()
+    settings = built_with_sales(
+        pg_server,
+        tmp_path,
+        "'B' || n",
+        "'Halal Big'",
+        "(ARRAY[999999999999999.99, 999999999999999.98, 10.01])[n]",
+        3,
+    )
     assert query(
         settings,
         "SELECT avg_price::text FROM summary_sales WHERE product = 'Halal Big'",

@@ -413,30 +413,27 @@ def test_an_unusable_data_file_stops_up_before_anything_starts(
     assert not (tmp_path / ".salesmart" / "postgres").exists()
 
 
-def test_make_up_hands_its_options_to_salesmart_up() -> None:
-    """`make up UP_ARGS=...` is how a `make` user picks other ports (dry run: nothing starts)."""
-    # Not as a sub-make of `make test`: its flags would change what is printed.
+def _make_dry_run(*args: str) -> str:
+    """What ``make -n ARGS`` would run (nothing starts). Not as a sub-make of ``make test``:
+    its flags would change what is printed."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "up", "UP_ARGS=--port-base 9080 --rows 10"],
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-    )
-    runs = [line for line in dry.stdout.splitlines() if "salesmart up" in line]
-    assert runs == [".venv/bin/salesmart up --port-base 9080 --rows 10"], dry.stdout
+    ).stdout
+
+
+def test_make_up_hands_its_options_to_salesmart_up() -> None:
+    """`make up UP_ARGS=...` is how a `make` user picks other ports."""
+    dry = _make_dry_run("up", "UP_ARGS=--port-base 9080 --rows 10")
+    runs = [line for line in dry.splitlines() if "salesmart up" in line]
+    assert runs == [".venv/bin/salesmart up --port-base 9080 --rows 10"], dry
     # Only what up runs is built: not Airflow's environment (make airflow / make test do).
-    fresh = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert ".venv-dbt" in fresh.stdout and ".venv-bqemu" in fresh.stdout
-    assert ".venv-airflow" not in fresh.stdout
+    fresh = _make_dry_run("-B", "up")
+    assert ".venv-dbt" in fresh and ".venv-bqemu" in fresh
+    assert ".venv-airflow" not in fresh
