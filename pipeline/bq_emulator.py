@@ -318,6 +318,9 @@ def bigquery_for_command(settings: Settings, state_dir: Path) -> Iterator[Settin
     if not bigquery_needs_emulator(settings):
         yield settings
         return
+    from pipeline.runtime import require_local
+
+    require_local("local BigQuery stand-in", "SALESMART_BQ_PROJECT")
     with start_emulator(state_dir, settings.bigquery.project) as handle:
         yield dataclasses.replace(
             settings,

@@ -5,9 +5,12 @@ Order for each service: the environment (``SALESMART_DATABASE_URL``,
 runs in this folder, its ``.salesmart/endpoints.json``; otherwise a command that needs
 PostgreSQL starts the embedded server for its own duration.
 Local secrets (JWT key, PII key, admin password) are generated once under ``.salesmart/``
-(mode 0600) unless the environment provides them. While ``up`` runs, a command given no key
-in its environment uses ``up``'s (``up-keys.json``): ids it loads are masked as ``up``'s are,
-even when ``up`` was given its keys in the environment.
+(mode 0600) unless the environment provides them. In a deployment (``SALESMART_ENV`` set to
+other than ``dev``: the chart's Job, the Airflow workers) a command makes none of that up: a
+missing PII key, database URL or BigQuery project is an error, not a local stand-in that
+would load, mask and report success somewhere nobody looks. While ``up`` runs, a command
+given no key in its environment uses ``up``'s (``up-keys.json``): ids it loads are masked as
+``up``'s are, even when ``up`` was given its keys in the environment.
 """
 
 from __future__ import annotations
@@ -21,12 +24,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.config import Settings, get_settings
+from common.config import ConfigError, Settings, get_settings
 
 ENDPOINTS_FILE = "endpoints.json"
 UP_PID_FILE = "up.pid"
 UP_LOCK_FILE = "up.lock"  # held by a live `up` (flock), from its first step
 UP_KEYS_FILE = "up-keys.json"  # a live `up`'s JWT and PII keys (0600), for the commands beside it
+
+
+def deployment() -> str:
+    """``SALESMART_ENV`` when it is set to other than ``dev`` (a deployment), else ``""``.
+    Unset is a local command; ``up`` and ``serve`` are the local run whatever it says."""
+    env = os.environ.get("SALESMART_ENV", "")
+    return "" if env in ("", "dev") else env
+
+
+def require_local(what: str, needed: str) -> None:
+    """Refuse to start ``what`` for a deployment: it must be given ``needed``."""
+    env = deployment()
+    if env:
+        raise ConfigError(
+            f"{needed} is not set: with SALESMART_ENV={env} it must be given, no {what}"
+            " is used instead (unset SALESMART_ENV for a local run)"
+        )
 
 
 def state_dir(settings: Settings) -> Path:
@@ -119,18 +139,23 @@ def running_up_keys(settings: Settings) -> dict[str, str]:
     return {name: value for name, value in keys.items() if isinstance(value, str) and value}
 
 
-def cli_settings(*, with_secrets: bool = True) -> Settings:
+def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Settings:
     """Settings for local commands: running services and (``with_secrets``) local secrets
     filled in. Commands that need no secret (migrate, users) leave ``.salesmart`` alone, so
-    they also run where it is not writable (a Kubernetes Job)."""
+    they also run where it is not writable (a Kubernetes Job). In a deployment (``deployment()``;
+    not for ``local_run``: up, serve) no local secret is made: a missing PII key is an error,
+    and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
     changes: dict[str, Any] = {}
+    deployed = not local_run and bool(deployment())
     up_keys = running_up_keys(settings) if with_secrets else {}
-    if with_secrets and not settings.jwt_secret:
+    if with_secrets and not settings.jwt_secret and not deployed:
         changes["jwt_secret"] = up_keys.get("jwt_secret") or local_secret(
             settings, "jwt-secret", 48
         )
     if with_secrets and not settings.pii_key:
+        if deployed:
+            require_local("local PII key", "SALESMART_PII_KEY")
         changes["pii_key"] = up_keys.get("pii_key") or local_secret(settings, "pii-key", 48)
     stack = running_stack(settings)
     if stack:
@@ -148,11 +173,14 @@ def cli_settings(*, with_secrets: bool = True) -> Settings:
 
 
 @contextlib.contextmanager
-def postgres_dsn(settings: Settings) -> Iterator[str]:
-    """A DSN for the command's duration, starting the embedded server when none is set."""
+def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str]:
+    """A DSN for the command's duration, starting the embedded server when none is set
+    (not for a deployment, unless ``local_run``: serve)."""
     if settings.database_url:
         yield settings.database_url
         return
+    if not local_run:
+        require_local("embedded PostgreSQL", "SALESMART_DATABASE_URL")
     from pipeline.migrate import migrate_database
     from pipeline.postgres_embedded import open_embedded
 

@@ -263,7 +263,7 @@ def _hold_up_lock(state: Path) -> IO[str]:
 
 
 def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: int = 8080) -> int:
-    settings = cli_settings()
+    settings = cli_settings(local_run=True)
     state = ensure_state_dir(settings)
     live = running_stack(settings)
     if live:
@@ -396,8 +396,8 @@ def _up(
 def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     from pipeline.runtime import postgres_dsn
 
-    settings = cli_settings()
-    with postgres_dsn(settings) as dsn:
+    settings = cli_settings(local_run=True)
+    with postgres_dsn(settings, local_run=True) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(
             list(dict.fromkeys(functions)),

@@ -526,3 +526,48 @@ def test_sigterm_stops_what_ingest_started_and_loads_nothing(
     loaded = re.search(r"read 250000, loaded (\d+),", again.stdout)
     # ~2% of generated rows are invalid; had the first load committed, none would be new.
     assert loaded and int(loaded[1]) > 240_000, again.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "args", "needed"),
+    [
+        ({}, ["ingest", str(SAMPLE_CSV), "--target", "postgres"], "SALESMART_PII_KEY"),
+        ({"SALESMART_PII_KEY": "k" * 40}, ["users", "list"], "SALESMART_DATABASE_URL"),
+        ({"SALESMART_PII_KEY": "k" * 40}, ["ingest", str(SAMPLE_CSV)], "SALESMART_DATABASE_URL"),
+        (
+            {"SALESMART_PII_KEY": "k" * 40, "SALESMART_DATABASE_URL": "use the test's"},
+            ["ingest", str(SAMPLE_CSV), "--target", "bigquery"],
+            "SALESMART_BQ_PROJECT",
+        ),
+    ],
+)
+def test_a_deployment_is_given_its_key_database_and_project(
+    settings: Settings, tmp_path: Path, given: dict[str, str], args: list[str], needed: str
+) -> None:
+    """With SALESMART_ENV set to other than dev (the chart's Job, the Airflow workers),
+    nothing local stands in for what a deployment must give. Before, a worker missing its
+    PII key masked ids with a random local one, and one missing its database URL loaded
+    into an embedded server, both reporting success."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    env |= {
+        "SALESMART_ENV": "prod",
+        "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        "SALESMART_CONFIG": os.environ["SALESMART_CONFIG"],
+        **given,
+    }
+    if "SALESMART_DATABASE_URL" in given:
+        env["SALESMART_DATABASE_URL"] = settings.database_url
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"salesmart: {needed} is not set: with SALESMART_ENV=prod"), line
+    assert not any((tmp_path / "state" / name).exists() for name in ("pii-key", "postgres"))
+    assert not (tmp_path / "state" / "bigquery").exists()
+    assert count(settings, "raw.transactions") == 0  # nothing loaded anywhere
