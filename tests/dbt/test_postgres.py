@@ -295,6 +295,28 @@ def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_pat
     assert query(settings, "SELECT count(*) FROM pg_sales WHERE transaction_id = 'X1'") == [[0]]
 
 
+def test_bad_raw_values_stop_the_build_before_any_mart_changes(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """A row no loader accepts (quantity 0), put into raw with its check dropped: the
+    staging view's test stops the build, so pg_sales and summary_sales keep the previous
+    build. A mart's own test runs only after dbt has replaced the mart (found by an audit:
+    the trends API then served total_quantity 0)."""
+    settings = built_with_sales(pg_server, tmp_path, "'N' || n", "'Halal Rice'", "10.00", 1)
+    conn = connect(settings.database_url)
+    try:
+        conn.run("ALTER TABLE raw.transactions DROP CONSTRAINT transactions_quantity_check")
+        conn.run("UPDATE raw.transactions SET quantity = 0 WHERE product = 'Halal Rice'")
+    finally:
+        conn.close()
+    with pytest.raises(TransformError, match="stg_transactions_values_are_valid"):
+        run_dbt("postgres", settings, work_dir=tmp_path)
+    assert query(settings, "SELECT quantity FROM pg_sales WHERE product = 'Halal Rice'") == [[1]]
+    assert query(
+        settings, "SELECT total_quantity FROM summary_sales WHERE product = 'Halal Rice'"
+    ) == [[1]]
+
+
 def test_an_interrupted_build_lets_dbt_cancel_its_queries(
     pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
