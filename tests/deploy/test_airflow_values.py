@@ -83,6 +83,8 @@ def test_runs_the_project_image_and_its_baked_dags() -> None:
     assert VALUES["dags"]["gitSync"]["enabled"] is False
     assert VALUES["dags"]["persistence"]["enabled"] is False
     assert VALUES["config"]["core"]["load_examples"] == "False"
+    # Above the 30 s default: a first parse lists the dbt project twice (dags/README.md).
+    assert int(VALUES["config"]["core"]["dagbag_import_timeout"]) >= 120
 
 
 def test_tasks_get_the_salesmart_secret_and_bigquery_credentials() -> None:
