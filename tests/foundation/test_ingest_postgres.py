@@ -69,6 +69,8 @@ def test_reingest_loads_nothing_new(settings: Settings) -> None:
         settings, "SELECT rows_read, rows_loaded, rows_rejected FROM raw.loads ORDER BY load_id"
     )
     assert loads == [[5, 3, 2], [5, 0, 5]]
+    # finished_at is when the load finished, not when its transaction began.
+    assert query(settings, "SELECT bool_and(finished_at > started_at) FROM raw.loads") == [[True]]
 
 
 def test_every_reason_is_kept_and_read_equals_loaded_plus_rejected(
