@@ -15,7 +15,10 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
+    from common.config import Settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -131,9 +134,22 @@ def cmd_transform(args: argparse.Namespace) -> int:
                 from pipeline.bq_emulator import bigquery_for_command
 
                 with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
+                    _require_bigquery_answers(bq)
                     result = run_dbt("bigquery", bq, on_line=step)
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
+
+
+def _require_bigquery_answers(settings: Settings) -> None:
+    """One ``SELECT 1`` within ``query_timeout_seconds`` before dbt starts: dbt waits without
+    a limit on a BigQuery that accepts connections but never answers (a frozen stand-in
+    kept ``transform`` silent for 15 minutes)."""
+    from common.bigquery import BigQueryUnavailable, ping
+
+    try:
+        ping(settings.bigquery)
+    except BigQueryUnavailable as exc:
+        raise CliError(f"BigQuery did not answer, dbt not started: {exc}") from None
 
 
 # A step of dbt's log ("12:00:01  3 of 24 START sql table model public.pg_sales ... [RUN]").

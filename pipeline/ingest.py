@@ -412,8 +412,8 @@ def _load_postgres(
         result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
         result.loaded = result.read - result.rejected
         conn.run(
-            f"UPDATE {raw}.loads SET finished_at = clock_timestamp(), rows_read = :r, rows_loaded = :l,"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-            " rows_rejected = :j WHERE load_id = :load_id",
+            f"UPDATE {raw}.loads SET finished_at = clock_timestamp(), rows_read = :r,"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+            " rows_loaded = :l, rows_rejected = :j WHERE load_id = :load_id",
             r=result.read,
             l=result.loaded,
             j=result.rejected,

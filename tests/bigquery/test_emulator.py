@@ -170,3 +170,34 @@ def test_data_persists_and_callers_recover_after_a_restart(
     rows = bq.run_query(f"SELECT note FROM {table}", function="test", settings=settings)
     assert rows == [{"note": "still here"}]
     assert bq.get_client(settings) is client  # the same client recovered by itself
+
+
+def test_transform_refuses_a_bigquery_that_never_answers(tmp_path: Path) -> None:
+    """A stand-in that accepts connections but never answers (frozen): dbt would wait on it
+    without a limit; `salesmart transform` says so within the query timeout instead."""
+    with start_emulator(tmp_path / "bq", PROJECT, persistent=False) as frozen:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "transform", "--target", "bigquery"],
+                env={
+                    **os.environ,
+                    "SALESMART_BQ_ENDPOINT": frozen.endpoint,
+                    "SALESMART_BQ_QUERY_TIMEOUT": "2",
+                    "SALESMART_STATE_DIR": str(tmp_path / "state"),
+                },
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            waited = time.monotonic() - started
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("salesmart: BigQuery did not answer, dbt not started:")
+    assert "(timeout" in line
+    assert waited < 60
+    assert not (tmp_path / "state" / "dbt").exists()  # dbt never ran
