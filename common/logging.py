@@ -35,7 +35,13 @@ def json_line(message: str, level: int, fields: dict[str, Any], created: float) 
     for name, value in fields.items():
         if value is not None and _loggable(name):
             entry[name] = value
-    return json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+    line = json.dumps(entry, default=str, ensure_ascii=False)
+    if not line.isascii():  # rare: non-ASCII text in a field
+        # A lone surrogate cannot be written as UTF-8 (the write failed, and with it the
+        # request); U+2028/U+2029 end a line for some readers. Escaped, like any control.
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return line + "\n"
 
 
 @functools.lru_cache(maxsize=512)

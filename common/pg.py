@@ -52,7 +52,10 @@ class PgParams:
 
 
 def parse_dsn(dsn: str) -> PgParams:
-    parts = urlsplit(dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:  # e.g. an unclosed [IPv6] host; the text is not echoed (a password)
+        raise ConfigError("SALESMART_DATABASE_URL is not a valid URL") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError("SALESMART_DATABASE_URL must start with postgresql://")
     query = parse_qs(parts.query)

@@ -31,6 +31,7 @@ from typing import IO
 
 from common.process import stop_group
 from pipeline.netutil import free_port, port_is_free
+from pipeline.runtime import write_private
 
 SERVER_USER = "salesmart-pg"
 DATABASE = "salesmart"
@@ -185,8 +186,7 @@ class EmbeddedPostgres:
         self.password = self.password or secrets.token_urlsafe(24)
         self.port = self.port or free_port()
         pwfile = self.root / ".initpw"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, self.password + "\n")  # 0600 from its creation
         if _run_as_other_user():
             user = _ensure_server_user()
             os.chown(pwfile, user.pw_uid, user.pw_gid)
@@ -212,8 +212,7 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
         secret = self.root / "password"
-        secret.write_text(self.password + "\n")
-        secret.chmod(0o600)
+        write_private(secret, self.password + "\n")  # 0600 from its creation
         (self.root / "port").write_text(f"{self.port}\n")
         self._write_settings(building)
         building.rename(self.data_dir)

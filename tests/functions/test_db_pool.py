@@ -210,6 +210,12 @@ def test_an_unknown_sslmode_is_a_configuration_error() -> None:
         parse_dsn("postgresql://u:p@127.0.0.1/d?sslmode=sometimes")
 
 
+def test_a_url_that_does_not_parse_is_a_configuration_error_without_its_text() -> None:
+    with pytest.raises(ConfigError, match="is not a valid URL") as caught:
+        parse_dsn("postgresql://u:s3cret@[::1/d")  # an unclosed IPv6 host
+    assert "s3cret" not in str(caught.value)
+
+
 def test_require_against_a_server_without_tls_is_unavailable_not_plaintext(
     fresh_dsn: str,
 ) -> None:

@@ -92,3 +92,15 @@ def test_libraries_warnings_become_json_lines(capsys: pytest.CaptureFixture[str]
         assert "Retrying" not in captured.err
     finally:
         root.handlers[:] = before
+
+
+def test_a_line_is_written_whatever_text_a_field_holds() -> None:
+    """A lone surrogate (from a signed token's ``sub``) made the write fail, and with it the
+    request (500); U+2028 ends a line for some readers. Both are escaped; others stay."""
+    from common.logging import json_line
+
+    line = json_line("m", logging.INFO, {"user": "\ud800", "path": "/\u2028x", "p": "é"}, 0.0)
+    line.encode("utf-8")  # writable
+    assert "\u2028" not in line and line.count("\n") == 1
+    entry = json.loads(line)
+    assert (entry["user"], entry["path"], entry["p"]) == ("\ud800", "/\u2028x", "é")
