@@ -118,10 +118,14 @@ def running_stack(settings: Settings) -> dict[str, Any] | None:
     return endpoints
 
 
+#: The keys a local command makes for itself when not given them, by Settings field.
+_LOCAL_KEYS = ("jwt_secret", "pii_key")
+
+
 def share_up_keys(settings: Settings) -> Path:
     """Written by ``up`` once its keys are settled; it removes the file when it stops."""
     path = ensure_state_dir(settings) / UP_KEYS_FILE
-    keys = {"jwt_secret": settings.jwt_secret, "pii_key": settings.pii_key}
+    keys = {key: getattr(settings, key) for key in _LOCAL_KEYS}
     write_private(path, json.dumps(keys) + "\n")
     return path
 
@@ -147,16 +151,14 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
     changes: dict[str, Any] = {}
-    deployed = not local_run and bool(deployment())
-    up_keys = running_up_keys(settings) if with_secrets else {}
-    if with_secrets and not settings.jwt_secret and not deployed:
-        changes["jwt_secret"] = up_keys.get("jwt_secret") or local_secret(
-            settings, "jwt-secret", 48
-        )
-    if with_secrets and not settings.pii_key:
-        if deployed:
+    missing = [key for key in _LOCAL_KEYS if with_secrets and not getattr(settings, key)]
+    if missing and not local_run and deployment():
+        if "pii_key" in missing:
             require_local("local PII key", "SALESMART_PII_KEY")
-        changes["pii_key"] = up_keys.get("pii_key") or local_secret(settings, "pii-key", 48)
+        missing = []
+    up_keys = running_up_keys(settings) if missing else {}  # read only when needed
+    for key in missing:  # up's, else this folder's own (.salesmart/jwt-secret, pii-key)
+        changes[key] = up_keys.get(key) or local_secret(settings, key.replace("_", "-"), 48)
     stack = running_stack(settings)
     if stack:
         if not settings.database_url and stack.get("postgres"):
