@@ -235,6 +235,8 @@ def start_emulator(
         )
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    # The data holds the loaded rows (transaction ids in clear): owner only, as the keys.
+    state_dir.chmod(0o700)
     other = _running_pid(state_dir)
     if other is not None:
         raise EmulatorError(

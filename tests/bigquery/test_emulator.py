@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def test_data_persists_and_callers_recover_after_a_restart(
     settings = bq_settings.bigquery
     state = bq_emulator.state_dir
     assert (state / "bqemulator.duckdb").exists()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700  # rows in clear: owner only
     assert (state / "bqemulator.pid").read_text().strip() == str(bq_emulator.pid)
     bq.ensure_datasets(settings)
     table = bq.table_ref(settings.warehouse_dataset, "kept", settings)
