@@ -357,36 +357,38 @@ def ingest_postgres(
     *,
     progress: bool = False,
     workers: int | None = None,
+    source_name: str | None = None,
 ) -> IngestResult:
     """Load one file in one transaction; on failure the connection is closed.
 
     ``workers``: processes that read the file while PostgreSQL loads it (default: one per
-    CPU, see ``StageFeed``; 1 reads in this process).
+    CPU, see ``StageFeed``; 1 reads in this process). ``source_name``: the file's name in
+    the load and its rejects (default: ``path``).
     """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     digest = file_sha256(path)
     feed = StageFeed(reader, workers=workers)
     with FileProgress(path, progress) as shown:
-        return _load_postgres(conn, path, digest, feed, shown, settings)
+        return _load_postgres(conn, source_name or str(path), digest, feed, shown, settings)
 
 
 def _load_postgres(
     conn: Any,
-    path: Path,
+    source_file: str,
     digest: str,
     feed: StageFeed,
     progress: FileProgress,
     settings: Settings,
 ) -> IngestResult:
     raw = settings.raw_schema
-    result = IngestResult(target="postgres", source_file=str(path))
+    result = IngestResult(target="postgres", source_file=source_file)
     conn.run("BEGIN")
     try:
         # Sorting a million staged rows by line number fits in memory with this.
         conn.run("SET LOCAL work_mem = '128MB'")
         load_id = conn.run(
             f"INSERT INTO {raw}.loads (source_file, file_sha256) VALUES (:f, :h) RETURNING load_id",  # nosec B608 - identifiers from settings/constants; values are bound parameters
-            f=str(path),
+            f=source_file,
             h=digest,
         )[0][0]
         result.load_id = load_id
@@ -400,7 +402,7 @@ def _load_postgres(
         conn.run(
             _APPLY.format(raw=raw),
             load_id=load_id,
-            source_file=str(path),
+            source_file=source_file,
             duplicate=DUPLICATE,
         )
         by_reason = conn.run(

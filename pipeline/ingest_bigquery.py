@@ -357,8 +357,11 @@ def ingest_rows(
     return result
 
 
-def ingest_bigquery(path: Path, settings: Settings, *, progress: bool = False) -> IngestResult:
+def ingest_bigquery(
+    path: Path, settings: Settings, *, progress: bool = False, source_name: str | None = None
+) -> IngestResult:
     """Validate and load one CSV file into ``transactions_warehouse``; the counts.
+    ``source_name``: the file's name in the load and its rejects (default: ``path``).
 
     Raises ``UnusableInputError`` (nothing loaded) for a file that cannot be used, and
     ``common.bigquery.BigQueryUnavailable`` when BigQuery cannot be reached.
@@ -366,4 +369,4 @@ def ingest_bigquery(path: Path, settings: Settings, *, progress: bool = False) -
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     sha256 = file_sha256(path)
     with FileProgress(path, progress) as shown:
-        return ingest_rows(track_rows(reader, shown), str(path), sha256, settings)
+        return ingest_rows(track_rows(reader, shown), source_name or str(path), sha256, settings)

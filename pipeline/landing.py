@@ -14,7 +14,8 @@ way (say, PostgreSQL loaded, BigQuery unreachable) is completed by the next one.
 
 GCS objects are downloaded first (google-cloud-storage, credentials as for BigQuery) to
 ``<state_dir>/landing/gs/<bucket>/<object>``; a copy already there whose MD5 matches the
-object's is reused. On a worker that keeps no state between runs every object is
+object's is reused. Loads, rejects and messages name the object (``gs://bucket/object``),
+not its local copy. On a worker that keeps no state between runs every object is
 downloaded again (and skipped by its hash): move loaded objects out of the prefix, or give
 the prefix a lifecycle rule, to keep runs short.
 
@@ -28,7 +29,7 @@ import base64
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.config import ConfigError, Settings
 from pipeline.csvsource import UnusableInputError, file_sha256
@@ -41,6 +42,14 @@ LANDING_SUFFIX = ".csv"
 
 class UnusableLandingFiles(UnusableInputError):
     """Some landing files could not be used; every other file was loaded."""
+
+
+class LandingFile(NamedTuple):
+    """A landing file: its local copy, and the name loads and messages give it (the
+    local path, or ``gs://bucket/object`` for a downloaded object)."""
+
+    path: Path
+    name: str
 
 
 def _quiet(_: str) -> None:
@@ -85,8 +94,8 @@ def _md5_base64(path: Path) -> str:
     return base64.b64encode(digest.digest()).decode("ascii")
 
 
-def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> list[Path]:
-    """Download the landing objects under ``uri`` into ``cache``; the local copies.
+def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> list[LandingFile]:
+    """Download the landing objects under ``uri`` into ``cache``; their local copies.
 
     ``client`` is a ``google.cloud.storage.Client`` (one is made from the settings when
     None). Object names that would leave the cache folder are refused.
@@ -97,7 +106,7 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
 
         client = Client(project=settings.bigquery.project)
     root = (cache / "gs" / bucket).resolve()
-    files: list[Path] = []
+    files: list[LandingFile] = []
     for blob in sorted(client.list_blobs(bucket, prefix=prefix or None), key=lambda b: b.name):
         name = str(blob.name)
         if name.endswith("/") or not is_landing_file(name):
@@ -111,18 +120,18 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
             partial = local.with_name(local.name + ".part")
             blob.download_to_filename(str(partial))  # the client verifies the checksum
             partial.replace(local)
-        files.append(local)
+        files.append(LandingFile(local, f"{GCS_SCHEME}{bucket}/{name}"))
     return files
 
 
-def landing_files(settings: Settings, client: Any = None) -> list[Path]:
+def landing_files(settings: Settings, client: Any = None) -> list[LandingFile]:
     """The files of the landing location, local (GCS objects downloaded first)."""
     location = settings.landing.strip()
     if not location:
         raise ConfigError("no landing location: set SALESMART_LANDING or data_lake.landing")
     if location.startswith(GCS_SCHEME):
         return gcs_files(location, settings.state_dir.resolve() / "landing", settings, client)
-    return local_files(Path(location))
+    return [LandingFile(path, str(path)) for path in local_files(Path(location))]
 
 
 def _bigquery_loaded(digest: str, settings: Settings) -> bool:
@@ -142,7 +151,7 @@ def _bigquery_loaded(digest: str, settings: Settings) -> bool:
 
 
 def _postgres_loaded_or_ingest(
-    path: Path, digest: str, settings: Settings, progress: bool
+    path: Path, digest: str, settings: Settings, progress: bool, name: str
 ) -> IngestResult | None:
     from common.pg import close_quietly, connect
     from pipeline.ingest import already_loaded, ingest_postgres
@@ -151,34 +160,41 @@ def _postgres_loaded_or_ingest(
     try:
         if already_loaded(conn, digest, settings):
             return None
-        return ingest_postgres(conn, path, settings, progress=progress)
+        return ingest_postgres(conn, path, settings, progress=progress, source_name=name)
     finally:
         close_quietly(conn)
 
 
 def _bigquery_loaded_or_ingest(
-    path: Path, digest: str, settings: Settings, progress: bool
+    path: Path, digest: str, settings: Settings, progress: bool, name: str
 ) -> IngestResult | None:
     from pipeline.ingest_bigquery import ingest_bigquery
 
     if _bigquery_loaded(digest, settings):
         return None
-    return ingest_bigquery(path, settings, progress=progress)
+    return ingest_bigquery(path, settings, progress=progress, source_name=name)
 
 
 def ingest_if_new(
-    path: Path, digest: str, target: str, settings: Settings, *, progress: bool = False
+    path: Path,
+    digest: str,
+    target: str,
+    settings: Settings,
+    *,
+    progress: bool = False,
+    source_name: str | None = None,
 ) -> IngestResult | None:
     """Load ``path`` into ``target`` unless that warehouse holds a finished load of the same
     content (SHA-256 ``digest``): then None. Each warehouse answers for itself, as a run
     may have been stopped between the two loads. For BigQuery, ``ensure_warehouse_tables``
-    must have run (its loads table answers)."""
+    must have run (its loads table answers). ``source_name`` names the file in the load
+    (default: ``path``)."""
     loaders = {"postgres": _postgres_loaded_or_ingest, "bigquery": _bigquery_loaded_or_ingest}
-    return loaders[target](path, digest, settings, progress)
+    return loaders[target](path, digest, settings, progress, source_name or str(path))
 
 
 def ingest_files(
-    files: Iterable[Path],
+    files: Iterable[LandingFile],
     settings: Settings,
     targets: Sequence[str],
     *,
@@ -196,19 +212,21 @@ def ingest_files(
         ensure_warehouse_tables(settings)  # the loads table answers "already loaded?"
     results: list[IngestResult] = []
     unusable: list[str] = []
-    for path in files:
+    for path, name in files:
         try:
             digest = file_sha256(path)
             for target in targets:
-                result = ingest_if_new(path, digest, target, settings)
+                result = ingest_if_new(path, digest, target, settings, source_name=name)
                 if result is None:
-                    say(f"{path} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
+                    say(f"{name} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
                 else:
                     results.append(result)
                     say(result.summary())
         except UnusableInputError as exc:
-            unusable.append(str(exc))
-            say(f"{path}: unusable, not loaded: {exc}")
+            # The reader names the local copy; say which landing file it is.
+            reason = str(exc).removeprefix(f"{path}: ")
+            unusable.append(f"{name}: {reason}")
+            say(f"{name}: unusable, not loaded: {reason}")
     if unusable:
         raise UnusableLandingFiles(
             f"{len(unusable)} landing file(s) unusable, the others were loaded: "

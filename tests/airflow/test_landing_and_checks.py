@@ -151,11 +151,12 @@ def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
     )
     files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
     assert client.listed == [("bucket", "in/")]
-    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+    assert [f.path.relative_to(tmp_path).as_posix() for f in files] == [
         "gs/bucket/in/2023/b.csv",
         "gs/bucket/in/a.csv",
     ]
-    assert files[1].read_text() == FILE_A
+    assert [f.name for f in files] == ["gs://bucket/in/2023/b.csv", "gs://bucket/in/a.csv"]
+    assert files[1].path.read_text() == FILE_A
     assert client.downloads == ["in/2023/b.csv", "in/a.csv"]
 
     # Unchanged objects come from the cache; a changed one is fetched again.
@@ -163,17 +164,56 @@ def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
     client.downloads.clear()
     files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
     assert client.downloads == ["in/a.csv"]
-    assert files[1].read_text() == FILE_B
+    assert files[1].path.read_text() == FILE_B
 
 
 def test_gcs_landing_through_ingest_landing(settings: Settings, tmp_path: Path) -> None:
-    client = FakeClient({"drop/a.csv": FILE_A.encode()})
+    """Loads, rejects and messages name the object, not the local copy it was read from."""
+    client = FakeClient(
+        {
+            "drop/a.csv": FILE_A.encode(),
+            "drop/b.csv": FILE_B.encode(),
+            "drop/c.csv": b"transaction_id,product\nC1,Halal Dates\n",  # columns missing
+        }
+    )
     settings = dataclasses.replace(
         settings, landing="gs://bucket/drop", state_dir=tmp_path / "state"
     )
-    results = ingest_landing(settings, ["postgres"], client=client)
-    assert [(r.read, r.loaded) for r in results] == [(2, 2)]
+    lines: list[str] = []
+    with pytest.raises(UnusableLandingFiles) as unusable:
+        ingest_landing(settings, ["postgres"], say=lines.append, client=client)
+    assert str(unusable.value).endswith(
+        "unusable, the others were loaded: gs://bucket/drop/c.csv: missing required column(s)"
+        " price, quantity, date (found: transaction_id, product)"
+    )
     assert (tmp_path / "state" / "landing" / "gs" / "bucket" / "drop" / "a.csv").is_file()
+    assert (
+        "gs://bucket/drop/b.csv -> postgres: read 2, loaded 1, rejected 1 (invalid_date 1)" in lines
+    )
+    assert not [line for line in lines if str(tmp_path) in line], lines
+    assert (
+        scalar(
+            settings,
+            "SELECT count(*) FROM raw.loads WHERE source_file IN"
+            " ('gs://bucket/drop/a.csv', 'gs://bucket/drop/b.csv')",
+        )
+        == scalar(settings, "SELECT count(*) FROM raw.loads")
+        == 2
+    )
+    assert (
+        scalar(
+            settings,
+            "SELECT count(*) FROM raw.rejected_transactions"
+            " WHERE source_file = 'gs://bucket/drop/b.csv'",
+        )
+        == scalar(settings, "SELECT count(*) FROM raw.rejected_transactions")
+        == 1
+    )
+
+    lines.clear()
+    with pytest.raises(UnusableLandingFiles):
+        ingest_landing(settings, ["postgres"], say=lines.append, client=client)
+    assert lines[1].startswith("gs://bucket/drop/a.csv -> postgres: already loaded"), lines
 
 
 @pytest.fixture

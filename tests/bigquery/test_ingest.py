@@ -80,6 +80,18 @@ def test_the_sample_file_loads_with_its_rejects_and_a_loads_row(bq_settings: Set
     assert stage_tables(bq_settings) == []
 
 
+def test_a_file_can_be_named_other_than_its_local_path(bq_settings: Settings) -> None:
+    """A downloaded landing object is named by its URI in the load and the rejects."""
+    name = "gs://bucket/drop/sample.csv"
+    result = ib.ingest_bigquery(SAMPLE_CSV, bq_settings, source_name=name)
+    assert result.source_file == name
+    rejected = rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")
+    assert {r["source_file"] for r in rejected} == {name}
+    assert [load["source_file"] for load in rows_of(bq_settings, ib.LOADS_TABLE, "load_id")] == [
+        name
+    ]
+
+
 def test_loading_the_same_file_again_loads_nothing_new(bq_settings: Settings) -> None:
     ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
     again = ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
