@@ -37,7 +37,7 @@ from common.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from common.logging import log_failure, log_request, route_library_logs
+from common.logging import log_failure, log_request, request_context, route_library_logs
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
@@ -191,15 +191,16 @@ class FunctionApp:
     def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         call = Call(request=request, request_id=request_id_for(request), function=self.name)
-        try:
-            response = self._dispatch(call)
-        except ApiError as error:
-            response = self._render_error(call, error)
-        except Exception as exc:
-            client_error = unreadable_request_error(exc)
-            if client_error is None:
-                log_failure("unhandled error", exc, function=self.name, request_id=call.request_id)
-            response = self._render_error(call, client_error or InternalError())
+        with request_context(function=self.name, request_id=call.request_id):
+            try:
+                response = self._dispatch(call)
+            except ApiError as error:
+                response = self._render_error(call, error)
+            except Exception as exc:
+                client_error = unreadable_request_error(exc)
+                if client_error is None:
+                    log_failure("unhandled error", exc)
+                response = self._render_error(call, client_error or InternalError())
         self._finish(call, response)
         log_request(
             function=self.name,

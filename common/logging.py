@@ -2,13 +2,16 @@
 
 Fields: ``time``, ``severity`` (Cloud Logging's name), ``message``, then context such as
 ``function``, ``request_id``, ``user``, ``method``, ``path``, ``status``, ``rows`` and
-``duration_ms``. Secrets never enter a record: callers pass only the fields above, and
+``duration_ms``. Lines logged while a function answers a request (a PostgreSQL reconnect,
+a BigQuery failure, a library's warning) carry its ``function`` and ``request_id``.
+Secrets never enter a record: callers pass only the fields above, and
 any field whose name looks like a credential is dropped here as a second line of defence.
 Query strings, headers, bodies, tokens, passwords and transaction ids are never logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -16,12 +19,28 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 _FORBIDDEN = ("password", "secret", "token", "authorization", "cookie", "key", "dsn")
 # One write per line under a lock, straight to stdout: a line per request through the
 # logging module's record, handler and formatter cost ~80 us; this ~25 us.
 _write_lock = threading.Lock()
+# The request a serving thread is answering (``function``, ``request_id``), so that events
+# logged deep inside a call (a PostgreSQL reconnect, a BigQuery failure, a library's
+# warning) say which request they belong to.
+_request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
+
+
+@contextlib.contextmanager
+def request_context(**fields: Any) -> Iterator[None]:
+    """Every line logged inside the block carries ``fields`` (unless it gives its own)."""
+    token = _request_fields.set(fields)
+    try:
+        yield
+    finally:
+        _request_fields.reset(token)
 
 
 def json_line(message: str, level: int, fields: dict[str, Any], created: float) -> str:
@@ -52,6 +71,9 @@ def _loggable(name: str) -> bool:
 
 
 def log_event(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    context = _request_fields.get()
+    if context is not None:
+        fields = {**context, **{k: v for k, v in fields.items() if v is not None}}
     line = json_line(message, level, fields, time.time())
     with _write_lock:
         stream = sys.stdout  # looked up each time: tests and servers may swap it

@@ -8,7 +8,13 @@ import threading
 
 import pytest
 
-from common.logging import JsonLogHandler, log_event, log_request, route_library_logs
+from common.logging import (
+    JsonLogHandler,
+    log_event,
+    log_request,
+    request_context,
+    route_library_logs,
+)
 
 
 def test_a_request_is_one_json_line_with_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +34,31 @@ def test_a_request_is_one_json_line_with_its_fields(capsys: pytest.CaptureFixtur
     assert entry["status"] == 503 and entry["duration_ms"] == 1.23 and entry["user"] == "ana"
     assert "rows" not in entry  # None is left out
     assert entry["time"].endswith("Z") and len(entry["time"]) == len("2026-01-01T00:00:00.000Z")
+
+
+def test_events_inside_a_request_name_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """An event logged deep inside a call (a reconnect) carries the request it serves."""
+    seen: dict[str, str] = {}
+
+    def other_thread() -> None:  # another serving thread: its own request, or none
+        log_event("elsewhere")
+
+    with request_context(function="trends_pg", request_id="r7"):
+        log_event("postgres unreachable", error_type="OperationalError", function=None)
+        log_event("own fields win", request_id="r8")
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    log_event("after")
+    for line in capsys.readouterr().out.splitlines():
+        entry = json.loads(line)
+        seen[entry["message"]] = f"{entry.get('function')}/{entry.get('request_id')}"
+    assert seen == {
+        "postgres unreachable": "trends_pg/r7",
+        "own fields win": "trends_pg/r8",
+        "elsewhere": "None/None",
+        "after": "None/None",
+    }
 
 
 def test_credential_like_fields_never_reach_the_log(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ loaded with the summary rows dbt built for this worker.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -100,6 +101,13 @@ def test_503_then_200_after_postgres_restarts(
         assert set(body) == {"error", "message", "request_id"}
         for leak in ("psycopg", "pg8000", "Traceback", "network error", "127.0.0.1", "SELECT"):
             assert leak not in response.text
+    # Why each answered 503 is logged, naming the request it answered.
+    for served in (trends_fn, dashboard_fn, token_fn):
+        events = [json.loads(line) for line in served.output().splitlines() if line[:1] == "{"]
+        unreachable = [e for e in events if e["message"] == "postgres unreachable"]
+        failed = {e["request_id"] for e in events if e.get("status") == 503}
+        assert unreachable and {e.get("request_id") for e in unreachable} <= failed, events
+        assert all(e["function"] == served.name for e in unreachable)
 
     own_pg_server.start()
     status, waited = poll(lambda: trends().status_code, 200)
