@@ -13,6 +13,10 @@ The daily refresh of the sales marts on both warehouses, at 00:00 UTC:
 3. **check_marts**: the marts must match the raw area after the build (row counts, total
    amounts, the newest load's rows present); stale marts fail the run.
 
+A failure that a retry cannot fix fails its task at once: an unusable landing file, and
+marts that do not match (they need a new build, not the same check again). Others (a
+warehouse that cannot be reached) are retried.
+
 No business logic lives here: each task runs the project's own command
 (`salesmart ingest-landing`, `salesmart-dbt`, `salesmart check-marts`). See dags/README.md.
 """
@@ -27,6 +31,7 @@ No business logic lives here: each task runs the project's own command
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -92,15 +97,37 @@ def task_env() -> dict[str, str]:
     return {**os.environ, **PATHS_ENV}
 
 
-def salesmart(*args: str) -> None:
-    """Run ``salesmart ARGS`` from the repository; its output goes to the task log."""
+def salesmart(*args: str, capture: bool = False) -> str:
+    """Run ``salesmart ARGS`` from the repository; its output goes to the task log (and,
+    with ``capture``, is returned once it ends)."""
     command = [str(SALESMART), *args]
     print(f"$ {shlex.join(command)}", flush=True)
-    done = subprocess.run(command, cwd=REPO_ROOT, env=task_env(), check=False)
+    done = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env=task_env(),
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+        check=False,
+    )
+    output = done.stdout or ""
+    print(output, end="", flush=True)
     if done.returncode == EXIT_UNUSABLE:
         raise AirflowFailException(f"salesmart {args[0]}: unusable input (exit 2), not retried")
+    if done.returncode != 0 and capture and stale_marts(output):
+        raise AirflowFailException(
+            "the marts do not match the raw area: they need a new build, not a retry"
+        )
     if done.returncode != 0:
         raise RuntimeError(f"salesmart {args[0]} exited with code {done.returncode}")
+    return output
+
+
+def stale_marts(output: str) -> bool:
+    """Whether ``check-marts --json`` answered and found a problem: it prints one result
+    per target once every warehouse answered, and nothing when one could not be reached."""
+    results = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return any(not result.get("ok", True) for result in results)
 
 
 def dbt_build(target: str) -> DbtTaskGroup:
@@ -162,7 +189,7 @@ def transform_sales_mart() -> None:
     @task
     def check_marts() -> None:
         """Fail unless both warehouses' marts match their raw area after the build."""
-        salesmart("check-marts", "--target", "all")
+        salesmart("check-marts", "--target", "all", "--json", capture=True)
 
     ingest_landing() >> [dbt_build("postgres"), dbt_build("bigquery")] >> check_marts()
 
