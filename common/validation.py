@@ -81,7 +81,8 @@ class RowValidator:
         self._core = [names.index(name) for name in CORE_COLUMNS]
         #: Fields a row needs: up to the last required column (later ones are ignored).
         self.min_width = max(position for _, position in self._positions) + 1
-        decimals = rf"(?:\.\d{{1,{rules.max_decimals}}})?" if rules.max_decimals > 0 else ""
+        # "digits, optionally a point and at most max_decimals decimals": ``10.`` is 10.
+        decimals = rf"(?:\.\d{{0,{rules.max_decimals}}})?"
         # Leading zeros do not count towards the digits a price may have.
         integer = rf"0*\d{{1,{MAX_PRICE_INTEGER_DIGITS}}}"
         self._price = re.compile(rf"{integer}{decimals}", re.ASCII)
@@ -91,13 +92,13 @@ class RowValidator:
         self._min_price = rules.min_price
         self._max_quantity = rules.max_quantity
         self._groups: tuple[int, ...] = ()
-        self._line = self._line_pattern(names, decimals)
+        self._line = self._line_pattern(names)
         margin = max(float(rules.min_price), 1.0) * 1e-9
         self._min_low = float(rules.min_price) - margin
         self._min_high = float(rules.min_price) + margin
         self._dates: dict[str, bool] = {}  # date text -> valid (a file has few distinct days)
 
-    def _line_pattern(self, names: Sequence[str], decimals: str) -> re.Pattern[str] | None:
+    def _line_pattern(self, names: Sequence[str]) -> re.Pattern[str] | None:
         """One regular expression for a whole canonical line, when the header is exactly the
         core columns (any order) and every required field is one of them.
 
@@ -111,7 +112,9 @@ class RowValidator:
             return None
         if plain_prefix is None:
             return None
-        fraction = decimals.replace("\\d", "[0-9]")
+        # Canonical only: a point is followed by a decimal (``10.`` is left to ``check``).
+        places = self.rules.max_decimals
+        fraction = rf"(?:\.[0-9]{{1,{places}}})?" if places > 0 else ""
         patterns = {
             **_CORE_PATTERNS,
             "product": re.escape(prefix) + rf"{_PLAIN_CHAR}*(?: +{_PLAIN_CHAR}+)*",

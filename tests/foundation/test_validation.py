@@ -54,10 +54,22 @@ def test_product_prefix_is_case_sensitive(product: str) -> None:
 
 @pytest.mark.parametrize(
     "price",
-    ["abc", "-10.00", "+10.00", "1e3", "NaN", "inf", "10.", ".50", "12,50", "0x10", "10 .5", "١٠"],
+    ["abc", "-10.00", "+10.00", "1e3", "NaN", "inf", ".50", "12,50", "0x10", "10 .5", "١٠", "10.."],
 )
 def test_price_must_be_a_plain_decimal(price: str) -> None:
     assert check(price=price) == v.INVALID_PRICE
+
+
+@pytest.mark.parametrize(("price", "expected"), [("10.", "10"), ("0012.", "12"), ("1.", None)])
+def test_a_price_may_end_with_its_point(price: str, expected: str | None) -> None:
+    """The contract's "digits, optionally a point and at most N decimals": zero too."""
+    result = check(price=price)
+    if expected is None:
+        assert result == v.PRICE_BELOW_MIN
+    else:
+        assert isinstance(result, v.ValidRow) and str(result.price) == expected
+    # The fast path leaves it to ``check`` (its texts must already be canonical).
+    assert v.RowValidator(RULES).check_line(f"T1,Halal A,{price},1,2023-01-01") in (None, result)
 
 
 @pytest.mark.parametrize(
