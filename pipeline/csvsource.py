@@ -167,7 +167,8 @@ class Segment(NamedTuple):
 
 
 # A quoted field may span lines, but not without end: past this many lines (or at the end
-# of the file) its opening quote is taken as a mistake. That line alone is rejected and the
+# of the file, or when text follows its closing quote) its opening quote is taken as a
+# mistake. That line alone is rejected and the
 # lines read after it are read again, each on its own, so one stray quote loses no other
 # row, memory stays bounded, and no file costs more than reading it twice.
 MAX_RECORD_LINES = 1_000
@@ -190,6 +191,14 @@ def _record_lines(first: str, following: Iterator[str], parts: list[str]) -> Ite
     raise _Unclosed
 
 
+# A record as RFC 4180 allows it, with the spaces the reader trims: a quoted field is the
+# quotes and what they enclose, with nothing but blanks after its closing quote (``csv``
+# would quietly glue the rest on: ``"10"5`` read as ``105``); an unquoted field is
+# anything without a comma or line break that does not start with a quote.
+_RECORD_FIELD = r'(?: *"(?:[^"]++|"")*+"[^\S\r\n]*|(?! *")[^,\r\n]*)'
+_WELL_FORMED = re.compile(rf"{_RECORD_FIELD}(?:,{_RECORD_FIELD})*(?:\r\n|\n|\r)?")
+
+
 def _raw(text: str) -> str:
     return text.rstrip("\r\n").replace("\x00", "\\x00")
 
@@ -197,12 +206,15 @@ def _raw(text: str) -> str:
 def _parsed(parts: list[str], following: Iterator[str]) -> tuple[str, list[str] | None] | None:
     """``(raw text, fields)`` of the record that starts with ``parts[0]``, reading on from
     ``following`` into ``parts`` while a quoted field is open (fields None: malformed);
-    None when that field does not close."""
+    None when that field does not close, or closes into a record that is not well formed
+    (text after a closing quote): its opening quote was a mistake after all."""
     try:
         fields = next(csv.reader(_record_lines(parts[0], following, parts), skipinitialspace=True))
     except (_Unclosed, csv.Error):  # csv.Error: a field over the size limit
         return None
     text = "".join(parts)
+    if not _WELL_FORMED.fullmatch(text):
+        return None if len(parts) > 1 else (_raw(text), None)
     return _raw(text), None if "\x00" in text else fields
 
 
@@ -214,8 +226,9 @@ def _records(
 
     Most lines hold a whole unquoted record (the hot path); a line with a quote is parsed
     by ``csv``, which reads on into the following lines while a quoted field is open, so
-    quoted commas, quotes and line breaks inside fields all work. A quote that never
-    closes rejects its own line; the lines read after it are read again one by one.
+    quoted commas, quotes and line breaks inside fields all work. Text after a closing quote
+    makes the record malformed. A quote that never closes, or whose record spans lines and
+    is malformed, rejects its own line; the lines read after it are read again one by one.
     """
     lines = iter(handle)
     for line in lines:

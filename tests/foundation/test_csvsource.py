@@ -119,6 +119,57 @@ def test_a_quote_that_never_closes_rejects_only_its_own_line(tmp_path: Path) -> 
     assert rows[0].raw_text == 'U1,"Halal A,10,1,2023-01-01'
 
 
+def test_text_after_a_closing_quote_makes_the_row_malformed(tmp_path: Path) -> None:
+    # Not glued onto the field ("10"5 is not 105): the row is not valid CSV.
+    text = (
+        f"{HEADER}\n"
+        'G1,Halal Tea,"10"5,1,2024-01-05\n'
+        'G2,Halal Tea,"1"0,"1"2,"2024-01-0"5\n'
+        'G3,"Halal Tea" extra,10,1,2024-01-05\n'
+        'G4, "Halal Tea" \t,"10" ,1,2024-01-05\n'  # blanks after a closing quote: trimmed
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == [
+        (2, "", "malformed_row"),
+        (3, "", "malformed_row"),
+        (4, "", "malformed_row"),
+        (5, "G4", None),
+    ]
+    assert rows[0].raw_text == 'G1,Halal Tea,"10"5,1,2024-01-05'
+    assert (rows[3].product, rows[3].price) == ("Halal Tea", Decimal(10))
+
+
+def test_a_stray_quote_closing_into_text_rejects_only_its_own_line(tmp_path: Path) -> None:
+    # The quote opened on line 2 "closes" on line 4, followed by text: the record it would
+    # make is not valid CSV, so the opening quote was a mistake, as for one never closed.
+    text = (
+        f"{HEADER}\n"
+        'A1,"Halal Tea,10,1,2024-01-05\n'
+        "A2,Halal Rice,20,2,2024-01-06\n"
+        'A3,"Halal Salt",30,3,2024-01-07\n'
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.product, r.reason) for r in rows] == [
+        (2, "", "", "malformed_row"),
+        (3, "A2", "Halal Rice", None),
+        (4, "A3", "Halal Salt", None),
+    ]
+    assert rows[0].raw_text == 'A1,"Halal Tea,10,1,2024-01-05'
+
+
+@given(st.lists(st.sampled_from(["a", ",", '"', '""', "\n", "\r\n"]), max_size=10))
+def test_a_record_is_well_formed_exactly_when_strict_csv_reads_it(pieces: list[str]) -> None:
+    """Without blanks (which the reader trims after a closing quote, and strict csv
+    refuses), the check agrees with Python's csv in strict mode on one record."""
+    text = "".join(pieces) + "\n"
+    try:
+        records = list(csv.reader(text.splitlines(keepends=True), strict=True))
+        one_record = len(records) == 1
+    except csv.Error:
+        one_record = False
+    assert (csvsource._WELL_FORMED.fullmatch(text) is not None) is one_record
+
+
 def test_a_quoted_field_spanning_too_many_lines_is_read_again_line_by_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
