@@ -1,9 +1,10 @@
 {#-
     The mean of a NUMERIC expression as a NUMERIC with 9 decimals, rounded half away from
     zero, on every warehouse.
-    BigQuery's AVG on NUMERIC already is exactly that, so it is left alone (a cast there
-    would also hit a gap of the local stand-in, which drops decimals when casting through
-    a view). PostgreSQL's AVG divides with only about 20 significant digits (a mean near
+    BigQuery's AVG on NUMERIC already is exactly that, but the local stand-in's AVG is a
+    float (8690961.245 came out 8690961.244999999, shown a cent low), and a NUMERIC cast or
+    literal there loses its scale when the query reads a view; the BigQuery form below is
+    exact on both. PostgreSQL's AVG divides with only about 20 significant digits (a mean near
     10^14 came out 0.0817 where the exact one is 0.081666667): the sum is given NUMERIC's 9
     decimals first, so the division is carried out, and rounded, at that scale.
 -#}
@@ -19,5 +20,21 @@
     cast(
         cast(sum({{ expression }}) as numeric(38, 9)) / nullif(count({{ expression }}), 0)
         as numeric(38, 9)
+    )
+{%- endmacro %}
+
+{% macro bigquery__numeric_avg(expression) -%}
+    {#- A whole number just below the mean (one below AVG's floor: the stand-in's AVG is a
+        float), plus the exact remainder divided by the count. Only that quotient (between 1
+        and 2) is computed in floating point by the stand-in, so its error stays far below
+        the ninth decimal; real BigQuery is exact throughout.
+        `sum(x * 0 + 1)` is the count as a NUMERIC, so that multiplying the whole number by it
+        cannot overflow INT64 (a NUMERIC literal or cast would lose its scale in the stand-in
+        when the query reads a view). -#}
+    {%- set whole = '(cast(floor(avg(' ~ expression ~ ')) as int64) - 1)' -%}
+    (
+        {{ whole }}
+        + (sum({{ expression }}) - {{ whole }} * sum({{ expression }} * 0 + 1))
+        / nullif(count({{ expression }}), 0)
     )
 {%- endmacro %}

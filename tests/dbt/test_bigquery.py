@@ -33,7 +33,13 @@ E003,Halal Dates,10.01,3,2023-11-30
 E004,Halal Dates,12.34,1,2023-12-01
 E005,Halal Honey,15.5,4,2024-01-15
 E006,Halal Honey,15.55,7,2024-01-31
+L001,Halal Gold,8690961.24,1,2021-04-02
+L002,Halal Gold,8690961.25,1,2021-04-01
+L003,Halal Gold Bar,999999999999999.99,1,2024-01-01
+L004,Halal Gold Bar,999999999999999.98,2,2024-01-02
+L005,Halal Gold Bar,999999999999999.98,1,2024-01-03
 """
+# L: means far beyond a float's exactness (a half cent at 8.7e6; 17 digits at 1e15).
 MART_SCHEMA = "sales_marts"
 
 
@@ -147,6 +153,9 @@ def test_summary_equals_the_postgresql_one(warehouses: Warehouses) -> None:
         Decimal("10.003333333"),  # (10.00 + 10.00 + 10.01) / 3, unweighted, 9 decimals
         3,
     )
+    # Exact on the stand-in too (its AVG is a float: 8690961.244999999 before).
+    assert dates[("Halal Gold", "2021-04-01")][4] == Decimal("8690961.245")
+    assert dates[("Halal Gold Bar", "2024-01-01")][4] == Decimal("999999999999999.983333333")
 
 
 def test_fact_sales_holds_masked_ids(warehouses: Warehouses) -> None:
