@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud")
 ROLES = ("analyst", "admin")
+#: What a username may be (``salesmart users add`` refuses others); a token's ``sub`` too.
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # Which roles may call which function (the token function serves everyone).
 FUNCTION_ROLES: dict[str, frozenset[str]] = {
     "trends_pg": frozenset(ROLES),
@@ -110,7 +112,9 @@ class TokenService:
             raise InvalidToken()
         subject, role = claims["sub"], claims["role"]
         issued, expires = claims["iat"], claims["exp"]
-        if not isinstance(subject, str) or not subject or not isinstance(role, str):
+        if not isinstance(subject, str) or not USERNAME.fullmatch(subject):
+            raise InvalidToken()  # no user has that name: not a token this service issued
+        if not isinstance(role, str):
             raise InvalidToken()
         if not _is_number(issued) or issued > now + CLOCK_SKEW_SECONDS:
             raise InvalidToken()

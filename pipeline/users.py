@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from common.auth import ROLES, USERNAME
 from common.passwords import hash_password
-
-ROLES = ("analyst", "admin")
-USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 
 class UserError(ValueError):

@@ -213,6 +213,17 @@ def test_invalid_bearer_is_401_not_a_redirect(call: Caller) -> None:
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("subject", ["a\ud800b", "a\nb", "<b>x</b>", "x" * 65, ""])
+def test_a_signed_token_for_a_name_no_user_can_have_is_401(
+    call: Caller, fn_settings: Settings, subject: str
+) -> None:
+    """Signed with the key, but not a token this service issues (a lone surrogate in the
+    page's "signed in as" was a 500)."""
+    token = TokenService(fn_settings).issue(Principal(subject, "analyst")).access_token
+    response = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"})
+    assert response.status_code == 401, response.get_data(as_text=True)
+
+
 def test_422_for_broken_parameters(call: Caller, fn_settings: Settings) -> None:
     token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
     api = call("/", headers={"Authorization": f"Bearer {token}"}, query_string={"limit": "0"})
