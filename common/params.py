@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from datetime import date
 from decimal import MAX_EMAX, Decimal, InvalidOperation
@@ -25,6 +26,7 @@ from common.trends import (
     DEFAULT_LIMIT,
     DEFAULT_PRODUCT_PREFIX,
     MAX_LIMIT,
+    MAX_PREFIX_CHARS,
     PARAMETERS,
     TrendFilters,
 )
@@ -42,7 +44,6 @@ from marshmallow import (  # noqa: E402  (after the line above, on purpose)
     validates_schema,
 )
 
-PREFIX_PATTERN = r"^[A-Za-z0-9 -]{1,64}$"
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -55,6 +56,31 @@ class FullMatch(validate.Regexp):
         if not isinstance(value, str) or re.fullmatch(str(self.regex.pattern), value) is None:
             raise ValidationError(self._format_error(value))
         return value
+
+
+class ProductPrefix(validate.Validator):
+    """1-64 letters (of any script, with their combining marks), decimal digits, spaces and
+    hyphens: a product name's start, matched literally (no LIKE wildcard, quote or control
+    character can get in). Not a regular expression, so the OpenAPI document states the
+    rule in words: JSON Schema patterns have no portable way to say "a letter"."""
+
+    error = "Use 1-64 letters, digits, spaces or hyphens."
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_PREFIX_CHARS:
+            raise ValidationError(self.error)
+        if not all(map(is_prefix_char, value)):
+            raise ValidationError(self.error)
+        return value
+
+
+# Letters (L*), combining marks (M*: vowel signs of Indic and Arabic scripts), decimal digits.
+_PREFIX_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd"})
+
+
+def is_prefix_char(char: str) -> bool:
+    """Whether ``char`` may be part of a ``product_prefix``."""
+    return char in " -" or unicodedata.category(char) in _PREFIX_CATEGORIES
 
 
 class QueryInteger(fields.Integer):
@@ -115,9 +141,12 @@ class TrendParamsSchema(Schema):
 
     product_prefix = fields.String(
         load_default=DEFAULT_PRODUCT_PREFIX,
-        validate=FullMatch(PREFIX_PATTERN, error="Use 1-64 letters, digits, spaces or hyphens."),
+        validate=ProductPrefix(),
         metadata={
-            "description": "Literal prefix of the product name (case-sensitive).",
+            "description": "Literal prefix of the product name (case-sensitive): 1-64 letters"
+            " (any script), digits, spaces or hyphens.",
+            "minLength": 1,
+            "maxLength": MAX_PREFIX_CHARS,
             "example": DEFAULT_PRODUCT_PREFIX,
         },
     )

@@ -1,8 +1,9 @@
 """schemathesis hooks (``SCHEMATHESIS_HOOKS=tests.functions.schemathesis_hooks``).
 
-OpenAPI 3.0 cannot say "min_avg_price <= max_avg_price" or "a real calendar date", so
-schema-valid requests that break those rules (422 by the contract) are not generated as
-*valid* ones. (Hooks apply to the fuzzing phase; the coverage phase ignores them.)
+OpenAPI 3.0 cannot say "min_avg_price <= max_avg_price", "a real calendar date" or "a
+letter of any script", so schema-valid requests that break those rules (422 by the
+contract) are not generated as *valid* ones. (Hooks apply to the fuzzing phase; the
+coverage phase ignores them.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import schemathesis
+
+from common.params import is_prefix_char
 
 
 def _number(value: Any) -> Decimal | None:
@@ -42,3 +45,15 @@ def _real_month(value: Any) -> bool:
     except (ValueError, IndexError):
         return len(parts) not in (2, 3)  # not even the pattern's shape: a negative case
     return True
+
+
+@schemathesis.hook
+def map_query(context: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A generated ``product_prefix`` with characters the rule refuses (punctuation,
+    symbols, controls: a 422) has them replaced by a letter; its length is kept, so one too
+    long or empty stays a negative case."""
+    prefix = query.get("product_prefix") if query else None
+    if query is None or not isinstance(prefix, str):
+        return query
+    letters = "".join(char if is_prefix_char(char) else "a" for char in prefix)
+    return {**query, "product_prefix": letters}

@@ -71,7 +71,9 @@ def stack(
     work = tmp_path_factory.mktemp("warehouses")
     generated = work / "generated.csv"
     generate(generated, 400, seed=11)
-    files = [SAMPLE_CSV, write_extra_csv(work), generated]
+    unicode_products = work / "unicode.csv"
+    unicode_products.write_text(UNICODE_CSV, encoding="utf-8")
+    files = [SAMPLE_CSV, write_extra_csv(work), generated, unicode_products]
     emulator_dir = Path(tempfile.mkdtemp(prefix="salesmart-bqemu-fn-"))
     with start_emulator(emulator_dir, PROJECT, persistent=False) as emulator:
         env = {"SALESMART_BQ_ENDPOINT": emulator.endpoint, "SALESMART_BQ_PROJECT": PROJECT}
@@ -102,6 +104,13 @@ def stack(
 
 
 # -- differential -------------------------------------------------------------------------------
+# Product names beyond ASCII: a prefix is letters of any script.
+UNICODE_CSV = """transaction_id,product,price,quantity,date
+U001,Halal Café,12.00,2,2023-10-03
+U002,Halal Café noir,14.00,1,2023-10-04
+U003,Halal Cafe,11.00,1,2023-10-05
+U004,Halal Ünï ١٢,15.00,1,2023-11-04
+"""
 CHOICES: dict[str, list[str | None]] = {
     "product_prefix": [
         None,
@@ -116,6 +125,10 @@ CHOICES: dict[str, list[str | None]] = {
         "Halal Honey",
         "Halal-",
         "Zzz",
+        "Halal Caf",
+        "Halal Café",
+        "Halal Ü",
+        "Halal Ünï ١",
     ],
     "sale_month": [
         None,
@@ -200,6 +213,18 @@ def test_trends_bq_equals_trends_pg(stack: Stack) -> None:
             assert a.json()["details"] == b.json()["details"], params
     assert statuses == {200, 422}  # min > max avg price combinations are refused by both
     assert seen_rows > 500
+
+
+def test_a_prefix_may_hold_letters_of_any_script(stack: Stack) -> None:
+    for url in (
+        f"{stack.functions['trends_pg'].url}/sales/pg-trends",
+        f"{stack.functions['trends_bq'].url}/sales/trends",
+    ):
+        answer = requests.get(
+            url, params={"product_prefix": "Halal Café"}, headers=stack.bearer, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        assert sorted(r["product"] for r in answer.json()) == ["Halal Café", "Halal Café noir"]
 
 
 def test_the_generated_data_is_large_enough_to_matter(stack: Stack) -> None:

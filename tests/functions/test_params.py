@@ -42,7 +42,21 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "prefix", ["H", "Halal", "Halal Laptop", "Halal-Tea 2", "a" * 64, "Halal "]
+    "prefix",
+    [
+        "H",
+        "Halal",
+        "Halal Laptop",
+        "Halal-Tea 2",
+        "a" * 64,
+        "Halal ",
+        "Halal Café",  # letters of any script, as the contract says
+        "Halal Ünï",
+        "حلال",
+        "हलाल",  # Devanagari: letters and vowel signs (combining marks)
+        "Halal ١٢",  # decimal digits of any script
+        "é" * 64,  # 64 characters, not bytes
+    ],
 )
 def test_product_prefix_accepted(prefix: str) -> None:
     assert parse(product_prefix=prefix).product_prefix == prefix
@@ -62,7 +76,13 @@ def test_product_prefix_accepted(prefix: str) -> None:
         "Halal\\",
         "Halal\x00",
         "Halal/Tea",
-        "Halalé",
+        "Halal\u00a0Tea",  # only the plain space
+        "Halal\t",
+        "Halal\u200b",  # zero-width space (a format character)
+        "Halal½",  # a number, not a decimal digit
+        "Halal™",
+        "Halal\ud800",
+        "é" * 65,
     ],
 )
 def test_product_prefix_rejected(prefix: str) -> None:
