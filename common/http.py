@@ -182,7 +182,9 @@ class FunctionApp:
         method = call.request.method
         allowed = sorted({*handlers, "OPTIONS", *(["HEAD"] if "GET" in handlers else [])})
         if method == "OPTIONS":
-            return Response(status=204, headers={"Allow": ", ".join(allowed)})
+            response = Response(status=204, headers={"Allow": ", ".join(allowed)})
+            del response.headers["Content-Type"]  # no body (werkzeug adds text/html)
+            return response
         handler = handlers.get("GET" if method == "HEAD" else method)
         if handler is None:
             raise MethodNotAllowed(allowed)

@@ -406,7 +406,10 @@ def test_405_with_allow(call: Caller, token: str) -> None:
         assert response.get_json()["error"] == "method_not_allowed"
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
     assert call(PATH, method="HEAD", headers=auth(token)).status_code == 200
-    assert call(PATH, method="OPTIONS").status_code == 204
+    options = call(PATH, method="OPTIONS")
+    assert options.status_code == 204 and options.get_data() == b""
+    assert "Content-Type" not in options.headers  # no body, so no type
+    assert set(options.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_404_envelope(call: Caller, token: str) -> None:
