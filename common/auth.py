@@ -11,6 +11,9 @@
   ``jti``); verification pins the algorithm, requires every claim, and checks issuer,
   audience, expiry and the role allowed for the function. Tokens are standard compact
   JWS: any JWT library verifies them with the secret (the tests use PyJWT for that).
+- Dashboard sessions (:class:`Sessions`): the cookie holds a token of its own audience
+  (``<jwt_audience>/dashboard-session``), which the APIs refuse as a bearer token; logout
+  ends it for good (its ``jti`` in ``auth.ended_sessions``), not only in that browser.
 """
 
 from __future__ import annotations
@@ -63,13 +66,20 @@ class IssuedToken:
     expires_in: int
 
 
+@dataclass(frozen=True)
+class VerifiedToken:
+    principal: Principal
+    token_id: str  # the jti ("" when the token has none)
+    expires: int
+
+
 class TokenService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, audience: str | None = None) -> None:
         self._key = settings.jwt_secret.encode()
         self._issuer = settings.jwt_issuer
-        self._audience = settings.jwt_audience
+        self._audience = audience or settings.jwt_audience
         self.ttl_seconds = settings.token_ttl_seconds
-        self._verified: dict[str, tuple[Principal, int]] = {}
+        self._verified: dict[str, VerifiedToken] = {}
 
     def issue(self, principal: Principal) -> IssuedToken:
         now = int(time.time())
@@ -87,7 +97,11 @@ class TokenService:
         )
 
     def verify(self, token: str) -> Principal:
-        """The token's principal, or ``InvalidToken`` (401) whatever is wrong with it.
+        """The token's principal, or ``InvalidToken`` (401) whatever is wrong with it."""
+        return self.verified(token).principal
+
+    def verified(self, token: str) -> VerifiedToken:
+        """``verify``, with the token's id and expiry.
 
         A token that passed every check is remembered until it expires (a bounded map,
         exact string match): repeated calls with it skip the decoding, never the expiry.
@@ -95,17 +109,16 @@ class TokenService:
         """
         known = self._verified.get(token)
         if known is not None:
-            principal, expires = known
-            if time.time() <= expires + CLOCK_SKEW_SECONDS:
-                return principal
+            if time.time() <= known.expires + CLOCK_SKEW_SECONDS:
+                return known
             self._verified.pop(token, None)
-        principal, expires = self._decode(token)
+        verified = self._decode(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (principal, expires)
-        return principal
+        self._verified[token] = verified
+        return verified
 
-    def _decode(self, token: str) -> tuple[Principal, int]:
+    def _decode(self, token: str) -> VerifiedToken:
         claims = decode_hs256(token, self._key)
         now = time.time()
         if any(name not in claims for name in REQUIRED_CLAIMS):
@@ -129,7 +142,10 @@ class TokenService:
             raise InvalidToken()
         if claims["iss"] != self._issuer or claims["aud"] != self._audience:
             raise InvalidToken()  # a string audience, exactly ours
-        return Principal(username=subject, role=role), int(expires)
+        token_id = claims.get("jti", "")
+        if not isinstance(token_id, str):
+            raise InvalidToken()
+        return VerifiedToken(Principal(username=subject, role=role), token_id, int(expires))
 
 
 # -- HS256 compact JWS (RFC 7515/7519), the only algorithm accepted -----------------------------
@@ -220,6 +236,48 @@ def authenticate_request(request: Request, tokens: TokenService, function: str) 
     if token is None:
         raise Unauthorized()
     return require_role(tokens.verify(token), function)
+
+
+# -- dashboard sessions -------------------------------------------------------------------------
+_SESSION_ENDED = "SELECT 1 FROM auth.ended_sessions WHERE jti = :jti"
+_END_SESSION = """
+WITH expired AS (DELETE FROM auth.ended_sessions WHERE expires_at < now() - interval '1 hour')
+INSERT INTO auth.ended_sessions (jti, expires_at)
+VALUES (:jti, to_timestamp(CAST(:expires AS bigint)))
+ON CONFLICT (jti) DO NOTHING
+"""
+
+
+def session_audience(settings: Settings) -> str:
+    """The audience of dashboard session tokens: not one the APIs accept."""
+    return f"{settings.jwt_audience}/dashboard-session"
+
+
+class Sessions:
+    """Browser sessions of the dashboard: started at login, ended at logout for good."""
+
+    def __init__(self, pool: PgPool, settings: Settings) -> None:
+        self._pool = pool
+        self._tokens = TokenService(settings, audience=session_audience(settings))
+
+    def start(self, principal: Principal) -> IssuedToken:
+        return self._tokens.issue(principal)
+
+    def principal(self, token: str) -> Principal:
+        """The session's user; ``InvalidToken`` when the token is bad, expired or ended."""
+        verified = self._tokens.verified(token)
+        if not verified.token_id or self._pool.run(_SESSION_ENDED, jti=verified.token_id):
+            raise InvalidToken()
+        return verified.principal
+
+    def end(self, token: str) -> None:
+        """Logout: the session's token is refused from now on, by every instance."""
+        try:
+            verified = self._tokens.verified(token)
+        except InvalidToken:
+            return  # nothing left to end
+        if verified.token_id:
+            self._pool.run(_END_SESSION, jti=verified.token_id, expires=verified.expires)
 
 
 # -- logins -------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The dashboard: a login form with CSRF protection, a cookie session, and the HTML page.
 
-- Session: the cookie holds the same HS256 JWT that ``POST /token`` issues (HttpOnly,
-  ``SameSite=Lax``, ``Secure`` and the ``__Host-`` prefix unless ``SALESMART_ENV=dev``);
-  ``Authorization: Bearer`` works too. Without either, browsers go to ``/login`` (303).
+- Session: the cookie holds an HS256 JWT of the session audience (``common.auth.Sessions``:
+  the APIs refuse it, logout ends it in every instance) (HttpOnly, ``SameSite=Lax``,
+  ``Secure`` and the ``__Host-`` prefix unless ``SALESMART_ENV=dev``); ``Authorization:
+  Bearer`` with an API token works too. Without either, browsers go to ``/login`` (303).
 - CSRF: signed double submit. A random nonce lives in a ``SameSite=Strict`` HttpOnly
   cookie; each form carries ``nonce.issued.HMAC(key, nonce.issued)`` with a key derived
   from the JWT secret. A POST passes only if the form token is authentic, recent, and
@@ -31,7 +32,14 @@ import jinja2  # already imported by Flask: free here
 from flask import Request, Response
 
 from common.api import cents, month_text
-from common.auth import LoginService, Principal, TokenService, bearer_token, require_role
+from common.auth import (
+    LoginService,
+    Principal,
+    Sessions,
+    TokenService,
+    bearer_token,
+    require_role,
+)
 from common.config import Settings
 from common.errors import ApiError, CsrfFailed, InvalidCredentials, InvalidToken
 from common.http import Call, error_json
@@ -190,10 +198,12 @@ class Dashboard:
         trends: PgTrends,
         logins: LoginService,
         tokens: TokenService,
+        sessions: Sessions,
     ) -> None:
         self._trends = trends
         self._logins = logins
         self._tokens = tokens
+        self._sessions = sessions
         self._csrf = Csrf(settings.jwt_secret)
         self._secure = not settings.is_dev
         prefix = "__Host-" if self._secure else ""
@@ -259,6 +269,11 @@ class Dashboard:
     def _redirect(location: str) -> Response:
         return Response(status=303, headers={"Location": location})
 
+    def _clear_session(self, response: Response) -> None:
+        response.delete_cookie(
+            self.session_cookie, path="/", secure=self._secure, httponly=True, samesite="Lax"
+        )
+
     # -- who is calling -------------------------------------------------------------------------
     def _principal(self, call: Call) -> Principal | None:
         token = bearer_token(call.request)
@@ -268,7 +283,7 @@ class Dashboard:
         if not cookie:
             return None
         try:
-            return require_role(self._tokens.verify(cookie), FUNCTION)
+            return require_role(self._sessions.principal(cookie), FUNCTION)
         except InvalidToken:
             return None
 
@@ -280,9 +295,7 @@ class Dashboard:
         if principal is None:
             response = self._redirect("/login")
             if call.request.cookies.get(self.session_cookie):
-                response.delete_cookie(
-                    self.session_cookie, path="/", secure=self._secure, httponly=True
-                )
+                self._clear_session(response)
             return response
         call.user = principal.username
         filters = parse_trend_params(call.request.args, drop_empty=True)
@@ -356,7 +369,7 @@ class Dashboard:
                     response.headers[name] = value
             return response
         call.user = principal.username
-        issued = self._tokens.issue(principal)
+        issued = self._sessions.start(principal)
         response = self._redirect("/")
         self._set_cookie(
             response, self.session_cookie, issued.access_token, issued.expires_in, samesite="Lax"
@@ -372,8 +385,11 @@ class Dashboard:
             call.request.cookies.get(self.csrf_cookie), call.request.form.get("csrf_token")
         ):
             raise CsrfFailed()
+        cookie = call.request.cookies.get(self.session_cookie)
+        if cookie:
+            self._sessions.end(cookie)  # also a copy of the cookie stops working
         response = self._redirect("/login")
-        response.delete_cookie(self.session_cookie, path="/", secure=self._secure, httponly=True)
+        self._clear_session(response)
         return response
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Request, Response
 
 from common.api import require_database
-from common.auth import LoginService, TokenService
+from common.auth import LoginService, Sessions, TokenService
 from common.config import Settings, get_settings
 from common.dashboard import Dashboard
 from common.db import PgPool
@@ -27,6 +27,7 @@ def create(settings: Settings) -> FunctionApp:
         PgTrends(pool, settings.mart_schema),
         LoginService(pool, settings),
         TokenService(settings),
+        Sessions(pool, settings),
     )
 
     def openapi() -> dict[str, object]:

@@ -14,6 +14,7 @@ import yaml
 
 from common.auth import Principal, TokenService
 from common.config import Settings
+from common.errors import InvalidToken
 from common.masking import mask
 from pipeline.postgres_embedded import EmbeddedPostgres
 from tests.conftest import TEST_ENV, create_database
@@ -262,7 +263,37 @@ def test_logout_clears_the_session(call: Caller, analyst: Account) -> None:
     assert out.headers["Location"] == "/login"
     value, header = set_cookies(out)[SESSION]
     assert value == "" and ("Max-Age=0" in header or "expires=Thu, 01 Jan 1970" in header)
+    assert "SameSite=Lax" in header and "Secure" in header and "HttpOnly" in header
     assert call("/logout", method="GET").status_code == 405
+
+    # The session is over for good: a copy of the cookie (another tab, a stolen one) is
+    # sent back to the login, though its token has not expired yet.
+    replay = call("/", headers={**BROWSER, **cookie_header(**{SESSION: session})})
+    assert replay.status_code == 303 and replay.headers["Location"] == "/login"
+    # Logging out again with the ended session is harmless.
+    again = call(
+        "/logout",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{SESSION: session, CSRF: csrf_nonce})},
+        data={"csrf_token": token},
+    )
+    assert again.status_code == 303
+
+
+def test_a_session_cookie_is_not_an_api_token(
+    call: Caller, analyst: Account, fn_settings: Settings
+) -> None:
+    """The cookie's token has an audience of its own: as a bearer token (here, or on the
+    trends APIs) it is refused, so a copied cookie is no API key."""
+    session = set_cookies(log_in(call, analyst))[SESSION][0]
+    assert call("/", headers={**BROWSER, **cookie_header(**{SESSION: session})}).status_code == 200
+    assert call("/", headers={"Authorization": f"Bearer {session}"}).status_code == 401
+    with pytest.raises(InvalidToken):
+        TokenService(fn_settings).verify(session)  # what trends_pg and trends_bq check
+    # Nor is an API token a session cookie.
+    api_token = TokenService(fn_settings).issue(Principal(analyst.username, "analyst"))
+    cookie = cookie_header(**{SESSION: api_token.access_token})
+    assert call("/", headers={**BROWSER, **cookie}).status_code == 303
 
 
 def test_dev_cookies_are_not_secure(marts_dsn: str, flask_app: Any, analyst: Account) -> None:
