@@ -27,6 +27,7 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2  # already imported by Flask: free here
 from flask import Request, Response
@@ -56,6 +57,9 @@ CSRF_MAX_AGE_SECONDS = 12 * 3600
 CHART_WIDTH, CHART_HEIGHT = 720, 260
 CHART_LEFT, CHART_BOTTOM, CHART_TOP = 64, 36, 12
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# Where a login may send the browser back to: this page, with its filters. Never another
+# site ("//host", "/\\host", "https:"): not an open redirect.
+_RETURN_TO = re.compile(r"/(?:\?[^\\\s]{0,2000})?")
 
 
 def wants_html(request: Request) -> bool:
@@ -293,7 +297,10 @@ class Dashboard:
 
         principal = self._principal(call)
         if principal is None:
-            response = self._redirect("/login")
+            query = call.request.query_string.decode("latin-1")
+            response = self._redirect(
+                "/login?" + urlencode({"next": f"/?{query}"}) if query else "/login"
+            )
             if call.request.cookies.get(self.session_cookie):
                 self._clear_session(response)
             return response
@@ -310,6 +317,7 @@ class Dashboard:
             chart=build_chart(monthly),
             params=_form_values(call.request.args),
             masked=self._masked_columns,
+            pages=_pages(call.request.args, filters.offset, filters.limit, len(rows)),
         )
         response.headers["Vary"] = "Authorization, Cookie"
         return response
@@ -336,7 +344,8 @@ class Dashboard:
         return ShownRow(**shown)
 
     def login_form(self, call: Call) -> Response:
-        response, _ = self._page(call, "login.html", error=None, username="")
+        next_url = _return_to(call.request.args.get("next"))
+        response, _ = self._page(call, "login.html", error=None, username="", next=next_url)
         return response
 
     def login(self, call: Call) -> Response:
@@ -363,6 +372,7 @@ class Dashboard:
                 status,
                 error=error.message,
                 username=str(form.get("username", ""))[:256],
+                next=_return_to(form.get("next")),
             )
             if status == error.status:  # Retry-After of a 429; no WWW-Authenticate on a 200
                 for name, value in error.headers.items():
@@ -370,7 +380,7 @@ class Dashboard:
             return response
         call.user = principal.username
         issued = self._sessions.start(principal)
-        response = self._redirect("/")
+        response = self._redirect(_return_to(form.get("next")))
         self._set_cookie(
             response, self.session_cookie, issued.access_token, issued.expires_in, samesite="Lax"
         )
@@ -395,3 +405,30 @@ class Dashboard:
 
 def _form_values(args: Mapping[str, str]) -> dict[str, str]:
     return {name: str(args.get(name, ""))[:64] for name in PARAMETERS}
+
+
+def _return_to(value: str | None) -> str:
+    """The page a login returns to: the dashboard with its filters, else ``/``."""
+    return value if value is not None and _RETURN_TO.fullmatch(value) else "/"
+
+
+@dataclass(frozen=True)
+class Pages:
+    first: int  # 1-based number of the first row shown (0: none)
+    last: int
+    previous: str | None  # links to the neighbouring pages, same filters
+    next: str | None
+
+
+def _pages(args: Mapping[str, str], offset: int, limit: int, shown: int) -> Pages:
+    kept = {name: str(args[name]) for name in PARAMETERS if args.get(name) and name != "offset"}
+
+    def link(to: int) -> str:
+        return "/?" + urlencode({**kept, **({"offset": str(to)} if to else {})})
+
+    return Pages(
+        first=offset + 1 if shown else 0,
+        last=offset + shown,
+        previous=link(max(0, offset - limit)) if offset > 0 else None,
+        next=link(offset + limit) if shown == limit else None,
+    )

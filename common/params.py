@@ -244,6 +244,10 @@ class LoginFormSchema(Schema):
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
     csrf_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    next = fields.String(
+        validate=validate.Length(max=2048),
+        metadata={"description": "The dashboard URL to return to (this site's `/?...` only)."},
+    )
 
 
 _TREND_SCHEMA = TrendParamsSchema()

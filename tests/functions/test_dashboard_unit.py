@@ -91,6 +91,82 @@ def test_unauthenticated_browser_is_redirected_to_login(call: Caller) -> None:
     assert SESSION in set_cookies(expired)  # the stale cookie is cleared
 
 
+def test_login_returns_to_the_page_asked_for(call: Caller, analyst: Account) -> None:
+    asked = call("/", headers=BROWSER, query_string={"sale_month": "2023-10", "limit": "2"})
+    assert asked.status_code == 303
+    assert asked.headers["Location"] == "/login?next=%2F%3Fsale_month%3D2023-10%26limit%3D2"
+    page = call("/login?next=%2F%3Fsale_month%3D2023-10%26limit%3D2", headers=BROWSER)
+    html = page.get_data(as_text=True)
+    assert 'name="next" value="/?sale_month=2023-10&amp;limit=2"' in html
+    nonce = set_cookies(page)[CSRF][0]
+    response = call(
+        "/login",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
+        data={
+            "username": analyst.username,
+            "password": analyst.password,
+            "csrf_token": csrf_from(html),
+            "next": "/?sale_month=2023-10&limit=2",
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/?sale_month=2023-10&limit=2"
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["//evil.example/", "/\\evil.example", "https://evil.example/", "/login", "?x=1", "/? x"],
+)
+def test_login_never_returns_to_another_site(
+    call: Caller, analyst: Account, elsewhere: str
+) -> None:
+    nonce, token = login_form(call)
+    response = call(
+        "/login",
+        method="POST",
+        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
+        data={
+            "username": analyst.username,
+            "password": analyst.password,
+            "csrf_token": token,
+            "next": elsewhere,
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    form = call("/login", headers=BROWSER, query_string={"next": elsewhere})
+    assert 'name="next" value="/"' in form.get_data(as_text=True)
+
+
+def test_pages_link_to_their_neighbours_with_the_same_filters(
+    call: Caller, fn_settings: Settings
+) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    bearer = {**BROWSER, "Authorization": f"Bearer {token}"}
+    everything = call("/", headers=bearer, query_string={"limit": "1000"})
+    total = everything.get_data(as_text=True).count("<tr>") - 1  # the header row
+    assert total >= 3
+
+    first = call("/", headers=bearer, query_string={"limit": "2", "product_prefix": "Halal"})
+    html = first.get_data(as_text=True)
+    assert "Rows 1–2" in html and 'id="page-previous"' not in html
+    assert 'href="/?product_prefix=Halal&amp;limit=2&amp;offset=2" rel="next"' in html
+
+    second = call(
+        "/", headers=bearer, query_string={"limit": "2", "product_prefix": "Halal", "offset": "2"}
+    )
+    html = second.get_data(as_text=True)
+    assert "Rows 3–" in html
+    assert 'href="/?product_prefix=Halal&amp;limit=2" rel="prev"' in html
+
+    last = call("/", headers=bearer, query_string={"limit": "1000"})
+    html = last.get_data(as_text=True)
+    assert f"Rows 1–{total}" in html and 'id="page-next"' not in html
+    beyond = call("/", headers=bearer, query_string={"offset": "5000"})
+    assert "No rows here" in beyond.get_data(as_text=True)
+
+
 def test_login_form_sets_a_csrf_cookie(call: Caller) -> None:
     page = call("/login", headers=BROWSER)
     html = page.get_data(as_text=True)
