@@ -39,15 +39,17 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
-    conn.run("CREATE SCHEMA IF NOT EXISTS salesmart_meta")
-    conn.run(
-        "CREATE TABLE IF NOT EXISTS salesmart_meta.schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
     applied_now: list[int] = []
+    # First the lock: CREATE ... IF NOT EXISTS is not safe against a concurrent create
+    # (two migrators on a fresh database: a unique violation in the catalog).
     conn.run("SELECT pg_advisory_lock(:key)", key=_LOCK_KEY)
     try:
+        conn.run("CREATE SCHEMA IF NOT EXISTS salesmart_meta")
+        conn.run(
+            "CREATE TABLE IF NOT EXISTS salesmart_meta.schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         done = {row[0] for row in conn.run("SELECT version FROM salesmart_meta.schema_migrations")}
         for migration in discover(directory):
             if migration.version in done:

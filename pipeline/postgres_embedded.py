@@ -11,6 +11,7 @@ Layout under ``root`` (e.g. ``.salesmart/postgres``)::
     password       the generated password (0600, owned by the caller)
     port           the TCP port chosen at init
     in-use.lock    held (shared) by each command using the server; the last one stops it
+    start.lock     held (exclusive) while a command creates or starts the server
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ ROLE = "salesmart"
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 START_TIMEOUT_SECONDS = 60
 IN_USE_LOCK = "in-use.lock"
+START_LOCK = "start.lock"
 STOP_GRACE_SECONDS = 5  # for an interrupted initdb/pg_ctl: it removes its own half work
 
 
@@ -295,7 +297,12 @@ class EmbeddedPostgres:
         lock = (self.root / IN_USE_LOCK).open("ab")
         try:
             fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a last user is stopping it
-            self.start()
+            # One starter at a time: users arriving together would each build the cluster,
+            # or each run pg_ctl (and the loser's clean-up stop the winner's server). The
+            # others wait, then find it running.
+            with (self.root / START_LOCK).open("ab") as starting:
+                fcntl.flock(starting, fcntl.LOCK_EX)
+                self.start()
         except BaseException:
             lock.close()
             raise

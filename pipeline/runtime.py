@@ -74,14 +74,27 @@ def bigquery_state_dir(settings: Settings) -> Path:
 
 
 def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
-    """A secret kept in ``.salesmart/<name>``, generated on first use."""
+    """A secret kept in ``.salesmart/<name>``, generated on first use.
+
+    Commands started at the same moment in a fresh folder must agree on it (two PII keys
+    would mask the same ids differently): the file appears whole or not at all (written
+    aside, then linked into place, which fails if another got there first), and whoever
+    loses reads the winner's."""
     path = ensure_state_dir(settings) / name
     if path.exists():
         value = path.read_text(encoding="utf-8").strip()
         if value:
             return value
+        path.unlink(missing_ok=True)  # left empty by an older version: make it again
     value = secrets.token_urlsafe(nbytes)
-    write_private(path, value + "\n")
+    aside = path.with_name(f".{name}.{secrets.token_hex(4)}")
+    write_private(aside, value + "\n")
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        value = path.read_text(encoding="utf-8").strip()
+    finally:
+        aside.unlink(missing_ok=True)
     return value
 
 

@@ -50,4 +50,4 @@ def test_a_failing_dbt_test_fails_the_run(stack: Stack, failing_run: str) -> Non
     # ... but nothing downstream of the failing test was built, and the check never ran.
     assert stack.pg("SELECT to_regclass('public.pg_sales') IS NULL") == [[True]]
     assert stack.pg("SELECT to_regclass('public.summary_sales') IS NULL") == [[True]]
-    assert "postgres: raw 3 rows" not in failing_run
+    assert '"target": "postgres"' not in failing_run

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -234,6 +235,66 @@ def test_the_server_stops_when_its_last_user_leaves() -> None:
         assert not open_embedded(root / "state" / "postgres").is_running()
     finally:
         server = open_embedded(root / "state" / "postgres")
+        if server.is_running():
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _join_together(state: str, barrier: Any, results: Any) -> None:
+    """One command of several started at the same moment: join, query, hold, leave."""
+    environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
+    settings = build_settings({**environ, "SALESMART_STATE_DIR": state})
+    barrier.wait()
+    try:
+        with postgres_dsn(settings) as dsn:
+            conn = connect(dsn)
+            conn.run("SELECT 1")
+            time.sleep(2)  # the others are inside too
+            conn.run("SELECT 1")
+            conn.close()
+        results.put("ok")
+    except BaseException as exc:  # reported to the test, which fails with it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("first_time", [True, False])
+def test_commands_starting_together_share_one_server(first_time: bool) -> None:
+    """Three commands join at the same moment, in a fresh folder (each used to build its
+    own cluster: the folder was left broken for good) and with the server built but
+    stopped (each ran pg_ctl, and the loser's clean-up stopped the winner's server)."""
+    import multiprocessing
+
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    server_root = root / "state" / "postgres"
+    try:
+        if not first_time:
+            built = open_embedded(server_root)
+            built.start()
+            built.stop()
+        context = multiprocessing.get_context("spawn")
+        barrier, results = context.Barrier(3), context.Queue()
+        workers = [
+            context.Process(target=_join_together, args=(str(root / "state"), barrier, results))
+            for _ in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+        assert outcomes == ["ok"] * 3, outcomes
+        server = open_embedded(server_root)
+        assert not server.is_running()  # the last to leave stopped it
+        assert sorted(p.name for p in server_root.iterdir() if p.name.startswith("data")) == [
+            "data"
+        ]
+        server.start()  # and the folder is whole: its saved port and password work
+        conn = connect(server.dsn)
+        assert conn.run("SELECT 1") == [[1]]
+        conn.close()
+    finally:
+        server = open_embedded(server_root)
         if server.is_running():
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
