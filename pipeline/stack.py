@@ -73,8 +73,10 @@ def step(what: str) -> Iterator[None]:
 
 # -- function processes -------------------------------------------------------------------
 def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
-    """The environment a function process gets: settings made explicit, secrets included."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    """The environment a function process gets: this command's, every ``SALESMART_*``
+    setting included (a mart schema or dataset, timeouts: what dbt was given too), with
+    what this command resolved made explicit, secrets included."""
+    env = dict(os.environ)
     env.update(
         {
             "SALESMART_ENV": "dev" if dev else settings.env,
@@ -89,9 +91,6 @@ def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
     )
     if settings.bigquery.api_endpoint:
         env["SALESMART_BQ_ENDPOINT"] = settings.bigquery.api_endpoint
-    for passthrough in ("SALESMART_BCRYPT_ROUNDS", "SALESMART_TOKEN_TTL_SECONDS"):
-        if passthrough in os.environ:
-            env[passthrough] = os.environ[passthrough]
     return env
 
 
