@@ -42,14 +42,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from common.config import BigQuerySettings, ConfigError, get_settings
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, shown_value_bound
+from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -59,7 +59,6 @@ SCOPES = ("https://www.googleapis.com/auth/bigquery",)
 SUMMARY_TABLE = "summary_sales"
 LABEL_MAX = 63
 INT64_MAX = 2**63 - 1
-NUMERIC_SCALE = Decimal("1e-9")
 NUMERIC_MAX = Decimal("99999999999999999999999999999.999999999")
 #: Connection refused/reset is retried this many times (100 ms, 200 ms) before giving up:
 #: an unreachable warehouse answers 503 at once instead of after the whole deadline.
@@ -599,18 +598,10 @@ def ping(settings: BigQuerySettings | None = None, timeout: float | None = None)
 
 # -- the trends query ----------------------------------------------------------------------
 def _numeric_bound(value: Decimal, *, lower: bool) -> Decimal | None:
-    """A bound on the shown (rounded) value as a NUMERIC parameter bounding the exact one.
-
-    ``shown_value_bound`` first; then, as NUMERIC holds 9 decimals, a lower bound rounds up
-    and an upper bound down (stored values have at most 9 decimals, so the result is
-    unchanged). None: beyond NUMERIC's range (a lower bound above it matches nothing, an
-    upper bound above it everything).
-    """
-    value = shown_value_bound(value, lower=lower)
-    try:
-        rounded = value.quantize(NUMERIC_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR)
-    except InvalidOperation:
-        return None
+    """A bound on the shown (rounded) value as a NUMERIC parameter bounding the exact one
+    (``mart_bound``). None: beyond NUMERIC's range (a lower bound above it matches nothing,
+    an upper bound above it everything)."""
+    rounded = mart_bound(value, lower=lower)
     return rounded if rounded <= NUMERIC_MAX else None
 
 

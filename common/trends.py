@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 
 DEFAULT_PRODUCT_PREFIX = "Halal"
 DEFAULT_LIMIT = 100
@@ -21,6 +21,10 @@ CENT = Decimal("0.01")
 _HALF_CENT = Decimal("0.005")
 #: Mart values carry at most 9 decimals (NUMERIC's scale, on both warehouses).
 MART_SCALE = Decimal("1e-9")
+#: Above every mart value (BigQuery's NUMERIC ends below 10^29): larger bounds are capped.
+BOUND_CAP = Decimal(10) ** 30
+# Room for a capped bound with its 9 decimals (the default context keeps 28 digits).
+_WIDE = Context(prec=60)
 
 #: Result columns, in order, of both warehouses' ``summary_sales``.
 SUMMARY_COLUMNS = (
@@ -105,3 +109,12 @@ def shown_value_bound(value: Decimal, *, lower: bool) -> Decimal:
     if lower:
         return value.quantize(CENT, rounding=ROUND_CEILING) - _HALF_CENT
     return value.quantize(CENT, rounding=ROUND_FLOOR) + _HALF_CENT - MART_SCALE
+
+
+def mart_bound(value: Decimal, *, lower: bool) -> Decimal:
+    """``shown_value_bound`` as a bound with the marts' 9 decimals (a lower bound rounds up,
+    an upper one down: the same rows match), capped at ``BOUND_CAP``."""
+    value = min(shown_value_bound(value, lower=lower), BOUND_CAP)
+    return value.quantize(
+        MART_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=_WIDE
+    )

@@ -10,20 +10,16 @@ Row order and columns are ``common.trends``'s, the same as BigQuery's.
 
 from __future__ import annotations
 
-import decimal
 import re
 from datetime import date
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 from common.db import PgPool
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, shown_value_bound
+from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 INT64_MAX = 2**63 - 1
-NUMBER_CAP = Decimal(10) ** 20
-_NINE_DECIMALS = Decimal("1e-9")
-_WIDE = decimal.Context(prec=60)
 
 _WHERE = """
 WHERE product LIKE CAST(:pattern AS text) ESCAPE '!'
@@ -52,19 +48,9 @@ def _table(schema: str) -> str:
 
 
 def bound(value: Decimal | None, *, lower: bool) -> Decimal | None:
-    """A filter bound on the shown (rounded) value as a NUMERIC bound on the exact one.
-
-    ``shown_value_bound`` first; then, as mart values have at most 9 decimals (money 2,
-    ``avg_price`` 9), a lower bound rounds up and an upper bound down to 9 decimals without
-    changing which rows match (when they cross, nothing matches); no total reaches 10^20,
-    so larger bounds are capped there (``1e999999`` would overflow NUMERIC).
-    """
-    if value is None:
-        return None
-    value = shown_value_bound(value, lower=lower)
-    return min(value, NUMBER_CAP).quantize(
-        _NINE_DECIMALS, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=_WIDE
-    )
+    """A filter bound on the shown (rounded) value as a NUMERIC bound on the exact one
+    (``mart_bound``: ``1e999999`` is capped, it would overflow NUMERIC)."""
+    return None if value is None else mart_bound(value, lower=lower)
 
 
 def _params(filters: TrendFilters) -> dict[str, Any]:

@@ -272,3 +272,18 @@ def test_summary_row_normalizes_backend_types() -> None:
     assert row["total_amount"] == Decimal("10.1")
     assert row["avg_price"] == Decimal("3.3666")
     assert row["total_quantity"] == 3
+
+
+@pytest.mark.parametrize(
+    "min_amount", ["12345678901234567890", "99999999999999999999999999999.99", "1e28"]
+)
+def test_large_money_bounds_reach_bigquery_as_postgresql_gets_them(min_amount: str) -> None:
+    """Totals can pass 10^19 (150 rows of a 15-digit price x 100): such bounds were read
+    as beyond NUMERIC (28-digit rounding failed) and the answer was [] without a query."""
+    from common.trends_pg import bound
+
+    built = bq.summary_query(TrendFilters(min_amount=Decimal(min_amount)))
+    assert built is not None
+    _, params = built
+    assert params["min_amount"] == bq.Param("NUMERIC", bound(Decimal(min_amount), lower=True))
+    assert bq.summary_query(TrendFilters(min_amount=Decimal("1e29"))) is None  # above NUMERIC
