@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pipeline import FUNCTIONS
+
 if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
     from common.config import Settings
 
@@ -24,7 +26,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNUSABLE = 2
 TARGETS = ("postgres", "bigquery", "all")
-FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
 
 
 class _UsageError(Exception):
@@ -224,9 +225,12 @@ def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
-            raise CliError("the passwords do not match")
+        try:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Repeat password: ") != password:
+                raise CliError("the passwords do not match")
+        except EOFError:  # Ctrl-D at the prompt
+            raise CliError("no password given") from None
     if not password:
         raise CliError("no password given")
     return password

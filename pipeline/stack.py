@@ -25,6 +25,7 @@ from common.config import REPO_ROOT, Settings
 from common.process import stop_group
 from common.server import PARENT_PID_ENV
 from common.server import command as serve_command
+from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
 from pipeline.runtime import (
     ENDPOINTS_FILE,
@@ -39,7 +40,6 @@ from pipeline.runtime import (
     write_private,
 )
 
-FUNCTIONS = ("token", "trends_bq", "trends_pg", "dashboard")
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
 ADMIN_USER = "admin"
@@ -371,10 +371,8 @@ def _up(
     pg = parse_dsn(settings.database_url)
     say("")
     say("salesmart is up. Ctrl-C stops everything it started.")
-    say(f"  token      {urls['token']}/token")
-    say(f"  trends_bq  {urls['trends_bq']}/sales/trends")
-    say(f"  trends_pg  {urls['trends_pg']}/sales/pg-trends")
-    say(f"  dashboard  {urls['dashboard']}/")
+    for name, url in urls.items():
+        say(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
     say(f"  postgres   {pg.redacted()}")
     say(f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}")
     if unshown:
@@ -407,7 +405,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
         try:
             processes.start()
             for name, url in processes.urls().items():
-                say(f"  {name:<10} {url}")
+                say(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
             say("serving; Ctrl-C stops.")
             return wait_until_stopped(processes)
         finally:

@@ -351,6 +351,42 @@ def terminal() -> Iterator[tuple[int, bytearray]]:
         os.close(controller)
 
 
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [([b"\x04"], "no password given"), ([b"one\n", b"two\n"], "the passwords do not match")],
+)
+def test_the_password_prompt_on_a_terminal(
+    settings: Settings, tmp_path: Path, lines: list[bytes], message: str
+) -> None:
+    """Typed at the prompt (no --password-stdin): Ctrl-D is a one-line reason too (it was
+    'salesmart: EOFError'), as is a repeat that differs."""
+    controller, end = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "users", "add", "gina", "--role", "analyst"],
+        env=cli_env(settings, tmp_path),
+        stdin=end,  # no controlling terminal (a session of its own): getpass reads this one
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(end)
+    assert process.stderr is not None
+    try:
+        for line in lines:  # each once its prompt is out (getpass flushes earlier input)
+            prompt = b""
+            while not prompt.endswith(b": "):
+                chunk = os.read(process.stderr.fileno(), 1)
+                assert chunk, prompt
+                prompt += chunk
+            os.write(controller, line)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        os.close(controller)
+    assert process.returncode == 1, err
+    assert err.decode().splitlines()[-1] == f"salesmart: {message}"
+
+
 def on_terminal(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """`salesmart ARGS` with its stderr on a terminal: exit code, stdout, what it drew."""
     with terminal() as (end, shown):

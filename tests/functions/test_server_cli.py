@@ -215,12 +215,14 @@ def test_salesmart_serve_runs_the_chosen_functions_until_ctrl_c(
             lines.append(line.rstrip("\n"))
         urls = dict(line.split() for line in lines if line.startswith("  "))
         # Each function keeps its place of `up`'s four (token, trends_bq, trends_pg, dashboard).
+        # Printed as `up` prints them: with each function's operation path.
         assert urls == {
-            "token": f"http://127.0.0.1:{base}",
-            "trends_pg": f"http://127.0.0.1:{base + 2}",
+            "token": f"http://127.0.0.1:{base}/token",
+            "trends_pg": f"http://127.0.0.1:{base + 2}/sales/pg-trends",
         }
-        for name, url in urls.items():
-            assert requests.get(f"{url}/healthz", timeout=10).json()["function"] == name
+        for name, port in (("token", base), ("trends_pg", base + 2)):
+            health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            assert health.json()["function"] == name
         assert port_is_free(base + 1) and port_is_free(base + 3)  # only the two asked for
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
