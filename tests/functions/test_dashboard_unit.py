@@ -72,13 +72,19 @@ def login_form(call: Caller) -> tuple[str, str]:
     return nonce, csrf_from(page.get_data(as_text=True))
 
 
-def log_in(call: Caller, account: Account) -> Any:
+def log_in(call: Caller, account: Account, **fields: str) -> Any:
+    """POST /login as a browser does, with ``fields`` added to the form."""
     nonce, token = login_form(call)
     return call(
         "/login",
         method="POST",
         headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
-        data={"username": account.username, "password": account.password, "csrf_token": token},
+        data={
+            "username": account.username,
+            "password": account.password,
+            "csrf_token": token,
+            **fields,
+        },
     )
 
 
@@ -98,18 +104,7 @@ def test_login_returns_to_the_page_asked_for(call: Caller, analyst: Account) -> 
     page = call("/login?next=%2F%3Fsale_month%3D2023-10%26limit%3D2", headers=BROWSER)
     html = page.get_data(as_text=True)
     assert 'name="next" value="/?sale_month=2023-10&amp;limit=2"' in html
-    nonce = set_cookies(page)[CSRF][0]
-    response = call(
-        "/login",
-        method="POST",
-        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
-        data={
-            "username": analyst.username,
-            "password": analyst.password,
-            "csrf_token": csrf_from(html),
-            "next": "/?sale_month=2023-10&limit=2",
-        },
-    )
+    response = log_in(call, analyst, next="/?sale_month=2023-10&limit=2")
     assert response.status_code == 303
     assert response.headers["Location"] == "/?sale_month=2023-10&limit=2"
 
@@ -121,18 +116,7 @@ def test_login_returns_to_the_page_asked_for(call: Caller, analyst: Account) -> 
 def test_login_never_returns_to_another_site(
     call: Caller, analyst: Account, elsewhere: str
 ) -> None:
-    nonce, token = login_form(call)
-    response = call(
-        "/login",
-        method="POST",
-        headers={**BROWSER, **cookie_header(**{CSRF: nonce})},
-        data={
-            "username": analyst.username,
-            "password": analyst.password,
-            "csrf_token": token,
-            "next": elsewhere,
-        },
-    )
+    response = log_in(call, analyst, next=elsewhere)
     assert response.status_code == 303
     assert response.headers["Location"] == "/"
     form = call("/login", headers=BROWSER, query_string={"next": elsewhere})
