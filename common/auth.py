@@ -239,7 +239,12 @@ def authenticate_request(request: Request, tokens: TokenService, function: str) 
 
 
 # -- dashboard sessions -------------------------------------------------------------------------
-_SESSION_ENDED = "SELECT 1 FROM auth.ended_sessions WHERE jti = :jti"
+# A session ends at logout, and with its user: disabled (or removed) users lose the
+# dashboard at once, not when their cookie's token expires.
+_SESSION_ENDED = """
+SELECT EXISTS (SELECT 1 FROM auth.ended_sessions WHERE jti = :jti)
+    OR NOT EXISTS (SELECT 1 FROM auth.users WHERE username = :username AND NOT disabled)
+"""
 _END_SESSION = """
 WITH expired AS (DELETE FROM auth.ended_sessions WHERE expires_at < now() - interval '1 hour')
 INSERT INTO auth.ended_sessions (jti, expires_at)
@@ -266,7 +271,12 @@ class Sessions:
     def principal(self, token: str) -> Principal:
         """The session's user; ``InvalidToken`` when the token is bad, expired or ended."""
         verified = self._tokens.verified(token)
-        if not verified.token_id or self._pool.run(_SESSION_ENDED, jti=verified.token_id):
+        if not verified.token_id:
+            raise InvalidToken()
+        [[ended]] = self._pool.run(
+            _SESSION_ENDED, jti=verified.token_id, username=verified.principal.username
+        )
+        if ended:
             raise InvalidToken()
         return verified.principal
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,13 @@ from common.auth import (
     require_role,
 )
 from common.config import Settings
-from common.errors import ApiError, CsrfFailed, InvalidCredentials, InvalidToken
+from common.errors import (
+    ApiError,
+    CsrfFailed,
+    InvalidCredentials,
+    InvalidToken,
+    WarehouseUnavailable,
+)
 from common.http import Call, error_json
 from common.masking import Masker
 from common.trends import PARAMETERS, SUMMARY_COLUMNS
@@ -111,7 +117,7 @@ class ShownRow:
     transaction_count: int | str
 
 
-@dataclass(frozen=True)
+@dataclass
 class Bar:
     x: float
     y: float
@@ -155,11 +161,28 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
                 show_label=index % every == 0,
             )
         )
+    # Gridlines at round values (1, 2 or 5 times a power of ten), the tallest bar below the
+    # top one; the bars keep their exact heights against the same scale.
+    step = _nice_step(top / 4 if top > 0 else Decimal(1))
+    lines = max(1, int(((top or 1) / step).to_integral_value(rounding=ROUND_CEILING)))
+    scale = float(step * lines)
+    for bar in bars:
+        height = bar.height * float(top or 1) / scale if top > 0 else 0.0
+        bar.height, bar.y = round(height, 2), round(axis_y - height, 2)
     ticks = [
-        (round(axis_y - plot_height * step / 4, 2), f"{(top or 1) * step / 4:,.0f}")
-        for step in range(5)
+        (round(axis_y - plot_height * index / lines, 2), f"{step * index:,.0f}")
+        for index in range(lines + 1)
     ]
     return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, CHART_LEFT)
+
+
+def _nice_step(rough: Decimal) -> Decimal:
+    """The smallest of 1, 2, 5 times a power of ten (at least 1) not below ``rough``."""
+    power = Decimal(10) ** max(rough.adjusted(), 0)
+    for factor in (1, 2, 5, 10):
+        if power * factor >= rough:
+            return power * factor
+    return power * 10
 
 
 class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
@@ -307,7 +330,7 @@ class Dashboard:
         call.user = principal.username
         filters = parse_trend_params(call.request.args, drop_empty=True)
         rows = [self._shown(row) for row in self._trends.summary(filters)]
-        monthly = self._trends.monthly_totals(filters)
+        monthly, matching = self._trends.monthly_totals(filters)
         call.rows = len(rows)
         response, _ = self._page(
             call,
@@ -317,7 +340,7 @@ class Dashboard:
             chart=build_chart(monthly),
             params=_form_values(call.request.args),
             masked=self._masked_columns,
-            pages=_pages(call.request.args, filters.offset, filters.limit, len(rows)),
+            pages=_pages(call.request.args, filters.offset, filters.limit, len(rows), matching),
         )
         response.headers["Vary"] = "Authorization, Cookie"
         return response
@@ -397,7 +420,12 @@ class Dashboard:
             raise CsrfFailed()
         cookie = call.request.cookies.get(self.session_cookie)
         if cookie:
-            self._sessions.end(cookie)  # also a copy of the cookie stops working
+            try:
+                self._sessions.end(cookie)  # also a copy of the cookie stops working
+            except WarehouseUnavailable:  # the cookie stays: say so, not "logged out"
+                raise WarehouseUnavailable(
+                    "Logging out failed: you are still signed in. Try again shortly."
+                ) from None
         response = self._redirect("/login")
         self._clear_session(response)
         return response
@@ -416,19 +444,24 @@ def _return_to(value: str | None) -> str:
 class Pages:
     first: int  # 1-based number of the first row shown (0: none)
     last: int
+    total: int  # rows matching the filters, all pages
     previous: str | None  # links to the neighbouring pages, same filters
     next: str | None
+    last_page: str | None  # from past the end: back to the rows
 
 
-def _pages(args: Mapping[str, str], offset: int, limit: int, shown: int) -> Pages:
+def _pages(args: Mapping[str, str], offset: int, limit: int, shown: int, total: int) -> Pages:
     kept = {name: str(args[name]) for name in PARAMETERS if args.get(name) and name != "offset"}
 
     def link(to: int) -> str:
         return "/?" + urlencode({**kept, **({"offset": str(to)} if to else {})})
 
+    beyond = shown == 0 and offset > 0 and total > 0
     return Pages(
         first=offset + 1 if shown else 0,
         last=offset + shown,
-        previous=link(max(0, offset - limit)) if offset > 0 else None,
-        next=link(offset + limit) if shown == limit else None,
+        total=total,
+        previous=link(max(0, offset - limit)) if offset > 0 and not beyond else None,
+        next=link(offset + limit) if offset + shown < total and shown else None,
+        last_page=link((total - 1) // limit * limit) if beyond else None,
     )

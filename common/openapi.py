@@ -179,7 +179,8 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
             },
             "/logout": {
                 "post": {
-                    "summary": "Log out (CSRF-protected form); clears the session cookie.",
+                    "summary": "Log out (CSRF-protected form): ends the session on the server"
+                    " and clears its cookie.",
                     "requestBody": {
                         "content": {
                             "application/x-www-form-urlencoded": {
@@ -193,6 +194,9 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                     "responses": {
                         "303": _redirect("Logged out: to /login."),
                         "400": _error("Failed CSRF check.", html=True),
+                        "503": _error(
+                            "The session could not be ended (still signed in); retry.", html=True
+                        ),
                     },
                 }
             },

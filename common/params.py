@@ -244,8 +244,8 @@ class LoginFormSchema(Schema):
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
     csrf_token = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    # Any length (the form's size is bounded): one the page cannot return to means "/".
     next = fields.String(
-        validate=validate.Length(max=2048),
         metadata={"description": "The dashboard URL to return to (this site's `/?...` only)."},
     )
 

@@ -106,7 +106,7 @@ class PgTrends:
             f"FROM ({self._summary_sql}) AS page"
         )
         self._monthly_sql = (
-            f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+            f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount, count(*)\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"FROM {table}{_WHERE}"
             "GROUP BY sale_month\nORDER BY sale_month"
         )
@@ -126,7 +126,8 @@ class PgTrends:
         ((count, body),) = self._pool.run(self._summary_json_sql, **_page_params(filters))
         return int(count), str(body).encode()
 
-    def monthly_totals(self, filters: TrendFilters) -> list[tuple[date, Decimal]]:
-        """``(sale_month, sum of total_amount)`` over every matching row (no paging)."""
+    def monthly_totals(self, filters: TrendFilters) -> tuple[list[tuple[date, Decimal]], int]:
+        """``(sale_month, sum of total_amount)`` over every matching row (no paging), and how
+        many rows match (what the pages of ``summary`` add up to)."""
         rows = self._pool.run(self._monthly_sql, **_params(filters))
-        return [(date.fromisoformat(row[0]), row[1]) for row in rows]
+        return [(date.fromisoformat(row[0]), row[1]) for row in rows], sum(int(r[2]) for r in rows)

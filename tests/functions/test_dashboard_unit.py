@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
 from http.cookies import SimpleCookie
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +18,9 @@ from common.auth import Principal, TokenService
 from common.config import Settings
 from common.errors import InvalidToken
 from common.masking import mask
+from common.pg import connect
 from pipeline.postgres_embedded import EmbeddedPostgres
+from pipeline.users import disable_user
 from tests.conftest import TEST_ENV, create_database
 from tests.functions.conftest import (
     Account,
@@ -123,6 +127,28 @@ def test_login_never_returns_to_another_site(
     assert 'name="next" value="/"' in form.get_data(as_text=True)
 
 
+def test_a_return_address_too_long_to_keep_still_logs_in(call: Caller, analyst: Account) -> None:
+    response = log_in(call, analyst, next="/?product_prefix=" + "a" * 5000)
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+def test_a_disabled_users_session_ends_with_it(
+    call: Caller, analyst: Account, marts_dsn: str
+) -> None:
+    """Disabling a user ends their dashboard session at once (it ran on until the cookie's
+    token expired: 30 minutes by default, up to a day)."""
+    session = set_cookies(log_in(call, analyst))[SESSION][0]
+    browser = {**BROWSER, **cookie_header(**{SESSION: session})}
+    assert call("/", headers=browser).status_code == 200
+    conn = connect(marts_dsn)
+    try:
+        disable_user(conn, analyst.username)
+    finally:
+        conn.close()
+    page = call("/", headers=browser)
+    assert page.status_code == 303 and page.headers["Location"] == "/login"
+
+
 def test_pages_link_to_their_neighbours_with_the_same_filters(
     call: Caller, fn_settings: Settings
 ) -> None:
@@ -146,9 +172,22 @@ def test_pages_link_to_their_neighbours_with_the_same_filters(
 
     last = call("/", headers=bearer, query_string={"limit": "1000"})
     html = last.get_data(as_text=True)
-    assert f"Rows 1–{total}" in html and 'id="page-next"' not in html
-    beyond = call("/", headers=bearer, query_string={"offset": "5000"})
-    assert "No rows here" in beyond.get_data(as_text=True)
+    assert f"Rows 1–{total} of {total}" in html and 'id="page-next"' not in html
+
+    # A last page that is full has no Next (it led to an empty page).
+    pages = -(-total // 2)
+    final = call("/", headers=bearer, query_string={"limit": "1", "offset": str(total - 1)})
+    html = final.get_data(as_text=True)
+    assert f"Rows {total}–{total} of {total}" in html and 'id="page-next"' not in html
+    assert pages >= 2
+
+    # From past the end, one link back to the rows (Previous would step through nothing).
+    beyond = call("/", headers=bearer, query_string={"offset": "5000", "limit": "2"})
+    html = beyond.get_data(as_text=True)
+    assert f"No rows here: {total} match" in html and 'id="page-previous"' not in html
+    assert f'href="/?limit=2&amp;offset={(total - 1) // 2 * 2}" id="page-last"' in html
+    nothing = call("/", headers=bearer, query_string={"product_prefix": "Zzz"})
+    assert "No rows match" in nothing.get_data(as_text=True)
 
 
 def test_login_form_sets_a_csrf_cookie(call: Caller) -> None:
@@ -254,6 +293,37 @@ def test_chart_has_a_bar_per_month(call: Caller, fn_settings: Settings) -> None:
     html = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}).get_data(as_text=True)
     months = re.findall(r'data-month="([0-9-]+)"', html)
     assert months == ["2023-09", "2023-10", "2023-11", "2023-12"]
+    # Each bar tells assistive technology its month and value, not only a hover title.
+    labels = re.findall(r'role="img" aria-label="([0-9-]+): ([0-9,.]+)"', html)
+    assert labels[1] == ("2023-10", "2,632.83")  # the month's total, as the table adds up
+    assert [month for month, _ in labels] == months
+
+
+@pytest.mark.parametrize(
+    ("top", "ticks"),
+    [
+        ("398", ["0", "100", "200", "300", "400"]),  # was 0, 100, 199, 298, 398
+        ("1999.98", ["0", "500", "1,000", "1,500", "2,000"]),
+        ("101", ["0", "50", "100", "150"]),
+        ("0.40", ["0", "1"]),
+        ("0", ["0", "1"]),
+        (
+            "123456789012345678.90",
+            ["0", "50,000,000,000,000,000", "100,000,000,000,000,000", "150,000,000,000,000,000"],
+        ),
+    ],
+)
+def test_the_charts_gridlines_sit_at_round_values(top: str, ticks: list[str]) -> None:
+    from common.dashboard import build_chart
+
+    chart = build_chart([(date(2023, 10, 1), Decimal(top)), (date(2023, 11, 1), Decimal(0))])
+    assert [label for _, label in chart.ticks] == ticks
+    tallest = chart.bars[0]
+    plot = chart.axis_y - chart.ticks[-1][0]
+    top_value = float(ticks[-1].replace(",", ""))
+    # The bar stands as high against the gridlines as its value says.
+    assert abs(tallest.height - plot * float(top) / top_value) < 0.01
+    assert abs(tallest.y + tallest.height - chart.axis_y) < 0.01
 
 
 def test_page_loads_nothing_external(call: Caller, fn_settings: Settings) -> None:

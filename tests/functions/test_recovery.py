@@ -7,8 +7,10 @@ loaded with the summary rows dbt built for this worker.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import requests
 
@@ -16,7 +18,7 @@ from common.pg import connect
 from pipeline.migrate import migrate
 from pipeline.postgres_embedded import EmbeddedPostgres
 from tests.conftest import create_database
-from tests.functions.conftest import Served, make_user
+from tests.functions.conftest import Account, Served, make_user
 
 SUMMARY_DDL = """
 CREATE TABLE public.summary_sales (
@@ -61,6 +63,35 @@ def poll(check: Callable[[], int], want: int, timeout: float = 30) -> tuple[int,
     return status, time.monotonic() - started
 
 
+@dataclass
+class Browser:
+    """A logged-in browser: its cookies (as a header: they are ``Secure``, over plain
+    HTTP here) and the CSRF token of its forms."""
+
+    headers: dict[str, str]
+    csrf_token: str
+
+
+def log_in_browser(url: str, account: Account) -> Browser:
+    form = requests.get(f"{url}/login", headers={"Accept": "text/html"}, timeout=15)
+    nonce = form.cookies["__Host-salesmart-csrf"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    done = requests.post(
+        f"{url}/login",
+        headers={"Accept": "text/html", "Cookie": f"__Host-salesmart-csrf={nonce}"},
+        data={"username": account.username, "password": account.password, "csrf_token": token[1]},
+        timeout=15,
+        allow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    cookie = "; ".join(f"{name}={value}" for name, value in done.cookies.items())
+    page = requests.get(url, headers={"Accept": "text/html", "Cookie": cookie}, timeout=15)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and token, page.text
+    return Browser({"Accept": "text/html", "Cookie": cookie}, token[1])
+
+
 def test_503_then_200_after_postgres_restarts(
     own_pg_server: EmbeddedPostgres, marts_dsn: str, serve: Callable[..., Served]
 ) -> None:
@@ -88,6 +119,7 @@ def test_503_then_200_after_postgres_restarts(
 
     assert trends().status_code == 200  # the pool now holds a live connection
     assert dashboard().status_code == 200
+    browser = log_in_browser(dashboard_fn.url, account)
 
     own_pg_server.stop(mode="fast")
     for answer in (trends, dashboard, get_token):
@@ -101,6 +133,18 @@ def test_503_then_200_after_postgres_restarts(
         assert set(body) == {"error", "message", "request_id"}
         for leak in ("psycopg", "pg8000", "Traceback", "network error", "127.0.0.1", "SELECT"):
             assert leak not in response.text
+    # Logging out cannot end the session now: the browser is told it is still signed in,
+    # and its cookie is kept (clearing it would only pretend).
+    out = requests.post(
+        f"{dashboard_fn.url}/logout",
+        headers={**browser.headers, "Accept": "text/html"},
+        data={"csrf_token": browser.csrf_token},
+        timeout=15,
+        allow_redirects=False,
+    )
+    assert out.status_code == 503
+    assert "Logging out failed: you are still signed in" in out.text
+    assert "Set-Cookie" not in out.headers
     # Why each answered 503 is logged, naming the request it answered.
     for served in (trends_fn, dashboard_fn, token_fn):
         events = [json.loads(line) for line in served.output().splitlines() if line[:1] == "{"]
@@ -115,6 +159,20 @@ def test_503_then_200_after_postgres_restarts(
     assert trends().json()[0]["product"] == "Halal Laptop"
     assert poll(lambda: dashboard().status_code, 200)[0] == 200
     assert poll(lambda: get_token().status_code, 200)[0] == 200
+    signed_in = requests.get(dashboard_fn.url, headers=browser.headers, timeout=15)
+    assert signed_in.status_code == 200  # as the failed logout said
+    out = requests.post(
+        f"{dashboard_fn.url}/logout",
+        headers=browser.headers,
+        data={"csrf_token": browser.csrf_token},
+        timeout=15,
+        allow_redirects=False,
+    )
+    assert out.status_code == 303
+    ended = requests.get(
+        dashboard_fn.url, headers=browser.headers, timeout=15, allow_redirects=False
+    )
+    assert ended.status_code == 303 and ended.headers["Location"] == "/login"
     # Same processes throughout: nothing was restarted.
     for served in (token_fn, trends_fn, dashboard_fn):
         assert served.process.poll() is None
