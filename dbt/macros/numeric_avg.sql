@@ -25,16 +25,18 @@
 
 {% macro bigquery__numeric_avg(expression) -%}
     {#- A whole number just below the mean (one below AVG's floor: the stand-in's AVG is a
-        float), plus the exact remainder divided by the count. Only that quotient (between 1
-        and 2) is computed in floating point by the stand-in, so its error stays far below
-        the ninth decimal; real BigQuery is exact throughout.
-        `sum(x * 0 + 1)` is the count as a NUMERIC, so that multiplying the whole number by it
-        cannot overflow INT64 (a NUMERIC literal or cast would lose its scale in the stand-in
-        when the query reads a view). -#}
+        float), plus the exact remainder over the count in nanos, rounded half up by integer
+        division (a float quotient missed ties at the tenth decimal). `sum(x * 0 + 1)` is
+        the count as a NUMERIC, so that multiplying the whole number by it cannot overflow
+        INT64; the nanos become NUMERIC by a cast of an integer and a division, as a NUMERIC
+        literal, or a cast of a fraction, loses its scale in the stand-in when the query
+        reads a view. Real BigQuery is exact throughout. -#}
+    {%- set n = 'count(' ~ expression ~ ')' -%}
     {%- set whole = '(cast(floor(avg(' ~ expression ~ ')) as int64) - 1)' -%}
+    {%- set rest = '(sum(' ~ expression ~ ') - ' ~ whole ~ ' * sum(' ~ expression ~ ' * 0 + 1))' -%}
     (
         {{ whole }}
-        + (sum({{ expression }}) - {{ whole }} * sum({{ expression }} * 0 + 1))
-        / nullif(count({{ expression }}), 0)
+        + cast(div((2 * cast({{ rest }} * 1000000000 as int64) + {{ n }}), (2 * {{ n }})) as numeric)
+        / 1000000000
     )
 {%- endmacro %}

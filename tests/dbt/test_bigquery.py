@@ -40,6 +40,10 @@ L004,Halal Gold Bar,999999999999999.98,2,2024-01-02
 L005,Halal Gold Bar,999999999999999.98,1,2024-01-03
 """
 # L: means far beyond a float's exactness (a half cent at 8.7e6; 17 digits at 1e15).
+# M: a mean with a tie at the tenth decimal, 2561.59 / 256 = 10.0062109375 (half up: ...938).
+EXTRA_CSV += "".join(
+    f"M{i:03},Halal Tie,{'10.01' if i < 159 else '10.00'},1,2025-05-01\n" for i in range(256)
+)
 MART_SCHEMA = "sales_marts"
 
 
@@ -156,6 +160,7 @@ def test_summary_equals_the_postgresql_one(warehouses: Warehouses) -> None:
     # Exact on the stand-in too (its AVG is a float: 8690961.244999999 before).
     assert dates[("Halal Gold", "2021-04-01")][4] == Decimal("8690961.245")
     assert dates[("Halal Gold Bar", "2024-01-01")][4] == Decimal("999999999999999.983333333")
+    assert dates[("Halal Tie", "2025-05-01")][4] == Decimal("10.006210938")
 
 
 def test_fact_sales_holds_masked_ids(warehouses: Warehouses) -> None:
