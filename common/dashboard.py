@@ -117,7 +117,7 @@ class ShownRow:
     transaction_count: int | str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bar:
     x: float
     y: float
@@ -144,7 +144,11 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
     axis_y = CHART_TOP + plot_height
     top = max((total for _, total in monthly), default=Decimal(0))
-    scale = float(top) if top > 0 else 1.0  # for drawing only: the texts use the Decimals
+    # Gridlines at round values (1, 2 or 5 times a power of ten), the tallest bar below the
+    # top one; the bars are drawn against the same scale.
+    step = _nice_step(top / 4 if top > 0 else Decimal(1))
+    lines = max(1, int(((top or 1) / step).to_integral_value(rounding=ROUND_CEILING)))
+    scale = float(step * lines)  # for drawing only: the texts use the Decimals
     slot = plot_width / max(len(monthly), 1)
     every = max(1, round(len(monthly) / 12))
     bars = []
@@ -161,14 +165,6 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
                 show_label=index % every == 0,
             )
         )
-    # Gridlines at round values (1, 2 or 5 times a power of ten), the tallest bar below the
-    # top one; the bars keep their exact heights against the same scale.
-    step = _nice_step(top / 4 if top > 0 else Decimal(1))
-    lines = max(1, int(((top or 1) / step).to_integral_value(rounding=ROUND_CEILING)))
-    scale = float(step * lines)
-    for bar in bars:
-        height = bar.height * float(top or 1) / scale if top > 0 else 0.0
-        bar.height, bar.y = round(height, 2), round(axis_y - height, 2)
     ticks = [
         (round(axis_y - plot_height * index / lines, 2), f"{step * index:,.0f}")
         for index in range(lines + 1)
@@ -179,7 +175,7 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
 def _nice_step(rough: Decimal) -> Decimal:
     """The smallest of 1, 2, 5 times a power of ten (at least 1) not below ``rough``."""
     power = Decimal(10) ** max(rough.adjusted(), 0)
-    for factor in (1, 2, 5, 10):
+    for factor in (1, 2, 5):
         if power * factor >= rough:
             return power * factor
     return power * 10

@@ -358,15 +358,17 @@ def ingest_postgres(
     progress: bool = False,
     workers: int | None = None,
     source_name: str | None = None,
+    digest: str | None = None,
 ) -> IngestResult:
     """Load one file in one transaction; on failure the connection is closed.
 
     ``workers``: processes that read the file while PostgreSQL loads it (default: one per
     CPU, see ``StageFeed``; 1 reads in this process). ``source_name``: the file's name in
-    the load and its rejects (default: ``path``).
+    the load and its rejects (default: ``path``). ``digest``: the file's SHA-256, when the
+    caller has it already.
     """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
-    digest = file_sha256(path)
+    digest = digest or file_sha256(path)
     feed = StageFeed(reader, workers=workers)
     with FileProgress(path, progress) as shown:
         return _load_postgres(conn, source_name or str(path), digest, feed, shown, settings)

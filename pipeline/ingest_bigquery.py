@@ -358,15 +358,21 @@ def ingest_rows(
 
 
 def ingest_bigquery(
-    path: Path, settings: Settings, *, progress: bool = False, source_name: str | None = None
+    path: Path,
+    settings: Settings,
+    *,
+    progress: bool = False,
+    source_name: str | None = None,
+    digest: str | None = None,
 ) -> IngestResult:
     """Validate and load one CSV file into ``transactions_warehouse``; the counts.
-    ``source_name``: the file's name in the load and its rejects (default: ``path``).
+    ``source_name``: the file's name in the load and its rejects (default: ``path``);
+    ``digest``: the file's SHA-256, when the caller has it already.
 
     Raises ``UnusableInputError`` (nothing loaded) for a file that cannot be used, and
     ``common.bigquery.BigQueryUnavailable`` when BigQuery cannot be reached.
     """
     reader = TransactionReader(path, settings.validation, settings.pii_key)
-    sha256 = file_sha256(path)
+    sha256 = digest or file_sha256(path)
     with FileProgress(path, progress) as shown:
         return ingest_rows(track_rows(reader, shown), source_name or str(path), sha256, settings)

@@ -160,7 +160,9 @@ def _postgres_loaded_or_ingest(
     try:
         if already_loaded(conn, digest, settings):
             return None
-        return ingest_postgres(conn, path, settings, progress=progress, source_name=name)
+        return ingest_postgres(
+            conn, path, settings, progress=progress, source_name=name, digest=digest
+        )
     finally:
         close_quietly(conn)
 
@@ -172,7 +174,7 @@ def _bigquery_loaded_or_ingest(
 
     if _bigquery_loaded(digest, settings):
         return None
-    return ingest_bigquery(path, settings, progress=progress, source_name=name)
+    return ingest_bigquery(path, settings, progress=progress, source_name=name, digest=digest)
 
 
 def ingest_if_new(
