@@ -89,11 +89,12 @@ RUN --mount=type=bind,from=build,source=/wheels/serve,target=/wheels \
     pip install --no-index --no-deps /wheels/*.whl \
  && python -c "from common.dashboard import compile_templates; compile_templates()"
 # ^ the dashboard's compiled templates, like pip's .pyc files: not redone at each cold start.
-# gunicorn under functions-framework: WORKERS x THREADS requests at once. THREADS matches the
-# chart's default containerConcurrency (8); the chart sets all three per function.
+# gunicorn under functions-framework: WORKERS x THREADS requests at once. THREADS is the
+# chart's default containerConcurrency (8) plus one, so health probes never wait behind
+# requests; the chart sets all three per function.
 ENV PORT=8080 \
     WORKERS=1 \
-    THREADS=8 \
+    THREADS=9 \
     CLOUD_RUN_TIMEOUT_SECONDS=300
 USER 10001:10001
 EXPOSE 8080

@@ -55,21 +55,27 @@ def test_the_rendered_services_carry_the_recommendation_and_knative_accepts_them
         assert annotations["autoscaling.knative.dev/target"] == str(values["autoscaling"]["target"])
         min_scale = str(values["autoscaling"]["minScale"])
         assert annotations["autoscaling.knative.dev/min-scale"] == min_scale
-        # gunicorn serves exactly as many requests at once as Knative lets in.
-        assert env_of(service)["THREADS"] == str(concurrency)
+        # gunicorn serves as many requests at once as Knative lets in, and the probes.
+        assert env_of(service)["THREADS"] == str(concurrency + 1)
 
 
 def test_the_values_file_is_what_the_latest_results_recommend(
     recommended_values: dict[str, Any],
 ) -> None:
-    results = _latest_results()
+    derived = recommend.from_results(_latest_results())
+    wanted = {name for name, entry in derived.items() if "kept_chart_defaults" not in entry}
+    assert set(recommended_values["functions"]) == wanted
     for name, values in recommended_values["functions"].items():
-        derived = results["recommended"][name]
-        assert values["containerConcurrency"] == derived["containerConcurrency"]
+        assert values["containerConcurrency"] == derived[name]["containerConcurrency"]
         assert values["autoscaling"] == {
-            "target": derived["target"],
-            "minScale": derived["minScale"],
+            "target": derived[name]["target"],
+            "minScale": derived[name]["minScale"],
         }
+    # trends_bq was measured against the local stand-in: its curve is the stand-in's.
+    assert "trends_bq" not in recommended_values["functions"]
+    assert "# trends_bq: not set here: measured against the local BigQuery stand-in" in (
+        VALUES_FILE.read_text(encoding="utf-8")
+    )
 
 
 def _curve(rates: dict[int, float], p50_ms: float = 5.0) -> list[dict[str, Any]]:
@@ -86,9 +92,12 @@ def test_the_rule_picks_the_knee_and_min_scale() -> None:
         # Saturates at 8.
         "trends_pg": _curve({1: 300, 2: 500, 4: 700, 8: 820, 16: 850, 32: 840}),
         "dashboard": _curve({1: 80, 8: 80}, p50_ms=12),
+        # Flat because the stand-in behind it is: no recommendation.
+        "trends_bq": _curve({1: 35, 8: 36, 32: 35}, p50_ms=28),
     }
-    colds = {"token": 0.9, "trends_pg": 0.6, "dashboard": 0.7}
+    colds = {"token": 0.9, "trends_pg": 0.6, "dashboard": 0.7, "trends_bq": 0.4}
     out = recommend.recommend(curves, colds)
+    assert set(out.pop("trends_bq")) == {"kept_chart_defaults", "because"}
     assert {n: out[n]["containerConcurrency"] for n in out} == {
         "token": 2,
         "trends_pg": 8,
@@ -101,10 +110,15 @@ def test_the_rule_picks_the_knee_and_min_scale() -> None:
 
 
 def test_values_yaml_is_a_helm_values_file(tmp_path: Path) -> None:
-    out = recommend.recommend({"trends_pg": _curve({1: 10, 8: 40})}, {"trends_pg": 0.5})
+    out = recommend.recommend(
+        {"trends_pg": _curve({1: 10, 8: 40}), "trends_bq": _curve({1: 30, 8: 30})},
+        {"trends_pg": 0.5},
+    )
     path = tmp_path / "values.yaml"
     path.write_text(recommend.values_yaml(out, "generated\nby a test"))
-    assert path.read_text().startswith("# generated\n# by a test\n")
+    assert path.read_text().startswith(
+        "# generated\n# by a test\n# trends_bq: not set here: measured against the local"
+    )
     assert yaml.safe_load(path.read_text()) == {
         "functions": {
             "trends_pg": {"containerConcurrency": 8, "autoscaling": {"target": 8, "minScale": 0}}

@@ -123,9 +123,9 @@ def test_default_services_autoscaling_and_concurrency(default_objects: Objects) 
         }
         spec = service["spec"]["template"]["spec"]
         env = env_of(service)
-        # gunicorn serves exactly as many requests at once as Knative sends.
+        # gunicorn serves as many requests at once as Knative sends, plus the probes.
         assert spec["containerConcurrency"] == fn["containerConcurrency"] == 8
-        assert int(env["WORKERS"]) * int(env["THREADS"]) == spec["containerConcurrency"]
+        assert int(env["WORKERS"]) * int(env["THREADS"]) == spec["containerConcurrency"] + 1
         assert env["CLOUD_RUN_TIMEOUT_SECONDS"] == str(spec["timeoutSeconds"]) == "30"
         assert env["FUNCTION_TARGET"] == name
         assert env["SALESMART_ENV"] == "prod"
@@ -261,13 +261,13 @@ def test_values_file_and_set_flags_override_defaults(
         "autoscaling.knative.dev/scale-down-delay": "600s",
     }
     assert pg["spec"]["template"]["spec"]["containerConcurrency"] == 16
-    assert env_of(pg)["THREADS"] == "16"
+    assert env_of(pg)["THREADS"] == "17"
     assert env_of(pg)["CLOUD_RUN_TIMEOUT_SECONDS"] == "20"
 
     token = services["token"]
     assert annotations_of(token)["autoscaling.knative.dev/max-scale"] == "3"
-    # Two workers share the eight requests: 4 threads each.
-    assert (env_of(token)["WORKERS"], env_of(token)["THREADS"]) == ("2", "4")
+    # Two workers share the eight requests: 4 threads each, and one for the probes.
+    assert (env_of(token)["WORKERS"], env_of(token)["THREADS"]) == ("2", "5")
     assert env_of(token)["LOG_LEVEL"] == "debug"
 
     bq = annotations_of(services["trends_bq"])
@@ -340,6 +340,69 @@ def test_chart_created_secret(render: Any) -> None:
         "containers"
     ][0]["env"]
     assert job_env[-1]["valueFrom"]["secretKeyRef"]["name"] == "shop-salesmart-migrate-secrets"
+
+
+def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: Any) -> None:
+    # Secrets reach the pods as env: only a new revision sees a new value, so every pod of
+    # a revision verifies tokens with the same key.
+    def secret_sums(jwt_secret: str) -> set[str]:
+        values = {
+            "secrets": {
+                "existingSecret": "",
+                "jwtSecret": jwt_secret,
+                "piiKey": "p" * 40,
+                "databaseUrl": "postgresql://app:pw@db.internal:5432/salesmart",
+            }
+        }
+        services = knative_services(render(values)).values()
+        return {annotations_of(service)["checksum/secrets"] for service in services}
+
+    first, again, rotated = secret_sums("j" * 32), secret_sums("j" * 32), secret_sums("k" * 32)
+    assert len(first) == 1
+    assert first == again
+    assert first != rotated
+    # A Secret the chart does not own: nothing of it is known at render time.
+    for service in knative_services(render()).values():
+        assert "checksum/secrets" not in annotations_of(service)
+
+
+def test_the_migration_image_follows_the_serving_image_tag(render: Any) -> None:
+    def images(*set_values: str) -> tuple[set[str], str]:
+        objects = render(user_values(set_values=list(set_values)))
+        services = knative_services(objects).values()
+        job = by_kind(objects, "Job")["salesmart-migrate"]
+        return (
+            {s["spec"]["template"]["spec"]["containers"][0]["image"] for s in services},
+            job["spec"]["template"]["spec"]["containers"][0]["image"],
+        )
+
+    # The README's upgrade: one --set image.tag moves the schema and the code together.
+    assert images("image.tag=0.2.0") == ({"salesmart:0.2.0"}, "salesmart-cli:0.2.0")
+    assert images() == ({"salesmart:0.1.0"}, "salesmart-cli:0.1.0")  # appVersion
+    assert images("image.tag=0.2.0", "migration.image.tag=0.2.1")[1] == "salesmart-cli:0.2.1"
+    # Digests pin each image on its own (two images, two digests).
+    serving, cli = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    pinned = images("image.tag=0.2.0", f"image.digest={serving}", f"migration.image.digest={cli}")
+    assert pinned == ({f"salesmart:0.2.0@{serving}"}, f"salesmart-cli:0.2.0@{cli}")
+
+
+def test_a_release_name_that_cannot_name_a_knative_service_is_refused(render: Any) -> None:
+    with pytest.raises(RenderError, match=r'release name "1st" must start with a lowercase letter'):
+        render(release="1st")
+    # fullnameOverride names the objects instead.
+    services = knative_services(render({"fullnameOverride": "shop"}, release="1st")).values()
+    assert {s["metadata"]["name"] for s in services} >= {"shop-token", "shop-dashboard"}
+
+
+def test_env_numbers_and_booleans_are_passed_as_text(render: Any) -> None:
+    # helm --set types 600 as a number; the variable still gets its text.
+    values = user_values(
+        set_values=["functions.token.env.SALESMART_TOKEN_TTL_SECONDS=600"],
+    )
+    values["functions"]["token"]["env"]["SALESMART_DEBUG_SQL"] = False
+    env = env_of(knative_services(render(values))["token"])
+    assert env["SALESMART_TOKEN_TTL_SECONDS"] == "600"
+    assert env["SALESMART_DEBUG_SQL"] == "false"
 
 
 def test_bigquery_credentials_are_mounted_for_trends_bq_only(render: Any) -> None:
@@ -426,10 +489,16 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("unknown probe key", "functions: {token: {probes: {readiness: {httpGet: {}}}}}"),
     ("reserved env name", "functions: {token: {env: {PORT: '9000'}}}"),
     ("env the chart sets", "functions: {token: {env: {THREADS: '64'}}}"),
-    ("non-string env value", "functions: {token: {env: {DEBUG: 1}}}"),
+    ("list env value", "functions: {token: {env: {DEBUG: [1]}}}"),
     ("bad cpu quantity", "functions: {token: {resources: {requests: {cpu: lots}}}}"),
     ("unknown resource", "functions: {token: {resources: {requests: {gpu: 1}}}}"),
     ("unknown environment", "environment: staging"),
+    # dev relaxes the secrets and drops Secure cookies: the local run's only.
+    ("dev environment", "environment: dev"),
+    ("max scale beyond int32", "functions: {token: {autoscaling: {maxScale: 3000000000}}}"),
+    ("min scale beyond int32", "functions: {token: {autoscaling: {minScale: 2147483648}}}"),
+    ("digest that is not sha256", "image: {digest: 'md5:0123'}"),
+    ("digest in the tag", "image: {tag: 'sha256:abc'}"),
     ("bad pull policy", "image: {pullPolicy: Sometimes}"),
     ("empty image repository", "image: {repository: ''}"),
     ("chart-created secret without values", "secrets: {existingSecret: ''}"),
@@ -484,10 +553,16 @@ REASONS = {
     "unknown probe key": "additional properties 'httpGet'",
     "reserved env name": "invalid propertyName 'PORT'",
     "env the chart sets": "invalid propertyName 'THREADS'",
-    "non-string env value": "'/functions/token/env/DEBUG': got number",
+    "list env value": "'/functions/token/env/DEBUG': got array",
     "bad cpu quantity": "'/functions/token/resources/requests/cpu'",
     "unknown resource": "additional properties 'gpu'",
     "unknown environment": "'/environment'",
+    "dev environment": "'/environment'",
+    # Knative reads scales as 32-bit integers.
+    "max scale beyond int32": "'/functions/token/autoscaling/maxScale': maximum",
+    "min scale beyond int32": "'/functions/token/autoscaling/minScale': maximum",
+    "digest that is not sha256": "'/image/digest'",
+    "digest in the tag": "'/image/tag'",
     "bad pull policy": "'/image/pullPolicy'",
     "empty image repository": "'/image/repository'",
     "chart-created secret without values": "'/secrets/jwtSecret': minLength",
@@ -519,10 +594,11 @@ GOOD_VALUES = [
     "functions: {token: {autoscaling: {metric: rps, target: 150.5}}}",
     "functions: {trends_pg: {autoscaling: {minScale: 2, maxScale: 0}}}",  # 0 = unlimited
     "functions: {token: {containerConcurrency: 1000, timeoutSeconds: 600}}",
-    "functions: {token: {env: {LOG_LEVEL: debug}, threads: 4, workers: 2}}",
+    "functions: {token: {env: {LOG_LEVEL: debug}, threads: 5, workers: 2}}",
     "functions: {token: {resources: {limits: {cpu: 1.5, memory: 1Gi}, requests: {cpu: 500m}}}}",
-    "environment: dev",
     "domain: apps.example.com",
+    "image: {digest: 'sha256:abababababababababababababababababababababababababababababababab'}",
+    "functions: {token: {autoscaling: {maxScale: 2147483647}}}",
     "imagePullSecrets: [{name: regcred}]",
     "serviceAccountName: salesmart-runtime",
 ]
@@ -557,7 +633,12 @@ def test_schema_accepts_good_values(overrides: str) -> None:
         ),
         (
             "functions: {trends_pg: {workers: 2, threads: 3}}",
-            r"functions\.trends_pg: workers x threads \(6\) must be at least containerConcurrency",
+            r"functions\.trends_pg: workers x threads \(6\) must exceed containerConcurrency",
+        ),
+        (
+            # As many threads as requests: none left for the probes.
+            "functions: {trends_pg: {workers: 2, threads: 4}}",
+            r"functions\.trends_pg: workers x threads \(8\) must exceed containerConcurrency \(8\)",
         ),
     ],
 )

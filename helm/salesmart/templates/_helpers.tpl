@@ -6,6 +6,11 @@ Names. Knative appends a revision suffix to Service names, so keep the prefix sh
 {{- end }}
 
 {{- define "salesmart.fullname" -}}
+{{- /* Knative refuses Service names that are not DNS-1035 labels: fail before the
+migration hook runs, not after. fullnameOverride's own pattern already holds. */}}
+{{- if and (not .Values.fullnameOverride) (not (regexMatch "^[a-z]" .Release.Name)) }}
+{{- fail (printf "release name %q must start with a lowercase letter: the Knative Services' names (<release>-salesmart-<function>) must be DNS-1035 labels; or set fullnameOverride" .Release.Name) }}
+{{- end }}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
 {{- else }}
@@ -37,11 +42,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: salesmart
 {{- end }}
 
-{{/* The image reference of an image block (repository, tag) with the appVersion as default tag. */}}
+{{/* An image reference: (list IMAGE-BLOCK TAG) gives repository:TAG, and @digest when the
+block pins one (the tag then only documents it; the digest decides what runs). */}}
 {{- define "salesmart.imageRef" -}}
 {{- $image := index . 0 -}}
-{{- $root := index . 1 -}}
-{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- $ref := printf "%s:%s" $image.repository (index . 1) -}}
+{{- if $image.digest }}{{ $ref = printf "%s@%s" $ref $image.digest }}{{ end -}}
+{{- $ref }}
+{{- end }}
+
+{{/* The tag of the serving image: image.tag, else the chart's appVersion. */}}
+{{- define "salesmart.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* The migration image's tag: its own, else the serving image's, so one --set image.tag
+upgrades the schema and the code together. */}}
+{{- define "salesmart.migrationImageTag" -}}
+{{- default (include "salesmart.imageTag" .) .Values.migration.image.tag }}
 {{- end }}
 
 {{- define "salesmart.secretName" -}}
