@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from common.config import BigQuerySettings, ConfigError, get_settings
+from common.config import LOCAL_PROJECT, BigQuerySettings, ConfigError, get_settings
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
 from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
@@ -127,6 +127,13 @@ def _credentials(bq: BigQuerySettings) -> Any:
 
 def _new_client(bq: BigQuerySettings) -> bigquery.Client:
     _check_project(bq.project)
+    if not bq.is_emulated and bq.project == LOCAL_PROJECT:
+        # The placeholder names no real project: queries would go nowhere (a key file's own
+        # project is not used: which project is billed must be said, not guessed).
+        raise BigQueryUnavailable(
+            "credentials",
+            "no BigQuery project is set: set SALESMART_BQ_PROJECT (or GOOGLE_CLOUD_PROJECT)",
+        )
     from google.cloud import bigquery as bqlib
 
     options = {"api_endpoint": bq.api_endpoint} if bq.is_emulated else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -41,7 +42,7 @@ class ValidationRules:
 
 @dataclass(frozen=True)
 class BigQuerySettings:
-    project: str = "salesmart-local"
+    project: str = "salesmart-local"  # LOCAL_PROJECT
     location: str = "US"
     warehouse_dataset: str = "transactions_warehouse"
     mart_dataset: str = "transactions_mart"
@@ -54,6 +55,11 @@ class BigQuerySettings:
     @property
     def is_emulated(self) -> bool:
         return bool(self.api_endpoint)
+
+
+#: The placeholder project of the local setup (``data/pipeline_config.yaml``): only the
+#: local stand-in answers to it.
+LOCAL_PROJECT = BigQuerySettings.project
 
 
 @dataclass(frozen=True)
@@ -82,20 +88,45 @@ class Settings:
     def is_dev(self) -> bool:
         return self.env == "dev"
 
-    def require_secrets(self) -> None:
-        """Refuse to serve with missing or short secrets outside local development."""
+    def require_secrets(self, *, jwt: bool = True, pii: bool = True) -> None:
+        """Refuse to run with missing or short secrets outside local development (the
+        functions need both; a loading command only the PII key)."""
         if self.is_dev:
             return
-        for name, value in (
-            ("SALESMART_JWT_SECRET", self.jwt_secret),
-            ("SALESMART_PII_KEY", self.pii_key),
-        ):
+        wanted = [("SALESMART_JWT_SECRET", self.jwt_secret)] if jwt else []
+        wanted += [("SALESMART_PII_KEY", self.pii_key)] if pii else []
+        for name, value in wanted:
             if len(value.encode()) < MIN_SECRET_BYTES:
                 state = "missing" if not value else f"only {len(value.encode())} bytes"
                 raise ConfigError(
                     f"{name} is {state}; at least {MIN_SECRET_BYTES} bytes are required "
                     f"outside SALESMART_ENV=dev"
                 )
+
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _schema_name(value: str, what: str) -> str:
+    """A PostgreSQL schema name every tool reads alike: lower case, unquoted (dbt, the SQL
+    of the commands and the functions; ``Marts`` would be two schemas to them)."""
+    if not _SCHEMA_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{what} must be a lower-case PostgreSQL name (letters, digits, _; at most 63),"
+            f" not {value!r}"
+        )
+    return value
+
+
+def _raw_schema(value: object) -> str:
+    # The migrations create `raw` (and `auth`): another name would be read by ingest and dbt
+    # but never created.
+    if value != "raw":
+        raise ConfigError(
+            "data_warehouse.postgres.raw_schema must be raw (the migrations create it),"
+            f" not {value!r}"
+        )
+    return "raw"
 
 
 def _secret(environ: dict[str, str], name: str) -> str:
@@ -242,9 +273,11 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         config_path=config_path,
         state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
         database_url=_secret(env, "SALESMART_DATABASE_URL"),
-        raw_schema=str(postgres.get("raw_schema", "raw")),
-        mart_schema=env.get("SALESMART_PG_MART_SCHEMA")
-        or str(postgres.get("mart_schema", "public")),
+        raw_schema=_raw_schema(postgres.get("raw_schema", "raw")),
+        mart_schema=_schema_name(
+            env.get("SALESMART_PG_MART_SCHEMA") or str(postgres.get("mart_schema", "public")),
+            "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema",
+        ),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
         pii_key=_secret(env, "SALESMART_PII_KEY"),
         jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),

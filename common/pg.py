@@ -62,7 +62,10 @@ def parse_dsn(dsn: str) -> PgParams:
     try:
         port = parts.port or 5432
     except ValueError:
-        raise ConfigError("SALESMART_DATABASE_URL has an invalid port") from None
+        raise ConfigError(
+            "SALESMART_DATABASE_URL has an invalid port (in the user name or password,"
+            " @ : / # ? % must be percent-encoded: %40 %3A %2F %23 %3F %25)"
+        ) from None
     database = unquote(parts.path.lstrip("/")) or "postgres"
     sslmode = query.get("sslmode", ["prefer"])[0]
     if sslmode not in SSL_MODES:

@@ -29,13 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from common.config import REPO_ROOT, BigQuerySettings, Settings
+from common.config import LOCAL_PROJECT, REPO_ROOT, Settings
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 from pipeline.netutil import port_is_free
 
-#: The placeholder project of the local setup (``data/pipeline_config.yaml``); any other
-#: project, or a credentials file, means real BigQuery is configured.
-LOCAL_PROJECT = BigQuerySettings.project
 EXECUTABLE_ENV = "SALESMART_BQEMU_BIN"
 DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-bqemu" / "bin" / "bqemulator"
 READY_TIMEOUT_SECONDS = 60.0

@@ -254,9 +254,12 @@ def cmd_users(args: argparse.Namespace) -> int:
                 users.disable_user(conn, args.name)
                 print(f"user {args.name} disabled")
             else:
-                for user in users.list_users(conn):
+                listed = users.list_users(conn)
+                for user in listed:
                     state = "disabled" if user.disabled else "active"
                     print(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
+                if not listed:  # on stderr: a script reading stdout still gets no lines
+                    print("no users yet: add one with `salesmart users add`", file=sys.stderr)
         except (users.UserError, PasswordPolicyError) as exc:
             raise CliError(str(exc)) from None
         finally:
@@ -483,12 +486,19 @@ def _one_line(exc: BaseException) -> str:
     name = type(exc).__name__
     module = type(exc).__module__
     if module.startswith("psycopg2"):
-        return "PostgreSQL error: " + _pg_message(exc)
+        message = _pg_message(exc)
+        if getattr(exc, "pgcode", None) == "42P01" and _MIGRATED_TABLE.search(message):
+            message += " (a database salesmart has not set up: run `salesmart migrate` first)"
+        return "PostgreSQL error: " + message
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"  # a local file: not a service
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
         return f"cannot reach a service: {text or name}"
     return f"{text or name}"
+
+
+#: A table the migrations create (schemas raw and auth), named in an undefined-table error.
+_MIGRATED_TABLE = re.compile(r'relation "(raw|auth)\.')
 
 
 def _pg_message(exc: BaseException) -> str:

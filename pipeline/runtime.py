@@ -34,7 +34,8 @@ UP_KEYS_FILE = "up-keys.json"  # a live `up`'s JWT and PII keys (0600), for the 
 
 def deployment() -> str:
     """``SALESMART_ENV`` when it is set to other than ``dev`` (a deployment), else ``""``.
-    Unset is a local command; ``up`` and ``serve`` are the local run whatever it says."""
+    Unset is a local command; ``up`` is the local run whatever it says (``serve`` is unless
+    it says otherwise)."""
     env = os.environ.get("SALESMART_ENV", "")
     return "" if env in ("", "dev") else env
 
@@ -165,9 +166,11 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     settings = get_settings()
     changes: dict[str, Any] = {}
     missing = [key for key in _LOCAL_KEYS if with_secrets and not getattr(settings, key)]
-    if missing and not local_run and deployment():
+    if with_secrets and not local_run and deployment():
         if "pii_key" in missing:
             require_local("local PII key", "SALESMART_PII_KEY")
+        # Ids are masked with it for good: as strong a key as the functions demand.
+        settings.require_secrets(jwt=False)
         missing = []
     up_keys = running_up_keys(settings) if missing else {}  # read only when needed
     for key in missing:  # up's, else this folder's own (.salesmart/jwt-secret, pii-key)

@@ -217,6 +217,36 @@ def admin_password(settings: Settings) -> tuple[str, bool]:
     return password, True
 
 
+@dataclasses.dataclass(frozen=True)
+class AdminLogin:
+    #: None: an account of the operator's, left as it was (password unknown to `up`).
+    password: str | None
+    unshown: bool = False
+
+
+def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -> AdminLogin:
+    """The demo admin. In up's own server it is up's: (re)set to the password kept under
+    .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
+    real account: it is created when missing, never changed nor re-enabled."""
+    from pipeline.users import UserError, add_user, has_user
+
+    if external_database and has_user(conn, ADMIN_USER):
+        return AdminLogin(None)
+    password, unshown = admin_password(settings)
+    try:
+        add_user(
+            conn,
+            ADMIN_USER,
+            password,
+            "admin",
+            settings.bcrypt_rounds,
+            replace=not external_database,
+        )
+    except UserError:  # created meanwhile by someone else: theirs, kept
+        return AdminLogin(None)
+    return AdminLogin(password, unshown)
+
+
 def admin_password_shown(settings: Settings) -> None:
     (state_dir(settings) / ADMIN_PASSWORD_UNSHOWN_FILE).unlink(missing_ok=True)
 
@@ -308,8 +338,9 @@ def _up(
     from pipeline.bq_emulator import bigquery_needs_emulator, start_emulator
     from pipeline.migrate import migrate
     from pipeline.transform import run_dbt
-    from pipeline.users import add_user
 
+    # A database of the operator's (SALESMART_DATABASE_URL), not one `up` made for itself.
+    external_database = bool(settings.database_url)
     if not settings.database_url:
         from pipeline.postgres_embedded import open_embedded
 
@@ -328,12 +359,16 @@ def _up(
         settings = dataclasses.replace(
             settings, bigquery=dataclasses.replace(settings.bigquery, api_endpoint=bq_endpoint)
         )
+    if not settings.bigquery.is_emulated:
+        from common.bigquery import get_client
+
+        # Real BigQuery: its credentials and project are checked before anything is written.
+        get_client(settings.bigquery)
     with step("migrating PostgreSQL"):
         conn = connect(settings.database_url)
         try:
             migrate(conn)
-            password, unshown = admin_password(settings)
-            add_user(conn, ADMIN_USER, password, "admin", settings.bcrypt_rounds, replace=True)
+            admin = provision_admin(conn, settings, external_database=external_database)
         finally:
             conn.close()
 
@@ -375,9 +410,11 @@ def _up(
         say(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
     say(f"  postgres   {pg.redacted()}")
     say(f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}")
-    if unshown:
+    if admin.password is None:
+        say(f"  login      {ADMIN_USER}: the account already in that database, left unchanged")
+    elif admin.unshown:
         say(
-            f"  login      {ADMIN_USER} / {password}   (shown once; kept in"
+            f"  login      {ADMIN_USER} / {admin.password}   (shown once; kept in"
             f" {state / ADMIN_PASSWORD_FILE})"
         )
         admin_password_shown(settings)
@@ -391,15 +428,20 @@ def _up(
 
 # -- serve --------------------------------------------------------------------------------
 def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
-    from pipeline.runtime import postgres_dsn
+    """The functions on loopback: the local run (dev) unless ``SALESMART_ENV`` names a
+    deployment, whose secrets, database and settings it must then be given, as a pod is."""
+    from pipeline.runtime import deployment, postgres_dsn
 
-    settings = cli_settings(local_run=True)
-    with postgres_dsn(settings, local_run=True) as dsn:
+    local = not deployment()
+    settings = cli_settings(local_run=local)
+    if not local:
+        settings.require_secrets()  # one line here, not one refusal per function
+    with postgres_dsn(settings, local_run=local) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(
             list(dict.fromkeys(functions)),
             port_base,
-            function_env(settings),
+            function_env(settings, dev=local),
             ensure_state_dir(settings) / "logs",
         )
         try:

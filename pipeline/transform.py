@@ -229,7 +229,22 @@ def _describe_failure(result: dict[str, Any], kind: str, status: str) -> str:
     failures = result.get("failures")
     if kind == "test" and isinstance(failures, int) and failures > 0:
         text += f", {failures} row{'s' if failures != 1 else ''}"
+    elif status == "error":
+        cause = _server_message(str(result.get("message") or ""))
+        if cause:
+            text += f": {cause}"
     return text + ")"
+
+
+def _server_message(message: str) -> str:
+    """The database's own reason in a dbt node error (``Database Error in model m (path)``,
+    then the server's message): "permission denied for schema public" belongs on the
+    command's line, not only in dbt.log. Never the SQL (``LINE n:``, compiled code)."""
+    lines = [line.strip() for line in message.splitlines()]
+    for line in lines[1:]:
+        if line and not line.startswith(("LINE ", "compiled code", "^", "HINT")):
+            return line[:200]
+    return ""
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:

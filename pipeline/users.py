@@ -55,6 +55,10 @@ def add_user(
         raise UserError(f"user {username} already exists")
 
 
+def has_user(conn: Any, username: str) -> bool:
+    return bool(conn.run("SELECT 1 FROM auth.users WHERE username = :u", u=username))
+
+
 def list_users(conn: Any) -> list[User]:
     rows = conn.run("SELECT username, role, disabled, created_at FROM auth.users ORDER BY username")
     return [User(*row) for row in rows]

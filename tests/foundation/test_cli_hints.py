@@ -1,0 +1,68 @@
+"""Messages that say what to do: a URL whose password needs encoding, a database never
+migrated, an empty user list, and the database's own reason when a dbt model fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from common.config import Settings, build_settings
+from pipeline.postgres_embedded import EmbeddedPostgres
+from pipeline.transform import _describe_failure
+from tests.conftest import create_database, run_cli
+
+
+def test_a_password_that_breaks_the_url_is_explained(settings: Settings, tmp_path: Path) -> None:
+    done = run_cli(
+        settings,
+        tmp_path,
+        "users",
+        "list",
+        SALESMART_DATABASE_URL="postgresql://app:se#cret@127.0.0.1:5432/sales",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "salesmart: SALESMART_DATABASE_URL has an invalid port (in the user name or password,"
+        " @ : / # ? % must be percent-encoded: %40 %3A %2F %23 %3F %25)"
+    )
+    assert "cret" not in done.stderr
+
+
+def test_a_database_never_migrated_says_so(pg_server: EmbeddedPostgres, tmp_path: Path) -> None:
+    dsn = create_database(pg_server, migrated=False)
+    settings = build_settings({**os.environ, "SALESMART_DATABASE_URL": dsn})
+    done = run_cli(settings, tmp_path, "users", "list")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        'salesmart: PostgreSQL error: relation "auth.users" does not exist (a database'
+        " salesmart has not set up: run `salesmart migrate` first)"
+    )
+
+
+def test_an_empty_user_list_says_so_on_stderr(settings: Settings, tmp_path: Path) -> None:
+    done = run_cli(settings, tmp_path, "users", "list")
+    assert done.returncode == 0
+    assert done.stdout == ""  # a script reading the list gets no line
+    assert done.stderr.strip() == "no users yet: add one with `salesmart users add`"
+
+
+def test_a_failed_model_names_the_databases_reason_and_never_its_sql() -> None:
+    # The shape dbt-postgres writes into run_results.json for a model the role cannot create.
+    result = {
+        "unique_id": "model.salesmart.pg_sales",
+        "status": "error",
+        "message": (
+            "Database Error in model pg_sales (models/marts/pg_sales.sql)\n"
+            "  permission denied for schema public\n"
+            '  LINE 2: create table "salesmart"."public"."pg_sales__dbt_tmp"\n'
+            "  compiled code at target/run/salesmart/models/marts/pg_sales.sql"
+        ),
+    }
+    assert _describe_failure(result, "model", "error") == (
+        "model pg_sales (error: permission denied for schema public)"
+    )
+    # A failing test keeps its row count; a message-less error its status alone.
+    failing = {"unique_id": "test.salesmart.not_null_x", "status": "fail", "failures": 3}
+    assert _describe_failure(failing, "test", "fail") == "test not_null_x (fail, 3 rows)"
+    bare = {"unique_id": "model.salesmart.pg_sales", "status": "error", "message": None}
+    assert _describe_failure(bare, "model", "error") == "model pg_sales (error)"

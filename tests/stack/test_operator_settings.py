@@ -1,0 +1,245 @@
+"""Commands run against an operator's own services and settings: their `admin` account is
+theirs, settings that would go wrong later are refused first with one line, and a command
+told it runs for a deployment (SALESMART_ENV other than dev) behaves as one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from common.bigquery import BigQueryUnavailable, get_client, reset_clients
+from common.config import ConfigError, Settings, build_settings
+from common.passwords import verify_password
+from common.pg import connect
+from pipeline.postgres_embedded import EmbeddedPostgres
+from pipeline.stack import ADMIN_USER, AdminLogin, provision_admin
+from pipeline.users import add_user, disable_user
+from tests.conftest import TEST_ENV, create_database, free_port_base, run_cli, scalar
+
+
+def _admin_row(settings: Settings) -> tuple[str, bool]:
+    conn = connect(settings.database_url)
+    try:
+        rows = conn.run(
+            "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
+        )
+    finally:
+        conn.close()
+    return str(rows[0][0]), bool(rows[0][1])
+
+
+def _provision(settings: Settings, *, external_database: bool) -> AdminLogin:
+    conn = connect(settings.database_url)
+    try:
+        return provision_admin(conn, settings, external_database=external_database)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def local_state(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.delenv("SALESMART_ADMIN_PASSWORD", raising=False)
+    return build_settings(
+        {
+            **os.environ,
+            "SALESMART_DATABASE_URL": settings.database_url,
+            "SALESMART_STATE_DIR": str(tmp_path / ".salesmart"),
+        }
+    )
+
+
+def test_an_operators_admin_account_is_left_as_it_is(local_state: Settings) -> None:
+    conn = connect(local_state.database_url)
+    try:
+        add_user(conn, ADMIN_USER, "operators-own-password", "admin", 4)
+        disable_user(conn, ADMIN_USER)
+    finally:
+        conn.close()
+    before = _admin_row(local_state)
+
+    login = _provision(local_state, external_database=True)
+
+    assert login.password is None
+    assert _admin_row(local_state) == before  # same hash, still disabled
+    assert before[1] is True
+    assert verify_password("operators-own-password", before[0])
+
+
+def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settings) -> None:
+    login = _provision(local_state, external_database=True)
+    password = login.password
+    assert password
+    password_hash, disabled = _admin_row(local_state)
+    assert verify_password(password, password_hash) and not disabled
+
+
+def test_ups_own_server_resets_its_demo_admin(local_state: Settings) -> None:
+    conn = connect(local_state.database_url)
+    try:
+        add_user(conn, ADMIN_USER, "an-older-password-1", "admin", 4)
+        disable_user(conn, ADMIN_USER)
+    finally:
+        conn.close()
+    login = _provision(local_state, external_database=False)
+    password_hash, disabled = _admin_row(local_state)
+    assert login.password is not None
+    assert verify_password(login.password, password_hash)
+    assert not disabled
+
+
+def test_up_checks_bigquery_before_writing_to_the_operators_database(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = create_database(pg_server, migrated=False)
+    settings = build_settings({**os.environ, "SALESMART_DATABASE_URL": dsn})
+    done = run_cli(
+        settings,
+        tmp_path,
+        "up",
+        "--port-base",
+        str(free_port_base()),
+        SALESMART_BQ_PROJECT="acme-dw",
+        GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing-key.json"),
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("salesmart: BigQuery unavailable (credentials)"), done.stderr
+    assert "missing-key.json is not a readable file" in last
+    assert "Traceback" not in done.stderr
+    # Nothing was written: not even the migrations' own bookkeeping.
+    assert scalar(settings, "SELECT count(*) FROM pg_namespace WHERE nspname = 'auth'") == 0
+
+
+def test_a_credentials_file_without_a_project_is_refused_by_name(tmp_path: Path) -> None:
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    settings = build_settings(
+        {**TEST_ENV, "GOOGLE_APPLICATION_CREDENTIALS": str(key), "SALESMART_ENV": "dev"}
+    )
+    try:
+        with pytest.raises(BigQueryUnavailable) as refused:
+            get_client(settings.bigquery)
+    finally:
+        reset_clients()
+    assert refused.value.reason == "credentials"
+    assert "no BigQuery project is set: set SALESMART_BQ_PROJECT" in str(refused.value)
+
+
+def test_ingest_for_a_deployment_refuses_a_short_pii_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("transaction_id,product,price,quantity,date\nT1,Halal Tea,12.00,1,2024-01-02\n")
+    done = run_cli(
+        settings,
+        tmp_path,
+        "ingest",
+        str(csv),
+        "--target",
+        "postgres",
+        SALESMART_ENV="prod",
+        SALESMART_PII_KEY="short",
+        SALESMART_BQ_PROJECT="acme-dw",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "salesmart: SALESMART_PII_KEY is only 5 bytes; at least 32 bytes are required"
+        " outside SALESMART_ENV=dev"
+    )
+    assert scalar(settings, "SELECT count(*) FROM raw.transactions") == 0
+
+
+def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: Path) -> None:
+    done = run_cli(
+        settings,
+        tmp_path,
+        "serve",
+        "--function",
+        "dashboard",
+        "--port-base",
+        str(free_port_base()),
+        SALESMART_ENV="prod",
+        SALESMART_JWT_SECRET="",
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("salesmart: SALESMART_JWT_SECRET is missing; at least 32 bytes are required")
+    ), done.stderr
+    assert not (tmp_path / "state" / "jwt-secret").exists()  # no local key was made
+
+
+def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path) -> None:
+    port_base = free_port_base()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "serve",
+            "--function",
+            "dashboard",
+            "--port-base",
+            str(port_base),
+        ],
+        env={
+            **os.environ,
+            **TEST_ENV,
+            "SALESMART_DATABASE_URL": settings.database_url,
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+            "SALESMART_ENV": "prod",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port_base + 3}/login"
+    try:
+        answer = None
+        for _ in range(300):
+            try:
+                answer = requests.get(url, headers={"Accept": "text/html"}, timeout=2)
+                break
+            except requests.ConnectionError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200
+        # Production cookies: Secure (and so the __Host- name), not the local run's.
+        assert "Secure" in answer.headers["Set-Cookie"]
+        assert answer.headers["Set-Cookie"].startswith("__Host-")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SALESMART_PG_MART_SCHEMA": "Marts"},
+            "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema must be a lower-case"
+            " PostgreSQL name",
+        ),
+        (
+            {"SALESMART_PG_MART_SCHEMA": "x; drop table raw.loads"},
+            "must be a lower-case PostgreSQL name",
+        ),
+    ],
+)
+def test_schema_names_every_tool_reads_alike(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_settings({**TEST_ENV, **env})
+
+
+def test_the_raw_schema_is_the_one_the_migrations_create(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text("data_warehouse:\n  postgres:\n    raw_schema: landing_raw\n")
+    with pytest.raises(ConfigError, match="raw_schema must be raw"):
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
