@@ -7,7 +7,10 @@ header line a second pin every serving thread of the instance (gunicorn only bou
 for the *first* byte). Here each request must arrive whole within
 ``SALESMART_HEADER_TIMEOUT_SECONDS`` (default 10) for its headers, and the rest of the
 exchange (body, handler, response) within ``SALESMART_REQUEST_DEADLINE_SECONDS`` (default 60);
-past either, the connection is shut down, which frees the thread at once. A request gunicorn
+past either, the connection is shut down, which frees the thread at once. This bounds what one
+slow client costs, not what many do: a request takes a thread from its first byte, so more
+slow clients than threads still delay the rest (Knative's queue-proxy, in front of every pod,
+passes a request on only once its headers are whole). A request gunicorn
 itself refuses (unparsable, headers too large) is answered in the contract's JSON error envelope
 with an ``X-Request-ID``, not gunicorn's HTML page quoting the request. The function code is
 unchanged and ``functions-framework --source … --target …`` still serves it (without these

@@ -232,6 +232,12 @@ class EmbeddedPostgres:
             f"fsync = {'on' if self.fsync else 'off'}",
             f"synchronous_commit = {'on' if self.fsync else 'off'}",
             f"full_page_writes = {'on' if self.fsync else 'off'}",
+            # A statement whose client is gone (a killed `ingest`) stops within a second,
+            # instead of holding its locks until it would have finished.
+            "client_connection_check_interval = '1s'",
+            # The log keeps errors, not the statements that failed: their parameters are
+            # inlined there (a username typed into the login form, ids).
+            "log_min_error_statement = panic",
         ]
         conf = data_dir / "salesmart.conf"
         conf.write_text("\n".join(lines) + "\n")
