@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from common.config import REPO_ROOT, Settings
 from common.process import stop_group
@@ -39,6 +39,9 @@ from pipeline.runtime import (
     state_dir,
     write_private,
 )
+
+if TYPE_CHECKING:
+    from pipeline.bq_emulator import EmulatorHandle
 
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
@@ -173,15 +176,28 @@ class FunctionProcesses:
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
-def wait_until_stopped(functions: FunctionProcesses) -> int:
+def wait_until_stopped(functions: FunctionProcesses, emulator: EmulatorHandle | None = None) -> int:
     """Until a function dies (1) or Ctrl-C / SIGTERM (0; the CLI makes both a
-    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``)."""
+    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``). A BigQuery stand-in that
+    dies meanwhile is started again on its port and data, so trends_bq (which answers 503
+    meanwhile) recovers by itself; one that cannot start again stops ``up`` (1)."""
+    from pipeline.bq_emulator import EmulatorError
+
     try:
         while True:
             dead = functions.dead()
             if dead:
                 say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
+            if emulator is not None and not emulator.is_running():
+                code = emulator.process.returncode
+                say(f"salesmart: the BigQuery stand-in stopped (exit {code}); starting it again")
+                try:
+                    emulator.restart()
+                except EmulatorError as exc:
+                    say(f"salesmart: {exc}; shutting down")
+                    return 1
+                say(f"  bigquery   {emulator.endpoint} again")
             time.sleep(0.5)
     except KeyboardInterrupt:
         say("\nstopping ...")
@@ -351,6 +367,7 @@ def _up(
         settings = dataclasses.replace(settings, database_url=server.dsn)
 
     bq_endpoint = settings.bigquery.api_endpoint
+    emulator = None
     if bigquery_needs_emulator(settings):
         with step("starting the local BigQuery stand-in"):
             emulator = start_emulator(bigquery_state_dir(settings), settings.bigquery.project)
@@ -423,7 +440,7 @@ def _up(
     else:
         say(f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}")
     say(f"  endpoints  {state / ENDPOINTS_FILE}")
-    return wait_until_stopped(functions)
+    return wait_until_stopped(functions, emulator)
 
 
 # -- serve --------------------------------------------------------------------------------

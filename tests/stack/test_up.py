@@ -160,6 +160,34 @@ def test_both_trend_apis_answer_the_sample(stack: Stack, function: str, path: st
     assert response.json() == EXPECTED_2023_10
 
 
+def test_a_bigquery_stand_in_that_dies_is_started_again(stack: Stack) -> None:
+    # The stand-in killed outright while up serves: up starts it again on the same port and
+    # data, so trends_bq, which answers 503 meanwhile, recovers without anyone's help.
+    pid_file = stack.folder / ".salesmart" / "bigquery" / "bqemulator.pid"
+    old_pid = int(pid_file.read_text().strip())
+    endpoint = stack.endpoints()["bigquery"]
+    os.kill(old_pid, signal.SIGKILL)
+    url = stack.endpoints()["trends_bq"] + "/sales/trends"
+    headers = {"Authorization": f"Bearer {_token(stack)}"}
+    statuses = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        answer = requests.get(url, params={"sale_month": "2023-10"}, headers=headers, timeout=30)
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            break
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.5)
+    assert statuses[-1] == 200, statuses
+    assert answer.json() == EXPECTED_2023_10  # the same data, loaded before the kill
+    assert stack.endpoints()["bigquery"] == endpoint
+    assert int(pid_file.read_text().strip()) != old_pid
+    assert stack.process.poll() is None  # up itself serves on
+    assert "the BigQuery stand-in stopped (exit -9); starting it again" in (
+        (stack.folder / "up.log").read_text()
+    )
+
+
 def test_each_function_url_answers_at_its_root(stack: Stack) -> None:
     endpoints = stack.endpoints()
     login = requests.post(
