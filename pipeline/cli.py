@@ -243,7 +243,8 @@ def cmd_users(args: argparse.Namespace) -> int:
     from pipeline.runtime import cli_settings, postgres_dsn
 
     settings = cli_settings(with_secrets=False)
-    password = _read_password(args) if args.users_command == "add" else ""
+    needs_password = args.users_command in ("add", "password")
+    password = _read_password(args) if needs_password else ""
     with postgres_dsn(settings) as dsn:
         conn = connect(dsn)
         try:
@@ -253,6 +254,12 @@ def cmd_users(args: argparse.Namespace) -> int:
             elif args.users_command == "disable":
                 users.disable_user(conn, args.name)
                 print(f"user {args.name} disabled")
+            elif args.users_command == "enable":
+                users.enable_user(conn, args.name)
+                print(f"user {args.name} enabled")
+            elif args.users_command == "password":
+                users.set_password(conn, args.name, password, settings.bcrypt_rounds)
+                print(f"password of {args.name} changed")
             else:
                 listed = users.list_users(conn)
                 for user in listed:
@@ -406,17 +413,25 @@ def build_parser() -> _Parser:
         required=True,
         help="carried in its tokens (both roles may use the trend APIs and the dashboard)",
     )
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of stdin",
-    )
+    stdin_help = "read the password from the first line of stdin"
+    add.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users_sub.add_parser("list", help="list users", parents=[debug])
     disable = users_sub.add_parser("disable", help="disable a user", parents=[debug])
     disable.add_argument(
         "name",
         help="the username (no more logins; tokens already issued run out with their lifetime)",
     )
+    enable = users_sub.add_parser("enable", help="enable a disabled user again", parents=[debug])
+    enable.add_argument("name", help="the username")
+    new_password = users_sub.add_parser(
+        "password",
+        help="set a user's password (from stdin or a prompt)",
+        parents=[debug],
+    )
+    new_password.add_argument(
+        "name", help="the username (tokens already issued run out with their lifetime)"
+    )
+    new_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users.set_defaults(handler=cmd_users)
 
     gen = sub.add_parser("generate", help="write synthetic transactions", parents=[debug])

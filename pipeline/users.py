@@ -65,11 +65,26 @@ def list_users(conn: Any) -> list[User]:
 
 
 def disable_user(conn: Any, username: str) -> None:
+    _update(conn, username, "disabled = true")
+
+
+def enable_user(conn: Any, username: str) -> None:
+    _update(conn, username, "disabled = false")
+
+
+def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
+    """A new password (the policy of ``users add``); the account's state is unchanged."""
+    _check(username)
+    _update(conn, username, "password_hash = :h", h=hash_password(password, rounds))
+
+
+def _update(conn: Any, username: str, assignment: str, **params: Any) -> None:
     _check(username)
     rows = conn.run(
-        "UPDATE auth.users SET disabled = true, updated_at = now() WHERE username = :u"
+        f"UPDATE auth.users SET {assignment}, updated_at = now() WHERE username = :u"  # nosec B608 - assignment is one of this module's constants; values are bound
         " RETURNING username",
         u=username,
+        **params,
     )
     if not rows:
         raise UserError(f"no user named {username}")

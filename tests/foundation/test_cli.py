@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from common.config import Settings, build_settings
+from common.passwords import verify_password
 from common.pg import connect
 from pipeline.cli import build_parser
 from pipeline.csvsource import TransactionReader
@@ -195,6 +196,50 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
         conn.close()
     assert stored.startswith("$2b$") and "horse" not in stored
     assert run(settings, tmp_path, "users", "disable", "nobody").returncode == 1
+
+
+def test_users_enable_and_password(settings: Settings, tmp_path: Path) -> None:
+    def stored() -> tuple[str, bool]:
+        conn = connect(settings.database_url)
+        try:
+            row = conn.run(
+                "SELECT password_hash, disabled FROM auth.users WHERE username = 'carol'"
+            )[0]
+        finally:
+            conn.close()
+        return str(row[0]), bool(row[1])
+
+    add = ("users", "add", "carol", "--role", "analyst", "--password-stdin")
+    assert run(settings, tmp_path, *add, stdin="first password\n").returncode == 0
+    assert run(settings, tmp_path, "users", "disable", "carol").returncode == 0
+    first_hash, disabled = stored()
+    assert disabled and verify_password("first password", first_hash)
+
+    changed = run(
+        settings,
+        tmp_path,
+        *("users", "password", "carol", "--password-stdin"),
+        stdin="second password\n",
+    )
+    assert (changed.returncode, changed.stdout) == (0, "password of carol changed\n")
+    second_hash, still_disabled = stored()
+    assert verify_password("second password", second_hash)
+    assert not verify_password("first password", second_hash)
+    assert still_disabled  # a new password does not re-enable the account
+
+    enabled = run(settings, tmp_path, "users", "enable", "carol")
+    assert (enabled.returncode, enabled.stdout) == (0, "user carol enabled\n")
+    assert stored() == (second_hash, False)
+
+    short = run(
+        settings, tmp_path, *("users", "password", "carol", "--password-stdin"), stdin="short\n"
+    )
+    assert short.returncode == 1 and "at least 8" in short.stderr
+    assert stored()[0] == second_hash
+    for action in (("enable", "nobody"), ("password", "nobody", "--password-stdin")):
+        missing = run(settings, tmp_path, "users", *action, stdin="long enough pw\n")
+        assert missing.returncode == 1
+        assert missing.stderr.strip() == "salesmart: no user named nobody"
 
 
 def test_generate_is_deterministic_and_includes_invalid_rows(
