@@ -15,7 +15,6 @@ import concurrent.futures
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import requests
@@ -24,6 +23,7 @@ from common.auth import Principal, TokenService
 from common.config import build_settings
 from pipeline.render_manifests import render_chart
 from tests.conftest import TEST_ENV
+from tests.deploy.conftest import env_of, knative_services
 from tests.functions.conftest import Served
 
 
@@ -40,14 +40,8 @@ def silent_postgres() -> Iterator[int]:
 def pod_env(concurrency: int) -> dict[str, str]:
     """WORKERS and THREADS as the chart renders them for trends_pg at ``concurrency``."""
     trends_pg = {"containerConcurrency": concurrency, "autoscaling": {"target": concurrency}}
-    objects = render_chart({"functions": {"trends_pg": trends_pg}})
-    service = next(
-        o
-        for o in objects
-        if o["kind"] == "Service" and o["metadata"]["name"].endswith("-trends-pg")
-    )
-    container: dict[str, Any] = service["spec"]["template"]["spec"]["containers"][0]
-    env = {item["name"]: item.get("value") for item in container["env"]}
+    service = knative_services(render_chart({"functions": {"trends_pg": trends_pg}}))
+    env = env_of(service["trends_pg"])
     return {"WORKERS": env["WORKERS"], "THREADS": env["THREADS"]}
 
 

@@ -4,10 +4,10 @@ told it runs for a deployment (SALESMART_ENV other than dev) behaves as one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,14 @@ from common.pg import connect
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.stack import ADMIN_USER, AdminLogin, provision_admin
 from pipeline.users import add_user, disable_user
-from tests.conftest import TEST_ENV, create_database, free_port_base, run_cli, scalar
+from tests.conftest import (
+    TEST_ENV,
+    create_database,
+    eventually,
+    free_port_base,
+    run_cli,
+    scalar,
+)
 
 
 def _admin_row(settings: Settings) -> tuple[str, bool]:
@@ -200,20 +207,19 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port_base + 3}/login"
+    answers: list[requests.Response] = []
+
+    def login_page() -> bool:
+        with contextlib.suppress(requests.ConnectionError):
+            answers.append(requests.get(url, headers={"Accept": "text/html"}, timeout=2))
+        return bool(answers) or process.poll() is not None
+
     try:
-        answer = None
-        for _ in range(300):
-            try:
-                answer = requests.get(url, headers={"Accept": "text/html"}, timeout=2)
-                break
-            except requests.ConnectionError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.1)
-        assert answer is not None and answer.status_code == 200
+        assert eventually(login_page), "serve never answered"
+        assert answers and answers[0].status_code == 200
         # Production cookies: Secure (and so the __Host- name), not the local run's.
-        assert "Secure" in answer.headers["Set-Cookie"]
-        assert answer.headers["Set-Cookie"].startswith("__Host-")
+        assert "Secure" in answers[0].headers["Set-Cookie"]
+        assert answers[0].headers["Set-Cookie"].startswith("__Host-")
     finally:
         process.terminate()
         process.wait(timeout=30)
