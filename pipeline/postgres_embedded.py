@@ -291,6 +291,29 @@ class EmbeddedPostgres:
             self._stop_unfinished_start()
             raise
 
+    def restart(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Start a server that stopped under its users (killed, or stopped by hand) again, on
+        the same port and data, so the DSNs they hold stay valid. A port taken meanwhile is an
+        error, not a move. The dead server's backends may hold its shared memory for a moment
+        (they leave once they notice): the start is tried again until ``timeout``."""
+        import fcntl
+
+        with (self.root / START_LOCK).open("ab") as starting:
+            fcntl.flock(starting, fcntl.LOCK_EX)
+            deadline = time.monotonic() + timeout
+            while not self.is_running():
+                if not port_is_free(self.port):
+                    raise EmbeddedPostgresError(
+                        f"port {self.port} is taken by another program; PostgreSQL cannot"
+                        " start on it again"
+                    )
+                try:
+                    self.start()
+                except EmbeddedPostgresError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.5)
+
     def join(self) -> None:
         """Start the server if needed, and count this process among its users until
         ``leave``. The last user to leave stops it, whoever started it: a command that

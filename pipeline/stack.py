@@ -3,7 +3,8 @@
 ``up`` starts (unless configured elsewhere) the embedded PostgreSQL and the BigQuery
 stand-in, migrates, loads the data into both warehouses, runs dbt on both, serves the four
 functions on loopback, writes ``.salesmart/endpoints.json`` and waits for Ctrl-C, which
-stops everything it started.
+stops everything it started. A stand-in or embedded server that dies meanwhile is started
+again on its port and data.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pipeline.runtime import (
 
 if TYPE_CHECKING:
     from pipeline.bq_emulator import EmulatorHandle
+    from pipeline.postgres_embedded import EmbeddedPostgres
 
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
@@ -176,12 +178,18 @@ class FunctionProcesses:
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
-def wait_until_stopped(functions: FunctionProcesses, emulator: EmulatorHandle | None = None) -> int:
+def wait_until_stopped(
+    functions: FunctionProcesses,
+    emulator: EmulatorHandle | None = None,
+    database: EmbeddedPostgres | None = None,
+) -> int:
     """Until a function dies (1) or Ctrl-C / SIGTERM (0; the CLI makes both a
-    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``). A BigQuery stand-in that
-    dies meanwhile is started again on its port and data, so trends_bq (which answers 503
-    meanwhile) recovers by itself; one that cannot start again stops ``up`` (1)."""
+    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``). The BigQuery stand-in or
+    the embedded PostgreSQL, when one stops meanwhile, is started again on its port and
+    data, so the functions (which answer 503 meanwhile) recover by themselves; one that
+    cannot start again stops ``up`` (1)."""
     from pipeline.bq_emulator import EmulatorError
+    from pipeline.postgres_embedded import EmbeddedPostgresError
 
     try:
         while True:
@@ -198,6 +206,14 @@ def wait_until_stopped(functions: FunctionProcesses, emulator: EmulatorHandle | 
                     say(f"salesmart: {exc}; shutting down")
                     return 1
                 say(f"  bigquery   {emulator.endpoint} again")
+            if database is not None and not database.is_running():
+                say("salesmart: PostgreSQL (embedded) stopped; starting it again")
+                try:
+                    database.restart()
+                except EmbeddedPostgresError as exc:
+                    say(f"salesmart: {exc}; shutting down")
+                    return 1
+                say(f"  postgres   127.0.0.1:{database.port} again")
             time.sleep(0.5)
     except KeyboardInterrupt:
         say("\nstopping ...")
@@ -357,14 +373,15 @@ def _up(
 
     # A database of the operator's (SALESMART_DATABASE_URL), not one `up` made for itself.
     external_database = bool(settings.database_url)
+    embedded = None
     if not settings.database_url:
         from pipeline.postgres_embedded import open_embedded
 
-        server = open_embedded(state / "postgres")
-        cleanups.append(server.leave)  # first: a signal may land as join returns
+        embedded = open_embedded(state / "postgres")
+        cleanups.append(embedded.leave)  # first: a signal may land as join returns
         with step("starting PostgreSQL (embedded)"):
-            server.join()
-        settings = dataclasses.replace(settings, database_url=server.dsn)
+            embedded.join()
+        settings = dataclasses.replace(settings, database_url=embedded.dsn)
 
     bq_endpoint = settings.bigquery.api_endpoint
     emulator = None
@@ -440,7 +457,7 @@ def _up(
     else:
         say(f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}")
     say(f"  endpoints  {state / ENDPOINTS_FILE}")
-    return wait_until_stopped(functions, emulator)
+    return wait_until_stopped(functions, emulator, embedded)
 
 
 # -- serve --------------------------------------------------------------------------------

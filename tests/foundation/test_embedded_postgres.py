@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import pytest
 from common.config import build_settings
 from common.pg import connect
 from common.process import stopped_by_signals
-from pipeline.postgres_embedded import EmbeddedPostgres, open_embedded
+from pipeline.postgres_embedded import EmbeddedPostgres, EmbeddedPostgresError, open_embedded
 from pipeline.runtime import postgres_dsn
 
 
@@ -73,6 +74,58 @@ def test_stop_start_keeps_data_and_port() -> None:
         assert oct((root / "pg" / "password").stat().st_mode)[-3:] == "600"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
+    # `up` restarts a server killed under it: same port (the functions' DSNs stay valid),
+    # even while a backend of the dead one still holds its shared memory; a port taken
+    # meanwhile is refused by name, never a move to another port.
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    try:
+        server = open_embedded(root / "pg", fsync=False)
+        server.start()
+        port = server.port
+        survivor = connect(server.dsn)  # its backend outlives the postmaster for a moment
+        survivor.run("SET synchronous_commit = on")  # a test server may defer it
+        survivor.run("CREATE TABLE kept (x int)")
+        survivor.run("INSERT INTO kept VALUES (7)")
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        _wait_for(lambda: not server.is_running(), 10)
+        server.restart(timeout=30)
+        assert server.is_running() and server.port == port
+        conn = connect(server.dsn)
+        assert conn.run("SELECT x FROM kept") == [[7]]
+        conn.close()
+        survivor.close()
+
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        _wait_for(lambda: not server.is_running(), 10)
+        _wait_for(lambda: _port_free(port), 10)
+        with socket.socket() as taker:
+            taker.bind(("127.0.0.1", port))
+            taker.listen()
+            with pytest.raises(EmbeddedPostgresError, match=f"port {port} is taken"):
+                server.restart(timeout=5)
+        assert server.port == port and not server.is_running()
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_create_database_migrates_replaces_and_refuses_odd_names(

@@ -188,6 +188,36 @@ def test_a_bigquery_stand_in_that_dies_is_started_again(stack: Stack) -> None:
     )
 
 
+def test_an_embedded_postgresql_that_dies_is_started_again(stack: Stack) -> None:
+    # The embedded server's postmaster killed outright while up serves: up starts it again
+    # on the same port and data, so trends_pg, which answers 503 meanwhile, recovers.
+    pid_file = stack.folder / ".salesmart" / "postgres" / "data" / "postmaster.pid"
+    old_pid = int(pid_file.read_text().splitlines()[0])
+    dsn = stack.endpoints()["postgres"]
+    url = stack.endpoints()["trends_pg"] + "/sales/pg-trends"
+    headers = {"Authorization": f"Bearer {_token(stack)}"}
+    os.kill(old_pid, signal.SIGKILL)
+    statuses = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        answer = requests.get(url, params={"sale_month": "2023-10"}, headers=headers, timeout=30)
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            break
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.5)
+    assert statuses[-1] == 200, statuses
+    assert answer.json() == EXPECTED_2023_10  # the same data, loaded before the kill
+    assert stack.endpoints()["postgres"] == dsn
+    assert int(pid_file.read_text().splitlines()[0]) != old_pid
+    assert stack.process.poll() is None  # up itself serves on
+    assert "PostgreSQL (embedded) stopped; starting it again" in (
+        (stack.folder / "up.log").read_text()
+    )
+    # Logging in needs PostgreSQL too, and works again.
+    assert _token(stack)
+
+
 def test_each_function_url_answers_at_its_root(stack: Stack) -> None:
     endpoints = stack.endpoints()
     login = requests.post(
