@@ -25,8 +25,8 @@ from common.config import ValidationRules
 from common.masking import Masker
 
 SNIFF_BYTES = 8192
-# A text CSV may hold a stray NUL in a row (rejected as malformed), but a head full of
-# control bytes, or a NUL in the header, means the file is not text at all.
+# A text CSV may hold a stray NUL in a row (rejected as malformed), but a NUL in the
+# header, or NULs among a head full of control bytes, means the file is not text at all.
 BINARY_SHARE = 0.05
 _BINARY_BYTES = frozenset(set(range(32)) - {9, 10, 13})
 csv.field_size_limit(64 * 1024 * 1024)
@@ -62,17 +62,24 @@ def file_sha256(path: Path) -> str:
 
 
 def _check_readable(path: Path) -> None:
-    if not path.exists():
-        raise UnusableInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise UnusableInputError(f"{path}: not a regular file")
-    with path.open("rb") as handle:
-        head = handle.read(SNIFF_BYTES)
+    try:
+        if not path.exists():
+            raise UnusableInputError(f"{path}: no such file")
+        if not path.is_file():
+            raise UnusableInputError(f"{path}: not a regular file")
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:  # e.g. no permission: unusable like a missing file
+        raise UnusableInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnusableInputError(f"{path}: empty file (no CSV header)")
     first_line = re.split(rb"[\r\n]", head, maxsplit=1)[0]  # any line end, CR alone too
-    controls = sum(1 for byte in head if byte in _BINARY_BYTES)
-    if b"\x00" in first_line or controls > len(head) * BINARY_SHARE:
+    if b"\x00" in first_line:
+        raise UnusableInputError(f"{path}: binary data, not a CSV text file")
+    # Text may hold a few control characters (terminal colour codes pasted into a
+    # product), which only reject or pass their rows, whatever the file's size; a NUL
+    # among many of them is binary.
+    if b"\x00" in head and sum(byte in _BINARY_BYTES for byte in head) > len(head) * BINARY_SHARE:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
 
 
@@ -292,7 +299,7 @@ class TransactionReader:
         header_line = 0
         for header_line, raw, fields in records:  # noqa: B007 - its value after the loop
             if fields is PLAIN:
-                fields = raw.split(",") if raw else []
+                fields = raw.split(",") if raw and not raw.isspace() else []
             if fields is None:
                 raise UnusableInputError(f"{self.path}: the header is not valid CSV")
             if fields:
@@ -358,7 +365,7 @@ class TransactionReader:
                         )
                         continue
                 if result is None:
-                    fields = raw.split(",") if raw else []
+                    fields = raw.split(",") if raw and not raw.isspace() else []
             if result is None:
                 if (
                     fields is not None
@@ -368,7 +375,7 @@ class TransactionReader:
                     fields = fields[:width]  # empty cells past the header's end (a trailing comma)
                 if fields is None or not min_width <= len(fields) <= width:
                     if fields == []:
-                        continue  # a blank line is not a record
+                        continue  # a blank line (or one of only spaces) is no record
                     yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)
                     continue
                 result = check(fields)

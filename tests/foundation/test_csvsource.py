@@ -57,6 +57,46 @@ def test_mixed_line_ends_and_blank_lines(tmp_path: Path) -> None:
     assert all(r.reason is None for r in rows)
 
 
+def test_lines_of_only_spaces_are_blank_lines(tmp_path: Path) -> None:
+    # An editor's stray spaces neither hide the header nor count as rows: read = the
+    # records, as for empty lines.
+    text = (
+        f"  \n\t\n{HEADER}\nT1,Halal A,12,1,2023-01-01\n     \n\t\nT2,Halal B,12,1,2023-01-02\n \n"
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == [
+        (4, "T1", None),
+        (7, "T2", None),
+    ]
+
+
+def test_a_few_control_characters_reject_or_pass_rows_whatever_the_file_size(
+    tmp_path: Path,
+) -> None:
+    # Terminal colour codes pasted into a product: the same row reads the same in a file
+    # of one row as in a long one (a small file was called binary before).
+    row = "C1,Halal \x1b[1;31mRed\x1b[0m \x1b[1mBold\x1b[0m \x1b[4mU\x1b[0m,10,1,2024-01-01"
+    short = read(tmp_path, f"{HEADER}\n{row}\n")
+    padding = "".join(f"P{i},Halal Pen,12,1,2023-01-02\n" for i in range(300))
+    long = read(tmp_path, f"{HEADER}\n{row}\n{padding}")
+    assert short == long[:1]
+    assert short[0].reason is None and short[0].product.startswith("Halal \x1b[1;31m")
+
+
+def test_an_unreadable_file_is_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fault injected: the suite runs as root in CI, where file modes cannot deny a read, so
+    # opening the file is made to fail as it does for a user without permission.
+    path = tmp_path / "in.csv"
+    path.write_text(f"{HEADER}\nT1,Halal A,12,1,2023-01-01\n")
+
+    def denied(self: Path, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(UnusableInputError, match=r"in\.csv: cannot be read \(Permission denied\)"):
+        TransactionReader(path, ValidationRules(), KEY)
+
+
 def test_wrong_field_count_and_unterminated_quote_are_malformed(tmp_path: Path) -> None:
     text = (
         f'{HEADER}\nT1,Halal A,12\nT2,Halal B,12,1,2023-01-01,extra\nT3,"Halal C,12,1,2023-01-01\n'

@@ -100,6 +100,8 @@ def _messy_file(path: Path, rows: int) -> None:
             line = f'{tid}, "{product}" ,{rest}'
         elif choice < 0.12:
             out.append("")
+        elif choice < 0.13:  # a line of only spaces is blank too
+            out.append(" \t ")
         out.append(line)
     text = "\r\n".join(out[: len(out) // 2]) + "\r\n" + "\n".join(out[len(out) // 2 :])
     path.write_text("\ufeff" + text, encoding="utf-8", newline="")
