@@ -501,19 +501,17 @@ def _one_line(exc: BaseException) -> str:
     name = type(exc).__name__
     module = type(exc).__module__
     if module.startswith("psycopg2"):
+        from pipeline.migrate import not_migrated_hint
+
         message = _pg_message(exc)
-        if getattr(exc, "pgcode", None) == "42P01" and _MIGRATED_TABLE.search(message):
-            message += " (a database salesmart has not set up: run `salesmart migrate` first)"
+        if getattr(exc, "pgcode", None) == "42P01":
+            message = not_migrated_hint(message)
         return "PostgreSQL error: " + message
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"  # a local file: not a service
     if isinstance(exc, ConnectionError | OSError | TimeoutError):
         return f"cannot reach a service: {text or name}"
     return f"{text or name}"
-
-
-#: A table the migrations create (schemas raw and auth), named in an undefined-table error.
-_MIGRATED_TABLE = re.compile(r'relation "(raw|auth)\.')
 
 
 def _pg_message(exc: BaseException) -> str:

@@ -15,6 +15,14 @@ from typing import Any
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_310_070  # arbitrary, constant: the advisory lock id for migrations
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+#: A table the migrations create (schemas raw and auth), named in an undefined-table error.
+MIGRATED_TABLE = re.compile(r'relation "(raw|auth)\.[^"]*" does not exist')
+NOT_MIGRATED_HINT = "a database salesmart has not set up: run `salesmart migrate` first"
+
+
+def not_migrated_hint(message: str) -> str:
+    """``message``, with what to do added when it says a migrated table is missing."""
+    return f"{message} ({NOT_MIGRATED_HINT})" if MIGRATED_TABLE.search(message) else message
 
 
 @dataclass(frozen=True)

@@ -175,12 +175,16 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     up_keys = running_up_keys(settings) if missing else {}  # read only when needed
     for key in missing:  # up's, else this folder's own (.salesmart/jwt-secret, pii-key)
         changes[key] = up_keys.get(key) or local_secret(settings, key.replace("_", "-"), 48)
-    stack = running_stack(settings)
+    # A deployment's command is given its services; it never falls back on the local run's.
+    stack = running_stack(settings) if local_run or not deployment() else None
     if stack:
+        from pipeline.bq_emulator import bigquery_needs_emulator
+
         if not settings.database_url and stack.get("postgres"):
             changes["database_url"] = str(stack["postgres"])
+        # Real BigQuery configured here (a project, a key file) wins over up's stand-in.
         if (
-            not settings.bigquery.api_endpoint
+            bigquery_needs_emulator(settings)
             and stack.get("bigquery")
             and str(stack["bigquery"]).startswith("http://")
         ):

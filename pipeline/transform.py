@@ -232,7 +232,9 @@ def _describe_failure(result: dict[str, Any], kind: str, status: str) -> str:
     elif status == "error":
         cause = _server_message(str(result.get("message") or ""))
         if cause:
-            text += f": {cause}"
+            from pipeline.migrate import not_migrated_hint
+
+            text += f": {not_migrated_hint(cause)}"
     return text + ")"
 
 

@@ -39,6 +39,22 @@ def test_a_database_never_migrated_says_so(pg_server: EmbeddedPostgres, tmp_path
     )
 
 
+def test_transform_on_a_database_never_migrated_says_so(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # The README's steps for a PostgreSQL of one's own, run out of order: real dbt fails on
+    # the raw tables the migrations create, and the line says what to do.
+    dsn = create_database(pg_server, migrated=False)
+    settings = build_settings({**os.environ, "SALESMART_DATABASE_URL": dsn})
+    done = run_cli(settings, tmp_path, "transform", "--target", "postgres")
+    assert done.returncode == 1
+    assert 'relation "raw.transactions" does not exist (a database salesmart has not set up:' in (
+        done.stderr
+    )
+    assert "run `salesmart migrate` first)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_an_empty_user_list_says_so_on_stderr(settings: Settings, tmp_path: Path) -> None:
     done = run_cli(settings, tmp_path, "users", "list")
     assert done.returncode == 0

@@ -86,3 +86,53 @@ def test_commands_beside_a_live_up_use_its_keys(
         assert alone.pii_key == (state / "pii-key").read_text().strip() != "p" * 40
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("env", "uses_postgres", "uses_bigquery"),
+    [
+        ({}, True, True),
+        ({"SALESMART_BQ_PROJECT": "my-project"}, True, False),
+        ({"GOOGLE_APPLICATION_CREDENTIALS": "/secrets/key.json"}, True, False),
+        ({"SALESMART_ENV": "prod", "SALESMART_PII_KEY": "p" * 40}, False, False),
+    ],
+    ids=["local", "real-bigquery-project", "real-bigquery-key-file", "deployment"],
+)
+def test_what_commands_beside_a_live_up_take_from_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    uses_postgres: bool,
+    uses_bigquery: bool,
+) -> None:
+    """Beside a live `up`, a command uses its services unless told otherwise: a real
+    BigQuery configured in the command's environment wins over up's stand-in, and a
+    deployment's command (SALESMART_ENV) never falls back on the local run's services."""
+    state = tmp_path / ".salesmart"
+    state.mkdir()
+    for name in (
+        "SALESMART_DATABASE_URL",
+        "SALESMART_BQ_ENDPOINT",
+        "SALESMART_BQ_PROJECT",
+        "GOOGLE_CLOUD_PROJECT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "SALESMART_ENV",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SALESMART_STATE_DIR", str(state))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    stand_in = "http://127.0.0.1:9050"
+    (state / ENDPOINTS_FILE).write_text(json.dumps({**ENDPOINTS, "bigquery": stand_in}))
+    get_settings.cache_clear()
+    try:
+        (state / UP_LOCK_FILE).touch()
+        with (state / UP_LOCK_FILE).open("rb") as held:  # as the live up holds it
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            beside = cli_settings()
+    finally:
+        get_settings.cache_clear()
+    assert (beside.database_url == ENDPOINTS["postgres"]) is uses_postgres
+    assert (beside.bigquery.api_endpoint == stand_in) is uses_bigquery
+    if not uses_postgres:
+        assert beside.database_url == ""
