@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 
 HEALTH_PATH = "/healthz"
 READY_TIMEOUT_SECONDS = 60
+# Per function log of the local run (one JSON line per request: ~90 MB in 20 minutes of
+# benchmark load); one older copy is kept beside it.
+LOG_MAX_BYTES = 64 * 1024 * 1024
 ADMIN_USER = "admin"
 LOCK_ATTEMPTS = 5
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
@@ -168,6 +172,21 @@ class FunctionProcesses:
     def dead(self) -> list[str]:
         return [name for name, p in self.processes.items() if p.poll() is not None]
 
+    def rotate_logs(self, max_bytes: int = LOG_MAX_BYTES) -> None:
+        """Keep each function's log under about ``max_bytes``: a full one is copied to
+        ``NAME.log.1`` (replacing the older copy) and emptied in place. The function holds it
+        open for appending, so it writes on at the new end; lines written between the copy
+        and the emptying (milliseconds) are lost, as with logrotate's ``copytruncate``."""
+        for name in self.processes:
+            path = self.log_dir / f"{name}.log"
+            try:
+                if path.stat().st_size < max_bytes:
+                    continue
+                shutil.copyfile(path, path.with_name(path.name + ".1"))
+                os.truncate(path, 0)
+            except OSError:
+                continue  # a full disk or a removed file: tried again on the next round
+
     def stop(self) -> None:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
@@ -197,6 +216,7 @@ def wait_until_stopped(
             if dead:
                 say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
+            functions.rotate_logs()
             if emulator is not None and not emulator.is_running():
                 code = emulator.process.returncode
                 say(f"salesmart: the BigQuery stand-in stopped (exit {code}); starting it again")

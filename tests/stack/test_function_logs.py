@@ -1,0 +1,56 @@
+"""The local run's function logs stay bounded: a full one is copied aside and emptied in place
+while its function writes on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.stack import FunctionProcesses
+
+# Appends numbered lines to its stdout, as a function writes its JSON lines to the log `up`
+# opened for it (append mode), until stopped.
+WRITER = """
+import sys, time
+n = 0
+while True:
+    n += 1
+    sys.stdout.write(f'{{"line": {n}, "pad": "{"x" * 200}"}}\\n')
+    sys.stdout.flush()
+    time.sleep(0.0005)
+"""
+
+
+def test_a_full_log_is_copied_aside_and_emptied_while_written(tmp_path: Path) -> None:
+    functions = FunctionProcesses(["token"], 18999, {}, tmp_path)
+    log = tmp_path / "token.log"
+    with log.open("ab") as handle:
+        writer = subprocess.Popen([sys.executable, "-c", WRITER], stdout=handle)
+    functions.processes["token"] = writer
+    try:
+        limit = 512 * 1024
+        deadline = time.monotonic() + 30
+        while log.stat().st_size < limit:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        functions.rotate_logs(max_bytes=limit)
+        kept = tmp_path / "token.log.1"
+        assert kept.stat().st_size >= limit
+        time.sleep(0.05)  # the writer goes on
+        assert 0 < log.stat().st_size < limit
+    finally:
+        writer.kill()
+        writer.wait()
+    old_lines = kept.read_bytes().splitlines()
+    new_lines = log.read_bytes().splitlines()
+    # The writer kept writing at the start of the emptied file: no hole of NUL bytes (as
+    # when a file not opened for appending is truncated), only whole lines, in order.
+    assert not log.read_bytes().startswith(b"\0")
+    numbers = [int(line.split(b",")[0].split(b":")[1]) for line in old_lines + new_lines]
+    assert numbers == sorted(numbers) and numbers[0] == 1
+    # Under the limit, nothing is touched.
+    size = log.stat().st_size
+    functions.rotate_logs(max_bytes=limit)
+    assert log.stat().st_size == size
