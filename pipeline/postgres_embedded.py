@@ -80,6 +80,15 @@ def _ensure_server_user() -> pwd.struct_passwd:
     return pwd.getpwnam(SERVER_USER)
 
 
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux; elsewhere: False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")  # the state, after "(comm) "
+
+
 def _make_traversable(path: Path) -> None:
     """Let the server's user reach ``path``: add the search bit where a parent lacks it."""
     for parent in [path, *path.parents]:
@@ -249,18 +258,20 @@ class EmbeddedPostgres:
             user = _ensure_server_user()
             os.chown(conf, user.pw_uid, user.pw_gid)
 
-    def is_running(self) -> bool:
+    def _postmaster_pid(self) -> int | None:
+        """The pid in ``postmaster.pid``, when that process still runs (a killed server is
+        a zombie until its parent, init here, reaps it: not running)."""
         if not self.initialized:
-            return False
-        pid_file = self.data_dir / "postmaster.pid"
-        if not pid_file.exists():
-            return False
+            return None
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
             os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError, PermissionError):
-            return False
-        return True
+        except (OSError, ValueError, IndexError):
+            return None
+        return None if _is_zombie(pid) else pid
+
+    def is_running(self) -> bool:
+        return self._postmaster_pid() is not None
 
     def start(self) -> None:
         """Init if needed and start; a no-op when already running. A start that fails or is
@@ -302,6 +313,12 @@ class EmbeddedPostgres:
             fcntl.flock(starting, fcntl.LOCK_EX)
             deadline = time.monotonic() + timeout
             while not self.is_running():
+                # PostgreSQL takes a zombie's pid for a live server and would refuse to
+                # start until init reaps it; its shared memory is already released.
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    pid_file = self.data_dir / "postmaster.pid"
+                    if _is_zombie(int(pid_file.read_text().splitlines()[0])):
+                        pid_file.unlink()
                 if not port_is_free(self.port):
                     raise EmbeddedPostgresError(
                         f"port {self.port} is taken by another program; PostgreSQL cannot"
