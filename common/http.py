@@ -5,8 +5,8 @@ passes to the target function. For every request it
 
 - takes a sane incoming ``X-Request-ID`` or makes one, and returns it on every response;
 - answers ``GET /healthz`` (no auth, no warehouse) and ``GET /openapi.json``;
-- answers an unknown path with 404, a known path with another method with 405 + ``Allow``
-  (``HEAD`` is served like ``GET``; ``OPTIONS`` lists the methods);
+- answers an unknown path with 404, a known path with another method (``OPTIONS`` too)
+  with 405 + ``Allow`` (``HEAD`` is served like ``GET``);
 - turns ``ApiError`` into the JSON envelope, a body that cannot be read (broken framing,
   too large) into a 4xx, and anything else into a generic 500;
 - adds security headers (a CSP without external sources, nosniff, no framing, ...);
@@ -180,14 +180,10 @@ class FunctionApp:
         if handlers is None:
             raise NotFound()
         method = call.request.method
-        allowed = sorted({*handlers, "OPTIONS", *(["HEAD"] if "GET" in handlers else [])})
-        if method == "OPTIONS":
-            response = Response(status=204, headers={"Allow": ", ".join(allowed)})
-            del response.headers["Content-Type"]  # no body (werkzeug adds text/html)
-            return response
         handler = handlers.get("GET" if method == "HEAD" else method)
         if handler is None:
-            raise MethodNotAllowed(allowed)
+            # OPTIONS too: the contract's "405 on other methods" (no CORS is offered).
+            raise MethodNotAllowed(sorted({*handlers, *(["HEAD"] if "GET" in handlers else [])}))
         return handler(call)
 
     def __call__(self, request: Request) -> Response:

@@ -77,7 +77,17 @@ def _redirect(description: str) -> dict[str, Any]:
     return {"description": description, "headers": {**_REQUEST_ID, "Location": _STRING}}
 
 
+def _form_body(schema: Any, *, required: bool = True) -> dict[str, Any]:
+    """A form request body, in either encoding the functions read (``common.api.FORM_TYPES``)."""
+    from common.api import FORM_TYPES
+
+    return {"required": required, "content": {kind: {"schema": schema} for kind in FORM_TYPES}}
+
+
 _UNAUTHORIZED = _error("Missing or invalid bearer token.", headers={"WWW-Authenticate": _STRING})
+_METHOD_NOT_ALLOWED = _error(
+    "Another method than this path's (OPTIONS too); Allow lists them.", headers={"Allow": _STRING}
+)
 _FORBIDDEN = _error("The token's role may not use this function.")
 _UNAVAILABLE = _error(
     "The warehouse cannot be reached; retry later.", headers={"Retry-After": _STRING}
@@ -102,7 +112,10 @@ def _trends_operation(summary: str) -> dict[str, Any]:
                     **{"Cache-Control": _STRING},
                 ),
             },
-            "304": {"description": "Not modified (If-None-Match).", "headers": _REQUEST_ID},
+            "304": {
+                "description": "Not modified (If-None-Match).",
+                "headers": {**_REQUEST_ID, "ETag": _STRING},
+            },
             "401": _UNAUTHORIZED,
             "403": _FORBIDDEN,
             "422": _error("Unknown parameter or broken rule; details per field."),
@@ -111,32 +124,40 @@ def _trends_operation(summary: str) -> dict[str, Any]:
     }
 
 
+def _with_root(path: str, operations: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``path`` and the function's root, which answers the same (``route_with_root``)."""
+    return {path: operations, "/": operations}
+
+
 def _operations(function: str) -> dict[str, dict[str, Any]]:
     if function == "token":
-        return {
-            "/token": {
+        return _with_root(
+            "/token",
+            {
                 "post": {
                     "summary": "OAuth2 password grant: a bearer token for a user.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/x-www-form-urlencoded": {"schema": TokenFormSchema}
-                        },
-                    },
+                    "requestBody": _form_body(TokenFormSchema),
                     "responses": {
                         "200": _json("Token", "A bearer token (HS256 JWT)."),
                         "400": _error("Malformed request or unsupported grant type."),
-                        "401": _error("Wrong username or password, or a disabled user."),
+                        "401": _error(
+                            "Wrong username or password, or a disabled user.",
+                            headers={"WWW-Authenticate": _STRING},
+                        ),
                         "429": _TOO_MANY,
                         "503": _UNAVAILABLE,
                     },
                 }
-            }
-        }
+            },
+        )
     if function == "trends_pg":
-        return {"/sales/pg-trends": {"get": _trends_operation("Sales trends (PostgreSQL marts).")}}
+        return _with_root(
+            "/sales/pg-trends", {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
+        )
     if function == "trends_bq":
-        return {"/sales/trends": {"get": _trends_operation("Sales trends (BigQuery marts).")}}
+        return _with_root(
+            "/sales/trends", {"get": _trends_operation("Sales trends (BigQuery marts).")}
+        )
     if function == "dashboard":
         return {
             "/": {
@@ -158,12 +179,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                 "get": {"summary": "The login form.", "responses": {"200": _html("The form.")}},
                 "post": {
                     "summary": "Log in (CSRF-protected form); sets the session cookie.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/x-www-form-urlencoded": {"schema": LoginFormSchema}
-                        },
-                    },
+                    "requestBody": _form_body(LoginFormSchema),
                     "responses": {
                         "303": _redirect("Logged in: to /."),
                         "400": _error("Malformed form or failed CSRF check.", html=True),
@@ -181,16 +197,10 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                 "post": {
                     "summary": "Log out (CSRF-protected form): ends the session on the server"
                     " and clears its cookie.",
-                    "requestBody": {
-                        "content": {
-                            "application/x-www-form-urlencoded": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"csrf_token": {"type": "string"}},
-                                }
-                            }
-                        }
-                    },
+                    "requestBody": _form_body(
+                        {"type": "object", "properties": {"csrf_token": {"type": "string"}}},
+                        required=False,
+                    ),
                     "responses": {
                         "303": _redirect("Logged out: to /login."),
                         "400": _error("Failed CSRF check.", html=True),
@@ -246,26 +256,32 @@ def document(function: str, *, session_cookie: str = "salesmart-session") -> dic
         spec.components.security_scheme(
             "cookieAuth", {"type": "apiKey", "in": "cookie", "name": session_cookie}
         )
-    for path, operations in _operations(function).items():
-        spec.path(path=path, operations=operations)
-    spec.path(
-        path="/healthz",
-        operations={
+    paths = {
+        **_operations(function),
+        "/healthz": {
             "get": {
                 "summary": "Liveness: no auth, no warehouse.",
                 "responses": {"200": _json("Health", "Alive.")},
             }
         },
-    )
-    spec.path(
-        path="/openapi.json",
-        operations={
+        "/openapi.json": {
             "get": {
                 "summary": "This document.",
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")},
             }
         },
-    )
+    }
+    for path, operations in paths.items():
+        spec.path(
+            path=path,
+            operations={
+                method: {
+                    **operation,
+                    "responses": {**operation["responses"], "405": _METHOD_NOT_ALLOWED},
+                }
+                for method, operation in operations.items()
+            },
+        )
     result: dict[str, Any] = _plain(spec.to_dict())
     return result
 

@@ -141,9 +141,12 @@ def test_token_400_401_405(token_fn: Served, user: Account) -> None:
     wrong = requests.post(url, data={"username": user.username, "password": "nope"}, timeout=10)
     assert wrong.status_code == 401
     assert envelope(wrong)["error"] == "invalid_credentials"
-    get = requests.get(url, timeout=10)
-    assert get.status_code == 405
-    assert get.headers["Allow"] == "OPTIONS, POST"
+    for method in ("GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        other = requests.request(method, url, timeout=10)
+        assert other.status_code == 405, method
+        assert other.headers["Allow"] == "POST"
+        if method != "HEAD":
+            assert envelope(other)["error"] == "method_not_allowed"
 
 
 def test_429_holds_across_instances(serve: Serve, marts_dsn: str) -> None:
@@ -187,6 +190,15 @@ def test_health_and_openapi_of_every_function(
         document = requests.get(f"{served.url}/openapi.json", timeout=10).json()
         assert document["openapi"].startswith("3.0")
         assert expected[served.name] in document["paths"]
+        # The document says what the function does: its root answers as its resource, and
+        # another method (OPTIONS too) is a 405 naming the allowed ones.
+        assert "/" in document["paths"]
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                assert "Allow" in operation["responses"]["405"]["headers"], (path, method)
+            answer = requests.options(f"{served.url}{path}", timeout=10)
+            assert answer.status_code == 405, (served.name, path)
+            assert set(answer.headers["Allow"].split(", ")) >= {m.upper() for m in operations}
 
 
 def test_trends_bq_answers_503_when_bigquery_is_unreachable(
