@@ -290,6 +290,9 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
 @functools.lru_cache(maxsize=256)
 def _parsed(items: tuple[tuple[str, str], ...], drop_empty: bool) -> TrendFilters:
     values, repeated = _single_values(MultiDict(items), drop_empty=PARAMETERS if drop_empty else ())
+    for name in [name for name in repeated if name not in PARAMETERS]:
+        del repeated[name]  # unknown is what to say of it, however often it is given
+        values[name] = ""
     try:
         filters: TrendFilters = _TREND_SCHEMA.load(values)
     except ValidationError as exc:  # every broken rule at once, repeated parameters too

@@ -212,6 +212,10 @@ def test_unknown_and_repeated_parameters() -> None:
     with pytest.raises(ValidationFailed) as caught:
         parse_trend_params(MultiDict([("limit", "1"), ("limit", "2")]))
     assert caught.value.details == {"limit": ["Given more than once."]}
+    # An unknown parameter is unknown however often it is given.
+    with pytest.raises(ValidationFailed) as caught:
+        parse_trend_params(MultiDict([("foo", "1"), ("foo", "2"), ("limit", "1")]))
+    assert caught.value.details == {"foo": ["Unknown field."]}
 
 
 def test_every_broken_rule_is_reported_at_once() -> None:
