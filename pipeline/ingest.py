@@ -51,6 +51,8 @@ class IngestResult:
     loaded: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     load_id: int | None = None
+    #: The same content was loaded before and adds nothing: nothing was recorded again.
+    already_loaded: bool = False
 
     @property
     def rejected(self) -> int:
@@ -66,6 +68,8 @@ class IngestResult:
                 f"{reason} {count}" for reason, count in sorted(self.rejected_by_reason.items())
             )
             line += f" ({reasons})"
+        if self.already_loaded:
+            line += f"; already loaded (load {self.load_id}), nothing recorded again"
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +80,7 @@ class IngestResult:
             "loaded": self.loaded,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
+            "already_loaded": self.already_loaded,
         }
 
 
@@ -340,14 +345,31 @@ WHERE s.reason IS NOT NULL OR i.source_line IS NULL
 """
 
 
-def already_loaded(conn: Any, digest: str, settings: Settings) -> bool:
-    """Whether a file with this SHA-256 was loaded (committed) before."""
+# Whether a staged valid row is new: were the file loaded before, the load would add it.
+_ADDS_ROWS = """
+SELECT EXISTS (
+    SELECT 1 FROM ingest_stage AS s
+    WHERE s.reason IS NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM {raw}.transactions AS t WHERE t.transaction_id = s.transaction_id
+      )
+)
+"""
+
+
+def previous_load(conn: Any, digest: str, settings: Settings) -> int | None:
+    """The id of a finished (committed) load of a file with this SHA-256, if any."""
     rows = conn.run(
-        f"SELECT 1 FROM {settings.raw_schema}.loads WHERE file_sha256 = :h"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-        " AND finished_at IS NOT NULL LIMIT 1",
+        f"SELECT load_id FROM {settings.raw_schema}.loads WHERE file_sha256 = :h"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " AND finished_at IS NOT NULL ORDER BY load_id LIMIT 1",
         h=digest,
     )
-    return bool(rows)
+    return int(rows[0][0]) if rows else None
+
+
+def already_loaded(conn: Any, digest: str, settings: Settings) -> bool:
+    """Whether a file with this SHA-256 was loaded (committed) before."""
+    return previous_load(conn, digest, settings) is not None
 
 
 def ingest_postgres(
@@ -406,6 +428,20 @@ def _load_postgres(
         # choose a nested loop for the join below.
         conn.run("ANALYZE ingest_stage")
         conn.run(_LOCK.format(raw=raw))
+        previous = previous_load(conn, digest, settings)
+        if previous is not None and not conn.run(_ADDS_ROWS.format(raw=raw))[0][0]:
+            # The same content again, adding nothing: counted as a load would count it,
+            # but neither a load nor its rejects are recorded again (idempotent).
+            by_reason = conn.run(
+                "SELECT coalesce(reason, :duplicate), count(*) FROM ingest_stage GROUP BY 1",
+                duplicate=DUPLICATE,
+            )
+            conn.run("ROLLBACK")
+            result.read = feed.rows
+            result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
+            result.load_id = previous
+            result.already_loaded = True
+            return result
         conn.run(
             _APPLY.format(raw=raw),
             load_id=load_id,

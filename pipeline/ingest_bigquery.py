@@ -6,7 +6,9 @@ The same reader and row validator as PostgreSQL (``pipeline.csvsource``). Steps:
    flat) and appended by load jobs (no per-row streaming) to a private staging table
    ``transactions_warehouse._ingest_<load_id>_rows``; the load's metadata goes to
    ``_ingest_<load_id>_meta`` (a parameterized CTAS: the file name is never SQL text).
-2. One script, ``BEGIN TRANSACTION; ... COMMIT TRANSACTION;``, moves the staged rows:
+2. Content a finished load already holds, adding no row, stops here: counted, nothing
+   recorded again. Otherwise one script, ``BEGIN TRANSACTION; ... COMMIT TRANSACTION;``,
+   moves the staged rows:
    the first occurrence (in file order) of each transaction id not already in
    ``raw_transactions`` is inserted there; every other row goes to
    ``rejected_transactions`` with its reason (``duplicate_transaction_id`` for repeats);
@@ -234,6 +236,47 @@ def _apply_sql(settings: Settings, stage: str, meta: str) -> str:
     return _APPLY.format(accepted=accepted, duplicate=DUPLICATE, **names)
 
 
+def _unchanged_reload(
+    settings: Settings, stage: str, sha256: str
+) -> tuple[int, Counter[str]] | None:
+    """For content a finished load already holds (``loads`` rows are written at commit)
+    when it would add no row: that load's id and the staged rows' reasons, counted as a
+    load counts them (valid rows as duplicates). None: load it."""
+    s = settings.bigquery
+    ds = s.warehouse_dataset
+    previous = bq.run_query(
+        f"SELECT load_id FROM {bq.table_ref(ds, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " WHERE file_sha256 = @sha256 ORDER BY load_id LIMIT 1",
+        {"sha256": sha256},
+        function="ingest",
+        settings=s,
+        timeout=300.0,
+    )
+    if not previous:
+        return None
+    names = {
+        "stage": bq.table_ref(ds, stage, s),
+        "raw": bq.table_ref(ds, RAW_TABLE, s),
+    }
+    [new_rows] = bq.run_query(
+        f"SELECT COUNT(*) AS n FROM {_ACCEPTED.format(**names)}",  # nosec B608 - identifiers from settings/constants
+        function="ingest",
+        settings=s,
+        timeout=300.0,
+    )
+    if int(new_rows["n"]):
+        return None
+    by_reason = bq.run_query(
+        f"SELECT COALESCE(reason, @duplicate) AS reason, COUNT(*) AS n FROM {names['stage']}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " GROUP BY 1",
+        {"duplicate": DUPLICATE},
+        function="ingest",
+        settings=s,
+        timeout=300.0,
+    )
+    return int(previous[0]["load_id"]), Counter({str(r["reason"]): int(r["n"]) for r in by_reason})
+
+
 def _apply(settings: Settings, sql: str) -> None:
     for attempt in range(CONCURRENT_UPDATE_RETRIES + 1):
         try:
@@ -302,6 +345,11 @@ def ingest_rows(
         staged = int(staged_row["n"])
         if staged != sent:
             raise IngestIntegrityError(f"staged {staged} of {sent} rows; nothing was loaded")
+        unchanged = _unchanged_reload(settings, stage, sha256)
+        if unchanged is not None:
+            result.load_id, result.rejected_by_reason = unchanged
+            result.read, result.already_loaded = sent, True
+            return result
         bq.run_query(
             f"CREATE TABLE {bq.table_ref(ds, meta, s)} AS SELECT @load_id AS load_id,"
             " @source_file AS source_file, @file_sha256 AS file_sha256,"

@@ -101,8 +101,11 @@ def test_loading_the_same_file_again_loads_nothing_new(bq_settings: Settings) ->
         "missing_product": 1,
         "product_prefix": 1,
     }
+    assert again.already_loaded and again.load_id is not None
+    # Idempotent: no second load, the rejects not kept twice.
     assert len(rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")) == 3
-    assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 2
+    assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 1
+    assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == 2
 
 
 def test_first_occurrence_wins_and_raw_text_survives_exactly(

@@ -105,6 +105,8 @@ def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
         _wait_for(lambda: not server.is_running(), 10)
         _wait_for(lambda: _port_free(port), 10)
         with socket.socket() as taker:
+            # As servers bind: the closed connections' TIME_WAIT must not stop it.
+            taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             taker.bind(("127.0.0.1", port))
             taker.listen()
             with pytest.raises(EmbeddedPostgresError, match=f"port {port} is taken"):

@@ -235,3 +235,27 @@ def test_concurrent_loads_take_turns_and_never_load_an_id_twice(
     loaded, rejected = _tables(settings)
     assert len(loaded) == 3000 and len({row[0] for row in loaded}) == 3000
     assert len(rejected) == 1000
+
+
+def test_one_file_loaded_twice_at_once_is_recorded_once(settings: Settings, tmp_path: Path) -> None:
+    # The same file from two threads at the same moment: the second waits for the first's
+    # turn to end, finds its content loaded, and records nothing (no rejects kept twice).
+    path = tmp_path / "same.csv"
+    rows = [f"S{n:05d},Halal A,12.00,1,2023-01-01" for n in range(2000)]
+    path.write_text("\n".join([HEADER, *rows, "S99999,Monitor,12.00,1,2023-01-01"]) + "\n")
+    results: list[ingest.IngestResult] = []
+
+    def load() -> None:
+        results.append(ingest.ingest_postgres(connect(settings.database_url), path, settings))
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(r.already_loaded for r in results) == [False, True]
+    assert [(r.read, r.loaded + r.rejected) for r in results] == [(2001, 2001)] * 2
+    assert sorted(r.loaded for r in results) == [0, 2000]
+    loaded, rejected = _tables(settings)
+    assert len(loaded) == 2000
+    assert len(rejected) == 1  # the one bad row, once
