@@ -131,6 +131,11 @@ def pyformat(sql: str) -> str:
     return _SQL_TOKENS.sub(replace, sql)
 
 
+class _ReadStopped(Exception):
+    """What psycopg2 is told when the blocks fail: it sends the text to the server as the
+    COPY's failure reason (into the server's log), so it says nothing of the data."""
+
+
 class _BlockReader:
     """An iterator of ``bytes`` blocks as the file ``copy_expert`` reads."""
 
@@ -146,7 +151,11 @@ class _BlockReader:
             for block in self._blocks:
                 if block:
                     return block
-        except BaseException as exc:
+        except Exception as exc:
+            # Its message may quote the file (a header line, a row): kept for the caller.
+            self.error = exc
+            raise _ReadStopped("the client stopped reading its input") from None
+        except BaseException as exc:  # Ctrl-C, SystemExit: carry no file content
             self.error = exc
             raise
         return b""

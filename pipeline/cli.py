@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline import FUNCTIONS
+from pipeline.progress import printable
 
 if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
     from common.config import Settings
@@ -177,7 +178,9 @@ def cmd_ingest_landing(args: argparse.Namespace) -> int:
             settings = stack.enter_context(
                 bigquery_for_command(settings, bigquery_state_dir(settings))
             )
-        results = ingest_landing(settings, targets, say=lambda line: print(line, flush=True))
+        results = ingest_landing(
+            settings, targets, say=lambda line: print(printable(line), flush=True)
+        )
     print(f"loaded {len(results)} new file load(s)", flush=True)
     return EXIT_OK
 
@@ -544,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(exc, UnusableInputError):
             code = EXIT_UNUSABLE
-        print(f"salesmart: {_one_line(exc)}", file=sys.stderr)
+        print(f"salesmart: {printable(_one_line(exc))}", file=sys.stderr)
         return code
     return code
 

@@ -23,6 +23,7 @@ from typing import NamedTuple, cast
 from common import validation
 from common.config import ValidationRules
 from common.masking import Masker
+from pipeline.progress import printable
 
 SNIFF_BYTES = 8192
 # A text CSV may hold a stray NUL in a row (rejected as malformed), but a NUL in the
@@ -256,6 +257,16 @@ def _records(
             yield line_number, *(record or (_raw(again), None))
 
 
+def _found_columns(names: list[str], absent: list[str]) -> str:
+    """What the header line held, for the message: its names when some are columns the
+    rules know (a misspelt header); otherwise not its text, which may be data (a file
+    without a header: clear ids would reach logs) or anything a path points to."""
+    known = {*validation.CORE_COLUMNS, *absent}
+    if any(name in known for name in names):
+        return "found: " + ", ".join(printable(n) for n in names if n)[:200]
+    return "its first line names none of them: is the header missing?"
+
+
 class TransactionReader:
     """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress.
 
@@ -310,9 +321,9 @@ class TransactionReader:
         names = [name.strip().lower() for name in header]
         absent = validation.missing_columns(names, self.rules)
         if absent:
-            found = ", ".join(n for n in names if n)[:200] or "nothing"
             raise UnusableInputError(
-                f"{self.path}: missing required column(s) {', '.join(absent)} (found: {found})"
+                f"{self.path}: missing required column(s) {', '.join(absent)}"
+                f" ({_found_columns(names, absent)})"
             )
         # Extra columns are ignored, so only a required one named twice is ambiguous
         # (spreadsheets end headers with empty names, and may repeat a note column).

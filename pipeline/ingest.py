@@ -33,7 +33,7 @@ from pipeline.csvsource import (
     UnusableInputError,
     file_sha256,
 )
-from pipeline.progress import StatusLine, stderr_is_terminal
+from pipeline.progress import StatusLine, printable, stderr_is_terminal
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -60,7 +60,8 @@ class IngestResult:
 
     def summary(self) -> str:
         line = (
-            f"{self.source_file} -> {self.target}: read {self.read}, loaded {self.loaded}, "
+            f"{printable(self.source_file)} -> {self.target}: read {self.read},"
+            f" loaded {self.loaded}, "
             f"rejected {self.rejected}"
         )
         if self.rejected_by_reason:

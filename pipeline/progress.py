@@ -15,6 +15,16 @@ def stderr_is_terminal() -> bool:
     return sys.stderr is not None and sys.stderr.isatty()
 
 
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped: a file name or a header cell
+    can neither break an output line in two nor rewrite the terminal (escape codes)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 class StatusLine:
     def __init__(self, show: bool = True) -> None:
         self.on = show and stderr_is_terminal()

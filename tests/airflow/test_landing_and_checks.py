@@ -26,6 +26,7 @@ from pipeline.landing import (
     is_landing_file,
     local_files,
 )
+from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.transform import run_dbt
 from tests.conftest import run_cli, scalar
 
@@ -165,6 +166,30 @@ def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
     files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
     assert client.downloads == ["in/a.csv"]
     assert files[1].path.read_text() == FILE_B
+
+
+def test_a_file_without_header_is_not_quoted_anywhere(
+    settings: Settings, pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    # Its first line is data (a clear id) or, through a link, anything: neither the
+    # command's line nor the database server's log may quote it. A file name cannot break
+    # or rewrite an output line either.
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "noheader.csv").write_text("SECRETID42,Halal Dates,12.50,3,2023-12-02\n")
+    (landing / "x\n[INFO] all files loaded OK\x1b[2K.csv").write_text(FILE_A)
+    done = run_cli(
+        settings, tmp_path, "ingest-landing", "--landing", str(landing), "--target", "postgres"
+    )
+    assert done.returncode == 2
+    assert "is the header missing?" in done.stderr
+    assert "secretid42" not in (done.stdout + done.stderr).lower()
+    assert "secretid42" not in pg_server.log_file.read_text().lower()
+    assert "\x1b" not in done.stdout + done.stderr
+    assert not [line for line in done.stdout.splitlines() if line.startswith("[INFO]")]
+    assert "x\\n[INFO] all files loaded OK\\x1b[2K.csv -> postgres: read 2, loaded 2" in (
+        done.stdout
+    )
 
 
 def test_gcs_landing_through_ingest_landing(settings: Settings, tmp_path: Path) -> None:

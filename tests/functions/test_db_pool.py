@@ -16,6 +16,7 @@ from common.db import PgPool
 from common.errors import WarehouseUnavailable
 from common.pg import connect, libpq_ssl_options, parse_dsn, pyformat
 from pipeline.netutil import free_port
+from pipeline.postgres_embedded import EmbeddedPostgres
 from tests.conftest import eventually
 
 
@@ -234,13 +235,15 @@ def test_require_against_a_server_without_tls_is_unavailable_not_plaintext(
         plain.close()
 
 
-def test_an_error_of_the_copy_blocks_reaches_the_caller_as_it_was(fresh_dsn: str) -> None:
+def test_an_error_of_the_copy_blocks_reaches_the_caller_as_it_was(
+    fresh_dsn: str, pg_server: EmbeddedPostgres
+) -> None:
     class Unreadable(Exception):
         pass
 
     def blocks() -> Iterator[bytes]:
         yield b"1\n"
-        raise Unreadable("the file went away")
+        raise Unreadable("the file went away at row CLEAR-ID-7731")
 
     conn = connect(fresh_dsn)
     try:
@@ -250,6 +253,11 @@ def test_an_error_of_the_copy_blocks_reaches_the_caller_as_it_was(fresh_dsn: str
         assert conn.run("SELECT count(*) FROM t") == [[0]]  # the COPY was rolled back
     finally:
         conn.close()
+    # psycopg2 sends a failed read's text to the server as the COPY's reason, into its log:
+    # never the caller's message, which may quote the file.
+    log = pg_server.log_file.read_text()
+    assert "the client stopped reading its input" in log
+    assert "CLEAR-ID-7731" not in log
 
 
 def test_a_forked_child_never_closes_the_parents_connections(fresh_dsn: str) -> None:
