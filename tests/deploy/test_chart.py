@@ -342,6 +342,53 @@ def test_chart_created_secret(render: Any) -> None:
     assert job_env[-1]["valueFrom"]["secretKeyRef"]["name"] == "shop-salesmart-migrate-secrets"
 
 
+def _job_database_url(objects: Objects, job: str) -> dict[str, Any]:
+    env = by_kind(objects, "Job")[job]["spec"]["template"]["spec"]["containers"][0]["env"]
+    [url] = [item for item in env if item["name"] == "SALESMART_DATABASE_URL"]
+    ref: dict[str, Any] = url["valueFrom"]["secretKeyRef"]
+    return ref
+
+
+def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> None:
+    # Least privilege: the Job's URL names a role that may CREATE; the functions keep theirs.
+    objects = render(
+        {"secrets": {"existingSecret": "shop-db", "keys": {"migrationDatabaseUrl": "owner-url"}}}
+    )
+    assert _job_database_url(objects, "salesmart-migrate") == {
+        "name": "shop-db",
+        "key": "owner-url",
+    }
+    for service in knative_services(objects).values():
+        if "SALESMART_DATABASE_URL" in env_of(service):
+            assert env_of(service)["SALESMART_DATABASE_URL"]["secretKeyRef"]["key"] == (
+                "database-url"
+            )
+    # Unset: one URL for both, as before.
+    default = render({})
+    assert _job_database_url(default, "salesmart-migrate")["key"] == "database-url"
+    # The chart's own Secret: the Job's copy holds the migration URL.
+    created = render(
+        {
+            "secrets": {
+                "existingSecret": "",
+                "jwtSecret": "j" * 32,
+                "piiKey": "p" * 40,
+                "databaseUrl": "postgresql://app:pw@db/salesmart",
+                "migrationDatabaseUrl": "postgresql://owner:pw@db/salesmart",
+            }
+        }
+    )
+    secrets = by_kind(created, "Secret")
+    decoded = {
+        name: {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        for name, secret in secrets.items()
+    }
+    assert decoded["salesmart-migrate-secrets"] == {
+        "database-url": "postgresql://owner:pw@db/salesmart"
+    }
+    assert decoded["salesmart-secrets"]["database-url"] == "postgresql://app:pw@db/salesmart"
+
+
 def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: Any) -> None:
     # Secrets reach the pods as env: only a new revision sees a new value, so every pod of
     # a revision verifies tokens with the same key.
@@ -516,6 +563,8 @@ BAD_VALUES: list[tuple[str, str]] = [
         + GOOD_SECRET
         + ", databaseUrl: 'mysql://u:p@h/d'}",
     ),
+    ("migration URL that is not PostgreSQL", "secrets: {migrationDatabaseUrl: 'mysql://h/d'}"),
+    ("bad migration URL key", "secrets: {keys: {migrationDatabaseUrl: 'a key'}}"),
     ("privileged container", "containerSecurityContext: {privileged: true}"),
     ("migration with unknown key", "migration: {schedule: daily}"),
     ("bad secret name", "secrets: {existingSecret: Not_A_Name}"),
@@ -568,6 +617,8 @@ REASONS = {
     "chart-created secret without values": "'/secrets/jwtSecret': minLength",
     "short JWT secret": "'/secrets/jwtSecret': minLength: got 5",
     "database URL that is not PostgreSQL": "'/secrets/databaseUrl'",
+    "migration URL that is not PostgreSQL": "'/secrets/migrationDatabaseUrl'",
+    "bad migration URL key": "'/secrets/keys/migrationDatabaseUrl'",
     "privileged container": "additional properties 'privileged'",
     "migration with unknown key": "additional properties 'schedule'",
     "bad secret name": "'/secrets/existingSecret'",
