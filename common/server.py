@@ -202,6 +202,11 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
             "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
             "limit_request_line": 0,
             "worker_class": f"{__name__}.DeadlineThreadWorker",
+            "worker_tmp_dir": worker_tmp_dir(),
+            # gunicorn 24+ opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
+            # counts, shutdown): nothing here uses it, the local run's four functions would
+            # share one path, and a read-only root has no home to write it in.
+            "control_socket_disable": True,
         }
         super().__init__()
 
@@ -211,6 +216,13 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         return self.application
+
+
+def worker_tmp_dir(shm: str = "/dev/shm") -> str | None:  # noqa: S108  # nosec B108 - a tmpfs of its own, not a shared temp file
+    """Where gunicorn keeps its workers' heartbeat files: the memory filesystem when there
+    is one (as gunicorn advises in containers), so a read-only root filesystem without a
+    writable /tmp still serves; else gunicorn's default (the system's temporary folder)."""
+    return shm if Path(shm).is_dir() and os.access(shm, os.W_OK) else None
 
 
 def launcher() -> list[str]:

@@ -191,18 +191,26 @@ def framework_command(name: str, port: int) -> list[str]:
 
 
 def start_function(
-    name: str, env: dict[str, str], log_dir: Path, *, framework_cli: bool = False
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    framework_cli: bool = False,
+    wrapper: Sequence[str] = (),
 ) -> Served:
     """Start ``name`` as the stack and the image do (``salesmart-serve``), or with the bare
-    ``functions-framework`` command (``framework_cli``)."""
+    ``functions-framework`` command (``framework_cli``); ``wrapper``: a command that runs it."""
     port = free_port()
     log = log_dir / f"{name}-{port}.log"
     handle = log.open("wb")
     source = REPO_ROOT / "functions" / name / "main.py"
     process = subprocess.Popen(
-        framework_command(name, port)
-        if framework_cli
-        else serve_command(name, source, "127.0.0.1", port),
+        [*wrapper]
+        + (
+            framework_command(name, port)
+            if framework_cli
+            else serve_command(name, source, "127.0.0.1", port)
+        ),
         env={**os.environ, **TEST_ENV, **env},
         stdout=handle,
         stderr=subprocess.STDOUT,
