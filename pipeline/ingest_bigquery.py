@@ -31,11 +31,11 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from common import bigquery as bq
 from common.config import ConfigError, Settings
@@ -52,6 +52,7 @@ STAGE_EXPIRY = timedelta(days=1)
 STALE_STAGE_AGE = timedelta(hours=6)
 LOAD_TIMEOUT_SECONDS = 3600.0
 SCRIPT_TIMEOUT_SECONDS = 3600.0
+QUERY_TIMEOUT_SECONDS = 300.0
 CONCURRENT_UPDATE_RETRIES = 3
 NUMERIC_MAX_DECIMALS = 9
 
@@ -242,39 +243,49 @@ def _unchanged_reload(
     """For content a finished load already holds (``loads`` rows are written at commit)
     when it would add no row: that load's id and the staged rows' reasons, counted as a
     load counts them (valid rows as duplicates). None: load it."""
-    s = settings.bigquery
-    ds = s.warehouse_dataset
-    previous = bq.run_query(
-        f"SELECT load_id FROM {bq.table_ref(ds, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-        " WHERE file_sha256 = @sha256 ORDER BY load_id LIMIT 1",
-        {"sha256": sha256},
-        function="ingest",
-        settings=s,
-        timeout=300.0,
-    )
-    if not previous:
+    previous = previous_load(sha256, settings)
+    if previous is None:
         return None
+    s = settings.bigquery
     names = {
-        "stage": bq.table_ref(ds, stage, s),
-        "raw": bq.table_ref(ds, RAW_TABLE, s),
+        "stage": bq.table_ref(s.warehouse_dataset, stage, s),
+        "raw": bq.table_ref(s.warehouse_dataset, RAW_TABLE, s),
     }
-    [new_rows] = bq.run_query(
+    [new_rows] = _query(
+        settings,
         f"SELECT COUNT(*) AS n FROM {_ACCEPTED.format(**names)}",  # nosec B608 - identifiers from settings/constants
-        function="ingest",
-        settings=s,
-        timeout=300.0,
     )
     if int(new_rows["n"]):
         return None
-    by_reason = bq.run_query(
+    by_reason = _query(
+        settings,
         f"SELECT COALESCE(reason, @duplicate) AS reason, COUNT(*) AS n FROM {names['stage']}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
         " GROUP BY 1",
         {"duplicate": DUPLICATE},
-        function="ingest",
-        settings=s,
-        timeout=300.0,
     )
-    return int(previous[0]["load_id"]), Counter({str(r["reason"]): int(r["n"]) for r in by_reason})
+    return previous, Counter({str(r["reason"]): int(r["n"]) for r in by_reason})
+
+
+def previous_load(sha256: str, settings: Settings) -> int | None:
+    """The id of a finished load of content with this SHA-256 (``loads`` rows are written
+    when a load commits), if any. ``ensure_warehouse_tables`` must have run."""
+    s = settings.bigquery
+    rows = _query(
+        settings,
+        f"SELECT load_id FROM {bq.table_ref(s.warehouse_dataset, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " WHERE file_sha256 = @sha256 ORDER BY load_id LIMIT 1",
+        {"sha256": sha256},
+    )
+    return int(rows[0]["load_id"]) if rows else None
+
+
+def _query(
+    settings: Settings, sql: str, params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One of ingestion's own queries (labelled ``ingest``, a generous deadline)."""
+    return bq.run_query(
+        sql, params, function="ingest", settings=settings.bigquery, timeout=QUERY_TIMEOUT_SECONDS
+    )
 
 
 def _apply(settings: Settings, sql: str) -> None:
@@ -336,11 +347,9 @@ def ingest_rows(
                 )
         # Counted, not summed from the jobs' outputRows: the stand-in reports the table's
         # total there after an append.
-        [staged_row] = bq.run_query(
+        [staged_row] = _query(
+            settings,
             f"SELECT COUNT(*) AS n FROM {bq.table_ref(ds, stage, s)}",  # nosec B608 - identifiers from settings/constants; values are bound parameters
-            function="ingest",
-            settings=s,
-            timeout=300.0,
         )
         staged = int(staged_row["n"])
         if staged != sent:
@@ -350,7 +359,8 @@ def ingest_rows(
             result.load_id, result.rejected_by_reason = unchanged
             result.read, result.already_loaded = sent, True
             return result
-        bq.run_query(
+        _query(
+            settings,
             f"CREATE TABLE {bq.table_ref(ds, meta, s)} AS SELECT @load_id AS load_id,"
             " @source_file AS source_file, @file_sha256 AS file_sha256,"
             " @started_at AS started_at",
@@ -360,9 +370,6 @@ def ingest_rows(
                 "file_sha256": sha256,
                 "started_at": bq.Param("TIMESTAMP", started_at),
             },
-            function="ingest",
-            settings=s,
-            timeout=300.0,
         )
         _apply(settings, _apply_sql(settings, stage, meta))
     finally:
@@ -372,21 +379,17 @@ def ingest_rows(
             except Exception:  # noqa: S112 - left for expiry and the next ingest's sweep  # nosec B112
                 continue
 
-    counts = bq.run_query(
+    counts = _query(
+        settings,
         f"SELECT rows_read, rows_loaded, rows_rejected FROM {bq.table_ref(ds, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
         " WHERE load_id = @load_id",
         {"load_id": load_id},
-        function="ingest",
-        settings=s,
-        timeout=300.0,
     )
-    by_reason = bq.run_query(
+    by_reason = _query(
+        settings,
         f"SELECT reason, COUNT(*) AS n FROM {bq.table_ref(ds, REJECTED_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
         " WHERE load_id = @load_id GROUP BY reason",
         {"load_id": load_id},
-        function="ingest",
-        settings=s,
-        timeout=300.0,
     )
     if len(counts) != 1:
         raise IngestIntegrityError(f"load {load_id} has no loads row after its transaction")

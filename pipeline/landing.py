@@ -135,19 +135,9 @@ def landing_files(settings: Settings, client: Any = None) -> list[LandingFile]:
 
 
 def _bigquery_loaded(digest: str, settings: Settings) -> bool:
-    from common import bigquery as bq
-    from pipeline.ingest_bigquery import LOADS_TABLE
+    from pipeline.ingest_bigquery import previous_load
 
-    s = settings.bigquery
-    rows = bq.run_query(
-        f"SELECT 1 AS hit FROM {bq.table_ref(s.warehouse_dataset, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-        " WHERE file_sha256 = @sha256 LIMIT 1",
-        {"sha256": digest},
-        function="ingest",
-        settings=s,
-        timeout=60.0,
-    )
-    return bool(rows)
+    return previous_load(digest, settings) is not None
 
 
 def _postgres_loaded_or_ingest(

@@ -217,23 +217,21 @@ def wait_until_stopped(
                 say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
             functions.rotate_logs()
-            if emulator is not None and not emulator.is_running():
-                code = emulator.process.returncode
-                say(f"salesmart: the BigQuery stand-in stopped (exit {code}); starting it again")
-                try:
+            try:
+                if emulator is not None and not emulator.is_running():
+                    code = emulator.process.returncode
+                    say(
+                        f"salesmart: the BigQuery stand-in stopped (exit {code}); starting it again"
+                    )
                     emulator.restart()
-                except EmulatorError as exc:
-                    say(f"salesmart: {exc}; shutting down")
-                    return 1
-                say(f"  bigquery   {emulator.endpoint} again")
-            if database is not None and not database.is_running():
-                say("salesmart: PostgreSQL (embedded) stopped; starting it again")
-                try:
+                    say(f"  bigquery   {emulator.endpoint} again")
+                if database is not None and not database.is_running():
+                    say("salesmart: PostgreSQL (embedded) stopped; starting it again")
                     database.restart()
-                except EmbeddedPostgresError as exc:
-                    say(f"salesmart: {exc}; shutting down")
-                    return 1
-                say(f"  postgres   127.0.0.1:{database.port} again")
+                    say(f"  postgres   127.0.0.1:{database.port} again")
+            except (EmulatorError, EmbeddedPostgresError) as exc:
+                say(f"salesmart: {exc}; shutting down")
+                return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
         say("\nstopping ...")

@@ -4,11 +4,13 @@ another process: after a container restart, pids start over)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,15 @@ def test_up_takes_its_lock_over_a_command_asking_at_that_moment(tmp_path: Path) 
         done_asking.join()
 
 
+@contextlib.contextmanager
+def _held_as_a_live_up(state: Path) -> Iterator[None]:
+    """``state``'s up lock, held as a live `up` holds it."""
+    (state / UP_LOCK_FILE).touch()
+    with (state / UP_LOCK_FILE).open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
 def test_commands_beside_a_live_up_use_its_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,9 +87,7 @@ def test_commands_beside_a_live_up_use_its_keys(
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
     get_settings.cache_clear()
     try:
-        (state / UP_LOCK_FILE).touch()
-        with (state / UP_LOCK_FILE).open("rb") as held:  # as the live up holds it
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with _held_as_a_live_up(state):
             beside = cli_settings()
             assert (beside.pii_key, beside.jwt_secret) == ("p" * 40, "j" * 40)
         # The up is gone (killed: its file stayed): the folder's own keys again.
@@ -126,9 +135,7 @@ def test_what_commands_beside_a_live_up_take_from_it(
     (state / ENDPOINTS_FILE).write_text(json.dumps({**ENDPOINTS, "bigquery": stand_in}))
     get_settings.cache_clear()
     try:
-        (state / UP_LOCK_FILE).touch()
-        with (state / UP_LOCK_FILE).open("rb") as held:  # as the live up holds it
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with _held_as_a_live_up(state):
             beside = cli_settings()
     finally:
         get_settings.cache_clear()
