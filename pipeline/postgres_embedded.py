@@ -279,6 +279,12 @@ class EmbeddedPostgres:
         self.init()
         if self.is_running():
             return
+        # PostgreSQL takes a killed server's pid, a zombie until init reaps it, for a live
+        # one and would refuse to start; the zombie's shared memory is already released.
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid_file = self.data_dir / "postmaster.pid"
+            if _is_zombie(int(pid_file.read_text().splitlines()[0])):
+                pid_file.unlink()
         if not port_is_free(self.port):
             self.port = free_port()
             (self.root / "port").write_text(f"{self.port}\n")
@@ -313,12 +319,6 @@ class EmbeddedPostgres:
             fcntl.flock(starting, fcntl.LOCK_EX)
             deadline = time.monotonic() + timeout
             while not self.is_running():
-                # PostgreSQL takes a zombie's pid for a live server and would refuse to
-                # start until init reaps it; its shared memory is already released.
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    pid_file = self.data_dir / "postmaster.pid"
-                    if _is_zombie(int(pid_file.read_text().splitlines()[0])):
-                        pid_file.unlink()
                 if not port_is_free(self.port):
                     raise EmbeddedPostgresError(
                         f"port {self.port} is taken by another program; PostgreSQL cannot"

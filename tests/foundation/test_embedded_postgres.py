@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -20,7 +21,13 @@ import pytest
 from common.config import build_settings
 from common.pg import connect
 from common.process import stopped_by_signals
-from pipeline.postgres_embedded import EmbeddedPostgres, EmbeddedPostgresError, open_embedded
+from pipeline.postgres_embedded import (
+    SERVER_USER,
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    _is_zombie,
+    open_embedded,
+)
 from pipeline.runtime import postgres_dsn
 
 
@@ -116,6 +123,35 @@ def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
         with contextlib.suppress(Exception):
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_pid_file_naming_a_zombie_does_not_block_the_start() -> None:
+    # A killed server is a zombie until init reaps it (~2 s seen): PostgreSQL, which takes
+    # any pid that answers kill(0) for a live server, would refuse to start meanwhile.
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    # Exits, and is not reaped until wait(); the server's user's, as a killed server is
+    # (PostgreSQL takes a pid it may not signal for a dead one).
+    as_server = {"user": SERVER_USER} if os.geteuid() == 0 else {}
+    zombie = subprocess.Popen(["true"], **as_server)  # type: ignore[call-overload]
+    try:
+        _wait_for(lambda: _is_zombie(zombie.pid), 10)
+        server = open_embedded(root / "pg", fsync=False)
+        server.start()
+        lines = (server.data_dir / "postmaster.pid").read_text().splitlines()
+        server.stop()
+        (server.data_dir / "postmaster.pid").write_text("\n".join([str(zombie.pid), *lines[1:]]))
+        assert not server.is_running()
+        server.start()
+        assert server.is_running()
+        conn = connect(server.dsn)
+        assert conn.run("SELECT 1") == [[1]]
+        conn.close()
+        server.stop()
+    finally:
+        zombie.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    assert not _is_zombie(zombie.pid)  # reaped: gone
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
