@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Response
 
@@ -15,6 +16,9 @@ from common.config import ConfigError, Settings
 from common.errors import BadRequest, UnsupportedGrantType
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import CENT, TrendFilters
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import MultiDict
 
 MAX_FORM_BYTES = 16 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -87,22 +91,39 @@ def trends_handler(function: str, tokens: TokenService, query: SummaryBodyQuery)
     return handle
 
 
+def read_form(call: Call) -> MultiDict[str, str]:
+    """The request's small urlencoded/multipart form (file parts are left out). Every read of
+    a form goes through here: at most ``MAX_FORM_BYTES`` of the body are read, into memory,
+    and parsed from there, so a large part is never spooled to a temporary file (which a
+    read-only root could not hold) and a chunked body is bounded like a declared one."""
+    if call.form is not None:
+        return call.form
+    request = call.request
+    if request.mimetype not in FORM_TYPES:
+        raise BadRequest("Send the fields as an application/x-www-form-urlencoded form.")
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise BadRequest("The form is too large.")
+    body = request.stream.read(MAX_FORM_BYTES + 1)
+    if len(body) > MAX_FORM_BYTES:
+        raise BadRequest("The form is too large.")
+    from werkzeug.formparser import parse_form_data
+
+    environ = {**request.environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+    _, call.form, _ = parse_form_data(environ, max_form_memory_size=MAX_FORM_BYTES)
+    return call.form
+
+
 def form_fields(call: Call, schema: Any) -> dict[str, Any]:
     """A small urlencoded/multipart form validated by ``schema``; 400 when malformed."""
     from marshmallow import ValidationError
 
     from common.params import load_form
 
-    request = call.request
-    if request.mimetype not in FORM_TYPES:
-        raise BadRequest("Send the fields as an application/x-www-form-urlencoded form.")
-    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-        raise BadRequest("The form is too large.")
-    if request.args:
+    form = read_form(call)
+    if call.request.args:
         raise BadRequest("Send the fields in the form body, not in the URL.")
-    request.max_form_memory_size = MAX_FORM_BYTES
     try:
-        return load_form(schema, request.form)
+        return load_form(schema, form)
     except ValidationError as exc:
         fields = ", ".join(sorted(str(key) for key in exc.messages_dict))
         raise BadRequest(f"Missing or invalid form fields: {fields}.") from None
@@ -115,7 +136,7 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
         from common.params import TOKEN_FORM  # marshmallow: on first use only
 
         # RFC 6749 3.1: a parameter sent without a value is treated as omitted.
-        if (call.request.form.get("grant_type") or "password") != "password":
+        if (read_form(call).get("grant_type") or "password") != "password":
             raise UnsupportedGrantType()
         form = form_fields(call, TOKEN_FORM)
         principal = logins.authenticate(form["username"], form["password"])

@@ -368,10 +368,10 @@ class Dashboard:
         return response
 
     def login(self, call: Call) -> Response:
-        from common.api import form_fields
+        from common.api import form_fields, read_form
         from common.params import LOGIN_FORM
 
-        form = call.request.form
+        form = read_form(call)
         try:
             if not self._csrf.valid(
                 call.request.cookies.get(self.csrf_cookie), form.get("csrf_token")
@@ -410,8 +410,10 @@ class Dashboard:
         return response
 
     def logout(self, call: Call) -> Response:
+        from common.api import read_form
+
         if not self._csrf.valid(
-            call.request.cookies.get(self.csrf_cookie), call.request.form.get("csrf_token")
+            call.request.cookies.get(self.csrf_cookie), read_form(call).get("csrf_token")
         ):
             raise CsrfFailed()
         cookie = call.request.cookies.get(self.session_cookie)

@@ -28,6 +28,7 @@ from typing import Any
 
 import flask
 from flask import Request, Response
+from werkzeug.datastructures import MultiDict
 
 from common.errors import (
     ApiError,
@@ -69,6 +70,8 @@ class Call:
     user: str | None = None
     rows: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: The request's form once read (``common.api.read_form``).
+    form: MultiDict[str, str] | None = None
 
 
 Handler = Callable[[Call], Response]

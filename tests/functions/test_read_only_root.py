@@ -15,7 +15,8 @@ from pipeline.netutil import free_port
 from tests.functions.conftest import Account, start_function, stop_function
 
 # Root (as CI runs) remounts / read-only in a private mount namespace; other users get one
-# through a user namespace of their own. /dev/shm, a mount of its own, stays writable.
+# through a user namespace of their own. /tmp too where it is a mount of its own (a tmpfs
+# on many systems); /dev/shm, the memory filesystem a pod keeps writable, stays so.
 READ_ONLY_ROOT = [
     "unshare",
     *([] if os.geteuid() == 0 else ["--user", "--map-root-user"]),
@@ -24,7 +25,9 @@ READ_ONLY_ROOT = [
     "private",
     "sh",
     "-c",
-    'mount -o bind,remount,ro / && exec "$@"',
+    "mount -o bind,remount,ro / && "
+    "{ ! mountpoint -q /tmp || mount -o bind,remount,ro /tmp; } && "
+    'exec "$@"',
     "read-only-root",
 ]
 
@@ -74,11 +77,31 @@ def test_every_function_serves_from_a_read_only_root(
             f"{started['trends_bq'].url}/sales/trends", headers=bearer, timeout=60
         )
         assert unreachable.status_code == 503
+        # A large multipart part would be spooled to a temporary file, which this root cannot
+        # hold: it is refused while read, declared length or chunked, on both form readers.
+        part = {"f": ("big.bin", b"x" * 700_000)}
+        fields = {"username": analyst.username, "password": analyst.password}
+        for url in (f"{started['token'].url}/token", f"{started['dashboard'].url}/login"):
+            sized = requests.post(url, data=fields, files=part, timeout=30)
+            assert sized.status_code in (400, 413), (url, sized.status_code, sized.text)
+            chunked = requests.post(
+                url,
+                data=iter(
+                    [b"--b\r\nContent-Disposition: form-data; name=f; filename=x\r\n\r\n"]
+                    + [b"x" * 65536] * 12
+                    + [b"\r\n--b--\r\n"]
+                ),
+                headers={"Content-Type": "multipart/form-data; boundary=b"},
+                timeout=30,
+            )
+            assert chunked.status_code in (400, 413), (url, chunked.status_code, chunked.text)
     finally:
         for served in started.values():
             stop_function(served.process)
     for served in started.values():
         assert "Read-only file system" not in served.output(), served.output()
+        for failure in ("unhandled error", "Exception on", "Traceback"):
+            assert failure not in served.output(), served.output()
 
 
 @pytest.mark.parametrize("writable", [False, True])
