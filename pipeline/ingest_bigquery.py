@@ -24,6 +24,10 @@ What a crash leaves:
   transaction writes), but a stand-in process killed mid-script can leave part of it.
 Concurrent ingests into one BigQuery dataset are not serialized (BigQuery has no row
 locks; appends do not conflict), so run one ingest at a time per dataset, as the DAG does.
+Real BigQuery aborts one of two transactions writing the same table at once ("concurrent
+update"); before retrying, the aborted one checks again whether the same content was
+loaded meanwhile, so two ingests of one file there record it once. The stand-in aborts
+neither: two ingests started together may both load.
 """
 
 from __future__ import annotations
@@ -288,19 +292,28 @@ def _query(
     )
 
 
-def _apply(settings: Settings, sql: str) -> None:
+def _apply(
+    settings: Settings, sql: str, stage: str, sha256: str
+) -> tuple[int, Counter[str]] | None:
+    """Run the apply script; or, when the same content turns out to be loaded meanwhile
+    (checked before every attempt: the race real BigQuery aborts is often that very load),
+    what ``_unchanged_reload`` says instead of loading it twice."""
     for attempt in range(CONCURRENT_UPDATE_RETRIES + 1):
+        unchanged = _unchanged_reload(settings, stage, sha256)
+        if unchanged is not None:
+            return unchanged
         try:
             bq.run_script(
                 sql, function="ingest", settings=settings.bigquery, timeout=SCRIPT_TIMEOUT_SECONDS
             )
-            return
+            return None
         except Exception as exc:
             # Real BigQuery aborts a transaction that raced another one on the same table;
             # nothing of it was committed, so running it again is safe.
             if "concurrent update" not in str(exc).lower() or attempt == CONCURRENT_UPDATE_RETRIES:
                 raise
             time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def ingest_rows(
@@ -354,11 +367,6 @@ def ingest_rows(
         staged = int(staged_row["n"])
         if staged != sent:
             raise IngestIntegrityError(f"staged {staged} of {sent} rows; nothing was loaded")
-        unchanged = _unchanged_reload(settings, stage, sha256)
-        if unchanged is not None:
-            result.load_id, result.rejected_by_reason = unchanged
-            result.read, result.already_loaded = sent, True
-            return result
         _query(
             settings,
             f"CREATE TABLE {bq.table_ref(ds, meta, s)} AS SELECT @load_id AS load_id,"
@@ -371,7 +379,11 @@ def ingest_rows(
                 "started_at": bq.Param("TIMESTAMP", started_at),
             },
         )
-        _apply(settings, _apply_sql(settings, stage, meta))
+        unchanged = _apply(settings, _apply_sql(settings, stage, meta), stage, sha256)
+        if unchanged is not None:
+            result.load_id, result.rejected_by_reason = unchanged
+            result.read, result.already_loaded = sent, True
+            return result
     finally:
         for name in (stage, meta):
             try:

@@ -4,6 +4,7 @@ idempotence, all-or-nothing, and the same result as the PostgreSQL loader."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +22,7 @@ from common.pg import connect
 from common.trends import TrendFilters
 from pipeline.csvsource import CheckedRow, UnusableInputError
 from pipeline.generate import generate
-from pipeline.ingest import ingest_postgres
+from pipeline.ingest import IngestResult, ingest_postgres
 from tests.conftest import SAMPLE_CSV, create_database
 
 
@@ -104,6 +105,33 @@ def test_loading_the_same_file_again_loads_nothing_new(bq_settings: Settings) ->
     assert again.already_loaded and again.load_id is not None
     # Idempotent: no second load, the rejects not kept twice.
     assert len(rows_of(bq_settings, ib.RAW_TABLE, "transaction_id")) == 3
+    assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 1
+    assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == 2
+
+
+def test_an_apply_aborted_by_a_load_of_the_same_file_checks_again(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injected (the stand-in never aborts a transaction): real BigQuery aborts one of
+    # two transactions writing the same table, here because the same file was loaded at
+    # that moment by another ingest. The retry finds that load and records nothing.
+    real_run_script = bq.run_script
+    raced: list[IngestResult] = []
+
+    def aborted_by_a_concurrent_load(sql: str, **kwargs: Any) -> None:
+        if not raced:
+            monkeypatch.setattr(bq, "run_script", real_run_script)
+            raced.append(ib.ingest_bigquery(SAMPLE_CSV, bq_settings))  # commits first
+            monkeypatch.setattr(bq, "run_script", aborted_by_a_concurrent_load)
+            raise RuntimeError("Transaction is aborted due to concurrent update against table")
+        real_run_script(sql, **kwargs)
+
+    monkeypatch.setattr(bq, "run_script", aborted_by_a_concurrent_load)
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)
+    mine = ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert not raced[0].already_loaded and raced[0].loaded == 3
+    assert mine.already_loaded and mine.load_id == raced[0].load_id
+    assert (mine.read, mine.loaded, mine.rejected) == (5, 0, 5)
     assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 1
     assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == 2
 
