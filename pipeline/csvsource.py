@@ -310,7 +310,7 @@ class TransactionReader:
         header_line = 0
         for header_line, raw, fields in records:  # noqa: B007 - its value after the loop
             if fields is PLAIN:
-                fields = raw.split(",") if raw and not raw.isspace() else []
+                fields = raw.split(",") if raw.strip(" \t") else []
             if fields is None:
                 raise UnusableInputError(f"{self.path}: the header is not valid CSV")
             if fields:
@@ -376,7 +376,7 @@ class TransactionReader:
                         )
                         continue
                 if result is None:
-                    fields = raw.split(",") if raw and not raw.isspace() else []
+                    fields = raw.split(",") if raw.strip(" \t") else []
             if result is None:
                 if (
                     fields is not None

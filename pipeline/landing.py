@@ -212,8 +212,9 @@ def ingest_files(
                 if result is None:
                     say(f"{name} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
                 else:
-                    results.append(result)
                     say(result.summary())
+                    if not result.already_loaded:  # loaded meanwhile by a run beside this one
+                        results.append(result)
         except UnusableInputError as exc:
             # The reader names the local copy; say which landing file it is.
             reason = str(exc).removeprefix(f"{path}: ")

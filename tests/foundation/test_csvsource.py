@@ -68,6 +68,15 @@ def test_lines_of_only_spaces_are_blank_lines(tmp_path: Path) -> None:
         (4, "T1", None),
         (7, "T2", None),
     ]
+    # Only spaces and tabs: a line of other whitespace or control characters is a row,
+    # rejected and kept.
+    odd = read(tmp_path, f"{HEADER}\n\x1f\n\u00a0\n\x0c\nT1,Halal A,12,1,2023-01-01\n")
+    assert [(r.line_number, r.reason) for r in odd] == [
+        (2, "malformed_row"),
+        (3, "malformed_row"),
+        (4, "malformed_row"),
+        (5, None),
+    ]
 
 
 def test_a_few_control_characters_reject_or_pass_rows_whatever_the_file_size(
