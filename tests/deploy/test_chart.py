@@ -386,7 +386,14 @@ def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> No
     assert decoded["salesmart-migrate-secrets"] == {
         "database-url": "postgresql://owner:pw@db/salesmart"
     }
+    # The main Secret keeps it too, for the Airflow tasks (the hook's copy is deleted).
     assert decoded["salesmart-secrets"]["database-url"] == "postgresql://app:pw@db/salesmart"
+    assert decoded["salesmart-secrets"]["migration-database-url"] == (
+        "postgresql://owner:pw@db/salesmart"
+    )
+    # A value the chart would not use is refused, not ignored.
+    with pytest.raises(RenderError, match="used only when the chart creates the Secret"):
+        render({"secrets": {"migrationDatabaseUrl": "postgresql://owner:pw@db/salesmart"}})
 
 
 def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: Any) -> None:
