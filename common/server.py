@@ -212,6 +212,8 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
+            if key == "control_socket_disable" and key not in self.cfg.settings:
+                continue  # gunicorn before the control socket (pyproject allows 23)
             self.cfg.set(key, value)
 
     def load(self) -> Any:
