@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ from pipeline.postgres_embedded import (
     open_embedded,
 )
 from pipeline.runtime import postgres_dsn
+from tests.conftest import scratch_pg_server
 
 
 def test_password_is_required(pg_server: EmbeddedPostgres) -> None:
@@ -87,19 +87,13 @@ def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
     # `up` restarts a server killed under it: same port (the functions' DSNs stay valid),
     # even while a backend of the dead one still holds its shared memory; a port taken
     # meanwhile is refused by name, never a move to another port.
-    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
-    root.chmod(0o755)
-    try:
-        server = open_embedded(root / "pg", fsync=False)
-        server.start()
+    with scratch_pg_server("salesmart-pg-") as server:
         port = server.port
         survivor = connect(server.dsn)  # its backend outlives the postmaster for a moment
         survivor.run("SET synchronous_commit = on")  # a test server may defer it
         survivor.run("CREATE TABLE kept (x int)")
         survivor.run("INSERT INTO kept VALUES (7)")
-        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(postmaster, signal.SIGKILL)
-        _wait_for(lambda: not server.is_running(), 10)
+        _kill_postmaster(server)
         server.restart(timeout=30)
         assert server.is_running() and server.port == port
         conn = connect(server.dsn)
@@ -107,9 +101,7 @@ def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
         conn.close()
         survivor.close()
 
-        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(postmaster, signal.SIGKILL)
-        _wait_for(lambda: not server.is_running(), 10)
+        _kill_postmaster(server)
         _wait_for(lambda: _port_free(port), 10)
         with socket.socket() as taker:
             # As servers bind: the closed connections' TIME_WAIT must not stop it.
@@ -119,39 +111,38 @@ def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
             with pytest.raises(EmbeddedPostgresError, match=f"port {port} is taken"):
                 server.restart(timeout=5)
         assert server.port == port and not server.is_running()
-    finally:
-        with contextlib.suppress(Exception):
-            server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_pid_file_naming_a_zombie_does_not_block_the_start() -> None:
     # A killed server is a zombie until init reaps it (~2 s seen): PostgreSQL, which takes
     # any pid that answers kill(0) for a live server, would refuse to start meanwhile.
-    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
-    root.chmod(0o755)
-    # Exits, and is not reaped until wait(); the server's user's, as a killed server is
-    # (PostgreSQL takes a pid it may not signal for a dead one).
+    # The zombie: exits, and is not reaped until wait(); the server's user's, as a killed
+    # server is (PostgreSQL takes a pid it may not signal for a dead one).
     as_server = {"user": SERVER_USER} if os.geteuid() == 0 else {}
     zombie = subprocess.Popen(["true"], **as_server)  # type: ignore[call-overload]
     try:
         _wait_for(lambda: _is_zombie(zombie.pid), 10)
-        server = open_embedded(root / "pg", fsync=False)
-        server.start()
-        lines = (server.data_dir / "postmaster.pid").read_text().splitlines()
-        server.stop()
-        (server.data_dir / "postmaster.pid").write_text("\n".join([str(zombie.pid), *lines[1:]]))
-        assert not server.is_running()
-        server.start()
-        assert server.is_running()
-        conn = connect(server.dsn)
-        assert conn.run("SELECT 1") == [[1]]
-        conn.close()
-        server.stop()
+        with scratch_pg_server("salesmart-pg-") as server:
+            lines = (server.data_dir / "postmaster.pid").read_text().splitlines()
+            server.stop()
+            (server.data_dir / "postmaster.pid").write_text(
+                "\n".join([str(zombie.pid), *lines[1:]])
+            )
+            assert not server.is_running()
+            server.start()
+            assert server.is_running()
+            conn = connect(server.dsn)
+            assert conn.run("SELECT 1") == [[1]]
+            conn.close()
     finally:
         zombie.wait()
-        shutil.rmtree(root, ignore_errors=True)
     assert not _is_zombie(zombie.pid)  # reaped: gone
+
+
+def _kill_postmaster(server: EmbeddedPostgres) -> None:
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    _wait_for(lambda: not server.is_running(), 10)
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
