@@ -258,20 +258,24 @@ class EmbeddedPostgres:
             user = _ensure_server_user()
             os.chown(conf, user.pw_uid, user.pw_gid)
 
-    def _postmaster_pid(self) -> int | None:
-        """The pid in ``postmaster.pid``, when that process still runs (a killed server is
-        a zombie until its parent, init here, reaps it: not running)."""
-        if not self.initialized:
-            return None
+    def _pid_in_file(self) -> int | None:
+        """The pid ``postmaster.pid`` names, if there is one."""
         try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-            os.kill(pid, 0)
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return None if _is_zombie(pid) else pid
 
     def is_running(self) -> bool:
-        return self._postmaster_pid() is not None
+        """Whether the pid file names a live server (a killed one is a zombie until its
+        parent, init here, reaps it: not running)."""
+        pid = self._pid_in_file() if self.initialized else None
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return not _is_zombie(pid)
 
     def start(self) -> None:
         """Init if needed and start; a no-op when already running. A start that fails or is
@@ -281,10 +285,9 @@ class EmbeddedPostgres:
             return
         # PostgreSQL takes a killed server's pid, a zombie until init reaps it, for a live
         # one and would refuse to start; the zombie's shared memory is already released.
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid_file = self.data_dir / "postmaster.pid"
-            if _is_zombie(int(pid_file.read_text().splitlines()[0])):
-                pid_file.unlink()
+        pid = self._pid_in_file()
+        if pid is not None and _is_zombie(pid):
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         if not port_is_free(self.port):
             self.port = free_port()
             (self.root / "port").write_text(f"{self.port}\n")
