@@ -210,6 +210,15 @@ def _container_violations(container: Mapping[str, Any], index: int) -> list[str]
         port = (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
         if port is not None and port not in port_numbers:
             problems.append(f"{where}.{probe_name} probes port {port}, not the container port")
+    readiness = container.get("readinessProbe") or {}
+    if not readiness.get("periodSeconds"):
+        # Knative's own aggressive probing (period 0) takes no timeout or threshold
+        # (serving's validateReadinessProbe); its defaulting fills them only for a period.
+        problems += [
+            f"{where}.readinessProbe.{key} is disallowed when periodSeconds is zero"
+            for key in ("timeoutSeconds", "failureThreshold")
+            if readiness.get(key)
+        ]
     security = container.get("securityContext", {})
     problems += [
         f"{where}.securityContext.{key} is not allowed by Knative"

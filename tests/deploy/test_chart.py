@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline.render_manifests import CHART_DIR, RenderError, render_notes, user_values
+from tests.deploy import knative_rules
 from tests.deploy.conftest import FUNCTIONS, Objects, by_kind, env_of, knative_services
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
@@ -134,8 +135,9 @@ def test_default_services_autoscaling_and_concurrency(default_objects: Objects) 
         assert container["image"] == "salesmart:0.1.0"
         assert container["readinessProbe"]["httpGet"] == {"path": "/healthz"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz"}
-        # Knative's aggressive cold-start probing stays on: no readiness period is set.
-        assert "periodSeconds" not in container["readinessProbe"]
+        # Knative's aggressive cold-start probing stays on: no readiness period is set, and
+        # so neither a timeout nor a threshold (Knative refuses those beside period 0).
+        assert container["readinessProbe"] == {"httpGet": {"path": "/healthz"}}
         assert container["resources"] == fn["resources"]
         assert container["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
@@ -502,6 +504,28 @@ def test_unlimited_concurrency_needs_explicit_threads(render: Any) -> None:
     )
     env = env_of(knative_services(render(values))["trends_pg"])
     assert env["THREADS"] == "32"
+
+
+def test_readiness_timeout_and_threshold_need_a_readiness_period(render: Any) -> None:
+    refused = "functions: {token: {probes: {readiness: {failureThreshold: 5}}}}"
+    with pytest.raises(
+        RenderError,
+        match=r"functions\.token\.probes\.readiness: timeoutSeconds and failureThreshold need "
+        r"periodSeconds of 1 or more",
+    ):
+        render(helm.values_from_yaml(refused))
+    values = helm.values_from_yaml(
+        "functions: {token: {probes: {readiness: "
+        "{periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 4}}}}"
+    )
+    service = knative_services(render(values))["token"]
+    assert service["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] == {
+        "httpGet": {"path": "/healthz"},
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 4,
+    }
+    assert knative_rules.violations(service) == []
 
 
 # ---- values.schema.json -------------------------------------------------------------------

@@ -230,6 +230,16 @@ BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "port 8012 is reserved",
     ),
     (
+        "readiness timeout beside Knative's own probing (period 0)",
+        lambda d: _container(d)["readinessProbe"].update({"timeoutSeconds": 1}),
+        "readinessProbe.timeoutSeconds is disallowed when periodSeconds is zero",
+    ),
+    (
+        "readiness failure threshold beside period 0",
+        lambda d: _container(d)["readinessProbe"].update({"failureThreshold": 3}),
+        "readinessProbe.failureThreshold is disallowed when periodSeconds is zero",
+    ),
+    (
         "probe on another port",
         lambda d: _container(d)["livenessProbe"]["httpGet"].update({"port": 9000}),
         "probes port 9000",
