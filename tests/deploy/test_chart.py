@@ -555,6 +555,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("zero timeout", "functions: {dashboard: {timeoutSeconds: 0}}"),
     ("zero target", "functions: {token: {autoscaling: {target: 0}}}"),
     ("non-numeric target", "functions: {token: {autoscaling: {target: lots}}}"),
+    # --set passes decimals as text: below Knative's 0.01 is refused as text too.
+    ("target text below 0.01", "functions: {token: {autoscaling: {target: '0.009'}}}"),
     (
         "scale-down delay above an hour",
         "functions: {token: {autoscaling: {scaleDownDelaySeconds: 3601}}}",
@@ -624,6 +626,7 @@ REASONS = {
     "zero timeout": "'/functions/dashboard/timeoutSeconds': minimum",
     "zero target": "'/functions/token/autoscaling/target'",
     "non-numeric target": "'/functions/token/autoscaling/target'",
+    "target text below 0.01": "'/functions/token/autoscaling/target'",
     "scale-down delay above an hour": "autoscaling/scaleDownDelaySeconds': maximum",
     "string scale-down delay": "'/functions/token/autoscaling/scaleDownDelaySeconds': got string",
     "zero workers": "'/functions/token/workers': minimum",
@@ -674,6 +677,10 @@ GOOD_VALUES = [
     "functions: {token: {autoscaling: {class: hpa.autoscaling.knative.dev, metric: cpu, "
     "target: 70, minScale: 1}}}",
     "functions: {token: {autoscaling: {metric: rps, target: 150.5}}}",
+    # As --set passes them: text, any number of decimals from Knative's minimum 0.01 up.
+    "functions: {token: {autoscaling: {target: '0.015'}}}",
+    "functions: {token: {autoscaling: {target: '0.01'}}}",
+    "functions: {token: {autoscaling: {target: '0.5'}}}",
     "functions: {trends_pg: {autoscaling: {minScale: 2, maxScale: 0}}}",  # 0 = unlimited
     "functions: {token: {containerConcurrency: 1000, timeoutSeconds: 600}}",
     "functions: {token: {env: {LOG_LEVEL: debug}, threads: 5, workers: 2}}",
