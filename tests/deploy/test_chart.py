@@ -398,6 +398,31 @@ def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> No
         render({"secrets": {"migrationDatabaseUrl": "postgresql://owner:pw@db/salesmart"}})
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # One key for the JWT and the PII secrets: one value would sign tokens and mask ids.
+        "secrets: {keys: {piiKey: jwt-secret}}",
+        # In a chart-created Secret, twice one key in its data: which value wins is the
+        # YAML parser's choice (here, the functions could get the migration role's URL).
+        "secrets: {existingSecret: '', jwtSecret: JWT, piiKey: PII, databaseUrl: 'postgresql://f@h/d',"
+        " migrationDatabaseUrl: 'postgresql://m@h/d', keys: {migrationDatabaseUrl: database-url}}",
+    ],
+)
+def test_secret_key_names_must_differ(overrides: str, render: Any) -> None:
+    values = helm.values_from_yaml(
+        overrides.replace("JWT", GOOD_SECRET).replace("PII", GOOD_SECRET)
+    )
+    with pytest.raises(RenderError, match=r"secrets\.keys name one Secret key twice"):
+        render(values)
+
+
+def test_an_existing_secret_may_give_the_migration_job_the_functions_url(render: Any) -> None:
+    # Naming the databaseUrl key (the default meaning of an empty key) is no clash.
+    values = helm.values_from_yaml("secrets: {keys: {migrationDatabaseUrl: database-url}}")
+    assert by_kind(render(values), "Job")
+
+
 def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: Any) -> None:
     # Secrets reach the pods as env: only a new revision sees a new value, so every pod of
     # a revision verifies tokens with the same key.
