@@ -423,6 +423,39 @@ def test_an_existing_secret_may_give_the_migration_job_the_functions_url(render:
     assert by_kind(render(values), "Job")
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            "functions: {dashboard: {resources: {requests: {memory: 1Gi}}}}",  # limit 384Mi
+            r"functions\.dashboard\.resources: requests\.memory \(1Gi\) exceeds limits\.memory",
+        ),
+        (
+            "functions: {token: {resources: {requests: {cpu: 1.5}, limits: {cpu: 1200m}}}}",
+            r"functions\.token\.resources: requests\.cpu \(1\.5\) exceeds limits\.cpu \(1200m\)",
+        ),
+        (
+            "migration: {resources: {requests: {memory: 600M}, limits: {memory: 512Mi}}}",
+            r"migration\.resources: requests\.memory \(600M\) exceeds limits\.memory \(512Mi\)",
+        ),
+    ],
+)
+def test_a_request_above_its_limit_is_refused(overrides: str, message: str, render: Any) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(helm.values_from_yaml(overrides))
+
+
+def test_requests_up_to_their_limits_render(render: Any) -> None:
+    values = helm.values_from_yaml(
+        "functions: {token: {resources: {requests: {cpu: 1, memory: 536870912},"
+        " limits: {cpu: 1000m, memory: 512Mi}}}}\n"
+        "migration: {resources: {requests: {memory: 500M}, limits: {memory: 512Mi}}}"
+    )
+    token = knative_services(render(values))["token"]
+    limits = token["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "1000m", "memory": "512Mi"}
+
+
 def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: Any) -> None:
     # Secrets reach the pods as env: only a new revision sees a new value, so every pod of
     # a revision verifies tokens with the same key.

@@ -112,3 +112,30 @@ dashboard: database
       name: {{ index . 3 }}
       key: {{ index $root.Values.secrets.keys (index . 2) }}
 {{- end }}
+
+{{/* A Kubernetes quantity (250m, 1.5, 512Mi; the schema's forms) as a plain number. */}}
+{{- define "salesmart.quantity" -}}
+{{- if kindIs "string" . -}}
+{{- $number := regexFind "^[0-9]*[.]?[0-9]*" . -}}
+{{- $factors := dict "" 1 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 -}}
+{{- mulf (float64 $number) (get $factors (trimPrefix $number .)) -}}
+{{- else -}}
+{{- float64 . -}}
+{{- end -}}
+{{- end }}
+
+{{/* Stop with a reason where a request exceeds its limit: (list "where" resources).
+Kubernetes refuses such a pod only after the install, and the Service never gets Ready. */}}
+{{- define "salesmart.checkResources" -}}
+{{- $where := index . 0 -}}
+{{- $resources := index . 1 | default dict -}}
+{{- $limits := $resources.limits | default dict -}}
+{{- range $resource, $request := ($resources.requests | default dict) -}}
+{{- if hasKey $limits $resource -}}
+{{- $limit := index $limits $resource -}}
+{{- if gt (include "salesmart.quantity" $request | float64) (include "salesmart.quantity" $limit | float64) -}}
+{{- fail (printf "%s.resources: requests.%s (%v) exceeds limits.%s (%v); Kubernetes refuses such a pod" $where $resource $request $resource $limit) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
