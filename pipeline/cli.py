@@ -15,10 +15,10 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from pipeline import FUNCTIONS
-from pipeline.progress import printable
+from pipeline.progress import OutputUntilReaderGone, printable
 
 if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
     from common.config import Settings
@@ -531,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.process import stopped_by_signals
 
     args = parse_command_line(build_parser(), argv)
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = cast("TextIO", OutputUntilReaderGone(stdout))
     try:
         with stopped_by_signals():  # Ctrl-C or SIGTERM: what a command started is stopped
             code = int(args.handler(args))
@@ -549,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_UNUSABLE
         print(f"salesmart: {printable(_one_line(exc))}", file=sys.stderr)
         return code
+    finally:
+        sys.stdout = stdout
     return code
 
 

@@ -6,8 +6,10 @@ terminal's width so it never wraps, and erased when the work ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Any, TextIO
 
 
 def stderr_is_terminal() -> bool:
@@ -57,3 +59,40 @@ class StatusLine:
             sys.stderr.write("\r" + " " * len(self._line) + "\r")
             sys.stderr.flush()
             self._line = ""
+
+
+class OutputUntilReaderGone:
+    """``sys.stdout`` for a command's run: when its reader goes away (``salesmart ingest
+    a.csv b.csv | head -1``), further output is dropped and the work goes on. A write to the
+    closed pipe must not stop a command between warehouses (PostgreSQL loaded, BigQuery not)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        # What the stream still buffers is flushed again at exit: let it reach nowhere
+        # quietly ("Exception ignored ... BrokenPipeError" otherwise).
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...: the stream's
+        return getattr(self._stream, name)

@@ -55,6 +55,43 @@ def test_ingest_prints_counts_by_reason_for_both_warehouses(
     ]
 
 
+def test_a_reader_leaving_stdout_stops_neither_the_loads_nor_the_exit_code(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # `salesmart ingest a.csv b.csv | head -1`: the reader leaves early. Before, the command
+    # stopped at its first write ("cannot reach a service: Broken pipe", exit 1) between
+    # the warehouses: PostgreSQL had loaded, BigQuery had not.
+    files = []
+    for n in (1, 2):
+        path = tmp_path / f"pipe{n}.csv"
+        path.write_text(
+            f"transaction_id,product,price,quantity,date\nPIPE{n},Halal Tea,12.50,1,2024-01-0{n}\n"
+        )
+        files.append(str(path))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line
+    try:
+        left = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "ingest", *files],
+            env=cli_env(settings, tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (left.returncode, left.stderr) == (0, "")
+    # Every file reached both warehouses: ingesting them again adds nothing anywhere.
+    again = run(settings, tmp_path, "ingest", *files)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert len(lines) == 4, lines
+    assert all("read 1, loaded 0" in line and "already loaded" in line for line in lines), lines
+
+
 def test_ingest_into_both_loads_nothing_when_bigquery_cannot_be_had(
     settings: Settings, tmp_path: Path
 ) -> None:
