@@ -895,3 +895,12 @@ def test_notes_print_every_function_url() -> None:
     assert "http://salesmart-dashboard.shop.apps.example.com/" in notes
     assert "http://salesmart-trends-pg.shop.svc.cluster.local/sales/pg-trends" in notes
     assert "job/salesmart-migrate" in notes
+
+
+def test_notes_warn_when_trends_bq_has_no_bigquery_project() -> None:
+    warning = "No BigQuery project is set"
+    assert warning in render_notes()  # the defaults name the local placeholder only
+    assert warning not in render_notes({"bigquery": {"project": "acme-dw"}})
+    assert warning not in render_notes({"functions": {"trends_bq": {"enabled": False}}})
+    named = "data_warehouse:\n  project_id: acme-dw\n"
+    assert warning not in render_notes({"pipelineConfig": named})
