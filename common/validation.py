@@ -21,6 +21,20 @@ MAX_PRICE_INTEGER_DIGITS = 15
 # The marts index products (the trends query's prefix scan and the product-month grain);
 # a btree entry holds at most ~2.7 kB, 500 characters of UTF-8 at most 2 kB.
 MAX_PRODUCT_CHARS = 500
+# A line's raw text is kept (for the rejects tables) up to this many characters, then how
+# many more there were. No valid row comes near it, and a runaway quoted field of 40 MiB
+# fits no warehouse row as it is (the local BigQuery stand-in reads rows of at most 16 MiB,
+# real BigQuery 100 MB); the file and line number still lead to all of it.
+MAX_RAW_TEXT_CHARS = 65_536
+
+
+def kept_raw_text(raw: str) -> str:
+    """``raw`` as the rejects tables keep it (see ``MAX_RAW_TEXT_CHARS``)."""
+    if len(raw) <= MAX_RAW_TEXT_CHARS:
+        return raw
+    more = len(raw) - MAX_RAW_TEXT_CHARS
+    return f"{raw[:MAX_RAW_TEXT_CHARS]}... [{more} more characters not kept]"
+
 
 # Reason codes, stable: they are stored in the rejects tables and printed by `ingest`.
 DUPLICATE = "duplicate_transaction_id"

@@ -352,8 +352,10 @@ class TransactionReader:
         check, check_line = validator.check, validator.check_line
         check_text = validator.check_line_text if texts else None
         mask = self._mask
+        max_raw, kept_raw = validation.MAX_RAW_TEXT_CHARS, validation.kept_raw_text
         for line, raw, fields in records:
             self.chars_read += len(raw) + 1
+            kept = raw if len(raw) <= max_raw else kept_raw(raw)
             result: validation.ValidRow | str | None = None
             if fields is PLAIN:
                 if check_text is None:
@@ -366,7 +368,7 @@ class TransactionReader:
                         tid, product, price_text, quantity_text, date_text = found
                         yield (
                             line,
-                            raw,
+                            kept,
                             tid,
                             mask(tid),
                             product,
@@ -387,14 +389,14 @@ class TransactionReader:
                 if fields is None or not min_width <= len(fields) <= width:
                     if fields == []:
                         continue  # a blank line (or one of only spaces) is no record
-                    yield CheckedRow(line, raw, "", "", "", None, None, None, validation.MALFORMED)
+                    yield CheckedRow(line, kept, "", "", "", None, None, None, validation.MALFORMED)
                     continue
                 result = check(fields)
             if isinstance(result, str):
-                yield CheckedRow(line, raw, "", "", "", None, None, None, result)
+                yield CheckedRow(line, kept, "", "", "", None, None, None, result)
                 continue
             tid, product, price, quantity, sale_date = result
-            yield CheckedRow(line, raw, tid, mask(tid), product, price, quantity, sale_date, None)
+            yield CheckedRow(line, kept, tid, mask(tid), product, price, quantity, sale_date, None)
 
     def copy_rows(self, segment: Segment | None = None) -> Iterator[CheckedRow | TextRow]:
         """The rows of the file (or of one segment from ``segments``), a valid canonical

@@ -279,6 +279,38 @@ def test_bigquery_and_postgres_load_the_same_rows(
     } == pg_rejects
 
 
+def test_a_line_of_40_mib_is_rejected_in_both_warehouses_with_its_head_kept(
+    bq_settings: Settings, pg_server: Any, tmp_path: Path
+) -> None:
+    # Before, the stand-in refused the whole load (its JSON reader gives up past 32 MiB) after
+    # PostgreSQL had committed the file: exit 1 on every retry, the warehouses out of step.
+    huge = "Halal " + "x" * (40 * 1024 * 1024)
+    path = tmp_path / "huge.csv"
+    path.write_text(
+        "transaction_id,product,price,quantity,date\n"
+        f"H1,{huge},12.00,1,2024-01-01\n"
+        "H2,Halal Tea,12.00,1,2024-01-02\n"
+    )
+    line = f"H1,{huge},12.00,1,2024-01-01"
+    kept = line[:65_536] + f"... [{len(line) - 65_536} more characters not kept]"
+    big = ib.ingest_bigquery(path, bq_settings)
+    assert (big.read, big.loaded, dict(big.rejected_by_reason)) == (2, 1, {"product_too_long": 1})
+    (rejected,) = [
+        r
+        for r in rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")
+        if r["load_id"] == big.load_id
+    ]
+    assert (rejected["line_number"], rejected["raw_text"]) == (2, kept)
+    conn = connect(create_database(pg_server))
+    try:
+        pg = ingest_postgres(conn, path, bq_settings)
+        stored = conn.run("SELECT line_number, raw_text FROM raw.rejected_transactions")
+    finally:
+        conn.close()
+    assert (pg.read, pg.loaded, dict(pg.rejected_by_reason)) == (2, 1, {"product_too_long": 1})
+    assert [tuple(row) for row in stored] == [(2, kept)]
+
+
 def test_the_sample_answers_the_contract_numbers(bq_settings: Settings) -> None:
     """Loaded sample + a summary built as the dbt model does = the issue's expected answer."""
     ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
