@@ -65,8 +65,9 @@ def is_landing_file(name: str) -> bool:
 def local_files(folder: Path) -> list[Path]:
     """The landing files below a local folder, in name order."""
     if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
         raise ConfigError(
-            f"landing folder {folder} does not exist (set SALESMART_LANDING or data_lake.landing)"
+            f"landing folder {folder} {state} (set SALESMART_LANDING or data_lake.landing)"
         )
     found = [
         path

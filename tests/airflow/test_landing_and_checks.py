@@ -54,6 +54,10 @@ def test_landing_files_are_csv_below_the_folder_in_name_order(tmp_path: Path) ->
 def test_a_missing_landing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"landing folder .*nowhere does not exist"):
         local_files(tmp_path / "nowhere")
+    a_file = tmp_path / "good.csv"  # a file given as the folder: it exists, as a file
+    a_file.write_text(FILE_A)
+    with pytest.raises(ConfigError, match=r"landing folder .*good\.csv is not a folder"):
+        local_files(a_file)
 
 
 def test_new_files_are_loaded_once_by_content(settings: Settings, tmp_path: Path) -> None:
