@@ -128,7 +128,8 @@ def generate(
         if plain:
             target.replace(out)
     except OSError as exc:
-        if plain and exc.filename == str(target):  # name the file asked for, not ours
+        # Name the file asked for, not ours; also on a write (a full disk: no file name).
+        if exc.filename is None or (plain and exc.filename == str(target)):
             raise OSError(exc.errno, exc.strerror, str(out)) from None
         raise
     finally:

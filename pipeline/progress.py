@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -59,6 +61,33 @@ class StatusLine:
             sys.stderr.write("\r" + " " * len(self._line) + "\r")
             sys.stderr.flush()
             self._line = ""
+
+
+@contextlib.contextmanager
+def counted(total: int, what: str, *, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """A bar of ``total`` items on a terminal; the callable it gives says how many are
+    done. Nothing is drawn when ``show`` is false or stderr is not a terminal."""
+    if not (show and stderr_is_terminal()):
+        yield lambda _done: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=" rows", unit_scale=True, desc=what, leave=False) as bar:
+
+        def advance(done: int) -> None:
+            bar.update(done - bar.n)
+
+        yield advance
+        advance(total)
+        bar.refresh()  # the finished bar, before it is erased
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` is where stdout goes (``--out /dev/stdout``, or ``> path``)."""
+    try:
+        return os.path.samestat(path.stat(), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file, or no descriptor
+        return False
 
 
 class OutputUntilReaderGone:

@@ -103,6 +103,13 @@ def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
     return env
 
 
+def check_port_base(port_base: int, count: int) -> None:
+    """``--port-base``: room for ``count`` ports from it, above the privileged ones."""
+    highest = 65536 - count
+    if not 1024 <= port_base <= highest:
+        raise StackError(f"--port-base must be between 1024 and {highest}")
+
+
 def require_free_ports(ports: Iterable[int]) -> None:
     """Stop with a one-line reason when another program listens on one of ``ports``."""
     busy = [str(port) for port in ports if not port_is_free(port)]
@@ -356,8 +363,7 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
     with _hold_up_lock(state):  # released when this returns, or by the kernel
         if extra_rows < 0:
             raise StackError("--rows must be >= 0")
-        if not 1024 <= port_base <= 65532:
-            raise StackError("--port-base must be between 1024 and 65532")
+        check_port_base(port_base, len(FUNCTIONS))
         # Before the minute of loading and dbt that comes first, not after it.
         require_free_ports(range(port_base, port_base + len(FUNCTIONS)))
         files = _data_files(data, extra_rows, settings)
@@ -484,6 +490,8 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     deployment, whose secrets, database and settings it must then be given, as a pod is."""
     from pipeline.runtime import deployment, postgres_dsn
 
+    functions = list(dict.fromkeys(functions))
+    check_port_base(port_base, len(functions))
     local = not deployment()
     settings = cli_settings(local_run=local)
     if not local:
@@ -491,7 +499,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     with postgres_dsn(settings, local_run=local) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(
-            list(dict.fromkeys(functions)),
+            functions,
             port_base,
             function_env(settings, dev=local),
             ensure_state_dir(settings) / "logs",

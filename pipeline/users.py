@@ -55,6 +55,14 @@ def add_user(
         raise UserError(f"user {username} already exists")
 
 
+def check_password_target(conn: Any, username: str, role: str | None, *, new: bool) -> None:
+    """Refuse, before a password is asked for, what ``add_user`` (``new``) or
+    ``set_password`` would refuse after it: a bad name or role, a taken or unknown name."""
+    _check(username, role)
+    if has_user(conn, username) == new:
+        raise UserError(f"user {username} already exists" if new else f"no user named {username}")
+
+
 def has_user(conn: Any, username: str) -> bool:
     return bool(conn.run("SELECT 1 FROM auth.users WHERE username = :u", u=username))
 

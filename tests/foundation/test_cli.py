@@ -371,6 +371,56 @@ def test_a_wrong_option_is_one_line_and_exit_1(
     assert result.stderr.rstrip().endswith(f"(see {command} --help)"), result.stderr
 
 
+def test_generate_to_stdout_keeps_its_summary_out_of_the_csv(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # `salesmart generate --out /dev/stdout > f.csv` (or `| next-step`): before, the summary
+    # line was written into the CSV (over its header, or as a last "row").
+    result = run(settings, tmp_path, "generate", "--rows", "3", "--out", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "transaction_id,product,price,quantity,date" and len(lines) == 4, lines
+    assert result.stderr == "wrote 3 transactions to /dev/stdout\n"
+    to_file = run(settings, tmp_path, "generate", "--rows", "3", "--out", str(tmp_path / "g.csv"))
+    assert to_file.stdout == f"wrote 3 transactions to {tmp_path / 'g.csv'}\n"
+
+
+def test_a_long_generate_shows_progress_on_a_terminal(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "long.csv"
+    code, stdout, bar = on_terminal(
+        settings, tmp_path, "generate", "--rows", "300000", "--out", str(out)
+    )
+    assert code == 0, bar[-500:]
+    assert stdout == f"wrote 300000 transactions to {out}\n"
+    assert max(percentages(bar, "long.csv"), default=0) == 100, bar[-500:]
+    assert "rows/s" in bar, bar[-500:]
+    quiet = run(settings, tmp_path, "generate", "--rows", "300000", "--out", str(out))
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("args", "highest"),
+    [
+        (("up", "--port-base", "65533"), 65532),
+        (("serve", "--function", "dashboard", "--port-base", "70000"), 65535),
+        (
+            ("serve", "--function", "token", "--function", "dashboard", "--port-base", "65535"),
+            65534,
+        ),
+        (("serve", "--port-base", "-5"), 65532),
+    ],
+)
+def test_port_bases_without_room_are_refused_in_one_line(
+    settings: Settings, tmp_path: Path, args: tuple[str, ...], highest: int
+) -> None:
+    # serve said only "bind(): port must be 0-65535." (gunicorn's words, no option named).
+    result = run(settings, tmp_path, *args)
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"salesmart: --port-base must be between 1024 and {highest}\n",
+    )
+
+
 def test_local_file_errors_name_the_file_not_a_service(settings: Settings, tmp_path: Path) -> None:
     result = run(settings, tmp_path, "generate", "--rows", "5", "--out", str(tmp_path))
     assert (result.returncode, result.stderr) == (1, f"salesmart: {tmp_path}: Is a directory\n")
@@ -379,6 +429,12 @@ def test_local_file_errors_name_the_file_not_a_service(settings: Settings, tmp_p
     assert (result.returncode, result.stderr) == (
         1,
         f"salesmart: {nowhere}: No such file or directory\n",  # not its temporary name
+    )
+    # A write that fails (a full disk) names the file too; it said "cannot reach a service".
+    result = run(settings, tmp_path, "generate", "--rows", "5", "--out", "/dev/full")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "salesmart: /dev/full: No space left on device\n",
     )
     typo = tmp_path / "typo.yaml"
     result = run_cli(settings, tmp_path, "users", "list", SALESMART_CONFIG=str(typo))
@@ -469,6 +525,50 @@ def test_the_password_prompt_on_a_terminal(
     assert err.decode().splitlines()[-1] == f"salesmart: {message}"
 
 
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (("add", "hana", "--role", "analyst"), "user hana already exists"),
+        (("password", "ivan"), "no user named ivan"),
+        (("add", "bad name", "--role", "analyst"), "username must be 1-64 characters"),
+    ],
+)
+def test_a_name_that_cannot_take_a_password_is_refused_before_the_prompt(
+    settings: Settings, tmp_path: Path, command: tuple[str, ...], message: str
+) -> None:
+    # Before, the password was asked for (twice) and only then refused.
+    added = run(
+        settings,
+        tmp_path,
+        "users",
+        "add",
+        "hana",
+        "--role",
+        "analyst",
+        "--password-stdin",
+        stdin="a long enough password\n",
+    )
+    assert added.returncode == 0, added.stderr
+    controller, end = pty.openpty()
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "users", *command],
+            env=cli_env(settings, tmp_path),
+            stdin=end,  # a terminal: getpass would prompt on it
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
+    finally:
+        os.close(end)
+        os.close(controller)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"salesmart: {message}"), refused.stderr  # no prompt first
+    assert len(refused.stderr.splitlines()) == 1
+
+
 def on_terminal(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """`salesmart ARGS` with its stderr on a terminal: exit code, stdout, what it drew."""
     with terminal() as (end, shown):
@@ -488,9 +588,9 @@ def on_terminal(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, st
 LOADING_LINE = "big.csv: loading the new rows..."
 
 
-def percentages(shown: str) -> list[int]:
+def percentages(shown: str, name: str = "big.csv") -> list[int]:
     """The percentages of the file's progress bar, as drawn one after another."""
-    return [int(found) for found in re.findall(r"big\.csv:\s+(\d+)%\|", shown)]
+    return [int(found) for found in re.findall(rf"{re.escape(name)}:\s+(\d+)%\|", shown)]
 
 
 @pytest.fixture(scope="module")
