@@ -58,4 +58,11 @@ summarized as (
 
 )
 
-select * from summarized
+select
+    {{ byte_ordered('product') }} as product,
+    sale_month,
+    total_amount,
+    total_quantity,
+    avg_price,
+    transaction_count
+from summarized
