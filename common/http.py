@@ -17,6 +17,7 @@ passes to the target function. For every request it
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import secrets
@@ -105,6 +106,15 @@ def unreadable_request_error(exc: BaseException) -> ApiError | None:
     if isinstance(exc, HTTPException) and 400 <= (exc.code or 0) < 500:
         return BadRequest("The request body could not be read.")
     return None
+
+
+def _leave_body_unread(request: Request) -> None:
+    """Once the function has answered, functions-framework reads what is left of the body
+    into memory (its ``read_request`` hook), outside the function: a broken chunked body
+    became an HTML 500 without X-Request-ID, and a 400 MB body took 400 MB of the worker
+    (and the pod, over its memory limit). gunicorn discards an unread body by itself, 8 KiB
+    at a time, before it reads the connection's next request; the hook is left nothing."""
+    request.stream = io.BytesIO()  # werkzeug's cached property takes an assignment
 
 
 def json_body(payload: Any) -> bytes:
@@ -203,6 +213,7 @@ class FunctionApp:
                     log_failure("unhandled error", exc)
                 response = self._render_error(call, client_error or InternalError())
         self._finish(call, response)
+        _leave_body_unread(request)
         log_request(
             function=self.name,
             request_id=call.request_id,
