@@ -251,7 +251,6 @@ def cmd_users(args: argparse.Namespace) -> int:
     with postgres_dsn(settings) as dsn:
         conn = connect(dsn)
         try:
-            password = ""
             if args.users_command in ("add", "password"):
                 # Asked for only once the name can take it (a taken name said so only after
                 # the password had been typed twice).
@@ -259,18 +258,18 @@ def cmd_users(args: argparse.Namespace) -> int:
                 role = args.role if adding else None
                 users.check_password_target(conn, args.name, role, new=adding)
                 password = _read_password(args)
-            if args.users_command == "add":
-                users.add_user(conn, args.name, password, args.role, settings.bcrypt_rounds)
-                print(f"user {args.name} added ({args.role})")
+                if adding:
+                    users.add_user(conn, args.name, password, args.role, settings.bcrypt_rounds)
+                    print(f"user {args.name} added ({args.role})")
+                else:
+                    users.set_password(conn, args.name, password, settings.bcrypt_rounds)
+                    print(f"password of {args.name} changed")
             elif args.users_command == "disable":
                 users.disable_user(conn, args.name)
                 print(f"user {args.name} disabled")
             elif args.users_command == "enable":
                 users.enable_user(conn, args.name)
                 print(f"user {args.name} enabled")
-            elif args.users_command == "password":
-                users.set_password(conn, args.name, password, settings.bcrypt_rounds)
-                print(f"password of {args.name} changed")
             else:
                 listed = users.list_users(conn)
                 for user in listed:

@@ -25,6 +25,7 @@ import requests
 
 from common.config import Settings
 from common.pg import connect
+from common.validation import kept_raw_text
 from pipeline.generate import generate
 from pipeline.ingest import ingest_postgres
 from pipeline.postgres_embedded import EmbeddedPostgres
@@ -242,6 +243,68 @@ def test_a_body_with_broken_framing_is_a_bad_request(
     assert [entry.get("status") for entry in logged] == [400]  # no "unhandled error" line
 
 
+@pytest.mark.parametrize("body", BROKEN_CHUNKED_BODIES)
+@pytest.mark.parametrize(
+    ("function", "request_line", "status"),
+    [
+        ("trends_pg", "GET /sales/pg-trends", 200),
+        ("trends_pg", "POST /healthz", 405),
+        ("dashboard", "GET /", 200),
+        ("token", "GET /nowhere", 404),
+    ],
+)
+def test_a_broken_body_the_function_does_not_read_leaves_its_answer_alone(
+    fns: dict[str, Served],
+    bearer: dict[str, str],
+    function: str,
+    request_line: str,
+    status: int,
+    body: bytes,
+) -> None:
+    """Before, functions-framework read the body after the function had answered, outside
+    it: an HTML 500 without X-Request-ID, logged as the function's status."""
+    port = urlsplit(fns[function].url).port
+    assert port is not None
+    head = (
+        f"{request_line} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        f"Authorization: {bearer['Authorization']}\r\nConnection: close\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    got, headers, answer = raw_exchange(port, head.encode() + body)
+    assert got == status, answer[:300]
+    request_id = headers["X-Request-ID"]
+    if status >= 400:
+        assert json.loads(answer)["request_id"] == request_id
+    logged = [
+        json.loads(line) for line in fns[function].output().splitlines() if request_id in line
+    ]
+    assert [entry.get("status") for entry in logged] == [status]
+
+
+def _peak_rss(pid: int) -> int:
+    """The most memory (kB) the process has ever held (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+
+def test_a_large_body_nobody_reads_is_never_held_in_memory(fns: dict[str, Served]) -> None:
+    # Before: the whole body was read into the worker after the answer (a 400 MB POST to
+    # /healthz took a worker from 45 MB to 1.2 GB with three at once; pods hold 384 MiB).
+    import psutil
+
+    served = fns["trends_pg"]
+    processes = [psutil.Process(served.process.pid)]
+    processes += processes[0].children(recursive=True)
+    before = {p.pid: _peak_rss(p.pid) for p in processes}
+    body = b"x" * (200 * 1024 * 1024)
+    with requests.Session() as session:  # kept alive: the server discards what is unread
+        answer = session.post(f"{served.url}/healthz", data=body, timeout=120)
+        assert answer.status_code == 405 and answer.headers["X-Request-ID"]
+        assert session.get(f"{served.url}/healthz", timeout=10).status_code == 200
+    grown = max(_peak_rss(p.pid) - before[p.pid] for p in processes)
+    assert grown < 32 * 1024, f"peak RSS grew by {grown} kB"
+
+
 HOSTILE_PARAMS: list[dict[str, str]] = [
     {"limit": "9" * 400},
     {"offset": "9" * 400},
@@ -411,7 +474,8 @@ def test_awkward_csv_end_to_end(settings: Settings, tmp_path: Path) -> None:
         " ORDER BY line_number",
     )
     assert rejected == [
-        [3, "product_too_long", len(lines[1].rstrip("\n"))],
+        # A line over 65,536 characters: its head, and how many more there were.
+        [3, "product_too_long", len(kept_raw_text(lines[1].rstrip("\n")))],
         [4, "malformed_row", len(lines[2].rstrip("\r").replace("\x00", "\\x00"))],
     ]
     # Idempotent: the same file again loads nothing new.
