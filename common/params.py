@@ -90,7 +90,7 @@ class QueryInteger(fields.Integer):
         text = value.strip() if isinstance(value, str) else value
         if not isinstance(text, str) or not _INTEGER.fullmatch(text):
             raise self.make_error("invalid")
-        digits = text.lstrip("+-")
+        digits = text.lstrip("+-").lstrip("0") or "0"  # 31 digits of 0002 are 2, not huge
         number = int(digits) if len(digits) <= 30 else 10**30
         return -number if text.startswith("-") else number
 
@@ -281,12 +281,19 @@ def parse_trend_params(args: MultiDict[str, str], *, drop_empty: bool = False) -
     ``drop_empty`` treats ``name=`` as absent for the filters (an HTML form's untouched
     fields); an unknown parameter is refused even when blank.
     """
-    return _parsed(tuple(args.items(multi=True)), drop_empty)
+    items = tuple(args.items(multi=True))
+    if sum(len(key) + len(value) for key, value in items) > MAX_CACHED_QUERY_CHARS:
+        return _parsed.__wrapped__(items, drop_empty)  # valid, but no query a client repeats
+    return _parsed(items, drop_empty)
 
 
 # Clients repeat the same few queries (dashboards, polling apps): the schema runs once per
 # distinct query string (~50-80 us saved per request). Filters are immutable; failures
-# (422) are not cached; the bound keeps a client rotating query strings from growing it.
+# (422) are not cached; the bound keeps a client rotating query strings from growing it, and
+# only short queries are kept (thirty valid 2 MB ones, 0.000...01, held 190 MB).
+MAX_CACHED_QUERY_CHARS = 1024
+
+
 @functools.lru_cache(maxsize=256)
 def _parsed(items: tuple[tuple[str, str], ...], drop_empty: bool) -> TrendFilters:
     values, repeated = _single_values(MultiDict(items), drop_empty=PARAMETERS if drop_empty else ())

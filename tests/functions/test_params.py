@@ -147,6 +147,9 @@ def test_values_reach_the_filters_exactly() -> None:
     assert huge.min_amount == Decimal("1e999999")
     assert huge.max_quantity == 10**30
     assert huge.offset == 10**30
+    # Leading zeros are no size: 31 digits of 0002 are 2 (it was capped to 10**30).
+    zeros = parse(max_quantity="0" * 30 + "2", offset="0" * 30 + "5", limit="0" * 30 + "3")
+    assert (zeros.max_quantity, zeros.offset, zeros.limit) == (2, 5, 3)
     # Beyond Decimal's exponents: as large, as small, or as zero as the marts can tell.
     beyond = parse(
         min_amount="1e-99999999999999999999",
@@ -258,6 +261,9 @@ def test_a_repeated_query_is_validated_once_and_a_bad_one_every_time() -> None:
         with pytest.raises(ValidationFailed):
             parse_trend_params(bad)
     assert _parsed.cache_info().currsize == 1  # failures are not kept
+    long_valid = MultiDict([("min_amount", "0." + "0" * 5000 + "1")])
+    assert parse_trend_params(long_valid).min_amount == Decimal("1e-5001")
+    assert _parsed.cache_info().currsize == 1  # nor long queries: memory, not speed
     repeated = MultiDict([("limit", "5"), ("limit", "6")])
     with pytest.raises(ValidationFailed) as caught:
         parse_trend_params(repeated)
