@@ -202,7 +202,9 @@ def decode_hs256(token: str, key: bytes) -> dict[str, Any]:
         expected = hmac.new(
             key, f"{header_segment}.{payload_segment}".encode("ascii"), hashlib.sha256
         ).digest()
-        if not hmac.compare_digest(expected, _b64decode(signature_segment)):
+        # Compared as text: base64url's unused low bits would let one signature be spelled
+        # several ways (one token, several strings).
+        if not hmac.compare_digest(_b64encode(expected).encode(), signature_segment.encode()):
             raise InvalidToken()
         claims = json.loads(_b64decode(payload_segment), parse_constant=_no_constant)
     except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):

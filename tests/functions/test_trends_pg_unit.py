@@ -305,6 +305,7 @@ def test_401_is_checked_before_parameters(call: Caller) -> None:
         "boolean_iat",
         "es256_header",
         "two_day_lifetime",
+        "non_canonical_signature",
     ],
 )
 def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
@@ -363,6 +364,13 @@ def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
     elif forge == "two_day_lifetime":  # signed with the key, but past the contract's one day
         now = int(time.time())
         forged = jwt.encode(claims(iat=now, exp=now + 2 * 86400), SECRET, "HS256")
+    elif forge == "non_canonical_signature":
+        # 32 bytes are 43 base64url characters, the last holding 4 bits and 2 unused ones:
+        # another last character with the same 4 bits decodes to the same signature. One
+        # signed token has one spelling.
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        last = alphabet.index(signature[-1])
+        forged = f"{header}.{payload}.{signature[:-1]}{alphabet[last ^ 1]}"
     else:
         forged = "not.a.jwt"
     response = call(PATH, headers=auth(forged))
