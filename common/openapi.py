@@ -168,15 +168,32 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                     "responses": {
                         "200": _html("The dashboard page."),
                         "303": _redirect("Not logged in: to /login."),
-                        "401": _UNAUTHORIZED,
-                        "403": _FORBIDDEN,
+                        "401": _error(
+                            "Invalid bearer token (a browser without one is sent to /login).",
+                            html=True,
+                            headers={"WWW-Authenticate": _STRING},
+                        ),
+                        "403": _error("The token's role may not use this function.", html=True),
                         "422": _error("Invalid parameters.", html=True),
                         "503": _error("The warehouse cannot be reached.", html=True),
                     },
                 }
             },
             "/login": {
-                "get": {"summary": "The login form.", "responses": {"200": _html("The form.")}},
+                "get": {
+                    "summary": "The login form.",
+                    "parameters": [
+                        {
+                            "name": "next",
+                            "in": "query",
+                            "required": False,
+                            "description": "Where to go once logged in: a path of this site"
+                            " (anything else goes to /).",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {"200": _html("The form.")},
+                },
                 "post": {
                     "summary": "Log in (CSRF-protected form); sets the session cookie.",
                     "requestBody": _form_body(LoginFormSchema),

@@ -342,6 +342,14 @@ def test_invalid_bearer_is_401_not_a_redirect(call: Caller) -> None:
     response = call("/", headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    # A browser's 401 is a page, and the OpenAPI document says so (it said JSON only).
+    page = call("/", headers={"Authorization": "Bearer nope", "Accept": "text/html"})
+    assert (page.status_code, page.mimetype) == (401, "text/html")
+    document = call("/openapi.json").get_json()
+    documented = document["paths"]["/"]["get"]["responses"]["401"]["content"]
+    assert {response.mimetype, page.mimetype} <= set(documented)
+    login = document["paths"]["/login"]["get"]
+    assert [parameter["name"] for parameter in login["parameters"]] == ["next"]
 
 
 @pytest.mark.parametrize("subject", ["a\ud800b", "a\nb", "<b>x</b>", "x" * 65, ""])
