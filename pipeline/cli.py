@@ -102,6 +102,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         results.append(ingest_bigquery(path, bq, progress=True))
                     _print_result(results[-1], args.json)
     except UnusableInputError as exc:
+        if results:  # it changed or went away after the loads printed above: not "nothing"
+            raise CliError(
+                f"{exc} (found after {len(results)} load(s), printed above, had finished;"
+                " the others were not made)"
+            ) from None
         raise CliError(str(exc), EXIT_UNUSABLE) from None
     return EXIT_OK
 

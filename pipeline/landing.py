@@ -206,10 +206,12 @@ def ingest_files(
     results: list[IngestResult] = []
     unusable: list[str] = []
     for path, name in files:
+        done: list[str] = []  # the targets this file reached before it became unusable
         try:
             digest = file_sha256(path)
             for target in targets:
                 result = ingest_if_new(path, digest, target, settings, source_name=name)
+                done.append(target)
                 if result is None:
                     say(f"{name} -> {target}: already loaded (sha256 {digest[:12]}), skipped")
                 else:
@@ -219,8 +221,10 @@ def ingest_files(
         except UnusableInputError as exc:
             # The reader names the local copy; say which landing file it is.
             reason = str(exc).removeprefix(f"{path}: ")
+            # It may have changed or gone away after its first warehouse had loaded it.
+            where = f" into {', '.join(t for t in targets if t not in done)}" if done else ""
             unusable.append(f"{name}: {reason}")
-            say(f"{name}: unusable, not loaded: {reason}")
+            say(f"{name}: unusable, not loaded{where}: {reason}")
     if unusable:
         raise UnusableLandingFiles(
             f"{len(unusable)} landing file(s) unusable, the others were loaded: "

@@ -311,6 +311,39 @@ def test_a_line_of_40_mib_is_rejected_in_both_warehouses_with_its_head_kept(
     assert [tuple(row) for row in stored] == [(2, kept)]
 
 
+def test_a_landing_file_gone_after_its_postgres_load_says_where_it_is_missing(
+    bq_settings: Settings, pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from pipeline import landing
+
+    path = tmp_path / "gone.csv"
+    path.write_text("transaction_id,product,price,quantity,date\nG1,Halal Tea,12.00,1,2024-01-01\n")
+    settings = dataclasses.replace(bq_settings, database_url=create_database(pg_server))
+    real = landing._postgres_loaded_or_ingest
+
+    def then_the_file_goes(file: Path, *args: Any) -> IngestResult | None:
+        # Fault injected (a real deletion, at a moment no timing can hit reliably): the
+        # file goes away between its two warehouses.
+        result = real(file, *args)
+        file.unlink()
+        return result
+
+    monkeypatch.setattr(landing, "_postgres_loaded_or_ingest", then_the_file_goes)
+    said: list[str] = []
+    with pytest.raises(landing.UnusableLandingFiles):
+        landing.ingest_files(
+            [landing.LandingFile(path, "gone.csv")],
+            settings,
+            ["postgres", "bigquery"],
+            say=said.append,
+        )
+    # It said "unusable, not loaded", though PostgreSQL had loaded it.
+    assert said[0].startswith("gone.csv -> postgres: read 1, loaded 1")
+    assert said[1].startswith("gone.csv: unusable, not loaded into bigquery: "), said
+
+
 def test_the_sample_answers_the_contract_numbers(bq_settings: Settings) -> None:
     """Loaded sample + a summary built as the dbt model does = the issue's expected answer."""
     ib.ingest_bigquery(SAMPLE_CSV, bq_settings)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -53,6 +54,44 @@ def test_ingest_prints_counts_by_reason_for_both_warehouses(
         f"{SAMPLE_CSV} -> postgres: {counts}",
         f"{SAMPLE_CSV} -> bigquery: {counts}",
     ]
+
+
+def test_a_file_gone_after_others_loaded_is_exit_1_not_nothing_loaded(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import pipeline.ingest
+    from common.config import get_settings
+    from pipeline.cli import main
+
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    for n, path in enumerate((first, second)):
+        path.write_text(
+            f"transaction_id,product,price,quantity,date\nGONE{n},Halal Tea,12.50,1,2024-01-01\n"
+        )
+    real = pipeline.ingest.ingest_postgres
+
+    def then_the_second_goes(*args: Any, **kwargs: Any) -> Any:
+        # Fault injected (a real deletion at a moment timing cannot hit reliably): the
+        # second file goes away once the first is loaded. Exit 2 means nothing was loaded.
+        result = real(*args, **kwargs)
+        second.unlink(missing_ok=True)
+        return result
+
+    monkeypatch.setattr(pipeline.ingest, "ingest_postgres", then_the_second_goes)
+    for key, value in cli_env(settings, tmp_path).items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        code = main(["ingest", "--target", "postgres", str(first), str(second)])
+    finally:
+        get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.startswith(f"{first} -> postgres: read 1, loaded 1")
+    assert err == (
+        f"salesmart: {second}: no such file (found after 1 load(s), printed above, had"
+        " finished; the others were not made)\n"
+    )
 
 
 def test_a_reader_leaving_stdout_stops_neither_the_loads_nor_the_exit_code(
