@@ -32,6 +32,7 @@ neither: two ingests started together may both load.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections import Counter
@@ -53,6 +54,8 @@ LOADS_TABLE = "loads"
 STAGE_PREFIX = "_ingest_"
 CHUNK_BYTES = 256 * 1024 * 1024
 STAGE_EXPIRY = timedelta(days=1)
+# The local folder of a load's upload chunks: salesmart-bq-<pid>-<random> (clear ids inside).
+CHUNK_DIR_PREFIX = "salesmart-bq-"
 STALE_STAGE_AGE = timedelta(hours=6)
 LOAD_TIMEOUT_SECONDS = 3600.0
 SCRIPT_TIMEOUT_SECONDS = 3600.0
@@ -347,7 +350,9 @@ def ingest_rows(
             settings=s,
         )
         sent = 0
-        with tempfile.TemporaryDirectory(prefix="salesmart-bq-") as folder:
+        sweep_abandoned_chunk_folders()
+        prefix = f"{CHUNK_DIR_PREFIX}{os.getpid()}-"
+        with tempfile.TemporaryDirectory(prefix=prefix) as folder:
             for handle, count in _chunks(rows, Path(folder)):
                 sent += count
                 bq.load_file(
@@ -418,6 +423,27 @@ def ingest_rows(
             f"rejected {result.rejected}: counts disagree"
         )
     return result
+
+
+def sweep_abandoned_chunk_folders(root: Path | None = None) -> list[Path]:
+    """Remove the chunk folders of loads whose process is gone: one killed outright (SIGKILL,
+    the OOM killer) ran no cleanup and left up to the whole file there, clear ids included.
+    Only this user's folders; the removed ones."""
+    import shutil
+
+    import psutil
+
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{CHUNK_DIR_PREFIX}*-*"):
+        pid = folder.name.removeprefix(CHUNK_DIR_PREFIX).split("-", 1)[0]
+        try:
+            mine = folder.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def ingest_bigquery(

@@ -4,6 +4,7 @@ idempotence, all-or-nothing, and the same result as the PostgreSQL loader."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import date, timedelta
 from decimal import Decimal
@@ -342,6 +343,36 @@ def test_a_landing_file_gone_after_its_postgres_load_says_where_it_is_missing(
     # It said "unusable, not loaded", though PostgreSQL had loaded it.
     assert said[0].startswith("gone.csv -> postgres: read 1, loaded 1")
     assert said[1].startswith("gone.csv: unusable, not loaded into bigquery: "), said
+
+
+def test_a_killed_loads_chunks_are_swept_by_the_next_load(bq_settings: Settings) -> None:
+    # A load killed outright (SIGKILL) leaves its upload chunks, clear ids and all, in the
+    # temporary folder for good; the next load removes what a gone process left.
+    import subprocess
+    import sys
+    import tempfile
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = Path(tempfile.gettempdir())
+    abandoned = root / f"salesmart-bq-{gone.stdout.strip()}-test"
+    alive = root / f"salesmart-bq-{os.getpid()}-test"  # a load still running
+    for folder in (abandoned, alive):
+        folder.mkdir(exist_ok=True)
+        (folder / "chunk-00000.ndjson").write_text('{"raw_text": "T1,Halal Dates"}\n')
+    try:
+        ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+        assert not abandoned.exists()
+        assert (alive / "chunk-00000.ndjson").exists()
+    finally:
+        import shutil
+
+        for folder in (abandoned, alive):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_sample_answers_the_contract_numbers(bq_settings: Settings) -> None:
