@@ -30,6 +30,16 @@ def query(settings: Settings, sql: str) -> list[list[Any]]:
         conn.close()
 
 
+def index_plan(settings: Settings, sql: str, **params: Any) -> str:
+    """PostgreSQL's plan for ``sql`` where an index can serve at all (no sequential scans)."""
+    conn = connect(settings.database_url)
+    try:
+        conn.run("SET enable_seqscan = off")
+        return "\n".join(row[0] for row in conn.run(f"EXPLAIN {sql}", **params))
+    finally:
+        conn.close()
+
+
 def loaded_settings(server: EmbeddedPostgres, **env: str) -> Settings:
     """A new database with the sample file ingested."""
     dsn = create_database(server)
@@ -153,19 +163,12 @@ def test_trend_indexes_serve_the_trends_query(built: Built) -> None:
     assert "text_pattern_ops" in found["summary_sales_product_prefix_idx"]
     assert "UNIQUE" in found["summary_sales_grain_idx"]
     # A product-prefix filter (as trends_pg writes it) can use the prefix index.
-    conn = connect(built.settings.database_url)
-    try:
-        conn.run("SET enable_seqscan = off")
-        plan = "\n".join(
-            row[0]
-            for row in conn.run(
-                "EXPLAIN SELECT * FROM public.summary_sales WHERE starts_with(product, :p)"
-                " ORDER BY total_amount DESC, product LIMIT 10",
-                p="Halal M",
-            )
-        )
-    finally:
-        conn.close()
+    plan = index_plan(
+        built.settings,
+        "SELECT * FROM public.summary_sales WHERE starts_with(product, :p)"
+        " ORDER BY total_amount DESC, product LIMIT 10",
+        p="Halal M",
+    )
     assert "summary_sales_product_prefix_idx" in plan
 
 
@@ -178,18 +181,10 @@ def test_products_sort_by_their_bytes_as_on_bigquery(built: Built) -> None:
         " WHERE table_name = 'summary_sales' AND column_name = 'product'",
     )
     assert collation == ["C"]
-    conn = connect(built.settings.database_url)
-    try:
-        conn.run("SET enable_seqscan = off")
-        plan = "\n".join(
-            row[0]
-            for row in conn.run(
-                "EXPLAIN SELECT * FROM public.summary_sales"
-                " ORDER BY total_amount DESC, product LIMIT 10"
-            )
-        )
-    finally:
-        conn.close()
+    plan = index_plan(
+        built.settings,
+        "SELECT * FROM public.summary_sales ORDER BY total_amount DESC, product LIMIT 10",
+    )
     assert "summary_sales_amount_idx" in plan and "Sort" not in plan, plan  # still indexed
 
 
