@@ -425,16 +425,15 @@ def ingest_rows(
     return result
 
 
-def sweep_abandoned_chunk_folders(root: Path | None = None) -> list[Path]:
-    """Remove the chunk folders of loads whose process is gone: one killed outright (SIGKILL,
-    the OOM killer) ran no cleanup and left up to the whole file there, clear ids included.
-    Only this user's folders; the removed ones."""
+def sweep_abandoned_chunk_folders() -> None:
+    """Remove this user's chunk folders of loads whose process is gone: one killed outright
+    (SIGKILL, the OOM killer) ran no cleanup and left up to the whole file there, clear ids
+    included."""
     import shutil
 
     import psutil
 
-    removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{CHUNK_DIR_PREFIX}*-*"):
+    for folder in Path(tempfile.gettempdir()).glob(f"{CHUNK_DIR_PREFIX}*-*"):
         pid = folder.name.removeprefix(CHUNK_DIR_PREFIX).split("-", 1)[0]
         try:
             mine = folder.stat().st_uid == os.getuid()
@@ -442,8 +441,6 @@ def sweep_abandoned_chunk_folders(root: Path | None = None) -> list[Path]:
             continue
         if mine and pid.isdigit() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def ingest_bigquery(
