@@ -206,18 +206,25 @@ class FunctionProcesses:
 # -- waiting for Ctrl-C -------------------------------------------------------------------
 def wait_until_stopped(
     functions: FunctionProcesses,
+    announcement: Sequence[str],
     emulator: EmulatorHandle | None = None,
     database: EmbeddedPostgres | None = None,
 ) -> int:
-    """Until a function dies (1) or Ctrl-C / SIGTERM (0; the CLI makes both a
-    ``KeyboardInterrupt``: ``common.process.stopped_by_signals``). The BigQuery stand-in or
-    the embedded PostgreSQL, when one stops meanwhile, is started again on its port and
-    data, so the functions (which answer 503 meanwhile) recover by themselves; one that
-    cannot start again stops ``up`` (1)."""
-    from pipeline.bq_emulator import EmulatorError
-    from pipeline.postgres_embedded import EmbeddedPostgresError
+    """Says ``announcement`` (what is serving, and that Ctrl-C stops it), then waits until a
+    function dies (1) or Ctrl-C / SIGTERM (0; the CLI makes both a ``KeyboardInterrupt``:
+    ``common.process.stopped_by_signals``). The BigQuery stand-in or the embedded
+    PostgreSQL, when one stops meanwhile, is started again on its port and data, so the
+    functions (which answer 503 meanwhile) recover by themselves; one that cannot start
+    again stops ``up`` (1).
 
+    The announcement is said inside the wait: a Ctrl-C that follows any of its lines is a
+    clean stop (0), never "interrupted" (130) from a moment between saying and waiting."""
     try:
+        from pipeline.bq_emulator import EmulatorError
+        from pipeline.postgres_embedded import EmbeddedPostgresError
+
+        for line in announcement:
+            say(line)
         while True:
             dead = functions.dead()
             if dead:
@@ -462,26 +469,32 @@ def _up(
     write_private(state / ENDPOINTS_FILE, json.dumps(endpoints, indent=2) + "\n")
     cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
     pg = parse_dsn(settings.database_url)
-    say("")
-    say("salesmart is up. Ctrl-C stops everything it started.")
+    announcement = ["", "salesmart is up. Ctrl-C stops everything it started."]
     for name, url in urls.items():
-        say(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
-    say(f"  postgres   {pg.redacted()}")
-    say(f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}")
+        announcement.append(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
+    announcement.append(f"  postgres   {pg.redacted()}")
+    announcement.append(
+        f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}"
+    )
     if admin.password is None:
-        say(f"  login      {ADMIN_USER}: the account already in that database, left unchanged")
+        announcement.append(
+            f"  login      {ADMIN_USER}: the account already in that database, left unchanged"
+        )
     elif admin.unshown:
-        say(
+        announcement.append(
             f"  login      {ADMIN_USER} / {admin.password}   (shown once; kept in"
             f" {state / ADMIN_PASSWORD_FILE})"
         )
+        # Marked before it is said: the file keeps it, and the next `up` points there.
         admin_password_shown(settings)
     elif os.environ.get("SALESMART_ADMIN_PASSWORD"):
-        say(f"  login      {ADMIN_USER} / the password in SALESMART_ADMIN_PASSWORD")
+        announcement.append(f"  login      {ADMIN_USER} / the password in SALESMART_ADMIN_PASSWORD")
     else:
-        say(f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}")
-    say(f"  endpoints  {state / ENDPOINTS_FILE}")
-    return wait_until_stopped(functions, emulator, embedded)
+        announcement.append(
+            f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}"
+        )
+    announcement.append(f"  endpoints  {state / ENDPOINTS_FILE}")
+    return wait_until_stopped(functions, announcement, emulator, embedded)
 
 
 # -- serve --------------------------------------------------------------------------------
@@ -506,9 +519,11 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
         )
         try:
             processes.start()
-            for name, url in processes.urls().items():
-                say(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
-            say("serving; Ctrl-C stops.")
-            return wait_until_stopped(processes)
+            announcement = [
+                f"  {name:<10} {url}{FUNCTION_PATHS[name]}"
+                for name, url in processes.urls().items()
+            ]
+            announcement.append("serving; Ctrl-C stops.")
+            return wait_until_stopped(processes, announcement)
         finally:
             processes.stop()
