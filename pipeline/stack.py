@@ -204,6 +204,11 @@ class FunctionProcesses:
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
+def function_lines(urls: dict[str, str]) -> list[str]:
+    """One line per function, as `up` and `serve` say them: its URL with its operation path."""
+    return [f"  {name:<10} {url}{FUNCTION_PATHS[name]}" for name, url in urls.items()]
+
+
 def wait_until_stopped(
     functions: FunctionProcesses,
     announcement: Sequence[str],
@@ -470,8 +475,7 @@ def _up(
     cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
     pg = parse_dsn(settings.database_url)
     announcement = ["", "salesmart is up. Ctrl-C stops everything it started."]
-    for name, url in urls.items():
-        announcement.append(f"  {name:<10} {url}{FUNCTION_PATHS[name]}")
+    announcement += function_lines(urls)
     announcement.append(f"  postgres   {pg.redacted()}")
     announcement.append(
         f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}"
@@ -519,11 +523,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
         )
         try:
             processes.start()
-            announcement = [
-                f"  {name:<10} {url}{FUNCTION_PATHS[name]}"
-                for name, url in processes.urls().items()
-            ]
-            announcement.append("serving; Ctrl-C stops.")
+            announcement = [*function_lines(processes.urls()), "serving; Ctrl-C stops."]
             return wait_until_stopped(processes, announcement)
         finally:
             processes.stop()
