@@ -30,7 +30,10 @@ SummaryBodyQuery = Callable[[TrendFilters, str], tuple[int, bytes]]
 
 def require_database(settings: Settings) -> None:
     if not settings.database_url:
-        raise ConfigError("SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db)")
+        beside = ", and no salesmart up runs in this folder" if settings.is_dev else ""
+        raise ConfigError(
+            f"SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db){beside}"
+        )
     from common.pg import parse_dsn
 
     parse_dsn(settings.database_url)  # a malformed URL stops the start, not the first request

@@ -56,6 +56,13 @@ class BigQuerySettings:
     def is_emulated(self) -> bool:
         return bool(self.api_endpoint)
 
+    @property
+    def needs_stand_in(self) -> bool:
+        """Whether only the local stand-in can answer: no endpoint given, and no real
+        BigQuery configured (a project other than the local placeholder, or a
+        service-account file)."""
+        return not self.api_endpoint and not self.credentials_file and self.project == LOCAL_PROJECT
+
 
 #: The placeholder project of the local setup (``data/pipeline_config.yaml``): only the
 #: local stand-in answers to it.

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from common.config import LOCAL_PROJECT, REPO_ROOT, Settings
+from common.config import REPO_ROOT, Settings
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 from pipeline.netutil import port_is_free
 
@@ -54,12 +54,7 @@ def bigquery_needs_emulator(settings: Settings) -> bool:
       service-account file (``GOOGLE_APPLICATION_CREDENTIALS``): start nothing;
     - otherwise (a fresh clone, no GCP account): start the stand-in.
     """
-    bq = settings.bigquery
-    if bq.api_endpoint:
-        return False
-    if bq.credentials_file:
-        return False
-    return bq.project == LOCAL_PROJECT
+    return settings.bigquery.needs_stand_in
 
 
 def emulator_executable() -> Path:

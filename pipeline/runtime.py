@@ -10,7 +10,8 @@ other than ``dev``: the chart's Job, the Airflow workers) a command makes none o
 missing PII key, database URL or BigQuery project is an error, not a local stand-in that
 would load, mask and report success somewhere nobody looks. While ``up`` runs, a command
 given no key in its environment uses ``up``'s (``up-keys.json``): ids it loads are masked as
-``up``'s are, even when ``up`` was given its keys in the environment.
+``up``'s are, even when ``up`` was given its keys in the environment (``common.local_run``
+reads what a live ``up`` shares; the functions of a local run use it too).
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, Settings, get_settings
-
-ENDPOINTS_FILE = "endpoints.json"
-UP_PID_FILE = "up.pid"
-UP_LOCK_FILE = "up.lock"  # held by a live `up` (flock), from its first step
-UP_KEYS_FILE = "up-keys.json"  # a live `up`'s JWT and PII keys (0600), for the commands beside it
+from common.local_run import (
+    LOCAL_KEYS,
+    UP_KEYS_FILE,
+    running_stack,
+    running_up_keys,
+    state_dir,
+    with_stack_services,
+)
 
 
 def deployment() -> str:
@@ -48,10 +52,6 @@ def require_local(what: str, needed: str) -> None:
             f"{needed} is not set: with SALESMART_ENV={env} it must be given, no {what}"
             " is used instead (unset SALESMART_ENV for a local run)"
         )
-
-
-def state_dir(settings: Settings) -> Path:
-    return settings.state_dir.resolve()
 
 
 def ensure_state_dir(settings: Settings) -> Path:
@@ -99,62 +99,12 @@ def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
     return value
 
 
-def up_lock_held(folder: Path) -> bool:
-    """Whether a live ``salesmart up`` holds ``folder``'s lock. The kernel releases it however
-    ``up`` ends (``kill -9`` too), so, unlike a pid that a later process may be given, it
-    does not outlive ``up``. Asked by taking it shared for a moment (``up`` retries its own
-    exclusive take over such a moment)."""
-    import fcntl
-
-    try:
-        handle = (folder / UP_LOCK_FILE).open("rb")
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-def running_stack(settings: Settings) -> dict[str, Any] | None:
-    """The endpoints of a live ``salesmart up`` in this folder, or None (also when what it
-    left after being killed says otherwise)."""
-    folder = state_dir(settings)
-    try:
-        endpoints = json.loads((folder / ENDPOINTS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(endpoints, dict) or not up_lock_held(folder):
-        return None
-    return endpoints
-
-
-#: The keys a local command makes for itself when not given them, by Settings field.
-_LOCAL_KEYS = ("jwt_secret", "pii_key")
-
-
 def share_up_keys(settings: Settings) -> Path:
     """Written by ``up`` once its keys are settled; it removes the file when it stops."""
     path = ensure_state_dir(settings) / UP_KEYS_FILE
-    keys = {key: getattr(settings, key) for key in _LOCAL_KEYS}
+    keys = {key: getattr(settings, key) for key in LOCAL_KEYS}
     write_private(path, json.dumps(keys) + "\n")
     return path
-
-
-def running_up_keys(settings: Settings) -> dict[str, str]:
-    """The keys of a live ``up`` in this folder ({} when none runs, or a killed one left the
-    file)."""
-    folder = state_dir(settings)
-    try:
-        keys = json.loads((folder / UP_KEYS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(keys, dict) or not up_lock_held(folder):
-        return {}
-    return {name: value for name, value in keys.items() if isinstance(value, str) and value}
 
 
 def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Settings:
@@ -165,7 +115,7 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
     changes: dict[str, Any] = {}
-    missing = [key for key in _LOCAL_KEYS if with_secrets and not getattr(settings, key)]
+    missing = [key for key in LOCAL_KEYS if with_secrets and not getattr(settings, key)]
     if with_secrets and not local_run and deployment():
         if "pii_key" in missing:
             require_local("local PII key", "SALESMART_PII_KEY")
@@ -178,19 +128,7 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     # A deployment's command is given its services; it never falls back on the local run's.
     stack = running_stack(settings) if local_run or not deployment() else None
     if stack:
-        from pipeline.bq_emulator import bigquery_needs_emulator
-
-        if not settings.database_url and stack.get("postgres"):
-            changes["database_url"] = str(stack["postgres"])
-        # Real BigQuery configured here (a project, a key file) wins over up's stand-in.
-        if (
-            bigquery_needs_emulator(settings)
-            and stack.get("bigquery")
-            and str(stack["bigquery"]).startswith("http://")
-        ):
-            changes["bigquery"] = dataclasses.replace(
-                settings.bigquery, api_endpoint=str(stack["bigquery"])
-            )
+        changes.update(with_stack_services(settings, stack))
     return dataclasses.replace(settings, **changes) if changes else settings
 
 

@@ -9,10 +9,11 @@ from flask import Request, Response
 
 from common.api import require_database
 from common.auth import LoginService, Sessions, TokenService
-from common.config import Settings, get_settings
+from common.config import Settings
 from common.dashboard import Dashboard
 from common.db import PgPool
 from common.http import FunctionApp
+from common.local_run import serving_settings
 from common.trends_pg import PgTrends
 
 NAME = "dashboard"
@@ -47,7 +48,7 @@ def create(settings: Settings) -> FunctionApp:
     return app
 
 
-_app = create(get_settings())
+_app = create(serving_settings())
 _app.install()
 
 

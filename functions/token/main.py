@@ -9,9 +9,10 @@ from flask import Request, Response
 
 from common.api import function_app, require_database, route_with_root, token_handler
 from common.auth import LoginService, TokenService
-from common.config import Settings, get_settings
+from common.config import Settings
 from common.db import PgPool
 from common.http import FunctionApp
+from common.local_run import serving_settings
 
 NAME = "token"
 
@@ -26,7 +27,7 @@ def create(settings: Settings) -> FunctionApp:
     return app
 
 
-_app = create(get_settings())
+_app = create(serving_settings())
 _app.install()
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from flask import Request, Response
 
 from common.api import presented, trends_app
-from common.config import Settings, get_settings
+from common.config import Settings
 from common.http import FunctionApp
+from common.local_run import serving_settings
 from common.trends import TrendFilters
 
 NAME = "trends_bq"
@@ -29,7 +30,7 @@ def create(settings: Settings) -> FunctionApp:
     return trends_app(NAME, "/sales/trends", settings, presented(query))
 
 
-_app = create(get_settings())
+_app = create(serving_settings())
 _app.install()
 
 

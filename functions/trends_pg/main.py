@@ -8,9 +8,10 @@ from __future__ import annotations
 from flask import Request, Response
 
 from common.api import require_database, trends_app
-from common.config import Settings, get_settings
+from common.config import Settings
 from common.db import PgPool
 from common.http import FunctionApp
+from common.local_run import serving_settings
 from common.trends_pg import PgTrends
 
 NAME = "trends_pg"
@@ -26,7 +27,7 @@ def create(settings: Settings) -> FunctionApp:
     )
 
 
-_app = create(get_settings())
+_app = create(serving_settings())
 _app.install()
 
 

@@ -249,6 +249,61 @@ def test_other_commands_use_the_running_stack(stack: Stack) -> None:
     assert listing.stdout.startswith("admin\tadmin\tactive")
 
 
+@pytest.mark.parametrize(
+    ("function", "path"), [("trends_pg", "/sales/pg-trends"), ("trends_bq", "/sales/trends")]
+)
+def test_a_function_served_by_hand_beside_up_uses_its_stack(
+    stack: Stack, function: str, path: str
+) -> None:
+    """The contract's ``functions-framework --source functions/NAME/main.py --target NAME``,
+    started in up's folder as a local run (``SALESMART_ENV=dev``) and given nothing else:
+    it serves up's warehouses and accepts up's tokens (it is not given up's JWT key)."""
+    env = {
+        key: value
+        for key, value in _env().items()
+        if key not in ("SALESMART_JWT_SECRET", "SALESMART_PII_KEY")
+    }
+    port = free_port_base(1)
+    log_path = stack.folder / f"by-hand-{function}.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--source",
+                str(REPO_ROOT / "functions" / function / "main.py"),
+                "--target",
+                function,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=stack.folder,
+            env={**env, "SALESMART_ENV": "dev"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert server.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        response = requests.get(
+            f"http://127.0.0.1:{port}{path}",
+            params={"sale_month": "2023-10"},
+            headers={"Authorization": f"Bearer {_token(stack)}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == EXPECTED_2023_10
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_serving_goes_on_while_dbt_rebuilds_the_postgres_marts(stack: Stack) -> None:
     """The daily rebuild (``salesmart transform``, the DAG's task) runs beside live traffic:
     every request during it is answered, with the same rows."""

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from common.config import build_settings, get_settings
-from pipeline.runtime import (
+from common.local_run import (
     ENDPOINTS_FILE,
     UP_LOCK_FILE,
     UP_PID_FILE,
-    cli_settings,
     running_stack,
-    share_up_keys,
+    serving_settings,
 )
+from pipeline.runtime import cli_settings, share_up_keys
 from pipeline.stack import _hold_up_lock
 
 ENDPOINTS = {"postgres": "postgresql://salesmart@127.0.0.1:1/salesmart", "token": "http://x"}
@@ -143,3 +143,41 @@ def test_what_commands_beside_a_live_up_take_from_it(
     assert (beside.bigquery.api_endpoint == stand_in) is uses_bigquery
     if not uses_postgres:
         assert beside.database_url == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "takes_from_up"),
+    [
+        ({"SALESMART_ENV": "dev"}, True),
+        ({}, False),  # unset: a deployment's function, given everything or refusing to start
+        ({"SALESMART_ENV": "prod"}, False),
+    ],
+    ids=["local-run", "unset", "deployment"],
+)
+def test_what_a_local_function_beside_a_live_up_takes_from_it(
+    tmp_path: Path, env: dict[str, str], takes_from_up: bool
+) -> None:
+    """A function started by hand (``SALESMART_ENV=dev functions-framework ...``) in the
+    folder of a live `up` serves its data with its keys; a deployment's never looks."""
+    state = tmp_path / ".salesmart"
+    state.mkdir()
+    stand_in = "http://127.0.0.1:9050"
+    (state / ENDPOINTS_FILE).write_text(json.dumps({**ENDPOINTS, "bigquery": stand_in}))
+    up_keys = {"SALESMART_PII_KEY": "p" * 40, "SALESMART_JWT_SECRET": "j" * 40}
+    share_up_keys(build_settings({**up_keys, "SALESMART_STATE_DIR": str(state)}))
+    settings = build_settings({**env, "SALESMART_STATE_DIR": str(state)})
+    with _held_as_a_live_up(state):
+        serving = serving_settings(settings)
+    taken = (serving.database_url, serving.bigquery.api_endpoint, serving.jwt_secret)
+    if takes_from_up:
+        assert taken == (ENDPOINTS["postgres"], stand_in, "j" * 40)
+        assert serving.pii_key == "p" * 40
+    else:
+        assert serving is settings
+    # What its environment gives wins; with no live up, nothing is taken.
+    given = build_settings(
+        {**env, "SALESMART_STATE_DIR": str(state), "SALESMART_JWT_SECRET": "g" * 40}
+    )
+    with _held_as_a_live_up(state):
+        assert serving_settings(given).jwt_secret == "g" * 40
+    assert serving_settings(settings) is settings
