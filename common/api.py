@@ -142,8 +142,7 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
         if (read_form(call).get("grant_type") or "password") != "password":
             raise UnsupportedGrantType()
         form = form_fields(call, TOKEN_FORM)
-        principal = logins.authenticate(form["username"], form["password"])
-        call.user = principal.username
+        principal = logins.sign_in(call, form["username"], form["password"])
         issued = tokens.issue(principal)
         response = json_response(
             {

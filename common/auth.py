@@ -31,12 +31,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.config import MAX_TOKEN_TTL_SECONDS, Settings
-from common.errors import Forbidden, InvalidCredentials, InvalidToken, TooManyAttempts, Unauthorized
+from common.errors import (
+    Forbidden,
+    InvalidCredentials,
+    InvalidToken,
+    LoginRefused,
+    TooManyAttempts,
+    Unauthorized,
+)
 
 if TYPE_CHECKING:
     from flask import Request
 
     from common.db import PgPool
+    from common.http import Call
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud")
@@ -373,13 +381,40 @@ class LoginService:
                 self._dummy_hash = bcrypt.gensalt(self._rounds).decode() + digest
             return self._dummy_hash
 
+    def sign_in(self, call: Call, username: str, password: str) -> Principal:
+        """``authenticate`` for a request: its log line names the account when the login
+        succeeds, and when it is refused for an account that exists (watching who is
+        locked out needs it); a name that matches no account stays out of the log."""
+        try:
+            principal = self.authenticate(username, password)
+        except LoginRefused as refused:
+            call.user = refused.account
+            raise
+        call.user = principal.username
+        return principal
+
     def authenticate(self, username: str, password: str) -> Principal:
-        """The user, or ``InvalidCredentials`` (401) / ``TooManyAttempts`` (429)."""
+        """The user, or ``InvalidCredentials`` (401) / ``TooManyAttempts`` (429), whose
+        ``account`` is ``username`` when that names an account."""
+        found = self._pool.run(_LOOKUP, username=username)[0]
+        try:
+            return self._check(username, password, *found)
+        except LoginRefused as refused:
+            refused.account = username if found[0] is not None else None
+            raise
+
+    def _check(
+        self,
+        username: str,
+        password: str,
+        password_hash: str | None,
+        role: str | None,
+        disabled: bool | None,
+        retry_after: int | None,
+    ) -> Principal:
         from common.passwords import verify_password
 
         dummy = self._dummy()
-        rows = self._pool.run(_LOOKUP, username=username)
-        password_hash, role, disabled, retry_after = rows[0]
         if retry_after is not None and retry_after > 0:
             raise TooManyAttempts(int(retry_after))
         # No connection is held during bcrypt: it is slow on purpose.

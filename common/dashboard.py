@@ -378,7 +378,7 @@ class Dashboard:
             ):
                 raise CsrfFailed()
             values = form_fields(call, LOGIN_FORM)
-            principal = self._logins.authenticate(values["username"], values["password"])
+            principal = self._logins.sign_in(call, values["username"], values["password"])
         except ApiError as error:
             if not wants_html(call.request):
                 raise
@@ -397,7 +397,6 @@ class Dashboard:
                 for name, value in error.headers.items():
                     response.headers[name] = value
             return response
-        call.user = principal.username
         issued = self._sessions.start(principal)
         response = self._redirect(_return_to(form.get("next")))
         self._set_cookie(

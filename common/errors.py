@@ -76,7 +76,15 @@ class InvalidToken(Unauthorized):
         self.headers["WWW-Authenticate"] = 'Bearer realm="salesmart", error="invalid_token"'
 
 
-class InvalidCredentials(Unauthorized):
+class LoginRefused(ApiError):
+    """A refused login (401, 429). ``account`` is the username when it names an account, for
+    the server's log line only: answers never say whether it does, and a name that matches
+    no account (perhaps a password typed into the wrong field) is never logged."""
+
+    account: str | None = None
+
+
+class InvalidCredentials(LoginRefused, Unauthorized):
     code = "invalid_credentials"
     default_message = "Wrong username or password."
 
@@ -117,7 +125,7 @@ class ValidationFailed(ApiError):
         super().__init__(details=details)
 
 
-class TooManyAttempts(ApiError):
+class TooManyAttempts(LoginRefused):
     status = 429
     code = "too_many_attempts"
     default_message = "Too many failed logins for this username; retry later."

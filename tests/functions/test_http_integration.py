@@ -253,13 +253,29 @@ def test_logs_are_json_without_secrets(
         data={"username": user.username, "password": "typo-password-123"},
         timeout=10,
     )
+    # A password typed into the username field names no account: never logged.
+    requests.post(
+        f"{token_fn.url}/token",
+        data={"username": "pasted-password-456", "password": "x"},
+        timeout=10,
+    )
     token = bearer["Authorization"].split()[1]
     for served in (token_fn, trends_fn):
         text = served.output()
         records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         assert records, text
-        for secret in (token, user.password, "typo-password-123", TEST_ENV["SALESMART_JWT_SECRET"]):
+        for secret in (
+            token,
+            user.password,
+            "typo-password-123",
+            "pasted-password-456",
+            TEST_ENV["SALESMART_JWT_SECRET"],
+        ):
             assert secret not in text
+    # A refused login for an account that exists names it (who is being locked out).
+    token_log = [json.loads(line) for line in token_fn.output().splitlines() if line[:1] == "{"]
+    refused = [r for r in token_log if r.get("status") == 401]
+    assert [r.get("user") for r in refused[-2:]] == [user.username, None]  # this test's two
     trends_log = [
         json.loads(line) for line in trends_fn.output().splitlines() if line.startswith("{")
     ]

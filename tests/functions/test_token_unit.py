@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -155,8 +156,14 @@ def test_unknown_users_cost_a_bcrypt_check_too(
     assert checked == ["$2b$", "$2b$"]
 
 
+def logged(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The JSON log lines written since the last call."""
+    out = capsys.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 def test_429_after_repeated_failures_for_a_known_user(
-    call: Caller, analyst: Account, marts_dsn: str
+    call: Caller, analyst: Account, marts_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for attempt in range(1, 6):
         response = post(call, username=analyst.username, password=f"wrong {attempt}")
@@ -166,18 +173,29 @@ def test_429_after_repeated_failures_for_a_known_user(
     assert locked.status_code == 429
     assert 1 <= int(locked.headers["Retry-After"]) <= 300
     assert locked.get_json()["error"] == "too_many_attempts"
+    # The log says which account is locked out (the answer does not say it exists).
+    assert [(r["status"], r.get("user")) for r in logged(capsys)][-2:] == [
+        (401, analyst.username),
+        (429, analyst.username),
+    ]
     # Locked means locked: the right password waits too.
     right = post(call, username=analyst.username, password=analyst.password)
     assert right.status_code == 429
 
 
-def test_429_for_unknown_usernames_too(call: Caller, marts_dsn: str) -> None:
+def test_429_for_unknown_usernames_too(
+    call: Caller, marts_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     ghost = "ghost-user-429"
     conn = connect(marts_dsn)
     conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=ghost)
     conn.close()
     statuses = [post(call, username=ghost, password="guess").status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
+    # A name that matches no account (a pasted password, perhaps) never reaches the log.
+    lines = logged(capsys)
+    assert [r["status"] for r in lines][-6:] == statuses
+    assert ghost not in json.dumps(lines)
 
 
 def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) -> None:
