@@ -189,6 +189,9 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
         return super().handle_request(req, conn)
 
 
+REQUEST_LINE_LIMIT = 8190
+
+
 class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
     """The options functions-framework 3.x gives gunicorn, with the deadline worker."""
 
@@ -200,7 +203,10 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
             "threads": int(env.get("THREADS", str((os.cpu_count() or 1) * 4))),
             "timeout": int(env.get("CLOUD_RUN_TIMEOUT_SECONDS", "0")),
             "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
-            "limit_request_line": 0,
+            # functions-framework passes 0 (no limit): a thread would then buffer a request
+            # line of megabytes. The functions' longest real URL is a few hundred bytes;
+            # 8190 is gunicorn's largest finite limit, and past it the client gets 414.
+            "limit_request_line": REQUEST_LINE_LIMIT,
             "worker_class": f"{__name__}.DeadlineThreadWorker",
             "worker_tmp_dir": worker_tmp_dir(),
             # gunicorn 24+ opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
