@@ -296,14 +296,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError("--rows must be >= 0")
     if not 0 <= args.invalid_share <= 1:
         raise CliError("--invalid-share must be between 0 and 1")
-    out = Path(args.out)
+    out = Path("/dev/stdout") if args.out == "-" else Path(args.out)
+    if not out.parent.is_dir():  # a mistyped --out is not a folder tree to create
+        raise CliError(f"--out: no folder named {printable(str(out.parent))}")
     with counted(args.rows, out.name, show=args.rows >= GENERATE_PROGRESS_MIN_ROWS) as advance:
         written = generate(
             out, args.rows, seed=args.seed, invalid_share=args.invalid_share, on_progress=advance
         )
     # Not into the CSV itself when that is stdout (--out /dev/stdout).
     summary = sys.stderr if is_stdout(out) else sys.stdout
-    print(f"wrote {written} transactions to {printable(args.out)}", file=summary)
+    where = "standard output" if args.out == "-" else printable(args.out)
+    print(f"wrote {written} transactions to {where}", file=summary)
     return EXIT_OK
 
 
@@ -460,7 +463,9 @@ def build_parser() -> _Parser:
     gen.add_argument(
         "--seed", type=int, default=0, metavar="S", help="same seed, same file (default 0)"
     )
-    gen.add_argument("--out", required=True, metavar="CSV", help="the file to write")
+    gen.add_argument(
+        "--out", required=True, metavar="CSV", help="the file to write ('-': standard output)"
+    )
     gen.add_argument(
         "--invalid-share",
         type=float,

@@ -1,6 +1,9 @@
 """``salesmart generate``: realistic synthetic transactions, with a share of invalid rows.
 
-Deterministic for a seed. Streams to the file, so any row count fits in flat memory.
+Deterministic for a seed, and the same seed always starts the same way: the first N rows of
+a longer file are the N rows of a shorter one, so a transaction id never names two different
+rows (ingesting both files loads only the longer one's extra rows). Streams to the file, so
+any row count fits in flat memory.
 Valid rows follow a catalogue of Halal products with typical prices, small quantities
 and dates spread over two years; invalid rows cover every rejection reason.
 """
@@ -46,6 +49,10 @@ NOT_HALAL = ("Monitor", "Wine Glass", "halal Mouse", "Pork Rinds", "HALAL Laptop
 START = date(2023, 1, 1)
 DAYS = 730
 DEFAULT_INVALID_SHARE = 0.02
+# Products are drawn this many at a time (a weighted draw per row is slower); drawing fewer
+# for the last block takes the same first values, so a row's product does not depend on the
+# file's length.
+PRODUCT_BLOCK = 100_000
 
 
 def _invalid_row(rng: random.Random, txid: str, valid: list[str], seen_ids: list[str]) -> list[str]:
@@ -89,13 +96,13 @@ def generate(
     if not 0 <= invalid_share <= 1:
         raise ValueError("invalid_share must be between 0 and 1")
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
+    # A stream of its own, so the rows' other draws do not depend on the file's length.
+    product_rng = random.Random(f"products-{seed}")  # noqa: S311  # nosec B311
     days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
     # A few products sell far more often than others, as in a real shop.
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
-    products = rng.choices(range(len(CATALOGUE)), weights=weights, k=min(rows, 100_000) or 1)
+    products: list[int] = []
     recent_ids: list[str] = []
-    width = max(7, len(str(rows)))
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside ``out`` and renamed into place once complete: an interrupted run leaves
     # no half file that ``up`` (which generates its file once) or a loader would take for
     # whole. The leading dot keeps it out of landing folders. Not for what is not a plain
@@ -107,9 +114,12 @@ def generate(
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(HEADER)
             for n in range(rows):
-                name, list_price = CATALOGUE[products[n % len(products)]]
+                if n % PRODUCT_BLOCK == 0:
+                    block = min(PRODUCT_BLOCK, rows - n)
+                    products = product_rng.choices(range(len(CATALOGUE)), weights, k=block)
+                name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
                 price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
-                txid = f"{id_prefix}{seed}-{n:0{width}d}"
+                txid = f"{id_prefix}{seed}-{n:07d}"  # wider past 10M rows: still unique
                 valid = [
                     txid,
                     name,

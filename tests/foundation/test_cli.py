@@ -424,6 +424,46 @@ def test_generate_to_stdout_keeps_its_summary_out_of_the_csv(
     assert to_file.stdout == f"wrote 3 transactions to {tmp_path / 'g.csv'}\n"
 
 
+def test_generate_to_dash_writes_standard_output(settings: Settings, tmp_path: Path) -> None:
+    result = run(settings, tmp_path, "generate", "--rows", "3", "--out", "-")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 4, result.stdout
+    assert result.stderr == "wrote 3 transactions to standard output\n"
+    assert not (tmp_path / "-").exists()
+
+
+def test_generate_into_a_missing_folder_creates_nothing(settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    result = run(settings, tmp_path, "generate", "--rows", "3", "--out", str(missing / "x.csv"))
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"salesmart: --out: no folder named {missing}\n",
+    )
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_seed_starts_the_same_whatever_the_length_and_seeds_do_not_share_ids(
+    tmp_path: Path,
+) -> None:
+    """The first rows of a longer file are a shorter one's rows (past the first block of
+    products too), so one id never names two different rows; another seed, other ids."""
+    from pipeline.generate import PRODUCT_BLOCK, generate
+
+    short, long, other = tmp_path / "short.csv", tmp_path / "long.csv", tmp_path / "other.csv"
+    generate(short, PRODUCT_BLOCK + 10, seed=7)
+    generate(long, PRODUCT_BLOCK + 500, seed=7)
+    generate(other, 500, seed=8)
+    short_lines = short.read_text().splitlines()
+    long_lines = long.read_text().splitlines()
+    assert long_lines[: len(short_lines)] == short_lines
+    assert len(long_lines) == PRODUCT_BLOCK + 501
+
+    def ids(lines: list[str]) -> set[str]:
+        return {line.split(",", 1)[0] for line in lines[1:]} - {""}
+
+    assert not ids(long_lines) & ids(other.read_text().splitlines())
+
+
 def test_a_long_generate_shows_progress_on_a_terminal(settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "long.csv"
     code, stdout, bar = on_terminal(
