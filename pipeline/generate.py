@@ -97,7 +97,7 @@ def generate(
         raise ValueError("invalid_share must be between 0 and 1")
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
     # A stream of its own, so the rows' other draws do not depend on the file's length.
-    product_rng = random.Random(f"products-{seed}")  # noqa: S311  # nosec B311
+    product_rng = random.Random(f"products-{seed}")  # noqa: S311 - synthetic data  # nosec B311
     days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
     # A few products sell far more often than others, as in a real shop.
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
