@@ -98,11 +98,15 @@ class Settings:
     def require_secrets(self, *, jwt: bool = True, pii: bool = True) -> None:
         """Refuse to run with missing or short secrets outside local development (the
         functions need both; a loading command only the PII key)."""
-        if self.is_dev:
-            return
         wanted = [("SALESMART_JWT_SECRET", self.jwt_secret)] if jwt else []
         wanted += [("SALESMART_PII_KEY", self.pii_key)] if pii else []
         for name, value in wanted:
+            if self.is_dev:
+                # Any length locally, but never none: an empty key signs forgeable tokens.
+                # (A local run makes its keys: common.local_run.serving_settings.)
+                if not value:
+                    raise ConfigError(f"{name} is empty")
+                continue
             if len(value.encode()) < MIN_SECRET_BYTES:
                 state = "missing" if not value else f"only {len(value.encode())} bytes"
                 raise ConfigError(

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
-from common.config import Settings, get_settings
+from common.config import ConfigError, Settings, get_settings
 
 ENDPOINTS_FILE = "endpoints.json"
 UP_PID_FILE = "up.pid"
@@ -27,6 +29,46 @@ LOCAL_KEYS = ("jwt_secret", "pii_key")
 
 def state_dir(settings: Settings) -> Path:
     return settings.state_dir.resolve()
+
+
+def ensure_state_dir(settings: Settings) -> Path:
+    path = state_dir(settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+
+
+def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
+    """A secret kept in ``.salesmart/<name>``, generated on first use.
+
+    Commands started at the same moment in a fresh folder must agree on it (two PII keys
+    would mask the same ids differently): the file appears whole or not at all (written
+    aside, then linked into place, which fails if another got there first), and whoever
+    loses reads the winner's."""
+    path = ensure_state_dir(settings) / name
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+        path.unlink(missing_ok=True)  # left empty by an older version: make it again
+    value = secrets.token_urlsafe(nbytes)
+    aside = path.with_name(f".{name}.{secrets.token_hex(4)}")
+    write_private(aside, value + "\n")
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        value = path.read_text(encoding="utf-8").strip()
+    finally:
+        aside.unlink(missing_ok=True)
+    return value
 
 
 def up_lock_held(folder: Path) -> bool:
@@ -90,16 +132,27 @@ def with_stack_services(settings: Settings, stack: dict[str, Any]) -> dict[str, 
 def serving_settings(settings: Settings | None = None) -> Settings:
     """The settings a function serves with: the environment's. A local function
     (``SALESMART_ENV=dev``) not given a database, a BigQuery stand-in or a key takes the live
-    ``up``'s of its folder; with no ``up`` running it stays as it was given."""
+    ``up``'s of its folder; a key neither gives is the folder's own (``.salesmart/jwt-secret``,
+    ``pii-key``, as the commands use), never none: an empty key signs tokens anyone can forge."""
     settings = settings or get_settings()
     missing_keys = [key for key in LOCAL_KEYS if not getattr(settings, key)]
     wanting = missing_keys or not settings.database_url or settings.bigquery.needs_stand_in
     if not settings.is_dev or not wanting:
         return settings  # a deployment's function, or one given everything: nothing is read
     stack = running_stack(settings)
-    if stack is None:
-        return settings
-    changes = with_stack_services(settings, stack)
-    up_keys = running_up_keys(settings) if missing_keys else {}
-    changes.update({key: up_keys[key] for key in missing_keys if key in up_keys})
+    changes = with_stack_services(settings, stack) if stack is not None else {}
+    up_keys = running_up_keys(settings) if missing_keys and stack is not None else {}
+    for key in missing_keys:
+        changes[key] = up_keys.get(key) or _folder_key(settings, key)
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _folder_key(settings: Settings, key: str) -> str:
+    try:
+        return local_secret(settings, key.replace("_", "-"), 48)
+    except OSError as exc:
+        variable = f"SALESMART_{key.upper()}"
+        raise ConfigError(
+            f"{variable} is not set and no local key can be kept in {state_dir(settings)}"
+            f" ({exc.strerror or exc}); set {variable} or run from a writable folder"
+        ) from None

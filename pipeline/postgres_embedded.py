@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from common.local_run import write_private
 from common.process import stop_group
 from pipeline.netutil import free_port, port_is_free
-from pipeline.runtime import write_private
 
 SERVER_USER = "salesmart-pg"
 DATABASE = "salesmart"

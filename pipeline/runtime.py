@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,12 @@ from common.config import ConfigError, Settings, get_settings
 from common.local_run import (
     LOCAL_KEYS,
     UP_KEYS_FILE,
+    ensure_state_dir,
+    local_secret,
     running_stack,
     running_up_keys,
-    state_dir,
     with_stack_services,
+    write_private,
 )
 
 
@@ -54,49 +55,9 @@ def require_local(what: str, needed: str) -> None:
         )
 
 
-def ensure_state_dir(settings: Settings) -> Path:
-    path = state_dir(settings)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    path.chmod(0o600)
-
-
 def bigquery_state_dir(settings: Settings) -> Path:
     """Where the local BigQuery stand-in keeps its data (shared by `up` and commands)."""
     return ensure_state_dir(settings) / "bigquery"
-
-
-def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
-    """A secret kept in ``.salesmart/<name>``, generated on first use.
-
-    Commands started at the same moment in a fresh folder must agree on it (two PII keys
-    would mask the same ids differently): the file appears whole or not at all (written
-    aside, then linked into place, which fails if another got there first), and whoever
-    loses reads the winner's."""
-    path = ensure_state_dir(settings) / name
-    if path.exists():
-        value = path.read_text(encoding="utf-8").strip()
-        if value:
-            return value
-        path.unlink(missing_ok=True)  # left empty by an older version: make it again
-    value = secrets.token_urlsafe(nbytes)
-    aside = path.with_name(f".{name}.{secrets.token_hex(4)}")
-    write_private(aside, value + "\n")
-    try:
-        os.link(aside, path)
-    except FileExistsError:
-        value = path.read_text(encoding="utf-8").strip()
-    finally:
-        aside.unlink(missing_ok=True)
-    return value
 
 
 def share_up_keys(settings: Settings) -> Path:

@@ -24,19 +24,21 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from common.config import REPO_ROOT, Settings
-from common.local_run import ENDPOINTS_FILE, UP_LOCK_FILE, UP_PID_FILE, running_stack, state_dir
+from common.local_run import (
+    ENDPOINTS_FILE,
+    UP_LOCK_FILE,
+    UP_PID_FILE,
+    ensure_state_dir,
+    running_stack,
+    state_dir,
+    write_private,
+)
 from common.process import stop_group
 from common.server import PARENT_PID_ENV
 from common.server import command as serve_command
 from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
-from pipeline.runtime import (
-    bigquery_state_dir,
-    cli_settings,
-    ensure_state_dir,
-    share_up_keys,
-    write_private,
-)
+from pipeline.runtime import bigquery_state_dir, cli_settings, share_up_keys
 
 if TYPE_CHECKING:
     from pipeline.bq_emulator import EmulatorHandle

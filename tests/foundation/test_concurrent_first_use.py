@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from common.config import build_settings
+from common.local_run import local_secret
 from common.pg import connect
 from pipeline.migrate import migrate_database
 from pipeline.postgres_embedded import EmbeddedPostgres
-from pipeline.runtime import local_secret
 from tests.conftest import create_database
 
 T = TypeVar("T")

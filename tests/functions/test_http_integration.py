@@ -4,9 +4,13 @@ read deadlines) and, once each, with the bare ``functions-framework`` command.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,6 +290,37 @@ def test_logs_are_json_without_secrets(
     )
     assert served_rows[-1]["function"] == "trends_pg"
     assert served_rows[-1]["user"] == user.username
+
+
+def test_a_local_function_given_no_keys_and_no_up_signs_with_its_folders_key(
+    serve: Serve, marts_dsn: str, user: Account, tmp_path: Path
+) -> None:
+    """``SALESMART_ENV=dev functions-framework ...`` with no key in the environment and no
+    live ``up``: before, it signed tokens with an empty key (anyone could forge an admin's).
+    Now with the folder's own ``.salesmart/jwt-secret``, as the commands use it."""
+    state = tmp_path / "state"
+    served = serve(
+        "token",
+        framework_cli=True,
+        SALESMART_ENV="dev",
+        SALESMART_DATABASE_URL=marts_dsn,
+        SALESMART_STATE_DIR=str(state),
+        SALESMART_JWT_SECRET="",
+        SALESMART_PII_KEY="",
+    )
+    login = {"username": user.username, "password": user.password}
+    response = requests.post(f"{served.url}/token", data=login, timeout=10)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    header, payload, signature = token.split(".")
+
+    def signed_with(key: bytes) -> bool:
+        digest = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == signature
+
+    assert not signed_with(b"")
+    assert signed_with((state / "jwt-secret").read_text().strip().encode())
+    assert (state / "jwt-secret").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.parametrize("name", ["token", "trends_pg", "trends_bq", "dashboard"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import build_settings, get_settings
+from common.config import ConfigError, build_settings, get_settings
 from common.local_run import (
     ENDPOINTS_FILE,
     UP_LOCK_FILE,
@@ -180,4 +180,29 @@ def test_what_a_local_function_beside_a_live_up_takes_from_it(
     )
     with _held_as_a_live_up(state):
         assert serving_settings(given).jwt_secret == "g" * 40
-    assert serving_settings(settings) is settings
+    alone = serving_settings(settings)  # no live up: nothing of its is taken
+    if takes_from_up:
+        assert alone.database_url == "" and alone.bigquery.api_endpoint != stand_in
+        # ... but its keys are never none: the folder's own, as the commands use them.
+        assert alone.jwt_secret == (state / "jwt-secret").read_text().strip() != "j" * 40
+        assert alone.pii_key == (state / "pii-key").read_text().strip() != "p" * 40
+        assert len(alone.jwt_secret) >= 32
+        assert serving_settings(settings).jwt_secret == alone.jwt_secret  # kept, not remade
+    else:
+        assert alone is settings
+
+
+def test_a_local_function_with_no_key_and_no_folder_to_keep_one_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    """Before, it served with empty keys: tokens signed with b"" that anyone can forge."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a state "folder" that cannot be made
+    settings = build_settings({"SALESMART_ENV": "dev", "SALESMART_STATE_DIR": str(blocked / "s")})
+    with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET is not set and no local key"):
+        serving_settings(settings)
+    with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET is empty"):
+        settings.require_secrets()  # and no path with an empty key gets past the start
+    build_settings(
+        {"SALESMART_ENV": "dev", "SALESMART_JWT_SECRET": "short", "SALESMART_PII_KEY": "k"}
+    ).require_secrets()  # any length locally
