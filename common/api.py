@@ -111,7 +111,16 @@ def read_form(call: Call) -> MultiDict[str, str]:
         raise BadRequest("The form is too large.")
     from werkzeug.formparser import parse_form_data
 
-    environ = {**request.environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+    # Media types are case-insensitive (RFC 9110 8.3.1) but werkzeug's parser matches them
+    # exactly: "Application/x-www-form-urlencoded" read as an empty form. The parameters
+    # (a multipart boundary) keep their case.
+    media_type, semicolon, parameters = request.headers.get("Content-Type", "").partition(";")
+    environ = {
+        **request.environ,
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": media_type.strip().lower() + semicolon + parameters,
+    }
     _, call.form, _ = parse_form_data(environ, max_form_memory_size=MAX_FORM_BYTES)
     return call.form
 

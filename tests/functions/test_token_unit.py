@@ -79,6 +79,31 @@ def test_grant_type_absent_or_password(call: Caller, analyst: Account) -> None:
     assert other.get_json()["error"] == "unsupported_grant_type"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "Application/X-WWW-Form-Urlencoded",
+        "APPLICATION/X-WWW-FORM-URLENCODED; charset=UTF-8",
+        "Multipart/Form-Data; boundary=AbC",
+    ],
+)
+def test_the_form_type_is_matched_whatever_its_case(
+    call: Caller, analyst: Account, content_type: str
+) -> None:
+    """Media types are case-insensitive (RFC 9110 8.3.1); a boundary keeps its case."""
+    fields = {"username": analyst.username, "password": analyst.password}
+    if content_type.startswith("Multipart"):
+        body = "".join(
+            f'--AbC\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in fields.items()
+        )
+        data = body + "--AbC--\r\n"
+    else:
+        data = "&".join(f"{name}={value}" for name, value in fields.items())
+    response = call("/token", method="POST", data=data, content_type=content_type)
+    assert response.status_code == 200, response.get_json()
+
+
 def test_admin_role_in_token(call: Caller, marts_dsn: str) -> None:
     admin = make_user(marts_dsn, "admin")
     body = post(call, username=admin.username, password=admin.password).get_json()
