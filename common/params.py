@@ -260,7 +260,8 @@ def _single_values(
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The parameters given once, and the messages for those given more than once.
 
-    A blank value of a name in ``drop_empty`` counts as absent.
+    An empty value of a name in ``drop_empty`` counts as absent (an untouched form field);
+    one of spaces is a value, judged by the same rules as the APIs judge it.
     """
     values: dict[str, Any] = {}
     repeated: dict[str, list[str]] = {}
@@ -270,7 +271,7 @@ def _single_values(
         given = args.getlist(key)
         if len(given) > 1:
             repeated[key] = ["Given more than once."]
-        elif not (key in drop_empty and given[0].strip() == ""):
+        elif not (key in drop_empty and given[0] == ""):
             values[key] = given[0]
     return values, repeated
 

@@ -378,6 +378,27 @@ def test_422_for_broken_parameters(call: Caller, fn_settings: Settings) -> None:
     assert "sale_month" in html and "bogus" in html
 
 
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ({"limit": "", "sale_month": "", "product_prefix": ""}, 200),  # untouched fields
+        ({"limit": " "}, 422),
+        ({"sale_month": "\t"}, 422),
+        ({"product_prefix": "\u202f"}, 422),
+    ],
+)
+def test_only_an_empty_field_is_absent_spaces_are_judged_as_the_apis_judge_them(
+    call: Caller, fn_settings: Settings, query: dict[str, str], status: int
+) -> None:
+    """Before, a value of spaces was dropped too: the page showed the default rows where
+    both APIs answer 422 for the same query."""
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    page = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}, query_string=query)
+    assert page.status_code == status, page.get_data(as_text=True)[:300]
+    if status == 422:
+        assert next(iter(query)) in page.get_data(as_text=True)
+
+
 def test_logout_clears_the_session(call: Caller, analyst: Account) -> None:
     logged_in = log_in(call, analyst)
     session = set_cookies(logged_in)[SESSION][0]
