@@ -63,6 +63,14 @@ def _targets(target: str) -> list[str]:
 
 
 # -- commands ------------------------------------------------------------------------------
+def _input_paths(names: Sequence[str]) -> list[Path]:
+    """The CSV files named. ``Path("")`` is ``.``: an empty name would be reported as a
+    folder the user never gave."""
+    if "" in names:
+        raise CliError("an empty file name was given", EXIT_UNUSABLE)
+    return [Path(name) for name in names]
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from common.pg import close_quietly, connect
     from pipeline.csvsource import TransactionReader, UnusableInputError
@@ -71,7 +79,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = cli_settings()
     results: list[IngestResult] = []
-    paths = [Path(p) for p in args.csv]
+    paths = _input_paths(args.csv)
     try:
         # Every file is checked before anything starts or loads: exit 2 means nothing
         # loaded, also when the unusable file is not the first one.
@@ -232,15 +240,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _read_password(args: argparse.Namespace) -> str:
-    if args.password_stdin or not sys.stdin.isatty():
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        try:
+    try:
+        if args.password_stdin or not sys.stdin.isatty():
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
             password = getpass.getpass("Password: ")
             if getpass.getpass("Repeat password: ") != password:
                 raise CliError("the passwords do not match")
-        except EOFError:  # Ctrl-D at the prompt
-            raise CliError("no password given") from None
+        # Bytes that are not UTF-8 arrive as surrogates (or fail to decode): bcrypt hashes
+        # the UTF-8 bytes, and a login form could never send the same password.
+        password.encode("utf-8")
+    except EOFError:  # Ctrl-D at the prompt
+        raise CliError("no password given") from None
+    except UnicodeError:
+        raise CliError("the password is not UTF-8 text") from None
     if not password:
         raise CliError("no password given")
     return password
@@ -314,7 +327,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from pipeline.stack import run_up
 
     return run_up(
-        data=[Path(p) for p in args.data] if args.data else None,
+        data=_input_paths(args.data) if args.data else None,
         extra_rows=args.rows,
         port_base=args.port_base,
     )

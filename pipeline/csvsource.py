@@ -74,6 +74,8 @@ def _check_readable(path: Path) -> None:
         raise UnusableInputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not head.strip(b" \t\r\n\xef\xbb\xbf"):
         raise UnusableInputError(f"{path}: empty file (no CSV header)")
+    if _utf16_like(head):  # its NULs would call it binary: name the fix instead
+        raise UnusableInputError(f"{path}: UTF-16 or UTF-32 text, not UTF-8 (save it as UTF-8)")
     first_line = re.split(rb"[\r\n]", head, maxsplit=1)[0]  # any line end, CR alone too
     if b"\x00" in first_line:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
@@ -82,6 +84,19 @@ def _check_readable(path: Path) -> None:
     # among many of them is binary.
     if b"\x00" in head and sum(byte in _BINARY_BYTES for byte in head) > len(head) * BINARY_SHARE:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
+
+
+def _utf16_like(head: bytes) -> bool:
+    """A UTF-16/32 byte order mark, or ASCII-range text with a NUL in every other byte (a
+    spreadsheet's "Unicode text" export without one)."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32's start so
+        return True
+    sample = head[:64]
+    if len(sample) < 8:
+        return False
+    even_nul = all(byte == 0 for byte in sample[0::2])
+    odd_nul = all(byte == 0 for byte in sample[1::2])
+    return even_nul != odd_nul
 
 
 def first_invalid_utf8(path: Path) -> tuple[int, int] | None:

@@ -506,7 +506,8 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     from pipeline.runtime import deployment, postgres_dsn
 
     functions = list(dict.fromkeys(functions))
-    check_port_base(port_base, len(functions))
+    # Each function keeps its slot (dashboard is base + 3 when served alone too).
+    check_port_base(port_base, 1 + max(FUNCTIONS.index(name) for name in functions))
     local = not deployment()
     settings = cli_settings(local_run=local)
     if not local:

@@ -202,6 +202,17 @@ def test_missing_file_exits_2(settings: Settings, tmp_path: Path) -> None:
     assert result.returncode == 2 and "no such file" in result.stderr
 
 
+def test_an_empty_file_name_exits_2_naming_it(settings: Settings, tmp_path: Path) -> None:
+    # Before: "salesmart: .: not a regular file", a folder the user never named.
+    for args in (("ingest", ""), ("ingest", str(SAMPLE_CSV), ""), ("up", "--data", "")):
+        result = run(settings, tmp_path, *args)
+        assert (result.returncode, result.stderr) == (
+            2,
+            "salesmart: an empty file name was given\n",
+        ), args
+    assert count(settings, "raw.loads") == 0
+
+
 def test_unreachable_database_exits_1_without_traceback(settings: Settings, tmp_path: Path) -> None:
     unreachable = "postgresql://u:secretpw@127.0.0.1:1/db"
     result = run_cli(
@@ -272,6 +283,27 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
         conn.close()
     assert stored.startswith("$2b$") and "horse" not in stored
     assert run(settings, tmp_path, "users", "disable", "nobody").returncode == 1
+
+
+def test_a_password_that_is_not_utf8_is_refused_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Before: "'utf-8' codec can't encode characters in position 3-4: surrogates not
+    allowed", the codec's words."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "users", "add", "latin", "--role", "analyst"],
+        env=cli_env(settings, tmp_path),
+        input=b"abc\xff\xfedefgh-long-enough\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        b"salesmart: the password is not UTF-8 text\n",
+    )
+    listed = run(settings, tmp_path, "users", "list")
+    assert "latin" not in listed.stdout
 
 
 def test_users_enable_and_password(settings: Settings, tmp_path: Path) -> None:
@@ -481,10 +513,13 @@ def test_a_long_generate_shows_progress_on_a_terminal(settings: Settings, tmp_pa
     ("args", "highest"),
     [
         (("up", "--port-base", "65533"), 65532),
-        (("serve", "--function", "dashboard", "--port-base", "70000"), 65535),
+        # A function keeps its slot served alone: dashboard's port is the base + 3.
+        (("serve", "--function", "dashboard", "--port-base", "70000"), 65532),
+        (("serve", "--function", "trends_pg", "--port-base", "65534"), 65533),
+        (("serve", "--function", "token", "--port-base", "65536"), 65535),
         (
             ("serve", "--function", "token", "--function", "dashboard", "--port-base", "65535"),
-            65534,
+            65532,
         ),
         (("serve", "--port-base", "-5"), 65532),
     ],

@@ -425,6 +425,11 @@ def test_huge_field_is_handled(tmp_path: Path) -> None:
             "missing required column(s) quantity, date",
         ),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
+        # Before: "binary data", which does not say what to do.
+        (f"\ufeff{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-16-le"), "UTF-16"),
+        (f"{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-16"), "UTF-16"),
+        (f"{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-16-be"), "UTF-16"),
+        (f"{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-32"), "UTF-16 or UTF-32"),
         (HEADER.encode() + b"\nT1,Halal \xff\xfe,12,1,2023-01-01\n", "not UTF-8"),
         (
             b"transaction_id,product,Product,price,quantity,date\n",
