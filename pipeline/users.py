@@ -44,6 +44,7 @@ def add_user(
             r=role,
         )
         return
+    _refuse_look_alike(conn, username)
     rows = conn.run(
         "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
         " ON CONFLICT (username) DO NOTHING RETURNING username",
@@ -61,6 +62,22 @@ def check_password_target(conn: Any, username: str, role: str | None, *, new: bo
     _check(username, role)
     if has_user(conn, username) == new:
         raise UserError(f"user {username} already exists" if new else f"no user named {username}")
+    if new:
+        _refuse_look_alike(conn, username)
+
+
+def _refuse_look_alike(conn: Any, username: str) -> None:
+    """``Alice`` beside ``alice``: two accounts that read as one in a list or a log line.
+    (Logins stay exact: a name is the account's, case and all.)"""
+    rows = conn.run(
+        "SELECT username FROM auth.users WHERE lower(username) = lower(:u) AND username <> :u"
+        " ORDER BY username LIMIT 1",
+        u=username,
+    )
+    if rows:
+        raise UserError(
+            f"user {rows[0][0]} already exists; a name that differs from it only in case is refused"
+        )
 
 
 def has_user(conn: Any, username: str) -> bool:

@@ -261,6 +261,22 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
         stdin="another password\n",
     )
     assert again.returncode == 1 and "already exists" in again.stderr
+    look_alike = run(
+        settings,
+        tmp_path,
+        "users",
+        "add",
+        "Alice",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="another password\n",
+    )
+    assert (look_alike.returncode, look_alike.stderr) == (
+        1,
+        "salesmart: user alice already exists; a name that differs from it only in case"
+        " is refused\n",
+    )
     short = run(
         settings,
         tmp_path,
