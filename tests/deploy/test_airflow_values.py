@@ -30,6 +30,8 @@ OFFICIAL_TOP_LEVEL = {
     "postgresql",
     "data",
     "fernetKeySecretName",
+    "apiSecretKeySecretName",
+    "jwtSecretName",
     "webserverSecretKeySecretName",
     "scheduler",
     "triggerer",

@@ -128,6 +128,8 @@ def test_default_services_autoscaling_and_concurrency(default_objects: Objects) 
         assert spec["containerConcurrency"] == fn["containerConcurrency"] == 8
         assert int(env["WORKERS"]) * int(env["THREADS"]) == spec["containerConcurrency"] + 1
         assert env["CLOUD_RUN_TIMEOUT_SECONDS"] == str(spec["timeoutSeconds"]) == "30"
+        # salesmart-serve's own deadline follows it (its default, 60 s, cut longer ones off).
+        assert env["SALESMART_REQUEST_DEADLINE_SECONDS"] == "30"
         assert env["FUNCTION_TARGET"] == name
         assert env["SALESMART_ENV"] == "prod"
         assert env["SALESMART_CONFIG"] == "/etc/salesmart/pipeline_config.yaml"
@@ -417,6 +419,22 @@ def test_secret_key_names_must_differ(overrides: str, render: Any) -> None:
         render(values)
 
 
+@pytest.mark.parametrize("field", ["jwtSecret", "piiKey", "databaseUrl"])
+def test_an_inline_secret_beside_an_existing_secret_is_refused(field: str, render: Any) -> None:
+    """Before, it rendered: kept in the release, unused, while the pods read the Secret."""
+    value = "postgresql://u:p@h/d" if field == "databaseUrl" else GOOD_SECRET
+    values = {"secrets": {"existingSecret": "salesmart-secrets", field: value}}
+    with pytest.raises(RenderError, match=rf"secrets\.{field} is used only when the chart"):
+        render(values)
+
+
+def test_a_longer_timeout_reaches_the_servers_deadline(render: Any) -> None:
+    values = helm.values_from_yaml("functions: {trends_bq: {timeoutSeconds: 300}}")
+    service = knative_services(render(values))["trends_bq"]
+    assert service["spec"]["template"]["spec"]["timeoutSeconds"] == 300
+    assert env_of(service)["SALESMART_REQUEST_DEADLINE_SECONDS"] == "300"
+
+
 def test_an_existing_secret_may_give_the_migration_job_the_functions_url(render: Any) -> None:
     # Naming the databaseUrl key (the default meaning of an empty key) is no clash.
     values = helm.values_from_yaml("secrets: {keys: {migrationDatabaseUrl: database-url}}")
@@ -623,6 +641,10 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("zero workers", "functions: {token: {workers: 0}}"),
     ("unknown visibility", "functions: {token: {visibility: public}}"),
     ("relative probe path", "functions: {token: {probes: {path: healthz}}}"),
+    # Its main path answers 405 (token) or 401: the revision would never be Ready.
+    ("probe on the main path", "functions: {token: {probes: {path: /token}}}"),
+    ("listen address env", "functions: {token: {env: {HOST: 127.0.0.1}}}"),
+    ("another function's source", "functions: {token: {env: {FUNCTION_SOURCE: x.py}}}"),
     ("liveness period zero", "functions: {token: {probes: {liveness: {periodSeconds: 0}}}}"),
     ("unknown probe key", "functions: {token: {probes: {readiness: {httpGet: {}}}}}"),
     ("reserved env name", "functions: {token: {env: {PORT: '9000'}}}"),
@@ -690,6 +712,9 @@ REASONS = {
     "zero workers": "'/functions/token/workers': minimum",
     "unknown visibility": "'/functions/token/visibility'",
     "relative probe path": "'/functions/token/probes/path'",
+    "probe on the main path": "'/functions/token/probes/path': value must be '/healthz'",
+    "listen address env": "invalid propertyName 'HOST'",
+    "another function's source": "invalid propertyName 'FUNCTION_SOURCE'",
     "liveness period zero": "'/functions/token/probes/liveness/periodSeconds': minimum",
     "unknown probe key": "additional properties 'httpGet'",
     "reserved env name": "invalid propertyName 'PORT'",
