@@ -310,8 +310,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not 0 <= args.invalid_share <= 1:
         raise CliError("--invalid-share must be between 0 and 1")
     out = Path("/dev/stdout") if args.out == "-" else Path(args.out)
-    if not out.parent.is_dir():  # a mistyped --out is not a folder tree to create
-        raise CliError(f"--out: no folder named {printable(str(out.parent))}")
     with counted(args.rows, out.name, show=args.rows >= GENERATE_PROGRESS_MIN_ROWS) as advance:
         written = generate(
             out, args.rows, seed=args.seed, invalid_share=args.invalid_share, on_progress=advance

@@ -103,6 +103,7 @@ def generate(
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
     products: list[int] = []
     recent_ids: list[str] = []
+    out.parent.mkdir(parents=True, exist_ok=True)  # --out data/big/x.csv: as asked
     # Written beside ``out`` and renamed into place once complete: an interrupted run leaves
     # no half file that ``up`` (which generates its file once) or a loader would take for
     # whole. The leading dot keeps it out of landing folders. Not for what is not a plain

@@ -480,14 +480,13 @@ def test_generate_to_dash_writes_standard_output(settings: Settings, tmp_path: P
     assert not (tmp_path / "-").exists()
 
 
-def test_generate_into_a_missing_folder_creates_nothing(settings: Settings, tmp_path: Path) -> None:
-    missing = tmp_path / "no" / "such"
-    result = run(settings, tmp_path, "generate", "--rows", "3", "--out", str(missing / "x.csv"))
-    assert (result.returncode, result.stderr) == (
-        1,
-        f"salesmart: --out: no folder named {missing}\n",
-    )
-    assert not (tmp_path / "no").exists()
+def test_generate_makes_the_folder_it_is_asked_to_write_into(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "new" / "folder" / "x.csv"
+    result = run(settings, tmp_path, "generate", "--rows", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(out.read_text().splitlines()) == 4
 
 
 def test_a_seed_starts_the_same_whatever_the_length_and_seeds_do_not_share_ids(

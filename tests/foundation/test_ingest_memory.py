@@ -28,7 +28,6 @@ def tree_rss_mib(process: psutil.Process) -> float:
 def peak_ingest_rss(settings: Settings, tmp_path: Path, rows: int, seed: int) -> tuple[float, str]:
     """Generate ``rows`` rows (ids of their own per ``seed``) and ingest them with the CLI:
     the peak RSS (MiB) seen every 10 ms, and the summary line."""
-    tmp_path.mkdir(parents=True, exist_ok=True)  # generate writes into a folder that exists
     path = tmp_path / f"transactions-{rows}.csv"
     generated = run(
         settings, tmp_path, "generate", "--rows", str(rows), "--seed", str(seed), "--out", str(path)
