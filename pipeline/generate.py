@@ -1,9 +1,9 @@
 """``salesmart generate``: realistic synthetic transactions, with a share of invalid rows.
 
 Deterministic for a seed, and the same seed (and invalid share) always starts the same way:
-the first N rows of a longer file are the N rows of a shorter one, so a transaction id never names two different
-rows (ingesting both files loads only the longer one's extra rows). Streams to the file, so
-any row count fits in flat memory.
+the first N rows of a longer file are the N rows of a shorter one, so a transaction id never
+names two different rows (ingesting both files loads only the longer one's extra rows).
+Streams to the file, so any row count fits in flat memory.
 Valid rows follow a catalogue of Halal products with typical prices, small quantities
 and dates spread over two years; invalid rows cover every rejection reason.
 """

@@ -373,7 +373,9 @@ def run_dbt(
         reason = f"{len(failed)} of {len(results)} nodes failed: {shown}"
     else:
         reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
-    raise TransformError(_scrub(f"dbt {command} on {target} {reason} {where}", secrets))
+    # Only what came from dbt is scrubbed: a password that is also a word ("postgres") must
+    # not star out the target's name or the log's path in our own words.
+    raise TransformError(f"dbt {command} on {target} {_scrub(reason, secrets)} {where}")
 
 
 def _run(

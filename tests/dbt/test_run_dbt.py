@@ -171,6 +171,27 @@ def test_a_crash_gives_dbt_reason_without_the_password(
     assert "\n" not in message
 
 
+def test_a_password_that_is_also_a_word_hides_only_what_dbt_printed(
+    fake_dbt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password ``postgres`` is also the target's name: before, the one-line reason read
+    "dbt build on ***** exited ..." and the log's path was starred out too."""
+    monkeypatch.setenv("FAKE_DBT_MODE", "crash")
+    settings = build_settings(
+        {
+            **os.environ,
+            "SALESMART_DATABASE_URL": "postgresql://salesmart:postgres@127.0.0.1:5999/warehouse",
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", settings, work_dir=tmp_path / "work")
+    message = str(caught.value)
+    assert message.startswith("dbt build on postgres exited with code 2: "), message
+    assert message.endswith(f"(log: {tmp_path / 'work' / 'logs' / 'dbt.log'})"), message
+    assert "(password=*****)" in message  # what dbt printed stays hidden
+
+
 def test_a_hanging_dbt_is_stopped(
     fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
