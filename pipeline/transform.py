@@ -72,6 +72,7 @@ class TransformResult:
     unit_tests: int = 0
     skipped: int = 0
     warnings: int = 0
+    warned: tuple[str, ...] = ()  # which nodes warned, as ``failed`` names failures
     failed: tuple[str, ...] = ()
     work_dir: Path = field(default_factory=Path)
 
@@ -85,7 +86,9 @@ class TransformResult:
             f" in {self.duration_seconds:.1f} s"
         )
         if self.warnings:
-            text += f", {self.warnings} warnings"
+            text += f", {self.warnings} warning{'s' if self.warnings != 1 else ''}"
+            if self.warned:
+                text += f" ({', '.join(self.warned)})"
         if self.failed:
             text += f"; failed: {', '.join(self.failed)}"
         return text
@@ -101,6 +104,7 @@ class TransformResult:
             "unit_tests": self.unit_tests,
             "skipped": self.skipped,
             "warnings": self.warnings,
+            "warned": list(self.warned),
             "failed": list(self.failed),
         }
 
@@ -126,6 +130,17 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
     """The child's environment for ``target`` and the secret values it carries."""
     env = {k: v for k, v in os.environ.items() if k not in _WITHHELD}
     env.update({"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    # The loading rules, for the staging test that warns about rows no loader would accept
+    # (macros/loading_rules.sql): one set of thresholds, the configuration's.
+    rules = settings.validation
+    env.update(
+        {
+            "SALESMART_RULE_PRODUCT_PREFIX": rules.product_prefix,
+            "SALESMART_RULE_MIN_PRICE": str(rules.min_price),
+            "SALESMART_RULE_MAX_DECIMALS": str(rules.max_decimals),
+            "SALESMART_RULE_MAX_QUANTITY": str(rules.max_quantity),
+        }
+    )
     secrets: list[str] = []
     if target == "postgres":
         if not settings.database_url:
@@ -338,6 +353,7 @@ def run_dbt(
 
     counts: collections.Counter[str] = collections.Counter()
     failed: list[str] = []
+    warned: list[str] = []
     for result in results:
         unique_id = str(result.get("unique_id", ""))
         kind = unique_id.split(".", 1)[0]
@@ -347,6 +363,7 @@ def run_dbt(
             counts["skipped"] += 1
         elif status == "warn":
             counts["warn"] += 1
+            warned.append(_describe_failure(result, kind, status))
         elif status in _FAILED:
             failed.append(_describe_failure(result, kind, status))
     outcome = TransformResult(
@@ -359,6 +376,7 @@ def run_dbt(
         unit_tests=counts["unit_test"],
         skipped=counts["skipped"],
         warnings=counts["warn"],
+        warned=tuple(warned),
         failed=tuple(failed),
         work_dir=work,
     )

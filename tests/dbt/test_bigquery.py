@@ -4,6 +4,7 @@ the same files loaded into both warehouses give the same marts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import threading
@@ -209,3 +210,27 @@ def test_summary_is_partitioned_by_month_and_clustered_by_product(
     text = " ".join(ddl.read_text().split()).lower()
     assert "partition by date_trunc(sale_month, month)" in text
     assert "cluster by product" in text
+
+
+def test_a_row_no_loader_accepts_warns_on_bigquery_too(
+    warehouses: Warehouses, tmp_path: Path
+) -> None:
+    """The loading-rules test compiles and runs on BigQuery (its own string literals): it
+    passed on the loaded rows, and warns, by name, on a row slipped into raw with a price
+    of three decimals and a lower-case prefix. Last in the module: it changes the raw table."""
+    results = json.loads((warehouses.bq_work_dir / "target" / "run_results.json").read_text())
+    statuses = {
+        r["unique_id"].split(".")[2]: r["status"]
+        for r in results["results"]
+        if r["unique_id"].startswith("test.")
+    }
+    assert statuses["stg_transactions_follow_the_loading_rules"] == "pass"
+    warehouses.client.query(
+        "INSERT INTO `salesmart-local.transactions_warehouse.raw_transactions` (transaction_id,"
+        " masked_transaction_id, product, price, quantity, sale_date, load_id, source_line,"
+        " loaded_at) VALUES ('SLIPPED', 'abcdefabcdef', 'halal Tea', NUMERIC '12.505', 1,"
+        " DATE '2023-11-03', 1, 99, CURRENT_TIMESTAMP())"
+    ).result()
+    result = run_dbt("bigquery", warehouses.settings, work_dir=tmp_path)
+    assert result.success
+    assert "test stg_transactions_follow_the_loading_rules (warn, 1 row)" in result.warned

@@ -314,6 +314,46 @@ def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_pat
     assert query(settings, "SELECT count(*) FROM pg_sales WHERE transaction_id = 'X1'") == [[0]]
 
 
+@pytest.mark.parametrize(
+    ("product", "price", "quantity"),
+    [
+        ("Not Halal", "12.50", 1),  # the product prefix
+        ("halal Tea", "12.50", 1),  # ... which is case-sensitive
+        ("Halal Tea", "9.99", 1),  # below min_price
+        ("Halal Tea", "12.505", 1),  # more than max_decimals
+        ("Halal Tea", "12.50", 101),  # above max_quantity
+    ],
+)
+def test_a_row_no_loader_accepts_is_a_named_warning(
+    pg_server: EmbeddedPostgres, tmp_path: Path, product: str, price: str, quantity: int
+) -> None:
+    """A row put into raw behind the loader's back, breaking a configured loading rule (found
+    by an audit: the build and check-marts passed in silence). It warns, naming the test,
+    and does not stop the build: rows loaded under earlier thresholds stay valid."""
+    settings = loaded_settings(pg_server)
+    baseline = run_dbt("postgres", settings, work_dir=tmp_path)
+    assert "loading_rules" not in baseline.summary()
+    conn = connect(settings.database_url)
+    try:
+        conn.run(
+            "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
+            " price, quantity, sale_date, load_id, source_line) VALUES (:t, :m, :p, :price,"
+            " :q, '2023-11-03', (SELECT max(load_id) FROM raw.loads), 99)",
+            t="SLIPPED",
+            m=mask("SLIPPED", settings.pii_key),
+            p=product,
+            price=Decimal(price),
+            q=quantity,
+        )
+    finally:
+        conn.close()
+    result = run_dbt("postgres", settings, work_dir=tmp_path)
+    assert result.success
+    assert result.warnings == baseline.warnings + 1, result.summary()
+    warned = "test stg_transactions_follow_the_loading_rules (warn, 1 row)"
+    assert warned in result.warned and warned in result.summary()
+
+
 def test_bad_raw_values_stop_the_build_before_any_mart_changes(
     pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
