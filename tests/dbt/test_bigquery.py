@@ -212,6 +212,16 @@ def test_summary_is_partitioned_by_month_and_clustered_by_product(
     assert "cluster by product" in text
 
 
+def test_summary_column_types_match_postgresqls(warehouses: Warehouses) -> None:
+    """Counts are integers, money NUMERIC, on both (the stand-in widened the quantity sum
+    to NUMERIC where real BigQuery gives INT64)."""
+    table = warehouses.client.get_table("salesmart-local.transactions_mart.summary_sales")
+    types = {field.name: field.field_type for field in table.schema}
+    assert types["total_quantity"] in ("INTEGER", "INT64")
+    assert types["transaction_count"] in ("INTEGER", "INT64")
+    assert types["total_amount"] == types["avg_price"] == "NUMERIC"
+
+
 def test_a_row_no_loader_accepts_warns_on_bigquery_too(
     warehouses: Warehouses, tmp_path: Path
 ) -> None:

@@ -47,7 +47,8 @@ summarized as (
 
         ---------- numerics
         sum(amount) as total_amount,
-        sum(quantity) as total_quantity,
+        -- INT64 on BigQuery, bigint on PostgreSQL (the local stand-in would widen the sum).
+        cast(sum(quantity) as {{ dbt.type_bigint() }}) as total_quantity,
         -- Unweighted mean of the unit prices, NUMERIC with 9 decimals on both
         -- warehouses (macros/numeric_avg.sql says why the dialects differ).
         {{ numeric_avg('price') }} as avg_price,
