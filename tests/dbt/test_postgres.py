@@ -314,43 +314,45 @@ def test_a_broken_invariant_fails_the_build(pg_server: EmbeddedPostgres, tmp_pat
     assert query(settings, "SELECT count(*) FROM pg_sales WHERE transaction_id = 'X1'") == [[0]]
 
 
-@pytest.mark.parametrize(
-    ("product", "price", "quantity"),
-    [
-        ("Not Halal", "12.50", 1),  # the product prefix
-        ("halal Tea", "12.50", 1),  # ... which is case-sensitive
-        ("Halal Tea", "9.99", 1),  # below min_price
-        ("Halal Tea", "12.505", 1),  # more than max_decimals
-        ("Halal Tea", "12.50", 101),  # above max_quantity
-    ],
-)
-def test_a_row_no_loader_accepts_is_a_named_warning(
-    pg_server: EmbeddedPostgres, tmp_path: Path, product: str, price: str, quantity: int
+# Each breaks one loading rule, so a warning for all of them means every rule is checked.
+RULE_BREAKERS = [
+    ("Not Halal", "12.50", 1),  # the product prefix
+    ("halal Tea", "12.50", 1),  # ... which is case-sensitive
+    ("Halal Tea", "9.99", 1),  # below min_price
+    ("Halal Tea", "12.505", 1),  # more than max_decimals
+    ("Halal Tea", "12.50", 101),  # above max_quantity
+]
+
+
+def test_rows_no_loader_accepts_are_a_named_warning(
+    pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    """A row put into raw behind the loader's back, breaking a configured loading rule (found
-    by an audit: the build and check-marts passed in silence). It warns, naming the test,
-    and does not stop the build: rows loaded under earlier thresholds stay valid."""
+    """Rows put into raw behind the loader's back, each breaking one configured loading rule
+    (found by an audit: the build and check-marts passed in silence). They warn, naming the
+    test, and do not stop the build: rows loaded under earlier thresholds stay valid."""
     settings = loaded_settings(pg_server)
     baseline = run_dbt("postgres", settings, work_dir=tmp_path)
-    assert "loading_rules" not in baseline.summary()
+    assert not any("loading_rules" in warned for warned in baseline.warned)
     conn = connect(settings.database_url)
     try:
-        conn.run(
-            "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
-            " price, quantity, sale_date, load_id, source_line) VALUES (:t, :m, :p, :price,"
-            " :q, '2023-11-03', (SELECT max(load_id) FROM raw.loads), 99)",
-            t="SLIPPED",
-            m=mask("SLIPPED", settings.pii_key),
-            p=product,
-            price=Decimal(price),
-            q=quantity,
-        )
+        for n, (product, price, quantity) in enumerate(RULE_BREAKERS):
+            conn.run(
+                "INSERT INTO raw.transactions (transaction_id, masked_transaction_id, product,"
+                " price, quantity, sale_date, load_id, source_line) VALUES (:t, :m, :p, :price,"
+                " :q, '2023-11-03', (SELECT max(load_id) FROM raw.loads), :line)",
+                t=f"SLIPPED{n}",
+                m=mask(f"SLIPPED{n}", settings.pii_key),
+                p=product,
+                price=Decimal(price),
+                q=quantity,
+                line=90 + n,
+            )
     finally:
         conn.close()
     result = run_dbt("postgres", settings, work_dir=tmp_path)
     assert result.success
     assert result.warnings == baseline.warnings + 1, result.summary()
-    warned = "test stg_transactions_follow_the_loading_rules (warn, 1 row)"
+    warned = f"test stg_transactions_follow_the_loading_rules (warn, {len(RULE_BREAKERS)} rows)"
     assert warned in result.warned and warned in result.summary()
 
 
