@@ -143,11 +143,13 @@ def serving_settings(settings: Settings | None = None) -> Settings:
     changes = with_stack_services(settings, stack) if stack is not None else {}
     up_keys = running_up_keys(settings) if missing_keys and stack is not None else {}
     for key in missing_keys:
-        changes[key] = up_keys.get(key) or _folder_key(settings, key)
+        changes[key] = up_keys.get(key) or folder_key(settings, key)
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def _folder_key(settings: Settings, key: str) -> str:
+def folder_key(settings: Settings, key: str) -> str:
+    """The folder's own local key for a ``LOCAL_KEYS`` field (``.salesmart/jwt-secret``,
+    ``pii-key``), made on first use."""
     try:
         return local_secret(settings, key.replace("_", "-"), 48)
     except OSError as exc:

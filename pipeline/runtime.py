@@ -29,7 +29,7 @@ from common.local_run import (
     LOCAL_KEYS,
     UP_KEYS_FILE,
     ensure_state_dir,
-    local_secret,
+    folder_key,
     running_stack,
     running_up_keys,
     with_stack_services,
@@ -85,7 +85,7 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
         missing = []
     up_keys = running_up_keys(settings) if missing else {}  # read only when needed
     for key in missing:  # up's, else this folder's own (.salesmart/jwt-secret, pii-key)
-        changes[key] = up_keys.get(key) or local_secret(settings, key.replace("_", "-"), 48)
+        changes[key] = up_keys.get(key) or folder_key(settings, key)
     # A deployment's command is given its services; it never falls back on the local run's.
     stack = running_stack(settings) if local_run or not deployment() else None
     if stack:
