@@ -80,10 +80,23 @@ def _check_readable(path: Path) -> None:
     if b"\x00" in first_line:
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
     # Text may hold a few control characters (terminal colour codes pasted into a
-    # product), which only reject or pass their rows, whatever the file's size; a NUL
-    # among many of them is binary.
-    if b"\x00" in head and sum(byte in _BINARY_BYTES for byte in head) > len(head) * BINARY_SHARE:
+    # product), and a damaged row NULs: they only reject or pass their rows, whatever the
+    # file's size. Below a first line that is not text, a NUL among many of them is binary.
+    if (
+        b"\x00" in head
+        and not _text_line(first_line)
+        and sum(byte in _BINARY_BYTES for byte in head) > len(head) * BINARY_SHARE
+    ):
         raise UnusableInputError(f"{path}: binary data, not a CSV text file")
+
+
+def _text_line(line: bytes) -> bool:
+    """Whether ``line`` (perhaps cut at the sniffed length) is UTF-8 without control bytes."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(line, final=False)
+    except UnicodeDecodeError:
+        return False
+    return not any(byte in _BINARY_BYTES for byte in line)
 
 
 def _utf16_like(head: bytes) -> bool:
@@ -190,10 +203,10 @@ class Segment(NamedTuple):
 
 
 # A quoted field may span lines, but not without end: past this many lines (or at the end
-# of the file, or when text follows its closing quote) its opening quote is taken as a
-# mistake. That line alone is rejected and the
-# lines read after it are read again, each on its own, so one stray quote loses no other
-# row, memory stays bounded, and no file costs more than reading it twice.
+# of the file, when text follows its closing quote, or when it would swallow a line that is
+# a whole row on its own) its opening quote is taken as a mistake. That line alone is
+# rejected and the lines read after it are read again, each on its own, so one stray quote
+# loses no other row, memory stays bounded, and no file costs more than reading it twice.
 MAX_RECORD_LINES = 1_000
 
 
@@ -226,11 +239,14 @@ def _raw(text: str) -> str:
     return text.rstrip("\r\n").replace("\x00", "\\x00")
 
 
-def _parsed(parts: list[str], following: Iterator[str]) -> tuple[str, list[str] | None] | None:
+def _parsed(
+    parts: list[str], following: Iterator[str], row_width: int = 0
+) -> tuple[str, list[str] | None] | None:
     """``(raw text, fields)`` of the record that starts with ``parts[0]``, reading on from
     ``following`` into ``parts`` while a quoted field is open (fields None: malformed);
     None when that field does not close, or closes into a record that is not well formed
-    (text after a closing quote): its opening quote was a mistake after all."""
+    (text after a closing quote), or swallows a line that is a whole row on its own (at
+    least ``row_width`` fields): its opening quote was a mistake after all."""
     try:
         fields = next(csv.reader(_record_lines(parts[0], following, parts), skipinitialspace=True))
     except (_Unclosed, csv.Error):  # csv.Error: a field over the size limit
@@ -238,7 +254,26 @@ def _parsed(parts: list[str], following: Iterator[str]) -> tuple[str, list[str] 
     text = "".join(parts)
     if not _WELL_FORMED.fullmatch(text):
         return None if len(parts) > 1 else (_raw(text), None)
+    if len(parts) > 1 and row_width and any(_whole_row(part, row_width) for part in parts[1:]):
+        return None
     return _raw(text), None if "\x00" in text else fields
+
+
+def _whole_row(line: str, row_width: int) -> bool:
+    """Whether ``line`` read on its own is a well-formed record of ``row_width`` fields or
+    more: then it is a row that a stray quote before it would swallow (``27"`` closing that
+    quote lines later), not the inside of a field that spans lines."""
+    record = _parsed([line], iter(()))
+    return record is not None and record[1] is not None and len(record[1]) >= row_width
+
+
+def _row_width(header: list[str]) -> int:
+    """The header's number of fields, unnamed ones at its end aside (spreadsheets add them,
+    and leave out their empty cells in the rows)."""
+    width = len(header)
+    while width and not header[width - 1].strip():
+        width -= 1
+    return width
 
 
 def _records(
@@ -251,17 +286,23 @@ def _records(
     by ``csv``, which reads on into the following lines while a quoted field is open, so
     quoted commas, quotes and line breaks inside fields all work. Text after a closing quote
     makes the record malformed. A quote that never closes, or whose record spans lines and
-    is malformed, rejects its own line; the lines read after it are read again one by one.
+    is malformed or swallows a line that is a whole row (as many fields as the header),
+    rejects its own line; the lines read after it are read again one by one.
     """
     lines = iter(handle)
+    row_width = 0  # the header's, once read (the first record with fields)
     for line in lines:
         line_number += 1
         if '"' not in line and "\x00" not in line:
+            if not row_width and line.strip(" \t\r\n"):
+                row_width = _row_width(line.split(","))
             yield line_number, line.rstrip("\r\n"), PLAIN
             continue
         parts = [line]
-        record = _parsed(parts, lines)
+        record = _parsed(parts, lines, row_width)
         if record is not None:
+            if not row_width and record[1]:
+                row_width = _row_width(record[1])
             yield line_number, *record
             line_number += len(parts) - 1
             continue

@@ -79,6 +79,28 @@ def test_lines_of_only_spaces_are_blank_lines(tmp_path: Path) -> None:
     ]
 
 
+def test_a_row_damaged_by_nuls_is_one_malformed_row_whatever_the_file_size(
+    tmp_path: Path,
+) -> None:
+    # Before: in a short file the NULs made up over 5% of the sniffed bytes, and the whole
+    # file was "binary data" (exit 2), while the same row after 300 others was one reject.
+    damaged = "V2,Halal " + "\x00" * 16 + ",10,1,2024-06-01\n"
+    short = read(
+        tmp_path, f"{HEADER}\nV1,Halal Nul,10,1,2024-06-01\n{damaged}V3,Halal A,10,1,2024-06-01\n"
+    )
+    assert [(r.line_number, r.reason) for r in short] == [
+        (2, None),
+        (3, "malformed_row"),
+        (4, None),
+    ]
+    padding = "".join(f"P{i},Halal Pen,12,1,2023-01-02\n" for i in range(300))
+    long = read(tmp_path, f"{HEADER}\n{padding}{damaged}")
+    assert [(r.line_number, r.reason) for r in long[-1:]] == [(302, "malformed_row")]
+    # A kilobyte of NULs (a crash's padding) in row 2 is still rows, not a binary file.
+    padded = read(tmp_path, f"{HEADER}\nV1,Halal A,10,1,2024-06-01\n" + "\x00" * 1024 + "\n")
+    assert [(r.line_number, r.reason) for r in padded] == [(2, None), (3, "malformed_row")]
+
+
 def test_a_few_control_characters_reject_or_pass_rows_whatever_the_file_size(
     tmp_path: Path,
 ) -> None:
@@ -204,6 +226,39 @@ def test_a_stray_quote_closing_into_text_rejects_only_its_own_line(tmp_path: Pat
         (4, "A3", "Halal Salt", None),
     ]
     assert rows[0].raw_text == 'A1,"Halal Tea,10,1,2024-01-05'
+
+
+def test_a_stray_quote_never_swallows_whole_rows_into_a_field(tmp_path: Path) -> None:
+    # The quote opened on line 2 would close at the inch mark of line 4 into a well-formed
+    # record whose product holds lines 2-4: S2 and S3 would vanish into S1's product. A
+    # line that is a whole row on its own is never the inside of a field.
+    text = (
+        f"{HEADER}\n"
+        'S1,"Halal Dates 5kg,15,1,2024-06-01\n'
+        "S2,Halal Rice,12,1,2024-06-01\n"
+        'S3,Halal Monitor 27",300,1,2024-06-01\n'
+        "S4,Halal Tea,11,1,2024-06-01\n"
+        'S5,"Halal Dates\n5kg",15,1,2024-06-01\n'  # a field that spans lines still reads
+        'S6,"Halal\n\nFigs",15,1,2024-06-01\n'
+    )
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.product, r.reason) for r in rows] == [
+        (2, "", "", "malformed_row"),
+        (3, "S2", "Halal Rice", None),
+        (4, "S3", 'Halal Monitor 27"', None),
+        (5, "S4", "Halal Tea", None),
+        (6, "S5", "Halal Dates\n5kg", None),
+        (8, "S6", "Halal\n\nFigs", None),
+    ]
+    assert rows[0].raw_text == 'S1,"Halal Dates 5kg,15,1,2024-06-01'
+    # Right after the header, with unnamed columns at its end that rows leave out, and the
+    # quote closing on the very next line.
+    text = f'{HEADER},,\nS1,"Halal Dates,15,1,2024-06-01\nS3,Halal Monitor 27",300,1,2024-06-01\n'
+    rows = read(tmp_path, text)
+    assert [(r.line_number, r.transaction_id, r.reason) for r in rows] == [
+        (2, "", "malformed_row"),
+        (3, "S3", None),
+    ]
 
 
 @given(st.lists(st.sampled_from(["a", ",", '"', '""', "\n", "\r\n"]), max_size=10))
