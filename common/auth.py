@@ -79,6 +79,7 @@ class VerifiedToken:
     principal: Principal
     token_id: str  # the jti ("" when the token has none)
     expires: int
+    issued: int = 0
 
 
 class TokenService:
@@ -153,7 +154,9 @@ class TokenService:
         token_id = claims.get("jti", "")
         if not isinstance(token_id, str):
             raise InvalidToken()
-        return VerifiedToken(Principal(username=subject, role=role), token_id, int(expires))
+        return VerifiedToken(
+            Principal(username=subject, role=role), token_id, int(expires), int(issued)
+        )
 
 
 # -- HS256 compact JWS (RFC 7515/7519), the only algorithm accepted -----------------------------
@@ -250,10 +253,16 @@ def authenticate_request(request: Request, tokens: TokenService, function: str) 
 
 # -- dashboard sessions -------------------------------------------------------------------------
 # A session ends at logout, and with its user: disabled (or removed) users lose the
-# dashboard at once, not when their cookie's token expires.
+# dashboard at once, not when their cookie's token expires; so do sessions started before
+# the account's last password change (``sessions_since``, the database's clock; a token's
+# ``iat`` is whole seconds, so a login in the very second of the change logs in again).
 _SESSION_ENDED = """
 SELECT EXISTS (SELECT 1 FROM auth.ended_sessions WHERE jti = :jti)
-    OR NOT EXISTS (SELECT 1 FROM auth.users WHERE username = :username AND NOT disabled)
+    OR NOT EXISTS (
+        SELECT 1 FROM auth.users
+        WHERE username = :username AND NOT disabled
+          AND sessions_since <= to_timestamp(CAST(:issued AS bigint))
+    )
 """
 _END_SESSION = """
 WITH expired AS (DELETE FROM auth.ended_sessions WHERE expires_at < now() - interval '1 hour')
@@ -284,7 +293,10 @@ class Sessions:
         if not verified.token_id:
             raise InvalidToken()
         [[ended]] = self._pool.run(
-            _SESSION_ENDED, jti=verified.token_id, username=verified.principal.username
+            _SESSION_ENDED,
+            jti=verified.token_id,
+            username=verified.principal.username,
+            issued=verified.issued,
         )
         if ended:
             raise InvalidToken()

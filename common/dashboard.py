@@ -4,10 +4,12 @@
   the APIs refuse it, logout ends it in every instance) (HttpOnly, ``SameSite=Lax``,
   ``Secure`` and the ``__Host-`` prefix unless ``SALESMART_ENV=dev``); ``Authorization:
   Bearer`` with an API token works too. Without either, browsers go to ``/login`` (303).
-- CSRF: signed double submit. A random nonce lives in a ``SameSite=Strict`` HttpOnly
+- CSRF: signed double submit. A random nonce lives in a ``SameSite=Lax`` HttpOnly
   cookie; each form carries ``nonce.issued.HMAC(key, nonce.issued)`` with a key derived
   from the JWT secret. A POST passes only if the form token is authentic, recent, and
-  names the cookie's nonce; another site can neither read nor set that cookie.
+  names the cookie's nonce; another site can neither read nor set that cookie, and its
+  POSTs arrive without it. (``Strict`` would leave it out of a link followed from another
+  site too: the page would set a new nonce under the forms of tabs already open.)
 - The page: Jinja2 (autoescaped), a CSP that allows nothing external (styles by nonce,
   the chart is inline SVG), fields listed in ``security.pii_fields`` shown masked.
 """
@@ -264,7 +266,7 @@ class Dashboard:
         )
         response.headers["Cache-Control"] = "no-store"
         if fresh:
-            self._set_cookie(response, self.csrf_cookie, nonce, None, samesite="Strict")
+            self._set_cookie(response, self.csrf_cookie, nonce, None, samesite="Lax")
         return response, nonce
 
     def _set_cookie(
@@ -403,9 +405,7 @@ class Dashboard:
             response, self.session_cookie, issued.access_token, issued.expires_in, samesite="Lax"
         )
         # A new CSRF nonce for the logged-in session.
-        self._set_cookie(
-            response, self.csrf_cookie, self._csrf.new_nonce(), None, samesite="Strict"
-        )
+        self._set_cookie(response, self.csrf_cookie, self._csrf.new_nonce(), None, samesite="Lax")
         return response
 
     def logout(self, call: Call) -> Response:

@@ -454,7 +454,8 @@ def build_parser() -> _Parser:
     disable = users_sub.add_parser("disable", help="disable a user", parents=[debug])
     disable.add_argument(
         "name",
-        help="the username (no more logins; tokens already issued run out with their lifetime)",
+        help="the username (no more logins, and its dashboard sessions end at once; bearer"
+        " tokens already issued run out with their lifetime)",
     )
     enable = users_sub.add_parser("enable", help="enable a disabled user again", parents=[debug])
     enable.add_argument("name", help="the username")
@@ -464,7 +465,9 @@ def build_parser() -> _Parser:
         parents=[debug],
     )
     new_password.add_argument(
-        "name", help="the username (tokens already issued run out with their lifetime)"
+        "name",
+        help="the username (its dashboard sessions end at once; bearer tokens already issued"
+        " run out with their lifetime)",
     )
     new_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users.set_defaults(handler=cmd_users)

@@ -98,8 +98,14 @@ def enable_user(conn: Any, username: str) -> None:
 
 
 def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
-    """A new password (the policy of ``users add``); the account's state is unchanged."""
-    _update(conn, username, "password_hash = :h", h=hash_password(password, rounds))
+    """A new password (the policy of ``users add``); it ends the account's dashboard
+    sessions started before it, and leaves the account's state otherwise unchanged."""
+    _update(
+        conn,
+        username,
+        "password_hash = :h, sessions_since = clock_timestamp()",
+        h=hash_password(password, rounds),
+    )
 
 
 def _update(conn: Any, username: str, assignment: str, **params: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -20,7 +21,7 @@ from common.errors import InvalidToken
 from common.masking import mask
 from common.pg import connect
 from pipeline.postgres_embedded import EmbeddedPostgres
-from pipeline.users import disable_user
+from pipeline.users import disable_user, set_password
 from tests.conftest import TEST_ENV, create_database
 from tests.functions.conftest import (
     Account,
@@ -149,6 +150,30 @@ def test_a_disabled_users_session_ends_with_it(
     assert page.status_code == 303 and page.headers["Location"] == "/login"
 
 
+def test_a_new_password_ends_the_sessions_started_before_it(
+    call: Caller, analyst: Account, marts_dsn: str
+) -> None:
+    """A password reset after a compromise locks the old cookies out, as disabling does (they
+    ran on until their token expired); a login with the new password works."""
+    session = set_cookies(log_in(call, analyst))[SESSION][0]
+    browser = {**BROWSER, **cookie_header(**{SESSION: session})}
+    assert call("/", headers=browser).status_code == 200
+    new_password = "a-new-password-for-the-analyst"
+    time.sleep(1.1)  # a token's iat is whole seconds: a login in the same second re-logs
+    conn = connect(marts_dsn)
+    try:
+        set_password(conn, analyst.username, new_password, rounds=4)
+    finally:
+        conn.close()
+    page = call("/", headers=browser)
+    assert page.status_code == 303 and page.headers["Location"] == "/login"
+    time.sleep(1.1)
+    fresh = set_cookies(log_in(call, Account(analyst.username, new_password, analyst.role)))[
+        SESSION
+    ][0]
+    assert call("/", headers={**BROWSER, **cookie_header(**{SESSION: fresh})}).status_code == 200
+
+
 def test_pages_link_to_their_neighbours_with_the_same_filters(
     call: Caller, fn_settings: Settings
 ) -> None:
@@ -196,7 +221,7 @@ def test_login_form_sets_a_csrf_cookie(call: Caller) -> None:
     assert '<form method="post" action="/login"' in html
     assert 'name="username"' in html and 'name="password"' in html
     nonce, header = set_cookies(page)[CSRF]
-    assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" in header
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Secure" in header
     assert csrf_from(html).startswith(nonce + ".")
     assert page.headers["Cache-Control"] == "no-store"
 
