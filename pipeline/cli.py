@@ -309,13 +309,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError("--rows must be >= 0")
     if not 0 <= args.invalid_share <= 1:
         raise CliError("--invalid-share must be between 0 and 1")
-    out = Path("/dev/stdout") if args.out == "-" else Path(args.out)
-    with counted(args.rows, out.name, show=args.rows >= GENERATE_PROGRESS_MIN_ROWS) as advance:
+    path = Path(args.out)
+    # Standard output (``-``, or ``/dev/stdout``, or the file it goes to) is written through
+    # the descriptor the shell gave: reopening it would truncate a ``>>`` log, and a reader
+    # that leaves (``| head``) ends the writing quietly.
+    to_stdout = args.out == "-" or is_stdout(path)
+    out: Path | TextIO = sys.stdout if to_stdout else path
+    what = "standard output" if args.out == "-" else path.name
+    with counted(args.rows, what, show=args.rows >= GENERATE_PROGRESS_MIN_ROWS) as advance:
         written = generate(
             out, args.rows, seed=args.seed, invalid_share=args.invalid_share, on_progress=advance
         )
-    # Not into the CSV itself when that is stdout (--out /dev/stdout).
-    summary = sys.stderr if is_stdout(out) else sys.stdout
+    if to_stdout:
+        sys.stdout.flush()
+    # Not into the CSV itself when that is stdout.
+    summary = sys.stderr if to_stdout else sys.stdout
     where = "standard output" if args.out == "-" else printable(args.out)
     print(f"wrote {written} transactions to {where}", file=summary)
     return EXIT_OK

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TextIO
 
 HEADER = ("transaction_id", "product", "price", "quantity", "date")
 
@@ -82,7 +83,7 @@ def _invalid_row(rng: random.Random, txid: str, valid: list[str], seen_ids: list
 
 
 def generate(
-    out: Path,
+    out: Path | TextIO,
     rows: int,
     *,
     seed: int = 0,
@@ -90,52 +91,29 @@ def generate(
     id_prefix: str = "G",
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write ``rows`` transactions to ``out``; returns the number written."""
+    """Write ``rows`` transactions to ``out``, a file or a text stream (standard output);
+    returns the number written. A stream whose reader went away (``reader_gone``, see
+    ``pipeline.progress.OutputUntilReaderGone``) ends the writing early."""
     if rows < 0:
         raise ValueError("rows must be >= 0")
     if not 0 <= invalid_share <= 1:
         raise ValueError("invalid_share must be between 0 and 1")
-    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
-    # A stream of its own, so the rows' other draws do not depend on the file's length.
-    product_rng = random.Random(f"products-{seed}")  # noqa: S311 - synthetic data  # nosec B311
-    days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
-    # A few products sell far more often than others, as in a real shop.
-    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
-    products: list[int] = []
-    recent_ids: list[str] = []
+
+    def write(handle: TextIO) -> int:
+        return _write_rows(handle, rows, seed, invalid_share, id_prefix, on_progress)
+
+    if not isinstance(out, Path):
+        return write(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # --out data/big/x.csv: as asked
     # Written beside ``out`` and renamed into place once complete: an interrupted run leaves
     # no half file that ``up`` (which generates its file once) or a loader would take for
     # whole. The leading dot keeps it out of landing folders. Not for what is not a plain
-    # file (``/dev/stdout``, a pipe): renaming would replace it.
+    # file (a pipe, a device): renaming would replace it.
     plain = not out.is_symlink() and (out.is_file() or not out.exists())
     target = out.with_name(f".{out.name}.{os.getpid()}.partial") if plain else out
     try:
         with target.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(HEADER)
-            for n in range(rows):
-                if n % PRODUCT_BLOCK == 0:
-                    block = min(PRODUCT_BLOCK, rows - n)
-                    products = product_rng.choices(range(len(CATALOGUE)), weights, k=block)
-                name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
-                price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
-                txid = f"{id_prefix}{seed}-{n:07d}"  # wider past 10M rows: still unique
-                valid = [
-                    txid,
-                    name,
-                    f"{price:.2f}",
-                    str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
-                    rng.choice(days),
-                ]
-                if rng.random() < invalid_share:
-                    writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
-                else:
-                    writer.writerow(valid)
-                    if len(recent_ids) < 1000:
-                        recent_ids.append(txid)
-                if on_progress is not None and n % 100_000 == 0:
-                    on_progress(n)
+            written = write(handle)
         if plain:
             target.replace(out)
     except OSError as exc:
@@ -146,4 +124,49 @@ def generate(
     finally:
         if plain:
             target.unlink(missing_ok=True)
+    return written
+
+
+def _write_rows(
+    handle: TextIO,
+    rows: int,
+    seed: int,
+    invalid_share: float,
+    id_prefix: str,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
+    # A stream of its own, so the rows' other draws do not depend on the file's length.
+    product_rng = random.Random(f"products-{seed}")  # noqa: S311 - synthetic data  # nosec B311
+    days = [(START + timedelta(days=d)).isoformat() for d in range(DAYS)]
+    # A few products sell far more often than others, as in a real shop.
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(CATALOGUE))]
+    products: list[int] = []
+    recent_ids: list[str] = []
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(HEADER)
+    for n in range(rows):
+        if n % PRODUCT_BLOCK == 0:
+            block = min(PRODUCT_BLOCK, rows - n)
+            products = product_rng.choices(range(len(CATALOGUE)), weights, k=block)
+        if n % 1000 == 0 and getattr(handle, "reader_gone", False):
+            return n  # ``generate --out - | head``: nobody reads the rest
+        name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
+        price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
+        txid = f"{id_prefix}{seed}-{n:07d}"  # wider past 10M rows: still unique
+        valid = [
+            txid,
+            name,
+            f"{price:.2f}",
+            str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
+            rng.choice(days),
+        ]
+        if rng.random() < invalid_share:
+            writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
+        else:
+            writer.writerow(valid)
+            if len(recent_ids) < 1000:
+                recent_ids.append(txid)
+        if on_progress is not None and n % 100_000 == 0:
+            on_progress(n)
     return rows

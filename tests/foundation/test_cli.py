@@ -480,6 +480,48 @@ def test_generate_to_dash_writes_standard_output(settings: Settings, tmp_path: P
     assert not (tmp_path / "-").exists()
 
 
+@pytest.mark.parametrize("out", ["-", "/dev/stdout"])
+def test_generate_to_stdout_appends_where_the_shell_points_it(
+    settings: Settings, tmp_path: Path, out: str
+) -> None:
+    # `generate --out - >> log`: before, the command reopened /dev/stdout, which emptied
+    # the log and wrote from its start.
+    log = tmp_path / "log.txt"
+    log.write_text("kept line 1\nkept line 2\n")
+    with log.open("a") as appended:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "generate", "--rows", "3", "--out", out],
+            env=cli_env(settings, tmp_path),
+            stdout=appended,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    lines = log.read_text().splitlines()
+    assert lines[:3] == ["kept line 1", "kept line 2", "transaction_id,product,price,quantity,date"]
+    assert len(lines) == 6, lines
+
+
+def test_generate_stops_quietly_when_its_reader_leaves(settings: Settings, tmp_path: Path) -> None:
+    # `generate --out - | head -2`: before, exit 1 and "salesmart: /dev/stdout: Broken pipe".
+    generating = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--rows", "5000000", "--out", "-"],
+        env=cli_env(settings, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert generating.stdout is not None and generating.stderr is not None
+    first = [generating.stdout.readline() for _ in range(2)]
+    generating.stdout.close()  # the reader leaves
+    returncode = generating.wait(timeout=120)  # long before five million rows
+    stderr = generating.stderr.read().decode()
+    assert first[0] == b"transaction_id,product,price,quantity,date\n"
+    assert returncode == 0, stderr
+    assert "Broken pipe" not in stderr and stderr.startswith("wrote "), stderr
+
+
 def test_generate_makes_the_folder_it_is_asked_to_write_into(
     settings: Settings, tmp_path: Path
 ) -> None:
