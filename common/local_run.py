@@ -14,10 +14,17 @@ import dataclasses
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.config import ConfigError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from common.http import FunctionApp
+
+App = TypeVar("App", bound="FunctionApp")
+EX_CONFIG = 78  # sysexits.h: a setting is missing or wrong
 
 ENDPOINTS_FILE = "endpoints.json"
 UP_PID_FILE = "up.pid"
@@ -127,6 +134,21 @@ def with_stack_services(settings: Settings, stack: dict[str, Any]) -> dict[str, 
     if settings.bigquery.needs_stand_in and endpoint.startswith("http://"):
         changes["bigquery"] = dataclasses.replace(settings.bigquery, api_endpoint=endpoint)
     return changes
+
+
+def start_function(name: str, create: Callable[[Settings], App]) -> App:
+    """``create(serving_settings())``, a function module's app. A setting it refuses (a
+    missing or short secret outside dev) ends the process with one JSON line and exit 78,
+    under ``salesmart-serve`` and a bare ``functions-framework`` alike (no traceback)."""
+    try:
+        return create(serving_settings())
+    except ConfigError as exc:
+        import logging
+
+        from common.logging import log_event
+
+        log_event("refused to start", level=logging.ERROR, function=name, reason=str(exc))
+        raise SystemExit(EX_CONFIG) from None
 
 
 def serving_settings(settings: Settings | None = None) -> Settings:

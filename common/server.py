@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http
-import logging
 import os
 import secrets
 import signal
@@ -41,9 +40,8 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from common import errors
-from common.config import ConfigError
 from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
-from common.logging import log_event, log_failure, log_request
+from common.logging import log_failure, log_request
 from common.process import die_with_parent
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -295,11 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent(int(parent), signal.SIGTERM)
     from functions_framework import create_app  # the framework's own loader and routing
 
-    try:
-        app = create_app(args.target, source)  # type: ignore[no-untyped-call]
-    except ConfigError as exc:  # e.g. a short secret outside dev: one JSON line, no traceback
-        log_event("refused to start", level=logging.ERROR, function=args.target, reason=str(exc))
-        return 78  # EX_CONFIG
+    # A setting the function refuses ends the process here (``start_function``: exit 78).
+    app = create_app(args.target, source)  # type: ignore[no-untyped-call]
     FunctionServer(app, args.host, args.port, env).run()
     return 0
 

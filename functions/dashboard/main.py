@@ -13,7 +13,7 @@ from common.config import Settings
 from common.dashboard import Dashboard
 from common.db import PgPool
 from common.http import FunctionApp
-from common.local_run import serving_settings
+from common.local_run import start_function
 from common.trends_pg import PgTrends
 
 NAME = "dashboard"
@@ -48,7 +48,7 @@ def create(settings: Settings) -> FunctionApp:
     return app
 
 
-_app = create(serving_settings())
+_app = start_function(NAME, create)
 _app.install()
 
 

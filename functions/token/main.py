@@ -12,7 +12,7 @@ from common.auth import LoginService, TokenService
 from common.config import Settings
 from common.db import PgPool
 from common.http import FunctionApp
-from common.local_run import serving_settings
+from common.local_run import start_function
 
 NAME = "token"
 
@@ -27,7 +27,7 @@ def create(settings: Settings) -> FunctionApp:
     return app
 
 
-_app = create(serving_settings())
+_app = start_function(NAME, create)
 _app.install()
 
 

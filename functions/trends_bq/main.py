@@ -13,7 +13,7 @@ from flask import Request, Response
 from common.api import presented, trends_app
 from common.config import Settings
 from common.http import FunctionApp
-from common.local_run import serving_settings
+from common.local_run import start_function
 from common.trends import TrendFilters
 
 NAME = "trends_bq"
@@ -30,7 +30,7 @@ def create(settings: Settings) -> FunctionApp:
     return trends_app(NAME, "/sales/trends", settings, presented(query))
 
 
-_app = create(serving_settings())
+_app = start_function(NAME, create)
 _app.install()
 
 

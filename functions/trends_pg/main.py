@@ -11,7 +11,7 @@ from common.api import require_database, trends_app
 from common.config import Settings
 from common.db import PgPool
 from common.http import FunctionApp
-from common.local_run import serving_settings
+from common.local_run import start_function
 from common.trends_pg import PgTrends
 
 NAME = "trends_pg"
@@ -27,7 +27,7 @@ def create(settings: Settings) -> FunctionApp:
     )
 
 
-_app = create(serving_settings())
+_app = start_function(NAME, create)
 _app.install()
 
 

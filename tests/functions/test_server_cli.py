@@ -64,6 +64,30 @@ def test_a_short_secret_outside_dev_is_one_json_line_not_a_traceback() -> None:
     assert "short" not in line  # the reason names the setting, never its value
 
 
+@pytest.mark.parametrize("name", ["token", "trends_pg", "trends_bq", "dashboard"])
+def test_a_bare_functions_framework_refuses_in_one_json_line_too(name: str) -> None:
+    # The contract's own way to serve a function: before, a missing key outside dev came
+    # out as click's 33-line traceback.
+    framework = str(Path(sys.executable).with_name("functions-framework"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    result = subprocess.run(
+        [framework, "--source", f"functions/{name}/main.py", "--target", name, "--port", "1"],
+        env={**env, "SALESMART_ENV": "prod"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78, result.stdout + result.stderr
+    output = (result.stdout + result.stderr).strip()
+    assert "Traceback" not in output
+    (line,) = output.splitlines()
+    entry = json.loads(line)
+    assert entry["message"] == "refused to start" and entry["function"] == name, entry
+    assert "SALESMART_" in entry["reason"], entry
+
+
 def test_missing_target_or_source_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("FUNCTION_TARGET", "FUNCTION_SOURCE")}
     no_target = subprocess.run(
