@@ -161,3 +161,23 @@ def test_dashboard_in_chromium(
     assert session.urls and all(
         url.startswith("data:") or urlsplit(url).hostname in LOOPBACK for url in session.urls
     )
+
+
+def test_a_long_product_name_wraps_inside_the_page(
+    serve: Callable[..., Served], marts_dsn: str, browser: Callable[[], Browser]
+) -> None:
+    """A product the loader accepts (up to 500 characters, perhaps without a space) shown
+    unmasked wraps in its cell: before, the table grew to ~7,800 px and pushed the numbers
+    off screen. The name is put into the rendered table, so the page's own CSS lays it out."""
+    account = make_user(marts_dsn, "analyst")
+    served = serve("dashboard", SALESMART_DATABASE_URL=marts_dsn, SALESMART_ENV="dev")
+    page = browser().page
+    page.set_viewport_size({"width": 1100, "height": 800})
+    log_in(page, served.url, account)
+    page.eval_on_selector(
+        "#summary tbody tr td:first-child",
+        "cell => { cell.textContent = 'Halal' + 'W'.repeat(495) }",
+    )
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1100
+    last = page.locator("#summary tbody tr").first.locator("td").last.bounding_box()
+    assert last is not None and last["x"] + last["width"] <= 1100  # the numbers stay in view
