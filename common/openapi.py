@@ -88,9 +88,17 @@ _UNAUTHORIZED = _error("Missing or invalid bearer token.", headers={"WWW-Authent
 _METHOD_NOT_ALLOWED = _error(
     "Another method than this path's (OPTIONS too); Allow lists them.", headers={"Allow": _STRING}
 )
+_METHOD_NOT_ALLOWED_HTML = _error(
+    "Another method than this path's (OPTIONS too); Allow lists them (a page for browsers).",
+    html=True,
+    headers={"Allow": _STRING},
+)
 _FORBIDDEN = _error("The token's role may not use this function.")
 _UNAVAILABLE = _error(
     "The warehouse cannot be reached; retry later.", headers={"Retry-After": _STRING}
+)
+_UNAVAILABLE_HTML = _error(
+    "The warehouse cannot be reached; retry later.", html=True, headers={"Retry-After": _STRING}
 )
 _TOO_MANY = _error("Too many failed logins for this username.", headers={"Retry-After": _STRING})
 _TOO_MANY_HTML = _error(
@@ -175,7 +183,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                         ),
                         "403": _error("The token's role may not use this function.", html=True),
                         "422": _error("Invalid parameters.", html=True),
-                        "503": _error("The warehouse cannot be reached.", html=True),
+                        "503": _UNAVAILABLE_HTML,
                     },
                 }
             },
@@ -201,12 +209,15 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                         "303": _redirect("Logged in: to /."),
                         "400": _error("Malformed form or failed CSRF check.", html=True),
                         "200": _html("The form again, with an error (browsers)."),
-                        "401": _error("Wrong username or password (API clients)."),
+                        "401": _error(
+                            "Wrong username or password (API clients).",
+                            headers={"WWW-Authenticate": _STRING},
+                        ),
                         "429": {
                             **_TOO_MANY,
                             "content": {**_TOO_MANY["content"], "text/html": _STRING},
                         },
-                        "503": _error("The warehouse cannot be reached.", html=True),
+                        "503": _UNAVAILABLE_HTML,
                     },
                 },
             },
@@ -222,7 +233,9 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                         "303": _redirect("Logged out: to /login."),
                         "400": _error("Failed CSRF check.", html=True),
                         "503": _error(
-                            "The session could not be ended (still signed in); retry.", html=True
+                            "The session could not be ended (still signed in); retry.",
+                            html=True,
+                            headers={"Retry-After": _STRING},
                         ),
                     },
                 }
@@ -288,13 +301,15 @@ def document(function: str, *, session_cookie: str = "salesmart-session") -> dic
             }
         },
     }
+    # The dashboard answers a browser's wrong method with a page, like its other errors.
+    not_allowed = _METHOD_NOT_ALLOWED_HTML if function == "dashboard" else _METHOD_NOT_ALLOWED
     for path, operations in paths.items():
         spec.path(
             path=path,
             operations={
                 method: {
                     **operation,
-                    "responses": {**operation["responses"], "405": _METHOD_NOT_ALLOWED},
+                    "responses": {**operation["responses"], "405": not_allowed},
                 }
                 for method, operation in operations.items()
             },

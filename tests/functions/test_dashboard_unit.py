@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from common.auth import Principal, TokenService
+from common.auth import Principal, TokenService, session_audience
 from common.config import Settings
 from common.errors import InvalidToken
 from common.masking import mask
 from common.pg import connect
+from pipeline.netutil import free_port
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.users import disable_user, set_password
 from tests.conftest import TEST_ENV, create_database
@@ -618,3 +619,61 @@ def test_an_unwritable_template_cache_is_not_an_error(
     gone.rmdir()
     assert environment.get_template("login.html") is not None
     assert not gone.exists()
+
+
+def _sent_as_documented(response: Any, documented: dict[str, Any]) -> None:
+    """The response's media type and its meaningful headers are in its OpenAPI entry."""
+    assert response.mimetype in documented["content"], (response.mimetype, documented)
+    for header in ("WWW-Authenticate", "Retry-After", "Allow", "Location"):
+        if header in response.headers:
+            assert header in documented["headers"], (header, documented)
+
+
+def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
+    call: Caller, analyst: Account, flask_app: Any, fn_settings: Settings
+) -> None:
+    """A browser's 405 is a page, a wrong login's 401 for an API client names the scheme,
+    and a 503 says when to retry: the document said JSON only, and neither header."""
+    paths = call("/openapi.json").get_json()["paths"]
+    put = call("/", method="PUT", headers=BROWSER)
+    assert (put.status_code, put.mimetype) == (405, "text/html")
+    _sent_as_documented(put, paths["/"]["get"]["responses"]["405"])
+    api_put = call("/logout", method="PUT")
+    assert (api_put.status_code, api_put.mimetype) == (405, "application/json")
+    _sent_as_documented(api_put, paths["/logout"]["post"]["responses"]["405"])
+    nonce, token = login_form(call)
+    wrong = call(
+        "/login",
+        method="POST",
+        headers=cookie_header(**{CSRF: nonce}),
+        data={"username": analyst.username, "password": "not it", "csrf_token": token},
+    )
+    assert wrong.status_code == 401 and "WWW-Authenticate" in wrong.headers
+    _sent_as_documented(wrong, paths["/login"]["post"]["responses"]["401"])
+
+    bearer = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    session = (
+        TokenService(fn_settings, audience=session_audience(fn_settings))
+        .issue(Principal("bob", "analyst"))
+        .access_token
+    )
+    with pytest.MonkeyPatch.context() as patch:  # a database that cannot be reached
+        gone = load_function(
+            "dashboard", patch, SALESMART_DATABASE_URL=f"postgresql://x:y@127.0.0.1:{free_port()}/z"
+        )
+        unreachable = caller(flask_app, gone.dashboard)
+        page = unreachable("/login", headers=BROWSER)
+        nonce, token = set_cookies(page)[CSRF][0], csrf_from(page.get_data(as_text=True))
+        cookies = cookie_header(**{CSRF: nonce, SESSION: session})
+        for path, method, headers, form in [
+            ("/", "get", {"Authorization": f"Bearer {bearer}"}, None),
+            ("/login", "post", cookies, {"username": "a", "password": "b", "csrf_token": token}),
+            ("/logout", "post", cookies, {"csrf_token": token}),
+        ]:
+            for accept in (BROWSER, {}):
+                response = unreachable(
+                    path, method=method.upper(), headers={**accept, **headers}, data=form
+                )
+                assert response.status_code == 503, (path, accept, response.status_code)
+                _sent_as_documented(response, paths[path][method]["responses"]["503"])
+                assert response.headers["Retry-After"]
