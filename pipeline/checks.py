@@ -80,11 +80,11 @@ class MartCheck:
             c = self.counts
             data.update(
                 raw_rows=c.raw_rows,
-                raw_amount=str(c.raw_amount),
+                raw_amount=_money(c.raw_amount),
                 sales_rows=c.sales_rows,
-                sales_amount=str(c.sales_amount),
+                sales_amount=_money(c.sales_amount),
                 summary_transactions=c.summary_transactions,
-                summary_amount=str(c.summary_amount),
+                summary_amount=_money(c.summary_amount),
                 latest_load_id=c.latest_load_id,
                 latest_load_rows=c.latest_load_rows,
                 latest_load_missing=c.latest_load_missing,
@@ -99,7 +99,9 @@ def compare(target: str, counts: MartCounts) -> MartCheck:
     if counts.sales_rows != counts.raw_rows:
         problems.append(f"{sales} has {counts.sales_rows} rows, raw has {counts.raw_rows}")
     if counts.sales_amount != counts.raw_amount:
-        problems.append(f"{sales} amounts to {counts.sales_amount}, raw to {counts.raw_amount}")
+        problems.append(
+            f"{sales} amounts to {_money(counts.sales_amount)}, raw to {_money(counts.raw_amount)}"
+        )
     if counts.summary_transactions != counts.raw_rows:
         problems.append(
             f"{SUMMARY_MART} counts {counts.summary_transactions} transactions,"
@@ -107,7 +109,8 @@ def compare(target: str, counts: MartCounts) -> MartCheck:
         )
     if counts.summary_amount != counts.raw_amount:
         problems.append(
-            f"{SUMMARY_MART} amounts to {counts.summary_amount}, raw to {counts.raw_amount}"
+            f"{SUMMARY_MART} amounts to {_money(counts.summary_amount)},"
+            f" raw to {_money(counts.raw_amount)}"
         )
     if counts.latest_load_missing:
         problems.append(
@@ -258,7 +261,7 @@ def require_fresh(checks: Sequence[MartCheck]) -> None:
     """Raise :class:`MartCheckError` when any check found a problem."""
     failed = [check for check in checks if not check.ok]
     if failed:
+        # The problems themselves are in each check's own line, printed before this one.
         raise MartCheckError(
-            "the marts do not match the raw area: "
-            + " | ".join(f"{c.target}: {'; '.join(c.problems)}" for c in failed)
+            f"the marts do not match the raw area on {', '.join(c.target for c in failed)}"
         )

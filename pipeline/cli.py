@@ -166,7 +166,10 @@ def _require_bigquery_answers(settings: Settings) -> None:
     try:
         ping(settings.bigquery)
     except BigQueryUnavailable as exc:
-        raise CliError(f"BigQuery did not answer, dbt not started: {exc}") from None
+        # "did not answer" only for a silence: a missing key file or a refusal is a reason.
+        silent = exc.reason in ("unreachable", "timeout")
+        prefix = "BigQuery did not answer, dbt not started" if silent else "dbt not started"
+        raise CliError(f"{prefix}: {exc}") from None
 
 
 # A step of dbt's log ("12:00:01  3 of 24 START sql table model public.pg_sales ... [RUN]").

@@ -203,3 +203,25 @@ def test_transform_refuses_a_bigquery_that_never_answers(tmp_path: Path) -> None
     assert "(timeout" in line
     assert waited < 60
     assert not (tmp_path / "state" / "dbt").exists()  # dbt never ran
+
+
+def test_transform_names_a_missing_key_file_without_calling_it_silence(tmp_path: Path) -> None:
+    # Before: "BigQuery did not answer, dbt not started: ... (credentials)": nothing was asked.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESMART_", "GOOGLE_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "transform", "--target", "bigquery"],
+        env={
+            **env,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json"),
+            "SALESMART_BQ_PROJECT": "my-project",
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("salesmart: dbt not started: BigQuery unavailable (credentials"), line
+    assert "missing.json" in line and "did not answer" not in line
