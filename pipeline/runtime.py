@@ -20,11 +20,12 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, Settings, get_settings
+from common.config import REPO_ROOT, ConfigError, Settings, get_settings
 from common.local_run import (
     LOCAL_KEYS,
     UP_KEYS_FILE,
@@ -32,6 +33,7 @@ from common.local_run import (
     folder_key,
     running_stack,
     running_up_keys,
+    state_dir,
     with_stack_services,
     write_private,
 )
@@ -93,6 +95,22 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+def other_folders_state(settings: Settings, cwd: Path | None = None) -> Path | None:
+    """The local state of another folder a command started here may have been meant for
+    (``salesmart users list`` from ``data/`` while ``up`` runs one level up): a parent's
+    ``.salesmart``, else the checkout's. None when the state folder was named
+    (``SALESMART_STATE_DIR``) or none is found."""
+    if os.environ.get("SALESMART_STATE_DIR"):
+        return None
+    here = (cwd or Path.cwd()).resolve()
+    own = state_dir(settings).resolve()
+    for folder in (*here.parents, REPO_ROOT):
+        candidate = folder / ".salesmart"
+        if candidate.resolve() != own and candidate.is_dir():
+            return candidate
+    return None
+
+
 @contextlib.contextmanager
 def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str]:
     """A DSN for the command's duration, starting the embedded server when none is set
@@ -105,7 +123,18 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     from pipeline.migrate import migrate_database
     from pipeline.postgres_embedded import open_embedded
 
-    server = open_embedded(ensure_state_dir(settings) / "postgres")
+    data = ensure_state_dir(settings) / "postgres"
+    if not data.exists():
+        notice = other_folders_state(settings)
+        if notice is not None:
+            print(
+                f"salesmart: starting a new, empty local PostgreSQL in {data.parent}: commands"
+                f" use the .salesmart of the folder they start in, and {notice} is another"
+                f" folder's (run from {notice.parent} to use it)",
+                file=sys.stderr,
+                flush=True,
+            )
+    server = open_embedded(data)
     try:
         server.join()
         migrate_database(server.dsn)

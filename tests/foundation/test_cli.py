@@ -960,3 +960,38 @@ def test_a_deployment_is_given_its_key_database_and_project(
     assert not any((tmp_path / "state" / name).exists() for name in ("pii-key", "postgres"))
     assert not (tmp_path / "state" / "bigquery").exists()
     assert count(settings, "raw.transactions") == 0  # nothing loaded anywhere
+
+
+def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(tmp_path: Path) -> None:
+    # `salesmart users list` from data/ while `up` runs one level up: before, a new empty
+    # cluster was made in data/.salesmart without a word ("no users yet").
+    project = tmp_path / "project"
+    (project / ".salesmart").mkdir(parents=True)
+    here = project / "data"
+    here.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "users", "list"],
+        env=env,
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    notice = result.stderr.splitlines()[0]
+    assert notice.startswith(
+        f"salesmart: starting a new, empty local PostgreSQL in {here / '.salesmart'}:"
+    ), notice
+    assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
+    again = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "users", "list"],
+        env=env,
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "starting a new" not in again.stderr  # said once, when it is made
