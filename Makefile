@@ -79,7 +79,7 @@ browser:
 # What `salesmart up` runs: serving + CLI, dbt and the BigQuery stand-in (not Airflow's 300 MB).
 UP_ENVS := $(VENV)/.installed $(DBT_VENV)/.installed $(BQEMU_VENV)/.installed
 up: $(UP_ENVS)
-	$(BIN)/salesmart up $(UP_ARGS)
+	SALESMART_MAKE_UP=1 $(BIN)/salesmart up $(UP_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

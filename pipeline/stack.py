@@ -108,13 +108,20 @@ def check_port_base(port_base: int, count: int) -> None:
         raise StackError(f"--port-base must be between 1024 and {highest}")
 
 
-def require_free_ports(ports: Iterable[int]) -> None:
+#: Set by the Makefile's ``up``: its user passes options through ``UP_ARGS``.
+MAKE_UP_ENV = "SALESMART_MAKE_UP"
+
+
+def require_free_ports(ports: Iterable[int], option: str = "--port-base") -> None:
     """Stop with a one-line reason when another program listens on one of ``ports``."""
     busy = [str(port) for port in ports if not port_is_free(port)]
     if busy:
-        raise StackError(
-            f"port(s) {', '.join(busy)} on 127.0.0.1 are in use; choose others with --port-base"
+        taken = (
+            f"port {busy[0]} on 127.0.0.1 is"
+            if len(busy) == 1
+            else f"ports {', '.join(busy)} on 127.0.0.1 are"
         )
+        raise StackError(f"{taken} in use; choose others with {option}")
 
 
 class FunctionProcesses:
@@ -375,7 +382,9 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
             raise StackError("--rows must be >= 0")
         check_port_base(port_base, len(FUNCTIONS))
         # Before the minute of loading and dbt that comes first, not after it.
-        require_free_ports(range(port_base, port_base + len(FUNCTIONS)))
+        via_make = os.environ.get(MAKE_UP_ENV) == "1"
+        option = 'make up UP_ARGS="--port-base P"' if via_make else "--port-base"
+        require_free_ports(range(port_base, port_base + len(FUNCTIONS)), option)
         files = _data_files(data, extra_rows, settings)
         write_private(state / UP_PID_FILE, f"{os.getpid()}\n")
         cleanups: list[Callable[[], None]] = [lambda: (state / UP_PID_FILE).unlink(missing_ok=True)]

@@ -340,12 +340,14 @@ def _up_until_it_exits(folder: Path, port_base: int) -> subprocess.CompletedProc
     return _salesmart(folder, "up", "--port-base", str(port_base), timeout=120)
 
 
-def _salesmart(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _salesmart(
+    folder: Path, *args: str, timeout: float = 300, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """``salesmart ARGS`` run to completion in ``folder``, its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=folder,
-        env=_env(),
+        env={**_env(), **extra_env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -508,10 +510,16 @@ def test_a_taken_port_stops_up_before_anything_starts(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", base + 2))
         taken.listen()
         result = _up_until_it_exits(tmp_path, base)
+        via_make = _salesmart(
+            tmp_path, "up", "--port-base", str(base), timeout=120, SALESMART_MAKE_UP="1"
+        )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"salesmart: port(s) {base + 2} on 127.0.0.1 are in use; choose others with --port-base"
+        f"salesmart: port {base + 2} on 127.0.0.1 is in use; choose others with --port-base"
     )
+    # Under `make up`, the option is named as that command takes it.
+    assert via_make.returncode == 1
+    assert via_make.stderr.strip().endswith('choose others with make up UP_ARGS="--port-base P"')
     assert "starting" not in result.stdout + result.stderr
     assert not (tmp_path / ".salesmart" / "postgres").exists()
     assert not (tmp_path / ".salesmart" / "endpoints.json").exists()
