@@ -33,7 +33,7 @@ from pipeline.csvsource import (
     UnusableInputError,
     file_sha256,
 )
-from pipeline.progress import StatusLine, printable, stderr_is_terminal
+from pipeline.progress import StatusLine, bar_size, printable, stderr_is_terminal
 
 COPY_CHUNK_ROWS = 4000
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -278,8 +278,15 @@ class FileProgress:
             return
         from tqdm import tqdm
 
+        columns, rows = bar_size()
         with tqdm(
-            total=self.size, unit="B", unit_scale=True, desc=self.path.name, leave=False
+            total=self.size,
+            unit="B",
+            unit_scale=True,
+            desc=self.path.name,
+            leave=False,
+            ncols=columns,
+            nrows=rows,
         ) as bar:
             last = 0
             for count, item in enumerate(items):

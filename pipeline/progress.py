@@ -19,6 +19,32 @@ def stderr_is_terminal() -> bool:
     return sys.stderr is not None and sys.stderr.isatty()
 
 
+#: The width assumed for a terminal that reports none (a pseudo-terminal never sized, as
+#: some job runners and `script`-like tools open): 0 columns would draw nothing at all.
+DEFAULT_COLUMNS = 80
+DEFAULT_ROWS = 24
+
+
+def stderr_columns() -> int:
+    """The width of the terminal stderr is on (``DEFAULT_COLUMNS`` when it reports 0);
+    0 when stderr is not a terminal after all."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # no terminal, or no descriptor
+        return 0
+    return columns or DEFAULT_COLUMNS
+
+
+def bar_size() -> tuple[int | None, int | None]:
+    """tqdm's ``ncols`` and ``nrows``: None (follow the terminal) unless the terminal
+    reports no size, where tqdm would draw nothing at all."""
+    try:
+        sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        sized = False
+    return (None, None) if sized else (DEFAULT_COLUMNS, DEFAULT_ROWS)
+
+
 def printable(text: str) -> str:
     """``text`` with control and format characters escaped: a file name or a header cell
     can neither break an output line in two nor rewrite the terminal (escape codes)."""
@@ -44,11 +70,8 @@ class StatusLine:
         """Replace the line with ``text`` (nothing when not on a terminal)."""
         if not self.on:
             return
-        try:
-            columns = os.get_terminal_size(sys.stderr.fileno()).columns
-        except (OSError, ValueError):  # not a terminal after all, or no descriptor
-            return
-        if columns <= 1:
+        columns = stderr_columns()
+        if columns <= 1:  # not a terminal after all
             return
         line = " ".join(text.split())[: columns - 1]
         padding = " " * max(0, len(self._line) - len(line))  # what the longer one left
@@ -72,7 +95,16 @@ def counted(total: int, what: str, *, show: bool = True) -> Iterator[Callable[[i
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, unit=" rows", unit_scale=True, desc=what, leave=False) as bar:
+    columns, rows = bar_size()
+    with tqdm(
+        total=total,
+        unit=" rows",
+        unit_scale=True,
+        desc=what,
+        leave=False,
+        ncols=columns,
+        nrows=rows,
+    ) as bar:
 
         def advance(done: int) -> None:
             bar.update(done - bar.n)

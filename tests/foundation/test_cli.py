@@ -631,12 +631,13 @@ def test_debug_adds_a_traceback_and_keeps_the_exit_code(
 
 
 @contextlib.contextmanager
-def terminal() -> Iterator[tuple[int, bytearray]]:
-    """A pseudo-terminal of 100 columns: the descriptor of its terminal end, and what is
-    written to it, read while it is being written (a full terminal blocks its writer)."""
+def terminal(*, sized: bool = True) -> Iterator[tuple[int, bytearray]]:
+    """A pseudo-terminal of 100 columns (or, not ``sized``, one that reports 0 x 0, as a
+    job runner's may): the descriptor of its terminal end, and what is written to it, read
+    while it is being written (a full terminal blocks its writer)."""
     controller, end = pty.openpty()
-    # A terminal has a size; tqdm draws nothing on one of 0 columns.
-    fcntl.ioctl(end, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    if sized:
+        fcntl.ioctl(end, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     shown = bytearray()
 
     def drain() -> None:
@@ -740,9 +741,11 @@ def test_a_name_that_cannot_take_a_password_is_refused_before_the_prompt(
     assert len(refused.stderr.splitlines()) == 1
 
 
-def on_terminal(settings: Settings, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+def on_terminal(
+    settings: Settings, tmp_path: Path, *args: str, sized: bool = True
+) -> tuple[int, str, str]:
     """`salesmart ARGS` with its stderr on a terminal: exit code, stdout, what it drew."""
-    with terminal() as (end, shown):
+    with terminal(sized=sized) as (end, shown):
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *args],
             env=cli_env(settings, tmp_path),
@@ -799,6 +802,25 @@ def test_a_long_ingest_shows_progress_on_a_terminal_and_not_in_a_pipe(
     assert again.returncode == 0, again.stderr
     assert "loaded 0" in again.stdout
     assert "%|" not in again.stderr
+
+
+def test_a_terminal_that_reports_no_size_still_shows_progress(
+    settings: Settings, tmp_path: Path, big_csv: Path
+) -> None:
+    """A pseudo-terminal never given a size (0 x 0) is still a terminal: before, tqdm drew
+    nothing on it and the status lines were skipped, so a long load looked stuck."""
+    code, out, bar = on_terminal(
+        settings, tmp_path, "ingest", "--target", "postgres", str(big_csv), sized=False
+    )
+    assert code == 0, bar[-500:]
+    assert "read 250000" in out
+    assert max(percentages(bar), default=0) == 100, bar[-500:]
+    assert LOADING_LINE in bar, bar[-500:]
+    code, out, text = on_terminal(
+        settings, tmp_path, "transform", "--target", "postgres", sized=False
+    )
+    assert code == 0, text[-500:]
+    assert re.search(r"dbt postgres: \d+ of \d+ ", text), text[-500:]
 
 
 def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
