@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Response
 
 from common.auth import LoginService, TokenService, authenticate_request
-from common.config import ConfigError, Settings
+from common.config import MIN_SECRET_BYTES, ConfigError, Settings
 from common.errors import BadRequest, UnsupportedGrantType
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import CENT, TrendFilters
@@ -36,7 +37,18 @@ def require_database(settings: Settings) -> None:
         )
     from common.pg import parse_dsn
 
-    parse_dsn(settings.database_url)  # a malformed URL stops the start, not the first request
+    params = parse_dsn(settings.database_url)  # a malformed URL stops the start, not a request
+    if settings.is_dev or any(key == "sslcert" for key, _ in params.ssl_files):
+        return  # a local run's password is the embedded server's; a client certificate is a key
+    # The database password is one of the deployment's secrets: held to the same length.
+    password = params.password or os.environ.get("PGPASSWORD", "")
+    size = len(password.encode())
+    if size < MIN_SECRET_BYTES:
+        state = "no password" if not size else f"a password of only {size} bytes"
+        raise ConfigError(
+            f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"
+            " required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
+        )
 
 
 def cents(value: Any) -> Decimal:

@@ -231,7 +231,9 @@ def _entrypoint_env(function: str, port: int, state_dir: Path) -> dict[str, str]
             "SALESMART_STATE_DIR": str(state_dir),
             "SALESMART_JWT_SECRET": "entrypoint-test-jwt-secret-" + "j" * 32,
             "SALESMART_PII_KEY": "entrypoint-test-pii-key-" + "p" * 32,
-            "SALESMART_DATABASE_URL": f"postgresql://salesmart:unused@127.0.0.1:{closed}/salesmart",
+            "SALESMART_DATABASE_URL": (
+                f"postgresql://salesmart:{'unused' * 8}@127.0.0.1:{closed}/salesmart"
+            ),
             "SALESMART_BQ_PROJECT": "salesmart-test",
             "SALESMART_BQ_ENDPOINT": f"http://127.0.0.1:{closed}",
             "GCE_METADATA_HOST": f"127.0.0.1:{closed}",

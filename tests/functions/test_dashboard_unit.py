@@ -659,7 +659,9 @@ def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
     )
     with pytest.MonkeyPatch.context() as patch:  # a database that cannot be reached
         gone = load_function(
-            "dashboard", patch, SALESMART_DATABASE_URL=f"postgresql://x:y@127.0.0.1:{free_port()}/z"
+            "dashboard",
+            patch,
+            SALESMART_DATABASE_URL=f"postgresql://x:{'y' * 32}@127.0.0.1:{free_port()}/z",
         )
         unreachable = caller(flask_app, gone.dashboard)
         page = unreachable("/login", headers=BROWSER)

@@ -51,7 +51,7 @@ def test_health_probe_answers_while_every_allowed_request_waits(
     silent_postgres: int,
     serve: Callable[..., Served],
 ) -> None:
-    dsn = f"postgresql://salesmart:unused@127.0.0.1:{silent_postgres}/salesmart"
+    dsn = f"postgresql://salesmart:{'unused' * 8}@127.0.0.1:{silent_postgres}/salesmart"
     served = serve("trends_pg", SALESMART_DATABASE_URL=dsn, **pod_env(concurrency))
     settings = build_settings({**TEST_ENV, "SALESMART_DATABASE_URL": dsn})
     token = TokenService(settings).issue(Principal("analyst1", "analyst")).access_token

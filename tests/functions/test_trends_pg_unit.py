@@ -472,19 +472,27 @@ def test_openapi_document(call: Caller) -> None:
     assert {"200", "304", "401", "422", "503"} <= set(operation["responses"])
 
 
-def test_refuses_to_start_with_short_secrets(
-    marts_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from common.config import ConfigError
+def _refused(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    """The reason trends_pg gives for refusing to start under ``env``: exit 78 and one
+    JSON line (as under salesmart-serve and a bare functions-framework)."""
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        load_function("trends_pg", monkeypatch, **env)
+    assert exited.value.code == 78
+    entry = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert entry["message"] == "refused to start" and entry["severity"] == "ERROR"
+    return str(entry["reason"])
 
-    with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET"):
-        load_function(
-            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_JWT_SECRET="short"
-        )
-    with pytest.raises(ConfigError, match="SALESMART_PII_KEY"):
-        load_function(
-            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_PII_KEY=""
-        )
+
+def test_refuses_to_start_with_short_secrets(
+    marts_dsn: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    reason = _refused(
+        capfd, monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_JWT_SECRET="short"
+    )
+    assert reason.startswith("SALESMART_JWT_SECRET is only 5 bytes")
+    reason = _refused(capfd, monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_PII_KEY="")
+    assert reason.startswith("SALESMART_PII_KEY is missing")
     # Local development (SALESMART_ENV=dev) accepts short secrets.
     load_function(
         "trends_pg",
@@ -496,26 +504,48 @@ def test_refuses_to_start_with_short_secrets(
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)  # as before
     # Only exactly "dev" is the local run: anything else is production, secrets checked.
     for almost in ("Dev", "DEV", " dev", "development"):
-        with pytest.raises(ConfigError, match="SALESMART_JWT_SECRET"):
-            load_function(
-                "trends_pg",
-                monkeypatch,
-                SALESMART_DATABASE_URL=marts_dsn,
-                SALESMART_JWT_SECRET="short",
-                SALESMART_ENV=almost,
-            )
+        reason = _refused(
+            capfd,
+            monkeypatch,
+            SALESMART_DATABASE_URL=marts_dsn,
+            SALESMART_JWT_SECRET="short",
+            SALESMART_ENV=almost,
+        )
+        assert reason.startswith("SALESMART_JWT_SECRET")
+
+
+def test_the_database_password_is_a_secret_held_to_the_same_length(
+    marts_dsn: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The contract names the database password among the secrets a function outside dev
+    refuses to start without, or with under 32 bytes (it started with either before)."""
+    short = "postgresql://salesmart:short@127.0.0.1:5432/salesmart"
+    reason = _refused(capfd, monkeypatch, SALESMART_DATABASE_URL=short)
+    assert reason.startswith("SALESMART_DATABASE_URL has a password of only 5 bytes")
+    assert "short@" not in reason  # named, never echoed
+    none = "postgresql://salesmart@127.0.0.1:5432/salesmart"
+    assert _refused(capfd, monkeypatch, SALESMART_DATABASE_URL=none).startswith(
+        "SALESMART_DATABASE_URL has no password"
+    )
+    # libpq's own variable counts as the URL's password; a client certificate needs none.
+    monkeypatch.setenv("PGPASSWORD", "p" * 32)
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=none)
+    monkeypatch.delenv("PGPASSWORD")
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=f"{none}?sslcert=/run/c.pem")
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=short, SALESMART_ENV="dev")
 
 
 def test_a_named_config_file_that_is_missing_stops_the_start(
-    marts_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    marts_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from common.config import ConfigError
-
     absent = tmp_path / "typo.yaml"
-    with pytest.raises(ConfigError, match=f"SALESMART_CONFIG={absent}: no such file"):
-        load_function(
-            "trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_CONFIG=str(absent)
-        )
+    reason = _refused(
+        capfd, monkeypatch, SALESMART_DATABASE_URL=marts_dsn, SALESMART_CONFIG=str(absent)
+    )
+    assert reason == f"SALESMART_CONFIG={absent}: no such file"
 
 
 def test_remembered_tokens_still_expire(

@@ -561,7 +561,7 @@ def test_make_up_hands_its_options_to_salesmart_up() -> None:
     """`make up UP_ARGS=...` is how a `make` user picks other ports."""
     dry = _make_dry_run("up", "UP_ARGS=--port-base 9080 --rows 10")
     runs = [line for line in dry.splitlines() if "salesmart up" in line]
-    assert runs == [".venv/bin/salesmart up --port-base 9080 --rows 10"], dry
+    assert runs == ["SALESMART_MAKE_UP=1 .venv/bin/salesmart up --port-base 9080 --rows 10"], dry
     # Only what up runs is built: not Airflow's environment (make airflow / make test do).
     fresh = _make_dry_run("-B", "up")
     assert ".venv-dbt" in fresh and ".venv-bqemu" in fresh
