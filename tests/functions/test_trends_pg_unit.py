@@ -533,6 +533,8 @@ def test_the_database_password_is_a_secret_held_to_the_same_length(
     monkeypatch.delenv("PGPASSWORD")
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=f"{none}?sslcert=/run/c.pem")
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=short, SALESMART_ENV="dev")
+    # The module is reloaded in place: leave it serving the marts for the tests after this.
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)
 
 
 def test_a_named_config_file_that_is_missing_stops_the_start(
