@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -223,6 +224,25 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         product_prefix=prefix,
         required_fields=tuple(required),
     )
+
+
+#: The environment's secrets (and their ``_FILE`` forms): kept from child processes that
+#: need none of them (dbt, the BigQuery stand-in), whose logs or SQL might show them.
+SECRET_VARIABLES = frozenset(
+    {
+        *(
+            f"SALESMART_{name}{suffix}"
+            for name in ("DATABASE_URL", "JWT_SECRET", "PII_KEY")
+            for suffix in ("", "_FILE")
+        ),
+        "SALESMART_ADMIN_PASSWORD",
+    }
+)
+
+
+def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` less ``SECRET_VARIABLES``."""
+    return {key: value for key, value in environ.items() if key not in SECRET_VARIABLES}
 
 
 def build_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -73,16 +73,32 @@ def watched_by_parent(
     seconds later. For a Python script (``#!`` naming its interpreter: a virtualenv's console
     script), run by that interpreter after the watch starts; anything else is returned as
     it is. The starter puts its pid in the child's environment as ``WATCHED_PARENT_ENV``."""
-    try:
-        with Path(argv[0]).open("rb") as script:
-            first = script.readline(512)
-    except OSError:
+    interpreter = python_of_script(Path(argv[0]))
+    if interpreter is None:
         return list(argv)
-    interpreter = first[2:].strip().decode("utf-8", "replace") if first.startswith(b"#!") else ""
-    if not interpreter or " " in interpreter or "python" not in Path(interpreter).name:
-        return list(argv)
+    return python_watched_by_parent(interpreter, argv, signum, grace)
+
+
+def python_watched_by_parent(
+    interpreter: str, argv: Sequence[str], signum: int = signal.SIGTERM, grace: float = 15.0
+) -> list[str]:
+    """``watched_by_parent`` for the Python script ``argv[0]``, run by ``interpreter``."""
     watch = _PARENT_WATCH.format(signum=int(signum), grace=float(grace))
     return [interpreter, "-c", watch, *argv]
+
+
+def python_of_script(path: Path) -> str | None:
+    """The Python interpreter a script's ``#!`` line names (a virtualenv's console script);
+    None for anything else."""
+    try:
+        with path.open("rb") as script:
+            first = script.readline(512)
+    except OSError:
+        return None
+    interpreter = first[2:].strip().decode("utf-8", "replace") if first.startswith(b"#!") else ""
+    if not interpreter or " " in interpreter or "python" not in Path(interpreter).name:
+        return None
+    return interpreter
 
 
 @contextlib.contextmanager

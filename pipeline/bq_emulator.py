@@ -29,12 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from common.config import REPO_ROOT, Settings
-from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
+from common.config import REPO_ROOT, Settings, without_secrets
+from common.process import (
+    WATCHED_PARENT_ENV,
+    python_of_script,
+    python_watched_by_parent,
+    stop_group,
+    watched_by_parent,
+)
 from pipeline.netutil import port_is_free
 
 EXECUTABLE_ENV = "SALESMART_BQEMU_BIN"
 DEFAULT_EXECUTABLE = REPO_ROOT / ".venv-bqemu" / "bin" / "bqemulator"
+# Run by the stand-in's interpreter: no file access for its SQL, no requests from browsers.
+GUARD = Path(__file__).with_name("bqemu_guarded.py")
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 LOG_NAME = "bqemulator.log"
@@ -132,7 +140,7 @@ def _running_pid(state_dir: Path) -> int | None:
         except OSError:
             return None
         return pid
-    return pid if b"bqemulator" in cmdline else None
+    return pid if b"bqemulator" in cmdline or GUARD.name.encode() in cmdline else None
 
 
 def _log_tail(path: Path, lines: int = 200) -> list[str]:
@@ -201,7 +209,11 @@ def emulator_command(
         "info",
     ]
     command += ["--persistent", "--data-dir", str(state_dir)] if persistent else ["--ephemeral"]
-    return watched_by_parent(command, signal.SIGTERM)
+    interpreter = python_of_script(exe)
+    if interpreter is None:  # not a console script (a test's stand-in): run as it is
+        return watched_by_parent(command, signal.SIGTERM)
+    # The console script's interpreter runs our guard, which then starts bqemulator itself.
+    return python_watched_by_parent(interpreter, [str(GUARD), *command[1:]], signal.SIGTERM)
 
 
 def start_emulator(
@@ -244,7 +256,8 @@ def start_emulator(
     command = emulator_command(exe, state_dir, project, port, persistent=persistent)
     # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
     # extension (it stalls start-up offline; Avro loads are not used).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
+    # Nor any secret of ours: it needs none, and runs any SQL it is sent.
+    env = {k: v for k, v in without_secrets(os.environ).items() if not k.startswith("BQEMU_")}
     env.update(
         {
             "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import REPO_ROOT, ConfigError, Settings
+from common.config import REPO_ROOT, ConfigError, Settings, without_secrets
 from common.pg import libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 
@@ -46,15 +46,6 @@ EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret  # nosec B105
 _TAIL_LINES = 40
 _FAILED = ("error", "fail", "runtime error")
 # Inherited variables a dbt child never needs (it gets only what its profile reads).
-_WITHHELD = (
-    "SALESMART_DATABASE_URL",
-    "SALESMART_DATABASE_URL_FILE",
-    "SALESMART_JWT_SECRET",
-    "SALESMART_JWT_SECRET_FILE",
-    "SALESMART_PII_KEY",
-    "SALESMART_PII_KEY_FILE",
-    "SALESMART_ADMIN_PASSWORD",
-)
 
 
 class TransformError(RuntimeError):
@@ -128,7 +119,7 @@ def default_work_dir(target: str, settings: Settings) -> Path:
 
 def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], list[str]]:
     """The child's environment for ``target`` and the secret values it carries."""
-    env = {k: v for k, v in os.environ.items() if k not in _WITHHELD}
+    env = without_secrets(os.environ)
     env.update({"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
     # The loading rules, for the staging test that warns about rows no loader would accept
     # (macros/loading_rules.sql): one set of thresholds, the configuration's.

@@ -225,3 +225,34 @@ def test_transform_names_a_missing_key_file_without_calling_it_silence(tmp_path:
     (line,) = result.stderr.splitlines()
     assert line.startswith("salesmart: dbt not started: BigQuery unavailable (credentials"), line
     assert "missing.json" in line and "did not answer" not in line
+
+
+def _post(url: str, body: dict[str, object], **headers: str) -> tuple[int, str]:
+    import requests
+
+    response = requests.post(url, json=body, headers=headers, timeout=30)
+    return response.status_code, response.text
+
+
+def test_the_stand_in_reaches_no_file_takes_no_browser_and_holds_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its SQL is DuckDB's: before, any local user (or a web page's simple POST) could read
+    and write any file as the user running `up` (`read_text('/etc/shadow')`, `COPY ... TO`),
+    and it held the environment's secrets."""
+    monkeypatch.setenv("SALESMART_JWT_SECRET", "a-secret-the-stand-in-must-not-hold-" + "x" * 8)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("kept")
+    written = tmp_path / "written.csv"
+    with start_emulator(tmp_path / "bq", PROJECT, persistent=False) as running:
+        url = f"{running.endpoint}/bigquery/v2/projects/{PROJECT}/queries"
+        status, body = _post(url, {"query": f"SELECT content FROM read_text('{secret}')"})
+        assert "kept" not in body and "Permission Error" in body, (status, body)
+        _post(url, {"query": f"COPY (SELECT 'x' AS x) TO '{written}'"})
+        assert not written.exists()
+        status, body = _post(url, {"query": "SELECT 41 + 1 AS answer"})
+        assert status == 200 and '"42"' in body, body  # an ordinary query still runs
+        assert _post(url, {"query": "SELECT 1"}, Origin="https://evil.example")[0] == 403
+        assert _post(url, {"query": "SELECT 1"}, Host="rebound.example")[0] == 403
+        environ = Path(f"/proc/{running.pid}/environ").read_bytes()
+        assert b"SALESMART_JWT_SECRET" not in environ
