@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from common.config import ConfigError, Settings, get_settings
 
@@ -39,9 +39,15 @@ def state_dir(settings: Settings) -> Path:
 
 
 def ensure_state_dir(settings: Settings) -> Path:
+    """The state folder, made owner-only (0700) when new: keys, logs and data live in it."""
     path = state_dir(settings)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, created readable by its owner only (0600)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 def write_private(path: Path, text: str) -> None:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from common.local_run import write_private
 from common.process import stop_group
 from pipeline.netutil import free_port, port_is_free
 
@@ -87,6 +86,52 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2 :].startswith("Z")  # the state, after "(comm) "
+
+
+# As root, the cluster's folder belongs to the server's user, who could swap a file in it
+# (or a folder, as ``data``) for a symlink to any file of root's. So what root reads or writes
+# there is opened without following one: the folder by its own fd (O_NOFOLLOW, O_DIRECTORY),
+# the file in it with O_NOFOLLOW (``openat``), owner and mode set on the open file.
+def _open_in(folder: Path, name: str, flags: int, mode: int = 0o600) -> int:
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
+def _write_in(
+    folder: Path, name: str, text: str, *, mode: int = 0o600, owner: pwd.struct_passwd | None = None
+) -> None:
+    """``text`` as a new file ``name`` of ``folder``: what was there (a file, or a symlink
+    planted in its place) is removed first, not written through."""
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=directory)
+    finally:
+        os.close(directory)
+    fd = _open_in(folder, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, owner.pw_uid, owner.pw_gid)
+        handle.write(text)
+
+
+def _read_in(folder: Path, name: str) -> str:
+    with os.fdopen(_open_in(folder, name, os.O_RDONLY), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _lock_file(folder: Path, name: str) -> IO[bytes]:
+    """A lock file of ``folder``, opened for ``fcntl`` locks (created 0600)."""
+    return os.fdopen(_open_in(folder, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
+
+
+def _server_owner() -> pwd.struct_passwd | None:
+    """The server's user when it is not us (running as root), for the files it must own."""
+    return _ensure_server_user() if _run_as_other_user() else None
 
 
 def _make_traversable(path: Path) -> None:
@@ -172,8 +217,8 @@ class EmbeddedPostgres:
         return (self.data_dir / "PG_VERSION").exists() and (self.root / "password").exists()
 
     def _load_saved(self) -> None:
-        self.password = (self.root / "password").read_text().strip()
-        self.port = int((self.root / "port").read_text().strip())
+        self.password = _read_in(self.root, "password").strip()
+        self.port = int(_read_in(self.root, "port").strip())
 
     def init(self) -> None:
         """Create the cluster (idempotent). Built in a folder beside ``data`` and renamed
@@ -197,10 +242,8 @@ class EmbeddedPostgres:
         self.password = self.password or secrets.token_urlsafe(24)
         self.port = self.port or free_port()
         pwfile = self.root / ".initpw"
-        write_private(pwfile, self.password + "\n")  # 0600 from its creation
-        if _run_as_other_user():
-            user = _ensure_server_user()
-            os.chown(pwfile, user.pw_uid, user.pw_gid)
+        # 0600 from its creation, the server's user's (initdb reads it as that user).
+        _write_in(self.root, pwfile.name, self.password + "\n", owner=_server_owner())
         try:
             self._run(
                 [
@@ -222,9 +265,8 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        secret = self.root / "password"
-        write_private(secret, self.password + "\n")  # 0600 from its creation
-        (self.root / "port").write_text(f"{self.port}\n")
+        _write_in(self.root, "password", self.password + "\n")  # 0600 from its creation
+        _write_in(self.root, "port", f"{self.port}\n", mode=0o644)
         self._write_settings(building)
         building.rename(self.data_dir)
 
@@ -248,20 +290,17 @@ class EmbeddedPostgres:
             # inlined there (a username typed into the login form, ids).
             "log_min_error_statement = panic",
         ]
-        conf = data_dir / "salesmart.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        main_conf = data_dir / "postgresql.conf"
-        text = main_conf.read_text()
+        owner = _server_owner()
+        _write_in(data_dir, "salesmart.conf", "\n".join(lines) + "\n", owner=owner)
+        text = _read_in(data_dir, "postgresql.conf")
         if "include_if_exists = 'salesmart.conf'" not in text:
-            main_conf.write_text(text + "\ninclude_if_exists = 'salesmart.conf'\n")
-        if _run_as_other_user():
-            user = _ensure_server_user()
-            os.chown(conf, user.pw_uid, user.pw_gid)
+            include = "\ninclude_if_exists = 'salesmart.conf'\n"
+            _write_in(data_dir, "postgresql.conf", text + include, owner=owner)
 
     def _pid_in_file(self) -> int | None:
         """The pid ``postmaster.pid`` names, if there is one."""
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+            return int(_read_in(self.data_dir, "postmaster.pid").splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -290,7 +329,7 @@ class EmbeddedPostgres:
             (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         if not port_is_free(self.port):
             self.port = free_port()
-            (self.root / "port").write_text(f"{self.port}\n")
+            _write_in(self.root, "port", f"{self.port}\n", mode=0o644)
             self._write_settings()
         try:
             self._run(
@@ -318,7 +357,7 @@ class EmbeddedPostgres:
         (they leave once they notice): the start is tried again until ``timeout``."""
         import fcntl
 
-        with (self.root / START_LOCK).open("ab") as starting:
+        with _lock_file(self.root, START_LOCK) as starting:
             fcntl.flock(starting, fcntl.LOCK_EX)
             deadline = time.monotonic() + timeout
             while not self.is_running():
@@ -343,13 +382,13 @@ class EmbeddedPostgres:
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = (self.root / IN_USE_LOCK).open("ab")
+        lock = _lock_file(self.root, IN_USE_LOCK)
         try:
             fcntl.flock(lock, fcntl.LOCK_SH)  # waits while a last user is stopping it
             # One starter at a time: users arriving together would each build the cluster,
             # or each run pg_ctl (and the loser's clean-up stop the winner's server). The
             # others wait, then find it running.
-            with (self.root / START_LOCK).open("ab") as starting:
+            with _lock_file(self.root, START_LOCK) as starting:
                 fcntl.flock(starting, fcntl.LOCK_EX)
                 self.start()
         except BaseException:

@@ -29,6 +29,7 @@ from common.local_run import (
     UP_LOCK_FILE,
     UP_PID_FILE,
     ensure_state_dir,
+    open_private,
     running_stack,
     state_dir,
     write_private,
@@ -141,10 +142,11 @@ class FunctionProcesses:
 
     def start(self) -> None:
         require_free_ports(self.ports.values())  # again: something may have taken one since
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Owner only: the lines name accounts that log in (and fail to).
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, port in self.ports.items():
             source = REPO_ROOT / "functions" / name / "main.py"
-            with (self.log_dir / f"{name}.log").open("ab") as log:
+            with open_private(self.log_dir / f"{name}.log") as log:
                 self.processes[name] = subprocess.Popen(
                     serve_command(name, source, "127.0.0.1", port),
                     env={**self.env, PARENT_PID_ENV: str(os.getpid())},
@@ -194,7 +196,10 @@ class FunctionProcesses:
             try:
                 if path.stat().st_size < max_bytes:
                     continue
-                shutil.copyfile(path, path.with_name(path.name + ".1"))
+                rotated = path.with_name(path.name + ".1")
+                rotated.unlink(missing_ok=True)
+                with path.open("rb") as source, open_private(rotated) as copy:
+                    shutil.copyfileobj(source, copy)
                 os.truncate(path, 0)
             except OSError:
                 continue  # a full disk or a removed file: tried again on the next round

@@ -83,6 +83,45 @@ def test_stop_start_keeps_data_and_port() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_symlinks_planted_in_the_clusters_folder_are_not_written_through() -> None:
+    """As root, the cluster's folder is the server user's, who may replace files in it with
+    symlinks (the database superuser runs programs as that user: COPY ... TO PROGRAM). Root
+    then wrote, chmod-ed and chown-ed through them: a root-owned file truncated and given to
+    the server's user. Now what is in the way is replaced, never followed."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    victims = {name: root / f"victim-{name}" for name in (".initpw", "port", "conf")}
+    try:
+        server = open_embedded(root / "pg", fsync=False)
+        server.start()
+        server.stop()
+        for victim in victims.values():
+            victim.write_text("root's own\n")
+            victim.chmod(0o644)
+        folder = root / "pg"
+        owner = folder.stat()  # the server's user when run as root, else us
+        (folder / "password").unlink()  # the next start initialises the cluster again
+        for name, target in ((".initpw", victims[".initpw"]), ("port", victims["port"])):
+            (folder / name).unlink(missing_ok=True)
+            (folder / name).symlink_to(target)
+            os.lchown(folder / name, owner.st_uid, owner.st_gid)
+        again = open_embedded(root / "pg", fsync=False)
+        again.start()
+        conf = again.data_dir / "salesmart.conf"
+        conf.unlink()
+        conf.symlink_to(victims["conf"])
+        again.stop()
+        again.port = 0
+        again._write_settings()  # as a start on a taken port does
+        assert not conf.is_symlink() and "listen_addresses" in conf.read_text()
+        for victim in victims.values():
+            assert victim.read_text() == "root's own\n"
+            assert (victim.stat().st_mode & 0o777, victim.stat().st_uid) == (0o644, os.getuid())
+        assert oct((folder / "password").stat().st_mode)[-3:] == "600"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_a_killed_server_restarts_on_its_port_or_says_why_not() -> None:
     # `up` restarts a server killed under it: same port (the functions' DSNs stay valid),
     # even while a backend of the dead one still holds its shared memory; a port taken

@@ -38,6 +38,7 @@ def test_a_full_log_is_copied_aside_and_emptied_while_written(tmp_path: Path) ->
         functions.rotate_logs(max_bytes=limit)
         kept = tmp_path / "token.log.1"
         assert kept.stat().st_size >= limit
+        assert kept.stat().st_mode & 0o777 == 0o600  # it names accounts, as the log does
         deadline = time.monotonic() + 30
         while log.stat().st_size == 0:  # the writer goes on, into the emptied file
             assert time.monotonic() < deadline
@@ -56,3 +57,19 @@ def test_a_full_log_is_copied_aside_and_emptied_while_written(tmp_path: Path) ->
     size = log.stat().st_size
     functions.rotate_logs(max_bytes=limit)
     assert log.stat().st_size == size
+
+
+def test_the_state_folder_and_the_logs_are_the_owners_only(tmp_path: Path) -> None:
+    """Other users of the machine read neither (the log lines name the accounts that log
+    in): the folder was 0755 and the logs 0644."""
+    import dataclasses
+
+    from common.config import build_settings
+    from common.local_run import ensure_state_dir, open_private
+
+    settings = dataclasses.replace(build_settings({}), state_dir=tmp_path / "fresh" / ".salesmart")
+    state = ensure_state_dir(settings)
+    assert state.stat().st_mode & 0o777 == 0o700
+    with open_private(state / "token.log") as log:
+        log.write(b"{}\n")
+    assert (state / "token.log").stat().st_mode & 0o777 == 0o600
