@@ -21,7 +21,7 @@ from pipeline import FUNCTIONS
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
 
 if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
-    from common.config import Settings
+    pass
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -129,7 +129,7 @@ def _print_result(result: Any, as_json: bool) -> None:
 def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline.progress import StatusLine
     from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
-    from pipeline.transform import run_dbt
+    from pipeline.transform import require_bigquery_answers, run_dbt
 
     settings = cli_settings()
     for target in _targets(args.target):
@@ -151,25 +151,10 @@ def cmd_transform(args: argparse.Namespace) -> int:
                 from pipeline.bq_emulator import bigquery_for_command
 
                 with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
-                    _require_bigquery_answers(bq)
+                    require_bigquery_answers(bq)
                     result = run_dbt("bigquery", bq, on_line=step)
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
-
-
-def _require_bigquery_answers(settings: Settings) -> None:
-    """One ``SELECT 1`` within ``query_timeout_seconds`` before dbt starts: dbt waits without
-    a limit on a BigQuery that accepts connections but never answers (a frozen stand-in
-    kept ``transform`` silent for 15 minutes)."""
-    from common.bigquery import BigQueryUnavailable, ping
-
-    try:
-        ping(settings.bigquery)
-    except BigQueryUnavailable as exc:
-        # "did not answer" only for a silence: a missing key file or a refusal is a reason.
-        silent = exc.reason in ("unreachable", "timeout")
-        prefix = "BigQuery did not answer, dbt not started" if silent else "dbt not started"
-        raise CliError(f"{prefix}: {exc}") from None
 
 
 # A step of dbt's log ("12:00:01  3 of 24 START sql table model public.pg_sales ... [RUN]").

@@ -20,13 +20,6 @@ import sys
 from collections.abc import Sequence
 
 TARGET_FLAGS = ("--target", "-t")
-#: Secrets dbt never needs (with a target, dbt_environment withholds them the same way).
-WITHHELD_PREFIXES = (
-    "SALESMART_DATABASE_URL",
-    "SALESMART_JWT_SECRET",
-    "SALESMART_PII_KEY",
-    "SALESMART_ADMIN_PASSWORD",
-)
 
 
 def target_of(args: Sequence[str]) -> str | None:
@@ -40,8 +33,13 @@ def target_of(args: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.config import ConfigError
-    from pipeline.transform import TransformError, dbt_environment, dbt_executable
+    from common.config import ConfigError, without_secrets
+    from pipeline.transform import (
+        TransformError,
+        dbt_environment,
+        dbt_executable,
+        require_bigquery_answers,
+    )
 
     args = list(sys.argv[1:] if argv is None else argv)
     exe = dbt_executable()
@@ -49,12 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"salesmart-dbt: dbt is not installed ({exe} is missing)", file=sys.stderr)
         return 1
     target = target_of(args)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(WITHHELD_PREFIXES)}
+    env = without_secrets(os.environ)  # dbt never needs ours (dbt_environment agrees)
     if target is not None:
         from pipeline.runtime import cli_settings
 
         try:
-            env, _ = dbt_environment(target, cli_settings())
+            settings = cli_settings()
+            env, _ = dbt_environment(target, settings)
+            if target == "bigquery":  # a DAG task would otherwise wait out its whole timeout
+                require_bigquery_answers(settings)
         except (TransformError, ConfigError) as exc:
             print(f"salesmart-dbt: {exc}", file=sys.stderr)
             return 1

@@ -117,6 +117,22 @@ def default_work_dir(target: str, settings: Settings) -> Path:
     return settings.state_dir / "dbt" / target
 
 
+def require_bigquery_answers(settings: Settings) -> None:
+    """One ``SELECT 1`` within ``query_timeout_seconds`` before dbt starts on BigQuery: dbt
+    waits without a limit on a BigQuery that accepts connections but never answers (a
+    frozen stand-in kept ``transform`` silent for 15 minutes, and a DAG task for its whole
+    timeout)."""
+    from common.bigquery import BigQueryUnavailable, ping
+
+    try:
+        ping(settings.bigquery)
+    except BigQueryUnavailable as exc:
+        # "did not answer" only for a silence: a missing key file or a refusal is a reason.
+        silent = exc.reason in ("unreachable", "timeout")
+        prefix = "BigQuery did not answer, dbt not started" if silent else "dbt not started"
+        raise TransformError(f"{prefix}: {exc}") from None
+
+
 def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], list[str]]:
     """The child's environment for ``target`` and the secret values it carries."""
     env = without_secrets(os.environ)

@@ -174,15 +174,26 @@ def test_data_persists_and_callers_recover_after_a_restart(
     assert bq.get_client(settings) is client  # the same client recovered by itself
 
 
-def test_transform_refuses_a_bigquery_that_never_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [
+        (("pipeline.cli", "transform", "--target", "bigquery"), "salesmart"),
+        # The DAG's dbt tasks: before, a frozen stand-in held one for its whole timeout.
+        (("pipeline.dbt_wrapper", "build", "--target", "bigquery"), "salesmart-dbt"),
+    ],
+)
+def test_dbt_is_not_started_on_a_bigquery_that_never_answers(
+    tmp_path: Path, command: tuple[str, ...], name: str
+) -> None:
     """A stand-in that accepts connections but never answers (frozen): dbt would wait on it
-    without a limit; `salesmart transform` says so within the query timeout instead."""
+    without a limit; `salesmart transform` and `salesmart-dbt` say so within the query
+    timeout instead."""
     with start_emulator(tmp_path / "bq", PROJECT, persistent=False) as frozen:
         os.kill(frozen.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             result = subprocess.run(
-                [sys.executable, "-m", "pipeline.cli", "transform", "--target", "bigquery"],
+                [sys.executable, "-m", *command],
                 env={
                     **os.environ,
                     "SALESMART_BQ_ENDPOINT": frozen.endpoint,
@@ -199,7 +210,7 @@ def test_transform_refuses_a_bigquery_that_never_answers(tmp_path: Path) -> None
             os.kill(frozen.pid, signal.SIGCONT)
     assert result.returncode == 1, result.stderr
     (line,) = result.stderr.splitlines()
-    assert line.startswith("salesmart: BigQuery did not answer, dbt not started:")
+    assert line.startswith(f"{name}: BigQuery did not answer, dbt not started:")
     assert "(timeout" in line
     assert waited < 60
     assert not (tmp_path / "state" / "dbt").exists()  # dbt never ran
