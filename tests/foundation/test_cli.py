@@ -992,28 +992,24 @@ def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(tmp_path:
     here = project / "data"
     here.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "users", "list"],
-        env=env,
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+
+    def users_list() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "users", "list"],
+            env=env,
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    result = users_list()
     assert result.returncode == 0, result.stderr
     notice = result.stderr.splitlines()[0]
     assert notice.startswith(
         f"salesmart: starting a new, empty local PostgreSQL in {here / '.salesmart'}:"
     ), notice
     assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
-    again = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "users", "list"],
-        env=env,
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    again = users_list()
     assert "starting a new" not in again.stderr  # said once, when it is made
