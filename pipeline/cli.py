@@ -15,13 +15,10 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 from pipeline import FUNCTIONS
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
-
-if TYPE_CHECKING:  # the CLI imports its modules per command: fast --help and errors
-    pass
 
 EXIT_OK = 0
 EXIT_ERROR = 1

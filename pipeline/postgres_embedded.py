@@ -92,12 +92,19 @@ def _is_zombie(pid: int) -> bool:
 # (or a folder, as ``data``) for a symlink to any file of root's. So what root reads or writes
 # there is opened without following one: the folder by its own fd (O_NOFOLLOW, O_DIRECTORY),
 # the file in it with O_NOFOLLOW (``openat``), owner and mode set on the open file.
-def _open_in(folder: Path, name: str, flags: int, mode: int = 0o600) -> int:
+@contextlib.contextmanager
+def _folder(folder: Path) -> Iterator[int]:
+    """``folder``'s own descriptor (not followed if it is a symlink), for ``dir_fd``."""
     directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
+        yield directory
     finally:
         os.close(directory)
+
+
+def _open_in(folder: Path, name: str, flags: int, mode: int = 0o600) -> int:
+    with _folder(folder) as directory:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
 
 
 def _write_in(
@@ -105,13 +112,11 @@ def _write_in(
 ) -> None:
     """``text`` as a new file ``name`` of ``folder``: what was there (a file, or a symlink
     planted in its place) is removed first, not written through."""
-    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
+    with _folder(folder) as directory:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=directory)
-    finally:
-        os.close(directory)
-    fd = _open_in(folder, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, mode, dir_fd=directory)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         os.fchmod(fd, mode)
         if owner is not None:

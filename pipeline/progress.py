@@ -25,24 +25,25 @@ DEFAULT_COLUMNS = 80
 DEFAULT_ROWS = 24
 
 
+def _reported_columns() -> int | None:
+    """The width the terminal on stderr reports (perhaps 0); None when it is no terminal."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):  # no terminal, or no descriptor
+        return None
+
+
 def stderr_columns() -> int:
     """The width of the terminal stderr is on (``DEFAULT_COLUMNS`` when it reports 0);
     0 when stderr is not a terminal after all."""
-    try:
-        columns = os.get_terminal_size(sys.stderr.fileno()).columns
-    except (OSError, ValueError, AttributeError):  # no terminal, or no descriptor
-        return 0
-    return columns or DEFAULT_COLUMNS
+    columns = _reported_columns()
+    return 0 if columns is None else columns or DEFAULT_COLUMNS
 
 
 def bar_size() -> tuple[int | None, int | None]:
     """tqdm's ``ncols`` and ``nrows``: None (follow the terminal) unless the terminal
     reports no size, where tqdm would draw nothing at all."""
-    try:
-        sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
-    except (OSError, ValueError, AttributeError):
-        sized = False
-    return (None, None) if sized else (DEFAULT_COLUMNS, DEFAULT_ROWS)
+    return (None, None) if _reported_columns() else (DEFAULT_COLUMNS, DEFAULT_ROWS)
 
 
 def printable(text: str) -> str:
