@@ -87,6 +87,10 @@ def test_runs_the_project_image_and_its_baked_dags() -> None:
     assert VALUES["config"]["core"]["load_examples"] == "False"
     # Above the 30 s default: a first parse lists the dbt project twice (dags/README.md).
     assert int(VALUES["config"]["core"]["dagbag_import_timeout"]) >= 120
+    # The processor's own timeout (50 s by default) would otherwise kill that parse first.
+    assert int(VALUES["config"]["dag_processor"]["dag_file_processor_timeout"]) > int(
+        VALUES["config"]["core"]["dagbag_import_timeout"]
+    )
 
 
 def test_tasks_get_the_salesmart_secret_and_bigquery_credentials() -> None:

@@ -661,6 +661,10 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("digest in the tag", "image: {tag: 'sha256:abc'}"),
     ("bad pull policy", "image: {pullPolicy: Sometimes}"),
     ("empty image repository", "image: {repository: ''}"),
+    # Runtimes cannot parse an upper-case path ("repository name must be lowercase").
+    ("upper-case image path", "image: {repository: Registry.Example.com/You/Salesmart}"),
+    # Knative's webhook refuses 0 unless the cluster sets allow-zero-initial-scale.
+    ("zero initial scale", "functions: {token: {autoscaling: {initialScale: 0}}}"),
     ("chart-created secret without values", "secrets: {existingSecret: ''}"),
     (
         "short JWT secret",
@@ -731,6 +735,8 @@ REASONS = {
     "digest in the tag": "'/image/tag'",
     "bad pull policy": "'/image/pullPolicy'",
     "empty image repository": "'/image/repository'",
+    "upper-case image path": "'/image/repository'",
+    "zero initial scale": "'/functions/token/autoscaling/initialScale': minimum: got 0, want 1",
     "chart-created secret without values": "'/secrets/jwtSecret': minLength",
     "short JWT secret": "'/secrets/jwtSecret': minLength: got 5",
     "database URL that is not PostgreSQL": "'/secrets/databaseUrl'",
