@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from flask import Response
 
 from common.auth import LoginService, TokenService, authenticate_request
-from common.config import MIN_SECRET_BYTES, ConfigError, Settings
+from common.config import Settings
 from common.errors import BadRequest, UnsupportedGrantType
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import CENT, TrendFilters
@@ -29,40 +28,15 @@ SummaryQuery = Callable[[TrendFilters, str], list[dict[str, Any]]]
 SummaryBodyQuery = Callable[[TrendFilters, str], tuple[int, bytes]]
 
 
-def require_database(settings: Settings) -> None:
-    if not settings.database_url:
-        beside = ", and no salesmart up runs in this folder" if settings.is_dev else ""
-        raise ConfigError(
-            f"SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db){beside}"
-        )
-    from common.pg import parse_dsn
-
-    params = parse_dsn(settings.database_url)  # a malformed URL stops the start, not a request
-    if settings.is_dev or any(key == "sslcert" for key, _ in params.ssl_files):
-        return  # a local run's password is the embedded server's; a client certificate is a key
-    # The database password is one of the deployment's secrets: held to the same length.
-    password = params.password or os.environ.get("PGPASSWORD", "")
-    size = len(password.encode())
-    if size < MIN_SECRET_BYTES:
-        state = "no password" if not size else f"a password of only {size} bytes"
-        raise ConfigError(
-            f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"
-            " required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
-        )
-
-
 def cents(value: Any) -> Decimal:
     """Rounded to cents, half away from zero (PostgreSQL's ``round(numeric, 2)``)."""
     exact = value if isinstance(value, Decimal) else Decimal(str(value))
     return exact.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def month_text(value: Any) -> str:
-    if isinstance(value, datetime):
-        value = value.date()
-    if isinstance(value, date):
-        return value.replace(day=1).isoformat()
-    return str(value)[:7] + "-01"
+def month_text(month: date) -> str:
+    """A summary row's ``sale_month`` as responses show it: ``YYYY-MM-01``."""
+    return month.replace(day=1).isoformat()
 
 
 def summary_body(rows: Iterable[Mapping[str, Any]]) -> bytes:

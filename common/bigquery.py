@@ -49,7 +49,7 @@ from typing import IO, TYPE_CHECKING, Any
 from common.config import LOCAL_PROJECT, BigQuerySettings, ConfigError, get_settings
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
+from common.trends import INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 SCOPES = ("https://www.googleapis.com/auth/bigquery",)
 SUMMARY_TABLE = "summary_sales"
 LABEL_MAX = 63
-INT64_MAX = 2**63 - 1
 NUMERIC_MAX = Decimal("99999999999999999999999999999.999999999")
 #: Connection refused/reset is retried this many times (100 ms, 200 ms) before giving up:
 #: an unreachable warehouse answers 503 at once instead of after the whole deadline.

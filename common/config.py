@@ -88,7 +88,6 @@ class Settings:
     bcrypt_rounds: int = 12
     pii_fields: tuple[str, ...] = ("transaction_id", "product")
     landing: str = "data/landing"
-    batch_size: int = 10_000
     validation: ValidationRules = field(default_factory=ValidationRules)
     bigquery: BigQuerySettings = field(default_factory=BigQuerySettings)
 
@@ -116,13 +115,39 @@ class Settings:
                 )
 
 
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+def require_database(settings: Settings) -> None:
+    """Refuse a missing or malformed database URL, and outside dev a password shorter than
+    the other secrets (a client certificate stands in for it). The functions check at start;
+    a deployment's commands (the migration Job) check the same, so a bad URL fails there."""
+    if not settings.database_url:
+        beside = ", and no salesmart up runs in this folder" if settings.is_dev else ""
+        raise ConfigError(
+            f"SALESMART_DATABASE_URL is missing (postgresql://user:pass@host/db){beside}"
+        )
+    from common.pg import parse_dsn
+
+    params = parse_dsn(settings.database_url)  # a malformed URL stops the start, not a request
+    if settings.is_dev or any(key == "sslcert" for key, _ in params.ssl_files):
+        return  # a local run's password is the embedded server's; a client certificate is a key
+    # The database password is one of the deployment's secrets: held to the same length.
+    password = params.password or os.environ.get("PGPASSWORD", "")
+    size = len(password.encode())
+    if size < MIN_SECRET_BYTES:
+        state = "no password" if not size else f"a password of only {size} bytes"
+        raise ConfigError(
+            f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"
+            " required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
+        )
+
+
+#: A PostgreSQL schema name every tool reads alike (see ``_schema_name``).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _schema_name(value: str, what: str) -> str:
     """A PostgreSQL schema name every tool reads alike: lower case, unquoted (dbt, the SQL
     of the commands and the functions; ``Marts`` would be two schemas to them)."""
-    if not _SCHEMA_NAME.fullmatch(value):
+    if not SCHEMA_NAME.fullmatch(value):
         raise ConfigError(
             f"{what} must be a lower-case PostgreSQL name (letters, digits, _; at most 63),"
             f" not {value!r}"
@@ -166,14 +191,46 @@ def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
-def _int(value: Any, name: str, minimum: int = 0) -> int:
+def _int(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be an integer, found {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, found {number}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, found {number}")
     return number
+
+
+def _seconds(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, found {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, found {value!r}")
+    return number
+
+
+def _setting(
+    env: Mapping[str, str], variable: str, section: Mapping[str, Any], path: str, default: Any
+) -> tuple[Any, str]:
+    """A setting's raw value and the name to blame for it: the environment variable when set,
+    else the config file's key (``section.key``), else the default."""
+    if env.get(variable):
+        return env[variable], variable
+    return section.get(path.rsplit(".", 1)[-1], default), path
+
+
+def serving_threads(environ: Mapping[str, str]) -> int:
+    """Threads per serving process: ``THREADS`` as functions-framework reads it, else 4 x
+    CPUs (its default). The PostgreSQL pool holds as many connections, so no request waits
+    for one: both read this one function."""
+    raw = environ.get("THREADS", "")
+    if not raw:
+        return (os.cpu_count() or 1) * 4
+    return _int(raw, "THREADS", minimum=1)
 
 
 def _decimal(value: Any, name: str) -> Decimal:
@@ -267,7 +324,8 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         project=env.get("SALESMART_BQ_PROJECT")
         or env.get("GOOGLE_CLOUD_PROJECT")
         or str(warehouse.get("project_id", BigQuerySettings.project)),
-        location=env.get("SALESMART_BQ_LOCATION") or str(warehouse.get("location", "US")),
+        location=env.get("SALESMART_BQ_LOCATION")
+        or str(warehouse.get("location", BigQuerySettings.location)),
         warehouse_dataset=env.get("SALESMART_BQ_WAREHOUSE_DATASET")
         or str(warehouse.get("dataset", BigQuerySettings.warehouse_dataset)),
         mart_dataset=env.get("SALESMART_BQ_MART_DATASET")
@@ -275,24 +333,32 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
         credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
         maximum_bytes_billed=_int(
-            env.get("SALESMART_BQ_MAX_BYTES_BILLED")
-            or bq.get("maximum_bytes_billed", BigQuerySettings.maximum_bytes_billed),
-            "bigquery.maximum_bytes_billed",
+            *_setting(
+                env,
+                "SALESMART_BQ_MAX_BYTES_BILLED",
+                bq,
+                "bigquery.maximum_bytes_billed",
+                BigQuerySettings.maximum_bytes_billed,
+            ),
             minimum=1,
         ),
-        query_timeout_seconds=float(
-            env.get("SALESMART_BQ_QUERY_TIMEOUT")
-            or bq.get("query_timeout_seconds", BigQuerySettings.query_timeout_seconds)
+        query_timeout_seconds=_seconds(
+            *_setting(
+                env,
+                "SALESMART_BQ_QUERY_TIMEOUT",
+                bq,
+                "bigquery.query_timeout_seconds",
+                BigQuerySettings.query_timeout_seconds,
+            )
         ),
     )
 
-    ttl = _int(
-        env.get("SALESMART_TOKEN_TTL_SECONDS") or api.get("token_ttl_seconds", 1800),
-        "api.token_ttl_seconds",
-        minimum=1,
+    ttl_value, ttl_name = _setting(
+        env, "SALESMART_TOKEN_TTL_SECONDS", api, "api.token_ttl_seconds", Settings.token_ttl_seconds
     )
+    ttl = _int(ttl_value, ttl_name, minimum=1)
     if ttl > MAX_TOKEN_TTL_SECONDS:
-        raise ConfigError(f"api.token_ttl_seconds must be at most one day, found {ttl}")
+        raise ConfigError(f"{ttl_name} must be at most one day (86400), found {ttl}")
 
     pii_fields = security.get("pii_fields", list(Settings.pii_fields))
     if not isinstance(pii_fields, list):
@@ -304,9 +370,10 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         config_path=config_path,
         state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
         database_url=_secret(env, "SALESMART_DATABASE_URL"),
-        raw_schema=_raw_schema(postgres.get("raw_schema", "raw")),
+        raw_schema=_raw_schema(postgres.get("raw_schema", Settings.raw_schema)),
         mart_schema=_schema_name(
-            env.get("SALESMART_PG_MART_SCHEMA") or str(postgres.get("mart_schema", "public")),
+            env.get("SALESMART_PG_MART_SCHEMA")
+            or str(postgres.get("mart_schema", Settings.mart_schema)),
             "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema",
         ),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
@@ -314,21 +381,24 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),
         jwt_audience=str(api.get("jwt_audience", Settings.jwt_audience)),
         token_ttl_seconds=ttl,
-        login_max_failures=_int(api.get("login_max_failures", 5), "api.login_max_failures", 1),
+        login_max_failures=_int(
+            api.get("login_max_failures", Settings.login_max_failures), "api.login_max_failures", 1
+        ),
         login_window_seconds=_int(
-            api.get("login_window_seconds", 300), "api.login_window_seconds", 1
+            api.get("login_window_seconds", Settings.login_window_seconds),
+            "api.login_window_seconds",
+            1,
         ),
         bcrypt_rounds=_int(
-            env.get("SALESMART_BCRYPT_ROUNDS") or api.get("bcrypt_rounds", 12),
-            "api.bcrypt_rounds",
+            *_setting(
+                env, "SALESMART_BCRYPT_ROUNDS", api, "api.bcrypt_rounds", Settings.bcrypt_rounds
+            ),
             minimum=4,
+            maximum=31,  # bcrypt's own bounds
         ),
         pii_fields=tuple(str(x) for x in pii_fields),
         landing=env.get("SALESMART_LANDING")
-        or str(_section(data, "data_lake").get("landing", "data/landing")),
-        batch_size=_int(
-            _section(data, "ingestion").get("batch_size", 10_000), "ingestion.batch_size", minimum=1
-        ),
+        or str(_section(data, "data_lake").get("landing", Settings.landing)),
         validation=_validation_rules(data),
         bigquery=bigquery,
     )

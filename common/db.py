@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from common.config import serving_threads
 from common.errors import WarehouseUnavailable
 from common.logging import log_event, sqlstate
 from common.pg import PgConnection, close_quietly
@@ -47,11 +49,8 @@ _SESSION_SETTINGS = "SELECT set_config('statement_timeout', :timeout, false)"
 
 
 def default_pool_size() -> int:
-    """One connection per serving thread: functions-framework's ``THREADS`` (4 x CPUs)."""
-    try:
-        return max(1, int(os.environ.get("THREADS", "")))
-    except ValueError:
-        return (os.cpu_count() or 1) * 4
+    """One connection per serving thread, so no request waits for one."""
+    return serving_threads(os.environ)
 
 
 def _is_dead(exc: BaseException) -> bool:
@@ -115,7 +114,9 @@ class _Watchdog:
                         duplicate.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                log_event("postgres did not answer", level=30, seconds_waited=round(-left, 1))
+                log_event(
+                    "postgres did not answer", level=logging.WARNING, seconds_waited=round(-left, 1)
+                )
 
 
 _WATCHDOG = _Watchdog()
@@ -166,7 +167,7 @@ class PgPool:
         except Exception as exc:
             log_event(
                 "postgres unreachable",
-                level=30,
+                level=logging.WARNING,
                 error_type=type(exc).__name__,
                 sqlstate=sqlstate(exc),
             )
@@ -174,8 +175,14 @@ class PgPool:
         try:
             with _WATCHDOG.watching(raw.raw.fileno(), self._answer_seconds):
                 raw.run(_SESSION_SETTINGS, timeout=str(int(self._statement_timeout_ms)))
-        except Exception:
+        except Exception as exc:
             close_quietly(raw)
+            log_event(
+                "postgres session setup failed",
+                level=logging.WARNING,
+                error_type=type(exc).__name__,
+                sqlstate=sqlstate(exc),
+            )
             raise WarehouseUnavailable() from None
         self.opened += 1
         return PooledConnection(raw)
@@ -251,7 +258,7 @@ class PgPool:
                 if _is_dead(exc) or (code is not None and code.startswith(_UNAVAILABLE_STATES)):
                     log_event(
                         "postgres query failed",
-                        level=30,
+                        level=logging.WARNING,
                         error_type=type(exc).__name__,
                         sqlstate=code,
                     )

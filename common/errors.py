@@ -110,12 +110,6 @@ class MethodNotAllowed(ApiError):
         super().__init__(headers={"Allow": ", ".join(allowed)})
 
 
-class NotAcceptable(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-    default_message = "Send the form as application/x-www-form-urlencoded."
-
-
 class ValidationFailed(ApiError):
     status = 422
     code = "validation_error"

@@ -28,6 +28,9 @@ def _small_message_sha256() -> Callable[[bytes], Any]:
 
 
 def mask(value: str, key: str) -> str:
+    """The contract's mask, written plainly: the first 12 hex characters of HMAC-SHA256
+    keyed with the UTF-8 bytes of ``key``. The code uses ``Masker`` (the same answer, twice
+    as fast); the tests hold both to this one."""
     return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:MASK_LENGTH]
 
 

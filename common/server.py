@@ -40,6 +40,7 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from common import errors
+from common.config import serving_threads
 from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
 from common.logging import log_failure, log_request
 from common.process import die_with_parent
@@ -49,6 +50,17 @@ DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 #: Set by a local starter (`salesmart up`, `salesmart serve`) to its pid: the server stops
 #: when that process dies, even killed outright. Unset in containers.
 PARENT_PID_ENV = "SALESMART_PARENT_PID"
+
+
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"salesmart-serve: {name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"salesmart-serve: {name} must be at least {minimum}, got {raw!r}")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -190,28 +202,35 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 REQUEST_LINE_LIMIT = 8190
 
 
-class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
-    """The options functions-framework 3.x gives gunicorn, with the deadline worker."""
+def gunicorn_options(env: Mapping[str, str], host: str, port: int) -> dict[str, Any]:
+    """The options functions-framework 3.x gives gunicorn, read from the same variables
+    (a bad one ends the start in one line), with the deadline worker."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": _count(env, "WORKERS", 1),
+        # As many as the PostgreSQL pool's connections (common.db.default_pool_size).
+        "threads": _count(env, "THREADS", serving_threads({})),
+        "timeout": _count(env, "CLOUD_RUN_TIMEOUT_SECONDS", 0, minimum=0),
+        "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
+        # functions-framework passes 0 (no limit): a thread would then buffer a request
+        # line of megabytes. The functions' longest real URL is a few hundred bytes;
+        # 8190 is gunicorn's largest finite limit, and past it the client gets 414.
+        "limit_request_line": REQUEST_LINE_LIMIT,
+        "worker_class": f"{__name__}.DeadlineThreadWorker",
+        "worker_tmp_dir": worker_tmp_dir(),
+        # gunicorn 24+ opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
+        # counts, shutdown): nothing here uses it, the local run's four functions would
+        # share one path, and a read-only root has no home to write it in.
+        "control_socket_disable": True,
+    }
 
-    def __init__(self, app: Any, host: str, port: int, env: Mapping[str, str]) -> None:
+
+class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+    """gunicorn serving one function's app with ``gunicorn_options``."""
+
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
         self.application = app
-        self.options: dict[str, Any] = {
-            "bind": f"{host}:{port}",
-            "workers": int(env.get("WORKERS", "1")),
-            "threads": int(env.get("THREADS", str((os.cpu_count() or 1) * 4))),
-            "timeout": int(env.get("CLOUD_RUN_TIMEOUT_SECONDS", "0")),
-            "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
-            # functions-framework passes 0 (no limit): a thread would then buffer a request
-            # line of megabytes. The functions' longest real URL is a few hundred bytes;
-            # 8190 is gunicorn's largest finite limit, and past it the client gets 414.
-            "limit_request_line": REQUEST_LINE_LIMIT,
-            "worker_class": f"{__name__}.DeadlineThreadWorker",
-            "worker_tmp_dir": worker_tmp_dir(),
-            # gunicorn 24+ opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
-            # counts, shutdown): nothing here uses it, the local run's four functions would
-            # share one path, and a read-only root has no home to write it in.
-            "control_socket_disable": True,
-        }
+        self.options = options
         super().__init__()
 
     def load_config(self) -> None:
@@ -267,7 +286,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     # In a container the function must listen on all interfaces (Knative routes to the pod).
     all_interfaces = "0.0.0.0"  # noqa: S104  # nosec B104 - the container's listen address
     parser.add_argument("--host", default=env.get("HOST", all_interfaces))
-    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")))
+    parser.add_argument("--port", type=int, default=_count(env, "PORT", 8080))
     return parser
 
 
@@ -288,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env, "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
     )
     DeadlineThreadWorker.function = args.target
+    options = gunicorn_options(env, args.host, args.port)
     parent = env.get(PARENT_PID_ENV, "")
     if parent.isdigit():  # started by `salesmart up`/`serve`: stop when it is killed
         die_with_parent(int(parent), signal.SIGTERM)
@@ -295,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # A setting the function refuses ends the process here (``start_function``: exit 78).
     app = create_app(args.target, source)  # type: ignore[no-untyped-call]
-    FunctionServer(app, args.host, args.port, env).run()
+    FunctionServer(app, options).run()
     return 0
 
 

@@ -23,6 +23,8 @@ _HALF_CENT = Decimal("0.005")
 MART_SCALE = Decimal("1e-9")
 #: Above every mart value (BigQuery's NUMERIC ends below 10^29): larger bounds are capped.
 BOUND_CAP = Decimal(10) ** 30
+#: The warehouses' largest integer (BIGINT, INT64): larger quantity/offset bounds are capped.
+INT64_MAX = 2**63 - 1
 # Room for a capped bound with its 9 decimals (the default context keeps 28 digits).
 _WIDE = Context(prec=60)
 
@@ -82,11 +84,6 @@ class TrendFilters:
             and self.min_avg_price > self.max_avg_price
         ):
             raise ValueError("min_avg_price must be <= max_avg_price")
-
-
-def month_start(day: date) -> date:
-    """The first day of ``day``'s month (``sale_month`` of a ``YYYY-MM-DD`` parameter)."""
-    return day.replace(day=1)
 
 
 # The query parameters of both trends endpoints (and the dashboard's form), in order.

@@ -15,11 +15,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from common.config import SCHEMA_NAME
 from common.db import PgPool
-from common.trends import ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
-
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-INT64_MAX = 2**63 - 1
+from common.trends import INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
 
 _WHERE = """
 WHERE product LIKE CAST(:pattern AS text) ESCAPE '!'
@@ -42,8 +40,8 @@ def _qualified(order_by: str, alias: str) -> str:
 
 
 def _table(schema: str) -> str:
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise ValueError(f"mart schema must be a plain identifier, found {schema!r}")
+    if not SCHEMA_NAME.fullmatch(schema):  # settings check it; SQL is built from it here
+        raise ValueError(f"mart schema must be a lower-case identifier, found {schema!r}")
     return f'"{schema}".summary_sales'
 
 

@@ -23,8 +23,8 @@ from decimal import Decimal
 from typing import Any
 
 from common.config import ConfigError, Settings
+from pipeline import TARGETS
 
-TARGETS = ("postgres", "bigquery")
 SALES_MART = {"postgres": "pg_sales", "bigquery": "fact_sales"}
 SUMMARY_MART = "summary_sales"
 

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
-from pipeline import FUNCTIONS
+from pipeline import FUNCTIONS, TARGETS, expand_targets
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNUSABLE = 2
-TARGETS = ("postgres", "bigquery", "all")
+TARGET_CHOICES = (*TARGETS, "all")
 # `generate` draws a bar from here on (~0.5 s of writing on a 2-core machine).
 GENERATE_PROGRESS_MIN_ROWS = 200_000
 
@@ -55,10 +55,6 @@ class CliError(Exception):
         self.code = code
 
 
-def _targets(target: str) -> list[str]:
-    return ["postgres", "bigquery"] if target == "all" else [target]
-
-
 # -- commands ------------------------------------------------------------------------------
 def _input_paths(names: Sequence[str]) -> list[Path]:
     """The CSV files named. ``Path("")`` is ``.``: an empty name would be reported as a
@@ -72,7 +68,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from common.pg import close_quietly, connect
     from pipeline.csvsource import TransactionReader, UnusableInputError
     from pipeline.ingest import IngestResult, ingest_postgres
-    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
+    from pipeline.runtime import cli_settings, enter_warehouses
 
     settings = cli_settings()
     results: list[IngestResult] = []
@@ -82,21 +78,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         # loaded, also when the unusable file is not the first one.
         for path in paths:
             TransactionReader(path, settings.validation, settings.pii_key).check_whole_file()
-        targets = _targets(args.target)
+        targets = expand_targets(args.target)
         with contextlib.ExitStack() as services:
-            # Both warehouses are secured before either loads: one that cannot be had
-            # (its stand-in taken, say) then stops the command with nothing loaded.
-            if "postgres" in targets:
-                dsn = services.enter_context(postgres_dsn(settings))
-            if "bigquery" in targets:
-                from pipeline.bq_emulator import bigquery_for_command
-
-                state = bigquery_state_dir(settings)
-                bq = services.enter_context(bigquery_for_command(settings, state))
+            settings = enter_warehouses(services, settings, targets)
             for target in targets:
                 for path in paths:
                     if target == "postgres":
-                        conn = connect(dsn)
+                        conn = connect(settings.database_url)
                         try:
                             results.append(ingest_postgres(conn, path, settings, progress=True))
                         finally:
@@ -104,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     else:
                         from pipeline.ingest_bigquery import ingest_bigquery
 
-                        results.append(ingest_bigquery(path, bq, progress=True))
+                        results.append(ingest_bigquery(path, settings, progress=True))
                     _print_result(results[-1], args.json)
     except UnusableInputError as exc:
         if results:  # it changed or went away after the loads printed above: not "nothing"
@@ -125,31 +113,23 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline.progress import StatusLine
-    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
+    from pipeline.runtime import cli_settings, enter_warehouses
     from pipeline.transform import require_bigquery_answers, run_dbt
 
     settings = cli_settings()
-    for target in _targets(args.target):
+    for target in expand_targets(args.target):
         # On a terminal, dbt's latest "N of M" step, as long as the build runs.
-        with StatusLine() as status:
+        with StatusLine() as status, contextlib.ExitStack() as services:
 
             def step(line: str, target: str = target) -> None:
                 found = _DBT_STEP.search(line)
                 if found:
                     status.show(f"dbt {target}: {found.group(0)}")
 
-            if target == "postgres":
-                import dataclasses
-
-                with postgres_dsn(settings) as dsn:
-                    database = dataclasses.replace(settings, database_url=dsn)
-                    result = run_dbt("postgres", database, on_line=step)
-            else:
-                from pipeline.bq_emulator import bigquery_for_command
-
-                with bigquery_for_command(settings, bigquery_state_dir(settings)) as bq:
-                    require_bigquery_answers(bq)
-                    result = run_dbt("bigquery", bq, on_line=step)
+            warehouse = enter_warehouses(services, settings, [target])
+            if target == "bigquery":
+                require_bigquery_answers(warehouse)
+            result = run_dbt(target, warehouse, on_line=step)
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
 
@@ -159,50 +139,32 @@ _DBT_STEP = re.compile(r"\b\d+ of \d+ \S.*")
 
 
 def cmd_ingest_landing(args: argparse.Namespace) -> int:
-    import contextlib
     import dataclasses
 
-    from pipeline.bq_emulator import bigquery_for_command
     from pipeline.landing import ingest_landing
-    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
+    from pipeline.runtime import cli_settings, enter_warehouses
 
     settings = cli_settings()
     if args.landing:
         settings = dataclasses.replace(settings, landing=args.landing)
-    targets = _targets(args.target)
-    with contextlib.ExitStack() as stack:
-        if "postgres" in targets:
-            dsn = stack.enter_context(postgres_dsn(settings))
-            settings = dataclasses.replace(settings, database_url=dsn)
-        if "bigquery" in targets:
-            settings = stack.enter_context(
-                bigquery_for_command(settings, bigquery_state_dir(settings))
-            )
+    targets = expand_targets(args.target)
+    with contextlib.ExitStack() as services:
+        settings = enter_warehouses(services, settings, targets)
         results = ingest_landing(
             settings, targets, say=lambda line: print(printable(line), flush=True)
         )
-    print(f"loaded {len(results)} new file load(s)", flush=True)
+    print(f"new loads: {len(results)} (one per new file and warehouse)", flush=True)
     return EXIT_OK
 
 
 def cmd_check_marts(args: argparse.Namespace) -> int:
-    import contextlib
-    import dataclasses
-
-    from pipeline.bq_emulator import bigquery_for_command
     from pipeline.checks import MartCheckError, check_marts, require_fresh
-    from pipeline.runtime import bigquery_state_dir, cli_settings, postgres_dsn
+    from pipeline.runtime import cli_settings, enter_warehouses
 
     settings = cli_settings()
-    targets = _targets(args.target)
-    with contextlib.ExitStack() as stack:
-        if "postgres" in targets:
-            dsn = stack.enter_context(postgres_dsn(settings))
-            settings = dataclasses.replace(settings, database_url=dsn)
-        if "bigquery" in targets:
-            settings = stack.enter_context(
-                bigquery_for_command(settings, bigquery_state_dir(settings))
-            )
+    targets = expand_targets(args.target)
+    with contextlib.ExitStack() as services:
+        settings = enter_warehouses(services, settings, targets)
         checks = check_marts(settings, targets)
     for check in checks:
         _print_result(check, args.json)
@@ -275,6 +237,8 @@ def cmd_users(args: argparse.Namespace) -> int:
                 print(f"user {args.name} enabled")
             else:
                 listed = users.list_users(conn)
+                if listed and sys.stdout.isatty():  # a script reading the lines gets no header
+                    print("name\trole\tstate\tadded")
                 for user in listed:
                     state = "disabled" if user.disabled else "active"
                     print(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
@@ -375,7 +339,7 @@ def build_parser() -> _Parser:
     )
     ingest.add_argument(
         "--target",
-        choices=TARGETS,
+        choices=TARGET_CHOICES,
         default="all",
         help="where to load (default all: both warehouses, as up and transform)",
     )
@@ -386,7 +350,7 @@ def build_parser() -> _Parser:
         "transform", help="dbt build on the chosen warehouse(s)", parents=[debug]
     )
     transform.add_argument(
-        "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
+        "--target", choices=TARGET_CHOICES, default="all", help="which warehouse(s) (default all)"
     )
     transform.set_defaults(handler=cmd_transform)
 
@@ -399,7 +363,7 @@ def build_parser() -> _Parser:
         "--landing", metavar="PATH", help="folder or gs://bucket/prefix (default: the config's)"
     )
     landing.add_argument(
-        "--target", choices=TARGETS, default="all", help="where to load (default all)"
+        "--target", choices=TARGET_CHOICES, default="all", help="where to load (default all)"
     )
     landing.set_defaults(handler=cmd_ingest_landing)
 
@@ -407,7 +371,7 @@ def build_parser() -> _Parser:
         "check-marts", help="fail when the marts do not match the raw area", parents=[debug]
     )
     check.add_argument(
-        "--target", choices=TARGETS, default="all", help="which warehouse(s) (default all)"
+        "--target", choices=TARGET_CHOICES, default="all", help="which warehouse(s) (default all)"
     )
     check.add_argument("--json", action="store_true", help="one JSON result per target")
     check.set_defaults(handler=cmd_check_marts)
@@ -443,7 +407,13 @@ def build_parser() -> _Parser:
     )
     stdin_help = "read the password from the first line of stdin"
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
-    users_sub.add_parser("list", help="list users", parents=[debug])
+    users_sub.add_parser(
+        "list",
+        help="list users",
+        description="One user a line, tab-separated: name, role, active or disabled, the day"
+        " it was added (UTC). A terminal also gets a header line.",
+        parents=[debug],
+    )
     disable = users_sub.add_parser("disable", help="disable a user", parents=[debug])
     disable.add_argument(
         "name",

@@ -80,7 +80,7 @@ class IngestResult:
             "read": self.read,
             "loaded": self.loaded,
             "rejected": self.rejected,
-            "rejected_by_reason": dict(self.rejected_by_reason),
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "already_loaded": self.already_loaded,
         }
 

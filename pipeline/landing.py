@@ -32,10 +32,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from common.config import ConfigError, Settings
+from pipeline import TARGETS
 from pipeline.csvsource import UnusableInputError, file_sha256
 from pipeline.ingest import IngestResult
 
-TARGETS = ("postgres", "bigquery")
 GCS_SCHEME = "gs://"
 LANDING_SUFFIX = ".csv"
 

@@ -474,25 +474,9 @@ class EmbeddedPostgres:
             return
         self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
 
-    def wait_stopped(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.is_running() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
 
 def open_embedded(root: Path, *, fsync: bool = True) -> EmbeddedPostgres:
     server = EmbeddedPostgres(root=root.resolve(), fsync=fsync)
     if server.initialized:
         server._load_saved()
     return server
-
-
-@contextlib.contextmanager
-def running_embedded(root: Path, *, fsync: bool = True) -> Iterator[EmbeddedPostgres]:
-    """Start a server for the duration of the block; stop it afterwards."""
-    server = open_embedded(root, fsync=fsync)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

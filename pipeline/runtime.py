@@ -21,11 +21,11 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.config import REPO_ROOT, ConfigError, Settings, get_settings
+from common.config import REPO_ROOT, ConfigError, Settings, get_settings, require_database
 from common.local_run import (
     LOCAL_KEYS,
     UP_KEYS_FILE,
@@ -77,6 +77,10 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     not for ``local_run``: up, serve) no local secret is made: a missing PII key is an error,
     and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
+    if deployment() and not local_run and settings.database_url:
+        # The functions' rule on the database password: the migration Job (or any command
+        # of the deployment) fails with their reason, before a Revision that would not start.
+        require_database(settings)
     changes: dict[str, Any] = {}
     missing = [key for key in LOCAL_KEYS if with_secrets and not getattr(settings, key)]
     if with_secrets and not local_run and deployment():
@@ -109,6 +113,22 @@ def other_folders_state(settings: Settings, cwd: Path | None = None) -> Path | N
         if candidate.resolve() != own and candidate.is_dir():
             return candidate
     return None
+
+
+def enter_warehouses(
+    stack: contextlib.ExitStack[Any], settings: Settings, targets: Sequence[str]
+) -> Settings:
+    """``settings`` naming a usable warehouse for each of ``targets`` until ``stack`` closes:
+    the embedded PostgreSQL or BigQuery stand-in started when none is configured. Both are
+    secured before anything loads: one that cannot be had stops a command with nothing done."""
+    if "postgres" in targets:
+        dsn = stack.enter_context(postgres_dsn(settings))
+        settings = dataclasses.replace(settings, database_url=dsn)
+    if "bigquery" in targets:
+        from pipeline.bq_emulator import bigquery_for_command
+
+        settings = stack.enter_context(bigquery_for_command(settings, bigquery_state_dir(settings)))
+    return settings
 
 
 @contextlib.contextmanager

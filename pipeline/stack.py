@@ -454,9 +454,10 @@ def _up(
         finally:
             conn.close()
 
+    from pipeline import TARGETS
     from pipeline.csvsource import file_sha256
     from pipeline.ingest_bigquery import ensure_warehouse_tables
-    from pipeline.landing import TARGETS, ingest_if_new
+    from pipeline.landing import ingest_if_new
 
     ensure_warehouse_tables(settings)
     for path in files:

@@ -33,7 +33,6 @@ from common.config import REPO_ROOT, ConfigError, Settings, without_secrets
 from common.pg import libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 
-TARGETS = ("postgres", "bigquery")
 # SALESMART_HOME: where an image keeps the project's files when the package is installed
 # (the Airflow image); a checkout needs nothing.
 PROJECT_DIR = Path(os.environ.get("SALESMART_HOME") or REPO_ROOT) / "dbt"
@@ -45,7 +44,6 @@ DBT_STOP_GRACE_SECONDS = 15.0  # to cancel its warehouse queries when interrupte
 EMULATOR_TOKEN = "fake-token"  # noqa: S105 - not a secret  # nosec B105
 _TAIL_LINES = 40
 _FAILED = ("error", "fail", "runtime error")
-# Inherited variables a dbt child never needs (it gets only what its profile reads).
 
 
 class TransformError(RuntimeError):
@@ -98,15 +96,6 @@ class TransformResult:
             "warned": list(self.warned),
             "failed": list(self.failed),
         }
-
-
-def targets_for(name: str) -> tuple[str, ...]:
-    """``all`` -> both targets; a single target -> itself."""
-    if name == "all":
-        return TARGETS
-    if name not in TARGETS:
-        raise TransformError(f"unknown dbt target {name!r}; expected postgres, bigquery or all")
-    return (name,)
 
 
 def dbt_executable() -> Path:
@@ -200,7 +189,7 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
             env.update(
                 {
                     "SALESMART_DBT_BQ_METHOD": "oauth",
-                    "DBT_ENV_SECRET_BQ_TOKEN": "",  # nosec B105 - an empty placeholder, the stand-in needs no token
+                    "DBT_ENV_SECRET_BQ_TOKEN": "",  # nosec B105 - empty: the profile names it, oauth ignores it
                     "SALESMART_BQ_ENDPOINT": "",
                 }
             )

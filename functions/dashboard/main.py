@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-from common.api import require_database
 from common.auth import LoginService, Sessions, TokenService
-from common.config import Settings
+from common.config import Settings, require_database
 from common.dashboard import Dashboard
 from common.db import PgPool
 from common.http import FunctionApp

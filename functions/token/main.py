@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-from common.api import function_app, require_database, route_with_root, token_handler
+from common.api import function_app, route_with_root, token_handler
 from common.auth import LoginService, TokenService
-from common.config import Settings
+from common.config import Settings, require_database
 from common.db import PgPool
 from common.http import FunctionApp
 from common.local_run import start_function

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from flask import Request, Response
 
-from common.api import require_database, trends_app
-from common.config import Settings
+from common.api import trends_app
+from common.config import Settings, require_database
 from common.db import PgPool
 from common.http import FunctionApp
 from common.local_run import start_function

@@ -87,7 +87,7 @@ def test_a_second_run_loads_nothing_new_and_succeeds(stack: Stack, second_run: s
     assert ended_ok(second_run), tail(second_run)
     assert "2023-10-a.csv -> postgres: already loaded" in second_run
     assert "b.csv -> bigquery: already loaded" in second_run
-    assert "loaded 0 new file load(s)" in second_run
+    assert "new loads: 0 (one per new file and warehouse)" in second_run
     assert stack.pg("SELECT count(*) FROM raw.loads") == [[2]]
     assert stack.pg("SELECT count(*), sum(amount) FROM public.pg_sales") == [[5, TOTAL]]
     bqs = stack.settings.bigquery

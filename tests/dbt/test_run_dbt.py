@@ -17,12 +17,12 @@ import pytest
 import yaml
 
 from common.config import REPO_ROOT, Settings, build_settings
+from pipeline import expand_targets
 from pipeline.transform import (
     PROJECT_DIR,
     TransformError,
     dbt_environment,
     run_dbt,
-    targets_for,
 )
 from tests.conftest import eventually, process_alive
 
@@ -264,10 +264,10 @@ def test_unusable_setups_are_one_line_errors(
         dbt_environment("postgres", build_settings({"SALESMART_CONFIG": str(empty)}))
     with pytest.raises(TransformError, match="unknown dbt target"):
         dbt_environment("snowflake", pg_settings)
-    assert targets_for("all") == ("postgres", "bigquery")
-    assert targets_for("bigquery") == ("bigquery",)
-    with pytest.raises(TransformError):
-        targets_for("mysql")
+    assert expand_targets("all") == ("postgres", "bigquery")
+    assert expand_targets("bigquery") == ("bigquery",)
+    with pytest.raises(ValueError, match="unknown target 'mysql'"):
+        expand_targets("mysql")
 
 
 def test_bigquery_environment_stand_in_and_real() -> None:
@@ -340,6 +340,15 @@ def test_the_fact_table_is_one_model_under_two_names() -> None:
         "enabled=target.type == 'bigquery'"
         in (PROJECT_DIR / "models" / "marts" / "fact_sales.sql").read_text()
     )
+    # Their tests too: a test added to one mart's yml and not the other fails here.
+    marts = PROJECT_DIR / "models" / "marts"
+    pg_yml = (marts / "pg_sales.yml").read_text()
+    bq_yml = (marts / "fact_sales.yml").read_text()
+    swapped = pg_yml.replace("PostgreSQL", "<warehouse>").replace("BigQuery", "<other>")
+    swapped = swapped.replace("pg_sales", "<fact>").replace("fact_sales", "<twin>")
+    expected = bq_yml.replace("BigQuery", "<warehouse>").replace("PostgreSQL", "<other>")
+    expected = expected.replace("fact_sales", "<fact>").replace("pg_sales", "<twin>")
+    assert swapped == expected
 
 
 def test_each_model_states_its_grain_tests_its_key_and_has_unit_tests() -> None:

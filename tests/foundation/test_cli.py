@@ -384,6 +384,8 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
     assert summary["read"] == 5000
     assert 0 < summary["rejected"] < 250
     assert len(summary["rejected_by_reason"]) >= 8
+    # In name order, as the text line has them: two runs' JSON diff cleanly.
+    assert list(summary["rejected_by_reason"]) == sorted(summary["rejected_by_reason"])
 
 
 def test_an_interrupted_generate_leaves_no_half_file(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import threading
@@ -127,6 +128,22 @@ def test_statement_timeout_and_missing_marts_are_503(fresh_dsn: str) -> None:
         assert pool.opened == 1
     finally:
         pool.close()
+
+
+def test_a_refused_session_setup_is_a_503_with_a_log_line(
+    fresh_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server refuses the per-connection setting (here a negative statement timeout,
+    which PostgreSQL rejects as 22023): the caller gets a 503 and the operator a reason."""
+    pool = PgPool(fresh_dsn, max_size=1, statement_timeout_ms=-1)
+    try:
+        with pytest.raises(WarehouseUnavailable):
+            pool.run("SELECT 1")
+    finally:
+        pool.close()
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (setup,) = [e for e in events if e["message"] == "postgres session setup failed"]
+    assert setup["severity"] == "WARNING" and setup["sqlstate"] == "22023"
 
 
 def test_other_database_errors_propagate(fresh_dsn: str) -> None:

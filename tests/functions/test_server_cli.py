@@ -40,9 +40,14 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         ("SALESMART_HEADER_TIMEOUT_SECONDS", "soon", "must be a number of seconds"),
         ("SALESMART_REQUEST_DEADLINE_SECONDS", "0", "must be positive"),
         ("SALESMART_HEADER_TIMEOUT_SECONDS", "-3", "must be positive"),
+        # functions-framework's own knobs: a typo is one line, not a traceback.
+        ("THREADS", "many", "must be a whole number"),
+        ("WORKERS", "0", "must be at least 1"),
+        ("CLOUD_RUN_TIMEOUT_SECONDS", "-1", "must be at least 0"),
+        ("PORT", "http", "must be a whole number"),
     ],
 )
-def test_bad_deadlines_are_refused(variable: str, value: str, needle: str) -> None:
+def test_bad_server_settings_are_refused(variable: str, value: str, needle: str) -> None:
     result = _run(command("trends_pg", "functions/trends_pg/main.py", port=1), **{variable: value})
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -292,13 +297,14 @@ def test_the_gunicorn_settings_are_known_and_an_older_gunicorn_still_serves(
 ) -> None:
     import gunicorn.config
 
-    from common.server import FunctionServer
+    from common.server import FunctionServer, gunicorn_options
 
-    server = FunctionServer(object(), "127.0.0.1", 8080, {})
+    server = FunctionServer(object(), gunicorn_options({}, "127.0.0.1", 8080))
     assert server.cfg.control_socket_disable is True  # no ~/.gunicorn/gunicorn.ctl
     assert server.cfg.worker_tmp_dir == "/dev/shm"
     # Fault injected: gunicorn 23 (which pyproject allows) has no control socket setting,
     # which cfg.set would refuse; its absence is skipped, not an error at start.
     older = [s for s in gunicorn.config.KNOWN_SETTINGS if s.name != "control_socket_disable"]
     monkeypatch.setattr(gunicorn.config, "KNOWN_SETTINGS", older)
-    assert "control_socket_disable" not in FunctionServer(object(), "h", 1, {}).cfg.settings
+    older_server = FunctionServer(object(), gunicorn_options({}, "h", 1))
+    assert "control_socket_disable" not in older_server.cfg.settings

@@ -249,3 +249,53 @@ def test_the_raw_schema_is_the_one_the_migrations_create(tmp_path: Path) -> None
     config.write_text("data_warehouse:\n  postgres:\n    raw_schema: landing_raw\n")
     with pytest.raises(ConfigError, match="raw_schema must be raw"):
         build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # A value from the environment is blamed on the variable, not on the file's key.
+        ({"SALESMART_TOKEN_TTL_SECONDS": "abc"}, "SALESMART_TOKEN_TTL_SECONDS must be an integer"),
+        ({"SALESMART_TOKEN_TTL_SECONDS": "90000"}, "SALESMART_TOKEN_TTL_SECONDS must be at most"),
+        (
+            {"SALESMART_BQ_QUERY_TIMEOUT": "abc"},
+            "SALESMART_BQ_QUERY_TIMEOUT must be a number of seconds, found 'abc'",
+        ),
+        ({"SALESMART_BQ_QUERY_TIMEOUT": "0"}, "SALESMART_BQ_QUERY_TIMEOUT must be a positive"),
+        ({"SALESMART_BQ_QUERY_TIMEOUT": "-5"}, "SALESMART_BQ_QUERY_TIMEOUT must be a positive"),
+        ({"SALESMART_BQ_QUERY_TIMEOUT": "nan"}, "SALESMART_BQ_QUERY_TIMEOUT must be a positive"),
+        ({"SALESMART_BQ_MAX_BYTES_BILLED": "0"}, "SALESMART_BQ_MAX_BYTES_BILLED must be >= 1"),
+        ({"SALESMART_BCRYPT_ROUNDS": "32"}, "SALESMART_BCRYPT_ROUNDS must be <= 31"),
+    ],
+)
+def test_an_overriding_variable_is_named_in_its_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_settings({**TEST_ENV, **env})
+
+
+def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    env = {**TEST_ENV, "SALESMART_CONFIG": str(config)}
+    del env["SALESMART_BCRYPT_ROUNDS"]  # the tests' cheap cost would win over the file
+    config.write_text("bigquery:\n  query_timeout_seconds: soon\n")
+    with pytest.raises(ConfigError, match=r"bigquery\.query_timeout_seconds must be a number"):
+        build_settings(env)
+    config.write_text("api:\n  bcrypt_rounds: 3\n")
+    with pytest.raises(ConfigError, match=r"api\.bcrypt_rounds must be >= 4"):
+        build_settings(env)
+
+
+def test_a_deployment_command_refuses_the_password_the_functions_refuse(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The chart's migration hook runs `salesmart migrate` before any Revision: a database
+    password the functions would refuse at start fails it there, with their reason."""
+    url = "postgresql://someone:abc@" + settings.database_url.split("@", 1)[1]
+    done = run_cli(settings, tmp_path, "migrate", SALESMART_ENV="prod", SALESMART_DATABASE_URL=url)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (
+        "salesmart: SALESMART_DATABASE_URL has a password of only 3 bytes; at least 32 bytes"
+        " are required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
+    )
+    # The local command (SALESMART_ENV unset) keeps working with the same URL's server.
+    assert run_cli(settings, tmp_path, "migrate").returncode == 0
