@@ -414,10 +414,9 @@ def _up(
     port_base: int,
     cleanups: list[Callable[[], None]],
 ) -> int:
-    from common.pg import connect, parse_dsn
+    from common.pg import connect
     from pipeline.bq_emulator import bigquery_needs_emulator, start_emulator
     from pipeline.migrate import migrate
-    from pipeline.transform import run_dbt
 
     # A database of the operator's (SALESMART_DATABASE_URL), not one `up` made for itself.
     external_database = bool(settings.database_url)
@@ -454,10 +453,31 @@ def _up(
         finally:
             conn.close()
 
+    _load_and_build(settings, files)
+
+    functions = FunctionProcesses(FUNCTIONS, port_base, function_env(settings), state / "logs")
+    cleanups.append(functions.stop)
+    with step("starting the four functions"):
+        functions.start()
+    urls = functions.urls()
+    endpoints: dict[str, Any] = {
+        **urls,
+        "postgres": settings.database_url,
+        "bigquery": bq_endpoint or "bigquery.googleapis.com",
+    }
+    write_private(state / ENDPOINTS_FILE, json.dumps(endpoints, indent=2) + "\n")
+    cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
+    announcement = _announcement(settings, state, urls, bq_endpoint, admin)
+    return wait_until_stopped(functions, announcement, emulator, embedded)
+
+
+def _load_and_build(settings: Settings, files: list[Path]) -> None:
+    """Each file into both warehouses (what each does not hold yet), then dbt on both."""
     from pipeline import TARGETS
     from pipeline.csvsource import file_sha256
     from pipeline.ingest_bigquery import ensure_warehouse_tables
     from pipeline.landing import ingest_if_new
+    from pipeline.transform import run_dbt
 
     ensure_warehouse_tables(settings)
     for path in files:
@@ -474,18 +494,13 @@ def _up(
         with step(f"dbt build on {target}"):
             run_dbt(target, settings)
 
-    functions = FunctionProcesses(FUNCTIONS, port_base, function_env(settings), state / "logs")
-    cleanups.append(functions.stop)
-    with step("starting the four functions"):
-        functions.start()
-    urls = functions.urls()
-    endpoints: dict[str, Any] = {
-        **urls,
-        "postgres": settings.database_url,
-        "bigquery": bq_endpoint or "bigquery.googleapis.com",
-    }
-    write_private(state / ENDPOINTS_FILE, json.dumps(endpoints, indent=2) + "\n")
-    cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
+
+def _announcement(
+    settings: Settings, state: Path, urls: dict[str, str], bq_endpoint: str, admin: AdminLogin
+) -> list[str]:
+    """What `up` prints once serving: the URLs, the services and how to log in."""
+    from common.pg import parse_dsn
+
     pg = parse_dsn(settings.database_url)
     announcement = ["", "salesmart is up. Ctrl-C stops everything it started."]
     announcement += function_lines(urls)
@@ -511,7 +526,7 @@ def _up(
             f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}"
         )
     announcement.append(f"  endpoints  {state / ENDPOINTS_FILE}")
-    return wait_until_stopped(functions, announcement, emulator, embedded)
+    return announcement
 
 
 # -- serve --------------------------------------------------------------------------------
