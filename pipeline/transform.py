@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -201,8 +202,11 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with each secret starred where it stands alone (``password=s``, ``:s@``,
+    quoted): a short password inside a word, a host or a number (``1`` in ``127.0.0.1``) is
+    left alone, so the reason stays readable."""
     for secret in secrets:
-        text = text.replace(secret, "*****")
+        text = re.sub(rf"(?<![\w.-]){re.escape(secret)}(?![\w.-])", "*****", text)
     return text
 
 

@@ -24,7 +24,7 @@ class User:
 
 def _check(username: str, role: str | None = None) -> None:
     if not USERNAME.fullmatch(username):
-        raise UserError("username must be 1-64 characters: letters, digits, _ . @ -")
+        raise UserError("username must be 1-64 characters: ASCII letters and digits, _ . @ -")
     if role is not None and role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
 

@@ -45,7 +45,8 @@ if mode == "hang":
     time.sleep(60)
 if mode == "crash":
     print("00:00:03  Encountered an error:", flush=True)
-    print("00:00:03  Database Error: password authentication failed (password="
+    print("00:00:03  Database Error: connection to server at \"127.0.0.1\", port 5999"
+          " failed: password authentication failed (password="
           + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "") + ")", flush=True)
     sys.exit(2)
 def r(uid, status, failures=None):
@@ -190,6 +191,27 @@ def test_a_password_that_is_also_a_word_hides_only_what_dbt_printed(
     assert message.startswith("dbt build on postgres exited with code 2: "), message
     assert message.endswith(f"(log: {tmp_path / 'work' / 'logs' / 'dbt.log'})"), message
     assert "(password=*****)" in message  # what dbt printed stays hidden
+
+
+@pytest.mark.parametrize("password", ["1", "p", "0.0"])
+def test_a_short_password_is_hidden_without_garbling_the_reason(
+    password: str, fake_dbt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the password where it stands alone is starred: before, the password ``1`` made
+    the host ``*****27.0.0.*****`` and ``p`` made ``*****ort 5999``."""
+    monkeypatch.setenv("FAKE_DBT_MODE", "crash")
+    settings = build_settings(
+        {
+            **os.environ,
+            "SALESMART_DATABASE_URL": f"postgresql://salesmart:{password}@127.0.0.1:5999/w",
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", settings, work_dir=tmp_path / "work")
+    message = str(caught.value)
+    assert 'connection to server at "127.0.0.1", port 5999 failed' in message, message
+    assert "(password=*****)" in message
 
 
 def test_a_hanging_dbt_is_stopped(

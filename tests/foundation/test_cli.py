@@ -299,6 +299,28 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
         conn.close()
     assert stored.startswith("$2b$") and "horse" not in stored
     assert run(settings, tmp_path, "users", "disable", "nobody").returncode == 1
+    # On a terminal the columns are named; piped (above), every line is an account.
+    controller, end = pty.openpty()
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "users", "list"],
+            env=cli_env(settings, tmp_path),
+            stdout=end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+        os.close(end)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the writer is gone and all is read
+            while chunk := os.read(controller, 4096):
+                drawn += chunk
+    finally:
+        os.close(controller)
+    assert shown.returncode == 0, shown.stderr
+    lines = drawn.decode().splitlines()
+    assert lines[0] == "name\trole\tstate\tadded"
+    assert lines[1].split("\t")[:3] == ["alice", "analyst", "disabled"]
 
 
 def test_a_password_that_is_not_utf8_is_refused_in_one_line(
@@ -705,6 +727,10 @@ def test_the_password_prompt_on_a_terminal(
         (("add", "hana", "--role", "analyst"), "user hana already exists"),
         (("password", "ivan"), "no user named ivan"),
         (("add", "bad name", "--role", "analyst"), "username must be 1-64 characters"),
+        (
+            ("add", "José", "--role", "analyst"),
+            "username must be 1-64 characters: ASCII letters and digits, _ . @ -",
+        ),
     ],
 )
 def test_a_name_that_cannot_take_a_password_is_refused_before_the_prompt(
