@@ -17,6 +17,9 @@ from common.config import ValidationRules
 
 CORE_COLUMNS = ("transaction_id", "product", "price", "quantity", "date")
 MAX_TRANSACTION_ID_CHARS = 128  # a primary key; a 1 MB id would break the btree index
+# Every sum a mart makes must fit BigQuery's NUMERIC (29 digits before the point): a price
+# of 15 digits x a quantity of 3 leaves 11 digits of headroom for summing rows. A longer
+# price is rejected as invalid_price (README, "What is loaded").
 MAX_PRICE_INTEGER_DIGITS = 15
 # The marts index products (the trends query's prefix scan and the product-month grain);
 # a btree entry holds at most ~2.7 kB, 500 characters of UTF-8 at most 2 kB.
