@@ -85,7 +85,7 @@ class LoginRefused(ApiError):
 
 
 class InvalidCredentials(LoginRefused, Unauthorized):
-    code = "invalid_credentials"
+    code = "invalid_grant"  # RFC 6749 5.2: the resource owner's credentials are wrong
     default_message = "Wrong username or password."
 
 
@@ -156,6 +156,12 @@ class HeadersTooLarge(ApiError):
     status = 431
     code = "headers_too_large"
     default_message = "The request headers are too many or too large."
+
+
+class PreconditionFailed(ApiError):
+    status = 412
+    code = "precondition_failed"
+    default_message = "If-Match names no current version of this answer."
 
 
 class ExpectationFailed(ApiError):

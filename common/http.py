@@ -38,10 +38,13 @@ from common.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
 )
 from common.logging import log_failure, log_request, request_context, route_library_logs
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# RFC 9112 3.2 / RFC 3986 3.2.2: host (a reg-name, IPv4 or [IP-literal]) and optional port.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(:[0-9]*)?")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 SECURITY_HEADERS = {
@@ -139,6 +142,10 @@ def cacheable_body(call: Call, body: bytes) -> Response:
     revalidates each time (cheap: a 304 has no body).
     """
     tag = hashlib.sha256(body).hexdigest()[:32]
+    # RFC 9110 13.2.2: If-Match first (strong comparison; * is any current answer).
+    required = call.request.if_match
+    if required and not required.contains(tag):
+        raise PreconditionFailed()
     conditional = call.request.if_none_match
     if conditional and conditional.contains_weak(tag):
         response = Response(status=304)
@@ -148,6 +155,17 @@ def cacheable_body(call: Call, body: bytes) -> Response:
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Vary"] = "Authorization, Cookie"
     return response
+
+
+def _require_host(request: Request) -> None:
+    """RFC 9112 3.2: an HTTP/1.1 request without a Host, or with one that is not a host name
+    (two are refused by the server itself), is answered 400."""
+    host = request.environ.get("HTTP_HOST")
+    if host is None:
+        if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+            raise BadRequest("The request has no Host header.")
+    elif not _HOST.fullmatch(host):
+        raise BadRequest("The Host header is not a host name.")
 
 
 class FunctionApp:
@@ -189,6 +207,7 @@ class FunctionApp:
 
     # -- dispatch -------------------------------------------------------------------------------
     def _dispatch(self, call: Call) -> Response:
+        _require_host(call.request)
         handlers = self.routes.get(call.request.path)
         if handlers is None:
             raise NotFound()

@@ -126,6 +126,7 @@ def _trends_operation(summary: str) -> dict[str, Any]:
             },
             "401": _UNAUTHORIZED,
             "403": _FORBIDDEN,
+            "412": _error("If-Match names no current version of this answer."),
             "422": _error("Unknown parameter or broken rule; details per field."),
             "503": _UNAVAILABLE,
         },

@@ -289,7 +289,7 @@ def test_wrong_password_rerenders_the_form(call: Caller, analyst: Account) -> No
         data={"username": analyst.username, "password": "not it at all", "csrf_token": token},
     )
     assert api.status_code == 401
-    assert api.get_json()["error"] == "invalid_credentials"
+    assert api.get_json()["error"] == "invalid_grant"
 
 
 def test_dashboard_page_with_bearer_token(call: Caller, fn_settings: Settings) -> None:

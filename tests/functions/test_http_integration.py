@@ -144,7 +144,7 @@ def test_token_400_401_405(token_fn: Served, user: Account) -> None:
     )
     wrong = requests.post(url, data={"username": user.username, "password": "nope"}, timeout=10)
     assert wrong.status_code == 401
-    assert envelope(wrong)["error"] == "invalid_credentials"
+    assert envelope(wrong)["error"] == "invalid_grant"
     for method in ("GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"):
         other = requests.request(method, url, timeout=10)
         assert other.status_code == 405, method

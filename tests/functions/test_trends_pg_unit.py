@@ -386,6 +386,9 @@ def test_valid_token_with_foreign_role_is_403(call: Caller) -> None:
 
 
 # -- caching, methods, paths, ids -----------------------------------------------------------------
+LIMIT_3 = {"limit": "3"}
+
+
 def test_etag_and_304(call: Caller, token: str) -> None:
     first = call(PATH, headers=auth(token), query_string={"limit": "3"})
     etag = first.headers["ETag"]
@@ -405,6 +408,21 @@ def test_etag_and_304(call: Caller, token: str) -> None:
     other = call(PATH, headers={**auth(token), "If-None-Match": etag}, query_string={"limit": "4"})
     assert other.status_code == 200
     assert other.headers["ETag"] != etag
+    # RFC 9110 13.2.2: If-Match is checked first; a tag that is not the answer's is a 412.
+    stale = call(
+        PATH,
+        headers={**auth(token), "If-Match": '"nope"', "If-None-Match": etag},
+        query_string={"limit": "3"},
+    )
+    assert stale.status_code == 412
+    assert stale.get_json()["error"] == "precondition_failed"
+    for matching in (etag, "*"):
+        held = call(
+            PATH, headers={**auth(token), "If-Match": matching}, query_string={"limit": "3"}
+        )
+        assert held.status_code == 200 and held.headers["ETag"] == etag
+    # Not for an answer that would not be a 2xx: no token is still a 401.
+    assert call(PATH, headers={"If-Match": '"nope"'}).status_code == 401
 
 
 def test_405_with_allow(call: Caller, token: str) -> None:

@@ -225,6 +225,33 @@ def test_requests_the_server_cannot_parse_get_the_json_envelope(
     assert [entry["status"] for entry in logged] == [status]
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "no Host header"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: a b/c@d\r\nConnection: close\r\n\r\n",
+            400,
+            "not a host name",
+        ),
+        (b"GET /healthz HTTP/1.0\r\n\r\n", 200, None),  # HTTP/1.0 has no Host to require
+        (b"GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n", 200, None),
+        (b"GET /healthz HTTP/1.1\r\nHost: fn.example\r\nConnection: close\r\n\r\n", 200, None),
+    ],
+)
+def test_an_http11_request_needs_a_host(
+    fns: dict[str, Served], request_bytes: bytes, status: int, message: str | None
+) -> None:
+    """RFC 9112 3.2: no Host, or one that is not a host name, is a 400 (in JSON)."""
+    port = urlsplit(fns["token"].url).port
+    assert port is not None
+    got, headers, body = raw_exchange(port, request_bytes)
+    assert got == status, body[:300]
+    if message is not None:
+        assert message in json.loads(body)["message"]
+        assert headers["X-Request-ID"]
+
+
 BROKEN_CHUNKED_BODIES = [
     b"ZZ\r\nusername=a\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
     b"3\r\nabcXY0\r\n\r\n",  # a chunk not ended by CRLF
