@@ -115,10 +115,12 @@ class Settings:
                 )
 
 
-def require_database(settings: Settings) -> None:
+def require_database(settings: Settings, *, password_required: bool = True) -> None:
     """Refuse a missing or malformed database URL, and outside dev a password shorter than
     the other secrets (a client certificate stands in for it). The functions check at start;
-    a deployment's commands (the migration Job) check the same, so a bad URL fails there."""
+    a deployment's commands that use PostgreSQL (the migration Job) refuse a short password
+    too, but not a missing one (``password_required=False``): libpq may find theirs in a
+    ``.pgpass`` file, or the role may log in without one (IAM)."""
     if not settings.database_url:
         beside = ", and no salesmart up runs in this folder" if settings.is_dev else ""
         raise ConfigError(
@@ -132,7 +134,7 @@ def require_database(settings: Settings) -> None:
     # The database password is one of the deployment's secrets: held to the same length.
     password = params.password or os.environ.get("PGPASSWORD", "")
     size = len(password.encode())
-    if size < MIN_SECRET_BYTES:
+    if size < MIN_SECRET_BYTES and (size or password_required):
         state = "no password" if not size else f"a password of only {size} bytes"
         raise ConfigError(
             f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"

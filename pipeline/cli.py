@@ -14,6 +14,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
@@ -241,7 +242,8 @@ def cmd_users(args: argparse.Namespace) -> int:
                     print("name\trole\tstate\tadded")
                 for user in listed:
                     state = "disabled" if user.disabled else "active"
-                    print(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
+                    added = user.created_at.astimezone(UTC)  # not the database session's zone
+                    print(f"{user.username}\t{user.role}\t{state}\t{added:%Y-%m-%d}")
                 if not listed:  # on stderr: a script reading stdout still gets no lines
                     print("no users yet: add one with `salesmart users add`", file=sys.stderr)
         except (users.UserError, PasswordPolicyError) as exc:

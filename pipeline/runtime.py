@@ -77,10 +77,6 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     not for ``local_run``: up, serve) no local secret is made: a missing PII key is an error,
     and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
-    if deployment() and not local_run and settings.database_url:
-        # The functions' rule on the database password: the migration Job (or any command
-        # of the deployment) fails with their reason, before a Revision that would not start.
-        require_database(settings)
     changes: dict[str, Any] = {}
     missing = [key for key in LOCAL_KEYS if with_secrets and not getattr(settings, key)]
     if with_secrets and not local_run and deployment():
@@ -136,6 +132,10 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     """A DSN for the command's duration, starting the embedded server when none is set
     (not for a deployment, unless ``local_run``: serve)."""
     if settings.database_url:
+        if deployment() and not local_run:
+            # The functions' rule on a given password: the migration Job fails with their
+            # reason, before a Revision that would not start.
+            require_database(settings, password_required=False)
         yield settings.database_url
         return
     if not local_run:

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,12 +202,19 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
     return env, [s for s in secrets if s]
 
 
+#: A secret this long is starred wherever it appears; a shorter one (a local test password
+#: such as ``1``) only where it stands alone, or dbt's reason would lose its host and port.
+_SCRUB_ANYWHERE_BYTES = 8
+
+
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with each secret starred where it stands alone (``password=s``, ``:s@``,
-    quoted): a short password inside a word, a host or a number (``1`` in ``127.0.0.1``) is
-    left alone, so the reason stays readable."""
+    """``text`` with each secret, and its URL-encoded form, starred."""
     for secret in secrets:
-        text = re.sub(rf"(?<![\w.-]){re.escape(secret)}(?![\w.-])", "*****", text)
+        for form in dict.fromkeys((secret, urllib.parse.quote(secret, safe=""))):
+            if len(form.encode()) >= _SCRUB_ANYWHERE_BYTES:
+                text = text.replace(form, "*****")
+            else:
+                text = re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w.-])", "*****", text)
     return text
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -45,6 +46,11 @@ if mode == "hang":
     time.sleep(60)
 if mode == "crash":
     print("00:00:03  Encountered an error:", flush=True)
+    if os.environ.get("FAKE_DBT_ECHO") == "careless":  # a driver quoting it every which way
+        from urllib.parse import quote
+        pw = os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "")
+        print(f"00:00:03  Database Error: tried {pw}. then {pw}-replica, url {quote(pw, safe='')}",
+              flush=True)
     print("00:00:03  Database Error: connection to server at \"127.0.0.1\", port 5999"
           " failed: password authentication failed (password="
           + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "") + ")", flush=True)
@@ -191,6 +197,29 @@ def test_a_password_that_is_also_a_word_hides_only_what_dbt_printed(
     assert message.startswith("dbt build on postgres exited with code 2: "), message
     assert message.endswith(f"(log: {tmp_path / 'work' / 'logs' / 'dbt.log'})"), message
     assert "(password=*****)" in message  # what dbt printed stays hidden
+
+
+def test_a_long_password_is_hidden_wherever_dbt_prints_it(
+    fake_dbt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a sentence's full stop, before ``-replica``, URL-encoded: never in clear."""
+    password = "p@ss/Word-32-bytes-long-enough.x"
+    monkeypatch.setenv("FAKE_DBT_MODE", "crash")
+    monkeypatch.setenv("FAKE_DBT_ECHO", "careless")
+    settings = build_settings(
+        {
+            **os.environ,
+            "SALESMART_DATABASE_URL": f"postgresql://salesmart:{quote(password, safe='')}"
+            "@127.0.0.1:5999/w",
+            "SALESMART_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    seen: list[str] = []
+    with pytest.raises(TransformError) as caught:
+        run_dbt("postgres", settings, work_dir=tmp_path / "work", on_line=seen.append)
+    shown = "\n".join([str(caught.value), *seen])
+    assert "tried *****. then *****-replica, url *****" in shown, shown
+    assert password not in shown and quote(password, safe="") not in shown
 
 
 @pytest.mark.parametrize("password", ["1", "p", "0.0"])

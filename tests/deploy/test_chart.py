@@ -659,8 +659,6 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("empty image repository", "image: {repository: ''}"),
     # Runtimes cannot parse an upper-case path ("repository name must be lowercase").
     ("upper-case image path", "image: {repository: Registry.Example.com/You/Salesmart}"),
-    # Knative's webhook refuses 0 unless the cluster sets allow-zero-initial-scale.
-    ("zero initial scale", "functions: {token: {autoscaling: {initialScale: 0}}}"),
     ("chart-created secret without values", "secrets: {existingSecret: ''}"),
     (
         "short JWT secret",
@@ -728,7 +726,6 @@ REASONS = {
     "bad pull policy": "'/image/pullPolicy'",
     "empty image repository": "'/image/repository'",
     "upper-case image path": "'/image/repository'",
-    "zero initial scale": "'/functions/token/autoscaling/initialScale': minimum: got 0, want 1",
     "chart-created secret without values": "'/secrets/jwtSecret': minLength",
     "short JWT secret": "'/secrets/jwtSecret': minLength: got 5",
     "database URL that is not PostgreSQL": "'/secrets/databaseUrl'",
@@ -771,6 +768,11 @@ GOOD_VALUES = [
     "functions: {token: {autoscaling: {maxScale: 2147483647}}}",
     "imagePullSecrets: [{name: regcred}]",
     "serviceAccountName: salesmart-runtime",
+    "{allowZeroInitialScale: true, functions: {token: {autoscaling: {initialScale: 0}}}}",
+    # An upper-case first component is a registry host to image references.
+    "image: {repository: MyRegistry/salesmart}",
+    "image: {repository: us-docker.pkg.dev/acme/apps/salesmart}",
+    "image: {repository: 127.0.0.1:5000/team/sales__mart}",
 ]
 
 
@@ -809,6 +811,11 @@ def test_schema_accepts_good_values(overrides: str) -> None:
             # As many threads as requests: none left for the probes.
             "functions: {trends_pg: {workers: 2, threads: 4}}",
             r"functions\.trends_pg: workers x threads \(8\) must exceed containerConcurrency \(8\)",
+        ),
+        # Knative's webhook refuses 0 unless the cluster sets allow-zero-initial-scale.
+        (
+            "functions: {token: {autoscaling: {initialScale: 0}}}",
+            r"functions\.token\.autoscaling: initialScale 0 needs the cluster's allow-zero",
         ),
         # Variables Knative or the chart sets: named with the function, and why.
         (

@@ -323,6 +323,32 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
     assert lines[1].split("\t")[:3] == ["alice", "analyst", "disabled"]
 
 
+def test_users_list_gives_the_day_in_utc(settings: Settings, tmp_path: Path) -> None:
+    """Not in the database session's zone: 03:00 UTC is the day before at UTC-12."""
+    added = run(
+        settings,
+        tmp_path,
+        "users",
+        "add",
+        "dora",
+        "--role",
+        "admin",
+        "--password-stdin",
+        stdin="a long enough password\n",
+    )
+    assert added.returncode == 0, added.stderr
+    conn = connect(settings.database_url)
+    try:
+        conn.run(
+            "UPDATE auth.users SET created_at = '2026-01-02 03:00:00+00' WHERE username = 'dora'"
+        )
+    finally:
+        conn.close()
+    listed = run_cli(settings, tmp_path, "users", "list", PGTZ="Etc/GMT+12")
+    (line,) = [row for row in listed.stdout.splitlines() if row.startswith("dora\t")]
+    assert line == "dora\tadmin\tactive\t2026-01-02"
+
+
 def test_a_password_that_is_not_utf8_is_refused_in_one_line(
     settings: Settings, tmp_path: Path
 ) -> None:

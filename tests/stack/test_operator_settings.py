@@ -16,7 +16,7 @@ import requests
 from common.bigquery import BigQueryUnavailable, get_client, reset_clients
 from common.config import ConfigError, Settings, build_settings
 from common.passwords import verify_password
-from common.pg import connect
+from common.pg import connect, parse_dsn
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.stack import ADMIN_USER, AdminLogin, provision_admin
 from pipeline.users import add_user, disable_user
@@ -299,3 +299,31 @@ def test_a_deployment_command_refuses_the_password_the_functions_refuse(
     )
     # The local command (SALESMART_ENV unset) keeps working with the same URL's server.
     assert run_cli(settings, tmp_path, "migrate").returncode == 0
+    # No password in the URL is not a short one: libpq may read it from a .pgpass file.
+    given = parse_dsn(settings.database_url)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"*:*:*:{given.user}:{given.password}\n")
+    pgpass.chmod(0o600)
+    bare = f"postgresql://{given.user}@{given.host}:{given.port}/{given.database}"
+    done = run_cli(
+        settings,
+        tmp_path,
+        "migrate",
+        SALESMART_ENV="prod",
+        SALESMART_DATABASE_URL=bare,
+        PGPASSFILE=str(pgpass),
+    )
+    assert done.returncode == 0, done.stderr
+    # A command that does not use PostgreSQL does not judge its URL.
+    done = run_cli(
+        settings,
+        tmp_path,
+        "check-marts",
+        "--target",
+        "bigquery",
+        SALESMART_ENV="prod",
+        SALESMART_DATABASE_URL=url,
+        SALESMART_BQ_ENDPOINT="http://127.0.0.1:9",
+        SALESMART_BQ_PROJECT="acme-dw",
+    )
+    assert "SALESMART_DATABASE_URL" not in done.stderr, done.stderr
