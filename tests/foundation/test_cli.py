@@ -38,6 +38,15 @@ def run(
     return run_cli(settings, tmp_path, *args, stdin=stdin)
 
 
+def add_user(
+    settings: Settings, tmp_path: Path, name: str, role: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    """`salesmart users add NAME --role ROLE --password-stdin`."""
+    return run(
+        settings, tmp_path, "users", "add", name, "--role", role, "--password-stdin", stdin=password
+    )
+
+
 def count(settings: Settings, table: str) -> int:
     return scalar(settings, f"SELECT count(*) FROM {table}")
 
@@ -237,17 +246,7 @@ def test_unreachable_bigquery_exits_1_with_one_line(settings: Settings, tmp_path
 
 
 def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
-    added = run(
-        settings,
-        tmp_path,
-        "users",
-        "add",
-        "alice",
-        "--role",
-        "analyst",
-        "--password-stdin",
-        stdin="correct horse battery\n",
-    )
+    added = add_user(settings, tmp_path, "alice", "analyst", "correct horse battery\n")
     assert added.returncode == 0, added.stderr
     again = run(
         settings,
@@ -325,17 +324,7 @@ def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
 
 def test_users_list_gives_the_day_in_utc(settings: Settings, tmp_path: Path) -> None:
     """Not in the database session's zone: 03:00 UTC is the day before at UTC-12."""
-    added = run(
-        settings,
-        tmp_path,
-        "users",
-        "add",
-        "dora",
-        "--role",
-        "admin",
-        "--password-stdin",
-        stdin="a long enough password\n",
-    )
+    added = add_user(settings, tmp_path, "dora", "admin", "a long enough password\n")
     assert added.returncode == 0, added.stderr
     conn = connect(settings.database_url)
     try:
