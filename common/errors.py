@@ -85,7 +85,9 @@ class LoginRefused(ApiError):
 
 
 class InvalidCredentials(LoginRefused, Unauthorized):
-    code = "invalid_grant"  # RFC 6749 5.2: the resource owner's credentials are wrong
+    # RFC 6749 5.2's code for wrong resource-owner credentials (it answers 400; the contract
+    # asks for 401).
+    code = "invalid_grant"
     default_message = "Wrong username or password."
 
 

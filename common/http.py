@@ -44,7 +44,7 @@ from common.logging import log_failure, log_request, request_context, route_libr
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # RFC 9112 3.2 / RFC 3986 3.2.2: host (a reg-name, IPv4 or [IP-literal]) and optional port.
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(:[0-9]*)?")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}")
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 SECURITY_HEADERS = {
@@ -159,10 +159,10 @@ def cacheable_body(call: Call, body: bytes) -> Response:
 
 def _require_host(request: Request) -> None:
     """RFC 9112 3.2: an HTTP/1.1 request without a Host, or with one that is not a host name
-    (two are refused by the server itself), is answered 400."""
+    (two are refused by the server itself), is answered 400. An empty one is allowed."""
     host = request.environ.get("HTTP_HOST")
     if host is None:
-        if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+        if request.environ.get("SERVER_PROTOCOL") not in ("HTTP/1.0", "HTTP/0.9"):
             raise BadRequest("The request has no Host header.")
     elif not _HOST.fullmatch(host):
         raise BadRequest("The Host header is not a host name.")

@@ -533,6 +533,7 @@ def _announcement(
 def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     """The functions on loopback: the local run (dev) unless ``SALESMART_ENV`` names a
     deployment, whose secrets, database and settings it must then be given, as a pod is."""
+    from common.config import require_database
     from pipeline.runtime import deployment, postgres_dsn
 
     functions = list(dict.fromkeys(functions))
@@ -542,6 +543,8 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     settings = cli_settings(local_run=local)
     if not local:
         settings.require_secrets()  # one line here, not one refusal per function
+        if set(functions) - {"trends_bq"}:  # the others use PostgreSQL: the functions' rule
+            require_database(settings)
     with postgres_dsn(settings, local_run=local) as dsn:
         settings = dataclasses.replace(settings, database_url=dsn)
         processes = FunctionProcesses(

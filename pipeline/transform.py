@@ -208,9 +208,15 @@ _SCRUB_ANYWHERE_BYTES = 8
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with each secret, and its URL-encoded form, starred."""
+    """``text`` with each secret, and the forms a URL or a driver may give it, starred."""
     for secret in secrets:
-        for form in dict.fromkeys((secret, urllib.parse.quote(secret, safe=""))):
+        encoded = (
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote(secret),
+            urllib.parse.quote_plus(secret),
+        )
+        lower_hex = (re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), e) for e in encoded)
+        for form in dict.fromkeys((secret, *encoded, *lower_hex)):
             if len(form.encode()) >= _SCRUB_ANYWHERE_BYTES:
                 text = text.replace(form, "*****")
             else:
@@ -363,6 +369,8 @@ def run_dbt(
     failed: list[str] = []
     warned: list[str] = []
     for result in results:
+        # Starred before _server_message shortens it: a cut could leave half a password.
+        result = {**result, "message": _scrub(str(result.get("message") or ""), secrets)}
         unique_id = str(result.get("unique_id", ""))
         kind = unique_id.split(".", 1)[0]
         status = str(result.get("status", "")).lower()

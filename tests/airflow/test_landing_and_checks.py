@@ -425,3 +425,20 @@ def test_salesmart_dbt_runs_dbt_with_the_connection_settings(
     assert done.returncode == 1
     assert done.stderr.startswith("salesmart-dbt: no PostgreSQL to transform")
     assert "ARGS" not in done.stdout
+
+    # A deployment's task (SALESMART_ENV=prod, as the Airflow values set) refuses the short
+    # database password the functions refuse, as every command does: no dbt.
+    short = "postgresql://someone:short@" + settings.database_url.split("@", 1)[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.dbt_wrapper", *args],
+        env={**env, "SALESMART_ENV": "prod", "SALESMART_DATABASE_URL": short},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "salesmart-dbt: SALESMART_DATABASE_URL has a password of only 5 bytes"
+    ), done.stderr
+    assert "ARGS" not in done.stdout

@@ -47,9 +47,10 @@ if mode == "hang":
 if mode == "crash":
     print("00:00:03  Encountered an error:", flush=True)
     if os.environ.get("FAKE_DBT_ECHO") == "careless":  # a driver quoting it every which way
-        from urllib.parse import quote
+        from urllib.parse import quote, quote_plus
         pw = os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "")
-        print(f"00:00:03  Database Error: tried {pw}. then {pw}-replica, url {quote(pw, safe='')}",
+        print(f"00:00:03  Database Error: tried {pw}. then {pw}-replica, url {quote(pw, safe='')}"
+              f" plus {quote_plus(pw)} lower {quote(pw, safe='').replace('%2F', '%2f')}",
               flush=True)
     print("00:00:03  Database Error: connection to server at \"127.0.0.1\", port 5999"
           " failed: password authentication failed (password="
@@ -203,7 +204,7 @@ def test_a_long_password_is_hidden_wherever_dbt_prints_it(
     fake_dbt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before a sentence's full stop, before ``-replica``, URL-encoded: never in clear."""
-    password = "p@ss/Word-32-bytes-long-enough.x"
+    password = "p@ss/Word 32-bytes-long-enough.x"
     monkeypatch.setenv("FAKE_DBT_MODE", "crash")
     monkeypatch.setenv("FAKE_DBT_ECHO", "careless")
     settings = build_settings(
@@ -218,7 +219,7 @@ def test_a_long_password_is_hidden_wherever_dbt_prints_it(
     with pytest.raises(TransformError) as caught:
         run_dbt("postgres", settings, work_dir=tmp_path / "work", on_line=seen.append)
     shown = "\n".join([str(caught.value), *seen])
-    assert "tried *****. then *****-replica, url *****" in shown, shown
+    assert "tried *****. then *****-replica, url ***** plus ***** lower *****" in shown, shown
     assert password not in shown and quote(password, safe="") not in shown
 
 

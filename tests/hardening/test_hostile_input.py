@@ -235,6 +235,8 @@ def test_requests_the_server_cannot_parse_get_the_json_envelope(
             "not a host name",
         ),
         (b"GET /healthz HTTP/1.0\r\n\r\n", 200, None),  # HTTP/1.0 has no Host to require
+        (b"GET /healthz HTTP/1.2\r\nConnection: close\r\n\r\n", 400, "no Host header"),
+        (b"GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 200, None),  # empty
         (b"GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n", 200, None),
         (b"GET /healthz HTTP/1.1\r\nHost: fn.example\r\nConnection: close\r\n\r\n", 200, None),
     ],

@@ -181,6 +181,26 @@ def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: 
         .startswith("salesmart: SALESMART_JWT_SECRET is missing; at least 32 bytes are required")
     ), done.stderr
     assert not (tmp_path / "state" / "jwt-secret").exists()  # no local key was made
+    # A database URL without a password: the functions' own reason, in one line, before any
+    # function starts (it used to be only "function dashboard exited (code 78)").
+    bare = "postgresql://someone@" + settings.database_url.split("@", 1)[1]
+    done = run_cli(
+        settings,
+        tmp_path,
+        "serve",
+        "--function",
+        "dashboard",
+        "--port-base",
+        str(free_port_base()),
+        SALESMART_ENV="prod",
+        SALESMART_DATABASE_URL=bare,
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("salesmart: SALESMART_DATABASE_URL has no password; at least 32 bytes")
+    ), done.stderr
 
 
 def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path) -> None:
