@@ -162,7 +162,8 @@ def test_ingest_for_a_deployment_refuses_a_short_pii_key(
     assert scalar(settings, "SELECT count(*) FROM raw.transactions") == 0
 
 
-def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: Path) -> None:
+def _serve_dashboard_for_a_deployment(settings: Settings, tmp_path: Path, **env: str) -> str:
+    """`salesmart serve --function dashboard` with SALESMART_ENV=prod: its last stderr line."""
     done = run_cli(
         settings,
         tmp_path,
@@ -172,35 +173,25 @@ def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: 
         "--port-base",
         str(free_port_base()),
         SALESMART_ENV="prod",
-        SALESMART_JWT_SECRET="",
+        **env,
     )
     assert done.returncode == 1
-    assert (
-        done.stderr.strip()
-        .splitlines()[-1]
-        .startswith("salesmart: SALESMART_JWT_SECRET is missing; at least 32 bytes are required")
-    ), done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: Path) -> None:
+    refused = _serve_dashboard_for_a_deployment(settings, tmp_path, SALESMART_JWT_SECRET="")
+    assert refused.startswith(
+        "salesmart: SALESMART_JWT_SECRET is missing; at least 32 bytes are required"
+    ), refused
     assert not (tmp_path / "state" / "jwt-secret").exists()  # no local key was made
     # A database URL without a password: the functions' own reason, in one line, before any
     # function starts (it used to be only "function dashboard exited (code 78)").
     bare = "postgresql://someone@" + settings.database_url.split("@", 1)[1]
-    done = run_cli(
-        settings,
-        tmp_path,
-        "serve",
-        "--function",
-        "dashboard",
-        "--port-base",
-        str(free_port_base()),
-        SALESMART_ENV="prod",
-        SALESMART_DATABASE_URL=bare,
-    )
-    assert done.returncode == 1
-    assert (
-        done.stderr.strip()
-        .splitlines()[-1]
-        .startswith("salesmart: SALESMART_DATABASE_URL has no password; at least 32 bytes")
-    ), done.stderr
+    refused = _serve_dashboard_for_a_deployment(settings, tmp_path, SALESMART_DATABASE_URL=bare)
+    assert refused.startswith(
+        "salesmart: SALESMART_DATABASE_URL has no password; at least 32 bytes"
+    ), refused
 
 
 def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path) -> None:
