@@ -49,13 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = target_of(args)
     env = without_secrets(os.environ)  # dbt never needs ours (dbt_environment agrees)
     if target is not None:
-        from common.config import require_database
-        from pipeline.runtime import cli_settings, deployment
+        from pipeline.runtime import cli_settings, require_deployment_database
 
         try:
             settings = cli_settings()
-            if target == "postgres" and deployment():
-                require_database(settings, password_required=False)  # as every command
+            if target == "postgres":
+                require_deployment_database(settings)  # as every command
             env, _ = dbt_environment(target, settings)
             if target == "bigquery":  # a DAG task would otherwise wait out its whole timeout
                 require_bigquery_answers(settings)

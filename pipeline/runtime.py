@@ -111,6 +111,14 @@ def other_folders_state(settings: Settings, cwd: Path | None = None) -> Path | N
     return None
 
 
+def require_deployment_database(settings: Settings) -> None:
+    """For a deployment's command that uses PostgreSQL: the functions' rule on a given
+    password, so the migration Job (or a DAG task) fails with their reason before a
+    Revision that would not start. No password is accepted (``.pgpass``, IAM)."""
+    if deployment() and settings.database_url:
+        require_database(settings, password_required=False)
+
+
 def enter_warehouses(
     stack: contextlib.ExitStack[Any], settings: Settings, targets: Sequence[str]
 ) -> Settings:
@@ -132,10 +140,8 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     """A DSN for the command's duration, starting the embedded server when none is set
     (not for a deployment, unless ``local_run``: serve)."""
     if settings.database_url:
-        if deployment() and not local_run:
-            # The functions' rule on a given password: the migration Job fails with their
-            # reason, before a Revision that would not start.
-            require_database(settings, password_required=False)
+        if not local_run:
+            require_deployment_database(settings)
         yield settings.database_url
         return
     if not local_run:
