@@ -90,10 +90,14 @@ def list_users(conn: Any) -> list[User]:
 
 
 def disable_user(conn: Any, username: str) -> None:
-    _update(conn, username, "disabled = true")
+    """Refuses the account's logins and ends its dashboard sessions for good: enabling it
+    again does not bring back a cookie issued before (a suspected theft is why accounts get
+    disabled)."""
+    _update(conn, username, "disabled = true, sessions_since = clock_timestamp()")
 
 
 def enable_user(conn: Any, username: str) -> None:
+    """Allows logins again; sessions ended by ``disable_user`` stay ended."""
     _update(conn, username, "disabled = false")
 
 

@@ -22,7 +22,7 @@ from common.masking import mask
 from common.pg import connect
 from pipeline.netutil import free_port
 from pipeline.postgres_embedded import EmbeddedPostgres
-from pipeline.users import disable_user, set_password
+from pipeline.users import disable_user, enable_user, set_password
 from tests.conftest import TEST_ENV, create_database
 from tests.functions.conftest import (
     Account,
@@ -149,6 +149,28 @@ def test_a_disabled_users_session_ends_with_it(
         conn.close()
     page = call("/", headers=browser)
     assert page.status_code == 303 and page.headers["Location"] == "/login"
+
+
+def test_enabling_a_user_again_does_not_bring_back_the_sessions_disabling_ended(
+    call: Caller, analyst: Account, marts_dsn: str
+) -> None:
+    """An account is disabled on suspicion of a stolen cookie: enabling it lets its user log
+    in again, not the old cookie back in (it did, until the cookie's token expired)."""
+    session = set_cookies(log_in(call, analyst))[SESSION][0]
+    browser = {**BROWSER, **cookie_header(**{SESSION: session})}
+    assert call("/", headers=browser).status_code == 200
+    time.sleep(1.1)  # a token's iat is whole seconds: a login in the same second re-logs
+    conn = connect(marts_dsn)
+    try:
+        disable_user(conn, analyst.username)
+        enable_user(conn, analyst.username)
+    finally:
+        conn.close()
+    page = call("/", headers=browser)
+    assert page.status_code == 303 and page.headers["Location"] == "/login"
+    time.sleep(1.1)
+    fresh = set_cookies(log_in(call, analyst))[SESSION][0]
+    assert call("/", headers={**BROWSER, **cookie_header(**{SESSION: fresh})}).status_code == 200
 
 
 def test_a_new_password_ends_the_sessions_started_before_it(
