@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -70,7 +70,7 @@ class MartCheck:
             f" {c.summary_transactions} transactions (amount {_money(c.summary_amount)})"
         )
         if c.latest_load_id is not None:
-            when = f" at {c.latest_load_at:%Y-%m-%d %H:%M:%S}" if c.latest_load_at else ""
+            when = f" at {_utc(c.latest_load_at)}" if c.latest_load_at else ""
             line += f", newest load {c.latest_load_id}{when}: {c.latest_load_rows} rows"
         return f"{line}: " + ("ok" if self.ok else "FAILED: " + "; ".join(self.problems))
 
@@ -86,6 +86,7 @@ class MartCheck:
                 summary_transactions=c.summary_transactions,
                 summary_amount=_money(c.summary_amount),
                 latest_load_id=c.latest_load_id,
+                latest_load_at=c.latest_load_at and _utc(c.latest_load_at),
                 latest_load_rows=c.latest_load_rows,
                 latest_load_missing=c.latest_load_missing,
             )
@@ -118,6 +119,13 @@ def compare(target: str, counts: MartCounts) -> MartCheck:
             f" load ({counts.latest_load_id}) are not in {sales}"
         )
     return MartCheck(target, counts, tuple(problems))
+
+
+def _utc(moment: datetime) -> str:
+    """In UTC, whichever warehouse it came from: PostgreSQL gives its session's time zone,
+    BigQuery UTC (and a time without zone is taken as UTC)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{aware.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _money(value: Decimal) -> str:

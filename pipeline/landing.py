@@ -2,8 +2,9 @@
 
 The landing location is ``data_lake.landing`` in the config file, or ``SALESMART_LANDING``:
 a local folder (relative paths are taken from the working directory) or
-``gs://bucket/prefix``. Every ``*.csv`` below it is a candidate, in name order; names
-starting with ``.`` or ``_`` (partial uploads, markers) are left alone. Writers should
+``gs://bucket/prefix``. Every ``*.csv`` below it is a candidate, in name order; files and
+folders whose names start with ``.`` or ``_`` (partial uploads, markers, ``_temporary/``)
+are left alone. Writers should
 write elsewhere and then move a finished file in.
 
 A file is loaded into a warehouse unless that warehouse already holds a finished load of
@@ -28,7 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, NamedTuple
 
 from common.config import ConfigError, Settings
@@ -62,6 +63,12 @@ def is_landing_file(name: str) -> bool:
     return base.lower().endswith(LANDING_SUFFIX) and not base.startswith((".", "_"))
 
 
+def _in_hidden_folder(relative: PurePath) -> bool:
+    """Whether a path below the landing location passes through a ``.``/``_`` folder
+    (``_temporary/`` of a Spark or Hadoop job still writing, ``.staging/``): left alone."""
+    return any(part.startswith((".", "_")) for part in relative.parent.parts)
+
+
 def local_files(folder: Path) -> list[Path]:
     """The landing files below a local folder, in name order."""
     if not folder.is_dir():
@@ -74,7 +81,7 @@ def local_files(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.is_file()
         and is_landing_file(path.name)
-        and not any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
+        and not _in_hidden_folder(path.relative_to(folder))
     ]
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
@@ -107,6 +114,9 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
 
         client = Client(project=settings.bigquery.project)
     root = (cache / "gs" / bucket).resolve()
+    # The folders that count are those below the prefix's own folder: ``gs://b/in`` lists
+    # ``in/…`` and ``in.csv`` alike.
+    folder = prefix.rpartition("/")[0]
     files: list[LandingFile] = []
     for blob in sorted(client.list_blobs(bucket, prefix=prefix or None), key=lambda b: b.name):
         name = str(blob.name)
@@ -115,6 +125,8 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
         local = (root / name).resolve()
         if not local.is_relative_to(root) or ".." in PurePosixPath(name).parts:
             raise ConfigError(f"landing object gs://{bucket}/{name} has an unsafe name")
+        if _in_hidden_folder(PurePosixPath(name[len(folder) :])):
+            continue
         md5 = getattr(blob, "md5_hash", None)
         if not (md5 and local.is_file() and _md5_base64(local) == md5):
             local.parent.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,8 @@ def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
             "in/2023/b.csv": FILE_B.encode(),
             "in/a.csv": FILE_A.encode(),
             "in/_SUCCESS": b"",
+            "in/_temporary/0/part-0000.csv": FILE_A.encode(),
+            "in/.staging/x.csv": FILE_A.encode(),
             "in/readme.txt": b"x",
             "in/dir/": b"",
             "other/c.csv": FILE_A.encode(),
@@ -170,6 +172,25 @@ def test_gcs_objects_are_downloaded_once_and_refreshed_when_changed(
     files = gcs_files("gs://bucket/in/", tmp_path, settings, client)
     assert client.downloads == ["in/a.csv"]
     assert files[1].path.read_text() == FILE_B
+
+
+@pytest.mark.parametrize("uri", ["gs://bucket/in", "gs://bucket/in/", "gs://bucket/"])
+def test_gcs_objects_in_dot_or_underscore_folders_are_left_alone(
+    settings: Settings, tmp_path: Path, uri: str
+) -> None:
+    """As in a local landing folder: a Spark or Hadoop job writes under ``_temporary/``
+    until it commits, and an aborted attempt's parts would be loaded for good."""
+    client = FakeClient(
+        {
+            "in.csv": FILE_A.encode(),
+            "in/_temporary/0/part-0000.csv": FILE_A.encode(),
+            "in/.staging/x.csv": FILE_A.encode(),
+            "in/2023/b.csv": FILE_B.encode(),
+        }
+    )
+    names = [f.name for f in gcs_files(uri, tmp_path, settings, client)]
+    expected = ["gs://bucket/in/2023/b.csv"]
+    assert names == (["gs://bucket/in.csv", *expected] if uri != "gs://bucket/in/" else expected)
 
 
 def test_a_file_without_header_is_not_quoted_anywhere(
@@ -271,6 +292,7 @@ def test_a_gcs_prefix_through_the_command_and_the_real_client(
     bucket.blob("drop/2023/a.csv").upload_from_string(FILE_A)
     bucket.blob("drop/b.csv").upload_from_string(FILE_B)
     bucket.blob("drop/_SUCCESS").upload_from_string("")
+    bucket.blob("drop/_temporary/0/part-0000.csv").upload_from_string(FILE_A)
     bucket.blob("elsewhere/c.csv").upload_from_string(FILE_A)
     args = ("ingest-landing", "--landing", "gs://landing/drop", "--target", "postgres")
 
@@ -367,6 +389,31 @@ def test_compare_names_every_difference() -> None:
     assert (check.as_dict()["raw_amount"], check.as_dict()["sales_amount"]) == ("10.00", "9.00")
     same = dataclasses.replace(counts, sales_amount=Decimal("10.000"))
     assert compare("postgres", same).ok  # NUMERIC scale does not matter, the value does
+
+
+def test_the_newest_loads_time_is_shown_in_utc_for_both_warehouses() -> None:
+    """PostgreSQL answers in its session's time zone, BigQuery in UTC: the two lines of one
+    run showed different clocks for the same moment, without saying so."""
+    from datetime import UTC, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    moment = datetime(2024, 3, 1, 23, 30, tzinfo=UTC)
+    counts = MartCounts(
+        raw_rows=1,
+        raw_amount=Decimal("1"),
+        sales_rows=1,
+        sales_amount=Decimal("1"),
+        summary_transactions=1,
+        summary_amount=Decimal("1"),
+        latest_load_id=7,
+        latest_load_rows=1,
+        latest_load_missing=0,
+        latest_load_at=moment.astimezone(timezone(timedelta(hours=5, minutes=30))),
+    )
+    in_utc = dataclasses.replace(counts, latest_load_at=moment)
+    for check in (compare("postgres", counts), compare("bigquery", in_utc)):
+        assert "newest load 7 at 2024-03-01 23:30:00 UTC: 1 rows" in check.summary()
+        assert check.as_dict()["latest_load_at"] == "2024-03-01 23:30:00 UTC"
 
 
 # -- salesmart-dbt -------------------------------------------------------------------------
