@@ -442,12 +442,13 @@ def _run(
 
     timed_out = threading.Event()
 
-    def _kill() -> None:
+    def _stop() -> None:
+        # Out of time: stopped as by Ctrl-C too, so that dbt cancels its warehouse queries
+        # (killed outright, it left them running, holding their locks); killed if it lingers.
         timed_out.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, DBT_STOP_GRACE_SECONDS, signal.SIGINT)
 
-    timer = threading.Timer(timeout, _kill) if timeout else None
+    timer = threading.Timer(timeout, _stop) if timeout else None
     if timer:
         timer.daemon = True
         timer.start()

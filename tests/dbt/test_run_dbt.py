@@ -43,7 +43,11 @@ mode = os.environ.get("FAKE_DBT_MODE", "ok")
 print("00:00:01  Running with dbt=1.11.0", flush=True)
 print("00:00:02  connecting with " + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "-"), flush=True)
 if mode == "hang":
-    time.sleep(60)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:  # asked to stop as by Ctrl-C: dbt cancels its queries
+        Path(os.environ["FAKE_DBT_CAPTURE"] + ".stopped").write_text("SIGINT")
+        sys.exit(130)
 if mode == "crash":
     print("00:00:03  Encountered an error:", flush=True)
     if os.environ.get("FAKE_DBT_ECHO") == "careless":  # a driver quoting it every which way
@@ -247,9 +251,12 @@ def test_a_short_password_is_hidden_without_garbling_the_reason(
 def test_a_hanging_dbt_is_stopped(
     fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Out of time, dbt is asked to stop as by Ctrl-C, which lets it cancel its warehouse
+    queries (it was killed outright, leaving them to run on, holding their locks)."""
     monkeypatch.setenv("FAKE_DBT_MODE", "hang")
     with pytest.raises(TransformError, match="did not finish within 1 s"):
         run_dbt("postgres", pg_settings, timeout=1)
+    assert Path(f"{fake_dbt}.stopped").read_text() == "SIGINT"
 
 
 def test_a_dbt_whose_starter_is_killed_outright_stops(
