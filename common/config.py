@@ -193,7 +193,7 @@ def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
-def _int(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+def whole_number(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -205,7 +205,7 @@ def _int(value: Any, name: str, minimum: int = 0, maximum: int | None = None) ->
     return number
 
 
-def _seconds(value: Any, name: str) -> float:
+def positive_seconds(value: Any, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -232,7 +232,7 @@ def serving_threads(environ: Mapping[str, str]) -> int:
     raw = environ.get("THREADS", "")
     if not raw:
         return (os.cpu_count() or 1) * 4
-    return _int(raw, "THREADS", minimum=1)
+    return whole_number(raw, "THREADS", minimum=1)
 
 
 def _decimal(value: Any, name: str) -> Decimal:
@@ -272,12 +272,12 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         min_price=_decimal(
             section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
         ),
-        max_quantity=_int(
+        max_quantity=whole_number(
             section.get("max_quantity", defaults.max_quantity),
             "ingestion.validation.max_quantity",
             minimum=1,
         ),
-        max_decimals=_int(
+        max_decimals=whole_number(
             section.get("max_decimals", defaults.max_decimals), "ingestion.validation.max_decimals"
         ),
         product_prefix=prefix,
@@ -334,7 +334,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         or str(_section(data, "data_mart").get("dataset", BigQuerySettings.mart_dataset)),
         api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
         credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
-        maximum_bytes_billed=_int(
+        maximum_bytes_billed=whole_number(
             *_setting(
                 env,
                 "SALESMART_BQ_MAX_BYTES_BILLED",
@@ -344,7 +344,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             ),
             minimum=1,
         ),
-        query_timeout_seconds=_seconds(
+        query_timeout_seconds=positive_seconds(
             *_setting(
                 env,
                 "SALESMART_BQ_QUERY_TIMEOUT",
@@ -358,7 +358,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     ttl_value, ttl_name = _setting(
         env, "SALESMART_TOKEN_TTL_SECONDS", api, "api.token_ttl_seconds", Settings.token_ttl_seconds
     )
-    ttl = _int(ttl_value, ttl_name, minimum=1)
+    ttl = whole_number(ttl_value, ttl_name, minimum=1)
     if ttl > MAX_TOKEN_TTL_SECONDS:
         raise ConfigError(f"{ttl_name} must be at most one day (86400), found {ttl}")
 
@@ -383,15 +383,15 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),
         jwt_audience=str(api.get("jwt_audience", Settings.jwt_audience)),
         token_ttl_seconds=ttl,
-        login_max_failures=_int(
+        login_max_failures=whole_number(
             api.get("login_max_failures", Settings.login_max_failures), "api.login_max_failures", 1
         ),
-        login_window_seconds=_int(
+        login_window_seconds=whole_number(
             api.get("login_window_seconds", Settings.login_window_seconds),
             "api.login_window_seconds",
             1,
         ),
-        bcrypt_rounds=_int(
+        bcrypt_rounds=whole_number(
             *_setting(
                 env, "SALESMART_BCRYPT_ROUNDS", api, "api.bcrypt_rounds", Settings.bcrypt_rounds
             ),

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gunicorn.app.base
 from gunicorn import util
@@ -40,7 +40,7 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from common import errors
-from common.config import serving_threads
+from common.config import ConfigError, positive_seconds, serving_threads, whole_number
 from common.http import JSON_DEFAULT_HEADERS, REQUEST_ID_HEADER, json_body
 from common.logging import log_failure, log_request
 from common.process import die_with_parent
@@ -50,30 +50,25 @@ DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 #: Set by a local starter (`salesmart up`, `salesmart serve`) to its pid: the server stops
 #: when that process dies, even killed outright. Unset in containers.
 PARENT_PID_ENV = "SALESMART_PARENT_PID"
+T = TypeVar("T")
 
 
 def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"salesmart-serve: {name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"salesmart-serve: {name} must be at least {minimum}, got {raw!r}")
-    return value
+    return _checked(lambda: whole_number(raw, name, minimum=minimum)) if raw else default
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "")
+    return _checked(lambda: positive_seconds(raw, name)) if raw else default
+
+
+def _checked(read: Callable[[], T]) -> T:
+    """A server setting read by the config's own rules; a bad one ends the start in one line."""
     try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(
-            f"salesmart-serve: {name} must be a number of seconds, got {raw!r}"
-        ) from None
-    if value <= 0:
-        raise SystemExit(f"salesmart-serve: {name} must be positive, got {raw!r}")
-    return value
+        return read()
+    except ConfigError as exc:
+        raise SystemExit(f"salesmart-serve: {exc}") from None
 
 
 # gunicorn's failures, most specific first (the response-header errors subclass the request
