@@ -327,6 +327,8 @@ class Dashboard:
             return response
         call.user = principal.username
         filters = parse_trend_params(call.request.args, drop_empty=True)
+        # Two statements: a dbt build that swaps the mart between them can show one build's
+        # rows beside the next one's totals, until the page is reloaded.
         rows = [self._shown(row) for row in self._trends.summary(filters)]
         monthly, matching = self._trends.monthly_totals(filters)
         call.rows = len(rows)

@@ -1,4 +1,5 @@
-"""Request validation (marshmallow 4) and each function's OpenAPI 3 document (apispec).
+"""Request validation (marshmallow 4); each function's OpenAPI 3 document is built from
+these schemas in ``common.openapi`` (apispec).
 
 The trends parameters follow the contract's table of them; unknown or repeated parameters
 and broken rules give 422 with ``details`` per field. Valid values reach ``TrendFilters``

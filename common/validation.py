@@ -190,13 +190,6 @@ class RowValidator:
             return INVALID_DATE
         return texts
 
-    def check_mapping(self, fields: dict[str, str]) -> ValidRow | str:
-        """``check`` for a row given as a mapping of column name to value."""
-        row = [""] * (max(p for _, p in self._positions) + 1)
-        for name, position in self._positions:
-            row[position] = fields.get(name, "")
-        return self.check(row)
-
     def check(self, row: Sequence[str]) -> ValidRow | str:
         """A ``ValidRow``, or the reason code the row is rejected for."""
         for name, position in self._positions:

@@ -327,9 +327,9 @@ class TransactionReader:
     """Iterate ``CheckedRow`` over a CSV file; ``chars_read`` tracks progress.
 
     ``segments(n)`` cuts a file whose records are each one line (no quoted field spans
-    lines, no lone CR) into ``n`` line-aligned byte
-    ranges that ``segment_rows`` reads independently (in parallel processes), with the same
-    rows, line numbers and raw texts as iterating the whole file.
+    lines, no lone CR) into ``n`` line-aligned byte ranges that ``copy_rows(segment)`` reads
+    independently (in parallel processes), with the same rows, line numbers and raw texts
+    as reading the whole file.
     """
 
     def __init__(self, path: Path, rules: ValidationRules, pii_key: str) -> None:
@@ -514,12 +514,6 @@ class TransactionReader:
                     left -= len(block)
                     line += block.count(b"\n")
         return segments
-
-    def segment_rows(self, segment: Segment) -> Iterator[CheckedRow]:
-        """The rows of one segment (from ``segments``, which read the header)."""
-        with _Utf8Text(self.path, (segment.start, segment.end)) as handle:
-            records = _records(handle, segment.first_line - 1)
-            yield from cast(Iterator[CheckedRow], self._checked(records, self._names))
 
 
 class _Utf8Text:

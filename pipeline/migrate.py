@@ -2,7 +2,7 @@
 
 Each file runs once, in order, in its own transaction, recorded in
 ``salesmart_meta.schema_migrations``. An advisory lock serialises concurrent runners
-(several function instances or a Job starting at once).
+(commands, ``up`` and the migration Job starting at once).
 """
 
 from __future__ import annotations

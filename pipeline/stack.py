@@ -463,7 +463,7 @@ def _up(
     endpoints: dict[str, Any] = {
         **urls,
         "postgres": settings.database_url,
-        "bigquery": bq_endpoint or "bigquery.googleapis.com",
+        "bigquery": bq_endpoint or "https://bigquery.googleapis.com",  # the contract: a URL
     }
     write_private(state / ENDPOINTS_FILE, json.dumps(endpoints, indent=2) + "\n")
     cleanups.append(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))

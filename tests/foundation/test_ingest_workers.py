@@ -111,11 +111,11 @@ def _messy_file(path: Path, rows: int) -> None:
 def test_segments_read_exactly_what_one_pass_reads(tmp_path: Path, parts: int) -> None:
     path = tmp_path / "messy.csv"
     _messy_file(path, 3000)
-    expected = list(TransactionReader(path, RULES, KEY))
+    expected = list(TransactionReader(path, RULES, KEY).copy_rows())
     reader = TransactionReader(path, RULES, KEY)
     segments = reader.segments(parts)
     assert segments is not None and 1 <= len(segments) <= parts
-    assert [row for segment in segments for row in reader.segment_rows(segment)] == expected
+    assert [row for segment in segments for row in reader.copy_rows(segment)] == expected
 
 
 @pytest.mark.parametrize(
