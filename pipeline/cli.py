@@ -66,9 +66,8 @@ def _input_paths(names: Sequence[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from common.pg import close_quietly, connect
     from pipeline.csvsource import TransactionReader, UnusableInputError
-    from pipeline.ingest import IngestResult, ingest_postgres
+    from pipeline.ingest import IngestResult, ingest_into
     from pipeline.runtime import cli_settings, enter_warehouses
 
     settings = cli_settings()
@@ -84,16 +83,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             settings = enter_warehouses(services, settings, targets)
             for target in targets:
                 for path in paths:
-                    if target == "postgres":
-                        conn = connect(settings.database_url)
-                        try:
-                            results.append(ingest_postgres(conn, path, settings, progress=True))
-                        finally:
-                            close_quietly(conn)
-                    else:
-                        from pipeline.ingest_bigquery import ingest_bigquery
-
-                        results.append(ingest_bigquery(path, settings, progress=True))
+                    results.append(ingest_into(target, path, settings, progress=True))
                     _print_result(results[-1], args.json)
     except UnusableInputError as exc:
         if results:  # it changed or went away after the loads printed above: not "nothing"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config import Settings
-from common.pg import close_quietly
+from common.pg import close_quietly, connect
 from common.process import die_with_parent
 from common.validation import DUPLICATE
 from pipeline.csvsource import (
@@ -375,9 +375,44 @@ def previous_load(conn: Any, digest: str, settings: Settings) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def already_loaded(conn: Any, digest: str, settings: Settings) -> bool:
-    """Whether a file with this SHA-256 was loaded (committed) before."""
-    return previous_load(conn, digest, settings) is not None
+def ingest_into(
+    target: str,
+    path: Path,
+    settings: Settings,
+    *,
+    progress: bool = False,
+    source_name: str | None = None,
+    digest: str | None = None,
+) -> IngestResult:
+    """Load one file into one warehouse (``postgres`` or ``bigquery``), in one transaction
+    there; a connection of its own. For BigQuery, ``ensure_warehouse_tables`` must have
+    run. The arguments as for ``ingest_postgres``."""
+    if target == "bigquery":
+        from pipeline.ingest_bigquery import ingest_bigquery
+
+        return ingest_bigquery(
+            path, settings, progress=progress, source_name=source_name, digest=digest
+        )
+    conn = connect(settings.database_url)
+    try:
+        return ingest_postgres(
+            conn, path, settings, progress=progress, source_name=source_name, digest=digest
+        )
+    finally:
+        close_quietly(conn)
+
+
+def loaded_before(target: str, digest: str, settings: Settings) -> bool:
+    """Whether ``target`` holds a finished load of content with this SHA-256."""
+    if target == "bigquery":
+        from pipeline.ingest_bigquery import previous_load as previous_bigquery_load
+
+        return previous_bigquery_load(digest, settings) is not None
+    conn = connect(settings.database_url)
+    try:
+        return previous_load(conn, digest, settings) is not None
+    finally:
+        close_quietly(conn)
 
 
 def ingest_postgres(

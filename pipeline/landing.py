@@ -147,39 +147,6 @@ def landing_files(settings: Settings, client: Any = None) -> list[LandingFile]:
     return [LandingFile(path, str(path)) for path in local_files(Path(location))]
 
 
-def _bigquery_loaded(digest: str, settings: Settings) -> bool:
-    from pipeline.ingest_bigquery import previous_load
-
-    return previous_load(digest, settings) is not None
-
-
-def _postgres_loaded_or_ingest(
-    path: Path, digest: str, settings: Settings, progress: bool, name: str
-) -> IngestResult | None:
-    from common.pg import close_quietly, connect
-    from pipeline.ingest import already_loaded, ingest_postgres
-
-    conn = connect(settings.database_url)
-    try:
-        if already_loaded(conn, digest, settings):
-            return None
-        return ingest_postgres(
-            conn, path, settings, progress=progress, source_name=name, digest=digest
-        )
-    finally:
-        close_quietly(conn)
-
-
-def _bigquery_loaded_or_ingest(
-    path: Path, digest: str, settings: Settings, progress: bool, name: str
-) -> IngestResult | None:
-    from pipeline.ingest_bigquery import ingest_bigquery
-
-    if _bigquery_loaded(digest, settings):
-        return None
-    return ingest_bigquery(path, settings, progress=progress, source_name=name, digest=digest)
-
-
 def ingest_if_new(
     path: Path,
     digest: str,
@@ -194,8 +161,13 @@ def ingest_if_new(
     may have been stopped between the two loads. For BigQuery, ``ensure_warehouse_tables``
     must have run (its loads table answers). ``source_name`` names the file in the load
     (default: ``path``)."""
-    loaders = {"postgres": _postgres_loaded_or_ingest, "bigquery": _bigquery_loaded_or_ingest}
-    return loaders[target](path, digest, settings, progress, source_name or str(path))
+    from pipeline.ingest import ingest_into, loaded_before
+
+    if loaded_before(target, digest, settings):
+        return None
+    return ingest_into(
+        target, path, settings, progress=progress, source_name=source_name, digest=digest
+    )
 
 
 def ingest_files(

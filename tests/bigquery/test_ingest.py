@@ -317,21 +317,22 @@ def test_a_landing_file_gone_after_its_postgres_load_says_where_it_is_missing(
 ) -> None:
     import dataclasses
 
-    from pipeline import landing
+    from pipeline import ingest, landing
 
     path = tmp_path / "gone.csv"
     path.write_text("transaction_id,product,price,quantity,date\nG1,Halal Tea,12.00,1,2024-01-01\n")
     settings = dataclasses.replace(bq_settings, database_url=create_database(pg_server))
-    real = landing._postgres_loaded_or_ingest
+    real = ingest.ingest_into
 
-    def then_the_file_goes(file: Path, *args: Any) -> IngestResult | None:
+    def then_the_file_goes(target: str, file: Path, *args: Any, **kwargs: Any) -> IngestResult:
         # Fault injected (a real deletion, at a moment no timing can hit reliably): the
         # file goes away between its two warehouses.
-        result = real(file, *args)
-        file.unlink()
+        result = real(target, file, *args, **kwargs)
+        if target == "postgres":
+            file.unlink()
         return result
 
-    monkeypatch.setattr(landing, "_postgres_loaded_or_ingest", then_the_file_goes)
+    monkeypatch.setattr(ingest, "ingest_into", then_the_file_goes)
     said: list[str] = []
     with pytest.raises(landing.UnusableLandingFiles):
         landing.ingest_files(
