@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 MAX_FORM_BYTES = 16 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: A field name quoted back in a message: one of the forms' own kind, never arbitrary text.
+_FIELD_NAME_SHOWN = re.compile(r"[a-z_]{1,32}")
 
 SummaryQuery = Callable[[TrendFilters, str], list[dict[str, Any]]]
 # (row count, the JSON array of the rows): for a warehouse that can build the body itself.
@@ -107,8 +110,29 @@ def read_form(call: Call) -> MultiDict[str, str]:
         "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": media_type.strip().lower() + semicolon + parameters,
     }
+    if media_type.strip().lower() == FORM_TYPES[0]:
+        _require_utf8_fields(body)
     _, call.form, _ = parse_form_data(environ, max_form_memory_size=MAX_FORM_BYTES)
     return call.form
+
+
+def _require_utf8_fields(body: bytes) -> None:
+    """A urlencoded form's names and values are UTF-8 (RFC 6749 Appendix B). werkzeug reads a
+    bad byte as U+FFFD, another password than the one sent (a failed login, counted towards
+    the lock), or drops the whole form (a 400 blaming fields that were fine)."""
+    from urllib.parse import unquote_to_bytes
+
+    for field in body.split(b"&"):
+        name, _, value = field.partition(b"=")
+        try:
+            shown = unquote_to_bytes(name.replace(b"+", b" ")).decode()
+        except UnicodeDecodeError:
+            raise BadRequest("A form field's name is not valid UTF-8.") from None
+        try:
+            unquote_to_bytes(value.replace(b"+", b" ")).decode()
+        except UnicodeDecodeError:
+            shown = shown if _FIELD_NAME_SHOWN.fullmatch(shown) else "a form field"
+            raise BadRequest(f"The value of {shown} is not valid UTF-8.") from None
 
 
 def form_fields(call: Call, schema: Any) -> dict[str, Any]:

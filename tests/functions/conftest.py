@@ -106,16 +106,18 @@ class Account:
     role: str
 
 
-def make_user(dsn: str, role: str = "analyst", *, disabled: bool = False) -> Account:
+def make_user(
+    dsn: str, role: str = "analyst", *, disabled: bool = False, password: str = PASSWORD
+) -> Account:
     username = f"u{secrets.token_hex(5)}"
     conn = connect(dsn)
     try:
-        add_user(conn, username, PASSWORD, role, rounds=4)
+        add_user(conn, username, password, role, rounds=4)
         if disabled:
             conn.run("UPDATE auth.users SET disabled = true WHERE username = :u", u=username)
     finally:
         conn.close()
-    return Account(username, PASSWORD, role)
+    return Account(username, password, role)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -134,6 +135,45 @@ def test_400_on_malformed_requests(call: Caller, kwargs: dict[str, Any]) -> None
     assert response.status_code == 400
     body = response.get_json()
     assert set(body) == {"error", "message", "request_id"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"password=%FF%FE", "The value of password is not valid UTF-8."),
+        (b"password=\xff\xfe", "The value of password is not valid UTF-8."),
+        (b"password=caf%C3", "The value of password is not valid UTF-8."),
+        (b"Pass%FFword=x", "A form field's name is not valid UTF-8."),
+        (b"Weird-Name=%FF", "The value of a form field is not valid UTF-8."),
+    ],
+)
+def test_a_field_that_is_not_utf8_is_a_400_not_a_failed_login(
+    call: Caller, analyst: Account, marts_dsn: str, body: bytes, message: str
+) -> None:
+    """RFC 6749 Appendix B: form fields are UTF-8. ``%FF`` was read as U+FFFD, a wrong
+    password counted towards the account's lock; raw bytes gave a 400 blaming the username."""
+    sent = b"username=" + analyst.username.encode() + b"&" + body
+    for _ in range(6):  # more than the lock allows, were they failed logins
+        response = call(
+            "/token", method="POST", data=sent, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["message"] == message
+    assert failures(marts_dsn, analyst.username) is None
+    ok = post(call, username=analyst.username, password=analyst.password)
+    assert ok.status_code == 200
+
+
+def test_utf8_fields_raw_or_percent_encoded_log_in(call: Caller, marts_dsn: str) -> None:
+    account = make_user(marts_dsn, "analyst", password="Kaffee-mit-Milch-ümlaut-é")
+    for password in (account.password.encode(), quote(account.password).encode()):
+        response = call(
+            "/token",
+            method="POST",
+            data=b"username=" + account.username.encode() + b"&password=" + password,
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert response.status_code == 200, response.get_json()
 
 
 def test_a_repeated_field_does_not_hide_the_others_problems(call: Caller) -> None:
