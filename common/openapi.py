@@ -316,6 +316,13 @@ def document(function: str, *, session_cookie: str = "salesmart-session") -> dic
             },
         )
     result: dict[str, Any] = _plain(spec.to_dict())
+    if function == "dashboard":
+        # Its filter form sends every field, filled or not: an empty one counts as absent.
+        for parameter in result["paths"]["/"]["get"]["parameters"]:
+            parameter["allowEmptyValue"] = True
+            parameter["description"] = (
+                parameter.get("description", "") + " Empty counts as absent."
+            ).strip()
     return result
 
 

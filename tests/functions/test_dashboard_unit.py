@@ -651,6 +651,16 @@ def _sent_as_documented(response: Any, documented: dict[str, Any]) -> None:
             assert header in documented["headers"], (header, documented)
 
 
+def test_its_openapi_document_says_an_empty_filter_counts_as_absent(call: Caller) -> None:
+    """The filter form sends every field, filled or not, and the page takes ``x=`` as no
+    filter; the document said such a request broke the parameters' rules."""
+    parameters = call("/openapi.json").get_json()["paths"]["/"]["get"]["parameters"]
+    assert {p["name"] for p in parameters} >= {"sale_month", "limit", "product_prefix"}
+    for parameter in parameters:
+        assert parameter["allowEmptyValue"] is True, parameter
+        assert "Empty counts as absent." in parameter["description"], parameter
+
+
 def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
     call: Caller, analyst: Account, flask_app: Any, fn_settings: Settings
 ) -> None:
