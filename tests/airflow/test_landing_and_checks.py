@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -364,21 +365,23 @@ def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Pa
     assert ": ok" in done.stdout
 
 
-def test_compare_names_every_difference() -> None:
-    from decimal import Decimal
+# 10.00 in raw and summary_sales, 9.00 in the sales mart (one difference); newest load 7.
+CONSISTENT_BUT_SALES = MartCounts(
+    raw_rows=3,
+    raw_amount=Decimal("10.00"),
+    sales_rows=3,
+    sales_amount=Decimal("9.00"),
+    summary_transactions=3,
+    summary_amount=Decimal("10.00"),
+    latest_load_id=7,
+    latest_load_rows=1,
+    latest_load_missing=0,
+    latest_load_at=None,
+)
 
-    counts = MartCounts(
-        raw_rows=3,
-        raw_amount=Decimal("10.00"),
-        sales_rows=3,
-        sales_amount=Decimal("9.00"),
-        summary_transactions=3,
-        summary_amount=Decimal("10.00"),
-        latest_load_id=7,
-        latest_load_rows=1,
-        latest_load_missing=0,
-        latest_load_at=None,
-    )
+
+def test_compare_names_every_difference() -> None:
+    counts = CONSISTENT_BUT_SALES
     assert compare("bigquery", counts).problems == ("fact_sales amounts to 9.00, raw to 10.00",)
     # BigQuery's NUMERIC comes with 9 decimals: shown like PostgreSQL's (it printed 9.000000000).
     nine = dataclasses.replace(
@@ -395,19 +398,11 @@ def test_the_newest_loads_time_is_shown_in_utc_for_both_warehouses() -> None:
     """PostgreSQL answers in its session's time zone, BigQuery in UTC: the two lines of one
     run showed different clocks for the same moment, without saying so."""
     from datetime import UTC, datetime, timedelta, timezone
-    from decimal import Decimal
 
     moment = datetime(2024, 3, 1, 23, 30, tzinfo=UTC)
-    counts = MartCounts(
-        raw_rows=1,
-        raw_amount=Decimal("1"),
-        sales_rows=1,
-        sales_amount=Decimal("1"),
-        summary_transactions=1,
-        summary_amount=Decimal("1"),
-        latest_load_id=7,
-        latest_load_rows=1,
-        latest_load_missing=0,
+    counts = dataclasses.replace(
+        CONSISTENT_BUT_SALES,
+        sales_amount=Decimal("10.00"),
         latest_load_at=moment.astimezone(timezone(timedelta(hours=5, minutes=30))),
     )
     in_utc = dataclasses.replace(counts, latest_load_at=moment)
