@@ -164,6 +164,7 @@ class TokenService:
 # ``cryptography`` package for its asymmetric algorithms, a fifth of a cold start.
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER = {"alg": ALGORITHM, "typ": "JWT"}
+_JWT_TYPES = frozenset({"jwt", "application/jwt"})
 
 
 def _b64encode(data: bytes) -> str:
@@ -208,7 +209,8 @@ def decode_hs256(token: str, key: bytes) -> dict[str, Any]:
         header = json.loads(_b64decode(header_segment), parse_constant=_no_constant)
         if not isinstance(header, dict) or header.get("alg") != ALGORITHM or "crit" in header:
             raise InvalidToken()
-        if header.get("typ", "JWT") != "JWT":
+        # RFC 7515 4.1.9: a media type, compared case-insensitively, "application/" optional.
+        if str(header.get("typ", "JWT")).lower() not in _JWT_TYPES:
             raise InvalidToken()
         expected = hmac.new(
             key, f"{header_segment}.{payload_segment}".encode("ascii"), hashlib.sha256

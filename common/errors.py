@@ -96,6 +96,13 @@ class Forbidden(ApiError):
     code = "forbidden"
     default_message = "This account may not use this function."
 
+    def __init__(self, message: str | None = None) -> None:
+        # RFC 6750 3.1: the token is valid, its role not enough.
+        super().__init__(
+            message,
+            headers={"WWW-Authenticate": 'Bearer realm="salesmart", error="insufficient_scope"'},
+        )
+
 
 class NotFound(ApiError):
     status = 404

@@ -93,7 +93,9 @@ _METHOD_NOT_ALLOWED_HTML = _error(
     html=True,
     headers={"Allow": _STRING},
 )
-_FORBIDDEN = _error("The token's role may not use this function.")
+_FORBIDDEN = _error(
+    "The token's role may not use this function.", headers={"WWW-Authenticate": _STRING}
+)
 _UNAVAILABLE = _error(
     "The warehouse cannot be reached; retry later.", headers={"Retry-After": _STRING}
 )
@@ -182,7 +184,11 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                             html=True,
                             headers={"WWW-Authenticate": _STRING},
                         ),
-                        "403": _error("The token's role may not use this function.", html=True),
+                        "403": _error(
+                            "The token's role may not use this function.",
+                            html=True,
+                            headers={"WWW-Authenticate": _STRING},
+                        ),
                         "422": _error("Invalid parameters.", html=True),
                         "503": _UNAVAILABLE_HTML,
                     },

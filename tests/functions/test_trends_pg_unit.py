@@ -378,11 +378,22 @@ def test_forged_tokens_are_401(call: Caller, token: str, forge: str) -> None:
     assert response.get_json()["error"] == "invalid_token"
 
 
+@pytest.mark.parametrize("typ", ["jwt", "application/jwt", "Application/JWT"])
+def test_the_jwt_type_header_is_read_as_a_media_type(call: Caller, typ: str) -> None:
+    """RFC 7515 4.1.9: ``typ`` is compared case-insensitively, "application/" optional."""
+    token = jwt.encode(claims(), SECRET, "HS256", headers={"typ": typ})
+    assert call(PATH, headers=auth(token)).status_code == 200
+
+
 def test_valid_token_with_foreign_role_is_403(call: Caller) -> None:
     forged = jwt.encode(claims(role="guest"), SECRET, "HS256")
     response = call(PATH, headers=auth(forged))
     assert response.status_code == 403
     assert response.get_json()["error"] == "forbidden"
+    # RFC 6750 3.1: a valid token whose rights are not enough.
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="salesmart", error="insufficient_scope"'
+    )
 
 
 # -- caching, methods, paths, ids -----------------------------------------------------------------
