@@ -254,22 +254,9 @@ def _parsed(
     text = "".join(parts)
     if not _WELL_FORMED.fullmatch(text):
         return None if len(parts) > 1 else (_raw(text), None)
-    if len(parts) > 1 and row_width and _swallows_a_row(parts, row_width):
+    if len(parts) > 1 and row_width and any(_whole_row(part, row_width) for part in parts[1:]):
         return None
     return _raw(text), None if "\x00" in text else fields
-
-
-def _swallows_a_row(parts: list[str], row_width: int) -> bool:
-    """Whether a quoted field spanning ``parts`` would take in a row: a line inside it that
-    is a whole row on its own, or a closing line that is one when the opening line holds a
-    whole row's commas too (a stray quote: ``S1,"Halal Dates,15,1,2024-06-01`` closed by
-    ``S3,Halal Monitor 27",300,…``). A field's last line may look like a row when its first
-    does not (``"Halal Dates`` then ``from Medina",MF1,12,1,2024-09-07``): it is read as
-    the field's end."""
-    *inside, closing = parts[1:]
-    if any(_whole_row(part, row_width) for part in inside):
-        return True
-    return parts[0].count(",") + 1 >= row_width and _whole_row(closing, row_width)
 
 
 def _whole_row(line: str, row_width: int) -> bool:
@@ -299,8 +286,8 @@ def _records(
     by ``csv``, which reads on into the following lines while a quoted field is open, so
     quoted commas, quotes and line breaks inside fields all work. Text after a closing quote
     makes the record malformed. A quote that never closes, or whose record spans lines and
-    is malformed or swallows a row (``_swallows_a_row``), rejects its own line; the lines
-    read after it are read again one by one.
+    is malformed or swallows a line that is a whole row (as many fields as the header),
+    rejects its own line; the lines read after it are read again one by one.
     """
     lines = iter(handle)
     row_width = 0  # the header's, once read (the first record with fields)

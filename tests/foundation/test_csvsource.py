@@ -261,30 +261,6 @@ def test_a_stray_quote_never_swallows_whole_rows_into_a_field(tmp_path: Path) ->
     ]
 
 
-def test_a_fields_last_line_that_looks_like_a_row_still_ends_the_field(tmp_path: Path) -> None:
-    """A product spanning lines whose last line has as many commas as a row: it was split
-    into two rejects (``malformed_row``, then ``product_prefix``), read 2 for one record.
-    Only a first line holding a whole row's commas too marks its quote as stray."""
-    header = "product,transaction_id,price,quantity,date"
-    text = (
-        f"{header}\r\n"
-        '"Halal Dates\r\nfrom Medina",MF1,12,1,2024-09-07\r\n'
-        '"Halal Figs\r\nOrigin: Izmir, Turkey",MF2,12,1,2024-09-07\r\n'
-    )
-    rows = read(tmp_path, text)
-    assert [(r.line_number, r.transaction_id, r.product, r.reason) for r in rows] == [
-        (2, "MF1", "Halal Dates\r\nfrom Medina", None),  # a field keeps its line break
-        (4, "MF2", "Halal Figs\r\nOrigin: Izmir, Turkey", None),
-    ]
-    text = f'{HEADER}\nMS1,"Halal Dates\nOrigin: Medina, Saudi Arabia",12,1,2024-09-07\n'
-    [row] = read(tmp_path, text)
-    assert (row.transaction_id, row.product, row.reason) == (
-        "MS1",
-        "Halal Dates\nOrigin: Medina, Saudi Arabia",
-        None,
-    )
-
-
 @given(st.lists(st.sampled_from(["a", ",", '"', '""', "\n", "\r\n"]), max_size=10))
 def test_a_record_is_well_formed_exactly_when_strict_csv_reads_it(pieces: list[str]) -> None:
     """Without blanks (which the reader trims after a closing quote, and strict csv
