@@ -117,11 +117,18 @@ def read_form(call: Call) -> MultiDict[str, str]:
 
 
 def _require_utf8_fields(body: bytes) -> None:
-    """A urlencoded form's names and values are UTF-8 (RFC 6749 Appendix B). werkzeug reads a
-    bad byte as U+FFFD, another password than the one sent (a failed login, counted towards
-    the lock), or drops the whole form (a 400 blaming fields that were fine)."""
+    """A urlencoded form's names and values are UTF-8 (RFC 6749 Appendix B). werkzeug keeps a
+    bad escape as text (``%FF``: another password than the one sent, a failed login counted
+    towards the lock) or drops the whole form (a 400 blaming fields that were fine)."""
     from urllib.parse import unquote_to_bytes
 
+    # One pass over the whole body first: its separators are ASCII, so it decodes exactly
+    # when every field does; fields are looked at one by one only to name the bad one.
+    try:
+        unquote_to_bytes(body).decode()
+        return
+    except UnicodeDecodeError:
+        pass
     for field in body.split(b"&"):
         name, _, value = field.partition(b"=")
         try:

@@ -150,7 +150,7 @@ def test_400_on_malformed_requests(call: Caller, kwargs: dict[str, Any]) -> None
 def test_a_field_that_is_not_utf8_is_a_400_not_a_failed_login(
     call: Caller, analyst: Account, marts_dsn: str, body: bytes, message: str
 ) -> None:
-    """RFC 6749 Appendix B: form fields are UTF-8. ``%FF`` was read as U+FFFD, a wrong
+    """RFC 6749 Appendix B: form fields are UTF-8. ``%FF`` was kept as text, a wrong
     password counted towards the account's lock; raw bytes gave a 400 blaming the username."""
     sent = b"username=" + analyst.username.encode() + b"&" + body
     for _ in range(6):  # more than the lock allows, were they failed logins
