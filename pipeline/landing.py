@@ -94,6 +94,19 @@ def parse_gcs_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _below_prefix(name: str, prefix: str) -> PurePosixPath:
+    """An object's path below the folder the landing prefix names.
+
+    ``gs://b/_in`` and ``gs://b/_in/`` both name the folder ``_in/``: only folders below
+    it can hide objects. A prefix that is not a whole folder name (``gs://b/in`` also
+    lists ``in.csv`` and ``in2/…``) counts from the folder it is in.
+    """
+    named = prefix.rstrip("/")
+    if named and name.startswith(named + "/"):
+        return PurePosixPath(name[len(named) + 1 :])
+    return PurePosixPath(name[len(prefix.rpartition("/")[0]) :].lstrip("/"))
+
+
 def _md5_base64(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as handle:
@@ -114,9 +127,6 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
 
         client = Client(project=settings.bigquery.project)
     root = (cache / "gs" / bucket).resolve()
-    # The folders that count are those below the prefix's own folder: ``gs://b/in`` lists
-    # ``in/…`` and ``in.csv`` alike.
-    folder = prefix.rpartition("/")[0]
     files: list[LandingFile] = []
     for blob in sorted(client.list_blobs(bucket, prefix=prefix or None), key=lambda b: b.name):
         name = str(blob.name)
@@ -125,7 +135,7 @@ def gcs_files(uri: str, cache: Path, settings: Settings, client: Any = None) -> 
         local = (root / name).resolve()
         if not local.is_relative_to(root) or ".." in PurePosixPath(name).parts:
             raise ConfigError(f"landing object gs://{bucket}/{name} has an unsafe name")
-        if _in_hidden_folder(PurePosixPath(name[len(folder) :])):
+        if _in_hidden_folder(_below_prefix(name, prefix)):
             continue
         md5 = getattr(blob, "md5_hash", None)
         if not (md5 and local.is_file() and _md5_base64(local) == md5):

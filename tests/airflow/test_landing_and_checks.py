@@ -194,6 +194,31 @@ def test_gcs_objects_in_dot_or_underscore_folders_are_left_alone(
     assert names == (["gs://bucket/in.csv", *expected] if uri != "gs://bucket/in/" else expected)
 
 
+@pytest.mark.parametrize(
+    ("uri", "folder"),
+    [
+        ("gs://bucket/_in", "_in"),
+        ("gs://bucket/_in/", "_in"),
+        ("gs://bucket/data/_landing", "data/_landing"),
+        ("gs://bucket/.landing/", ".landing"),
+    ],
+)
+def test_a_gcs_landing_folder_may_itself_start_with_dot_or_underscore(
+    settings: Settings, tmp_path: Path, uri: str, folder: str
+) -> None:
+    """Only folders below the one the prefix names hide objects, as with a local
+    ``--landing /data/_landing``: the named folder is the operator's choice."""
+    client = FakeClient(
+        {
+            f"{folder}/a.csv": FILE_A.encode(),
+            f"{folder}/2023/b.csv": FILE_B.encode(),
+            f"{folder}/_temporary/0/part-0000.csv": FILE_A.encode(),
+        }
+    )
+    names = [f.name for f in gcs_files(uri, tmp_path, settings, client)]
+    assert names == [f"gs://bucket/{folder}/2023/b.csv", f"gs://bucket/{folder}/a.csv"]
+
+
 def test_a_file_without_header_is_not_quoted_anywhere(
     settings: Settings, pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
