@@ -469,4 +469,8 @@ def _run(
     finally:
         if timer:
             timer.cancel()
+            if timed_out.is_set():
+                # dbt itself may be gone while the timer still waits out the grace for
+                # its children: finish that (SIGKILL included) before the caller ends.
+                timer.join()
     return returncode, timed_out.is_set()

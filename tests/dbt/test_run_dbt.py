@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from common.config import REPO_ROOT, Settings, build_settings
-from pipeline import expand_targets
+from pipeline import expand_targets, transform
 from pipeline.transform import (
     PROJECT_DIR,
     TransformError,
@@ -42,6 +42,15 @@ Path(os.environ["FAKE_DBT_CAPTURE"]).write_text(json.dumps({"args": args, "env":
 mode = os.environ.get("FAKE_DBT_MODE", "ok")
 print("00:00:01  Running with dbt=1.11.0", flush=True)
 print("00:00:02  connecting with " + os.environ.get("DBT_ENV_SECRET_PG_PASSWORD", "-"), flush=True)
+if mode == "hang-with-child":  # a child of its own that shrugs off Ctrl-C, output closed
+    import signal, subprocess
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT,"
+         " signal.SIG_IGN); time.sleep(60)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    Path(os.environ["FAKE_DBT_CAPTURE"] + ".child").write_text(str(child.pid))
+    mode = "hang"
 if mode == "hang":
     try:
         time.sleep(60)
@@ -257,6 +266,20 @@ def test_a_hanging_dbt_is_stopped(
     with pytest.raises(TransformError, match="did not finish within 1 s"):
         run_dbt("postgres", pg_settings, timeout=1)
     assert Path(f"{fake_dbt}.stopped").read_text() == "SIGINT"
+
+
+def test_a_dbt_out_of_time_is_gone_with_its_children_when_the_call_returns(
+    fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that outlasts Ctrl-C is killed before run_dbt returns: the kill came from
+    the timer's thread, which the command did not wait for, so a command ending right
+    after left the child running on."""
+    monkeypatch.setenv("FAKE_DBT_MODE", "hang-with-child")
+    monkeypatch.setattr(transform, "DBT_STOP_GRACE_SECONDS", 2.0)
+    with pytest.raises(TransformError, match="did not finish within 1 s"):
+        run_dbt("postgres", pg_settings, timeout=1)
+    child = int(Path(f"{fake_dbt}.child").read_text())
+    assert not process_alive(child), "dbt's child outlived the call"
 
 
 def test_a_dbt_whose_starter_is_killed_outright_stops(
