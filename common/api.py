@@ -112,6 +112,8 @@ def read_form(call: Call) -> MultiDict[str, str]:
     }
     if media_type.strip().lower() == FORM_TYPES[0]:
         _require_utf8_fields(body)
+    else:
+        _require_text_parts(body, request.mimetype_params.get("boundary", ""))
     _, call.form, _ = parse_form_data(environ, max_form_memory_size=MAX_FORM_BYTES)
     return call.form
 
@@ -138,8 +140,46 @@ def _require_utf8_fields(body: bytes) -> None:
         try:
             unquote_to_bytes(value.replace(b"+", b" ")).decode()
         except UnicodeDecodeError:
-            shown = shown if _FIELD_NAME_SHOWN.fullmatch(shown) else "a form field"
-            raise BadRequest(f"The value of {shown} is not valid UTF-8.") from None
+            raise _bad_value(shown) from None
+
+
+def _bad_value(name: str) -> BadRequest:
+    shown = name if _FIELD_NAME_SHOWN.fullmatch(name) else "a form field"
+    return BadRequest(f"The value of {shown} is not valid UTF-8.")
+
+
+def _require_text_parts(body: bytes, boundary: str) -> None:
+    """A multipart form's fields decode in their declared charset, UTF-8 by default: werkzeug
+    replaces a bad byte with U+FFFD (another password than the one sent, counted towards the
+    lock). Same parser, same charset rule; a malformed body is left for werkzeug to refuse."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.formparser import MultiPartParser
+    from werkzeug.sansio.multipart import Data, Epilogue, Field, MultipartDecoder, NeedData
+
+    if not boundary:
+        return
+    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=MAX_FORM_BYTES)
+    charset_of = MultiPartParser().get_part_charset
+    try:
+        decoder.receive_data(body)
+        decoder.receive_data(None)
+        field: Field | None = None
+        chunks: list[bytes] = []
+        event = decoder.next_event()
+        while not isinstance(event, Epilogue | NeedData):
+            if isinstance(event, Data):
+                chunks.append(event.data)
+                if field is not None and not event.more_data:
+                    try:
+                        b"".join(chunks).decode(charset_of(field.headers))
+                    except UnicodeDecodeError:
+                        raise _bad_value(field.name) from None
+            else:  # a new part: a field, or a file (whose bytes are its own business)
+                field = event if isinstance(event, Field) else None
+                chunks = []
+            event = decoder.next_event()
+    except (ValueError, HTTPException):
+        return
 
 
 def form_fields(call: Call, schema: Any) -> dict[str, Any]:

@@ -164,6 +164,60 @@ def test_a_field_that_is_not_utf8_is_a_400_not_a_failed_login(
     assert ok.status_code == 200
 
 
+def _multipart(*parts: tuple[str, bytes, str]) -> bytes:
+    """A multipart/form-data body (boundary ``b0``) of (name, value, part content type)."""
+    body = b""
+    for name, value, content_type in parts:
+        body += f'--b0\r\nContent-Disposition: form-data; name="{name}"\r\n'.encode()
+        body += f"Content-Type: {content_type}\r\n".encode() if content_type else b""
+        body += b"\r\n" + value + b"\r\n"
+    return body + b"--b0--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        (("password", b"\xff\xfe", ""), "The value of password is not valid UTF-8."),
+        (("password", b"caf\xc3", "text/plain; charset=utf-8"), "The value of password is not"),
+        (("Weird-Name", b"\xff", ""), "The value of a form field is not valid UTF-8."),
+    ],
+)
+def test_a_multipart_field_that_is_not_utf8_is_a_400_not_a_failed_login(
+    call: Caller, analyst: Account, marts_dsn: str, part: tuple[str, bytes, str], message: str
+) -> None:
+    """werkzeug reads a bad byte in a multipart field as U+FFFD: another password than the
+    one sent, a failed login counted towards the account's lock."""
+    sent = _multipart(("username", analyst.username.encode(), ""), part)
+    for _ in range(6):  # more than the lock allows, were they failed logins
+        response = call(
+            "/token", method="POST", data=sent, content_type="multipart/form-data; boundary=b0"
+        )
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["message"].startswith(message)
+    assert failures(marts_dsn, analyst.username) is None
+
+
+def test_multipart_fields_log_in_in_their_declared_charset(call: Caller, marts_dsn: str) -> None:
+    """A part's charset (UTF-8 by default, ISO-8859-1 when it says so) is honoured, and a
+    real U+FFFD in a password is a character like any other."""
+    for password, encoded, content_type in [
+        (
+            "caf\u00e9-latin-one-pw",
+            "caf\u00e9-latin-one-pw".encode("latin-1"),
+            "text/plain; charset=ISO-8859-1",
+        ),
+        ("repl\ufffdacement-pw", "repl\ufffdacement-pw".encode(), ""),
+    ]:
+        account = make_user(marts_dsn, "analyst", password=password)
+        sent = _multipart(
+            ("username", account.username.encode(), ""), ("password", encoded, content_type)
+        )
+        response = call(
+            "/token", method="POST", data=sent, content_type="multipart/form-data; boundary=b0"
+        )
+        assert response.status_code == 200, response.get_json()
+
+
 def test_utf8_fields_raw_or_percent_encoded_log_in(call: Caller, marts_dsn: str) -> None:
     account = make_user(marts_dsn, "analyst", password="Kaffee-mit-Milch-ümlaut-é")
     for password in (account.password.encode(), quote(account.password).encode()):
