@@ -44,6 +44,16 @@ START_LOCK = "start.lock"
 STOP_GRACE_SECONDS = 5  # for an interrupted initdb/pg_ctl: it removes its own half work
 
 
+def _first_error(output: str, returncode: int) -> str:
+    """The line that says why a PostgreSQL program failed: its first error, not its last
+    line (initdb's last is about removing its folder, or failing to)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\b(error|fatal|panic):", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else f"exit {returncode}"
+
+
 class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be set up, started or stopped."""
 
@@ -202,9 +212,8 @@ class EmbeddedPostgres:
                 stop_group(process, STOP_GRACE_SECONDS)
                 raise
         if process.returncode != 0:
-            detail = (stderr or stdout).strip().splitlines()
             raise EmbeddedPostgresError(
-                f"{args[0]} failed: {detail[-1] if detail else 'exit ' + str(process.returncode)}"
+                f"{args[0]} failed: {_first_error(stderr or stdout, process.returncode)}"
                 f" (log: {self.log_file})"
             )
         return str(stdout)

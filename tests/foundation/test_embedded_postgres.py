@@ -419,3 +419,22 @@ def test_commands_starting_together_share_one_server(first_time: bool) -> None:
         if server.is_running():
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_failing_program_is_reported_by_its_error_not_its_last_line(tmp_path: Path) -> None:
+    """initdb ends on a hint or on removing its folder; the line that says why comes first.
+    Before, an initdb that failed was reported as "failed to remove data directory"."""
+    root = tmp_path / "pg"
+    root.mkdir()
+    root.chmod(0o755)
+    tmp_path.chmod(0o755)
+    taken = root / "taken"
+    taken.mkdir()
+    (taken / "something").write_text("x")
+    server = open_embedded(root, fsync=False)
+    server._chown_root()
+    with pytest.raises(EmbeddedPostgresError) as caught:
+        server._run(["initdb", "-D", str(taken), "--username", "x"])
+    message = str(caught.value)
+    assert message.startswith("initdb failed: initdb: error: directory "), message
+    assert "exists but is not empty" in message
