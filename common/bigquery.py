@@ -46,7 +46,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from common.config import LOCAL_PROJECT, BigQuerySettings, ConfigError, get_settings
+from common.config import (
+    BQ_NAME,
+    BQ_PROJECT_ID,
+    LOCAL_PROJECT,
+    BigQuerySettings,
+    ConfigError,
+    get_settings,
+)
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
 from common.trends import INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
@@ -63,8 +70,6 @@ NUMERIC_MAX = Decimal("99999999999999999999999999999.999999999")
 #: an unreachable warehouse answers 503 at once instead of after the whole deadline.
 CONNECTION_RETRIES = 2
 
-_PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9.:-]{0,127}", re.ASCII)
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}", re.ASCII)
 _LABEL_BAD = re.compile(r"[^a-z0-9_-]+", re.ASCII)
 
 
@@ -180,13 +185,13 @@ def reset_clients() -> None:
 
 # -- names, labels, parameters -------------------------------------------------------------
 def _check_project(project: str) -> str:
-    if not _PROJECT_RE.fullmatch(project):
+    if not BQ_PROJECT_ID.fullmatch(project):
         raise ConfigError(f"BigQuery project id {project!r} is not valid")
     return project
 
 
 def _check_name(name: str, what: str) -> str:
-    if not _NAME_RE.fullmatch(name):
+    if not BQ_NAME.fullmatch(name):
         raise ConfigError(f"BigQuery {what} name {name!r} is not valid")
     return name
 

@@ -193,6 +193,23 @@ def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
+#: A project id as BigQuery takes it (``domain.com:project`` included); a dataset's name.
+BQ_PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9.:-]{0,127}", re.ASCII)
+BQ_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}", re.ASCII)
+
+
+_DATASET_RULE = "dataset name (letters, digits and _, not starting with a digit)"
+
+
+def _bq_checked(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
+    """A BigQuery project id or dataset name checked when the settings are read: a bad one
+    found only at the first query made a function go Ready and fail every request."""
+    text = str(value)
+    if not pattern.fullmatch(text):
+        raise ConfigError(f"{name} must be a valid BigQuery {what}, found {text!r}")
+    return text
+
+
 def whole_number(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
@@ -322,16 +339,45 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     bq = _section(data, "bigquery")
     security = _section(data, "security")
 
+    project_variable = (
+        "SALESMART_BQ_PROJECT" if env.get("SALESMART_BQ_PROJECT") else ("GOOGLE_CLOUD_PROJECT")
+    )
     bigquery = BigQuerySettings(
-        project=env.get("SALESMART_BQ_PROJECT")
-        or env.get("GOOGLE_CLOUD_PROJECT")
-        or str(warehouse.get("project_id", BigQuerySettings.project)),
+        project=_bq_checked(
+            *_setting(
+                env,
+                project_variable,
+                warehouse,
+                "data_warehouse.project_id",
+                BigQuerySettings.project,
+            ),
+            BQ_PROJECT_ID,
+            "project id (lower-case letters, digits, -, . and :)",
+        ),
         location=env.get("SALESMART_BQ_LOCATION")
         or str(warehouse.get("location", BigQuerySettings.location)),
-        warehouse_dataset=env.get("SALESMART_BQ_WAREHOUSE_DATASET")
-        or str(warehouse.get("dataset", BigQuerySettings.warehouse_dataset)),
-        mart_dataset=env.get("SALESMART_BQ_MART_DATASET")
-        or str(_section(data, "data_mart").get("dataset", BigQuerySettings.mart_dataset)),
+        warehouse_dataset=_bq_checked(
+            *_setting(
+                env,
+                "SALESMART_BQ_WAREHOUSE_DATASET",
+                warehouse,
+                "data_warehouse.dataset",
+                BigQuerySettings.warehouse_dataset,
+            ),
+            BQ_NAME,
+            _DATASET_RULE,
+        ),
+        mart_dataset=_bq_checked(
+            *_setting(
+                env,
+                "SALESMART_BQ_MART_DATASET",
+                _section(data, "data_mart"),
+                "data_mart.dataset",
+                BigQuerySettings.mart_dataset,
+            ),
+            BQ_NAME,
+            _DATASET_RULE,
+        ),
         api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
         credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
         maximum_bytes_billed=whole_number(

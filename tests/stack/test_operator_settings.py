@@ -277,6 +277,19 @@ def test_the_raw_schema_is_the_one_the_migrations_create(tmp_path: Path) -> None
         ({"SALESMART_BQ_QUERY_TIMEOUT": "nan"}, "SALESMART_BQ_QUERY_TIMEOUT must be a positive"),
         ({"SALESMART_BQ_MAX_BYTES_BILLED": "0"}, "SALESMART_BQ_MAX_BYTES_BILLED must be >= 1"),
         ({"SALESMART_BCRYPT_ROUNDS": "32"}, "SALESMART_BCRYPT_ROUNDS must be <= 31"),
+        # Checked when read: found at the first query, trends_bq went Ready and failed
+        # every request with a 500 naming nothing.
+        (
+            {"SALESMART_BQ_MART_DATASET": "transactions-mart"},
+            "SALESMART_BQ_MART_DATASET must be a valid BigQuery dataset name .*"
+            "found 'transactions-mart'",
+        ),
+        (
+            {"SALESMART_BQ_WAREHOUSE_DATASET": "raw`; drop"},
+            "SALESMART_BQ_WAREHOUSE_DATASET must be a valid BigQuery dataset name",
+        ),
+        ({"SALESMART_BQ_PROJECT": "My Project"}, "SALESMART_BQ_PROJECT must be a valid BigQuery"),
+        ({"GOOGLE_CLOUD_PROJECT": "-x"}, "GOOGLE_CLOUD_PROJECT must be a valid BigQuery project"),
     ],
 )
 def test_an_overriding_variable_is_named_in_its_error(env: dict[str, str], message: str) -> None:
@@ -293,6 +306,9 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         build_settings(env)
     config.write_text("api:\n  bcrypt_rounds: 3\n")
     with pytest.raises(ConfigError, match=r"api\.bcrypt_rounds must be >= 4"):
+        build_settings(env)
+    config.write_text("data_mart:\n  dataset: sales-mart\n")
+    with pytest.raises(ConfigError, match=r"data_mart\.dataset must be a valid BigQuery dataset"):
         build_settings(env)
 
 
