@@ -50,12 +50,22 @@ DEFAULT_REQUEST_DEADLINE_SECONDS = 60.0
 #: Set by a local starter (`salesmart up`, `salesmart serve`) to its pid: the server stops
 #: when that process dies, even killed outright. Unset in containers.
 PARENT_PID_ENV = "SALESMART_PARENT_PID"
+MAX_PORT = 65535
 T = TypeVar("T")
 
 
-def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _count(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
     raw = env.get(name, "")
-    return _checked(lambda: whole_number(raw, name, minimum=minimum)) if raw else default
+    if not raw:
+        return default
+    return _checked(lambda: whole_number(raw, name, minimum=minimum, maximum=maximum))
+
+
+def _port(text: str) -> int:
+    """``--port`` as the ``PORT`` rule reads it: a TCP port, else one line (not a traceback)."""
+    return _checked(lambda: whole_number(text, "--port", minimum=1, maximum=MAX_PORT))
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -281,7 +291,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     # In a container the function must listen on all interfaces (Knative routes to the pod).
     all_interfaces = "0.0.0.0"  # noqa: S104  # nosec B104 - the container's listen address
     parser.add_argument("--host", default=env.get("HOST", all_interfaces))
-    parser.add_argument("--port", type=int, default=_count(env, "PORT", 8080))
+    parser.add_argument("--port", type=_port, default=_count(env, "PORT", 8080, maximum=MAX_PORT))
     return parser
 
 

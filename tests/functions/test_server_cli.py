@@ -48,6 +48,7 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         ("WORKERS", "0", "must be >= 1"),
         ("CLOUD_RUN_TIMEOUT_SECONDS", "-1", "must be >= 0"),
         ("PORT", "http", "must be an integer"),
+        ("PORT", "70000", "must be <= 65535"),  # was a traceback from bind()
     ],
 )
 def test_bad_server_settings_are_refused(variable: str, value: str, needle: str) -> None:
@@ -55,6 +56,15 @@ def test_bad_server_settings_are_refused(variable: str, value: str, needle: str)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and variable in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("port", "needle"), [("99999", "<= 65535"), ("0", ">= 1")])
+def test_a_port_option_out_of_range_is_one_line(port: str, needle: str) -> None:
+    args = [*command("trends_pg", "functions/trends_pg/main.py", port=1)[:-1], port]
+    result = _run(args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"salesmart-serve: --port must be {needle}, found {port}"], result.stderr
 
 
 def test_a_short_secret_outside_dev_is_one_json_line_not_a_traceback() -> None:
