@@ -143,9 +143,11 @@ def _require_utf8_fields(body: bytes) -> None:
             raise _bad_value(shown) from None
 
 
-def _bad_value(name: str) -> BadRequest:
-    shown = name if _FIELD_NAME_SHOWN.fullmatch(name) else "a form field"
-    return BadRequest(f"The value of {shown} is not valid UTF-8.")
+def _bad_value(name: str | None, charset: str = "utf-8") -> BadRequest:
+    shown = name if name and _FIELD_NAME_SHOWN.fullmatch(name) else "a form field"
+    # One of the parser's few charsets (never client text), in its usual spelling.
+    label = {"utf-8": "UTF-8", "iso-8859-1": "ISO-8859-1"}.get(charset, "US-ASCII")
+    return BadRequest(f"The value of {shown} is not valid {label}.")
 
 
 def _require_text_parts(body: bytes, boundary: str) -> None:
@@ -158,9 +160,10 @@ def _require_text_parts(body: bytes, boundary: str) -> None:
 
     if not boundary:
         return
-    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=MAX_FORM_BYTES)
     charset_of = MultiPartParser().get_part_charset
     try:
+        # ASCII as werkzeug takes it: a boundary it cannot use is its own 400 (an empty form).
+        decoder = MultipartDecoder(boundary.encode("ascii"), max_form_memory_size=MAX_FORM_BYTES)
         decoder.receive_data(body)
         decoder.receive_data(None)
         field: Field | None = None
@@ -170,10 +173,11 @@ def _require_text_parts(body: bytes, boundary: str) -> None:
             if isinstance(event, Data):
                 chunks.append(event.data)
                 if field is not None and not event.more_data:
+                    charset = charset_of(field.headers)
                     try:
-                        b"".join(chunks).decode(charset_of(field.headers))
+                        b"".join(chunks).decode(charset)
                     except UnicodeDecodeError:
-                        raise _bad_value(field.name) from None
+                        raise _bad_value(field.name, charset) from None
             else:  # a new part: a field, or a file (whose bytes are its own business)
                 field = event if isinstance(event, Field) else None
                 chunks = []
