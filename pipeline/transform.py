@@ -412,6 +412,18 @@ def run_dbt(
     raise TransformError(f"dbt {command} on {target} {_scrub(reason, secrets)} {where}")
 
 
+def _finish_stopping(timer: threading.Timer, process: subprocess.Popen[str]) -> None:
+    """Wait for the timer's stop of dbt's group: dbt itself may be gone while its children
+    have the rest of the grace (the caller ending first left them running). Interrupted
+    meanwhile, what is left of the group is killed at once."""
+    try:
+        timer.join()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
 def _run(
     args: list[str],
     env: dict[str, str],
@@ -470,7 +482,5 @@ def _run(
         if timer:
             timer.cancel()
             if timed_out.is_set():
-                # dbt itself may be gone while the timer still waits out the grace for
-                # its children: finish that (SIGKILL included) before the caller ends.
-                timer.join()
+                _finish_stopping(timer, process)
     return returncode, timed_out.is_set()

@@ -7,8 +7,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ import pytest
 import yaml
 
 from common.config import REPO_ROOT, Settings, build_settings
+from common.process import stopped_by_signals
 from pipeline import expand_targets, transform
 from pipeline.transform import (
     PROJECT_DIR,
@@ -280,6 +284,25 @@ def test_a_dbt_out_of_time_is_gone_with_its_children_when_the_call_returns(
         run_dbt("postgres", pg_settings, timeout=1)
     child = int(Path(f"{fake_dbt}.child").read_text())
     assert not process_alive(child), "dbt's child outlived the call"
+
+
+def test_a_dbt_out_of_time_interrupted_while_its_children_stop_leaves_none(
+    fake_dbt: Path, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the children of a dbt out of time have the rest of their grace: the
+    call ends at once and takes them along (the timer's thread, which would have killed
+    them, dies with the command)."""
+    monkeypatch.setenv("FAKE_DBT_MODE", "hang-with-child")
+    monkeypatch.setattr(transform, "DBT_STOP_GRACE_SECONDS", 30.0)
+    child_file = Path(f"{fake_dbt}.child")
+    interrupt = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        interrupt.start()
+        run_dbt("postgres", pg_settings, timeout=1)
+    interrupt.join()
+    assert time.monotonic() - started < 20, "the call waited out the grace"
+    assert eventually(lambda: not process_alive(int(child_file.read_text())), 5)
 
 
 def test_a_dbt_whose_starter_is_killed_outright_stops(
