@@ -164,8 +164,31 @@ def _require_host(request: Request) -> None:
     if host is None:
         if request.environ.get("SERVER_PROTOCOL") not in ("HTTP/1.0", "HTTP/0.9"):
             raise BadRequest("The request has no Host header.")
-    elif not _HOST.fullmatch(host):
+    elif not _HOST.fullmatch(host) or not _idna_name(host):
         raise BadRequest("The Host header is not a host name.")
+
+
+def _idna_name(host: str) -> bool:
+    """Whether the routing (werkzeug's ``bind_to_environ``) can take the name: it encodes
+    it as IDNA, which refuses empty labels (``a..b``) and labels over 63 characters."""
+    name = host if host.startswith("[") else host.partition(":")[0]
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+class _EmptyPathIsRoot:
+    """WSGI: an empty path (``GET http://x``, RFC 9112 3.2.2) is ``/``."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not environ.get("PATH_INFO"):
+            environ["PATH_INFO"] = "/"
+        return self.app(environ, start_response)
 
 
 class FunctionApp:
@@ -261,9 +284,20 @@ class FunctionApp:
                 headers.add(name, value)
 
     def install(self) -> None:
-        """Route functions-framework's own 404s (``/robots.txt``, ``/favicon.ico``) here too.
+        """Route functions-framework's own 404s (``/robots.txt``, ``/favicon.ico``) here too,
+        and the routing's own answers: a Host it cannot encode (Flask's HTML 400, without
+        X-Request-ID) and an absolute-form target without a path (``GET http://x``: a 308
+        to the client's Host). The app answers them: a JSON 400, or the path ``/``.
 
         Called at import: functions-framework imports the source inside its app context.
         """
         if flask.has_app_context():
-            flask.current_app.register_error_handler(404, lambda _error: self(flask.request))
+            from werkzeug.exceptions import BadHost
+
+            app = flask.current_app
+            for caught in (404, BadHost):
+                app.register_error_handler(caught, lambda _error: self(flask.request))
+            # A routing redirect is no error Flask lets a handler see: the path is mended
+            # before the routing reads it.
+            if not isinstance(app.wsgi_app, _EmptyPathIsRoot):
+                app.wsgi_app = _EmptyPathIsRoot(app.wsgi_app)  # type: ignore[method-assign]

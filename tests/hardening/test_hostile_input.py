@@ -239,6 +239,21 @@ def test_requests_the_server_cannot_parse_get_the_json_envelope(
         (b"GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 200, None),  # empty
         (b"GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n", 200, None),
         (b"GET /healthz HTTP/1.1\r\nHost: fn.example\r\nConnection: close\r\n\r\n", 200, None),
+        # Names the routing cannot encode: they were Flask's HTML 400, without X-Request-ID.
+        (b"GET /healthz HTTP/1.1\r\nHost: a..b\r\nConnection: close\r\n\r\n", 400, "not a"),
+        (b"GET /healthz HTTP/1.1\r\nHost: .:80\r\nConnection: close\r\n\r\n", 400, "not a"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: "
+            + b"a" * 64
+            + b".example\r\nConnection: close\r\n\r\n",
+            400,
+            "not a host name",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: " + b"a" * 63 + b"\r\nConnection: close\r\n\r\n",
+            200,
+            None,
+        ),
     ],
 )
 def test_an_http11_request_needs_a_host(
@@ -252,6 +267,24 @@ def test_an_http11_request_needs_a_host(
     if message is not None:
         assert message in json.loads(body)["message"]
         assert headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("function", ["token", "dashboard"])
+def test_an_absolute_target_without_a_path_is_the_root_not_a_redirect(
+    fns: dict[str, Served], function: str
+) -> None:
+    """RFC 9112 3.2.2: ``GET http://x`` asks for ``/``. The routing answered a 308 to
+    ``http://`` + the client's Host, in HTML, without X-Request-ID."""
+    port = urlsplit(fns[function].url).port
+    assert port is not None
+    request = b"GET http://x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    got, headers, body = raw_exchange(port, request)
+    assert "evil.example" not in headers.get("Location", "") + body.decode("latin-1")
+    assert headers["X-Request-ID"]
+    if function == "dashboard":  # its page, which sends a browser without a session to log in
+        assert got == 303 and headers["Location"].startswith("/login"), headers
+    else:  # the token function has nothing at / for GET
+        assert got in (404, 405) and json.loads(body)["request_id"] == headers["X-Request-ID"]
 
 
 BROKEN_CHUNKED_BODIES = [
