@@ -287,6 +287,41 @@ def test_an_absolute_target_without_a_path_is_the_root_not_a_redirect(
         assert got in (404, 405) and json.loads(body)["request_id"] == headers["X-Request-ID"]
 
 
+def _two_exchanges(port: int, first: bytes) -> list[bytes]:
+    """``first`` then a pipelined ``GET /healthz`` on one connection: the answers' heads."""
+    second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may stop reading once it answered
+            sock.sendall(first + second)
+        answer = b""
+        with contextlib.suppress(OSError):  # a reset once it closed
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return [part.split(b"\r\n\r\n", 1)[0] for part in answer.split(b"HTTP/1.1 ")[1:]]
+
+
+@pytest.mark.parametrize(
+    ("size", "chunked", "kept_alive"),
+    [(30_000, False, True), (70_000, False, False), (100, True, False)],
+)
+def test_a_body_left_unread_is_answered_with_close_when_the_next_request_would_be_lost(
+    fns: dict[str, Served], size: int, chunked: bool, kept_alive: bool
+) -> None:
+    """gunicorn drains at most 64 KiB of a body the function left unread, then drops the
+    connection: the answer said keep-alive, and a pipelined request was lost unanswered."""
+    port = urlsplit(fns["token"].url).port
+    assert port is not None
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"x" * size) if chunked else b"x" * size
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n" + body
+    heads = _two_exchanges(port, first)
+    assert heads and heads[0].startswith(b"200"), heads
+    if kept_alive:
+        assert len(heads) == 2 and b"Connection: keep-alive" in heads[0], heads
+    else:
+        assert len(heads) == 1 and b"Connection: close" in heads[0], heads
+
+
 BROKEN_CHUNKED_BODIES = [
     b"ZZ\r\nusername=a\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
     b"3\r\nabcXY0\r\n\r\n",  # a chunk not ended by CRLF
