@@ -14,7 +14,12 @@ from flask import Response
 
 from common.auth import LoginService, TokenService, authenticate_request
 from common.config import Settings
-from common.errors import BadRequest, UnsupportedGrantType
+from common.errors import (
+    BadRequest,
+    ContentEncodingUnsupported,
+    TransferCodingNotImplemented,
+    UnsupportedGrantType,
+)
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import CENT, TrendFilters
 
@@ -93,6 +98,7 @@ def read_form(call: Call) -> MultiDict[str, str]:
     request = call.request
     if request.mimetype not in FORM_TYPES:
         raise BadRequest("Send the fields as an application/x-www-form-urlencoded form.")
+    _require_plain_body(request)
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise BadRequest("The form is too large.")
     body = request.stream.read(MAX_FORM_BYTES + 1)
@@ -116,6 +122,17 @@ def read_form(call: Call) -> MultiDict[str, str]:
         _require_text_parts(body, request.mimetype_params.get("boundary", ""))
     _, call.form, _ = parse_form_data(environ, max_form_memory_size=MAX_FORM_BYTES)
     return call.form
+
+
+def _require_plain_body(request: Any) -> None:
+    """A compressed form is refused, not read as text (a gzip body was a wrong password,
+    counted towards the lock): 415 for a content coding, 501 for a transfer coding but
+    chunked (gunicorn passes gzip, deflate and compress on without decoding them)."""
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise ContentEncodingUnsupported()
+    codings = request.headers.get("Transfer-Encoding", "").lower().split(",")
+    if any(coding.strip() not in ("", "chunked") for coding in codings):
+        raise TransferCodingNotImplemented()
 
 
 def _require_utf8_fields(body: bytes) -> None:

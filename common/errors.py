@@ -185,5 +185,11 @@ class TransferCodingNotImplemented(ApiError):
     default_message = "This transfer coding is not supported; send chunked or a Content-Length."
 
 
+class ContentEncodingUnsupported(ApiError):
+    status = 415
+    code = "unsupported_content_encoding"
+    default_message = "Send the form without a Content-Encoding (it is not decompressed)."
+
+
 class InternalError(ApiError):
     """Anything unexpected: the client learns only the request id."""

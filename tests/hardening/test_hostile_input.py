@@ -322,6 +322,41 @@ def test_a_body_left_unread_is_answered_with_close_when_the_next_request_would_b
         assert len(heads) == 1 and b"Connection: close" in heads[0], heads
 
 
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [
+        (b"Content-Encoding: gzip\r\nContent-Length: 21", 415),
+        (b"Content-Encoding: br\r\nTransfer-Encoding: chunked", 415),
+        (b"Transfer-Encoding: gzip, chunked", 501),
+        (b"Transfer-Encoding: deflate,chunked", 501),
+        (b"Content-Encoding: identity\r\nContent-Length: 21", 401),  # read: a wrong password
+    ],
+)
+@pytest.mark.parametrize(("function", "path"), [("token", "/token"), ("dashboard", "/login")])
+def test_a_compressed_form_is_refused_not_read_as_text(
+    fns: dict[str, Served], function: str, path: str, framing: bytes, status: int
+) -> None:
+    """gunicorn passes gzip and deflate transfer codings on undecoded, and nothing decodes a
+    content coding: the compressed bytes were read as the form (a wrong password)."""
+    port = urlsplit(fns[function].url).port
+    assert port is not None
+    form = b"username=u&password=p"
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(form), form) if b"chunked" in framing else form
+    request = (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        b"Connection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        + framing
+        + b"\r\n\r\n"
+        + body
+    )
+    got, headers, answer = raw_exchange(port, request)
+    if function == "dashboard" and status == 401:
+        assert got not in (415, 501), answer[:300]  # read as a form: its page answers
+        return
+    assert got == status, answer[:300]
+    assert json.loads(answer)["request_id"] == headers["X-Request-ID"]
+
+
 BROKEN_CHUNKED_BODIES = [
     b"ZZ\r\nusername=a\r\n0\r\n\r\n",  # a chunk size that is not hexadecimal
     b"3\r\nabcXY0\r\n\r\n",  # a chunk not ended by CRLF
