@@ -128,11 +128,15 @@ def _require_plain_body(request: Any) -> None:
     """A compressed form is refused, not read as text (a gzip body was a wrong password,
     counted towards the lock): 415 for a content coding, 501 for a transfer coding but
     chunked (gunicorn passes gzip, deflate and compress on without decoding them)."""
-    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+    if _codings(request.headers.get("Content-Encoding", "")) - {"identity"}:
         raise ContentEncodingUnsupported()
-    codings = request.headers.get("Transfer-Encoding", "").lower().split(",")
-    if any(coding.strip() not in ("", "chunked") for coding in codings):
+    if _codings(request.headers.get("Transfer-Encoding", "")) - {"chunked"}:
         raise TransferCodingNotImplemented()
+
+
+def _codings(header: str) -> set[str]:
+    """A header's list of codings (RFC 9110 5.6.1: empty elements do not count)."""
+    return {coding.strip().lower() for coding in header.split(",")} - {""}
 
 
 def _require_utf8_fields(body: bytes) -> None:

@@ -190,6 +190,9 @@ class ContentEncodingUnsupported(ApiError):
     code = "unsupported_content_encoding"
     default_message = "Send the form without a Content-Encoding (it is not decompressed)."
 
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Accept-Encoding": "identity"})  # RFC 9110 15.5.16
+
 
 class InternalError(ApiError):
     """Anything unexpected: the client learns only the request id."""

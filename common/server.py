@@ -201,7 +201,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
     def handle_request(self, req: Any, conn: Any) -> Any:
         # Headers are in: the body, the handler and the response share the longer deadline.
         self._arm(conn, self.request_deadline)
-        if _more_body_than_drained(req):
+        if _longer_than_drained(req):
             # The functions read at most a small form: gunicorn drains only so much of the
             # rest before the next request, then drops the connection. The answer says so
             # (Connection: close) instead of promising a keep-alive that loses the next one.
@@ -213,14 +213,12 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 DRAINED_BODY_BYTES = 64 * 1024
 
 
-def _more_body_than_drained(req: Any) -> bool:
-    """A body of unknown length (chunked: gunicorn refuses any other transfer coding), or
-    longer than gunicorn drains."""
-    headers = dict(req.headers)  # names in upper case; a repeated one is refused before
-    if "TRANSFER-ENCODING" in headers:
-        return True
-    length = str(headers.get("CONTENT-LENGTH", ""))
-    return length.isdigit() and int(length) > DRAINED_BODY_BYTES
+def _longer_than_drained(req: Any) -> bool:
+    """A body whose declared length gunicorn will not drain whole (it gives up on reaching
+    the limit). A chunked body is left alone: a small one is drained, and closing after
+    every one would cost its clients a connection per request."""
+    length = next((str(value) for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+    return length.isdigit() and int(length) >= DRAINED_BODY_BYTES
 
 
 REQUEST_LINE_LIMIT = 8190
