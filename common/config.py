@@ -196,17 +196,25 @@ def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
 #: A project id as BigQuery takes it (``domain.com:project`` included); a dataset's name.
 BQ_PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9.:-]{0,127}", re.ASCII)
 BQ_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}", re.ASCII)
-
-
+_PROJECT_RULE = "project id (lower-case letters, digits, -, . and :)"
 _DATASET_RULE = "dataset name (letters, digits and _, not starting with a digit)"
 
 
-def _bq_checked(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
-    """A BigQuery project id or dataset name checked when the settings are read: a bad one
+def _bq_name(
+    env: Mapping[str, str],
+    variable: str,
+    section: Mapping[str, Any],
+    path: str,
+    default: str,
+    project: bool = False,
+) -> str:
+    """A BigQuery project id or dataset name, checked when the settings are read: a bad one
     found only at the first query made a function go Ready and fail every request."""
+    value, name = _setting(env, variable, section, path, default)
+    pattern, rule = (BQ_PROJECT_ID, _PROJECT_RULE) if project else (BQ_NAME, _DATASET_RULE)
     text = str(value)
     if not pattern.fullmatch(text):
-        raise ConfigError(f"{name} must be a valid BigQuery {what}, found {text!r}")
+        raise ConfigError(f"{name} must be a valid BigQuery {rule}, found {text!r}")
     return text
 
 
@@ -339,44 +347,36 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     bq = _section(data, "bigquery")
     security = _section(data, "security")
 
-    project_variable = (
-        "SALESMART_BQ_PROJECT" if env.get("SALESMART_BQ_PROJECT") else ("GOOGLE_CLOUD_PROJECT")
+    # The first of these set names the project (and takes the blame for a bad one).
+    project_variable = next(
+        (name for name in ("SALESMART_BQ_PROJECT", "GOOGLE_CLOUD_PROJECT") if env.get(name)),
+        "SALESMART_BQ_PROJECT",
     )
+    mart = _section(data, "data_mart")
     bigquery = BigQuerySettings(
-        project=_bq_checked(
-            *_setting(
-                env,
-                project_variable,
-                warehouse,
-                "data_warehouse.project_id",
-                BigQuerySettings.project,
-            ),
-            BQ_PROJECT_ID,
-            "project id (lower-case letters, digits, -, . and :)",
+        project=_bq_name(
+            env,
+            project_variable,
+            warehouse,
+            "data_warehouse.project_id",
+            BigQuerySettings.project,
+            project=True,
         ),
         location=env.get("SALESMART_BQ_LOCATION")
         or str(warehouse.get("location", BigQuerySettings.location)),
-        warehouse_dataset=_bq_checked(
-            *_setting(
-                env,
-                "SALESMART_BQ_WAREHOUSE_DATASET",
-                warehouse,
-                "data_warehouse.dataset",
-                BigQuerySettings.warehouse_dataset,
-            ),
-            BQ_NAME,
-            _DATASET_RULE,
+        warehouse_dataset=_bq_name(
+            env,
+            "SALESMART_BQ_WAREHOUSE_DATASET",
+            warehouse,
+            "data_warehouse.dataset",
+            BigQuerySettings.warehouse_dataset,
         ),
-        mart_dataset=_bq_checked(
-            *_setting(
-                env,
-                "SALESMART_BQ_MART_DATASET",
-                _section(data, "data_mart"),
-                "data_mart.dataset",
-                BigQuerySettings.mart_dataset,
-            ),
-            BQ_NAME,
-            _DATASET_RULE,
+        mart_dataset=_bq_name(
+            env,
+            "SALESMART_BQ_MART_DATASET",
+            mart,
+            "data_mart.dataset",
+            BigQuerySettings.mart_dataset,
         ),
         api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
         credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
