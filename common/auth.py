@@ -361,6 +361,11 @@ FROM auth.login_failures
 WHERE username = CAST(:username AS text) AND locked_until > now()
 """
 
+_REHASHED = """
+UPDATE auth.users SET password_hash = CAST(:new AS text)
+WHERE username = CAST(:username AS text) AND password_hash = CAST(:old AS text)
+"""
+
 # Old counters of usernames nobody tries any more (a random sample of calls tidies up).
 _PRUNE = """
 DELETE FROM auth.login_failures WHERE ctid IN (
@@ -426,13 +431,13 @@ class LoginService:
         disabled: bool | None,
         retry_after: int | None,
     ) -> Principal:
-        from common.passwords import verify_password
+        from common.passwords import check_password
 
         dummy = self._dummy()
         if retry_after is not None and retry_after > 0:
             raise TooManyAttempts(int(retry_after))
         # No connection is held during bcrypt: it is slow on purpose.
-        ok = verify_password(password, password_hash or dummy)
+        ok = check_password(password, password_hash or dummy, self._rounds)
         # Guesses sent in parallel all pass the check above before the first one fails,
         # so the lock is asked again after bcrypt: a guess that ends over the limit, or
         # a right one once the name is locked, is a 429, whatever its password was. At
@@ -446,7 +451,22 @@ class LoginService:
         locked_for = self._pool.run(_SUCCEEDED, username=username)[0][0]
         if locked_for is not None and locked_for > 0:
             raise TooManyAttempts(int(locked_for))
+        self._rehash(username, password, password_hash)
         return Principal(username=username, role=str(role))
+
+    def _rehash(self, username: str, password: str, password_hash: str) -> None:
+        """A hash at another cost than the configured one is replaced by one at it, once
+        its password is known to be right (see ``common.passwords.needs_rehash``)."""
+        from common.passwords import bcrypt_hash, needs_rehash
+
+        if needs_rehash(password_hash, self._rounds):
+            # Only if unchanged meanwhile: a password set by `users` since the check stays.
+            self._pool.run(
+                _REHASHED,
+                username=username,
+                old=password_hash,
+                new=bcrypt_hash(password, self._rounds),
+            )
 
     def _count_failure(self, username: str) -> tuple[int, int | None]:
         """Failures within the window, this one included, and the lock's seconds left."""

@@ -14,6 +14,10 @@ from urllib.parse import quote
 import jwt
 import pytest
 
+from common.auth import LoginService
+from common.config import Settings
+from common.db import PgPool
+from common.errors import InvalidCredentials
 from common.pg import connect
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import Account, Caller, caller, load_function, make_user
@@ -403,6 +407,38 @@ def test_success_clears_the_counter(call: Caller, analyst: Account, marts_dsn: s
     assert failures(marts_dsn, analyst.username) == 3
     assert post(call, username=analyst.username, password=analyst.password).status_code == 200
     assert failures(marts_dsn, analyst.username) is None
+
+
+def stored_hash(dsn: str, username: str) -> str:
+    conn = connect(dsn)
+    try:
+        rows = conn.run("SELECT password_hash FROM auth.users WHERE username = :u", u=username)
+    finally:
+        conn.close()
+    return str(rows[0][0])
+
+
+@pytest.mark.parametrize("rounds", [5, 4])
+def test_a_login_moves_its_hash_to_the_configured_cost(
+    marts_dsn: str, analyst: Account, rounds: int
+) -> None:
+    """Raising ``bcrypt_rounds`` reaches the accounts already there: a right login at
+    another cost stores a hash at the configured one (a wrong one changes nothing); a
+    hash at the configured cost is left as it is."""
+    made = stored_hash(marts_dsn, analyst.username)  # make_user hashes at cost 4
+    pool = PgPool(marts_dsn, max_size=1)
+    logins = LoginService(pool, Settings(bcrypt_rounds=rounds))
+    try:
+        with pytest.raises(InvalidCredentials):
+            logins.authenticate(analyst.username, "wrong password")
+        assert stored_hash(marts_dsn, analyst.username) == made
+        assert logins.authenticate(analyst.username, analyst.password).role == "analyst"
+        now = stored_hash(marts_dsn, analyst.username)
+        assert now.startswith(f"$2b$0{rounds}$")
+        assert (now == made) is (rounds == 4)
+        assert logins.authenticate(analyst.username, analyst.password).role == "analyst"
+    finally:
+        pool.close()
 
 
 def test_window_expiry_unlocks(call: Caller, analyst: Account, marts_dsn: str) -> None:
