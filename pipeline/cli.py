@@ -266,7 +266,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Not into the CSV itself when that is stdout.
     summary = sys.stderr if to_stdout else sys.stdout
     where = "standard output" if args.out == "-" else printable(args.out)
-    print(f"wrote {written} transactions to {where}", file=summary)
+    if written < args.rows:  # only a reader that left stops it early (``| head``)
+        print(
+            f"stopped after {written} of {args.rows} transactions: the reader of {where} left",
+            file=summary,
+        )
+    else:
+        print(f"wrote {written} transactions to {where}", file=summary)
     return EXIT_OK
 
 
@@ -352,7 +358,10 @@ def build_parser() -> _Parser:
         parents=[debug],
     )
     landing.add_argument(
-        "--landing", metavar="PATH", help="folder or gs://bucket/prefix (default: the config's)"
+        "--landing",
+        metavar="PATH",
+        help="folder or gs://bucket/prefix (default: SALESMART_LANDING, else the config's"
+        " data_lake.landing)",
     )
     landing.add_argument(
         "--target", choices=TARGET_CHOICES, default="all", help="where to load (default all)"

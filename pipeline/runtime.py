@@ -129,10 +129,28 @@ def enter_warehouses(
         dsn = stack.enter_context(postgres_dsn(settings))
         settings = dataclasses.replace(settings, database_url=dsn)
     if "bigquery" in targets:
-        from pipeline.bq_emulator import bigquery_for_command
+        from pipeline.bq_emulator import bigquery_for_command, bigquery_needs_emulator
 
+        if bigquery_needs_emulator(settings):
+            say_if_new_local(settings, bigquery_state_dir(settings), "local BigQuery stand-in")
         settings = stack.enter_context(bigquery_for_command(settings, bigquery_state_dir(settings)))
     return settings
+
+
+def say_if_new_local(settings: Settings, data: Path, what: str) -> None:
+    """About to make ``data`` (a local warehouse) in this folder's ``.salesmart``: say so
+    when another folder's state is there to be meant instead (``other_folders_state``)."""
+    if data.exists():
+        return
+    notice = other_folders_state(settings)
+    if notice is not None:
+        print(
+            f"salesmart: starting a new, empty {what} in {data.parent}: commands use the"
+            f" .salesmart of the folder they start in, and {notice} is another folder's"
+            f" (run from {notice.parent} to use it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
@@ -150,16 +168,7 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     from pipeline.postgres_embedded import open_embedded
 
     data = ensure_state_dir(settings) / "postgres"
-    if not data.exists():
-        notice = other_folders_state(settings)
-        if notice is not None:
-            print(
-                f"salesmart: starting a new, empty local PostgreSQL in {data.parent}: commands"
-                f" use the .salesmart of the folder they start in, and {notice} is another"
-                f" folder's (run from {notice.parent} to use it)",
-                file=sys.stderr,
-                flush=True,
-            )
+    say_if_new_local(settings, data, "local PostgreSQL")
     server = open_embedded(data)
     try:
         server.join()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import os
 import pty
 import re
@@ -558,7 +559,13 @@ def test_generate_stops_quietly_when_its_reader_leaves(settings: Settings, tmp_p
     stderr = generating.stderr.read().decode()
     assert first[0] == b"transaction_id,product,price,quantity,date\n"
     assert returncode == 0, stderr
-    assert "Broken pipe" not in stderr and stderr.startswith("wrote "), stderr
+    assert "Broken pipe" not in stderr, stderr
+    # Not "wrote N" for what the reader never took: how far it got, and why it stopped.
+    stopped = re.fullmatch(
+        r"stopped after (\d+) of 5000000 transactions: the reader of standard output left\n",
+        stderr,
+    )
+    assert stopped and int(stopped[1]) < 5_000_000, stderr
 
 
 def test_generate_makes_the_folder_it_is_asked_to_write_into(
@@ -918,10 +925,14 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Ar
 
 
 def test_every_option_and_argument_says_what_it_is() -> None:
-    """``salesmart COMMAND --help`` explains each argument, not just its name."""
+    """``salesmart COMMAND --help`` (and ``salesmart-serve --help``, the image's command)
+    explains each argument, not just its name."""
+    from common.server import _parser as serve_parser
+
     unexplained = [
         f"{prog} {action.dest}"
-        for prog, parser in _parsers(build_parser())
+        for top in (build_parser(), serve_parser({}))
+        for prog, parser in _parsers(top)
         for action in parser._actions
         if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction)
         and not action.help
@@ -1055,4 +1066,29 @@ def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(tmp_path:
     ), notice
     assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
     again = users_list()
+    assert "starting a new" not in again.stderr  # said once, when it is made
+
+
+def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(tmp_path: Path) -> None:
+    # The same for the BigQuery stand-in: `ingest --target bigquery` from data/ loaded into
+    # a new, empty stand-in in data/.salesmart without a word.
+    project = tmp_path / "project"
+    (project / ".salesmart").mkdir(parents=True)
+    here = project / "data"
+    here.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    env["SALESMART_CONFIG"] = os.environ["SALESMART_CONFIG"]
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE_CSV), "--target"]
+    run_here = functools.partial(
+        subprocess.run, env=env, cwd=here, capture_output=True, text=True, timeout=300
+    )
+    result = run_here([*command, "bigquery"], check=False)
+    assert result.returncode == 0, result.stderr
+    notice = result.stderr.splitlines()[0]
+    assert notice.startswith(
+        f"salesmart: starting a new, empty local BigQuery stand-in in {here / '.salesmart'}:"
+    ), notice
+    assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
+    again = run_here([*command, "bigquery"], check=False)
+    assert again.returncode == 0, again.stderr
     assert "starting a new" not in again.stderr  # said once, when it is made
