@@ -103,6 +103,20 @@ _UNAVAILABLE_HTML = _error(
     "The warehouse cannot be reached; retry later.", html=True, headers={"Retry-After": _STRING}
 )
 _TOO_MANY = _error("Too many failed logins for this username.", headers={"Retry-After": _STRING})
+
+
+def _form_codings(*, html: bool = False) -> dict[str, Any]:
+    """What a form post answers when its body is coded (``common.api._require_plain_body``)."""
+    return {
+        "415": _error(
+            "A compressed form (a Content-Encoding other than identity): it is not decompressed.",
+            html=html,
+            headers={"Accept-Encoding": _STRING},
+        ),
+        "501": _error("A transfer coding other than chunked.", html=html),
+    }
+
+
 _TOO_MANY_HTML = _error(
     "Too many failed logins for this username.", html=True, headers={"Retry-After": _STRING}
 )
@@ -156,6 +170,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                             headers={"WWW-Authenticate": _STRING},
                         ),
                         "429": _TOO_MANY,
+                        **_form_codings(),
                         "503": _UNAVAILABLE,
                     },
                 }
@@ -224,6 +239,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                             **_TOO_MANY,
                             "content": {**_TOO_MANY["content"], "text/html": _STRING},
                         },
+                        **_form_codings(html=True),
                         "503": _UNAVAILABLE_HTML,
                     },
                 },
@@ -239,6 +255,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
                     "responses": {
                         "303": _redirect("Logged out: to /login."),
                         "400": _error("Failed CSRF check.", html=True),
+                        **_form_codings(html=True),
                         "503": _error(
                             "The session could not be ended (still signed in); retry.",
                             html=True,

@@ -303,12 +303,33 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="salesmart-serve", description="Serve one function (functions-framework + deadlines)."
     )
-    parser.add_argument("--target", default=env.get("FUNCTION_TARGET"))
-    parser.add_argument("--source", default=env.get("FUNCTION_SOURCE"))
+    parser.add_argument(
+        "--target",
+        default=env.get("FUNCTION_TARGET"),
+        metavar="NAME",
+        help="the function to serve: token, trends_bq, trends_pg or dashboard"
+        " (default: FUNCTION_TARGET)",
+    )
+    parser.add_argument(
+        "--source",
+        default=env.get("FUNCTION_SOURCE"),
+        metavar="FILE",
+        help="its main.py (default: FUNCTION_SOURCE, else functions/NAME/main.py)",
+    )
     # In a container the function must listen on all interfaces (Knative routes to the pod).
     all_interfaces = "0.0.0.0"  # noqa: S104  # nosec B104 - the container's listen address
-    parser.add_argument("--host", default=env.get("HOST", all_interfaces))
-    parser.add_argument("--port", type=_port, default=_count(env, "PORT", 8080, maximum=MAX_PORT))
+    parser.add_argument(
+        "--host",
+        default=env.get("HOST", all_interfaces),
+        help="the address to listen on (default: HOST, else 0.0.0.0, every interface, as in"
+        " a container; 127.0.0.1 keeps a local run on loopback)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=_count(env, "PORT", 8080, maximum=MAX_PORT),
+        help="the port, 1-65535 (default: PORT, else 8080)",
+    )
     return parser
 
 

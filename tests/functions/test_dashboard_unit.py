@@ -646,7 +646,7 @@ def test_an_unwritable_template_cache_is_not_an_error(
 def _sent_as_documented(response: Any, documented: dict[str, Any]) -> None:
     """The response's media type and its meaningful headers are in its OpenAPI entry."""
     assert response.mimetype in documented["content"], (response.mimetype, documented)
-    for header in ("WWW-Authenticate", "Retry-After", "Allow", "Location"):
+    for header in ("WWW-Authenticate", "Retry-After", "Allow", "Location", "Accept-Encoding"):
         if header in response.headers:
             assert header in documented["headers"], (header, documented)
 
@@ -682,6 +682,17 @@ def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
     )
     assert wrong.status_code == 401 and "WWW-Authenticate" in wrong.headers
     _sent_as_documented(wrong, paths["/login"]["post"]["responses"]["401"])
+    nonce, token = login_form(call)
+    for path in ("/login", "/logout"):  # a coded form is refused, as documented
+        for coding, status in (("Content-Encoding", 415), ("Transfer-Encoding", 501)):
+            coded = call(
+                path,
+                method="POST",
+                headers={**BROWSER, **cookie_header(**{CSRF: nonce}), coding: "gzip"},
+                data={"username": "a", "password": "b", "csrf_token": token},
+            )
+            assert coded.status_code == status, (path, coding, coded.status_code)
+            _sent_as_documented(coded, paths[path]["post"]["responses"][str(status)])
 
     bearer = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
     session = (

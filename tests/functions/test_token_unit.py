@@ -457,6 +457,19 @@ def test_window_expiry_unlocks(call: Caller, analyst: Account, marts_dsn: str) -
     assert post(call, username=analyst.username, password=analyst.password).status_code == 200
 
 
+def test_a_coded_form_is_refused_as_its_openapi_document_says(call: Caller) -> None:
+    responses = call("/openapi.json").get_json()["paths"]["/token"]["post"]["responses"]
+    for coding, status in (("Content-Encoding", 415), ("Transfer-Encoding", 501)):
+        form = {"username": "someone", "password": "whatever it is"}
+        answer = call("/token", method="POST", headers={coding: "gzip"}, data=form)
+        assert answer.status_code == status
+        documented = responses[str(status)]
+        assert answer.mimetype in documented["content"]
+        assert answer.get_json()["error"].startswith("unsupported_")
+        for header in ("Accept-Encoding",):
+            assert (header in answer.headers) is (header in documented["headers"])
+
+
 def test_405_and_404(call: Caller) -> None:
     response = call("/token", method="GET")
     assert response.status_code == 405
