@@ -14,12 +14,16 @@ UP_ARGS ?=
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck unit bench wrk install envs browser clean help airflow lock
+.PHONY: up test lint typecheck bench wrk install envs browser clean help airflow lock
 help:
 	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - benchmarks (writes bench/results/ and bench/RESULTS.md)"
 	@echo "make airflow - a local Airflow UI for the DAG, against a running make up"
+	@echo "make envs   - only create the environments (.venv, .venv-dbt, .venv-bqemu, .venv-airflow)"
+	@echo "make lint / make typecheck - ruff / mypy --strict alone"
+	@echo "make lock   - recompile requirements/*.txt from pyproject.toml and requirements/*.in"
+	@echo "make clean  - remove the environments and caches (not .salesmart/)"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)

@@ -198,8 +198,9 @@ def _load_tables(results: Mapping[str, Any], settings: Mapping[str, Any]) -> lis
         f"gunicorn WORKERS={settings['gunicorn']['WORKERS']} "
         f"THREADS={settings['gunicorn']['THREADS']})",
         "",
-        "req/s (× the same level of the floor: hello for functions, pgbench for the database) "
-        "and p50 / p95 / p99 ms.",
+        "req/s (× the floor at the same c: hello for token, trends_bq and the dashboard;"
+        " pgbench running the same SQL, the database floor, for trends_pg, whose ratio to"
+        " hello is in the Targets table) and p50 / p95 / p99 ms.",
         "",
         "| function | c | req/s | × floor | p50 | p95 | p99 | errors |",
         "|---|---|---|---|---|---|---|---|",
