@@ -227,8 +227,11 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
 @contextlib.contextmanager
 def _locked(work_dir: Path, target: str) -> Iterator[None]:
     """One dbt at a time per work directory (its target/ and logs/ are shared)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with (work_dir / ".lock").open("w") as handle:
+    # The owner's only, as the rest of .salesmart/: compiled SQL and dbt's log lines.
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from common.local_run import open_private
+
+    with open_private(work_dir / ".lock") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -448,6 +451,7 @@ def _run(
             encoding="utf-8",
             errors="replace",
             start_new_session=True,
+            umask=0o077,  # what dbt writes (target/, logs/) is the owner's only
         )
     except OSError as exc:
         raise TransformError(f"cannot run dbt {args[0]}: {exc.strerror}") from None

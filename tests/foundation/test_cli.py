@@ -888,6 +888,14 @@ def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
     piped = run(settings, tmp_path, "transform", "--target", "postgres")
     assert piped.returncode == 0, piped.stderr
     assert "dbt postgres:" not in piped.stderr
+    # What dbt wrote (compiled SQL, its log) is the owner's only, as the rest of the state.
+    work = tmp_path / "state" / "dbt" / "postgres"
+    readable = [
+        f"{path} {path.stat().st_mode & 0o777:o}"
+        for path in [work, *work.rglob("*")]
+        if path.stat().st_mode & 0o077
+    ]
+    assert readable == [] and (work / "logs" / "dbt.log").is_file(), readable[:5]
 
 
 def test_the_row_by_row_reader_shows_progress_on_a_terminal(
