@@ -14,6 +14,10 @@ class UserError(ValueError):
     pass
 
 
+#: The advisory lock id that makes adding a user one step (``add_user``); arbitrary, constant.
+_ADD_LOCK_KEY = 7_310_071
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -44,16 +48,25 @@ def add_user(
             r=role,
         )
         return
-    _refuse_look_alike(conn, username)
-    rows = conn.run(
-        "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
-        " ON CONFLICT (username) DO NOTHING RETURNING username",
-        u=username,
-        h=password_hash,
-        r=role,
-    )
-    if not rows:
-        raise UserError(f"user {username} already exists")
+    # The look-alike check and the insert as one step: two `users add` of `alice` and
+    # `Alice` at once both passed the check before either had inserted.
+    conn.run("BEGIN")
+    try:
+        conn.run("SELECT pg_advisory_xact_lock(:key)", key=_ADD_LOCK_KEY)
+        _refuse_look_alike(conn, username)
+        rows = conn.run(
+            "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
+            " ON CONFLICT (username) DO NOTHING RETURNING username",
+            u=username,
+            h=password_hash,
+            r=role,
+        )
+        if not rows:
+            raise UserError(f"user {username} already exists")
+    except BaseException:
+        conn.run("ROLLBACK")
+        raise
+    conn.run("COMMIT")
 
 
 def check_password_target(conn: Any, username: str, role: str | None, *, new: bool) -> None:

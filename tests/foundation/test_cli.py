@@ -246,6 +246,41 @@ def test_unreachable_bigquery_exits_1_with_one_line(settings: Settings, tmp_path
     assert "Traceback" not in result.stderr
 
 
+def test_names_that_differ_only_in_case_added_at_once_leave_one_account(
+    settings: Settings,
+) -> None:
+    """The look-alike check and the insert are one step: `users add alice` and `users add
+    Alice` run at the same moment both passed the check, leaving two accounts (4 times in
+    9 tries of two processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.users import UserError
+    from pipeline.users import add_user as add_account
+
+    variants = ["race", "Race", "RACE", "rAce", "raCe", "racE"]
+    start = threading.Barrier(len(variants))
+
+    def add(name: str) -> bool:
+        conn = connect(settings.database_url)
+        try:
+            start.wait()
+            add_account(conn, name, "correct horse battery", "analyst", rounds=4)
+            return True
+        except UserError:
+            return False
+        finally:
+            conn.close()
+
+    for round_ in range(15):
+        names = [f"{name}{round_}" for name in variants]
+        with ThreadPoolExecutor(len(names)) as pool:
+            added = list(pool.map(add, names))
+        rows = scalar(
+            settings, f"SELECT count(*) FROM auth.users WHERE lower(username) = 'race{round_}'"
+        )
+        assert (sum(added), rows) == (1, 1), (round_, added)
+
+
 def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:
     added = add_user(settings, tmp_path, "alice", "analyst", "correct horse battery\n")
     assert added.returncode == 0, added.stderr
