@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.config import REPO_ROOT, ConfigError, Settings, get_settings, require_database
 from common.local_run import (
@@ -37,6 +37,9 @@ from common.local_run import (
     with_stack_services,
     write_private,
 )
+
+if TYPE_CHECKING:
+    from pipeline.postgres_embedded import EmbeddedPostgres
 
 
 def deployment() -> str:
@@ -153,6 +156,21 @@ def say_if_new_local(settings: Settings, data: Path, what: str) -> None:
         )
 
 
+def _folders_embedded(settings: Settings) -> EmbeddedPostgres | None:
+    """This folder's embedded server when ``settings.database_url`` names it (a running
+    ``up``'s, from its endpoints), else None."""
+    data = state_dir(settings) / "postgres"
+    if not data.is_dir():
+        return None
+    from pipeline.postgres_embedded import open_embedded
+
+    try:
+        server = open_embedded(data)
+    except (OSError, ValueError):  # its saved port or password unreadable: not ours to use
+        return None
+    return server if server.initialized and server.dsn == settings.database_url else None
+
+
 @contextlib.contextmanager
 def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str]:
     """A DSN for the command's duration, starting the embedded server when none is set
@@ -160,7 +178,19 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     if settings.database_url:
         if not local_run:
             require_deployment_database(settings)
-        yield settings.database_url
+        shared = None if deployment() else _folders_embedded(settings)
+        if shared is None:
+            yield settings.database_url
+            return
+        # `up`'s server (its endpoints.json names it): this command is one of its users, so
+        # `up` stopping meanwhile leaves it running until the command ends. Before, `up`
+        # stopped it under a load or dbt ("server closed the connection unexpectedly") and
+        # under a `serve`, which then answered 503 for good.
+        try:
+            shared.join()
+            yield shared.dsn
+        finally:
+            shared.leave()
         return
     if not local_run:
         require_local("embedded PostgreSQL", "SALESMART_DATABASE_URL")

@@ -361,6 +361,45 @@ def test_the_server_stops_when_its_last_user_leaves() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_a_command_given_ups_server_keeps_it_until_it_ends() -> None:
+    """A command beside ``up`` is given up's server by its endpoints.json (as its
+    SALESMART_DATABASE_URL): it counts among the server's users too, so ``up`` stopping
+    meanwhile leaves the server to it, and the command, the last to end, stops it. Before,
+    ``up`` stopped it under a running load or dbt, and under a ``serve`` for good."""
+    root = Path(tempfile.mkdtemp(prefix="salesmart-pg-"))
+    root.chmod(0o755)
+    up = open_embedded(root / "state" / "postgres")
+    try:
+        up.join()  # as `up` does
+        environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
+        settings = build_settings(
+            {
+                **environ,
+                "SALESMART_STATE_DIR": str(root / "state"),
+                "SALESMART_DATABASE_URL": up.dsn,
+            }
+        )
+        with postgres_dsn(settings) as dsn:
+            assert dsn == up.dsn
+            up.leave()  # `up` stops meanwhile
+            conn = connect(dsn)
+            assert conn.run("SELECT 1") == [[1]]
+            conn.close()
+        assert not up.is_running()  # the command, its last user, stopped it
+        # Another database (not this folder's server) is used as given, nothing joined.
+        other = up.dsn.replace("@127.0.0.1:", "@127.0.0.2:")
+        elsewhere = build_settings(
+            {**environ, "SALESMART_DATABASE_URL": other, "SALESMART_STATE_DIR": str(root / "state")}
+        )
+        with postgres_dsn(elsewhere) as given:
+            assert given == other and not up.is_running()
+    finally:
+        up.leave()
+        if up.is_running():
+            up.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _join_together(state: str, barrier: Any, results: Any) -> None:
     """One command of several started at the same moment: join, query, hold, leave."""
     environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
