@@ -431,25 +431,28 @@ class LoginService:
         disabled: bool | None,
         retry_after: int | None,
     ) -> Principal:
-        from common.passwords import check_password
+        from common.passwords import pad_refusal, verify_password
 
         dummy = self._dummy()
         if retry_after is not None and retry_after > 0:
             raise TooManyAttempts(int(retry_after))
         # No connection is held during bcrypt: it is slow on purpose.
-        ok = check_password(password, password_hash or dummy, self._rounds)
+        checked = password_hash or dummy
+        ok = verify_password(password, checked)
         # Guesses sent in parallel all pass the check above before the first one fails,
         # so the lock is asked again after bcrypt: a guess that ends over the limit, or
         # a right one once the name is locked, is a 429, whatever its password was. At
         # most the limit's worth of guesses can learn anything; parallel right logins
         # (one account, many clients) are not slowed down.
         if not ok or password_hash is None or disabled or role not in ROLES:
+            pad_refusal(password, checked, self._rounds)
             failures, locked_for = self._count_failure(username)
             if failures > self._max_failures:
                 raise TooManyAttempts(max(1, locked_for or self._window))
             raise InvalidCredentials()
         locked_for = self._pool.run(_SUCCEEDED, username=username)[0][0]
         if locked_for is not None and locked_for > 0:
+            pad_refusal(password, checked, self._rounds)
             raise TooManyAttempts(int(locked_for))
         self._rehash(username, password, password_hash)
         return Principal(username=username, role=str(role))

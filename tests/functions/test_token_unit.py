@@ -409,6 +409,53 @@ def test_success_clears_the_counter(call: Caller, analyst: Account, marts_dsn: s
     assert failures(marts_dsn, analyst.username) is None
 
 
+def test_every_refusal_costs_one_check_at_the_configured_cost(
+    marts_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password, a right one for a disabled account, and a name that matches none
+    all cost the same bcrypt work, 2^rounds, whatever the cost the account's hash was made
+    at (`make_user` hashes at 4): timing tells neither which names exist nor whether a
+    disabled account's password was right. And in a few calls: 255 calls at cost 4 to
+    make up cost 12 overshot by ~4.5% (~10 ms), their fixed cost adding up."""
+    import bcrypt
+
+    work: list[int] = []
+    real_check, real_hash = bcrypt.checkpw, bcrypt.hashpw
+
+    def cost_of(hashed: bytes) -> int:
+        return int(hashed.split(b"$")[2])
+
+    def check(password: bytes, hashed: bytes) -> bool:
+        work.append(cost_of(hashed))
+        return real_check(password, hashed)
+
+    def hashing(password: bytes, salt: bytes) -> bytes:
+        work.append(cost_of(salt))
+        return real_hash(password, salt)
+
+    account = make_user(marts_dsn)
+    disabled = make_user(marts_dsn, disabled=True)
+    pool = PgPool(marts_dsn, max_size=1)
+    logins = LoginService(pool, Settings(bcrypt_rounds=8))
+    logins._dummy()  # made without hashing; made here so the spy sees only the logins
+    monkeypatch.setattr(bcrypt, "checkpw", check)
+    monkeypatch.setattr(bcrypt, "hashpw", hashing)
+    try:
+        for username, password in [
+            (account.username, "wrong password"),
+            (disabled.username, disabled.password),
+            (disabled.username, "wrong password"),
+            ("ghost-" + account.username, "wrong password"),
+        ]:
+            work.clear()
+            with pytest.raises(InvalidCredentials):
+                logins.authenticate(username, password)
+            assert sum(2**cost for cost in work) == 2**8, (username, work)
+            assert len(work) <= 8 - 4 + 1, (username, work)
+    finally:
+        pool.close()
+
+
 def stored_hash(dsn: str, username: str) -> str:
     conn = connect(dsn)
     try:
