@@ -134,7 +134,7 @@ def enter_warehouses(
     if "bigquery" in targets:
         from pipeline.bq_emulator import bigquery_for_command, bigquery_needs_emulator
 
-        if bigquery_needs_emulator(settings):
+        if bigquery_needs_emulator(settings) and not deployment():  # else refused, unsaid
             say_if_new_local(settings, bigquery_state_dir(settings), "local BigQuery stand-in")
         settings = stack.enter_context(bigquery_for_command(settings, bigquery_state_dir(settings)))
     return settings

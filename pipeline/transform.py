@@ -229,6 +229,7 @@ def _locked(work_dir: Path, target: str) -> Iterator[None]:
     """One dbt at a time per work directory (its target/ and logs/ are shared)."""
     # The owner's only, as the rest of .salesmart/: compiled SQL and dbt's log lines.
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work_dir.chmod(0o700)  # also one made before (0755), whose files stay as they were
     from common.local_run import open_private
 
     with open_private(work_dir / ".lock") as handle:

@@ -912,6 +912,8 @@ def test_transform_shows_dbts_steps_on_a_terminal_and_not_in_a_pipe(
     settings: Settings, tmp_path: Path
 ) -> None:
     """Long work shows progress: a dbt build says which step it is at, on one line."""
+    # A work folder made by an older version (0755) is closed too.
+    (tmp_path / "state" / "dbt" / "postgres").mkdir(parents=True, mode=0o755)
     code, out, text = on_terminal(settings, tmp_path, "transform", "--target", "postgres")
     assert code == 0, text[-500:]
     assert "dbt build on postgres: ok" in out
@@ -1135,3 +1137,13 @@ def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(tmp_pat
     again = run_here([*command, "bigquery"], check=False)
     assert again.returncode == 0, again.stderr
     assert "starting a new" not in again.stderr  # said once, when it is made
+    # A deployment's command starts no stand-in: it is refused, and nothing else is said.
+    (here / ".salesmart" / "bigquery").rename(here / "made before")
+    deployed = run_here(
+        [*command, "bigquery"],
+        env={**env, "SALESMART_ENV": "prod", "SALESMART_PII_KEY": "k" * 40},
+        check=False,
+    )
+    assert deployed.returncode == 1, deployed.stderr
+    assert "starting a new" not in deployed.stderr, deployed.stderr
+    assert "SALESMART_BQ_PROJECT" in deployed.stderr, deployed.stderr
