@@ -160,13 +160,13 @@ def _folders_embedded(settings: Settings) -> EmbeddedPostgres | None:
     """This folder's embedded server when ``settings.database_url`` names it (a running
     ``up``'s, from its endpoints), else None."""
     data = state_dir(settings) / "postgres"
-    if not data.is_dir():
-        return None
     from pipeline.postgres_embedded import open_embedded
 
     try:
+        if not data.is_dir():
+            return None
         server = open_embedded(data)
-    except (OSError, ValueError):  # its saved port or password unreadable: not ours to use
+    except (OSError, ValueError):  # the folder or its saved port unreadable: not ours to use
         return None
     return server if server.initialized and server.dsn == settings.database_url else None
 

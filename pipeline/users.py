@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,7 +65,9 @@ def add_user(
         if not rows:
             raise UserError(f"user {username} already exists")
     except BaseException:
-        conn.run("ROLLBACK")
+        # A lost connection fails the ROLLBACK too: the first error is the one to report.
+        with contextlib.suppress(Exception):
+            conn.run("ROLLBACK")
         raise
     conn.run("COMMIT")
 

@@ -477,3 +477,28 @@ def test_a_failing_program_is_reported_by_its_error_not_its_last_line(tmp_path: 
     message = str(caught.value)
     assert message.startswith("initdb failed: initdb: error: directory "), message
     assert "exists but is not empty" in message
+
+
+def test_a_given_database_is_used_when_the_state_folder_cannot_be_entered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command given SALESMART_DATABASE_URL uses it even when the state folder is closed to
+    its user (before: "<state>/postgres: Permission denied", exit 1). Faked: root reads
+    every folder, so the permission error is injected (a mock, for a fault only)."""
+    state = tmp_path / "state"
+    (state / "postgres").mkdir(parents=True)
+    real_is_dir = Path.is_dir
+
+    def closed(self: Path) -> bool:
+        if self == (state / "postgres").resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", closed)
+    given = "postgresql://someone:secret@db.example:5432/sales"
+    environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
+    settings = build_settings(
+        {**environ, "SALESMART_STATE_DIR": str(state), "SALESMART_DATABASE_URL": given}
+    )
+    with postgres_dsn(settings) as dsn:
+        assert dsn == given
