@@ -301,13 +301,15 @@ class AdminLogin:
     #: None: an account of the operator's, left as it was (password unknown to `up`).
     password: str | None
     unshown: bool = False
+    #: An account whose name differs from ``admin`` only in case: no ``admin`` was made.
+    look_alike: str | None = None
 
 
 def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -> AdminLogin:
     """The demo admin. In up's own server it is up's: (re)set to the password kept under
     .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
     real account: it is created when missing, never changed nor re-enabled."""
-    from pipeline.users import UserError, add_user, has_user
+    from pipeline.users import LookAlikeError, UserError, add_user, has_user
 
     if external_database and has_user(conn, ADMIN_USER):
         return AdminLogin(None)
@@ -321,6 +323,8 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
             settings.bcrypt_rounds,
             replace=not external_database,
         )
+    except LookAlikeError as exc:  # `Admin` beside `admin` would read as one account
+        return AdminLogin(None, look_alike=exc.existing)
     except UserError:  # created meanwhile by someone else: theirs, kept
         return AdminLogin(None)
     return AdminLogin(password, unshown)
@@ -508,7 +512,12 @@ def _announcement(
     announcement.append(
         f"  bigquery   {bq_endpoint or 'BigQuery project ' + settings.bigquery.project}"
     )
-    if admin.password is None:
+    if admin.look_alike is not None:
+        announcement.append(
+            f"  login      {ADMIN_USER}: not made, beside the account {admin.look_alike};"
+            " log in with that one, or add another with `salesmart users add`"
+        )
+    elif admin.password is None:
         announcement.append(
             f"  login      {ADMIN_USER}: the account already in that database, left unchanged"
         )

@@ -15,8 +15,19 @@ class UserError(ValueError):
     pass
 
 
+class LookAlikeError(UserError):
+    """A name that differs from an existing account's only in case."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__(
+            f"user {existing} already exists; a name that differs from it only in case is refused"
+        )
+        self.existing = existing
+
+
 #: The advisory lock id that makes adding a user one step (``add_user``); arbitrary, constant.
 _ADD_LOCK_KEY = 7_310_071
+_ADD_LOCK_WAIT = "30s"  # a literal: SET takes no parameters
 
 
 @dataclass(frozen=True)
@@ -39,37 +50,53 @@ def add_user(
 ) -> None:
     _check(username, role)
     password_hash = hash_password(password, rounds)
-    if replace:
-        conn.run(
-            "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
-            " ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,"
-            " role = EXCLUDED.role, disabled = false, updated_at = now()",
-            u=username,
-            h=password_hash,
-            r=role,
-        )
-        return
-    # The look-alike check and the insert as one step: two `users add` of `alice` and
+    # The look-alike check and the write as one step: two `users add` of `alice` and
     # `Alice` at once both passed the check before either had inserted.
     conn.run("BEGIN")
     try:
-        conn.run("SELECT pg_advisory_xact_lock(:key)", key=_ADD_LOCK_KEY)
+        _take_add_lock(conn)
         _refuse_look_alike(conn, username)
-        rows = conn.run(
-            "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
-            " ON CONFLICT (username) DO NOTHING RETURNING username",
-            u=username,
-            h=password_hash,
-            r=role,
-        )
-        if not rows:
-            raise UserError(f"user {username} already exists")
+        if replace:
+            conn.run(
+                "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
+                " ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,"
+                " role = EXCLUDED.role, disabled = false, updated_at = now()",
+                u=username,
+                h=password_hash,
+                r=role,
+            )
+        else:
+            rows = conn.run(
+                "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
+                " ON CONFLICT (username) DO NOTHING RETURNING username",
+                u=username,
+                h=password_hash,
+                r=role,
+            )
+            if not rows:
+                raise UserError(f"user {username} already exists")
     except BaseException:
         # A lost connection fails the ROLLBACK too: the first error is the one to report.
         with contextlib.suppress(Exception):
             conn.run("ROLLBACK")
         raise
     conn.run("COMMIT")
+
+
+def _take_add_lock(conn: Any) -> None:
+    """The lock is held for milliseconds; a wait beyond ``_ADD_LOCK_WAIT`` is a stuck
+    session of someone else's, said so rather than waited on for ever."""
+    from common.logging import sqlstate
+
+    conn.run(f"SET LOCAL lock_timeout = '{_ADD_LOCK_WAIT}'")
+    try:
+        conn.run("SELECT pg_advisory_xact_lock(:key)", key=_ADD_LOCK_KEY)
+    except Exception as exc:
+        if sqlstate(exc) == "55P03":  # lock_not_available
+            raise UserError(
+                f"another session has been adding a user for over {_ADD_LOCK_WAIT}; try again"
+            ) from None
+        raise
 
 
 def check_password_target(conn: Any, username: str, role: str | None, *, new: bool) -> None:
@@ -91,9 +118,7 @@ def _refuse_look_alike(conn: Any, username: str) -> None:
         u=username,
     )
     if rows:
-        raise UserError(
-            f"user {rows[0][0]} already exists; a name that differs from it only in case is refused"
-        )
+        raise LookAlikeError(rows[0][0])
 
 
 def has_user(conn: Any, username: str) -> bool:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psutil
 import pytest
@@ -279,6 +280,31 @@ def test_names_that_differ_only_in_case_added_at_once_leave_one_account(
             settings, f"SELECT count(*) FROM auth.users WHERE lower(username) = 'race{round_}'"
         )
         assert (sum(added), rows) == (1, 1), (round_, added)
+
+
+def test_a_users_add_behind_a_stuck_session_is_told_so_not_left_waiting(
+    settings: Settings,
+) -> None:
+    """Another session holding the add lock (a stuck transaction) made `users add` wait
+    for ever; it now waits the lock timeout and says why it gave up."""
+    from pipeline import users
+
+    holder = connect(settings.database_url)
+    waiter = connect(settings.database_url)
+    try:
+        holder.run("BEGIN")
+        holder.run("SELECT pg_advisory_xact_lock(:key)", key=users._ADD_LOCK_KEY)
+        with (
+            mock.patch.object(users, "_ADD_LOCK_WAIT", "200ms"),
+            pytest.raises(users.UserError, match="adding a user for over 200ms"),
+        ):
+            users.add_user(waiter, "stuck-behind", "correct horse battery", "analyst", 4)
+        # The refused add left no transaction open and nothing written.
+        left = waiter.run("SELECT count(*) FROM auth.users WHERE username = 'stuck-behind'")
+        assert left[0][0] == 0
+    finally:
+        holder.close()
+        waiter.close()
 
 
 def test_users_add_list_disable(settings: Settings, tmp_path: Path) -> None:

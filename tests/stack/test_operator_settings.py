@@ -18,7 +18,7 @@ from common.config import ConfigError, Settings, build_settings
 from common.passwords import verify_password
 from common.pg import connect, parse_dsn
 from pipeline.postgres_embedded import EmbeddedPostgres
-from pipeline.stack import ADMIN_USER, AdminLogin, provision_admin
+from pipeline.stack import ADMIN_USER, AdminLogin, _announcement, provision_admin
 from pipeline.users import add_user, disable_user
 from tests.conftest import (
     TEST_ENV,
@@ -98,6 +98,26 @@ def test_ups_own_server_resets_its_demo_admin(local_state: Settings) -> None:
     assert login.password is not None
     assert verify_password(login.password, password_hash)
     assert not disabled
+
+
+@pytest.mark.parametrize("external_database", [True, False])
+def test_no_admin_is_made_beside_an_account_differing_only_in_case(
+    local_state: Settings, external_database: bool, tmp_path: Path
+) -> None:
+    """`up` made `admin` beside an existing `Admin` in its own server (its reset skipped
+    the look-alike check), and in an operator's database said an `admin` was there."""
+    conn = connect(local_state.database_url)
+    try:
+        add_user(conn, "Admin", "operators-own-password", "admin", 4)
+    finally:
+        conn.close()
+
+    login = _provision(local_state, external_database=external_database)
+
+    assert (login.password, login.look_alike) == (None, "Admin")
+    said = "\n".join(_announcement(local_state, tmp_path, {}, "", login))
+    assert "admin: not made, beside the account Admin" in said, said
+    assert scalar(local_state, "SELECT count(*) FROM auth.users WHERE username <> 'Admin'") == 0
 
 
 def test_up_checks_bigquery_before_writing_to_the_operators_database(
