@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
-import functools
 import os
 import pty
 import re
@@ -1109,67 +1109,72 @@ def test_a_deployment_is_given_its_key_database_and_project(
     assert count(settings, "raw.transactions") == 0  # nothing loaded anywhere
 
 
-def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(tmp_path: Path) -> None:
-    # `salesmart users list` from data/ while `up` runs one level up: before, a new empty
-    # cluster was made in data/.salesmart without a word ("no users yet").
-    project = tmp_path / "project"
-    (project / ".salesmart").mkdir(parents=True)
-    here = project / "data"
-    here.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+@dataclasses.dataclass(frozen=True)
+class Subfolder:
+    """A project whose `.salesmart` (up's) is one level above the folder a command runs in."""
 
-    def users_list() -> subprocess.CompletedProcess[str]:
+    project: Path
+    here: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "users", "list"],
-            env=env,
-            cwd=here,
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env={**self.env, **env},
+            cwd=self.here,
             capture_output=True,
             text=True,
             timeout=300,
             check=False,
         )
 
-    result = users_list()
-    assert result.returncode == 0, result.stderr
-    notice = result.stderr.splitlines()[0]
-    assert notice.startswith(
-        f"salesmart: starting a new, empty local PostgreSQL in {here / '.salesmart'}:"
-    ), notice
-    assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
-    again = users_list()
-    assert "starting a new" not in again.stderr  # said once, when it is made
+    def assert_says_it_starts_a_new(
+        self, what: str, result: subprocess.CompletedProcess[str]
+    ) -> None:
+        assert result.returncode == 0, result.stderr
+        notice = result.stderr.splitlines()[0]
+        assert notice.startswith(
+            f"salesmart: starting a new, empty local {what} in {self.here / '.salesmart'}:"
+        ), notice
+        assert (
+            f"{self.project / '.salesmart'} is another folder's (run from {self.project}" in notice
+        )
 
 
-def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(tmp_path: Path) -> None:
-    # The same for the BigQuery stand-in: `ingest --target bigquery` from data/ loaded into
-    # a new, empty stand-in in data/.salesmart without a word.
+@pytest.fixture
+def subfolder(tmp_path: Path) -> Subfolder:
     project = tmp_path / "project"
     (project / ".salesmart").mkdir(parents=True)
     here = project / "data"
     here.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
     env["SALESMART_CONFIG"] = os.environ["SALESMART_CONFIG"]
-    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE_CSV), "--target"]
-    run_here = functools.partial(
-        subprocess.run, env=env, cwd=here, capture_output=True, text=True, timeout=300
-    )
-    result = run_here([*command, "bigquery"], check=False)
-    assert result.returncode == 0, result.stderr
-    notice = result.stderr.splitlines()[0]
-    assert notice.startswith(
-        f"salesmart: starting a new, empty local BigQuery stand-in in {here / '.salesmart'}:"
-    ), notice
-    assert f"{project / '.salesmart'} is another folder's (run from {project}" in notice
-    again = run_here([*command, "bigquery"], check=False)
+    return Subfolder(project, here, env)
+
+
+def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(
+    subfolder: Subfolder,
+) -> None:
+    # `salesmart users list` from data/ while `up` runs one level up: before, a new empty
+    # cluster was made in data/.salesmart without a word ("no users yet").
+    subfolder.assert_says_it_starts_a_new("PostgreSQL", subfolder.run("users", "list"))
+    again = subfolder.run("users", "list")
+    assert "starting a new" not in again.stderr  # said once, when it is made
+
+
+def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(
+    subfolder: Subfolder,
+) -> None:
+    # The same for the BigQuery stand-in: `ingest --target bigquery` from data/ loaded into
+    # a new, empty stand-in in data/.salesmart without a word.
+    command = ["ingest", str(SAMPLE_CSV), "--target", "bigquery"]
+    subfolder.assert_says_it_starts_a_new("BigQuery stand-in", subfolder.run(*command))
+    again = subfolder.run(*command)
     assert again.returncode == 0, again.stderr
     assert "starting a new" not in again.stderr  # said once, when it is made
     # A deployment's command starts no stand-in: it is refused, and nothing else is said.
-    (here / ".salesmart" / "bigquery").rename(here / "made before")
-    deployed = run_here(
-        [*command, "bigquery"],
-        env={**env, "SALESMART_ENV": "prod", "SALESMART_PII_KEY": "k" * 40},
-        check=False,
-    )
+    (subfolder.here / ".salesmart" / "bigquery").rename(subfolder.here / "made before")
+    deployed = subfolder.run(*command, SALESMART_ENV="prod", SALESMART_PII_KEY="k" * 40)
     assert deployed.returncode == 1, deployed.stderr
     assert "starting a new" not in deployed.stderr, deployed.stderr
     assert "SALESMART_BQ_PROJECT" in deployed.stderr, deployed.stderr
