@@ -198,6 +198,10 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
         finally:
             self._disarm(conn)
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi: Any = _closing_after_undrained_chunks(self.wsgi)
+
     def handle_request(self, req: Any, conn: Any) -> Any:
         # Headers are in: the body, the handler and the response share the longer deadline.
         self._arm(conn, self.request_deadline)
@@ -206,19 +210,63 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
             # rest before the next request, then drops the connection. The answer says so
             # (Connection: close) instead of promising a keep-alive that loses the next one.
             req.must_close = True
-        return super().handle_request(req, conn)
+        # A chunked body's length is known only once read: the app's wrapper drains it
+        # before the answer's headers go out, and closes after one that does not end.
+        _serving.chunked = req if _is_chunked(req) else None
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _serving.chunked = None
 
 
 #: What gunicorn reads past of a body the application left unread (its _DRAIN_MAX_BYTES).
 DRAINED_BODY_BYTES = 64 * 1024
 
+#: The chunked request a serving thread is answering (None for any other request).
+_serving = threading.local()
+
 
 def _longer_than_drained(req: Any) -> bool:
     """A body whose declared length gunicorn will not drain whole (it gives up on reaching
-    the limit). A chunked body is left alone: a small one is drained, and closing after
-    every one would cost its clients a connection per request."""
+    the limit)."""
     length = next((str(value) for name, value in req.headers if name == "CONTENT-LENGTH"), "")
     return length.isdigit() and int(length) >= DRAINED_BODY_BYTES
+
+
+def _is_chunked(req: Any) -> bool:
+    return any(name == "TRANSFER-ENCODING" for name, _ in req.headers)
+
+
+def _closing_after_undrained_chunks(app: Any) -> Any:
+    """``app``, then what it left of a chunked body read (up to ``DRAINED_BODY_BYTES``, as
+    gunicorn would after the answer): a body longer than that marks the answer
+    ``Connection: close``, instead of a keep-alive that gunicorn then drops with the next
+    request on it. Closing after every chunked body would cost its clients a connection
+    per request; a small one is read whole and the connection kept."""
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        answer = app(environ, start_response)
+        req = getattr(_serving, "chunked", None)
+        if req is not None and not req.must_close and not _drained(environ["wsgi.input"]):
+            req.must_close = True
+        return answer
+
+    return serve
+
+
+def _drained(body: Any) -> bool:
+    """Whether the rest of ``body`` ended within ``DRAINED_BODY_BYTES`` (read and dropped);
+    a broken chunk or a client gone midway is not: where a next request starts is unknown."""
+    drained = 0
+    try:
+        while drained <= DRAINED_BODY_BYTES:
+            data = body.read(8192)
+            if not data:
+                return True
+            drained += len(data)
+    except Exception:  # gunicorn's parse errors, a reset socket
+        return False
+    return False
 
 
 REQUEST_LINE_LIMIT = 8190

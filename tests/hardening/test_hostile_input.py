@@ -308,6 +308,8 @@ def _two_exchanges(port: int, first: bytes) -> list[bytes]:
         (65_536, False, False),  # gunicorn gives up on reaching its limit
         (70_000, False, False),
         (100, True, True),  # a small chunked body is drained: no connection is lost
+        (60_000, True, True),
+        (200_000, True, False),  # its length known only once read: read before answering
     ],
 )
 def test_a_body_left_unread_is_answered_with_close_when_the_next_request_would_be_lost(
