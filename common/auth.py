@@ -366,6 +366,9 @@ UPDATE auth.users SET password_hash = CAST(:new AS text)
 WHERE username = CAST(:username AS text) AND password_hash = CAST(:old AS text)
 """
 
+#: insufficient_privilege, read_only_sql_transaction: a rehash that no retry will make.
+_REHASH_REFUSED_FOR_GOOD = frozenset({"42501", "25006"})
+
 # Old counters of usernames nobody tries any more (a random sample of calls tidies up).
 _PRUNE = """
 DELETE FROM auth.login_failures WHERE ctid IN (
@@ -387,6 +390,9 @@ class LoginService:
         self._window = settings.login_window_seconds
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
+        #: False once the database refused a rehash for good (a role without UPDATE on
+        #: auth.users, a read-only replica): the bcrypt work is not spent again per login.
+        self._may_rehash = True
 
     def _dummy(self) -> str:
         """A well-formed bcrypt hash at the configured cost that no password matches, so
@@ -462,13 +468,26 @@ class LoginService:
         its password is known to be right (see ``common.passwords.needs_rehash``)."""
         from common.passwords import bcrypt_hash, needs_rehash
 
-        if needs_rehash(password_hash, self._rounds):
+        if not (self._may_rehash and needs_rehash(password_hash, self._rounds)):
+            return
+        try:
             # Only if unchanged meanwhile: a password set by `users` since the check stays.
             self._pool.run(
                 _REHASHED,
                 username=username,
                 old=password_hash,
                 new=bcrypt_hash(password, self._rounds),
+            )
+        except Exception as exc:
+            # Best effort: the password was right, and the old hash still verifies it.
+            from common.logging import log_failure, sqlstate
+
+            if sqlstate(exc) in _REHASH_REFUSED_FOR_GOOD:
+                self._may_rehash = False
+            log_failure(
+                "password hash not moved to the configured bcrypt cost"
+                " (the functions' role needs UPDATE (password_hash) ON auth.users)",
+                exc,
             )
 
     def _count_failure(self, username: str) -> tuple[int, int | None]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import jwt
 import pytest
@@ -533,3 +534,55 @@ def test_no_secret_in_any_answer(call: Caller, analyst: Account, marts_dsn: str)
         assert "wrong password" not in text
         assert SECRET not in text
         assert marts_dsn.split("@")[0].split(":")[-1] not in text  # the database password
+
+
+def test_a_role_without_update_on_users_still_logs_in_after_a_cost_change(
+    marts_dsn: str,
+    analyst: Account,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's least-privilege role (SELECT on auth.users) cannot move a hash to the
+    configured cost: a right login answered 500, every time. The rehash is best effort: the
+    login succeeds, the refusal is logged once with the grant it needs, and the instance
+    stops spending a bcrypt hash per login on a rehash the database refuses."""
+    import bcrypt
+
+    role = f"fn_{secrets.token_hex(4)}"
+    owner = connect(marts_dsn)
+    owner.run(f"CREATE ROLE {role} LOGIN PASSWORD 'functions-role-password'")
+    for grant in (
+        "USAGE ON SCHEMA auth",
+        "SELECT ON auth.users",
+        "SELECT, INSERT, UPDATE, DELETE ON auth.login_failures, auth.ended_sessions",
+    ):
+        owner.run(f"GRANT {grant} TO {role}")
+    parts = urlsplit(marts_dsn)
+    restricted = urlunsplit(
+        parts._replace(netloc=f"{role}:functions-role-password@{parts.hostname}:{parts.port}")
+    )
+    made = stored_hash(marts_dsn, analyst.username)  # cost 4
+    hashed: list[bytes] = []
+    real_hash = bcrypt.hashpw
+
+    def hashing(password: bytes, salt: bytes) -> bytes:
+        hashed.append(salt)
+        return real_hash(password, salt)
+
+    pool = PgPool(restricted, max_size=1)
+    logins = LoginService(pool, Settings(bcrypt_rounds=5))
+    monkeypatch.setattr(bcrypt, "hashpw", hashing)  # a spy: counts, does not change
+    try:
+        for _ in range(3):
+            assert logins.authenticate(analyst.username, analyst.password).role == "analyst"
+        assert len(hashed) == 1  # the first login's rehash, refused; none after it
+        assert stored_hash(marts_dsn, analyst.username) == made
+        refusals = [line for line in logged(capsys) if "bcrypt cost" in line.get("message", "")]
+        assert len(refusals) == 1, refusals
+        assert refusals[0]["sqlstate"] == "42501"
+        assert "UPDATE (password_hash) ON auth.users" in refusals[0]["message"]
+    finally:
+        pool.close()
+        owner.run(f"DROP OWNED BY {role}")
+        owner.run(f"DROP ROLE {role}")
+        owner.close()
