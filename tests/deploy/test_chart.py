@@ -571,6 +571,14 @@ def test_pipeline_config_override_rolls_out_new_revisions(
     assert new != old
 
 
+@pytest.mark.parametrize("broken", ["ingestion: [\n", "- a list\n- not a mapping\n"])
+def test_a_pipeline_config_that_is_not_a_yaml_mapping_is_refused(broken: str, render: Any) -> None:
+    # Rendered as it was, it failed only later: in the migration hook, or as new revisions
+    # crash-looping when the Job is off.
+    with pytest.raises(RenderError, match="pipelineConfig is not a YAML mapping"):
+        render({"pipelineConfig": broken})
+
+
 def test_unlimited_concurrency_needs_explicit_threads(render: Any) -> None:
     values = user_values(set_values=["functions.trends_pg.containerConcurrency=0"])
     with pytest.raises(RenderError, match=r"functions\.trends_pg: containerConcurrency 0"):
@@ -942,6 +950,10 @@ def test_notes_print_every_function_url() -> None:
     assert "http://salesmart-dashboard.shop.apps.example.com/" in notes
     assert "http://salesmart-trends-pg.shop.svc.cluster.local/sales/pg-trends" in notes
     assert "job/salesmart-migrate" in notes
+    # Its session cookie is Secure: a browser following the http:// link would not log in.
+    https_only = "browsers log in over https only"
+    assert https_only in notes
+    assert https_only not in render_notes({"functions": {"dashboard": {"enabled": False}}})
 
 
 def test_notes_warn_when_trends_bq_has_no_bigquery_project() -> None:

@@ -77,6 +77,11 @@ upgrades the schema and the code together. */}}
 {{/* The pipeline configuration text mounted as SALESMART_CONFIG. */}}
 {{- define "salesmart.pipelineConfig" -}}
 {{- if .Values.pipelineConfig }}
+{{- /* Broken YAML would surface only as a failed migration hook or crash-looping pods. */}}
+{{- $parsed := fromYaml .Values.pipelineConfig }}
+{{- if hasKey $parsed "Error" }}
+{{- fail (printf "pipelineConfig is not a YAML mapping: %s" (get $parsed "Error")) }}
+{{- end }}
 {{- .Values.pipelineConfig }}
 {{- else }}
 {{- .Files.Get "files/pipeline_config.yaml" }}
