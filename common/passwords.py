@@ -6,7 +6,8 @@ import bcrypt
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit: longer passwords are refused, never truncated
-MIN_BCRYPT_COST = 4  # bcrypt's own lower bound (gensalt refuses less)
+MIN_BCRYPT_COST = 4  # bcrypt's own bounds (gensalt refuses less or more)
+MAX_BCRYPT_COST = 31
 
 
 class PasswordPolicyError(ValueError):
@@ -65,9 +66,12 @@ def pad_refusal(password: str, password_hash: str, rounds: int) -> None:
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         return  # refused before any bcrypt, as against the dummy
     cost = bcrypt_cost(password_hash)
-    if cost is None:
+    if cost is None or not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
+        # Not a hash bcrypt checks (a `!` that locks an account by hand): refused with no
+        # work at all, so all of it is spent here.
+        bcrypt.hashpw(b"pad", bcrypt.gensalt(rounds))
         return
-    for step in range(max(cost, MIN_BCRYPT_COST), rounds):
+    for step in range(cost, rounds):
         bcrypt.hashpw(b"pad", bcrypt.gensalt(step))
 
 

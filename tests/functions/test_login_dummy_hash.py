@@ -41,13 +41,21 @@ def test_dummy_hash_costs_like_a_real_one_and_matches_nothing(
     assert 0.5 < min(dummy_costs) / min(real_costs) < 2.0
 
 
-def test_a_refusal_against_a_cheaper_hash_costs_what_the_dummy_costs() -> None:
+@pytest.mark.parametrize("kind", ["cost 4", "not bcrypt", "cost 3", "cost 32"])
+def test_a_refusal_against_a_cheaper_hash_costs_what_the_dummy_costs(kind: str) -> None:
     """A real account's hash made at a lower cost than the configured one (the cost was
     raised since, or `users add` ran with another) must not refuse a login sooner than a
     name that matches no account: that told which names exist (~6 ms against ~240 ms at
-    cost 4 against 12). Timed here; the bcrypt work itself is counted in test_token_unit."""
+    cost 4 against 12). Nor may a stored text that is no bcrypt hash at all (a locked-out
+    `!`, a cost bcrypt refuses), which was refused at once. Timed here; the bcrypt work
+    itself is counted in test_token_unit."""
     dummy = LoginService(cast(Any, None), Settings(bcrypt_rounds=10))._dummy()
-    cheaper = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(4)).decode()
+    cheaper = {
+        "cost 4": bcrypt.hashpw(b"correct horse", bcrypt.gensalt(4)).decode(),
+        "not bcrypt": "!",
+        "cost 3": "$2b$03$" + "a" * 53,
+        "cost 32": "$2b$32$" + "a" * 53,
+    }[kind]
 
     def seconds(hashed: str) -> float:
         started = time.perf_counter()
