@@ -271,6 +271,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"stopped after {written} of {args.rows} transactions: the reader of {where} left",
             file=summary,
         )
+    elif to_stdout and getattr(sys.stdout, "reader_gone", False):  # seen at the last flush
+        print(
+            f"wrote {written} transactions to {where}, but its reader left before the end",
+            file=summary,
+        )
     else:
         print(f"wrote {written} transactions to {where}", file=summary)
     return EXIT_OK

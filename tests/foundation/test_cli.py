@@ -629,6 +629,31 @@ def test_generate_stops_quietly_when_its_reader_leaves(settings: Settings, tmp_p
     assert stopped and int(stopped[1]) < 5_000_000, stderr
 
 
+def test_generate_does_not_say_it_wrote_what_a_gone_reader_never_took(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The reader is checked every 1000 rows: a run of 999 whose reader left after the
+    # first line (`| head -1`) said "wrote 999 transactions".
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # full long before 999 rows (~50 KB)
+    generating = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--rows", "999", "--out", "-"],
+        env=cli_env(settings, tmp_path),
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    assert generating.stderr is not None
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.readline() == b"transaction_id,product,price,quantity,date\n"
+    returncode = generating.wait(timeout=120)  # the reader left, the child blocked writing
+    stderr = generating.stderr.read().decode()
+    assert returncode == 0, stderr
+    assert stderr == (
+        "wrote 999 transactions to standard output, but its reader left before the end\n"
+    ), stderr
+
+
 def test_generate_makes_the_folder_it_is_asked_to_write_into(
     settings: Settings, tmp_path: Path
 ) -> None:
