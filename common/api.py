@@ -220,7 +220,9 @@ def form_fields(call: Call, schema: Any) -> dict[str, Any]:
         return load_form(schema, form)
     except ValidationError as exc:
         fields = ", ".join(sorted(str(key) for key in exc.messages_dict))
-        raise BadRequest(f"Missing or invalid form fields: {fields}.") from None
+        # Per field, as the APIs' 422 has it; marshmallow's messages never quote the value.
+        details = {str(key): list(value) for key, value in exc.messages_dict.items()}
+        raise BadRequest(f"Missing or invalid form fields: {fields}.", details=details) from None
 
 
 def token_handler(logins: LoginService, tokens: TokenService) -> Handler:

@@ -138,8 +138,9 @@ def error_json(call: Call, error: ApiError) -> Response:
 def cacheable_body(call: Call, body: bytes) -> Response:
     """200 with a strong ``ETag`` over the JSON ``body``, or 304 when ``If-None-Match`` matches.
 
-    ``Cache-Control: private, no-cache``: only the caller's own cache may keep it, and it
-    revalidates each time (cheap: a 304 has no body).
+    ``Cache-Control: private``, as the contract says: only the caller's own cache may keep
+    it. No freshness lifetime is given (no ``max-age``, no ``Last-Modified`` to guess one
+    from), so a cache revalidates it with the ``ETag`` each time (cheap: a 304 has no body).
     """
     tag = hashlib.sha256(body).hexdigest()[:32]
     # RFC 9110 13.2.2: If-Match first (strong comparison; * is any current answer).
@@ -152,7 +153,7 @@ def cacheable_body(call: Call, body: bytes) -> Response:
     else:
         response = Response(body, status=200, mimetype="application/json")
     response.set_etag(tag)
-    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Cache-Control"] = "private"
     response.headers["Vary"] = "Authorization, Cookie"
     return response
 

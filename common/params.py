@@ -232,7 +232,7 @@ class TokenFormSchema(Schema):
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}
     )
     grant_type = fields.String(
-        validate=validate.OneOf(["password", ""]),
+        validate=validate.OneOf(["password", ""], error="Must be password, or absent."),
         metadata={"description": "Absent, empty (the same, RFC 6749 3.1) or password."},
     )
 

@@ -339,6 +339,7 @@ def test_dashboard_page_with_bearer_token(call: Caller, fn_settings: Settings) -
 def test_chart_has_a_bar_per_month(call: Caller, fn_settings: Settings) -> None:
     token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
     html = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}).get_data(as_text=True)
+    assert "<h1>Sales Trends Dashboard</h1>" in html  # the design document's heading
     months = re.findall(r'data-month="([0-9-]+)"', html)
     assert months == ["2023-09", "2023-10", "2023-11", "2023-12"]
     # Each bar tells assistive technology its month and value, not only a hover title.

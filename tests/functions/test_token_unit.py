@@ -139,7 +139,19 @@ def test_400_on_malformed_requests(call: Caller, kwargs: dict[str, Any]) -> None
     response = call("/token", method="POST", **kwargs)
     assert response.status_code == 400
     body = response.get_json()
-    assert set(body) == {"error", "message", "request_id"}
+    assert (
+        {"error", "message", "request_id"}
+        <= set(body)
+        <= {
+            "error",
+            "message",
+            "request_id",
+            "details",
+        }
+    )
+    # A broken field is named in "details", its value never quoted.
+    for value in ("u" * 300, "nul", "line", "something"):
+        assert value not in json.dumps(body.get("details", {})), body
 
 
 @pytest.mark.parametrize(
@@ -264,7 +276,12 @@ def test_a_repeated_field_does_not_hide_the_others_problems(call: Caller) -> Non
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 400
-    assert response.get_json()["message"] == "Missing or invalid form fields: password, username."
+    body = response.get_json()
+    assert body["message"] == "Missing or invalid form fields: password, username."
+    # Per field, as the contract's validation errors are ("details"), no value quoted.
+    assert set(body["details"]) == {"password", "username"}
+    assert all(isinstance(m, str) for ms in body["details"].values() for m in ms), body
+    assert "a" not in body["details"]["username"] and "b" not in body["details"]["username"]
 
 
 def test_401_for_wrong_password_unknown_and_disabled_users(
