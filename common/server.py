@@ -212,7 +212,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
             req.must_close = True
         # A chunked body's length is known only once read: the app's wrapper drains it
         # before the answer's headers go out, and closes after one that does not end.
-        _serving.chunked = req if _is_chunked(req) else None
+        _serving.chunked = (req, conn.sock) if _is_chunked(req) else None
         try:
             return super().handle_request(req, conn)
         finally:
@@ -221,8 +221,11 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 
 #: What gunicorn reads past of a body the application left unread (its _DRAIN_MAX_BYTES).
 DRAINED_BODY_BYTES = 64 * 1024
+#: How long the rest of a chunked body may take to arrive before the answer goes out
+#: without it (and closes the connection): a client that stalls its body is not waited on.
+DRAIN_SECONDS = 2.0
 
-#: The chunked request a serving thread is answering (None for any other request).
+#: The chunked request a serving thread is answering, with its socket (else None).
 _serving = threading.local()
 
 
@@ -238,34 +241,49 @@ def _is_chunked(req: Any) -> bool:
 
 
 def _closing_after_undrained_chunks(app: Any) -> Any:
-    """``app``, then what it left of a chunked body read (up to ``DRAINED_BODY_BYTES``, as
-    gunicorn would after the answer): a body longer than that marks the answer
-    ``Connection: close``, instead of a keep-alive that gunicorn then drops with the next
-    request on it. Closing after every chunked body would cost its clients a connection
-    per request; a small one is read whole and the connection kept."""
+    """``app``, then what it left of a chunked body read (up to ``DRAINED_BODY_BYTES``
+    within ``DRAIN_SECONDS``): a body longer or slower than that, or broken, marks the
+    answer ``Connection: close``, instead of a keep-alive that gunicorn then drops with the
+    next request on it. Closing after every chunked body would cost its clients a
+    connection per request; a small one is read whole and the connection kept."""
 
     def serve(environ: dict[str, Any], start_response: Any) -> Any:
         answer = app(environ, start_response)
-        req = getattr(_serving, "chunked", None)
-        if req is not None and not req.must_close and not _drained(environ["wsgi.input"]):
-            req.must_close = True
+        serving = getattr(_serving, "chunked", None)
+        if serving is not None:
+            req, sock = serving
+            if not req.should_close() and not _drained(environ["wsgi.input"], sock):
+                req.must_close = True
         return answer
 
     return serve
 
 
-def _drained(body: Any) -> bool:
-    """Whether the rest of ``body`` ended within ``DRAINED_BODY_BYTES`` (read and dropped);
-    a broken chunk or a client gone midway is not: where a next request starts is unknown."""
-    drained = 0
-    try:
-        while drained <= DRAINED_BODY_BYTES:
-            data = body.read(8192)
-            if not data:
-                return True
-            drained += len(data)
-    except Exception:  # gunicorn's parse errors, a reset socket
+def _drained(body: Any, sock: socket.socket) -> bool:
+    """Whether the rest of ``body`` ended within ``DRAINED_BODY_BYTES`` and
+    ``DRAIN_SECONDS`` (read and dropped). A broken chunk (met by the app's read or this
+    one) or a client gone or stalled midway is not: where a next request starts is
+    unknown."""
+    if getattr(body, "failed", False) is True:
         return False
+    deadline = time.monotonic() + DRAIN_SECONDS
+    prior = sock.gettimeout()
+    left = DRAINED_BODY_BYTES + 1  # one byte past the limit says the body is longer
+    try:
+        while left > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            sock.settimeout(remaining)
+            data = body.read(min(8192, left))
+            if not data:
+                return getattr(body, "failed", False) is not True
+            left -= len(data)
+    except Exception:  # gunicorn's parse errors, a timeout, a reset socket
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(prior)
     return False
 
 

@@ -309,6 +309,8 @@ def _two_exchanges(port: int, first: bytes) -> list[bytes]:
         (70_000, False, False),
         (100, True, True),  # a small chunked body is drained: no connection is lost
         (60_000, True, True),
+        (65_536, True, True),  # read to its end within the limit
+        (66_000, True, False),
         (200_000, True, False),  # its length known only once read: read before answering
     ],
 )
@@ -328,6 +330,36 @@ def test_a_body_left_unread_is_answered_with_close_when_the_next_request_would_b
         assert len(heads) == 2 and b"Connection: keep-alive" in heads[0], heads
     else:
         assert len(heads) == 1 and b"Connection: close" in heads[0], heads
+
+
+def test_a_broken_chunk_after_the_form_is_answered_with_close(fns: dict[str, Served]) -> None:
+    """The function read its form, then the chunk after it was broken: gunicorn drops the
+    connection after the answer, so the answer must not promise keep-alive."""
+    port = urlsplit(fns["token"].url).port
+    assert port is not None
+    first = (
+        b"POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n3\r\nu=a\r\nzz\r\n0\r\n\r\n"
+    )
+    heads = _two_exchanges(port, first)
+    assert len(heads) == 1 and b"Connection: close" in heads[0], heads
+
+
+def test_a_stalled_chunked_body_is_answered_without_waiting_for_it(
+    fns: dict[str, Served],
+) -> None:
+    """A client that sends part of a chunked body and stops: the answer went out only at
+    the request deadline (60 s), as a shut socket, with nothing in it."""
+    from common.server import DRAIN_SECONDS
+
+    port = urlsplit(fns["token"].url).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=DRAIN_SECONDS + 8) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"5\r\nhello\r\n")  # and nothing more
+        answer = sock.recv(65536)  # a timeout here fails the test
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"Connection: close" in answer, answer
 
 
 @pytest.mark.parametrize(
