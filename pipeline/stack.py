@@ -309,7 +309,7 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     """The demo admin. In up's own server it is up's: (re)set to the password kept under
     .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
     real account: it is created when missing, never changed nor re-enabled."""
-    from pipeline.users import LookAlikeError, UserError, add_user, has_user
+    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user, has_user
 
     if external_database and has_user(conn, ADMIN_USER):
         return AdminLogin(None)
@@ -323,6 +323,8 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
             settings.bcrypt_rounds,
             replace=not external_database,
         )
+    except AddLockTimeout:  # no admin was made: not one to announce
+        raise
     except LookAlikeError as exc:  # `Admin` beside `admin` would read as one account
         return AdminLogin(None, look_alike=exc.existing)
     except UserError:  # created meanwhile by someone else: theirs, kept

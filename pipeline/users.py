@@ -15,6 +15,15 @@ class UserError(ValueError):
     pass
 
 
+class AddLockTimeout(UserError):
+    """Another session held the users' lock (or a row) longer than ``_ADD_LOCK_WAIT``."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"another session has been changing the users for over {_ADD_LOCK_WAIT}; try again"
+        )
+
+
 class LookAlikeError(UserError):
     """A name that differs from an existing account's only in case."""
 
@@ -55,7 +64,8 @@ def add_user(
     conn.run("BEGIN")
     try:
         _take_add_lock(conn)
-        _refuse_look_alike(conn, username)
+        if not (replace and has_user(conn, username)):  # a new name, not a reset
+            _refuse_look_alike(conn, username)
         if replace:
             conn.run(
                 "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
@@ -75,28 +85,28 @@ def add_user(
             )
             if not rows:
                 raise UserError(f"user {username} already exists")
-    except BaseException:
+    except BaseException as exc:
         # A lost connection fails the ROLLBACK too: the first error is the one to report.
         with contextlib.suppress(Exception):
             conn.run("ROLLBACK")
+        if _lock_timed_out(exc):  # the lock wait covers the whole step, the row's too
+            raise AddLockTimeout from None
         raise
     conn.run("COMMIT")
 
 
 def _take_add_lock(conn: Any) -> None:
-    """The lock is held for milliseconds; a wait beyond ``_ADD_LOCK_WAIT`` is a stuck
-    session of someone else's, said so rather than waited on for ever."""
+    """The lock is held for milliseconds; a wait beyond ``_ADD_LOCK_WAIT`` (for it, or
+    for a row another session holds) is a stuck session of someone else's, said so
+    (``AddLockTimeout``) rather than waited on for ever."""
+    conn.run(f"SET LOCAL lock_timeout = '{_ADD_LOCK_WAIT}'")
+    conn.run("SELECT pg_advisory_xact_lock(:key)", key=_ADD_LOCK_KEY)
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
     from common.logging import sqlstate
 
-    conn.run(f"SET LOCAL lock_timeout = '{_ADD_LOCK_WAIT}'")
-    try:
-        conn.run("SELECT pg_advisory_xact_lock(:key)", key=_ADD_LOCK_KEY)
-    except Exception as exc:
-        if sqlstate(exc) == "55P03":  # lock_not_available
-            raise UserError(
-                f"another session has been adding a user for over {_ADD_LOCK_WAIT}; try again"
-            ) from None
-        raise
+    return sqlstate(exc) == "55P03"  # lock_not_available
 
 
 def check_password_target(conn: Any, username: str, role: str | None, *, new: bool) -> None:

@@ -296,7 +296,7 @@ def test_a_users_add_behind_a_stuck_session_is_told_so_not_left_waiting(
         holder.run("SELECT pg_advisory_xact_lock(:key)", key=users._ADD_LOCK_KEY)
         with (
             mock.patch.object(users, "_ADD_LOCK_WAIT", "200ms"),
-            pytest.raises(users.UserError, match="adding a user for over 200ms"),
+            pytest.raises(users.AddLockTimeout, match="changing the users for over 200ms"),
         ):
             users.add_user(waiter, "stuck-behind", "correct horse battery", "analyst", 4)
         # The refused add left no transaction open and nothing written.

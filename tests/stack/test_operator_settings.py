@@ -120,6 +120,45 @@ def test_no_admin_is_made_beside_an_account_differing_only_in_case(
     assert scalar(local_state, "SELECT count(*) FROM auth.users WHERE username <> 'Admin'") == 0
 
 
+def test_ups_admin_beside_a_look_alike_made_before_is_still_reset(local_state: Settings) -> None:
+    # `admin` and `Admin` both there (made before the check covered the reset): `admin`
+    # is reset as before, not announced as "not made".
+    conn = connect(local_state.database_url)
+    try:
+        conn.run(
+            "INSERT INTO auth.users (username, password_hash, role) VALUES"
+            " ('Admin', 'x', 'analyst'), ('admin', 'x', 'admin')"
+        )
+    finally:
+        conn.close()
+    login = _provision(local_state, external_database=False)
+    assert login.look_alike is None and login.password is not None
+    assert verify_password(login.password, _admin_row(local_state)[0])
+
+
+@pytest.mark.parametrize("external_database", [True, False])
+def test_up_stops_when_another_session_holds_the_users_lock(
+    local_state: Settings, external_database: bool
+) -> None:
+    """A lock wait given up on made no admin: `up` said one was there ("left unchanged")."""
+    from unittest import mock
+
+    from pipeline import users
+
+    holder = connect(local_state.database_url)
+    try:
+        holder.run("BEGIN")
+        holder.run("SELECT pg_advisory_xact_lock(:key)", key=users._ADD_LOCK_KEY)
+        with (
+            mock.patch.object(users, "_ADD_LOCK_WAIT", "200ms"),  # the wait, shortened
+            pytest.raises(users.AddLockTimeout),
+        ):
+            _provision(local_state, external_database=external_database)
+    finally:
+        holder.close()
+    assert scalar(local_state, "SELECT count(*) FROM auth.users") == 0
+
+
 def test_up_checks_bigquery_before_writing_to_the_operators_database(
     pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
