@@ -366,8 +366,11 @@ UPDATE auth.users SET password_hash = CAST(:new AS text)
 WHERE username = CAST(:username AS text) AND password_hash = CAST(:old AS text)
 """
 
-#: insufficient_privilege, read_only_sql_transaction: a rehash that no retry will make.
-_REHASH_REFUSED_FOR_GOOD = frozenset({"42501", "25006"})
+#: A rehash that no retry will make, by SQLSTATE, and what the log says of it.
+_REHASH_REFUSED_FOR_GOOD = {
+    "42501": " (the functions' role needs UPDATE (password_hash) ON auth.users)",
+    "25006": " (the database is read-only; not tried again by this instance)",
+}
 
 # Old counters of usernames nobody tries any more (a random sample of calls tidies up).
 _PRUNE = """
@@ -482,13 +485,10 @@ class LoginService:
             # Best effort: the password was right, and the old hash still verifies it.
             from common.logging import log_failure, sqlstate
 
-            if sqlstate(exc) in _REHASH_REFUSED_FOR_GOOD:
+            why = _REHASH_REFUSED_FOR_GOOD.get(sqlstate(exc) or "")
+            if why is not None:
                 self._may_rehash = False
-            log_failure(
-                "password hash not moved to the configured bcrypt cost"
-                " (the functions' role needs UPDATE (password_hash) ON auth.users)",
-                exc,
-            )
+            log_failure(f"password hash not moved to the configured bcrypt cost{why or ''}", exc)
 
     def _count_failure(self, username: str) -> tuple[int, int | None]:
         """Failures within the window, this one included, and the lock's seconds left."""

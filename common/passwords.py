@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import bcrypt
 
 MIN_PASSWORD_CHARS = 8
@@ -33,12 +35,16 @@ def bcrypt_hash(password: str, rounds: int) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 
+#: A bcrypt hash as the library checks it: its variant, a two-digit cost, then 22
+#: characters of salt and 31 of digest in bcrypt's base64.
+_BCRYPT_HASH = re.compile(r"\$2[aby]?\$(\d\d)\$[./A-Za-z0-9]{53}")
+
+
 def bcrypt_cost(password_hash: str) -> int | None:
-    """The cost a bcrypt hash was made at (``$2b$12$...`` is 12); None for any other text."""
-    parts = password_hash.split("$")
-    if len(parts) != 4 or parts[0] or not parts[2].isdigit():
-        return None
-    return int(parts[2])
+    """The cost a bcrypt hash was made at (``$2b$12$...`` is 12); None for any other text,
+    one shaped like a hash but not one included (``$2b$10$disabled``)."""
+    shape = _BCRYPT_HASH.fullmatch(password_hash)
+    return int(shape[1]) if shape else None
 
 
 def verify_password(password: str, password_hash: str) -> bool:

@@ -79,8 +79,8 @@ upgrades the schema and the code together. */}}
 {{- if .Values.pipelineConfig }}
 {{- /* Broken YAML would surface only as a failed migration hook or crash-looping pods. */}}
 {{- $parsed := fromYaml .Values.pipelineConfig }}
-{{- if hasKey $parsed "Error" }}
-{{- fail (printf "pipelineConfig is not a YAML mapping: %s" (get $parsed "Error")) }}
+{{- if or (not $parsed) (and (hasKey $parsed "Error") (kindIs "string" (get $parsed "Error"))) }}
+{{- fail (printf "pipelineConfig is not a YAML mapping of settings: %s" (get $parsed "Error" | default "it is empty")) }}
 {{- end }}
 {{- .Values.pipelineConfig }}
 {{- else }}
