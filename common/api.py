@@ -220,7 +220,8 @@ def form_fields(call: Call, schema: Any) -> dict[str, Any]:
         return load_form(schema, form)
     except ValidationError as exc:
         fields = ", ".join(sorted(str(key) for key in exc.messages_dict))
-        # Per field, as the APIs' 422 has it; marshmallow's messages never quote the value.
+        # Per field, as the APIs' 422 has it: the forms' own fields only (unknown ones are
+        # excluded), and marshmallow's messages never quote a value.
         details = {str(key): list(value) for key, value in exc.messages_dict.items()}
         raise BadRequest(f"Missing or invalid form fields: {fields}.", details=details) from None
 

@@ -240,6 +240,11 @@ class TokenFormSchema(Schema):
 class LoginFormSchema(Schema):
     """``POST /login`` of the dashboard."""
 
+    class Meta:
+        # A name the client made up is not named back: a password holding a raw `&` makes
+        # one from its tail ("Unknown field: 2S3cr3t").
+        unknown = EXCLUDE
+
     username = fields.String(required=True, validate=_USERNAME)
     password = fields.String(
         required=True, validate=validate.Length(min=1, max=1024), metadata={"format": "password"}

@@ -572,19 +572,27 @@ def test_pipeline_config_override_rolls_out_new_revisions(
 
 
 @pytest.mark.parametrize(
-    "broken", ["ingestion: [\n", "- a list\n- not a mapping\n", "null\n", "# only a comment\n"]
+    ("broken", "said"),
+    [
+        ("ingestion: [\n", "could not be parsed"),
+        ("- a list\n- not a mapping\n", "could not be parsed"),
+        ("null\n", "is empty or not a YAML mapping"),
+        ("# only a comment\n", "is empty or not a YAML mapping"),
+    ],
 )
-def test_a_pipeline_config_that_is_not_a_yaml_mapping_is_refused(broken: str, render: Any) -> None:
+def test_a_pipeline_config_that_is_not_a_yaml_mapping_is_refused(
+    broken: str, said: str, render: Any
+) -> None:
     # Rendered as it was, it failed only later: in the migration hook, or as new revisions
     # crash-looping when the Job is off.
-    with pytest.raises(RenderError, match="pipelineConfig is not a YAML mapping"):
+    with pytest.raises(RenderError, match=f"pipelineConfig {said}"):
         render({"pipelineConfig": broken})
 
 
 def test_a_pipeline_config_with_an_error_setting_is_not_taken_for_a_parse_error(
     render: Any,
 ) -> None:
-    config = "Error: 1\ningestion:\n  validation:\n    min_price: 5\n"
+    config = "Error: see the runbook\ningestion:\n  validation:\n    min_price: 5\n"
     objects = render({"pipelineConfig": config})
     mounted = by_kind(objects, "ConfigMap")["salesmart-config"]["data"]["pipeline_config.yaml"]
     assert mounted.strip() == config.strip()

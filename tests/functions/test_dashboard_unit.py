@@ -290,6 +290,23 @@ def test_login_without_valid_csrf_is_refused(call: Caller, analyst: Account, cas
     assert api.get_json()["error"] == "csrf_failed"
 
 
+def test_a_name_the_form_does_not_have_is_not_named_back(call: Caller, analyst: Account) -> None:
+    # A password typed with a raw `&` into a hand-made request: its tail became a field
+    # name, which the 400 quoted back (message and details).
+    nonce, token = login_form(call)
+    body = f"csrf_token={token}&username={analyst.username}&password=hunter&2S3cr3tZ"
+    for headers in (BROWSER, {"Accept": "application/json"}):
+        answer = call(
+            "/login",
+            method="POST",
+            headers={**headers, **cookie_header(**{CSRF: nonce})},
+            data=body,
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert "2S3cr3tZ" not in answer.get_data(as_text=True), answer.get_data(as_text=True)
+        assert SESSION not in set_cookies(answer)  # "hunter" is not the password
+
+
 def test_wrong_password_rerenders_the_form(call: Caller, analyst: Account) -> None:
     nonce, token = login_form(call)
     response = call(

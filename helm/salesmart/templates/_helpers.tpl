@@ -79,8 +79,10 @@ upgrades the schema and the code together. */}}
 {{- if .Values.pipelineConfig }}
 {{- /* Broken YAML would surface only as a failed migration hook or crash-looping pods. */}}
 {{- $parsed := fromYaml .Values.pipelineConfig }}
-{{- if or (not $parsed) (and (hasKey $parsed "Error") (kindIs "string" (get $parsed "Error"))) }}
-{{- fail (printf "pipelineConfig is not a YAML mapping of settings: %s" (get $parsed "Error" | default "it is empty")) }}
+{{- if and (eq (len $parsed) 1) (hasKey $parsed "Error") (kindIs "string" (get $parsed "Error")) }}
+{{- fail "pipelineConfig could not be parsed as a YAML mapping of settings" }}
+{{- else if not $parsed }}
+{{- fail "pipelineConfig is empty or not a YAML mapping of settings (leave it unset for the defaults)" }}
 {{- end }}
 {{- .Values.pipelineConfig }}
 {{- else }}
