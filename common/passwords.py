@@ -8,8 +8,7 @@ import bcrypt
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit: longer passwords are refused, never truncated
-MIN_BCRYPT_COST = 4  # bcrypt's own bounds (gensalt refuses less or more)
-MAX_BCRYPT_COST = 31
+MIN_BCRYPT_COST = 4  # bcrypt's own lower bound (gensalt refuses less)
 
 
 class PasswordPolicyError(ValueError):
@@ -35,15 +34,17 @@ def bcrypt_hash(password: str, rounds: int) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 
-#: A bcrypt hash as the library checks it: its variant, a two-digit cost, then 22
-#: characters of salt and 31 of digest in bcrypt's base64.
-_BCRYPT_HASH = re.compile(r"\$2[aby]?\$(\d\d)\$[./A-Za-z0-9]{53}")
+#: What the bcrypt library hashes against (doing the work), as a prefix of the stored text:
+#: a variant it knows, a cost of 04-31 in ASCII digits, and 22 characters of salt whose
+#: last one holds only the salt's final bits (`.Oeu`); whatever follows only has to
+#: differ to refuse. Any other text is refused by the library at once (ValueError).
+_BCRYPT_WORK = re.compile(r"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{21}[.Oeu]")
 
 
 def bcrypt_cost(password_hash: str) -> int | None:
-    """The cost a bcrypt hash was made at (``$2b$12$...`` is 12); None for any other text,
-    one shaped like a hash but not one included (``$2b$10$disabled``)."""
-    shape = _BCRYPT_HASH.fullmatch(password_hash)
+    """The cost a check against ``password_hash`` runs at (``$2b$12$...`` is 12); None for
+    text the library refuses without hashing (``$2b$10$disabled``, a hand-set ``!``)."""
+    shape = _BCRYPT_WORK.match(password_hash)
     return int(shape[1]) if shape else None
 
 
@@ -72,7 +73,7 @@ def pad_refusal(password: str, password_hash: str, rounds: int) -> None:
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         return  # refused before any bcrypt, as against the dummy
     cost = bcrypt_cost(password_hash)
-    if cost is None or not MIN_BCRYPT_COST <= cost <= MAX_BCRYPT_COST:
+    if cost is None:
         # Not a hash bcrypt checks (a `!` that locks an account by hand): refused with no
         # work at all, so all of it is spent here.
         bcrypt.hashpw(b"pad", bcrypt.gensalt(rounds))

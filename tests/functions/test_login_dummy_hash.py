@@ -41,24 +41,35 @@ def test_dummy_hash_costs_like_a_real_one_and_matches_nothing(
     assert 0.5 < min(dummy_costs) / min(real_costs) < 2.0
 
 
-@pytest.mark.parametrize(
-    "kind", ["cost 4", "not bcrypt", "cost 32", "cost 10, no digest", "cost 10, bad digest"]
-)
+_COST_4 = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(4)).decode()
+_COST_10 = bcrypt.hashpw(b"correct horse", bcrypt.gensalt(10)).decode()
+#: Stored texts, each against the dummy's cost 10: hashes bcrypt checks (at their own
+#: cost) and texts it refuses without any work.
+_STORED = {
+    "cost 4": _COST_4,
+    "cost 4, $2x$": "$2x$" + _COST_4[4:],
+    "cost 10 and a newline": _COST_10 + "\n",  # checked at cost 10 all the same
+    "not bcrypt": "!",
+    "cost 32": "$2b$32$" + _COST_4[7:],
+    "cost 10, no digest": "$2b$10$disabled",
+    "cost 10, bad digest": "$2b$10$" + "!" * 53,
+    "cost 10, a salt bcrypt refuses": "$2b$10$" + "x" * 53,  # its last salt character
+    "cost 10 in other digits": "$2b$\u0661\u0660$" + _COST_4[7:],
+    "variant $2$": "$2$10$" + _COST_4[7:],
+}
+
+
+@pytest.mark.parametrize("kind", list(_STORED))
 def test_a_refusal_against_a_cheaper_hash_costs_what_the_dummy_costs(kind: str) -> None:
     """A real account's hash made at a lower cost than the configured one (the cost was
     raised since, or `users add` ran with another) must not refuse a login sooner than a
     name that matches no account: that told which names exist (~6 ms against ~240 ms at
-    cost 4 against 12). Nor may a stored text that is no bcrypt hash at all (a locked-out
-    `!`, a cost bcrypt refuses), which was refused at once. Timed here; the bcrypt work
-    itself is counted in test_token_unit."""
+    cost 4 against 12). Nor may a stored text that bcrypt refuses without hashing (a
+    locked-out `!`, a mangled hash), which was refused at once; nor may a text it does
+    check be padded on top. Timed here; the bcrypt work itself is counted in
+    test_token_unit."""
     dummy = LoginService(cast(Any, None), Settings(bcrypt_rounds=10))._dummy()
-    cheaper = {
-        "cost 4": bcrypt.hashpw(b"correct horse", bcrypt.gensalt(4)).decode(),
-        "not bcrypt": "!",
-        "cost 32": "$2b$32$" + "a" * 53,
-        "cost 10, no digest": "$2b$10$disabled",
-        "cost 10, bad digest": "$2b$10$" + "!" * 53,
-    }[kind]
+    cheaper = _STORED[kind]
 
     def seconds(hashed: str) -> float:
         started = time.perf_counter()
@@ -76,7 +87,15 @@ def test_a_refusal_against_a_cheaper_hash_costs_what_the_dummy_costs(kind: str) 
 
 @pytest.mark.parametrize(
     ("stored", "cost"),
-    [("$2b$12$" + "a" * 53, 12), ("$2a$04$" + "b" * 53, 4), ("", None), ("$2b$xx$abc", None)],
+    [
+        ("$2b$12$" + "a" * 21 + "e" + "a" * 31, 12),
+        ("$2a$04$" + "b" * 21 + "O" + "b" * 31, 4),
+        ("$2y$31$" + "b" * 21 + "." + "b" * 31, 31),
+        ("$2b$12$" + "a" * 53, None),  # a salt bcrypt refuses
+        ("$2b$03$" + "a" * 21 + "e" + "a" * 31, None),
+        ("", None),
+        ("$2b$xx$abc", None),
+    ],
 )
 def test_bcrypt_cost_reads_the_cost_of_a_hash(stored: str, cost: int | None) -> None:
     assert bcrypt_cost(stored) == cost
