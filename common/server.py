@@ -23,7 +23,9 @@ import argparse
 import contextlib
 import http
 import os
+import queue
 import secrets
+import selectors
 import signal
 import socket
 import sys
@@ -141,7 +143,27 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 
     def run(self) -> None:
         threading.Thread(target=self._reap, name="salesmart-read-deadline", daemon=True).start()
+        self._lingering = Lingerer()
         super().run()
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        # gunicorn closes a connection that ends with its answer gracefully (RFC 9112 9.6:
+        # the write side shut, the rest of the client's data read for up to 2 s), on this,
+        # the main loop's thread: a client that stayed silent held every other connection
+        # of the worker for those 2 s. The lingering is done by a thread of its own.
+        lingering = getattr(self, "_lingering", None)
+        if lingering is not None and not getattr(conn, "lingers_apart", False):
+            conn.lingers_apart = True  # once per connection, not per kept-alive request
+            plain_close = conn.close
+
+            def close(graceful: bool = False) -> None:
+                if graceful:
+                    lingering.close(conn.sock)
+                else:
+                    plain_close()
+
+            conn.close = close
+        super().finish_request(conn, fs)
 
     def _arm(self, conn: Any, seconds: float) -> None:
         with self._deadlines_lock:
@@ -252,39 +274,137 @@ def _closing_after_undrained_chunks(app: Any) -> Any:
         serving = getattr(_serving, "chunked", None)
         if serving is not None:
             req, sock = serving
-            if not req.should_close() and not _drained(environ["wsgi.input"], sock):
+            # gunicorn's own answer object: closing anyway (a stopping worker, the
+            # keep-alive limit) needs no drain.
+            response = getattr(start_response, "__self__", None)
+            closing = req.should_close() or getattr(response, "must_close", False) is True
+            if not closing and not _drained(environ["wsgi.input"], req.unreader, sock):
                 req.must_close = True
         return answer
 
     return serve
 
 
-def _drained(body: Any, sock: socket.socket) -> bool:
+class _DeadlineSocket:
+    """``sock`` for a body's reader, every ``recv`` within one deadline for them all: a
+    timeout set per read would start again with each byte a client trickles."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def recv(self, size: int) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the rest of the body did not come in time")
+        self._sock.settimeout(left)
+        return self._sock.recv(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _drained(body: Any, unreader: Any, sock: socket.socket) -> bool:
     """Whether the rest of ``body`` ended within ``DRAINED_BODY_BYTES`` and
     ``DRAIN_SECONDS`` (read and dropped). A broken chunk (met by the app's read or this
-    one) or a client gone or stalled midway is not: where a next request starts is
-    unknown."""
+    one) or a client gone, stalled or trickling midway is not: where a next request
+    starts is unknown."""
     if getattr(body, "failed", False) is True:
         return False
-    deadline = time.monotonic() + DRAIN_SECONDS
+    if getattr(unreader, "sock", None) is not sock:
+        return False  # not a socket's reader as expected: close rather than guess
     prior = sock.gettimeout()
+    unreader.sock = _DeadlineSocket(sock, time.monotonic() + DRAIN_SECONDS)
     left = DRAINED_BODY_BYTES + 1  # one byte past the limit says the body is longer
     try:
         while left > 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            sock.settimeout(remaining)
             data = body.read(min(8192, left))
             if not data:
                 return getattr(body, "failed", False) is not True
             left -= len(data)
-    except Exception:  # gunicorn's parse errors, a timeout, a reset socket
+    except Exception:  # gunicorn's parse errors, the deadline, a reset socket
         return False
     finally:
+        unreader.sock = sock
         with contextlib.suppress(OSError):
             sock.settimeout(prior)
     return False
+
+
+class Lingerer:
+    """Closes connections after their last answer as gunicorn's ``close_graceful`` does
+    (RFC 9112 9.6: the write side shut at once, then what the client still sends read
+    and dropped until it closes, ``LINGER_BYTES`` or ``LINGER_SECONDS``, so that unread
+    data does not make the kernel reset the connection under the answer), on a thread
+    of its own instead of the caller's."""
+
+    LINGER_SECONDS = 2.0
+    LINGER_BYTES = 64 * 1024
+
+    def __init__(self) -> None:
+        self._arrivals: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        threading.Thread(target=self._run, name="salesmart-linger", daemon=True).start()
+
+    def close(self, sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:  # already gone: nothing to linger for
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self._arrivals.put(sock)
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_reader, selectors.EVENT_READ)
+        lingering: dict[socket.socket, list[float]] = {}  # sock: [deadline, bytes read]
+
+        def done(sock: socket.socket) -> None:
+            lingering.pop(sock, None)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                selector.unregister(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+        while True:
+            for key, _ in selector.select(timeout=0.25):
+                sock = key.fileobj
+                if sock is self._wake_reader:
+                    with contextlib.suppress(OSError):
+                        self._wake_reader.recv(4096)
+                    continue
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    done(sock)
+                    continue
+                lingering[sock][1] += len(data)
+                if lingering[sock][1] >= self.LINGER_BYTES:
+                    done(sock)
+            while True:
+                try:
+                    sock = self._arrivals.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    selector.register(sock, selectors.EVENT_READ)
+                except (ValueError, OSError):  # closed meanwhile
+                    done(sock)
+                    continue
+                lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, 0]
+            now = time.monotonic()
+            for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
+                done(sock)
 
 
 REQUEST_LINE_LIMIT = 8190

@@ -362,6 +362,74 @@ def test_a_stalled_chunked_body_is_answered_without_waiting_for_it(
     assert b"Connection: close" in answer, answer
 
 
+def test_a_trickled_chunked_body_is_answered_within_the_drain_time(
+    fns: dict[str, Served],
+) -> None:
+    """A client trickling its body a byte every half second: each read restarted the 2 s
+    timeout, and the answer never went out (the request deadline shut the socket)."""
+    from common.server import DRAIN_SECONDS
+
+    port = urlsplit(fns["token"].url).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=DRAIN_SECONDS + 8) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"400\r\n")
+        answered = threading.Event()
+
+        def trickle() -> None:
+            while not answered.wait(0.5):
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            answer = sock.recv(65536)  # a timeout here fails the test
+        finally:
+            answered.set()
+            trickler.join()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"Connection: close" in answer, answer
+
+
+def test_a_closed_connections_silent_client_does_not_hold_up_the_others(
+    fns: dict[str, Served],
+) -> None:
+    """gunicorn lingers on a connection it closes (up to 2 s, reading what the client
+    still sends) on the worker's main loop: a client that answered `Connection: close`
+    with silence held every other connection of the worker for those 2 s (1.7-1.9 s
+    measured). The lingering is on a thread of its own; the connection is still closed
+    once it is over."""
+    import psutil
+
+    served = fns["token"]
+    port = urlsplit(served.url).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        silent.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert silent.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # ... and the client neither sends nor closes.
+        started = time.monotonic()
+        other = requests.get(f"{served.url}/healthz", timeout=10)
+        waited = time.monotonic() - started
+        assert other.status_code == 200
+        assert waited < 1.0, f"the next connection waited {waited:.2f} s"
+        silent_port = silent.getsockname()[1]
+
+        def server_holds_it() -> bool:
+            workers = psutil.Process(served.process.pid).children(recursive=True)
+            return any(
+                conn.raddr and conn.raddr.port == silent_port
+                for worker in workers
+                for conn in worker.net_connections(kind="tcp")
+            )
+
+        deadline = time.monotonic() + 10
+        while server_holds_it() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not server_holds_it(), "the lingering connection was never closed"
+
+
 @pytest.mark.parametrize(
     ("framing", "status"),
     [
