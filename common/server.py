@@ -143,8 +143,11 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
 
     def run(self) -> None:
         threading.Thread(target=self._reap, name="salesmart-read-deadline", daemon=True).start()
-        self._lingering = Lingerer()
+        self._lingering = Lingerer(closed=lambda: self.method_queue.defer(self._lingered))
         super().run()
+
+    def _lingered(self) -> None:
+        self.nr_conns -= 1
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         # gunicorn closes a connection that ends with its answer gracefully (RFC 9112 9.6:
@@ -157,10 +160,13 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
             plain_close = conn.close
 
             def close(graceful: bool = False) -> None:
-                if graceful:
-                    lingering.close(conn.sock)
-                else:
+                if not graceful:
                     plain_close()
+                elif lingering.close(conn.sock):
+                    # Counted until closed (gunicorn has just uncounted it): its limit on
+                    # connections keeps bounding open sockets, and a stopping worker
+                    # waits for the lingering ones as for the others.
+                    self.nr_conns += 1
 
             conn.close = close
         super().finish_request(conn, fs)
@@ -336,28 +342,43 @@ class Lingerer:
     (RFC 9112 9.6: the write side shut at once, then what the client still sends read
     and dropped until it closes, ``LINGER_BYTES`` or ``LINGER_SECONDS``, so that unread
     data does not make the kernel reset the connection under the answer), on a thread
-    of its own instead of the caller's."""
+    of its own instead of the caller's. ``closed`` is called (on that thread) for each
+    socket ``close`` handed over, once it is closed: the worker counts a lingering
+    socket as a connection until then, so its limit on connections still bounds them."""
 
     LINGER_SECONDS = 2.0
     LINGER_BYTES = 64 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, closed: Callable[[], None]) -> None:
+        self._closed = closed
         self._arrivals: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
-        threading.Thread(target=self._run, name="salesmart-linger", daemon=True).start()
+        # Never blocks the caller: a full pair means a wake-up is pending already.
+        self._wake_writer.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="salesmart-linger", daemon=True)
+        self._thread.start()
 
-    def close(self, sock: socket.socket) -> None:
+    def close(self, sock: socket.socket) -> bool:
+        """Shut ``sock``'s write side; True when it was handed over to linger, False when
+        it is closed already (the client had closed its side, or the socket is gone)."""
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
+            if _read_to_end_now(sock, self.LINGER_BYTES):
+                sock.close()
+                return False
         except OSError:  # already gone: nothing to linger for
             with contextlib.suppress(OSError):
                 sock.close()
-            return
+            return False
+        if not self._thread.is_alive():  # it never should die; if it did, close as before
+            util.close_graceful(sock)
+            return False
         self._arrivals.put(sock)
         with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
+        return True
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
@@ -370,41 +391,67 @@ class Lingerer:
                 selector.unregister(sock)
             with contextlib.suppress(OSError):
                 sock.close()
+            self._closed()
 
         while True:
-            for key, _ in selector.select(timeout=0.25):
-                sock = key.fileobj
-                if sock is self._wake_reader:
-                    with contextlib.suppress(OSError):
-                        self._wake_reader.recv(4096)
-                    continue
-                assert isinstance(sock, socket.socket)
-                try:
-                    data = sock.recv(4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    done(sock)
-                    continue
-                lingering[sock][1] += len(data)
-                if lingering[sock][1] >= self.LINGER_BYTES:
-                    done(sock)
-            while True:
-                try:
-                    sock = self._arrivals.get_nowait()
-                except queue.Empty:
-                    break
-                try:
-                    selector.register(sock, selectors.EVENT_READ)
-                except (ValueError, OSError):  # closed meanwhile
-                    done(sock)
-                    continue
-                lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, 0]
-            now = time.monotonic()
-            for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
+            try:
+                self._linger_once(selector, lingering, done)
+            except Exception as exc:  # a bug here must not leak every later socket
+                log_failure("lingering on closed connections", exc)
+
+    def _linger_once(
+        self,
+        selector: selectors.BaseSelector,
+        lingering: dict[socket.socket, list[float]],
+        done: Callable[[socket.socket], None],
+    ) -> None:
+        for key, _ in selector.select(timeout=0.25):
+            sock = key.fileobj
+            if sock is self._wake_reader:
+                with contextlib.suppress(OSError):
+                    self._wake_reader.recv(4096)
+                continue
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
                 done(sock)
+                continue
+            lingering[sock][1] += len(data)
+            if lingering[sock][1] >= self.LINGER_BYTES:
+                done(sock)
+        while True:
+            try:
+                sock = self._arrivals.get_nowait()
+            except queue.Empty:
+                break
+            lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, 0]
+            try:
+                selector.register(sock, selectors.EVENT_READ)
+            except (KeyError, ValueError, OSError):  # closed meanwhile
+                done(sock)
+        now = time.monotonic()
+        for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
+            done(sock)
+
+
+def _read_to_end_now(sock: socket.socket, limit: int) -> bool:
+    """Whether the client has closed its side already (what it sent before, up to
+    ``limit``, read and dropped): then there is nothing to linger for."""
+    read = 0
+    while read < limit:
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return False
+        if not data:
+            return True
+        read += len(data)
+    return False
 
 
 REQUEST_LINE_LIMIT = 8190
@@ -426,7 +473,7 @@ def gunicorn_options(env: Mapping[str, str], host: str, port: int) -> dict[str, 
         "limit_request_line": REQUEST_LINE_LIMIT,
         "worker_class": f"{__name__}.DeadlineThreadWorker",
         "worker_tmp_dir": worker_tmp_dir(),
-        # gunicorn 24+ opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
+        # gunicorn opens a management socket at ~/.gunicorn/gunicorn.ctl (worker
         # counts, shutdown): nothing here uses it, the local run's four functions would
         # share one path, and a read-only root has no home to write it in.
         "control_socket_disable": True,
@@ -443,8 +490,6 @@ class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            if key == "control_socket_disable" and key not in self.cfg.settings:
-                continue  # gunicorn before the control socket (pyproject allows 23)
             self.cfg.set(key, value)
 
     def load(self) -> Any:

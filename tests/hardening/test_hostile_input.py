@@ -430,6 +430,26 @@ def test_a_closed_connections_silent_client_does_not_hold_up_the_others(
         assert not server_holds_it(), "the lingering connection was never closed"
 
 
+def test_a_stopping_worker_lingers_on_closed_connections_before_it_exits(
+    serve: Serve, marts_dsn: str
+) -> None:
+    """Lingering sockets count as connections: a stopping worker waits for them as gunicorn
+    waits for its own. Uncounted, it exited at once and the kernel reset the connection
+    of a client still sending (what lingering is there to avoid)."""
+    served = serve("token", SALESMART_DATABASE_URL=marts_dsn)
+    port = urlsplit(served.url).port
+    assert port is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert client.recv(65536).startswith(b"HTTP/1.1 200 ")
+        served.process.send_signal(signal.SIGTERM)  # the worker starts stopping
+        # The client goes on sending for a second: read and dropped while it lingers.
+        for _ in range(10):
+            time.sleep(0.1)
+            client.sendall(b"x" * 100)  # a reset connection fails here
+    served.process.wait(timeout=30)
+
+
 @pytest.mark.parametrize(
     ("framing", "status"),
     [
