@@ -351,7 +351,7 @@ class Lingerer:
 
     def __init__(self, closed: Callable[[], None]) -> None:
         self._closed = closed
-        self._arrivals: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self._arrivals: queue.SimpleQueue[tuple[socket.socket, int]] = queue.SimpleQueue()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         # Never blocks the caller: a full pair means a wake-up is pending already.
@@ -365,7 +365,8 @@ class Lingerer:
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
-            if _read_to_end_now(sock, self.LINGER_BYTES):
+            already_read = _read_to_end_now(sock, self.LINGER_BYTES)
+            if already_read is None:
                 sock.close()
                 return False
         except OSError:  # already gone: nothing to linger for
@@ -375,7 +376,7 @@ class Lingerer:
         if not self._thread.is_alive():  # it never should die; if it did, close as before
             util.close_graceful(sock)
             return False
-        self._arrivals.put(sock)
+        self._arrivals.put((sock, already_read))
         with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
         return True
@@ -386,7 +387,8 @@ class Lingerer:
         lingering: dict[socket.socket, list[float]] = {}  # sock: [deadline, bytes read]
 
         def done(sock: socket.socket) -> None:
-            lingering.pop(sock, None)
+            if lingering.pop(sock, None) is None:
+                return  # closed already: counted back once only
             with contextlib.suppress(KeyError, ValueError, OSError):
                 selector.unregister(sock)
             with contextlib.suppress(OSError):
@@ -394,64 +396,78 @@ class Lingerer:
             self._closed()
 
         while True:
+            # Three steps, each guarded on its own: a failure in one (a bug; none is
+            # known) drops the socket it concerns and leaves the others to run, so no
+            # later socket is left unclosed and counted for good.
             try:
-                self._linger_once(selector, lingering, done)
-            except Exception as exc:  # a bug here must not leak every later socket
-                log_failure("lingering on closed connections", exc)
+                ready = selector.select(timeout=0.25)
+            except Exception as exc:
+                self._failed(exc)
+                ready = []
+            for key, _ in ready:
+                if key.fileobj is self._wake_reader:
+                    with contextlib.suppress(OSError):
+                        self._wake_reader.recv(4096)
+                    continue
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    self._read(sock, lingering, done)
+                except Exception as exc:
+                    self._failed(exc)
+                    done(sock)
+            while True:
+                try:
+                    sock, already_read = self._arrivals.get_nowait()
+                except queue.Empty:
+                    break
+                lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, already_read]
+                try:
+                    selector.register(sock, selectors.EVENT_READ)
+                except (KeyError, ValueError, OSError):  # closed meanwhile
+                    done(sock)
+            now = time.monotonic()
+            for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
+                done(sock)
 
-    def _linger_once(
+    def _read(
         self,
-        selector: selectors.BaseSelector,
+        sock: socket.socket,
         lingering: dict[socket.socket, list[float]],
         done: Callable[[socket.socket], None],
     ) -> None:
-        for key, _ in selector.select(timeout=0.25):
-            sock = key.fileobj
-            if sock is self._wake_reader:
-                with contextlib.suppress(OSError):
-                    self._wake_reader.recv(4096)
-                continue
-            assert isinstance(sock, socket.socket)
-            try:
-                data = sock.recv(4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                done(sock)
-                continue
-            lingering[sock][1] += len(data)
-            if lingering[sock][1] >= self.LINGER_BYTES:
-                done(sock)
-        while True:
-            try:
-                sock = self._arrivals.get_nowait()
-            except queue.Empty:
-                break
-            lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, 0]
-            try:
-                selector.register(sock, selectors.EVENT_READ)
-            except (KeyError, ValueError, OSError):  # closed meanwhile
-                done(sock)
-        now = time.monotonic()
-        for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
+        """What the client sent since, dropped; the socket closed at its end or the cap."""
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            done(sock)
+            return
+        lingering[sock][1] += len(data)
+        if lingering[sock][1] >= self.LINGER_BYTES:
             done(sock)
 
+    def _failed(self, exc: Exception) -> None:
+        log_failure("lingering on closed connections", exc)
+        time.sleep(0.25)  # a failure that comes back is logged four times a second, not in a spin
 
-def _read_to_end_now(sock: socket.socket, limit: int) -> bool:
-    """Whether the client has closed its side already (what it sent before, up to
-    ``limit``, read and dropped): then there is nothing to linger for."""
+
+def _read_to_end_now(sock: socket.socket, limit: int) -> int | None:
+    """None when the client has closed its side already (what it sent before, up to
+    ``limit``, read and dropped): nothing to linger for. Else the bytes read so far."""
     read = 0
     while read < limit:
         try:
             data = sock.recv(4096)
         except BlockingIOError:
-            return False
+            return read
         if not data:
-            return True
+            return None
         read += len(data)
-    return False
+    return read
 
 
 REQUEST_LINE_LIMIT = 8190
