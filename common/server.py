@@ -366,8 +366,8 @@ class Lingerer:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
             already_read = _read_to_end_now(sock, self.LINGER_BYTES)
-            if already_read is None:
-                sock.close()
+            if already_read is None or already_read >= self.LINGER_BYTES:
+                sock.close()  # the client is gone, or has sent all that is read for it
                 return False
         except OSError:  # already gone: nothing to linger for
             with contextlib.suppress(OSError):
@@ -393,16 +393,21 @@ class Lingerer:
                 selector.unregister(sock)
             with contextlib.suppress(OSError):
                 sock.close()
-            self._closed()
+            try:
+                self._closed()
+            except Exception as exc:
+                failures.append(exc)
 
+        # Every step on a socket is guarded on its own: a failure (a bug; none is known)
+        # drops the socket it concerns and leaves the others to go on, so no socket is
+        # left open and counted for good. Failures are logged once per pass, which then
+        # waits a moment: one that comes back is not logged in a spin.
+        failures: list[Exception] = []
         while True:
-            # Three steps, each guarded on its own: a failure in one (a bug; none is
-            # known) drops the socket it concerns and leaves the others to run, so no
-            # later socket is left unclosed and counted for good.
             try:
                 ready = selector.select(timeout=0.25)
             except Exception as exc:
-                self._failed(exc)
+                failures.append(exc)
                 ready = []
             for key, _ in ready:
                 if key.fileobj is self._wake_reader:
@@ -410,12 +415,12 @@ class Lingerer:
                         self._wake_reader.recv(4096)
                     continue
                 sock = key.fileobj
-                assert isinstance(sock, socket.socket)
                 try:
+                    assert isinstance(sock, socket.socket)
                     self._read(sock, lingering, done)
                 except Exception as exc:
-                    self._failed(exc)
-                    done(sock)
+                    failures.append(exc)
+                    done(sock)  # type: ignore[arg-type]
             while True:
                 try:
                     sock, already_read = self._arrivals.get_nowait()
@@ -424,11 +429,21 @@ class Lingerer:
                 lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, already_read]
                 try:
                     selector.register(sock, selectors.EVENT_READ)
-                except (KeyError, ValueError, OSError):  # closed meanwhile
+                except Exception as exc:  # closed meanwhile (OSError, ValueError), or a bug
+                    if not isinstance(exc, KeyError | ValueError | OSError):
+                        failures.append(exc)
                     done(sock)
             now = time.monotonic()
             for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
-                done(sock)
+                try:
+                    done(sock)
+                except Exception as exc:
+                    failures.append(exc)
+            if failures:
+                message = f"lingering on closed connections ({len(failures)} failed)"
+                log_failure(message, failures[0])
+                failures.clear()
+                time.sleep(0.25)
 
     def _read(
         self,
@@ -449,10 +464,6 @@ class Lingerer:
         lingering[sock][1] += len(data)
         if lingering[sock][1] >= self.LINGER_BYTES:
             done(sock)
-
-    def _failed(self, exc: Exception) -> None:
-        log_failure("lingering on closed connections", exc)
-        time.sleep(0.25)  # a failure that comes back is logged four times a second, not in a spin
 
 
 def _read_to_end_now(sock: socket.socket, limit: int) -> int | None:

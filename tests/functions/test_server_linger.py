@@ -92,30 +92,52 @@ def test_a_client_closing_while_it_lingers_is_counted_back_at_once(
     assert counted.when(1, within=1.5) < 1.5
 
 
-def test_a_client_that_keeps_sending_is_cut_off_at_the_byte_cap(
+class CountingReads(socket.socket):
+    """A socket that counts what is read from it (a spy: reads are unchanged)."""
+
+    read = 0
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = super().recv(size, flags)
+        type(self).read += len(data)
+        return data
+
+
+def counting(made: list[socket.socket]) -> tuple[CountingReads, socket.socket]:
+    ours, client = pair(made)
+    spied = CountingReads(ours.family, ours.type, fileno=ours.detach())
+    made.append(spied)
+    CountingReads.read = 0
+    return spied, client
+
+
+def test_what_is_read_for_a_client_is_capped_across_the_hand_over(
+    pairs: list[socket.socket],
+) -> None:
+    # 40 KiB before the close and 40 KiB after: the cap (64 KiB) counts both, and ends
+    # the lingering before its 2 s deadline (it read 128 KiB in all, the cap twice).
+    counted = Counted()
+    lingering = Lingerer(counted)
+    ours, client = counting(pairs)
+    client.sendall(b"x" * 40 * 1024)
+    assert lingering.close(ours) is True
+    client.sendall(b"y" * 40 * 1024)
+    assert counted.when(1, within=1.5) < 1.5
+    assert Lingerer.LINGER_BYTES <= CountingReads.read <= Lingerer.LINGER_BYTES + 4096
+
+
+def test_a_client_that_sent_the_whole_cap_already_is_closed_at_once(
     pairs: list[socket.socket],
 ) -> None:
     counted = Counted()
     lingering = Lingerer(counted)
-    ours, client = pair(pairs)
-    sent = 0
-
-    def stream() -> None:
-        nonlocal sent
-        try:
-            while True:
-                sent += client.send(b"x" * 4096)
-        except OSError:  # reset once it was closed
-            pass
-
-    streaming = threading.Thread(target=stream, daemon=True)
-    streaming.start()
-    time.sleep(0.1)
-    assert lingering.close(ours) is True
-    counted.when(1, within=1.5)  # well before the 2 s deadline: the cap closed it
-    streaming.join(timeout=5)
-    assert not streaming.is_alive()
-    assert sent < Lingerer.LINGER_BYTES * 2 + 2 * 1024 * 1024  # the pair's buffers, then cut
+    ours, client = counting(pairs)
+    client.sendall(b"x" * (Lingerer.LINGER_BYTES + 10_000))
+    assert lingering.close(ours) is False  # nothing more would be read for it
+    assert ours.fileno() == -1
+    assert CountingReads.read <= Lingerer.LINGER_BYTES + 4096
+    time.sleep(0.3)
+    assert counted.closed == 0
 
 
 class FaultyOnTheLingerThread(socket.socket):
@@ -147,3 +169,28 @@ def test_a_failure_on_one_socket_leaves_the_others_lingering_and_counted(
     time.sleep(0.6)
     assert counted.closed == 4
     assert 1 <= len(failures) <= 3, failures  # logged, not in a spin
+
+
+def test_a_failing_count_back_leaves_the_thread_closing_the_others(
+    pairs: list[socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected fault: the count-back itself raises (at expiry). The thread went on
+    before only for reads; a failure at expiry ended it, leaving the rest open."""
+    failures: list[str] = []
+    monkeypatch.setattr(server, "log_failure", lambda message, exc: failures.append(message))
+    calls = Counted()
+
+    def failing_once() -> None:
+        calls()
+        if calls.closed == 1:
+            raise RuntimeError("a bug in counting back")
+
+    lingering = QuickLingerer(failing_once)
+    for _ in range(3):
+        ours, _client = pair(pairs)
+        assert lingering.close(ours) is True
+    calls.when(3, within=3)
+    assert failures and "1 failed" in failures[0], failures
+    ours, _client = pair(pairs)  # the thread still lingers
+    assert lingering.close(ours) is True
+    calls.when(4, within=3)
