@@ -52,6 +52,21 @@ X010,Halal Bbb,25.00,4,2023-12-01
 """
 
 
+def assert_error_envelope(body: dict[str, Any]) -> None:
+    """The contract's error body: error, message, request_id, and details (validation)."""
+    keys = set(body)
+    assert (
+        {"error", "message", "request_id"}
+        <= keys
+        <= {
+            "error",
+            "message",
+            "request_id",
+            "details",
+        }
+    ), body
+
+
 def write_extra_csv(folder: Path) -> Path:
     path = folder / "extra.csv"
     path.write_text(EXTRA_CSV)

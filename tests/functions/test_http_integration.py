@@ -18,7 +18,7 @@ import requests
 
 from pipeline.netutil import free_port
 from tests.conftest import TEST_ENV
-from tests.functions.conftest import Account, Served, make_user
+from tests.functions.conftest import Account, Served, assert_error_envelope, make_user
 
 Serve = Callable[..., Served]
 
@@ -51,16 +51,7 @@ def bearer(token_fn: Served, user: Account) -> dict[str, str]:
 
 def envelope(response: requests.Response) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
-    assert (
-        {"error", "message", "request_id"}
-        <= set(body)
-        <= {
-            "error",
-            "message",
-            "request_id",
-            "details",
-        }
-    )
+    assert_error_envelope(body)
     assert body["request_id"] == response.headers["X-Request-ID"]
     return body
 

@@ -21,7 +21,14 @@ from common.db import PgPool
 from common.errors import InvalidCredentials
 from common.pg import connect
 from tests.conftest import TEST_ENV
-from tests.functions.conftest import Account, Caller, caller, load_function, make_user
+from tests.functions.conftest import (
+    Account,
+    Caller,
+    assert_error_envelope,
+    caller,
+    load_function,
+    make_user,
+)
 
 SECRET = TEST_ENV["SALESMART_JWT_SECRET"]
 
@@ -139,16 +146,7 @@ def test_400_on_malformed_requests(call: Caller, kwargs: dict[str, Any]) -> None
     response = call("/token", method="POST", **kwargs)
     assert response.status_code == 400
     body = response.get_json()
-    assert (
-        {"error", "message", "request_id"}
-        <= set(body)
-        <= {
-            "error",
-            "message",
-            "request_id",
-            "details",
-        }
-    )
+    assert_error_envelope(body)
     # A broken field is named in "details", its value never quoted.
     for value in ("u" * 300, "nul", "line", "something"):
         assert value not in json.dumps(body.get("details", {})), body
