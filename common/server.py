@@ -240,7 +240,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is u
             req.must_close = True
         # A chunked body's length is known only once read: the app's wrapper drains it
         # before the answer's headers go out, and closes after one that does not end.
-        _serving.chunked = (req, conn.sock) if _is_chunked(req) else None
+        _serving.chunked = req if _is_chunked(req) else None
         try:
             return super().handle_request(req, conn)
         finally:
@@ -253,7 +253,7 @@ DRAINED_BODY_BYTES = 64 * 1024
 #: without it (and closes the connection): a client that stalls its body is not waited on.
 DRAIN_SECONDS = 2.0
 
-#: The chunked request a serving thread is answering, with its socket (else None).
+#: The chunked request a serving thread is answering (else None).
 _serving = threading.local()
 
 
@@ -277,14 +277,13 @@ def _closing_after_undrained_chunks(app: Any) -> Any:
 
     def serve(environ: dict[str, Any], start_response: Any) -> Any:
         answer = app(environ, start_response)
-        serving = getattr(_serving, "chunked", None)
-        if serving is not None:
-            req, sock = serving
+        req = getattr(_serving, "chunked", None)
+        if req is not None:
             # gunicorn's own answer object: closing anyway (a stopping worker, the
             # keep-alive limit) needs no drain.
             response = getattr(start_response, "__self__", None)
             closing = req.should_close() or getattr(response, "must_close", False) is True
-            if not closing and not _drained(environ["wsgi.input"], req.unreader, sock):
+            if not closing and not _drained(environ["wsgi.input"], req.unreader):
                 req.must_close = True
         return answer
 
@@ -310,14 +309,15 @@ class _DeadlineSocket:
         return getattr(self._sock, name)
 
 
-def _drained(body: Any, unreader: Any, sock: socket.socket) -> bool:
+def _drained(body: Any, unreader: Any) -> bool:
     """Whether the rest of ``body`` ended within ``DRAINED_BODY_BYTES`` and
     ``DRAIN_SECONDS`` (read and dropped). A broken chunk (met by the app's read or this
     one) or a client gone, stalled or trickling midway is not: where a next request
     starts is unknown."""
     if getattr(body, "failed", False) is True:
         return False
-    if getattr(unreader, "sock", None) is not sock:
+    sock = getattr(unreader, "sock", None)
+    if not isinstance(sock, socket.socket):
         return False  # not a socket's reader as expected: close rather than guess
     prior = sock.gettimeout()
     unreader.sock = _DeadlineSocket(sock, time.monotonic() + DRAIN_SECONDS)
@@ -429,16 +429,14 @@ class Lingerer:
                 lingering[sock] = [time.monotonic() + self.LINGER_SECONDS, already_read]
                 try:
                     selector.register(sock, selectors.EVENT_READ)
-                except Exception as exc:  # closed meanwhile (OSError, ValueError), or a bug
-                    if not isinstance(exc, KeyError | ValueError | OSError):
-                        failures.append(exc)
+                except (KeyError, ValueError, OSError):  # closed meanwhile
+                    done(sock)
+                except Exception as exc:  # a bug
+                    failures.append(exc)
                     done(sock)
             now = time.monotonic()
             for sock in [sock for sock, (deadline, _) in lingering.items() if deadline <= now]:
-                try:
-                    done(sock)
-                except Exception as exc:
-                    failures.append(exc)
+                done(sock)  # guarded within
             if failures:
                 message = f"lingering on closed connections ({len(failures)} failed)"
                 log_failure(message, failures[0])

@@ -38,6 +38,18 @@ class LookAlikeError(UserError):
 _ADD_LOCK_KEY = 7_310_071
 _ADD_LOCK_WAIT = "30s"  # a literal: SET takes no parameters
 
+_INSERT_NEW = """
+INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)
+ON CONFLICT (username) DO NOTHING RETURNING username
+"""
+#: up's own admin: (re)set, re-enabled.
+_INSERT_OR_RESET = """
+INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)
+ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,
+    role = EXCLUDED.role, disabled = false, updated_at = now()
+RETURNING username
+"""
+
 
 @dataclass(frozen=True)
 class User:
@@ -66,25 +78,11 @@ def add_user(
         _take_add_lock(conn)
         if not (replace and has_user(conn, username)):  # a new name, not a reset
             _refuse_look_alike(conn, username)
-        if replace:
-            conn.run(
-                "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
-                " ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash,"
-                " role = EXCLUDED.role, disabled = false, updated_at = now()",
-                u=username,
-                h=password_hash,
-                r=role,
-            )
-        else:
-            rows = conn.run(
-                "INSERT INTO auth.users (username, password_hash, role) VALUES (:u, :h, :r)"
-                " ON CONFLICT (username) DO NOTHING RETURNING username",
-                u=username,
-                h=password_hash,
-                r=role,
-            )
-            if not rows:
-                raise UserError(f"user {username} already exists")
+        rows = conn.run(
+            _INSERT_OR_RESET if replace else _INSERT_NEW, u=username, h=password_hash, r=role
+        )
+        if not rows:
+            raise UserError(f"user {username} already exists")
     except BaseException as exc:
         # A lost connection fails the ROLLBACK too: the first error is the one to report.
         with contextlib.suppress(Exception):
