@@ -8,6 +8,7 @@ UV_VERSION := 0.13.8
 DBT_VENV := .venv-dbt
 BQEMU_VENV := .venv-bqemu
 AIRFLOW_VENV := .venv-airflow
+SERVE_VENV := .venv-serve
 AIRFLOW_PORT ?= 8090
 # Options of `salesmart up`, e.g. make up UP_ARGS="--port-base 9080 --rows 100000"
 UP_ARGS ?=
@@ -117,9 +118,17 @@ wrk:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
 
+# The benchmark's function instances run from the image's packages (requirements/serve.txt)
+# and the checkout's code, not from .venv, whose test tools some libraries import if present.
+$(SERVE_VENV)/.installed: pyproject.toml requirements/serve.txt | $(UV)
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(SERVE_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(SERVE_VENV)/bin/python --require-hashes --no-deps -r requirements/serve.txt
+	$(UV) pip install -q --python $(SERVE_VENV)/bin/python --no-deps -e .
+	touch $@
+
 # Not part of `make test`: minutes of load; run it on a quiet machine. BENCH_ARGS=--help.
-bench: envs wrk
+bench: envs wrk $(SERVE_VENV)/.installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) $(AIRFLOW_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs
+	rm -rf $(VENV) $(DBT_VENV) $(BQEMU_VENV) $(AIRFLOW_VENV) $(SERVE_VENV) .mypy_cache .ruff_cache .pytest_cache dbt/target dbt/logs

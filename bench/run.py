@@ -98,13 +98,19 @@ def _parser() -> argparse.ArgumentParser:
         help="a fast trial of the harness: small data, short runs, results under bench/data/",
     )
     parser.add_argument("--keep-state", type=Path, default=None, help="reuse a server folder")
+    parser.add_argument(
+        "--serving-env",
+        type=Path,
+        default=fn.SERVING_ENV,
+        help="the environment the instances run from (default: .venv-serve, the image's lock)",
+    )
     return parser
 
 
-def function_env(stack: Stack, settings: Settings) -> dict[str, str]:
-    """The environment of every instance, the floor's included. Bytecode is cached (in a
-    folder of this run), as in the image, where pip compiles it at install: without it
-    every start would compile each imported module again (PYTHONDONTWRITEBYTECODE)."""
+def function_runtime(stack: Stack, settings: Settings, serving_env: Path) -> fn.Runtime:
+    """How every instance, the floor's included, runs. Bytecode is cached (in a folder of
+    this run), as in the image, where pip compiles it at install: without it every start
+    would compile each imported module again (PYTHONDONTWRITEBYTECODE)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -125,7 +131,7 @@ def function_env(stack: Stack, settings: Settings) -> dict[str, str]:
     )
     if settings.bigquery.api_endpoint:
         env["SALESMART_BQ_ENDPOINT"] = settings.bigquery.api_endpoint
-    return env
+    return fn.Runtime(env, serving_env)
 
 
 def probes(settings: Settings) -> dict[str, fn.Probe]:
@@ -167,19 +173,19 @@ def add_bench_user(settings: Settings) -> None:
 
 
 def cold_starts(
-    names: Sequence[str], env: dict[str, str], probes_: dict[str, fn.Probe], runs: int, logs: Path
+    names: Sequence[str], runtime: fn.Runtime, probes_: dict[str, fn.Probe], runs: int, logs: Path
 ) -> dict[str, Any]:
     """``runs`` rounds, each starting every function once (interleaved: noise hits all)."""
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for name in names:  # unmeasured: fills the bytecode cache and the page cache
-        instance = fn.start(name, env, logs)
+        instance = fn.start(name, runtime, logs)
         try:
             fn.first_ok(instance, probes_[name])
         finally:
             instance.stop()
     for run in range(runs):
         for name in names:
-            instance = fn.start(name, env, logs)
+            instance = fn.start(name, runtime, logs)
             try:
                 seconds[name].append(fn.first_ok(instance, probes_[name]))
             finally:
@@ -228,13 +234,13 @@ def mib(size: int) -> float:
 
 def load_curve(
     name: str,
-    env: dict[str, str],
+    runtime: fn.Runtime,
     probe: fn.Probe,
     levels: Sequence[int],
     duration: float,
     logs: Path,
 ) -> dict[str, Any]:
-    with fn.running(name, env, logs, probe) as instance:
+    with fn.running(name, runtime, logs, probe) as instance:
         for _ in range(20):  # warm: pool connections, lazy imports, caches
             fn.request(instance, probe)
         time.sleep(1.0)
@@ -322,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def wanted(name: str) -> bool:
         return not only or name in only
 
+    serve = fn.serve_script(args.serving_env)
+    if (wanted("cold") or wanted("load")) and not serve.exists():
+        say(f"{serve} is missing: `make bench` installs it (or pass --serving-env)")
+        return 1
     if wanted("load") and not load.wrk_available():
         say("wrk is missing: `make bench` installs it (apt-get install wrk)")
         return 1
@@ -341,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_wait_seconds": args.max_wait,
             "wait_budget_seconds": args.wait_budget,
             "gunicorn": fn.GUNICORN_ENV,
+            "serving_env": str(args.serving_env),
             "quick": args.quick,
         },
         "quiet": {},
@@ -401,19 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"  dbt build on the stand-in: {entry['dbt']['duration_seconds']} s")
             names.insert(3, "trends_bq")
         try:
-            env = function_env(stack, settings)
+            runtime = function_runtime(stack, settings, args.serving_env)
             probes_ = probes(settings)
             if wanted("cold"):
                 quiet("cold")
                 with section(results, "cold_start") as entry:
-                    entry.update(cold_starts(names, env, probes_, args.cold_runs, logs))
+                    entry.update(cold_starts(names, runtime, probes_, args.cold_runs, logs))
             if wanted("load"):
                 curves: dict[str, Any] = {}
                 for name in [n for n in LOAD_ORDER if n in names]:
                     quiet(f"load_{name}")
                     with section(curves, name) as entry:
                         entry.update(
-                            load_curve(name, env, probes_[name], levels, args.duration, logs)
+                            load_curve(name, runtime, probes_[name], levels, args.duration, logs)
                         )
                 quiet("load_pgbench")
                 with section(curves, "pgbench") as entry:
