@@ -92,6 +92,13 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _serving_note(settings: Mapping[str, Any]) -> str:
+    serving_env = settings.get("serving_env")
+    if not serving_env:  # runs before the serving environment was recorded: the dev one
+        return "Function instances ran from the dev environment (.venv)."
+    return f"Function instances ran from `{Path(serving_env).name}`, the image's packages."
+
+
 def markdown(results: Mapping[str, Any], json_path: Path) -> str:
     try:
         source = json_path.relative_to(REPO_ROOT / "bench")
@@ -106,6 +113,7 @@ def markdown(results: Mapping[str, Any], json_path: Path) -> str:
         f"All numbers: [{source}]({source}). Everything runs on this one machine over "
         "loopback: the load generator, the function, PostgreSQL and the BigQuery stand-in "
         "share the two cores.",
+        _serving_note(settings),
         "",
         _load_note(results),
         "",
