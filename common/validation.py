@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
@@ -231,8 +232,34 @@ class RowValidator:
         return ValidRow(transaction_id, product, price, quantity, sale_date)
 
 
-def missing_columns(header: Sequence[str], rules: ValidationRules) -> list[str]:
-    """Required columns absent from a header (names compared trimmed, case-insensitive)."""
-    present = {name.strip().lower() for name in header}
-    required = dict.fromkeys((*CORE_COLUMNS, *rules.required_fields))
-    return [name for name in required if name.lower() not in present]
+@dataclass(frozen=True)
+class HeaderColumns:
+    """What a header's columns are to loading: ``names[i]`` is the (lower case) required
+    column that position ``i`` holds, or ``""`` for a column loading ignores."""
+
+    names: list[str]
+    missing: list[str]
+    ambiguous: list[str]
+
+
+def header_columns(header: Sequence[str], rules: ValidationRules) -> HeaderColumns:
+    """Find each required column in a header: names are trimmed, and matched exactly first,
+    then regardless of case. So ``Product`` beside ``product`` is an extra column (ignored,
+    as every extra one is), a lone ``Product`` is the product column, and only a column
+    matched twice at the same step (``product,product`` or ``Product,PRODUCT``) is
+    ambiguous."""
+    trimmed = [name.strip() for name in header]
+    folded = [name.lower() for name in trimmed]
+    names = [""] * len(header)
+    missing: list[str] = []
+    ambiguous: list[str] = []
+    for required in dict.fromkeys((*CORE_COLUMNS, *rules.required_fields)):
+        exact = [i for i, name in enumerate(trimmed) if name == required]
+        matches = exact or [i for i, name in enumerate(folded) if name == required.lower()]
+        if not matches:
+            missing.append(required)
+        elif len(matches) > 1:
+            ambiguous.append(required)
+        else:
+            names[matches[0]] = required.lower()
+    return HeaderColumns(names, missing, ambiguous)

@@ -359,9 +359,10 @@ class TransactionReader:
     def _header(
         self, records: Iterator[tuple[int, str, list[str] | None]]
     ) -> tuple[list[str], int]:
-        """The header's column names (trimmed, lower case), checked against the rules, and
-        its line number (also the number of lines up to it and with it when ``segments``
-        cuts the file: then every record, the header too, is one line)."""
+        """The header's columns as loading reads them (``validation.header_columns``:
+        a required column's name, ``""`` for an ignored one), checked, and its line number
+        (also the number of lines up to it and with it when ``segments`` cuts the file:
+        then every record, the header too, is one line)."""
         header: list[str] | None = None
         header_line = 0
         for header_line, raw, fields in records:  # noqa: B007 - its value after the loop
@@ -374,22 +375,21 @@ class TransactionReader:
                 break
         if header is None:
             raise UnusableInputError(f"{self.path}: empty file (no CSV header)")
-        names = [name.strip().lower() for name in header]
-        absent = validation.missing_columns(names, self.rules)
-        if absent:
-            raise UnusableInputError(
-                f"{self.path}: missing required column(s) {', '.join(absent)}"
-                f" ({_found_columns(names, absent)})"
-            )
         # Extra columns are ignored, so only a required one named twice is ambiguous
         # (spreadsheets end headers with empty names, and may repeat a note column).
-        required = {n.lower() for n in (*validation.CORE_COLUMNS, *self.rules.required_fields)}
-        twice = sorted({name for name in names if name in required and names.count(name) > 1})
-        if twice:
+        columns = validation.header_columns(header, self.rules)
+        if columns.missing:
+            shown = [name.strip().lower() for name in header]
             raise UnusableInputError(
-                f"{self.path}: the header names column(s) {', '.join(twice)} more than once"
+                f"{self.path}: missing required column(s) {', '.join(columns.missing)}"
+                f" ({_found_columns(shown, columns.missing)})"
             )
-        return names, header_line
+        if columns.ambiguous:
+            raise UnusableInputError(
+                f"{self.path}: the header names column(s) {', '.join(columns.ambiguous)}"
+                " more than once"
+            )
+        return columns.names, header_line
 
     def _checked(
         self,

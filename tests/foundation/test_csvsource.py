@@ -399,6 +399,30 @@ def test_telling_whole_lines_from_open_ones_agrees_with_csv(
         assert csvsource._opens_multiline_field(candidate) is not every_line_whole
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        # The contract's exact name wins; a column named like it in another case is an
+        # extra column, ignored like every extra one (before: the file was refused).
+        "transaction_id,Product,product,price,quantity,date",
+        "transaction_id,product,price,quantity,date,Product",
+        # Without the exact name, the one column named so in any case (and spacing) is it.
+        " Transaction_ID ,PRODUCT,Price,quantity,Date",
+    ],
+)
+def test_header_names_match_exactly_first_then_in_any_case(tmp_path: Path, header: str) -> None:
+    values = {"transaction_id": "T1", "product": "Halal A", "price": "12", "quantity": "3"}
+    values["date"] = "2023-01-01"
+    # Other columns hold text that would be refused where a required column is read.
+    cells = [values.get(name.strip(), "Display name") for name in header.split(",")]
+    if "product" not in header:
+        cells = ["T1", "Halal A", "12", "3", "2023-01-01"]
+    rows = read(tmp_path, f"{header}\n{','.join(cells)}\n")
+    assert [(r.reason, r.transaction_id, r.product, r.quantity) for r in rows] == [
+        (None, "T1", "Halal A", 3)
+    ]
+
+
 def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
     # Spreadsheets drop empty trailing cells: the extra columns are ignored anyway, so a row
     # that holds every required field is checked like any other. A row cut short inside the
@@ -487,7 +511,11 @@ def test_huge_field_is_handled(tmp_path: Path) -> None:
         (f"{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-32"), "UTF-16 or UTF-32"),
         (HEADER.encode() + b"\nT1,Halal \xff\xfe,12,1,2023-01-01\n", "not UTF-8"),
         (
-            b"transaction_id,product,Product,price,quantity,date\n",
+            b"transaction_id,product,price,quantity,date, product\n",
+            "names column(s) product more than once",
+        ),
+        (  # neither is the contract's exact name: which one is meant cannot be told
+            b"Transaction_ID,Product,PRODUCT,price,quantity,date\n",
             "names column(s) product more than once",
         ),
     ],
