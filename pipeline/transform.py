@@ -153,6 +153,10 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
         # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
         ssl = libpq_ssl_options(pg)
         env.update({f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"})
+        # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
+        # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
+        # every other connection does. .pgpass still works (libpq reads it for an empty one).
+        password = pg.password or env.get("PGPASSWORD", "")
         env.update(
             {
                 "SALESMART_PG_HOST": pg.host,
@@ -160,12 +164,12 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
                 "SALESMART_PG_USER": pg.user,
                 "SALESMART_PG_DBNAME": pg.database,
                 "SALESMART_PG_SSLMODE": ssl["sslmode"],
-                "DBT_ENV_SECRET_PG_PASSWORD": pg.password,
+                "DBT_ENV_SECRET_PG_PASSWORD": password,
                 "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
                 "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
             }
         )
-        secrets.append(pg.password)
+        secrets.append(password)
     elif target == "bigquery":
         bq = settings.bigquery
         env.update(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -397,3 +398,29 @@ def test_an_interrupted_build_lets_dbt_cancel_its_queries(
     assert "KeyboardInterrupt" in log  # dbt saw the interruption as Ctrl-C ...
     ending = log.splitlines()[-5:]  # ... and ended by itself (a killed dbt writes none)
     assert any("Command `dbt build` failed" in line for line in ending), ending
+
+
+def test_a_password_given_only_in_pgpassword_reaches_dbt(
+    pg_server: EmbeddedPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README names PGPASSWORD as a source of the database password. dbt's profile
+    always hands libpq one, and libpq reads PGPASSWORD only when none is given (an empty
+    one too): `transform` and `up` failed at dbt ("no password supplied") where every other
+    command connected."""
+    settings = loaded_settings(pg_server)
+    dsn = parse_dsn(settings.database_url)
+    assert dsn.password  # the server checks passwords (scram-sha-256)
+    without = settings.database_url.replace(f":{quote(dsn.password, safe='')}@", "@", 1)
+    assert parse_dsn(without).password == ""
+    monkeypatch.setenv("PGPASSWORD", dsn.password)
+    lines: list[str] = []
+    result = run_dbt(
+        "postgres",
+        build_settings({**os.environ, "SALESMART_DATABASE_URL": without}),
+        command="run",
+        select="+summary_sales",
+        work_dir=tmp_path,
+        on_line=lines.append,
+    )
+    assert result.success, lines
+    assert not any(dsn.password in line for line in lines)
