@@ -303,6 +303,30 @@ class AdminLogin:
     unshown: bool = False
     #: An account whose name differs from ``admin`` only in case: no ``admin`` was made.
     look_alike: str | None = None
+    #: The operator's account, left as it was, does not take the password `up` would
+    #: announce (``SALESMART_ADMIN_PASSWORD``, else the kept file's): where that one is.
+    other_password_in: str | None = None
+
+
+def _existing_admin(conn: Any, settings: Settings) -> AdminLogin:
+    """An operator's ``admin``, left as it is. The password `up` would name (given, else
+    kept in the folder: perhaps another database's, when one folder served several) is
+    announced only if it logs that account in; otherwise `up` says it does not."""
+    from common.passwords import verify_password
+
+    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
+    kept_file = ensure_state_dir(settings) / ADMIN_PASSWORD_FILE
+    candidate, where = given, "SALESMART_ADMIN_PASSWORD"
+    if not given and kept_file.exists():
+        candidate, where = kept_file.read_text().strip(), str(kept_file)
+    if not candidate:
+        return AdminLogin(None)
+    rows = conn.run(
+        "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
+    )
+    if rows and not rows[0][1] and verify_password(candidate, str(rows[0][0])):
+        return AdminLogin(candidate)
+    return AdminLogin(None, other_password_in=where)
 
 
 def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -> AdminLogin:
@@ -312,7 +336,7 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user, has_user
 
     if external_database and has_user(conn, ADMIN_USER):
-        return AdminLogin(None)
+        return _existing_admin(conn, settings)
     password, unshown = admin_password(settings)
     try:
         add_user(
@@ -523,6 +547,11 @@ def _announcement(
         announcement.append(
             f"  login      {ADMIN_USER}: the account already in that database, left unchanged"
         )
+        if admin.other_password_in is not None:
+            announcement.append(
+                f"             (the password in {admin.other_password_in} does not log it in:"
+                f" `salesmart users password {ADMIN_USER}` sets one)"
+            )
     elif admin.unshown:
         announcement.append(
             f"  login      {ADMIN_USER} / {admin.password}   (shown once; kept in"

@@ -78,6 +78,42 @@ def test_an_operators_admin_account_is_left_as_it_is(local_state: Settings) -> N
     assert verify_password("operators-own-password", before[0])
 
 
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_an_operators_admin_is_announced_with_a_password_only_if_it_logs_in(
+    local_state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """One folder, two databases: the kept password was the other database's, and `up`
+    said only "left unchanged" beside a file whose password got 401."""
+    conn = connect(local_state.database_url)
+    try:
+        add_user(conn, ADMIN_USER, "this-databases-password", "admin", 4)
+    finally:
+        conn.close()
+    state = tmp_path / ".salesmart"
+    state.mkdir(mode=0o700, exist_ok=True)
+
+    def announced(password: str) -> tuple[AdminLogin, str]:
+        if source == "file":
+            (state / "admin-password").write_text(password + "\n")
+            where = str(state / "admin-password")
+        else:
+            monkeypatch.setenv("SALESMART_ADMIN_PASSWORD", password)
+            where = "SALESMART_ADMIN_PASSWORD"
+        login = _provision(local_state, external_database=True)
+        said = "\n".join(_announcement(local_state, state, {}, "", login))
+        assert f"the password in {where}" in said, said
+        return login, said
+
+    login, said = announced("another-databases-password")
+    assert login.password is None and "does not log it in" in said, said
+    assert "salesmart users password admin" in said
+    login, said = announced("this-databases-password")
+    assert login.password == "this-databases-password" and "does not log it in" not in said
+    assert "left unchanged" not in said
+    password_hash, _ = _admin_row(local_state)
+    assert verify_password("this-databases-password", password_hash)  # never reset
+
+
 def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settings) -> None:
     login = _provision(local_state, external_database=True)
     password = login.password
