@@ -91,7 +91,7 @@ class RowValidator:
     def __init__(self, rules: ValidationRules, header: Sequence[str] = CORE_COLUMNS) -> None:
         self.rules = rules
         names = [name.strip().lower() for name in header]
-        self.required = tuple(dict.fromkeys((*CORE_COLUMNS, *rules.required_fields)))
+        self.required = required_columns(rules)
         absent = [name for name in self.required if name.lower() not in names]
         if absent:
             raise ValueError(f"missing required column(s): {', '.join(absent)}")
@@ -232,6 +232,15 @@ class RowValidator:
         return ValidRow(transaction_id, product, price, quantity, sale_date)
 
 
+def required_columns(rules: ValidationRules) -> tuple[str, ...]:
+    """The columns a row needs: the contract's five, then the configuration's others, each
+    once whatever its case (a configured ``Product`` is the ``product`` column)."""
+    columns: dict[str, str] = {}
+    for name in (*CORE_COLUMNS, *rules.required_fields):
+        columns.setdefault(name.lower(), name)
+    return tuple(columns.values())
+
+
 @dataclass(frozen=True)
 class HeaderColumns:
     """What a header's columns are to loading: ``names[i]`` is the (lower case) required
@@ -253,7 +262,7 @@ def header_columns(header: Sequence[str], rules: ValidationRules) -> HeaderColum
     names = [""] * len(header)
     missing: list[str] = []
     ambiguous: list[str] = []
-    for required in dict.fromkeys((*CORE_COLUMNS, *rules.required_fields)):
+    for required in required_columns(rules):
         exact = [i for i, name in enumerate(trimmed) if name == required]
         matches = exact or [i for i, name in enumerate(folded) if name == required.lower()]
         if not matches:

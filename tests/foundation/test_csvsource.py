@@ -423,6 +423,23 @@ def test_header_names_match_exactly_first_then_in_any_case(tmp_path: Path, heade
     ]
 
 
+def test_a_required_field_configured_in_another_case_is_the_same_column(tmp_path: Path) -> None:
+    # `Product` in the configuration is the product column: found once, by the contract's
+    # spelling first. Before, both spellings were looked up, and the validator read the
+    # first column named either way (here the display name) as the product.
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "transaction_id,Product,product,price,quantity,date,Store\n"
+        "T1,Halal (display),Halal A,12,1,2023-01-01,\n"
+        "T2,Halal (display),Halal B,12,1,2023-01-01,Jakarta\n"
+    )
+    rules = ValidationRules(
+        required_fields=(*ValidationRules().required_fields, "Product", "store")
+    )
+    rows = list(TransactionReader(path, rules, KEY))
+    assert [(r.reason, r.product) for r in rows] == [("missing_store", ""), (None, "Halal B")]
+
+
 def test_a_row_short_only_of_ignored_trailing_columns_is_checked(tmp_path: Path) -> None:
     # Spreadsheets drop empty trailing cells: the extra columns are ignored anyway, so a row
     # that holds every required field is checked like any other. A row cut short inside the
