@@ -268,6 +268,19 @@ def wait_until_stopped(
 
 
 # -- up -----------------------------------------------------------------------------------
+def named_admin_password(settings: Settings) -> tuple[str, str, bool]:
+    """The demo admin's password as `up` names it, without making one: the given one
+    (``SALESMART_ADMIN_PASSWORD``), else the one kept in the folder ("" if none); where it
+    is; and whether it is still to be shown."""
+    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
+    if given:
+        return given, "SALESMART_ADMIN_PASSWORD", False
+    state = ensure_state_dir(settings)
+    path = state / ADMIN_PASSWORD_FILE
+    kept = path.read_text().strip() if path.exists() else ""
+    return kept, str(path), bool(kept) and (state / ADMIN_PASSWORD_UNSHOWN_FILE).exists()
+
+
 def admin_password(settings: Settings) -> tuple[str, bool]:
     """The demo admin's password, and whether it is still to be shown.
 
@@ -279,15 +292,14 @@ def admin_password(settings: Settings) -> tuple[str, bool]:
     state = ensure_state_dir(settings)
     path = state / ADMIN_PASSWORD_FILE
     unshown = state / ADMIN_PASSWORD_UNSHOWN_FILE
-    kept = path.read_text().strip() if path.exists() else ""
-    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
-    if given:
-        if kept != given:
-            write_private(path, given + "\n")
+    password, _, still_unshown = named_admin_password(settings)
+    if os.environ.get("SALESMART_ADMIN_PASSWORD"):
+        if not path.exists() or path.read_text().strip() != password:
+            write_private(path, password + "\n")
         unshown.unlink(missing_ok=True)
-        return given, False
-    if kept:
-        return kept, unshown.exists()
+        return password, False
+    if password:
+        return password, still_unshown
     import secrets
 
     password = secrets.token_urlsafe(15)
@@ -306,26 +318,29 @@ class AdminLogin:
     #: The operator's account, left as it was, does not take the password `up` would
     #: announce (``SALESMART_ADMIN_PASSWORD``, else the kept file's): where that one is.
     other_password_in: str | None = None
+    #: The operator's account, left as it was, is disabled.
+    disabled: bool = False
 
 
-def _existing_admin(conn: Any, settings: Settings) -> AdminLogin:
-    """An operator's ``admin``, left as it is. The password `up` would name (given, else
-    kept in the folder: perhaps another database's, when one folder served several) is
-    announced only if it logs that account in; otherwise `up` says it does not."""
+def _existing_admin(conn: Any, settings: Settings) -> AdminLogin | None:
+    """An operator's ``admin``, left as it is (None: there is none). The password `up`
+    would name (given, else kept in the folder: perhaps another database's, when one folder
+    served several) is announced only if it logs that account in; else `up` says why not."""
     from common.passwords import verify_password
 
-    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
-    kept_file = ensure_state_dir(settings) / ADMIN_PASSWORD_FILE
-    candidate, where = given, "SALESMART_ADMIN_PASSWORD"
-    if not given and kept_file.exists():
-        candidate, where = kept_file.read_text().strip(), str(kept_file)
-    if not candidate:
-        return AdminLogin(None)
     rows = conn.run(
         "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
     )
-    if rows and not rows[0][1] and verify_password(candidate, str(rows[0][0])):
-        return AdminLogin(candidate)
+    if not rows:
+        return None
+    password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
+    if disabled:
+        return AdminLogin(None, disabled=True)
+    password, where, unshown = named_admin_password(settings)
+    if not password:
+        return AdminLogin(None)
+    if verify_password(password, password_hash):
+        return AdminLogin(password, unshown)
     return AdminLogin(None, other_password_in=where)
 
 
@@ -333,10 +348,12 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     """The demo admin. In up's own server it is up's: (re)set to the password kept under
     .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
     real account: it is created when missing, never changed nor re-enabled."""
-    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user, has_user
+    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user
 
-    if external_database and has_user(conn, ADMIN_USER):
-        return _existing_admin(conn, settings)
+    if external_database:
+        existing = _existing_admin(conn, settings)
+        if existing is not None:
+            return existing
     password, unshown = admin_password(settings)
     try:
         add_user(
@@ -547,7 +564,12 @@ def _announcement(
         announcement.append(
             f"  login      {ADMIN_USER}: the account already in that database, left unchanged"
         )
-        if admin.other_password_in is not None:
+        if admin.disabled:
+            announcement.append(
+                f"             (disabled: `salesmart users enable {ADMIN_USER}` allows its"
+                " logins again)"
+            )
+        elif admin.other_password_in is not None:
             announcement.append(
                 f"             (the password in {admin.other_password_in} does not log it in:"
                 f" `salesmart users password {ADMIN_USER}` sets one)"

@@ -114,6 +114,41 @@ def test_an_operators_admin_is_announced_with_a_password_only_if_it_logs_in(
     assert verify_password("this-databases-password", password_hash)  # never reset
 
 
+def test_a_disabled_operators_admin_is_announced_as_disabled(
+    local_state: Settings, tmp_path: Path
+) -> None:
+    """A disabled `admin` was said to refuse the kept password, with advice to set another
+    one, which leaves the account disabled."""
+    conn = connect(local_state.database_url)
+    try:
+        add_user(conn, ADMIN_USER, "the-kept-password-1", "admin", 4)
+        disable_user(conn, ADMIN_USER)
+    finally:
+        conn.close()
+    state = tmp_path / ".salesmart"
+    state.mkdir(mode=0o700, exist_ok=True)
+    (state / "admin-password").write_text("the-kept-password-1\n")
+    login = _provision(local_state, external_database=True)
+    said = "\n".join(_announcement(local_state, state, {}, "", login))
+    assert (login.password, login.disabled) == (None, True)
+    assert "salesmart users enable admin" in said and "users password" not in said, said
+
+
+def test_a_password_kept_unshown_is_shown_for_an_operators_admin_it_logs_in(
+    local_state: Settings, tmp_path: Path
+) -> None:
+    # An earlier `up` made `admin` with a generated password and stopped before serving:
+    # the next one, finding that account, shows the password once.
+    state = tmp_path / ".salesmart"
+    first = _provision(local_state, external_database=True)
+    assert first.password and first.unshown
+    again = _provision(local_state, external_database=True)
+    assert (again.password, again.unshown) == (first.password, True)
+    said = "\n".join(_announcement(local_state, state, {}, "", again))
+    assert f"admin / {first.password}   (shown once" in said, said
+    assert _provision(local_state, external_database=True).unshown is False
+
+
 def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settings) -> None:
     login = _provision(local_state, external_database=True)
     password = login.password
