@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
 import pytest
 
 from common.pg import connect
@@ -37,12 +38,14 @@ PASSWORD_IN_README = "a random password of 32 bytes or more"
 FUNCTIONS_PASSWORD = "functions-role-" + "f" * 32
 
 
-def readme_sql() -> str:
-    """The SQL block that follows the marker in README.md, unindented."""
+def readme_sql() -> tuple[str, str]:
+    """The two SQL blocks that follow the marker in README.md (the administrator's, the
+    owner's), unindented."""
     after = (REPO_ROOT / "README.md").read_text().split(MARKER, 1)[1]
-    block = re.search(r"```sql\n(.*?)\n\s*```", after, re.DOTALL)
-    assert block, "README.md: no ```sql block after the least-privilege marker"
-    return "\n".join(line.strip() for line in block.group(1).splitlines())
+    blocks = re.findall(r"```sql\n(.*?)\n\s*```", after, re.DOTALL)[:2]
+    assert len(blocks) == 2, "README.md: two ```sql blocks expected after the marker"
+    admin, owner = ("\n".join(line.strip() for line in b.splitlines()) for b in blocks)
+    return admin, owner
 
 
 def as_user(dsn: str, user: str, password: str) -> str:
@@ -59,25 +62,35 @@ def setup(
     again by the default privileges at each rebuild)."""
     suffix = secrets.token_hex(4)
     owner, functions, database = f"owner_{suffix}", f"fn_{suffix}", f"lp_{suffix}"
-    admin = connect(pg_server.database_dsn("postgres"))
-    admin.run(f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-password'")
-    admin.run(f"CREATE DATABASE {database} OWNER {owner}")
+    administrator = f"admin_{suffix}"  # not a superuser: a managed database's admin
+    superuser = connect(pg_server.database_dsn("postgres"))
+    superuser.run(f"CREATE ROLE {administrator} LOGIN CREATEROLE PASSWORD 'admin-password'")
+    superuser.run(f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-password'")
+    superuser.run(f"CREATE DATABASE {database} OWNER {owner}")
     owner_dsn = as_user(pg_server.database_dsn(database), owner, "owner-password")
+    admin_dsn = as_user(pg_server.database_dsn(database), administrator, "admin-password")
     migrate_database(owner_dsn)
-    sql = readme_sql()
-    for name, ours in (("salesmart_owner", owner), ("salesmart_functions", functions)):
-        assert name in sql
-        sql = sql.replace(name, ours)
-    assert "DATABASE salesmart " in sql and PASSWORD_IN_README in sql
-    sql = sql.replace("DATABASE salesmart ", f"DATABASE {database} ")
-    sql = sql.replace(PASSWORD_IN_README, FUNCTIONS_PASSWORD)
+    names = {
+        "salesmart_owner": owner,
+        "salesmart_functions": functions,
+        "DATABASE salesmart ": f"DATABASE {database} ",
+        PASSWORD_IN_README: FUNCTIONS_PASSWORD,
+    }
+    admin_sql, owner_sql = readme_sql()
+    for readme_name, ours in names.items():
+        assert readme_name in admin_sql + owner_sql, readme_name
+        admin_sql, owner_sql = (
+            admin_sql.replace(readme_name, ours),
+            owner_sql.replace(readme_name, ours),
+        )
     if request.param == "after the first build":
         load_marts(owner_dsn, tmp_path)
-    in_database = connect(pg_server.database_dsn(database))  # the administrator, there
-    try:
-        in_database.run(sql)
-    finally:
-        in_database.close()
+    for dsn, sql in ((admin_dsn, admin_sql), (owner_dsn, owner_sql)):
+        conn = connect(dsn)
+        try:
+            conn.run(sql)
+        finally:
+            conn.close()
     if request.param == "before the first build":
         load_marts(owner_dsn, tmp_path)
     try:
@@ -87,10 +100,10 @@ def setup(
             "work": tmp_path,
         }
     finally:
-        admin.run(f"DROP DATABASE {database} WITH (FORCE)")
-        admin.run(f"DROP ROLE {functions}")
-        admin.run(f"DROP ROLE {owner}")
-        admin.close()
+        superuser.run(f"DROP DATABASE {database} WITH (FORCE)")
+        for role in (functions, owner, administrator):
+            superuser.run(f"DROP ROLE {role}")
+        superuser.close()
 
 
 def stored_hash(dsn: str, username: str) -> str:
@@ -101,6 +114,26 @@ def stored_hash(dsn: str, username: str) -> str:
         )
     finally:
         conn.close()
+
+
+def refused_to_the_functions(dsn: str) -> None:
+    """What the functions' role must not do: read raw rows, write accounts or roles,
+    create objects where the owner's dbt runs."""
+    for statement in (
+        "SELECT transaction_id FROM raw.transactions LIMIT 1",
+        "INSERT INTO auth.users (username, password_hash, role) VALUES ('x', 'x', 'admin')",
+        "UPDATE auth.users SET role = 'admin'",
+        "DELETE FROM auth.users",
+        "CREATE TABLE public.planted (id integer)",
+        "CREATE FUNCTION public.planted() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
+    ):
+        conn = connect(dsn)
+        try:
+            with pytest.raises(psycopg2.Error) as refused:
+                conn.run(statement)
+            assert refused.value.pgcode == "42501", (statement, refused.value.pgcode)
+        finally:
+            conn.close()
 
 
 def test_the_functions_role_of_the_readme_serves_after_every_rebuild(
@@ -151,6 +184,7 @@ def test_the_functions_role_of_the_readme_serves_after_every_rebuild(
             assert ended.status_code == 303, round_
 
         serves("after the first build")
+        refused_to_the_functions(functions_dsn)
         assert stored_hash(owner_dsn, account.username) != before  # moved to cost 5
         assert stored_hash(owner_dsn, account.username).startswith("$2b$05$")
         settings = settings_for(setup["owner_dsn"])
