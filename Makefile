@@ -118,11 +118,12 @@ wrk:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	  else echo "wrk is missing: run 'sudo apt-get install wrk'" >&2; exit 1; fi; }
 
-# The benchmark's function instances run from the image's packages (requirements/serve.txt)
-# and the checkout's code, not from .venv, whose test tools some libraries import if present.
+# The benchmark's function instances run from the image's packages (requirements/serve.txt,
+# synced: nothing the lock dropped stays) and the checkout's code, not from .venv, whose
+# test tools some libraries import if present.
 $(SERVE_VENV)/.installed: pyproject.toml requirements/serve.txt | $(UV)
 	$(UV) venv -q --allow-existing --python $(PYTHON) $(SERVE_VENV)
-	$(UV) pip install -q --compile-bytecode --python $(SERVE_VENV)/bin/python --require-hashes --no-deps -r requirements/serve.txt
+	$(UV) pip sync -q --compile-bytecode --python $(SERVE_VENV)/bin/python --require-hashes requirements/serve.txt
 	$(UV) pip install -q --python $(SERVE_VENV)/bin/python --no-deps -e .
 	touch $@
 

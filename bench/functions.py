@@ -31,8 +31,8 @@ FUNCTIONS = ("token", "trends_pg", "trends_bq", "dashboard")
 GUNICORN_ENV = {"WORKERS": "1", "THREADS": "8", "CLOUD_RUN_TIMEOUT_SECONDS": "300"}
 START_TIMEOUT_SECONDS = 60.0
 #: The image's packages and nothing else: the dev environment (.venv) holds test and lint
-#: tools that libraries import when present (google-cloud-bigquery imports tqdm: 0.5 MiB and
-#: ~6 ms more per instance than in the image).
+#: tools that libraries import when present (google-cloud-bigquery imports tqdm: 0.4-0.5 MiB
+#: and ~5 ms more per instance than in the image).
 SERVING_ENV = REPO_ROOT / ".venv-serve"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import recommend
+from bench.functions import SERVING_ENV
 from bench.machine import ratio
 from bench.recommend import COLD_START_FACTOR, KNEE_SHARE
 from common.config import REPO_ROOT
@@ -96,7 +97,9 @@ def _serving_note(settings: Mapping[str, Any]) -> str:
     serving_env = settings.get("serving_env")
     if not serving_env:  # runs before the serving environment was recorded: the dev one
         return "Function instances ran from the dev environment (.venv)."
-    return f"Function instances ran from `{Path(serving_env).name}`, the image's packages."
+    if Path(serving_env) == SERVING_ENV:
+        return f"Function instances ran from `{SERVING_ENV.name}`, the image's packages."
+    return f"Function instances ran from `{serving_env}` (`--serving-env`)."
 
 
 def markdown(results: Mapping[str, Any], json_path: Path) -> str:

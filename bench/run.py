@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-state", type=Path, default=None, help="reuse a server folder")
     parser.add_argument(
         "--serving-env",
-        type=Path,
+        type=lambda text: Path(text).resolve(),
         default=fn.SERVING_ENV,
         help="the environment the instances run from (default: .venv-serve, the image's lock)",
     )

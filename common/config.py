@@ -132,7 +132,7 @@ def require_database(settings: Settings, *, password_required: bool = True) -> N
     if settings.is_dev or any(key == "sslcert" for key, _ in params.ssl_files):
         return  # a local run's password is the embedded server's; a client certificate is a key
     # The database password is one of the deployment's secrets: held to the same length.
-    password = params.password or os.environ.get("PGPASSWORD", "")
+    password = params.password_or_env(os.environ)
     size = len(password.encode())
     if size < MIN_SECRET_BYTES and (size or password_required):
         state = "no password" if not size else f"a password of only {size} bytes"

@@ -17,7 +17,7 @@ import functools
 import ipaddress
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -49,6 +49,11 @@ class PgParams:
     def redacted(self) -> str:
         """The DSN without its password, safe for logs and messages."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def password_or_env(self, environ: Mapping[str, str]) -> str:
+        """The password libpq would send: the URL's, else ``PGPASSWORD`` (a ``.pgpass``
+        file it reads itself, later)."""
+        return self.password or environ.get("PGPASSWORD", "")
 
 
 def parse_dsn(dsn: str) -> PgParams:

@@ -537,7 +537,7 @@ def launcher() -> list[str]:
 def command(
     target: str, source: Path | str, host: str = "127.0.0.1", port: int | str = 8080
 ) -> list[str]:
-    """The argv that serves ``target`` from ``source`` (used by the stack, tests and bench)."""
+    """The argv that serves ``target`` from ``source`` (used by the stack and tests)."""
     return [*launcher(), *serve_arguments(target, source, host, port)]
 
 

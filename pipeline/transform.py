@@ -156,7 +156,7 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
         # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
         # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
         # every other connection does. .pgpass still works (libpq reads it for an empty one).
-        password = pg.password or env.get("PGPASSWORD", "")
+        password = pg.password_or_env(env)
         env.update(
             {
                 "SALESMART_PG_HOST": pg.host,
