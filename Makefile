@@ -15,12 +15,13 @@ UP_ARGS ?=
 export UV_LINK_MODE := copy
 export DO_NOT_TRACK := 1
 
-.PHONY: up test lint typecheck bench wrk install envs browser clean help airflow lock
+.PHONY: up test lint typecheck bench wrk install envs browser clean help airflow airflow-cli lock
 help:
 	@echo "make up     - start the whole local stack (Ctrl-C stops it)"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - benchmarks (writes bench/results/ and bench/RESULTS.md)"
 	@echo "make airflow - a local Airflow UI for the DAG, against a running make up"
+	@echo "make airflow-cli ARGS=... - Airflow's CLI on that instance (e.g. ARGS='dags list')"
 	@echo "make envs   - only create the environments (.venv, .venv-dbt, .venv-bqemu, .venv-airflow)"
 	@echo "make lint / make typecheck - ruff / mypy --strict alone"
 	@echo "make lock   - recompile requirements/*.txt from pyproject.toml and requirements/*.in"
@@ -98,9 +99,10 @@ test: envs browser lint typecheck
 
 # A local standalone Airflow (UI on http://127.0.0.1:$(AIRFLOW_PORT)) whose tasks use the stack
 # of a running `make up` in this folder (.salesmart/endpoints.json). Its state, and the login
-# it prints, stay in .salesmart/airflow.
-airflow: envs
-	AIRFLOW_HOME=$(CURDIR)/.salesmart/airflow \
+# it prints, stay in .salesmart/airflow, readable by this user only (umask 077: `up` leaves
+# .salesmart traversable for the embedded server's user when run as root).
+# `make airflow-cli ARGS="tasks list transform_sales_mart"`: Airflow's CLI on that instance.
+AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/.salesmart/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=120 \
 	AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT=150 \
@@ -110,7 +112,13 @@ airflow: envs
 	AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$$(($(AIRFLOW_PORT) + 1)) \
 	AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=$$(($(AIRFLOW_PORT) + 2)) \
 	SALESMART_HOME=$(CURDIR) SALESMART_STATE_DIR=$(CURDIR)/.salesmart \
-	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH $(AIRFLOW_VENV)/bin/airflow standalone
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH
+airflow: envs
+	umask 077 && mkdir -p .salesmart/airflow && chmod 700 .salesmart/airflow && \
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
+
+airflow-cli: envs
+	umask 077 && $(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow $(ARGS)
 
 # Load generator of the benchmarks (Debian's wrk; needs root, like `browser`).
 wrk:
