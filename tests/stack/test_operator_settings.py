@@ -49,6 +49,18 @@ def _provision(settings: Settings, *, external_database: bool) -> AdminLogin:
         conn.close()
 
 
+def _add_account(
+    settings: Settings, username: str, password: str, *, disabled: bool = False
+) -> None:
+    conn = connect(settings.database_url)
+    try:
+        add_user(conn, username, password, "admin", 4)
+        if disabled:
+            disable_user(conn, username)
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def local_state(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("SALESMART_ADMIN_PASSWORD", raising=False)
@@ -62,12 +74,7 @@ def local_state(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_an_operators_admin_account_is_left_as_it_is(local_state: Settings) -> None:
-    conn = connect(local_state.database_url)
-    try:
-        add_user(conn, ADMIN_USER, "operators-own-password", "admin", 4)
-        disable_user(conn, ADMIN_USER)
-    finally:
-        conn.close()
+    _add_account(local_state, ADMIN_USER, "operators-own-password", disabled=True)
     before = _admin_row(local_state)
 
     login = _provision(local_state, external_database=True)
@@ -84,11 +91,7 @@ def test_an_operators_admin_is_announced_with_a_password_only_if_it_logs_in(
 ) -> None:
     """One folder, two databases: the kept password was the other database's, and `up`
     said only "left unchanged" beside a file whose password got 401."""
-    conn = connect(local_state.database_url)
-    try:
-        add_user(conn, ADMIN_USER, "this-databases-password", "admin", 4)
-    finally:
-        conn.close()
+    _add_account(local_state, ADMIN_USER, "this-databases-password")
     state = tmp_path / ".salesmart"
     state.mkdir(mode=0o700, exist_ok=True)
 
@@ -119,12 +122,7 @@ def test_a_disabled_operators_admin_is_announced_as_disabled(
 ) -> None:
     """A disabled `admin` was said to refuse the kept password, with advice to set another
     one, which leaves the account disabled."""
-    conn = connect(local_state.database_url)
-    try:
-        add_user(conn, ADMIN_USER, "the-kept-password-1", "admin", 4)
-        disable_user(conn, ADMIN_USER)
-    finally:
-        conn.close()
+    _add_account(local_state, ADMIN_USER, "the-kept-password-1", disabled=True)
     state = tmp_path / ".salesmart"
     state.mkdir(mode=0o700, exist_ok=True)
     (state / "admin-password").write_text("the-kept-password-1\n")
@@ -158,12 +156,7 @@ def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settin
 
 
 def test_ups_own_server_resets_its_demo_admin(local_state: Settings) -> None:
-    conn = connect(local_state.database_url)
-    try:
-        add_user(conn, ADMIN_USER, "an-older-password-1", "admin", 4)
-        disable_user(conn, ADMIN_USER)
-    finally:
-        conn.close()
+    _add_account(local_state, ADMIN_USER, "an-older-password-1", disabled=True)
     login = _provision(local_state, external_database=False)
     password_hash, disabled = _admin_row(local_state)
     assert login.password is not None
@@ -177,11 +170,7 @@ def test_no_admin_is_made_beside_an_account_differing_only_in_case(
 ) -> None:
     """`up` made `admin` beside an existing `Admin` in its own server (its reset skipped
     the look-alike check), and in an operator's database said an `admin` was there."""
-    conn = connect(local_state.database_url)
-    try:
-        add_user(conn, "Admin", "operators-own-password", "admin", 4)
-    finally:
-        conn.close()
+    _add_account(local_state, "Admin", "operators-own-password")
 
     login = _provision(local_state, external_database=external_database)
 
