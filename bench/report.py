@@ -97,7 +97,7 @@ def _serving_note(settings: Mapping[str, Any]) -> str:
     serving_env = settings.get("serving_env")
     if not serving_env:  # runs before the serving environment was recorded: the dev one
         return "Function instances ran from the dev environment (.venv)."
-    if Path(serving_env) == SERVING_ENV:
+    if Path(serving_env).name == SERVING_ENV.name:  # `make bench`'s, in whichever clone
         return f"Function instances ran from `{SERVING_ENV.name}`, the image's packages."
     return f"Function instances ran from `{serving_env}` (`--serving-env`)."
 

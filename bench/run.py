@@ -30,7 +30,7 @@ from bench import functions as fn
 from bench import ingestion, load, recommend, report
 from bench.machine import load_average, machine, median, ratio, wait_for_quiet
 from bench.stack import BENCH_PASSWORD, BENCH_USER, DATA_DIR, Stack, dataset, running_stack
-from common.config import Settings
+from common.config import REPO_ROOT, Settings
 
 VALUES_FILE = report.VALUES_FILE
 QUICK_DIR = DATA_DIR / "quick"
@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the environment the instances run from (default: .venv-serve, the image's lock)",
     )
     return parser
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the checkout when inside it: results read alike in any clone."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def function_runtime(stack: Stack, settings: Settings, serving_env: Path) -> fn.Runtime:
@@ -351,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_wait_seconds": args.max_wait,
             "wait_budget_seconds": args.wait_budget,
             "gunicorn": fn.GUNICORN_ENV,
-            "serving_env": str(args.serving_env),
+            "serving_env": display_path(args.serving_env),
             "quick": args.quick,
         },
         "quiet": {},

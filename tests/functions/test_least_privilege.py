@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
-from common.pg import connect
+from common.pg import connect, parse_dsn
 from pipeline.migrate import migrate_database
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.transform import run_dbt
@@ -53,7 +53,10 @@ def as_user(dsn: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
 
 
-@pytest.fixture(params=["before the first build", "after the first build"])
+AS_ON_POSTGRESQL_14 = "before the first build, public as on PostgreSQL 14"
+
+
+@pytest.fixture(params=["before the first build", "after the first build", AS_ON_POSTGRESQL_14])
 def setup(
     request: pytest.FixtureRequest, pg_server: EmbeddedPostgres, tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
@@ -83,6 +86,16 @@ def setup(
             admin_sql.replace(readme_name, ours),
             owner_sql.replace(readme_name, ours),
         )
+    if request.param == AS_ON_POSTGRESQL_14:
+        # `public` as PostgreSQL 14 and older make it: the bootstrap superuser's, and every
+        # role may create in it. The README has a superuser run the administrator's block.
+        in_database = connect(pg_server.database_dsn(database))
+        try:
+            in_database.run(f"ALTER SCHEMA public OWNER TO {parse_dsn(pg_server.dsn).user}")
+            in_database.run("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        finally:
+            in_database.close()
+        admin_dsn = pg_server.database_dsn(database)
     if request.param == "after the first build":
         load_marts(owner_dsn, tmp_path)
     for dsn, sql in ((admin_dsn, admin_sql), (owner_dsn, owner_sql)):
@@ -91,7 +104,7 @@ def setup(
             conn.run(sql)
         finally:
             conn.close()
-    if request.param == "before the first build":
+    if request.param != "after the first build":
         load_marts(owner_dsn, tmp_path)
     try:
         yield {
@@ -126,6 +139,10 @@ def refused_to_the_functions(dsn: str) -> None:
         "DELETE FROM auth.users",
         "CREATE TABLE public.planted (id integer)",
         "CREATE FUNCTION public.planted() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
+        "CREATE SCHEMA planted",
+        "DELETE FROM public.summary_sales",
+        "TRUNCATE auth.login_failures",
+        "SELECT * FROM salesmart_meta.schema_migrations",
     ):
         conn = connect(dsn)
         try:
