@@ -53,6 +53,7 @@ LOG_MAX_BYTES = 64 * 1024 * 1024
 ADMIN_USER = "admin"
 LOCK_ATTEMPTS = 5
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password  # nosec B105
+ADMIN_PASSWORD_VARIABLE = "SALESMART_ADMIN_PASSWORD"  # noqa: S105  # nosec B105 - a variable's name
 ADMIN_PASSWORD_UNSHOWN_FILE = "admin-password.unshown"  # noqa: S105  # nosec B105 - a file name
 
 
@@ -272,9 +273,9 @@ def named_admin_password(settings: Settings) -> tuple[str, str, bool]:
     """The demo admin's password as `up` names it, without making one: the given one
     (``SALESMART_ADMIN_PASSWORD``), else the one kept in the folder ("" if none); where it
     is; and whether it is still to be shown."""
-    given = os.environ.get("SALESMART_ADMIN_PASSWORD", "")
+    given = os.environ.get(ADMIN_PASSWORD_VARIABLE, "")
     if given:
-        return given, "SALESMART_ADMIN_PASSWORD", False
+        return given, ADMIN_PASSWORD_VARIABLE, False
     state = ensure_state_dir(settings)
     path = state / ADMIN_PASSWORD_FILE
     kept = path.read_text().strip() if path.exists() else ""
@@ -292,8 +293,8 @@ def admin_password(settings: Settings) -> tuple[str, bool]:
     state = ensure_state_dir(settings)
     path = state / ADMIN_PASSWORD_FILE
     unshown = state / ADMIN_PASSWORD_UNSHOWN_FILE
-    password, _, still_unshown = named_admin_password(settings)
-    if os.environ.get("SALESMART_ADMIN_PASSWORD"):
+    password, where, still_unshown = named_admin_password(settings)
+    if where == ADMIN_PASSWORD_VARIABLE:
         if not path.exists() or path.read_text().strip() != password:
             write_private(path, password + "\n")
         unshown.unlink(missing_ok=True)
@@ -581,7 +582,7 @@ def _announcement(
         )
         # Marked before it is said: the file keeps it, and the next `up` points there.
         admin_password_shown(settings)
-    elif os.environ.get("SALESMART_ADMIN_PASSWORD"):
+    elif os.environ.get(ADMIN_PASSWORD_VARIABLE):
         announcement.append(f"  login      {ADMIN_USER} / the password in SALESMART_ADMIN_PASSWORD")
     else:
         announcement.append(
