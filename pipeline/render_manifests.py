@@ -16,6 +16,7 @@ Needs the ``dev`` extra (helm-python-sdk); no helm binary and no cluster.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,18 @@ HEADER = (
     "# Do not edit: change the chart and run it again (a test keeps both in sync).\n"
     "# Apply: kubectl apply -n NAMESPACE -f k8s/knative/  (secrets first: see helm/README.md)\n"
 )
+
+
+def shown_set(expression: str) -> str:
+    """A ``--set`` expression as the files' header records it: the values of ``secrets.*``
+    (keys, passwords in URLs) hidden, so the rendered Services and ConfigMaps can be kept
+    where the Secrets may not."""
+    pairs = re.split(r"(?<!\\),", expression)
+    shown = []
+    for pair in pairs:
+        key, equals, _ = pair.partition("=")
+        shown.append(f"{key}=<hidden>" if equals and key.startswith("secrets.") else pair)
+    return ",".join(shown)
 
 
 def overrides_header(options: Sequence[str]) -> str:
@@ -278,8 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         options = [
             *(f"-f {path}" for path in args.values_files),
-            *(f"--set {value}" for value in args.set_values),
-            *(f"--set-string {value}" for value in args.set_string_values),
+            *(f"--set {shown_set(value)}" for value in args.set_values),
+            *(f"--set-string {shown_set(value)}" for value in args.set_string_values),
             *(f"--set-file {value}" for value in args.set_file_values),
         ]
         header = overrides_header(options) if overrides else HEADER

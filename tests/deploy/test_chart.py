@@ -493,9 +493,22 @@ def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: An
     assert len(first) == 1
     assert first == again
     assert first != rotated
-    # A Secret the chart does not own: nothing of it is known at render time.
+    # A Secret the chart does not own: nothing of it is known at render time, so an
+    # upgrade after changing it rolled nothing out; the operator's rotation text does.
     for service in knative_services(render()).values():
         assert "checksum/secrets" not in annotations_of(service)
+
+    def rotation_sums(rotation: str) -> set[str]:
+        services = knative_services(render({"secrets": {"rotation": rotation}})).values()
+        return {annotations_of(service)["checksum/secrets"] for service in services}
+
+    first, again, rotated = (
+        rotation_sums("2026-11-29"),
+        rotation_sums("2026-11-29"),
+        rotation_sums("2"),
+    )
+    assert len(first) == len(rotated) == 1
+    assert first == again != rotated
 
 
 def test_the_migration_image_follows_the_serving_image_tag(render: Any) -> None:
@@ -535,6 +548,28 @@ def test_env_numbers_and_booleans_are_passed_as_text(render: Any) -> None:
     env = env_of(knative_services(render(values))["token"])
     assert env["SALESMART_TOKEN_TTL_SECONDS"] == "600"
     assert env["SALESMART_DEBUG_SQL"] == "false"
+
+
+def test_env_numbers_of_a_values_file_keep_their_digits(render: Any, tmp_path: Path) -> None:
+    # Helm reads every number of a values file as a float: printed as such, 10000000000
+    # became "1e+10", which the function refuses as an integer (its revision crash-looped).
+    values_file = tmp_path / "env.yaml"
+    values_file.write_text(
+        "functions:\n"
+        "  trends_bq:\n"
+        "    env: {SALESMART_BQ_MAX_BYTES_BILLED: 10000000000, A_MILLION: 1234567,\n"
+        "          A_FRACTION: 2.5, A_SMALL: 600, A_ZERO: 0, A_TEXT: '1e+10', A_FLAG: true}\n"
+    )
+    env = env_of(knative_services(render(user_values([values_file])))["trends_bq"])
+    assert {key: env[key] for key in env if key.startswith(("A_", "SALESMART_BQ_MAX"))} == {
+        "SALESMART_BQ_MAX_BYTES_BILLED": "10000000000",
+        "A_MILLION": "1234567",
+        "A_FRACTION": "2.5",
+        "A_SMALL": "600",
+        "A_ZERO": "0",
+        "A_TEXT": "1e+10",
+        "A_FLAG": "true",
+    }
 
 
 def test_bigquery_credentials_are_mounted_for_trends_bq_only(render: Any) -> None:
@@ -704,6 +739,17 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("migration URL that is not PostgreSQL", "secrets: {migrationDatabaseUrl: 'mysql://h/d'}"),
     ("bad migration URL key", "secrets: {keys: {migrationDatabaseUrl: 'a key'}}"),
     ("privileged container", "containerSecurityContext: {privileged: true}"),
+    # Accepted by the API server, then never started by the kubelet or the runtime.
+    ("root beside runAsNonRoot", "containerSecurityContext: {runAsUser: 0}"),
+    (
+        "Localhost seccomp without a profile",
+        "containerSecurityContext: {seccompProfile: {type: Localhost}}",
+    ),
+    (
+        "seccomp profile without Localhost",
+        "containerSecurityContext: {seccompProfile: {type: RuntimeDefault, localhostProfile: a}}",
+    ),
+    ("env name with a hyphen", "functions: {token: {env: {LOG-LEVEL: debug}}}"),
     ("migration with unknown key", "migration: {schedule: daily}"),
     ("bad secret name", "secrets: {existingSecret: Not_A_Name}"),
     ("upper-case full name", "fullnameOverride: Shop"),
@@ -759,6 +805,10 @@ REASONS = {
     "migration URL that is not PostgreSQL": "'/secrets/migrationDatabaseUrl'",
     "bad migration URL key": "'/secrets/keys/migrationDatabaseUrl'",
     "privileged container": "additional properties 'privileged'",
+    "root beside runAsNonRoot": "'/containerSecurityContext/runAsUser': minimum: got 0, want 1",
+    "Localhost seccomp without a profile": "missing property 'localhostProfile'",
+    "seccomp profile without Localhost": "'/containerSecurityContext/seccompProfile': 'not'",
+    "env name with a hyphen": "'/functions/token/env': additional properties 'LOG-LEVEL'",
     "migration with unknown key": "additional properties 'schedule'",
     "bad secret name": "'/secrets/existingSecret'",
     "upper-case full name": "'/fullnameOverride'",
@@ -794,6 +844,9 @@ GOOD_VALUES = [
     "image: {digest: 'sha256:abababababababababababababababababababababababababababababababab'}",
     "functions: {token: {autoscaling: {maxScale: 2147483647}}}",
     "imagePullSecrets: [{name: regcred}]",
+    "containerSecurityContext: {runAsNonRoot: false, runAsUser: 0}",
+    "containerSecurityContext: {seccompProfile: {type: Localhost, localhostProfile: p/a.json}}",
+    "functions: {token: {env: {_PRIVATE_2: x}}}",
     "serviceAccountName: salesmart-runtime",
     "{allowZeroInitialScale: true, functions: {token: {autoscaling: {initialScale: 0}}}}",
     # An upper-case first component is a registry host to image references.
@@ -851,7 +904,7 @@ def test_schema_accepts_good_values(overrides: str) -> None:
         ),
         (
             "functions: {dashboard: {env: {HOST: 127.0.0.1}}}",  # the listen address
-            r"functions\.dashboard\.env\.HOST: the chart sets this variable from its own values",
+            r"functions\.dashboard\.env\.HOST: the image listens on every address \(0\.0\.0\.0\)",
         ),
         (
             "functions: {token: {env: {FUNCTION_SOURCE: x.py}}}",  # another function's code

@@ -91,6 +91,34 @@ def test_overrides_render_elsewhere_only(
     )
 
 
+def test_the_header_hides_secret_values_given_with_set(tmp_path: Path) -> None:
+    # The Services and ConfigMaps hold no secret; their header must not add one.
+    jwt, password = "j" * 40, "S3cret-" + "p" * 32
+    url = f"postgresql://app:{password}@db.internal:5432/salesmart"
+    argv = [
+        "--set",
+        f"secrets.existingSecret=,secrets.jwtSecret={jwt},secrets.piiKey={'k' * 40}",
+        "--set-string",
+        f"secrets.databaseUrl={url},image.tag=0.2.0",
+        "--set",
+        r"functions.token.env.GREETING=a\,b",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    header = (tmp_path / "ksvc-salesmart-token.yaml").read_text().splitlines()[0]
+    assert header == (
+        "# Rendered from helm/salesmart with --set secrets.existingSecret=<hidden>,"
+        "secrets.jwtSecret=<hidden>,secrets.piiKey=<hidden>"
+        r" --set functions.token.env.GREETING=a\,b"
+        " --set-string secrets.databaseUrl=<hidden>,image.tag=0.2.0"
+    )
+    for path in tmp_path.glob("*.yaml"):
+        if not path.name.startswith("secret-"):
+            text = path.read_text()
+            assert password not in text and jwt not in text, path.name
+
+
 def test_bad_values_are_reported_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
