@@ -165,10 +165,15 @@ def _require_utf8_fields(body: bytes) -> None:
 
 
 def _bad_value(name: str | None, charset: str = "utf-8") -> BadRequest:
-    shown = name if name and _FIELD_NAME_SHOWN.fullmatch(name) else "a form field"
     # One of the parser's few charsets (never client text), in its usual spelling.
     label = {"utf-8": "UTF-8", "iso-8859-1": "ISO-8859-1"}.get(charset, "US-ASCII")
-    return BadRequest(f"The value of {shown} is not valid {label}.")
+    if name and _FIELD_NAME_SHOWN.fullmatch(name):
+        # Per field, as the other field errors of a form are.
+        return BadRequest(
+            f"The value of {name} is not valid {label}.",
+            details={name: [f"Not valid {label}."]},
+        )
+    return BadRequest(f"The value of a form field is not valid {label}.")
 
 
 def _require_text_parts(body: bytes, boundary: str) -> None:
@@ -232,8 +237,10 @@ def token_handler(logins: LoginService, tokens: TokenService) -> Handler:
     def handle(call: Call) -> Response:
         from common.params import TOKEN_FORM  # marshmallow: on first use only
 
-        # RFC 6749 3.1: a parameter sent without a value is treated as omitted.
-        if (read_form(call).get("grant_type") or "password") != "password":
+        # RFC 6749 3.1: a parameter sent without a value is treated as omitted. One given
+        # twice is refused by form_fields whatever its values.
+        grant_types = read_form(call).getlist("grant_type")
+        if len(grant_types) == 1 and (grant_types[0] or "password") != "password":
             raise UnsupportedGrantType()
         form = form_fields(call, TOKEN_FORM)
         principal = logins.sign_in(call, form["username"], form["password"])

@@ -90,6 +90,18 @@ def test_grant_type_absent_or_password(call: Caller, analyst: Account) -> None:
     )
     assert other.status_code == 400
     assert other.get_json()["error"] == "unsupported_grant_type"
+    # Given twice: the same refusal whichever value comes first.
+    for first, second in (("password", "client_credentials"), ("client_credentials", "password")):
+        twice = call(
+            "/token",
+            method="POST",
+            data=f"username={analyst.username}&password={analyst.password}"
+            f"&grant_type={first}&grant_type={second}",
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert twice.status_code == 400
+        assert twice.get_json()["error"] == "invalid_request"
+        assert twice.get_json()["details"] == {"grant_type": ["Given more than once."]}
 
 
 @pytest.mark.parametrize(
@@ -174,6 +186,10 @@ def test_a_field_that_is_not_utf8_is_a_400_not_a_failed_login(
         )
         assert response.status_code == 400, response.get_json()
         assert response.get_json()["message"] == message
+        # A named field is in "details", as the form's other field errors are.
+        named = message.startswith("The value of password")
+        expected_details = {"password": ["Not valid UTF-8."]} if named else None
+        assert response.get_json().get("details") == expected_details
     assert failures(marts_dsn, analyst.username) is None
     ok = post(call, username=analyst.username, password=analyst.password)
     assert ok.status_code == 200
