@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import itertools
+import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date
@@ -52,6 +53,13 @@ class CheckedRow(NamedTuple):
     quantity: int | None
     sale_date: date | None
     reason: str | None  # None: passed the stateless rules
+
+
+def recorded_name(path: Path | str) -> str:
+    """A file's name as its load and rejects record it: text, where a POSIX name may hold
+    any bytes. Bytes that are not UTF-8 are written as ``\\xNN`` escapes (the name as
+    Python reads it holds lone surrogates there, which neither database can store)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def file_sha256(path: Path) -> str:

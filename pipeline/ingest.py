@@ -32,6 +32,7 @@ from pipeline.csvsource import (
     TransactionReader,
     UnusableInputError,
     file_sha256,
+    recorded_name,
 )
 from pipeline.progress import StatusLine, bar_size, printable, stderr_is_terminal
 
@@ -436,7 +437,8 @@ def ingest_postgres(
     digest = digest or file_sha256(path)
     feed = StageFeed(reader, workers=workers)
     with FileProgress(path, progress) as shown:
-        return _load_postgres(conn, source_name or str(path), digest, feed, shown, settings)
+        source_file = recorded_name(source_name or path)
+        return _load_postgres(conn, source_file, digest, feed, shown, settings)
 
 
 def _load_postgres(

@@ -45,7 +45,7 @@ from typing import IO, Any
 from common import bigquery as bq
 from common.config import ConfigError, Settings
 from common.validation import DUPLICATE
-from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256
+from pipeline.csvsource import CheckedRow, TransactionReader, file_sha256, recorded_name
 from pipeline.ingest import FileProgress, IngestResult, track_rows
 
 RAW_TABLE = "raw_transactions"
@@ -461,4 +461,5 @@ def ingest_bigquery(
     reader = TransactionReader(path, settings.validation, settings.pii_key)
     sha256 = digest or file_sha256(path)
     with FileProgress(path, progress) as shown:
-        return ingest_rows(track_rows(reader, shown), source_name or str(path), sha256, settings)
+        source_file = recorded_name(source_name or path)
+        return ingest_rows(track_rows(reader, shown), source_file, sha256, settings)

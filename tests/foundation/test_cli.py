@@ -208,6 +208,34 @@ def test_an_unusable_file_among_several_loads_none_of_them(
     assert count(settings, "raw.loads") == 0
 
 
+def test_a_file_name_that_is_not_utf8_is_loaded_under_an_escaped_name(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A POSIX name may hold any bytes; neither database stores a lone surrogate, and the
+    # load failed with a codec error that named no file.
+    path = tmp_path / os.fsdecode(b"sales-\xff-\xc3.csv")
+    path.write_bytes(SAMPLE_CSV.read_bytes())
+    result = run(settings, tmp_path, "ingest", str(path))
+    assert result.returncode == 0, result.stderr
+    recorded = str(tmp_path) + "/sales-\\xff-\\xc3.csv"
+    counts = "read 5, loaded 3, rejected 2 (missing_product 1, product_prefix 1)"
+    assert result.stdout.splitlines() == [
+        f"{recorded} -> postgres: {counts}",
+        f"{recorded} -> bigquery: {counts}",
+    ]
+    conn = connect(settings.database_url)
+    try:
+        names = conn.run(
+            "SELECT source_file FROM raw.loads"
+            " UNION ALL SELECT source_file FROM raw.rejected_transactions"
+        )
+    finally:
+        conn.close()
+    assert [name for (name,) in names] == [recorded] * 3
+    again = run(settings, tmp_path, "ingest", str(path), "--target", "postgres")
+    assert again.returncode == 0 and "loaded 0" in again.stdout, again.stdout
+
+
 def test_missing_file_exits_2(settings: Settings, tmp_path: Path) -> None:
     result = run(settings, tmp_path, "ingest", str(tmp_path / "nope.csv"))
     assert result.returncode == 2 and "no such file" in result.stderr
