@@ -41,7 +41,10 @@ def state_dir(settings: Settings) -> Path:
 def ensure_state_dir(settings: Settings) -> Path:
     """The state folder, made owner-only (0700) when new: keys, logs and data live in it."""
     path = state_dir(settings)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # a file by that name: "File exists" named no folder
+        raise ConfigError(f"{path}: not a folder (the state folder, SALESMART_STATE_DIR)") from None
     return path
 
 

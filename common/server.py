@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,9 +71,40 @@ def _port(text: str) -> int:
     return _checked(lambda: whole_number(text, "--port", minimum=1, maximum=MAX_PORT))
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    return _checked(lambda: positive_seconds(raw, name)) if raw else default
+@dataclass(frozen=True)
+class ServingVariables:
+    """What a server reads from its environment besides the function's own settings."""
+
+    workers: int
+    threads: int
+    timeout: int
+    header_timeout: float
+    request_deadline: float
+
+
+def serving_variables(env: Mapping[str, str]) -> ServingVariables:
+    """``WORKERS``, ``THREADS``, ``CLOUD_RUN_TIMEOUT_SECONDS`` (as functions-framework reads
+    them) and the two deadlines; a bad one raises ``ConfigError``. ``up`` and ``serve`` read
+    them before they start anything, as the servers they start will."""
+
+    def count(name: str, default: int, minimum: int = 1) -> int:
+        raw = env.get(name, "")
+        return whole_number(raw, name, minimum=minimum) if raw else default
+
+    def seconds(name: str, default: float) -> float:
+        raw = env.get(name, "")
+        return positive_seconds(raw, name) if raw else default
+
+    return ServingVariables(
+        workers=count("WORKERS", 1),
+        # As many as the PostgreSQL pool's connections (common.db.default_pool_size).
+        threads=serving_threads(env),
+        timeout=count("CLOUD_RUN_TIMEOUT_SECONDS", 0, minimum=0),
+        header_timeout=seconds("SALESMART_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS),
+        request_deadline=seconds(
+            "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
+        ),
+    )
 
 
 def _checked(read: Callable[[], T]) -> T:
@@ -485,12 +517,12 @@ REQUEST_LINE_LIMIT = 8190
 def gunicorn_options(env: Mapping[str, str], host: str, port: int) -> dict[str, Any]:
     """The options functions-framework 3.x gives gunicorn, read from the same variables
     (a bad one ends the start in one line), with the deadline worker."""
+    variables = _checked(lambda: serving_variables(env))
     return {
         "bind": f"{host}:{port}",
-        "workers": _count(env, "WORKERS", 1),
-        # As many as the PostgreSQL pool's connections (common.db.default_pool_size).
-        "threads": _count(env, "THREADS", serving_threads({})),
-        "timeout": _count(env, "CLOUD_RUN_TIMEOUT_SECONDS", 0, minimum=0),
+        "workers": variables.workers,
+        "threads": variables.threads,
+        "timeout": variables.timeout,
         "loglevel": env.get("GUNICORN_LOG_LEVEL", "error"),
         # functions-framework passes 0 (no limit): a thread would then buffer a request
         # line of megabytes. The functions' longest real URL is a few hundred bytes;
@@ -599,12 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(source).is_file():
         print(f"salesmart-serve: no function source at {source}", file=sys.stderr)
         return 2
-    DeadlineThreadWorker.header_timeout = _seconds(
-        env, "SALESMART_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS
-    )
-    DeadlineThreadWorker.request_deadline = _seconds(
-        env, "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
-    )
+    variables = _checked(lambda: serving_variables(env))
+    DeadlineThreadWorker.header_timeout = variables.header_timeout
+    DeadlineThreadWorker.request_deadline = variables.request_deadline
     DeadlineThreadWorker.function = args.target
     options = gunicorn_options(env, args.host, args.port)
     parent = env.get(PARENT_PID_ENV, "")

@@ -90,8 +90,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise CliError(
                 f"{exc} (found after {len(results)} load(s), printed above, had finished;"
                 " the others were not made)"
-            ) from None
-        raise CliError(str(exc), EXIT_UNUSABLE) from None
+            ) from exc
+        raise CliError(str(exc), EXIT_UNUSABLE) from exc
     return EXIT_OK
 
 
@@ -162,7 +162,7 @@ def cmd_check_marts(args: argparse.Namespace) -> int:
     try:
         require_fresh(checks)
     except MartCheckError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc)) from exc
     return EXIT_OK
 
 
@@ -237,7 +237,7 @@ def cmd_users(args: argparse.Namespace) -> int:
                 if not listed:  # on stderr: a script reading stdout still gets no lines
                     print("no users yet: add one with `salesmart users add`", file=sys.stderr)
         except (users.UserError, PasswordPolicyError) as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(str(exc)) from exc
         finally:
             conn.close()
     return EXIT_OK
@@ -250,6 +250,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError("--rows must be >= 0")
     if not 0 <= args.invalid_share <= 1:
         raise CliError("--invalid-share must be between 0 and 1")
+    if not args.out:  # Path("") is the current folder: ".: Is a directory"
+        raise CliError("--out: an empty file name was given")
     path = Path(args.out)
     # Standard output (``-``, or ``/dev/stdout``, or the file it goes to) is written through
     # the descriptor the shell gave: reopening it would truncate a ``>>`` log, and a reader
@@ -277,7 +279,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             file=summary,
         )
     else:
-        print(f"wrote {written} transactions to {where}", file=summary)
+        noun = "transaction" if written == 1 else "transactions"
+        print(f"wrote {written} {noun} to {where}", file=summary)
     return EXIT_OK
 
 
@@ -346,7 +349,9 @@ def build_parser() -> _Parser:
         default="all",
         help="where to load (default all: both warehouses, as up and transform)",
     )
-    ingest.add_argument("--json", action="store_true", help="one JSON summary per file")
+    ingest.add_argument(
+        "--json", action="store_true", help="one JSON summary per file and warehouse"
+    )
     ingest.set_defaults(handler=cmd_ingest)
 
     transform = sub.add_parser(

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +36,7 @@ from common.local_run import (
     write_private,
 )
 from common.process import stop_group
-from common.server import PARENT_PID_ENV
+from common.server import PARENT_PID_ENV, serving_variables
 from common.server import command as serve_command
 from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
@@ -78,6 +79,28 @@ def step(what: str) -> Iterator[None]:
         print(" failed", flush=True)
         raise
     print(f" done ({time.monotonic() - started:.1f}s)", flush=True)
+
+
+@contextlib.contextmanager
+def counted_step(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """``step`` that shows, on a terminal, how much of ``total`` is done after its line (the
+    callable it gives takes the count done so far); the line then ends as a step's does."""
+    shown = ""
+    on_terminal = sys.stdout.isatty()
+
+    def advance(done: int) -> None:
+        nonlocal shown
+        percent = f" {min(100, done * 100 // max(total, 1))}%"
+        if on_terminal and percent != shown:
+            print(f"\r- {what} ...{percent}", end="", flush=True)
+            shown = percent
+
+    with step(what):
+        try:
+            yield advance
+        finally:
+            if shown:  # the step's own word ("done", "failed") goes where the count was
+                print(f"\r- {what} ...{' ' * len(shown)}\r- {what} ...", end="", flush=True)
 
 
 # -- function processes -------------------------------------------------------------------
@@ -391,8 +414,8 @@ def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings
 
         out = ensure_state_dir(settings) / f"generated-{extra_rows}.csv"
         if not out.exists():
-            with step(f"generating {extra_rows} transactions"):
-                generate(out, extra_rows, seed=extra_rows, id_prefix="G")
+            with counted_step(f"generating {extra_rows} transactions", extra_rows) as advance:
+                generate(out, extra_rows, seed=extra_rows, id_prefix="G", on_progress=advance)
         files.append(out)
     return files
 
@@ -435,6 +458,7 @@ def run_up(data: Sequence[Path] | None = None, extra_rows: int = 0, port_base: i
             raise StackError("--rows must be >= 0")
         check_port_base(port_base, len(FUNCTIONS))
         # Before the minute of loading and dbt that comes first, not after it.
+        serving_variables(os.environ)  # the servers' WORKERS, THREADS, ... (ConfigError)
         via_make = os.environ.get(MAKE_UP_ENV) == "1"
         option = 'make up UP_ARGS="--port-base P"' if via_make else "--port-base"
         require_free_ports(range(port_base, port_base + len(FUNCTIONS)), option)
@@ -602,6 +626,7 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
     functions = list(dict.fromkeys(functions))
     # Each function keeps its slot (dashboard is base + 3 when served alone too).
     check_port_base(port_base, 1 + max(FUNCTIONS.index(name) for name in functions))
+    serving_variables(os.environ)  # as the servers will read them: one line here, not four logs
     local = not deployment()
     settings = cli_settings(local_run=local)
     if not local:

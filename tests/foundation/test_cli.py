@@ -752,9 +752,56 @@ def test_port_bases_without_room_are_refused_in_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("THREADS", "0", "THREADS must be >= 1, found 0"),
+        ("WORKERS", "two", "WORKERS must be an integer, found 'two'"),
+        ("CLOUD_RUN_TIMEOUT_SECONDS", "-1", "CLOUD_RUN_TIMEOUT_SECONDS must be >= 0, found -1"),
+        (
+            "SALESMART_HEADER_TIMEOUT_SECONDS",
+            "0",
+            "SALESMART_HEADER_TIMEOUT_SECONDS must be a positive number of seconds, found '0'",
+        ),
+    ],
+)
+def test_a_bad_server_variable_stops_up_and_serve_before_they_start_anything(
+    settings: Settings, tmp_path: Path, variable: str, value: str, reason: str
+) -> None:
+    # up loaded the data and built both warehouses' marts (33 s), then said only "function
+    # token exited (code 1)", the reason left in that function's log.
+    port_base = free_port()
+    for command in ("up", "serve"):
+        result = run_cli(
+            settings, tmp_path, command, "--port-base", str(port_base), **{variable: value}
+        )
+        assert (result.returncode, result.stderr) == (1, f"salesmart: {reason}\n"), command
+    assert count(settings, "raw.loads") == 0  # up loads its data first
+    assert not (tmp_path / "state" / "logs").exists()  # no function was started
+
+
 def test_local_file_errors_name_the_file_not_a_service(settings: Settings, tmp_path: Path) -> None:
     result = run(settings, tmp_path, "generate", "--rows", "5", "--out", str(tmp_path))
     assert (result.returncode, result.stderr) == (1, f"salesmart: {tmp_path}: Is a directory\n")
+    # An empty name is the current folder to Path(): ".: Is a directory", a name not given.
+    result = run(settings, tmp_path, "generate", "--rows", "5", "--out", "")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "salesmart: --out: an empty file name was given\n",
+    )
+    one = tmp_path / "one.csv"
+    result = run(settings, tmp_path, "generate", "--rows", "1", "--out", str(one))
+    assert (result.returncode, result.stdout) == (0, f"wrote 1 transaction to {one}\n")
+    # A state folder that is a file is named as such ("File exists" said neither).
+    state_file = tmp_path / "state-file"
+    state_file.write_text("")
+    result = run_cli(
+        settings, tmp_path, "ingest", str(SAMPLE_CSV), SALESMART_STATE_DIR=str(state_file)
+    )
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"salesmart: {state_file}: not a folder (the state folder, SALESMART_STATE_DIR)\n",
+    )
     nowhere = "/proc/salesmart-never.csv"  # not even root creates files there
     result = run(settings, tmp_path, "generate", "--rows", "5", "--out", nowhere)
     assert (result.returncode, result.stderr) == (
@@ -787,6 +834,9 @@ def test_debug_adds_a_traceback_and_keeps_the_exit_code(
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" in result.stderr
+    # Where the reader found it, not only where the command turned it into its message.
+    assert "pipeline/csvsource.py" in result.stderr
+    assert "UnusableInputError" in result.stderr
     assert result.stderr.splitlines()[-1] == f"salesmart: {empty}: empty file (no CSV header)"
 
 

@@ -429,6 +429,10 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
     config.write_text("data_mart:\n  dataset: sales-mart\n")
     with pytest.raises(ConfigError, match=r"data_mart\.dataset must be a valid BigQuery dataset"):
         build_settings(env)
+    # A file that is not text is named (a bare codec message said nothing of which file).
+    config.write_bytes(b"api:\n  issuer: caf\xe9\n")
+    with pytest.raises(ConfigError, match=rf"^{config}: not UTF-8 text \(byte 18\)$"):
+        build_settings(env)
 
 
 def test_a_deployment_command_refuses_the_password_the_functions_refuse(
