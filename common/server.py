@@ -60,10 +60,9 @@ T = TypeVar("T")
 def _count(
     env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
 ) -> int:
+    """A whole-number variable, ``default`` when unset; a bad one raises ``ConfigError``."""
     raw = env.get(name, "")
-    if not raw:
-        return default
-    return _checked(lambda: whole_number(raw, name, minimum=minimum, maximum=maximum))
+    return whole_number(raw, name, minimum=minimum, maximum=maximum) if raw else default
 
 
 def _port(text: str) -> int:
@@ -87,19 +86,15 @@ def serving_variables(env: Mapping[str, str]) -> ServingVariables:
     them) and the two deadlines; a bad one raises ``ConfigError``. ``up`` and ``serve`` read
     them before they start anything, as the servers they start will."""
 
-    def count(name: str, default: int, minimum: int = 1) -> int:
-        raw = env.get(name, "")
-        return whole_number(raw, name, minimum=minimum) if raw else default
-
     def seconds(name: str, default: float) -> float:
         raw = env.get(name, "")
         return positive_seconds(raw, name) if raw else default
 
     return ServingVariables(
-        workers=count("WORKERS", 1),
+        workers=_count(env, "WORKERS", 1),
         # As many as the PostgreSQL pool's connections (common.db.default_pool_size).
         threads=serving_threads(env),
-        timeout=count("CLOUD_RUN_TIMEOUT_SECONDS", 0, minimum=0),
+        timeout=_count(env, "CLOUD_RUN_TIMEOUT_SECONDS", 0, minimum=0),
         header_timeout=seconds("SALESMART_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT_SECONDS),
         request_deadline=seconds(
             "SALESMART_REQUEST_DEADLINE_SECONDS", DEFAULT_REQUEST_DEADLINE_SECONDS
@@ -615,7 +610,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=_port,
-        default=_count(env, "PORT", 8080, maximum=MAX_PORT),
+        default=_checked(lambda: _count(env, "PORT", 8080, maximum=MAX_PORT)),
         help="the port, 1-65535 (default: PORT, else 8080)",
     )
     return parser

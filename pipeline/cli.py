@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
 from pipeline import FUNCTIONS, TARGETS, expand_targets
-from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
+from pipeline.progress import OutputUntilReaderGone, counted, how_many, is_stdout, printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -270,17 +270,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     where = "standard output" if args.out == "-" else printable(args.out)
     if written < args.rows:  # only a reader that left stops it early (``| head``)
         print(
-            f"stopped after {written} of {args.rows} transactions: the reader of {where} left",
+            f"stopped after {written} of {how_many(args.rows, 'transaction')}:"
+            f" the reader of {where} left",
             file=summary,
         )
     elif to_stdout and getattr(sys.stdout, "reader_gone", False):  # seen at the last flush
         print(
-            f"wrote {written} transactions to {where}, but its reader left before the end",
+            f"wrote {how_many(written, 'transaction')} to {where},"
+            " but its reader left before the end",
             file=summary,
         )
     else:
-        noun = "transaction" if written == 1 else "transactions"
-        print(f"wrote {written} {noun} to {where}", file=summary)
+        print(f"wrote {how_many(written, 'transaction')} to {where}", file=summary)
     return EXIT_OK
 
 

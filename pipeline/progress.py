@@ -19,6 +19,11 @@ def stderr_is_terminal() -> bool:
     return sys.stderr is not None and sys.stderr.isatty()
 
 
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal (it may also be closed: ``>&-``)."""
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
 #: The width assumed for a terminal that reports none (a pseudo-terminal never sized, as
 #: some job runners and `script`-like tools open): 0 columns would draw nothing at all.
 DEFAULT_COLUMNS = 80
@@ -46,14 +51,25 @@ def bar_size() -> tuple[int | None, int | None]:
     return (None, None) if _reported_columns() else (DEFAULT_COLUMNS, DEFAULT_ROWS)
 
 
+def how_many(count: int, noun: str) -> str:
+    """``1 transaction``, ``2 transactions``: a count and its noun, for output lines."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def printable(text: str) -> str:
     """``text`` with control and format characters escaped: a file name or a header cell
     can neither break an output line in two nor rewrite the terminal (escape codes)."""
     if text.isprintable():
         return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    # A byte of a name that is not UTF-8 (a lone surrogate, as Python reads it) is shown as
+    # that byte, \xff, the spelling its load records (csvsource.recorded_name).
+    if "\udc80" <= char <= "\udcff":
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
 
 
 class StatusLine:

@@ -16,7 +16,6 @@ Needs the ``dev`` extra (helm-python-sdk); no helm binary and no cluster.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,15 +38,41 @@ HEADER = (
 )
 
 
+# The values under ``secrets`` that name things rather than hold a secret.
+NAMING_SECRET_VALUES = ("secrets.existingSecret", "secrets.rotation", "secrets.keys.")
+
+
+def set_assignments(expression: str) -> list[str]:
+    """The ``key=value`` assignments of one ``--set`` expression, split where Helm splits
+    it: at commas, but not an escaped one (``\\,``: a backslash takes the next character
+    with it, ``\\\\`` included) nor one inside a ``{a,b}`` list."""
+    assignments, current, depth, index = [], "", 0, 0
+    while index < len(expression):
+        char = expression[index]
+        if char == "\\":
+            current += expression[index : index + 2]
+            index += 2
+            continue
+        if char == "," and depth == 0:
+            assignments.append(current)
+            current = ""
+        else:
+            depth += {"{": 1, "}": -1 if depth else 0}.get(char, 0)
+            current += char
+        index += 1
+    return [*assignments, current]
+
+
 def shown_set(expression: str) -> str:
-    """A ``--set`` expression as the files' header records it: the values of ``secrets.*``
-    (keys, passwords in URLs) hidden, so the rendered Services and ConfigMaps can be kept
-    where the Secrets may not."""
-    pairs = re.split(r"(?<!\\),", expression)
+    """A ``--set`` expression as the files' header records it: the values under ``secrets``
+    hidden but for names, so the rendered Services and ConfigMaps can be kept where the
+    Secrets may not."""
     shown = []
-    for pair in pairs:
-        key, equals, _ = pair.partition("=")
-        shown.append(f"{key}=<hidden>" if equals and key.startswith("secrets.") else pair)
+    for assignment in set_assignments(expression):
+        key, equals, _ = assignment.partition("=")
+        name = key.strip()
+        hidden = name.startswith("secrets.") and not name.startswith(NAMING_SECRET_VALUES)
+        shown.append(f"{key}=<hidden>" if equals and hidden else assignment)
     return ",".join(shown)
 
 

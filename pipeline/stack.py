@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +39,7 @@ from common.server import PARENT_PID_ENV, serving_variables
 from common.server import command as serve_command
 from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
+from pipeline.progress import how_many, stdout_is_terminal
 from pipeline.runtime import bigquery_state_dir, cli_settings, share_up_keys
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def counted_step(what: str, total: int) -> Iterator[Callable[[int], None]]:
     """``step`` that shows, on a terminal, how much of ``total`` is done after its line (the
     callable it gives takes the count done so far); the line then ends as a step's does."""
     shown = ""
-    on_terminal = sys.stdout.isatty()
+    on_terminal = stdout_is_terminal()
 
     def advance(done: int) -> None:
         nonlocal shown
@@ -414,7 +414,8 @@ def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings
 
         out = ensure_state_dir(settings) / f"generated-{extra_rows}.csv"
         if not out.exists():
-            with counted_step(f"generating {extra_rows} transactions", extra_rows) as advance:
+            generating = f"generating {how_many(extra_rows, 'transaction')}"
+            with counted_step(generating, extra_rows) as advance:
                 generate(out, extra_rows, seed=extra_rows, id_prefix="G", on_progress=advance)
         files.append(out)
     return files

@@ -34,6 +34,7 @@ from typing import Any
 from common.config import REPO_ROOT, ConfigError, Settings, without_secrets
 from common.pg import libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
+from pipeline.progress import how_many
 
 # SALESMART_HOME: where an image keeps the project's files when the package is installed
 # (the Airflow image); a checkout needs nothing.
@@ -77,7 +78,7 @@ class TransformResult:
             f" in {self.duration_seconds:.1f} s"
         )
         if self.warnings:
-            text += f", {self.warnings} warning{'s' if self.warnings != 1 else ''}"
+            text += f", {how_many(self.warnings, 'warning')}"
             if self.warned:
                 text += f" ({', '.join(self.warned)})"
         if self.failed:
@@ -265,7 +266,7 @@ def _describe_failure(result: dict[str, Any], kind: str, status: str) -> str:
     text = f"{kind} {_node_name(str(result.get('unique_id', '')))} ({status}"
     failures = result.get("failures")
     if kind == "test" and isinstance(failures, int) and failures > 0:
-        text += f", {failures} row{'s' if failures != 1 else ''}"
+        text += f", {how_many(failures, 'row')}"
     elif status == "error":
         cause = _server_message(str(result.get("message") or ""))
         if cause:

@@ -498,7 +498,7 @@ def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: An
     for service in knative_services(render()).values():
         assert "checksum/secrets" not in annotations_of(service)
 
-    def rotation_sums(rotation: str) -> set[str]:
+    def rotation_sums(rotation: str | int) -> set[str]:
         services = knative_services(render({"secrets": {"rotation": rotation}})).values()
         return {annotations_of(service)["checksum/secrets"] for service in services}
 
@@ -509,6 +509,8 @@ def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: An
     )
     assert len(first) == len(rotated) == 1
     assert first == again != rotated
+    # --set secrets.rotation=$(date +%Y%m%d%H%M) passes a number.
+    assert len(rotation_sums(202611291430) | rotation_sums(202611291431)) == 2
 
 
 def test_the_migration_image_follows_the_serving_image_tag(render: Any) -> None:
@@ -558,7 +560,8 @@ def test_env_numbers_of_a_values_file_keep_their_digits(render: Any, tmp_path: P
         "functions:\n"
         "  trends_bq:\n"
         "    env: {SALESMART_BQ_MAX_BYTES_BILLED: 10000000000, A_MILLION: 1234567,\n"
-        "          A_FRACTION: 2.5, A_SMALL: 600, A_ZERO: 0, A_TEXT: '1e+10', A_FLAG: true}\n"
+        "          A_FRACTION: 2.5, A_SMALL: 600, A_ZERO: 0, A_TEXT: '1e+10', A_FLAG: true,\n"
+        "          A_BIG_FRACTION: 12345678.5, A_NEGATIVE: -42, A_LARGEST: 9007199254740991}\n"
     )
     env = env_of(knative_services(render(user_values([values_file])))["trends_bq"])
     assert {key: env[key] for key in env if key.startswith(("A_", "SALESMART_BQ_MAX"))} == {
@@ -569,7 +572,20 @@ def test_env_numbers_of_a_values_file_keep_their_digits(render: Any, tmp_path: P
         "A_ZERO": "0",
         "A_TEXT": "1e+10",
         "A_FLAG": "true",
+        "A_BIG_FRACTION": "12345678.5",
+        "A_NEGATIVE": "-42",
+        "A_LARGEST": "9007199254740991",
     }
+    # Past 2**53 a float has lost digits before the chart sees it: refused, not rounded.
+    for number in ("9007199254740993", "-9007199254740993", "1e20"):
+        values_file.write_text(f"functions:\n  token:\n    env: {{BIG: {number}}}\n")
+        with pytest.raises(RenderError, match=r"functions\.token\.env\.BIG: .*; quote it"):
+            render(user_values([values_file]))
+    # Quoted, it keeps every digit.
+    values_file.write_text("functions:\n  token:\n    env: {BIG: '9007199254740993'}\n")
+    assert env_of(knative_services(render(user_values([values_file])))["token"])["BIG"] == (
+        "9007199254740993"
+    )
 
 
 def test_bigquery_credentials_are_mounted_for_trends_bq_only(render: Any) -> None:

@@ -102,15 +102,23 @@ def test_the_header_hides_secret_values_given_with_set(tmp_path: Path) -> None:
         f"secrets.databaseUrl={url},image.tag=0.2.0",
         "--set",
         r"functions.token.env.GREETING=a\,b",
+        # Helm reads "\\" as a backslash: the comma after it separates two settings.
+        "--set",
+        r"functions.token.env.WINDIR=C:\\,secrets.migrationDatabaseUrl=" + url,
+        "--set",
+        "secrets.keys.migrationDatabaseUrl=migration-url,secrets.rotation=7",
         "--out",
         str(tmp_path),
     ]
     assert main(argv) == 0
     header = (tmp_path / "ksvc-salesmart-token.yaml").read_text().splitlines()[0]
     assert header == (
-        "# Rendered from helm/salesmart with --set secrets.existingSecret=<hidden>,"
+        "# Rendered from helm/salesmart with --set secrets.existingSecret=,"
         "secrets.jwtSecret=<hidden>,secrets.piiKey=<hidden>"
         r" --set functions.token.env.GREETING=a\,b"
+        r" --set functions.token.env.WINDIR=C:\\,secrets.migrationDatabaseUrl=<hidden>"
+        # What only names a Secret, a key in it or a rotation is shown.
+        " --set secrets.keys.migrationDatabaseUrl=migration-url,secrets.rotation=7"
         " --set-string secrets.databaseUrl=<hidden>,image.tag=0.2.0"
     )
     for path in tmp_path.glob("*.yaml"):

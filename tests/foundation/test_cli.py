@@ -213,11 +213,13 @@ def test_a_file_name_that_is_not_utf8_is_loaded_under_an_escaped_name(
 ) -> None:
     # A POSIX name may hold any bytes; neither database stores a lone surrogate, and the
     # load failed with a codec error that named no file.
-    path = tmp_path / os.fsdecode(b"sales-\xff-\xc3.csv")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    path = landing / os.fsdecode(b"sales-\xff-\xc3.csv")
     path.write_bytes(SAMPLE_CSV.read_bytes())
     result = run(settings, tmp_path, "ingest", str(path))
     assert result.returncode == 0, result.stderr
-    recorded = str(tmp_path) + "/sales-\\xff-\\xc3.csv"
+    recorded = str(landing) + "/sales-\\xff-\\xc3.csv"
     counts = "read 5, loaded 3, rejected 2 (missing_product 1, product_prefix 1)"
     assert result.stdout.splitlines() == [
         f"{recorded} -> postgres: {counts}",
@@ -234,6 +236,10 @@ def test_a_file_name_that_is_not_utf8_is_loaded_under_an_escaped_name(
     assert [name for (name,) in names] == [recorded] * 3
     again = run(settings, tmp_path, "ingest", str(path), "--target", "postgres")
     assert again.returncode == 0 and "loaded 0" in again.stdout, again.stdout
+    # The DAG's command names it as the load does (it printed "\udcff" there).
+    landed = run(settings, tmp_path, "ingest-landing", "--landing", str(landing))
+    assert landed.returncode == 0, landed.stderr
+    assert f"\n{recorded} -> postgres: already loaded" in landed.stdout, landed.stdout
 
 
 def test_missing_file_exits_2(settings: Settings, tmp_path: Path) -> None:

@@ -431,7 +431,7 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         build_settings(env)
     # A file that is not text is named (a bare codec message said nothing of which file).
     config.write_bytes(b"api:\n  issuer: caf\xe9\n")
-    with pytest.raises(ConfigError, match=rf"^{config}: not UTF-8 text \(byte 18\)$"):
+    with pytest.raises(ConfigError, match=rf"^{config}: not UTF-8 text \(line 2, byte 18\)$"):
         build_settings(env)
 
 

@@ -44,3 +44,18 @@ def test_a_pipe_gets_the_step_line_alone(tmp_path: Path, monkeypatch: pytest.Mon
     line = piped.getvalue()
     assert line.startswith("- generating 200000 transactions ... done (")
     assert "\r" not in line and "%" not in line
+    piped.truncate(0)
+    piped.seek(0)
+    stack._data_files(None, 1, settings)
+    assert piped.getvalue().startswith("- generating 1 transaction ... done (")
+
+
+def test_a_closed_stdout_generates_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `up --rows N >&-`: Python's sys.stdout is None (the step said "'NoneType' object has
+    # no attribute 'isatty'" and up stopped).
+    settings = build_settings({"SALESMART_STATE_DIR": str(tmp_path / "state")})
+    monkeypatch.setattr("sys.stdout", None)
+    files = stack._data_files(None, 1_000, settings)
+    assert sum(1 for _ in files[-1].open()) == 1_001
