@@ -49,11 +49,13 @@ from common.errors import (
     CsrfFailed,
     InvalidCredentials,
     InvalidToken,
+    TooManyAttempts,
+    ValidationFailed,
     WarehouseUnavailable,
 )
 from common.http import Call, error_json
 from common.masking import Masker
-from common.trends import PARAMETERS, SUMMARY_COLUMNS
+from common.trends import PARAMETERS, SUMMARY_COLUMNS, TrendFilters
 from common.trends_pg import PgTrends
 
 FUNCTION = "dashboard"
@@ -63,7 +65,24 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE_CACHE = TEMPLATES / "__pycache__"
 CSRF_MAX_AGE_SECONDS = 12 * 3600
 CHART_WIDTH, CHART_HEIGHT = 720, 260
-CHART_LEFT, CHART_BOTTOM, CHART_TOP = 64, 36, 12
+CHART_BOTTOM, CHART_TOP = 36, 12
+# The right margin holds half of the last month's label; the left one the widest value label
+# (12-unit text: under 8 units a digit or comma), so "10,000,000" is not cut at the SVG's edge.
+CHART_RIGHT, CHART_MIN_LEFT, CHART_CHAR_WIDTH = 30, 40, 8
+# Months without sales between the first and the last are drawn as empty slots (a gap of a
+# year looked like one month); a span longer than this (dates decades apart) is not filled.
+CHART_MAX_FILLED_MONTHS = 600
+# The form's names for the parameters, in the messages about them.
+FIELD_LABELS = {
+    "product_prefix": "Product prefix",
+    "sale_month": "Month",
+    "min_amount": "Min total amount",
+    "max_quantity": "Max total quantity",
+    "min_avg_price": "Min avg price",
+    "max_avg_price": "Max avg price",
+    "limit": "Rows",
+    "offset": "Offset",
+}
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Where a login may send the browser back to: this page, with its filters. Never another
 # site ("//host", "/\\host", "https:"): not an open redirect.
@@ -138,11 +157,27 @@ class Chart:
     ticks: list[tuple[float, str]]
     axis_y: float
     left: int
+    right: int  # where the plot ends
+
+
+def _month_number(month: date) -> int:
+    return month.year * 12 + month.month - 1
+
+
+def every_month(monthly: list[tuple[date, Decimal]]) -> list[tuple[date, Decimal]]:
+    """``monthly`` in month order, with the months between its first and last that have no
+    sales as zero (unless they span more than ``CHART_MAX_FILLED_MONTHS``)."""
+    totals = dict(monthly)
+    months = sorted(totals)
+    if months and _month_number(months[-1]) - _month_number(months[0]) < CHART_MAX_FILLED_MONTHS:
+        numbers = range(_month_number(months[0]), _month_number(months[-1]) + 1)
+        months = [date(number // 12, number % 12 + 1, 1) for number in numbers]
+    return [(month, totals.get(month, Decimal(0))) for month in months]
 
 
 def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
-    """Bars of monthly totals, laid out in SVG user units."""
-    plot_width = CHART_WIDTH - CHART_LEFT - 8
+    """Bars of monthly totals (every month from the first to the last), in SVG user units."""
+    monthly = every_month(monthly)
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
     axis_y = CHART_TOP + plot_height
     top = max((total for _, total in monthly), default=Decimal(0))
@@ -150,6 +185,10 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     # top one; the bars are drawn against the same scale.
     step = _nice_step(top / 4 if top > 0 else Decimal(1))
     lines = max(1, int(((top or 1) / step).to_integral_value(rounding=ROUND_CEILING)))
+    labels = [f"{step * index:,.0f}" for index in range(lines + 1)]
+    left = max(CHART_MIN_LEFT, 14 + CHART_CHAR_WIDTH * max(len(label) for label in labels))
+    right = CHART_WIDTH - CHART_RIGHT
+    plot_width = right - left
     scale = float(step * lines)  # for drawing only: the texts use the Decimals
     slot = plot_width / max(len(monthly), 1)
     every = max(1, round(len(monthly) / 12))
@@ -158,7 +197,7 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
         height = plot_height * float(total) / scale
         bars.append(
             Bar(
-                x=round(CHART_LEFT + index * slot + slot * 0.15, 2),
+                x=round(left + index * slot + slot * 0.15, 2),
                 y=round(axis_y - height, 2),
                 width=round(slot * 0.7, 2),
                 height=round(height, 2),
@@ -168,10 +207,10 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
             )
         )
     ticks = [
-        (round(axis_y - plot_height * index / lines, 2), f"{step * index:,.0f}")
-        for index in range(lines + 1)
+        (round(axis_y - plot_height * index / lines, 2), label)
+        for index, label in enumerate(labels)
     ]
-    return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, CHART_LEFT)
+    return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, left, right)
 
 
 def _nice_step(rough: Decimal) -> Decimal:
@@ -326,21 +365,48 @@ class Dashboard:
                 self._clear_session(response)
             return response
         call.user = principal.username
-        filters = parse_trend_params(call.request.args, drop_empty=True)
-        # Two statements: a dbt build that swaps the mart between them can show one build's
-        # rows beside the next one's totals, until the page is reloaded.
-        rows = [self._shown(row) for row in self._trends.summary(filters)]
-        monthly, matching = self._trends.monthly_totals(filters)
-        call.rows = len(rows)
+        try:
+            filters = parse_trend_params(call.request.args, drop_empty=True)
+        except ValidationFailed as error:
+            if not wants_html(call.request):
+                raise
+            # The page again, its form as sent and the messages above it, named as the form
+            # names its fields (a separate error page had no form and dropped the filters).
+            return self._dashboard(call, principal, 422, problems=_problems(error))
+        return self._dashboard(call, principal, 200, filters=filters)
+
+    def _dashboard(
+        self,
+        call: Call,
+        principal: Principal,
+        status: int,
+        *,
+        filters: TrendFilters | None = None,
+        problems: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        """The page: the rows, chart and pages of ``filters``, or only the form and the
+        ``problems`` that kept it from being read."""
+        context: dict[str, Any] = {"problems": problems or []}
+        if filters is not None:
+            # Two statements: a dbt build that swaps the mart between them can show one
+            # build's rows beside the next one's totals, until the page is reloaded.
+            rows = [self._shown(row) for row in self._trends.summary(filters)]
+            monthly, matching = self._trends.monthly_totals(filters)
+            call.rows = len(rows)
+            args = call.request.args
+            context.update(
+                rows=rows,
+                chart=build_chart(monthly),
+                pages=_pages(args, filters.offset, filters.limit, len(rows), matching),
+            )
         response, _ = self._page(
             call,
             "dashboard.html",
+            status,
             user=principal.username,
-            rows=rows,
-            chart=build_chart(monthly),
             params=_form_values(call.request.args),
             masked=self._masked_columns,
-            pages=_pages(call.request.args, filters.offset, filters.limit, len(rows), matching),
+            **context,
         )
         response.headers["Vary"] = "Authorization, Cookie"
         return response
@@ -389,11 +455,15 @@ class Dashboard:
             # Browsers get the form again; a mistyped password is not an HTTP failure for
             # them (200, as form frameworks do), refusals (CSRF, 429, 503) keep their code.
             status = 200 if isinstance(error, InvalidCredentials) else error.status
+            message = error.message
+            if isinstance(error, TooManyAttempts):  # the answer's Retry-After, for people
+                minutes = -(-error.retry_after_seconds // 60)
+                message += f" Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             response, _ = self._page(
                 call,
                 "login.html",
                 status,
-                error=error.message,
+                error=message,
                 username=str(form.get("username", ""))[:256],
                 next=_return_to(form.get("next")),
             )
@@ -416,7 +486,12 @@ class Dashboard:
         if not self._csrf.valid(
             call.request.cookies.get(self.csrf_cookie), read_form(call).get("csrf_token")
         ):
-            raise CsrfFailed()
+            if not wants_html(call.request):
+                raise CsrfFailed()
+            # A tab opened before a later login holds a form of the old nonce: asking again
+            # with a current form lets the user log out (reloading sent the old one again).
+            response, _ = self._page(call, "logout.html", CsrfFailed.status)
+            return response
         cookie = call.request.cookies.get(self.session_cookie)
         if cookie:
             try:
@@ -428,6 +503,18 @@ class Dashboard:
         response = self._redirect("/login")
         self._clear_session(response)
         return response
+
+
+def _problems(error: ValidationFailed) -> list[tuple[str, str]]:
+    """``(field as the form labels it, its messages)`` for each broken parameter, the
+    other fields a message names ("greater than max_avg_price") labelled too."""
+    problems = []
+    for name, messages in (error.details or {}).items():
+        text = " ".join(messages)
+        for other, label in FIELD_LABELS.items():
+            text = text.replace(other, label.lower())
+        problems.append((FIELD_LABELS.get(name, name), text))
+    return problems
 
 
 def _form_values(args: Mapping[str, str]) -> dict[str, str]:

@@ -203,7 +203,8 @@ def test_pages_link_to_their_neighbours_with_the_same_filters(
     token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
     bearer = {**BROWSER, "Authorization": f"Bearer {token}"}
     everything = call("/", headers=bearer, query_string={"limit": "1000"})
-    total = everything.get_data(as_text=True).count("<tr>") - 1  # the header row
+    summary = everything.get_data(as_text=True).split('id="summary"')[1].split("</table>")[0]
+    total = summary.count("<tr>") - 1  # the header row
     assert total >= 3
 
     first = call("/", headers=bearer, query_string={"limit": "2", "product_prefix": "Halal"})
@@ -740,3 +741,109 @@ def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
                 assert response.status_code == 503, (path, accept, response.status_code)
                 _sent_as_documented(response, paths[path][method]["responses"]["503"])
                 assert response.headers["Retry-After"]
+
+
+# ---- what people meet on the page (a browser audit) -----------------------------------------
+
+
+def test_months_without_sales_keep_their_place_in_the_chart() -> None:
+    from common.dashboard import CHART_MAX_FILLED_MONTHS, build_chart
+
+    chart = build_chart([(date(2024, 1, 1), Decimal(5)), (date(2023, 11, 1), Decimal(7))])
+    # A gap of a month looked like none: every month from the first to the last is a slot.
+    assert [bar.label for bar in chart.bars] == ["2023-11", "2023-12", "2024-01"]
+    assert [bar.value for bar in chart.bars] == ["7.00", "0.00", "5.00"]
+    assert chart.bars[1].height == 0
+    slots = [b.x - a.x for a, b in zip(chart.bars, chart.bars[1:], strict=False)]
+    assert max(slots) - min(slots) < 0.02  # evenly spaced
+    # Dates decades apart are not turned into hundreds of empty slots.
+    far = build_chart(
+        [
+            (date(1900, 1, 1), Decimal(1)),
+            (date(2000 + CHART_MAX_FILLED_MONTHS // 12, 1, 1), Decimal(1)),
+        ]
+    )
+    assert len(far.bars) == 2
+
+
+@pytest.mark.parametrize("top", ["90", "900000", "10000000", "600000000", "123456789012345678"])
+def test_the_value_labels_fit_left_of_the_plot(top: str) -> None:
+    # "10,000,000" was drawn from x=-6: cut to ".0,000,000" by the SVG's edge.
+    from common.dashboard import CHART_CHAR_WIDTH, build_chart
+
+    chart = build_chart([(date(2023, 10, 1), Decimal(top))])
+    widest = max(len(label) for _, label in chart.ticks)
+    # Labels end 6 units left of the plot (text-anchor end).
+    assert chart.left - 6 - widest * CHART_CHAR_WIDTH >= 0
+    assert chart.bars[0].x >= chart.left and chart.right <= chart.width - 24
+
+
+def test_broken_filters_come_back_on_the_page_with_the_forms_names(
+    call: Caller, fn_settings: Settings
+) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    query = {"min_avg_price": "9", "max_avg_price": "2", "sale_month": "2023-13", "limit": "5"}
+    page = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}, query_string=query)
+    assert page.status_code == 422
+    html = page.get_data(as_text=True)
+    errors = html.split('id="filter-errors"')[1].split("</div>")[0]
+    assert "<strong>Month</strong>" in errors and "<strong>Min avg price</strong>" in errors
+    # The API's names stay out of the people's page, in the messages too.
+    assert "sale_month" not in errors and "max_avg_price" not in errors
+    assert "greater than max avg price" in errors
+    # The form is there, with what was sent; no rows or chart of filters not applied.
+    assert 'id="filters"' in html and 'name="sale_month" value="2023-13"' in html
+    assert 'name="limit" value="5"' in html and 'name="max_avg_price" value="2"' in html
+    assert 'id="summary"' not in html and 'id="monthly-chart"' not in html
+    # API clients still get the JSON error.
+    api = call("/", headers={"Authorization": f"Bearer {token}"}, query_string=query)
+    assert api.status_code == 422 and set(api.get_json()["details"]) >= {"sale_month"}
+
+
+def test_a_stale_logout_form_asks_again_with_a_working_one(call: Caller, analyst: Account) -> None:
+    # A tab opened before the last login: its form names the old nonce. The 400 said
+    # "reload and retry", and reloading sent the same old form: the user stayed signed in.
+    first = log_in(call, analyst)
+    old_nonce = set_cookies(first)[CSRF][0]
+    old_page = call(
+        "/",
+        headers={
+            **BROWSER,
+            **cookie_header(**{SESSION: set_cookies(first)[SESSION][0], CSRF: old_nonce}),
+        },
+    )
+    stale_token = csrf_from(old_page.get_data(as_text=True))
+    second = log_in(call, analyst)  # another tab: a new session and a new nonce
+    session, nonce = set_cookies(second)[SESSION][0], set_cookies(second)[CSRF][0]
+    jar = cookie_header(**{SESSION: session, CSRF: nonce})
+    asked = call(
+        "/logout", method="POST", headers={**BROWSER, **jar}, data={"csrf_token": stale_token}
+    )
+    assert asked.status_code == 400
+    html = asked.get_data(as_text=True)
+    assert 'id="logout-again"' in html
+    assert call("/", headers={**BROWSER, **jar}).status_code == 200  # not logged out by it
+    out = call(
+        "/logout", method="POST", headers={**BROWSER, **jar}, data={"csrf_token": csrf_from(html)}
+    )
+    assert (out.status_code, out.headers["Location"]) == (303, "/login")
+    assert call("/", headers={**BROWSER, **jar}).status_code == 303
+    # Scripts keep the JSON refusal.
+    api = call("/logout", method="POST", headers=jar, data={"csrf_token": stale_token})
+    assert (api.status_code, api.get_json()["error"]) == (400, "csrf_failed")
+
+
+def test_the_login_form_after_a_refusal(call: Caller, analyst: Account) -> None:
+    wrong = log_in(call, analyst, password="not the password")
+    html = wrong.get_data(as_text=True)
+    # The name is kept: the cursor goes to the password, the field to type again.
+    assert re.search(r'id="password"[^>]* autofocus', html)
+    assert not re.search(r'id="username"[^>]* autofocus', html)
+    for _ in range(5):
+        locked = log_in(call, analyst, password="not the password")
+    assert locked.status_code == 429
+    minutes = -(-int(locked.headers["Retry-After"]) // 60)
+    message = re.search(r'id="login-error">([^<]*)<', locked.get_data(as_text=True))
+    assert message and message.group(1).endswith(f"Try again in {minutes} minutes.")
+    fresh = call("/login", headers=BROWSER).get_data(as_text=True)
+    assert re.search(r'id="username"[^>]* autofocus', fresh)
