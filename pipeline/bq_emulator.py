@@ -267,7 +267,11 @@ def start_emulator(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    with log_path.open("wb") as log:
+    # The last run's log is kept beside (its lines say why it stopped); this run's is
+    # appended to, so `up` can empty a full one in place while the stand-in writes on.
+    with contextlib.suppress(FileNotFoundError):
+        log_path.replace(log_path.with_name(LOG_NAME + ".1"))
+    with log_path.open("ab") as log:
         try:
             process = subprocess.Popen(
                 command,

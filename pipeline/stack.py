@@ -211,22 +211,9 @@ class FunctionProcesses:
         return [name for name, p in self.processes.items() if p.poll() is not None]
 
     def rotate_logs(self, max_bytes: int = LOG_MAX_BYTES) -> None:
-        """Keep each function's log under about ``max_bytes``: a full one is copied to
-        ``NAME.log.1`` (replacing the older copy) and emptied in place. The function holds it
-        open for appending, so it writes on at the new end; lines written between the copy
-        and the emptying (milliseconds) are lost, as with logrotate's ``copytruncate``."""
+        """Keep each function's log under about ``max_bytes`` (``rotate_log``)."""
         for name in self.processes:
-            path = self.log_dir / f"{name}.log"
-            try:
-                if path.stat().st_size < max_bytes:
-                    continue
-                rotated = path.with_name(path.name + ".1")
-                rotated.unlink(missing_ok=True)
-                with path.open("rb") as source, open_private(rotated) as copy:
-                    shutil.copyfileobj(source, copy)
-                os.truncate(path, 0)
-            except OSError:
-                continue  # a full disk or a removed file: tried again on the next round
+            rotate_log(self.log_dir / f"{name}.log", max_bytes)
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -235,6 +222,23 @@ class FunctionProcesses:
         deadline = time.monotonic() + 10  # all were asked at once: one grace for all
         for process in self.processes.values():
             stop_group(process, max(0.1, deadline - time.monotonic()))
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
+    """A log over ``max_bytes`` is copied to ``NAME.log.1`` (replacing the older copy) and
+    emptied in place. Its writer holds it open for appending, so it writes on at the new
+    end; lines written between the copy and the emptying (milliseconds) are lost, as with
+    logrotate's ``copytruncate``."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+        rotated = path.with_name(path.name + ".1")
+        rotated.unlink(missing_ok=True)
+        with path.open("rb") as source, open_private(rotated) as copy:
+            shutil.copyfileobj(source, copy)
+        os.truncate(path, 0)
+    except OSError:
+        pass  # a full disk or a removed file: tried again on the next round
 
 
 # -- waiting for Ctrl-C -------------------------------------------------------------------
@@ -270,6 +274,8 @@ def wait_until_stopped(
                 say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
             functions.rotate_logs()
+            if emulator is not None:  # a line per request it answers
+                rotate_log(emulator.log_path)
             try:
                 if emulator is not None and not emulator.is_running():
                     code = emulator.process.returncode

@@ -174,6 +174,31 @@ def test_data_persists_and_callers_recover_after_a_restart(
     assert bq.get_client(settings) is client  # the same client recovered by itself
 
 
+def test_its_log_is_kept_across_starts_and_can_be_emptied_while_it_writes(
+    tmp_path: Path,
+) -> None:
+    """The log was opened anew at each start (the last run's lines lost) and without
+    O_APPEND, so `up` could not empty it in place: it grew ~20 MB an hour under load."""
+    from pipeline.stack import rotate_log
+
+    state = tmp_path / "bq"
+    with start_emulator(state, PROJECT, persistent=False) as first:
+        pass
+    first_log = first.log_path.read_bytes()
+    assert first_log
+    with start_emulator(state, PROJECT, persistent=False) as second:
+        assert (state / "bqemulator.log.1").read_bytes() == first_log
+        settings = build_settings({"SALESMART_BQ_ENDPOINT": second.endpoint}).bigquery
+        rotate_log(second.log_path, max_bytes=1)
+        assert second.log_path.stat().st_size == 0
+        assert (state / "bqemulator.log.1").stat().st_size > 0  # the copy of this run's
+        bq.run_query("SELECT 1 AS one", function="test", settings=settings)
+        written = second.log_path.read_bytes()
+        # Written at the new end: from its first byte, not after a hole of NULs.
+        assert written and b"\0" not in written
+    bq.reset_clients()
+
+
 @pytest.mark.parametrize(
     ("command", "name"),
     [
