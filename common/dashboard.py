@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -57,6 +58,7 @@ from common.http import Call, error_json
 from common.masking import Masker
 from common.trends import PARAMETERS, SUMMARY_COLUMNS, TrendFilters
 from common.trends_pg import PgTrends
+from common.wording import how_many
 
 FUNCTION = "dashboard"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -70,19 +72,38 @@ CHART_BOTTOM, CHART_TOP = 36, 12
 # (12-unit text: under 8 units a digit or comma), so "10,000,000" is not cut at the SVG's edge.
 CHART_RIGHT, CHART_MIN_LEFT, CHART_CHAR_WIDTH = 30, 40, 8
 # Months without sales between the first and the last are drawn as empty slots (a gap of a
-# year looked like one month); a span longer than this (dates decades apart) is not filled.
-CHART_MAX_FILLED_MONTHS = 600
-# The form's names for the parameters, in the messages about them.
-FIELD_LABELS = {
-    "product_prefix": "Product prefix",
-    "sale_month": "Month",
-    "min_amount": "Min total amount",
-    "max_quantity": "Max total quantity",
-    "min_avg_price": "Min avg price",
-    "max_avg_price": "Max avg price",
-    "limit": "Rows",
-    "offset": "Offset",
-}
+# year looked like one month); a span longer than ten years is not filled (dates decades
+# apart would make hundreds of empty slots, each under a unit wide).
+CHART_MAX_FILLED_MONTHS = 120
+# A month's label ("2023-10", 12-unit text) and a gap: labels are spaced at least this much.
+CHART_LABEL_SPACING = 56
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One input of the filter form; its label also names the parameter in messages."""
+
+    name: str
+    label: str
+    hint: str = ""
+    placeholder: str = ""
+    inputmode: str = ""
+    maxlength: int | None = None
+
+
+FORM_FIELDS = (
+    FormField("product_prefix", "Product prefix", placeholder="Halal", maxlength=64),
+    FormField("sale_month", "Month", hint="YYYY-MM", placeholder="all months"),
+    FormField("min_amount", "Min total amount", placeholder="0", inputmode="decimal"),
+    FormField("max_quantity", "Max total quantity", inputmode="numeric"),
+    FormField("min_avg_price", "Min avg price", inputmode="decimal"),
+    FormField("max_avg_price", "Max avg price", inputmode="decimal"),
+    FormField("limit", "Rows", placeholder="100", inputmode="numeric"),
+)
+# offset comes from the page links, not the form.
+FIELD_LABELS = {field.name: field.label for field in FORM_FIELDS} | {"offset": "Offset"}
+# How much of a parameter's name a message shows (an unknown one may be any length).
+SHOWN_NAME_CHARS = 64
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Where a login may send the browser back to: this page, with its filters. Never another
 # site ("//host", "/\\host", "https:"): not an open redirect.
@@ -191,7 +212,7 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     plot_width = right - left
     scale = float(step * lines)  # for drawing only: the texts use the Decimals
     slot = plot_width / max(len(monthly), 1)
-    every = max(1, round(len(monthly) / 12))
+    every = max(1, math.ceil(len(monthly) * CHART_LABEL_SPACING / plot_width))
     bars = []
     for index, (month, total) in enumerate(monthly):
         height = plot_height * float(total) / scale
@@ -404,6 +425,7 @@ class Dashboard:
             "dashboard.html",
             status,
             user=principal.username,
+            fields=FORM_FIELDS,
             params=_form_values(call.request.args),
             masked=self._masked_columns,
             **context,
@@ -458,7 +480,7 @@ class Dashboard:
             message = error.message
             if isinstance(error, TooManyAttempts):  # the answer's Retry-After, for people
                 minutes = -(-error.retry_after_seconds // 60)
-                message += f" Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                message += f" Try again in {how_many(minutes, 'minute')}."
             response, _ = self._page(
                 call,
                 "login.html",
@@ -513,7 +535,7 @@ def _problems(error: ValidationFailed) -> list[tuple[str, str]]:
         text = " ".join(messages)
         for other, label in FIELD_LABELS.items():
             text = text.replace(other, label.lower())
-        problems.append((FIELD_LABELS.get(name, name), text))
+        problems.append((FIELD_LABELS.get(name, name[:SHOWN_NAME_CHARS]), text))
     return problems
 
 

@@ -51,11 +51,6 @@ def bar_size() -> tuple[int | None, int | None]:
     return (None, None) if _reported_columns() else (DEFAULT_COLUMNS, DEFAULT_ROWS)
 
 
-def how_many(count: int, noun: str) -> str:
-    """``1 transaction``, ``2 transactions``: a count and its noun, for output lines."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def printable(text: str) -> str:
     """``text`` with control and format characters escaped: a file name or a header cell
     can neither break an output line in two nor rewrite the terminal (escape codes)."""

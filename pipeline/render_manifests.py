@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,38 +42,48 @@ HEADER = (
 NAMING_SECRET_VALUES = ("secrets.existingSecret", "secrets.rotation", "secrets.keys.")
 
 
-def set_assignments(expression: str) -> list[str]:
-    """The ``key=value`` assignments of one ``--set`` expression, split where Helm splits
-    it: at commas, but not an escaped one (``\\,``: a backslash takes the next character
-    with it, ``\\\\`` included) nor one inside a ``{a,b}`` list."""
-    assignments, current, depth, index = [], "", 0, 0
-    while index < len(expression):
-        char = expression[index]
-        if char == "\\":
-            current += expression[index : index + 2]
-            index += 2
-            continue
-        if char == "," and depth == 0:
-            assignments.append(current)
-            current = ""
-        else:
-            depth += {"{": 1, "}": -1 if depth else 0}.get(char, 0)
-            current += char
-        index += 1
-    return [*assignments, current]
+def shown_set(expression: str, *, as_strings: bool = False) -> str:
+    """A ``--set`` (``--set-string``: ``as_strings``) expression as the files' header
+    records it: the settings Helm reads from it, those under ``secrets`` hidden but for
+    names, so the rendered Services and ConfigMaps can be kept where the Secrets may not.
+    Read by Helm's own parser (an escaped comma, a ``{a,b}`` list), not split by hand."""
+    import helm_python as helm
 
-
-def shown_set(expression: str) -> str:
-    """A ``--set`` expression as the files' header records it: the values under ``secrets``
-    hidden but for names, so the rendered Services and ConfigMaps can be kept where the
-    Secrets may not."""
+    parse = helm.parse_set_string_values if as_strings else helm.parse_set_string
     shown = []
-    for assignment in set_assignments(expression):
-        key, equals, _ = assignment.partition("=")
-        name = key.strip()
-        hidden = name.startswith("secrets.") and not name.startswith(NAMING_SECRET_VALUES)
-        shown.append(f"{key}=<hidden>" if equals and hidden else assignment)
+    for path, value in _settings(parse(expression)):
+        hidden = path.startswith("secrets.") and not path.startswith(NAMING_SECRET_VALUES)
+        shown.append(f"{path}={'<hidden>' if hidden else _set_text(value)}")
     return ",".join(shown)
+
+
+def _settings(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted path, value)`` of each setting of a parsed ``--set``."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _settings(value, path + ".")
+        elif isinstance(value, list) and any(isinstance(item, Mapping) for item in value):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from _settings(item, f"{path}[{index}].")
+                else:
+                    yield f"{path}[{index}]", item
+        else:
+            yield path, value
+
+
+def _set_text(value: Any) -> str:
+    """A value as ``--set`` writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "{" + ",".join(_set_text(item) for item in value) + "}"
+    if isinstance(value, Mapping):
+        return "{}"
+    return str(value).replace("\\", "\\\\").replace(",", "\\,")
 
 
 def overrides_header(options: Sequence[str]) -> str:
@@ -317,7 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = [
             *(f"-f {path}" for path in args.values_files),
             *(f"--set {shown_set(value)}" for value in args.set_values),
-            *(f"--set-string {shown_set(value)}" for value in args.set_string_values),
+            *(
+                f"--set-string {shown_set(value, as_strings=True)}"
+                for value in args.set_string_values
+            ),
             *(f"--set-file {value}" for value in args.set_file_values),
         ]
         header = overrides_header(options) if overrides else HEADER

@@ -37,9 +37,10 @@ from common.local_run import (
 from common.process import stop_group
 from common.server import PARENT_PID_ENV, serving_variables
 from common.server import command as serve_command
+from common.wording import how_many
 from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
-from pipeline.progress import how_many, stdout_is_terminal
+from pipeline.progress import stdout_is_terminal
 from pipeline.runtime import bigquery_state_dir, cli_settings, share_up_keys
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from typing import Any
 from common.config import REPO_ROOT, ConfigError, Settings, without_secrets
 from common.pg import libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
-from pipeline.progress import how_many
+from common.wording import how_many
 
 # SALESMART_HOME: where an image keeps the project's files when the package is installed
 # (the Airflow image); a checkout needs nothing.

@@ -511,6 +511,7 @@ def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: An
     assert first == again != rotated
     # --set secrets.rotation=$(date +%Y%m%d%H%M) passes a number.
     assert len(rotation_sums(202611291430) | rotation_sums(202611291431)) == 2
+    assert len(rotation_sums(0) | rotation_sums(1)) == 2  # 0 is a value too
 
 
 def test_the_migration_image_follows_the_serving_image_tag(render: Any) -> None:

@@ -107,6 +107,9 @@ def test_the_header_hides_secret_values_given_with_set(tmp_path: Path) -> None:
         r"functions.token.env.WINDIR=C:\\,secrets.migrationDatabaseUrl=" + url,
         "--set",
         "secrets.keys.migrationDatabaseUrl=migration-url,secrets.rotation=7",
+        # A brace not right after "=" starts no list: the comma still separates settings.
+        "--set",
+        "functions.token.env.X=a{b,secrets.piiKey=" + "q" * 40,
         "--out",
         str(tmp_path),
     ]
@@ -119,12 +122,14 @@ def test_the_header_hides_secret_values_given_with_set(tmp_path: Path) -> None:
         r" --set functions.token.env.WINDIR=C:\\,secrets.migrationDatabaseUrl=<hidden>"
         # What only names a Secret, a key in it or a rotation is shown.
         " --set secrets.keys.migrationDatabaseUrl=migration-url,secrets.rotation=7"
-        " --set-string secrets.databaseUrl=<hidden>,image.tag=0.2.0"
+        " --set functions.token.env.X=a{b,secrets.piiKey=<hidden>"
+        # As Helm read them (its parser orders the keys).
+        " --set-string image.tag=0.2.0,secrets.databaseUrl=<hidden>"
     )
     for path in tmp_path.glob("*.yaml"):
         if not path.name.startswith("secret-"):
             text = path.read_text()
-            assert password not in text and jwt not in text, path.name
+            assert password not in text and jwt not in text and "q" * 40 not in text, path.name
 
 
 def test_bad_values_are_reported_in_one_line(
@@ -144,3 +149,24 @@ def test_write_refreshes_the_config_copy(tmp_path: Path, monkeypatch: pytest.Mon
     assert not render_manifests.config_copy_in_sync()
     assert main(["--out", str(tmp_path / "out")]) == 0
     assert copy.read_bytes() == CONFIG_SOURCE.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        r"a=b\,c,secrets.jwtSecret=SECRET1",
+        r"w=C:\\,secrets.piiKey=SECRET1",
+        "x=a{b,secrets.jwtSecret=SECRET1",
+        "tag=v{1,secrets.piiKey=SECRET1}",
+        "l={x,y},secrets.databaseUrl=postgresql://u:SECRET1@h/d",
+        "a={x}secrets.piiKey=SECRET1",
+        r"secrets.migrationDatabaseUrl=postgresql://u:SECRET1@h/d\,x",
+    ],
+)
+def test_no_secret_value_helm_reads_reaches_the_header(expression: str) -> None:
+    import helm_python as helm
+
+    secrets = helm.parse_set_string(expression).get("secrets", {})
+    assert any("SECRET1" in str(value) for value in secrets.values()), secrets  # Helm sets it
+    assert "SECRET1" not in render_manifests.shown_set(expression)
+    assert "SECRET1" not in render_manifests.shown_set(expression, as_strings=True)

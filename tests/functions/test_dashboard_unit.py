@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -681,7 +682,7 @@ def test_its_openapi_document_says_an_empty_filter_counts_as_absent(call: Caller
 
 
 def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
-    call: Caller, analyst: Account, flask_app: Any, fn_settings: Settings
+    call: Caller, analyst: Account, flask_app: Any, fn_settings: Settings, marts_dsn: str
 ) -> None:
     """A browser's 405 is a page, a wrong login's 401 for an API client names the scheme,
     and a 503 says when to retry: the document said JSON only, and neither header."""
@@ -719,7 +720,17 @@ def test_what_the_dashboard_sends_is_what_its_openapi_document_says(
         .issue(Principal("bob", "analyst"))
         .access_token
     )
-    with pytest.MonkeyPatch.context() as patch:  # a database that cannot be reached
+    try:
+        _answers_of_an_unreachable_database(flask_app, paths, bearer, session)
+    finally:  # the module is reloaded in place: the tests after this one use it again
+        with pytest.MonkeyPatch.context() as patch:
+            load_function("dashboard", patch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+def _answers_of_an_unreachable_database(
+    flask_app: Any, paths: dict[str, Any], bearer: str, session: str
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
         gone = load_function(
             "dashboard",
             patch,
@@ -756,14 +767,22 @@ def test_months_without_sales_keep_their_place_in_the_chart() -> None:
     assert chart.bars[1].height == 0
     slots = [b.x - a.x for a, b in zip(chart.bars, chart.bars[1:], strict=False)]
     assert max(slots) - min(slots) < 0.02  # evenly spaced
-    # Dates decades apart are not turned into hundreds of empty slots.
-    far = build_chart(
-        [
-            (date(1900, 1, 1), Decimal(1)),
-            (date(2000 + CHART_MAX_FILLED_MONTHS // 12, 1, 1), Decimal(1)),
-        ]
-    )
+    # Up to ten years are filled; dates decades apart are not made hundreds of empty slots.
+    decade = build_chart([(date(2014, 1, 1), Decimal(1)), (date(2023, 12, 1), Decimal(1))])
+    assert len(decade.bars) == CHART_MAX_FILLED_MONTHS == 120
+    far = build_chart([(date(2014, 1, 1), Decimal(1)), (date(2024, 1, 1), Decimal(1))])
     assert len(far.bars) == 2
+
+
+def test_month_labels_never_overlap() -> None:
+    # Labelled every month up to 17 months, 37 units apart for 56-unit labels at 17.
+    from common.dashboard import CHART_LABEL_SPACING, build_chart
+
+    for count in range(1, 121):
+        monthly = [(date(2000 + n // 12, n % 12 + 1, 1), Decimal(n + 1)) for n in range(count)]
+        shown = [bar.x for bar in build_chart(monthly).bars if bar.show_label]
+        gaps = [b - a for a, b in itertools.pairwise(shown)]
+        assert shown and min(gaps, default=CHART_LABEL_SPACING) >= CHART_LABEL_SPACING, count
 
 
 @pytest.mark.parametrize("top", ["90", "900000", "10000000", "600000000", "123456789012345678"])
@@ -847,3 +866,30 @@ def test_the_login_form_after_a_refusal(call: Caller, analyst: Account) -> None:
     assert message and message.group(1).endswith(f"Try again in {minutes} minutes.")
     fresh = call("/login", headers=BROWSER).get_data(as_text=True)
     assert re.search(r'id="username"[^>]* autofocus', fresh)
+
+
+def test_the_charts_totals_are_also_numbers_and_masking_is_explained(
+    call: Caller, fn_settings: Settings
+) -> None:
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    html = call("/", headers={**BROWSER, "Authorization": f"Bearer {token}"}).get_data(as_text=True)
+    bars = re.findall(r'aria-label="(\d{4}-\d{2}): ([\d,.]+)"', html)
+    listed = re.findall(
+        r'<td class="month">(\d{4}-\d{2})</td><td class="num">([\d,.]+)</td>',
+        html.split('id="monthly-totals"')[1],
+    )
+    assert bars and listed == bars  # the same months and totals as the chart's bars
+    note = re.search(r'id="masked-note">([^<]*)<', html)
+    assert note and "product" in note.group(1) and "filters match the real values" in note.group(1)
+
+
+def test_an_unknown_parameters_name_is_shown_cut(call: Caller, fn_settings: Settings) -> None:
+    # A 300-character name was printed whole: a phone's page grew to 3,347 px.
+    token = TokenService(fn_settings).issue(Principal("bob", "analyst")).access_token
+    name = "x" * 300
+    page = call(
+        "/", headers={**BROWSER, "Authorization": f"Bearer {token}"}, query_string={name: "1"}
+    )
+    assert page.status_code == 422
+    errors = page.get_data(as_text=True).split('id="filter-errors"')[1].split("</div>")[0]
+    assert f"<strong>{'x' * 64}</strong>" in errors and "x" * 65 not in errors
