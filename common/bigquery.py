@@ -402,7 +402,9 @@ def run_query(
         if bq.is_emulated:
             # The stand-in's jobs.query answers a failed query with HTTP 200, no rows and
             # the error in the body, which query_and_wait() reads as an empty result.
-            # jobs.insert + getQueryResults reports the error.
+            # jobs.insert + getQueryResults reports the error. Its jobs are not deleted after
+            # reading: it keeps each one (and its result) until deleted, but deleting them
+            # made it answer a concurrent query with another job's rows (README).
             job = client.query(
                 sql,
                 job_config=job_config,
@@ -411,40 +413,26 @@ def run_query(
                 job_retry=None,
                 timeout=deadline,
             )
-            result = job.result(
+            rows = job.result(
                 timeout=deadline, retry=_retry_policy(deadline), max_results=max_results
             )
-            return [dict(row.items()) for row in result]  # every page, before the job goes
-        rows = client.query_and_wait(
-            sql,
-            job_config=job_config,
-            location=bq.location,
-            api_timeout=deadline,
-            wait_timeout=deadline,
-            retry=_retry_policy(deadline),
-            job_retry=None,  # type: ignore[arg-type]  # None disables job retries
-            max_results=max_results,
-        )
+        else:
+            rows = client.query_and_wait(
+                sql,
+                job_config=job_config,
+                location=bq.location,
+                api_timeout=deadline,
+                wait_timeout=deadline,
+                retry=_retry_policy(deadline),
+                job_retry=None,  # type: ignore[arg-type]  # None disables job retries
+                max_results=max_results,
+            )
         return [dict(row.items()) for row in rows]
     except Exception as exc:
         if job is not None and isinstance(exc, concurrent.futures.TimeoutError):
             _cancel_quietly(job)
         _raise_mapped(exc, "query")
         raise
-    finally:
-        if job is not None:  # the stand-in's
-            _delete_quietly(client, job)
-
-
-def _delete_quietly(client: Any, job: Any) -> None:
-    """The stand-in keeps every job, with its result, in memory and in its catalog until it
-    is deleted (real BigQuery expires them itself): ~70 KB per trends_bq request while `up`
-    ran, read back at each start. Best effort: a job left behind costs memory, not an
-    answer."""
-    with contextlib.suppress(Exception):
-        client.delete_job_metadata(
-            job.job_id, location=job.location, not_found_ok=True, timeout=2.0, retry=None
-        )
 
 
 def _cancel_quietly(job: Any) -> None:

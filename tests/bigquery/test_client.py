@@ -234,26 +234,6 @@ def test_parameters_round_trip_with_their_types(bq_settings: Settings) -> None:
     assert row == {**values, "z": None}
 
 
-def test_the_stand_in_is_left_no_job_of_a_query(bq_settings: Settings) -> None:
-    # It kept each job and its result in memory until deleted: `up` grew ~70 KB per trends_bq
-    # request (253 -> 631 MB in ten minutes of use), and read them all back at each start.
-    s = bq_settings.bigquery
-    client = bq.get_client(s)
-    before = {job.job_id for job in client.list_jobs(all_users=True)}
-    for n in range(3):
-        rows = bq.run_query(
-            "SELECT x FROM UNNEST(GENERATE_ARRAY(1, @n)) AS x",
-            {"n": 3 + n},
-            function="test",
-            settings=s,
-        )
-        assert [row["x"] for row in rows] == list(range(1, 4 + n))
-    with pytest.raises(bq.BigQueryUnavailable):  # a failed query's job goes too
-        bq.run_query("SELECT * FROM missing_dataset.missing_table", function="test", settings=s)
-    after = {job.job_id for job in client.list_jobs(all_users=True)}
-    assert after <= before
-
-
 # -- failures: the stand-in ----------------------------------------------------------------
 def test_a_mart_that_was_never_built_is_unavailable(bq_settings: Settings) -> None:
     s = bq_settings.bigquery
