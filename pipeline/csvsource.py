@@ -13,7 +13,6 @@ import csv
 import hashlib
 import io
 import itertools
-import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date
@@ -24,7 +23,7 @@ from typing import NamedTuple, cast
 from common import validation
 from common.config import ValidationRules
 from common.masking import Masker
-from pipeline.progress import printable
+from pipeline.progress import printable, undecodable_escaped
 
 SNIFF_BYTES = 8192
 # A text CSV may hold a stray NUL in a row (rejected as malformed), but a NUL in the
@@ -59,7 +58,7 @@ def recorded_name(path: Path | str) -> str:
     """A file's name as its load and rejects record it: text, where a POSIX name may hold
     any bytes. Bytes that are not UTF-8 are written as ``\\xNN`` escapes (the name as
     Python reads it holds lone surrogates there, which neither database can store)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return undecodable_escaped(path)
 
 
 def file_sha256(path: Path) -> str:

@@ -59,11 +59,16 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else _escaped(c) for c in text)
 
 
+def undecodable_escaped(text: str | os.PathLike[str]) -> str:
+    """``text`` (a name from the file system) with the bytes that are not UTF-8, which
+    Python reads as lone surrogates, written as ``\\xNN``: how loads record a file's name
+    (csvsource.recorded_name) and output lines show it."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def _escaped(char: str) -> str:
-    # A byte of a name that is not UTF-8 (a lone surrogate, as Python reads it) is shown as
-    # that byte, \xff, the spelling its load records (csvsource.recorded_name).
-    if "\udc80" <= char <= "\udcff":
-        return f"\\x{ord(char) - 0xDC00:02x}"
+    if "\udc80" <= char <= "\udcff":  # a byte of a name that is not UTF-8
+        return undecodable_escaped(char)
     return char.encode("unicode_escape").decode("ascii")
 
 
