@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the functions import this module; only the pipeline starts processes
@@ -114,7 +115,13 @@ def stopped_by_signals() -> Iterator[None]:
 
     A library may catch that ``KeyboardInterrupt`` and raise its own error instead (psycopg2
     does, when it lands in the file a ``COPY`` reads: "error in .read() call"); after a
-    signal, such an error leaves the block as ``KeyboardInterrupt`` all the same."""
+    signal, such an error leaves the block as ``KeyboardInterrupt`` all the same.
+
+    Python swallows an exception raised inside a finalizer (a ``__del__`` run as an object
+    is dropped: an HTTP response, a generator): a signal that lands there was lost, and the
+    command went on for good, every later signal ignored as if it were stopping (a `serve`
+    sent SIGTERM while it polled its functions' health). Such a signal is delivered again,
+    a moment later, outside the finalizer."""
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers belong to the main thread (Python raises elsewhere): leave them
         return
@@ -134,10 +141,26 @@ def stopped_by_signals() -> Iterator[None]:
         received.append(signum)
         raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
 
+    redeliveries: list[threading.Timer] = []
+    previous_hook = sys.unraisablehook
+
+    def swallowed(unraisable: Any) -> None:  # sys.UnraisableHookArgs
+        if received and _raised_by(interrupt, unraisable.exc_traceback):
+            # The stop has not begun: the signal is to raise again, from outside the
+            # finalizer (raised from here, it would land in this hook and be lost too).
+            signum = received.pop()
+            redelivery = threading.Timer(SIGNAL_REDELIVERY_SECONDS, os.kill, (owner, signum))
+            redelivery.daemon = True
+            redeliveries.append(redelivery)
+            redelivery.start()
+            return
+        previous_hook(unraisable)
+
     signals = [signal.SIGINT, signal.SIGTERM]
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # left ignored under nohup
         signals.append(signal.SIGHUP)  # the terminal closed, the SSH session dropped
     previous = {signum: signal.signal(signum, interrupt) for signum in signals}
+    sys.unraisablehook = swallowed
     try:
         yield
     except Exception as exc:
@@ -145,8 +168,24 @@ def stopped_by_signals() -> Iterator[None]:
             raise KeyboardInterrupt from exc
         raise
     finally:
+        for redelivery in redeliveries:
+            redelivery.cancel()
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+#: How long after a signal lost in a finalizer it is delivered again: long enough for the
+#: hook that saw it lost to have returned.
+SIGNAL_REDELIVERY_SECONDS = 0.01
+
+
+def _raised_by(function: Any, traceback: TracebackType | None) -> bool:
+    """Whether ``traceback`` ends in ``function``: the exception was raised there."""
+    last = traceback
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    return last is not None and last.tb_frame.f_code is function.__code__
 
 
 def stop_group(

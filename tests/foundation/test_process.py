@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
+import time
 
 import psutil
 import pytest
@@ -48,6 +50,49 @@ def test_signals_after_the_first_do_not_break_off_the_stopping() -> None:
                 pass
             stopped = True
     assert stopped
+
+
+class SignalledWhileFinalized:
+    """Sends ``signum`` to this process from its ``__del__``: the handler runs there, inside
+    a finalizer, whose exceptions Python swallows."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.signum)
+        for _ in range(1000):  # the handler runs here, between bytecodes
+            pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_that_lands_in_a_finalizer_still_stops_the_block(signum: int) -> None:
+    """It was lost (Python swallows a finalizer's exception) and every later signal was
+    ignored as if the stop ran: a `serve` sent SIGTERM went on serving."""
+    previous_hook = sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        SignalledWhileFinalized(signum)  # dropped at once
+        for _ in range(200):
+            time.sleep(0.01)
+        pytest.fail("the signal was lost in the finalizer")
+    assert sys.unraisablehook is previous_hook
+
+
+def test_a_finalizers_other_errors_reach_the_hook_as_before() -> None:
+    seen: list[type[BaseException] | None] = []
+
+    class FailsWhileFinalized:
+        def __del__(self) -> None:
+            raise ValueError("from a finalizer")
+
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: seen.append(unraisable.exc_type)
+    try:
+        with stopped_by_signals():
+            FailsWhileFinalized()
+    finally:
+        sys.unraisablehook = previous_hook
+    assert seen == [ValueError]
 
 
 def test_a_sighup_ignored_from_the_start_stays_ignored() -> None:

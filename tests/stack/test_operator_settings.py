@@ -315,6 +315,7 @@ def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: 
 
 def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path) -> None:
     port_base = free_port_base()
+    output = (tmp_path / "serve.out").open("wb")  # kept: says where a stop hung
     process = subprocess.Popen(
         [
             sys.executable,
@@ -333,8 +334,8 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
             "SALESMART_STATE_DIR": str(tmp_path / "state"),
             "SALESMART_ENV": "prod",
         },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port_base + 3}/login"
     answers: list[requests.Response] = []
@@ -352,7 +353,16 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
         assert answers[0].headers["Set-Cookie"].startswith("__Host-")
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(
+                "serve still ran 30 s after SIGTERM:\n" + (tmp_path / "serve.out").read_text()
+            )
+        finally:
+            output.close()
 
 
 @pytest.mark.parametrize(
