@@ -102,6 +102,55 @@ def python_of_script(path: Path) -> str | None:
     return interpreter
 
 
+class _SignalBlock:
+    """The signals' state of one ``stopped_by_signals`` block."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.received: list[int] = []  # the first signal: the command is stopping
+        self.deferred = False  # inside ``signals_deferred``: recorded, raised at its end
+        self.pending = False  # a deferred signal not raised yet
+        self.closing = False  # the block's end: recorded, no longer raised
+        self.redeliveries: list[threading.Timer] = []
+        self.previous_hook = sys.unraisablehook
+
+    def interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.owner:
+            # A forked child (an ingest worker) inherits this handler; stopped by its
+            # loader (SIGTERM) or Ctrl-C, it ends quietly, as by default, not with a
+            # KeyboardInterrupt traceback from wherever it happened to be.
+            os._exit(128 + signum)
+        if self.received:
+            # Already stopping: a second Ctrl-C would break off the stopping itself and
+            # leave behind what it was stopping (a server, files saying "running").
+            return
+        self.received.append(signum)
+        if self.deferred:
+            self.pending = True
+        elif not self.closing:
+            raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) as Ctrl-C
+
+    def swallowed(self, unraisable: Any) -> None:  # sys.UnraisableHookArgs
+        if self.received and _raised_by(_SignalBlock.interrupt, unraisable.exc_traceback):
+            # Lost in a finalizer before the stop began: raised again from outside it (raised
+            # from here, it would land in this hook and be lost too).
+            redelivery = threading.Timer(
+                SIGNAL_REDELIVERY_SECONDS, os.kill, (self.owner, self.received[0])
+            )
+            redelivery.daemon = True
+            self.redeliveries.append(redelivery)
+            redelivery.start()
+            # Last, with no call after it: a signal landing before this is a second one
+            # (ignored) and the redelivery raises; one landing after it raises.
+            del self.received[:]
+            return
+        self.previous_hook(unraisable)
+
+
+#: The ``stopped_by_signals`` blocks the main thread is in, innermost last.
+_blocks: list[_SignalBlock] = []
+
+
 @contextlib.contextmanager
 def stopped_by_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` wherever the command is
@@ -117,62 +166,82 @@ def stopped_by_signals() -> Iterator[None]:
     does, when it lands in the file a ``COPY`` reads: "error in .read() call"); after a
     signal, such an error leaves the block as ``KeyboardInterrupt`` all the same.
 
-    Python swallows an exception raised inside a finalizer (a ``__del__`` run as an object
-    is dropped: an HTTP response, a generator): a signal that lands there was lost, and the
-    command went on for good, every later signal ignored as if it were stopping (a `serve`
-    sent SIGTERM while it polled its functions' health). Such a signal is delivered again,
-    a moment later, outside the finalizer."""
+    Python swallows an exception raised inside a finalizer: a signal landing in a ``__del__``
+    was lost, and the command went on, every later signal ignored as if it were stopping.
+    Such a signal is delivered again a moment later (one landing in the last moment of the
+    block is dropped: the command has finished). An io object's finalizer swallows even
+    that unseen: code that waits on processes and servers defers signals instead
+    (``signals_deferred``)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers belong to the main thread (Python raises elsewhere): leave them
         return
-    owner = os.getpid()
-    received: list[int] = []
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:
-            # A forked child (an ingest worker) inherits this handler; stopped by its
-            # loader (SIGTERM) or Ctrl-C, it ends quietly, as by default, not with a
-            # KeyboardInterrupt traceback from wherever it happened to be.
-            os._exit(128 + signum)
-        if received:
-            # Already stopping: a second Ctrl-C would break off the stopping itself and
-            # leave behind what it was stopping (a server, files saying "running").
-            return
-        received.append(signum)
-        raise KeyboardInterrupt  # SIGTERM (a process manager, `timeout`) stops as Ctrl-C does
-
-    redeliveries: list[threading.Timer] = []
-    previous_hook = sys.unraisablehook
-
-    def swallowed(unraisable: Any) -> None:  # sys.UnraisableHookArgs
-        if received and _raised_by(interrupt, unraisable.exc_traceback):
-            # The stop has not begun: the signal is to raise again, from outside the
-            # finalizer (raised from here, it would land in this hook and be lost too).
-            signum = received.pop()
-            redelivery = threading.Timer(SIGNAL_REDELIVERY_SECONDS, os.kill, (owner, signum))
-            redelivery.daemon = True
-            redeliveries.append(redelivery)
-            redelivery.start()
-            return
-        previous_hook(unraisable)
-
+    block = _SignalBlock()
     signals = [signal.SIGINT, signal.SIGTERM]
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # left ignored under nohup
         signals.append(signal.SIGHUP)  # the terminal closed, the SSH session dropped
-    previous = {signum: signal.signal(signum, interrupt) for signum in signals}
-    sys.unraisablehook = swallowed
+    previous = {signum: signal.signal(signum, block.interrupt) for signum in signals}
+    sys.unraisablehook = block.swallowed
+    _blocks.append(block)
     try:
         yield
     except Exception as exc:
-        if received:
+        if block.received:
             raise KeyboardInterrupt from exc
         raise
     finally:
-        for redelivery in redeliveries:
+        block.closing = True  # a redelivery arriving now is only recorded
+        _blocks.remove(block)
+        if sys.unraisablehook == block.swallowed:  # not another's, set meanwhile
+            sys.unraisablehook = block.previous_hook
+        for redelivery in block.redeliveries:
             redelivery.cancel()
-        sys.unraisablehook = previous_hook
+            redelivery.join()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Inside ``stopped_by_signals``: a signal's ``KeyboardInterrupt`` is raised when this
+    block ends, not wherever the signal lands. For code that polls processes and servers
+    and sleeps between rounds (``sleep_unless_stopped`` wakes at once): raised anywhere, it
+    could land inside ``subprocess.Popen.poll`` between taking its lock and the ``try``
+    that gives it back (the process is then never seen to end), or in a finalizer
+    (an HTTP response's), which drops it unseen. Outside such a block, nothing changes."""
+    block = _current_block()
+    if block is None or block.deferred:
+        yield
+        return
+    block.deferred = True
+    try:
+        yield
+    finally:
+        block.deferred = False
+    if block.pending:
+        block.pending = False
+        raise KeyboardInterrupt
+
+
+def sleep_unless_stopped(seconds: float) -> None:
+    """``time.sleep(seconds)``, ended early once a signal has asked the command to stop."""
+    end = time.monotonic() + seconds
+    while not stop_requested():
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.05))
+
+
+def stop_requested() -> bool:
+    """Whether a signal has asked the command (its ``stopped_by_signals`` block) to stop."""
+    block = _current_block()
+    return block is not None and bool(block.received)
+
+
+def _current_block() -> _SignalBlock | None:
+    if not _blocks or threading.current_thread() is not threading.main_thread():
+        return None
+    return _blocks[-1]
 
 
 #: How long after a signal lost in a finalizer it is delivered again: long enough for the
@@ -210,7 +279,10 @@ def stop_group(
         time.sleep(0.02)
     if process.poll() is None or _group_runs(group):
         _signal_group(group, signal.SIGKILL)
-        process.wait(5)
+        # Not seen to end when its Popen's lock was left taken (a KeyboardInterrupt inside
+        # poll()): the group's state in /proc says it has, and the others still get stopped.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
         end = time.monotonic() + 5
         while _group_runs(group) and time.monotonic() < end:
             time.sleep(0.02)

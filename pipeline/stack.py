@@ -34,7 +34,7 @@ from common.local_run import (
     state_dir,
     write_private,
 )
-from common.process import stop_group
+from common.process import signals_deferred, sleep_unless_stopped, stop_group, stop_requested
 from common.server import PARENT_PID_ENV, serving_variables
 from common.server import command as serve_command
 from common.wording import how_many
@@ -187,26 +187,29 @@ class FunctionProcesses:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         pending = dict(self.urls())
         while pending:
-            for name, url in list(pending.items()):
-                process = self.processes[name]
-                if process.poll() is not None:
+            with signals_deferred():  # polls processes and HTTP: a Ctrl-C is raised after
+                for name, url in list(pending.items()):
+                    process = self.processes[name]
+                    if process.poll() is not None:
+                        raise StackError(
+                            f"function {name} exited (code {process.returncode});"
+                            f" see {self.log_dir / (name + '.log')}"
+                        )
+                    try:
+                        with urllib.request.urlopen(url + HEALTH_PATH, timeout=2) as response:  # noqa: S310 - loopback  # nosec B310
+                            if response.status == 200:
+                                del pending[name]
+                    except (urllib.error.URLError, OSError):
+                        pass
+                    if stop_requested():
+                        break
+                if pending and time.monotonic() > deadline:
                     raise StackError(
-                        f"function {name} exited (code {process.returncode});"
-                        f" see {self.log_dir / (name + '.log')}"
+                        f"function(s) {', '.join(pending)} not ready after"
+                        f" {READY_TIMEOUT_SECONDS}s; see {self.log_dir}"
                     )
-                try:
-                    with urllib.request.urlopen(url + HEALTH_PATH, timeout=2) as response:  # noqa: S310 - loopback  # nosec B310
-                        if response.status == 200:
-                            del pending[name]
-                except (urllib.error.URLError, OSError):
-                    pass
-            if pending and time.monotonic() > deadline:
-                raise StackError(
-                    f"function(s) {', '.join(pending)} not ready after"
-                    f" {READY_TIMEOUT_SECONDS}s; see {self.log_dir}"
-                )
-            if pending:
-                time.sleep(0.1)
+                if pending:
+                    sleep_unless_stopped(0.1)
 
     def dead(self) -> list[str]:
         return [name for name, p in self.processes.items() if p.poll() is not None]
@@ -270,29 +273,33 @@ def wait_until_stopped(
         for line in announcement:
             say(line)
         while True:
-            dead = functions.dead()
+            with signals_deferred():  # polls processes: a Ctrl-C is raised after the round
+                dead = functions.dead()
+                emulator_stopped = emulator is not None and not emulator.is_running()
+                database_stopped = database is not None and not database.is_running()
+                if not (dead or emulator_stopped or database_stopped):
+                    functions.rotate_logs()
+                    if emulator is not None:  # a line per request it answers
+                        rotate_log(emulator.log_path)
+                    sleep_unless_stopped(0.5)
             if dead:
                 say(f"salesmart: function(s) {', '.join(dead)} stopped unexpectedly; shutting down")
                 return 1
-            functions.rotate_logs()
-            if emulator is not None:  # a line per request it answers
-                rotate_log(emulator.log_path)
             try:
-                if emulator is not None and not emulator.is_running():
+                if emulator is not None and emulator_stopped:
                     code = emulator.process.returncode
                     say(
                         f"salesmart: the BigQuery stand-in stopped (exit {code}); starting it again"
                     )
                     emulator.restart()
                     say(f"  bigquery   {emulator.endpoint} again")
-                if database is not None and not database.is_running():
+                if database is not None and database_stopped:
                     say("salesmart: PostgreSQL (embedded) stopped; starting it again")
                     database.restart()
                     say(f"  postgres   127.0.0.1:{database.port} again")
             except (EmulatorError, EmbeddedPostgresError) as exc:
                 say(f"salesmart: {exc}; shutting down")
                 return 1
-            time.sleep(0.5)
     except KeyboardInterrupt:
         say("\nstopping ...")
         return 0

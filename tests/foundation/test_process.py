@@ -3,6 +3,7 @@ end to end in test_cli.py and tests/stack/test_up.py), and stop_group on real pr
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,7 +14,13 @@ import time
 import psutil
 import pytest
 
-from common.process import stop_group, stopped_by_signals
+from common.process import (
+    signals_deferred,
+    sleep_unless_stopped,
+    stop_group,
+    stop_requested,
+    stopped_by_signals,
+)
 from tests.conftest import eventually
 
 
@@ -93,6 +100,53 @@ def test_a_finalizers_other_errors_reach_the_hook_as_before() -> None:
     finally:
         sys.unraisablehook = previous_hook
     assert seen == [ValueError]
+
+
+def test_a_signal_lost_in_the_blocks_last_moment_is_not_delivered_after_it() -> None:
+    """Its redelivery is cancelled with the block: raised after it, SIGINT would come out
+    of the command's own error handling as a traceback (SIGTERM would kill it)."""
+    with stopped_by_signals():
+        SignalledWhileFinalized(signal.SIGINT)  # lost; redelivery due 10 ms later
+    for _ in range(10):
+        time.sleep(0.01)  # where a late redelivery would raise
+
+
+class SignalledWhileClosed(io.RawIOBase):
+    """Sends ``signum`` from the ``close`` its finalizer calls: an io object's finalizer
+    drops an exception raised there without even telling ``sys.unraisablehook``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def close(self) -> None:
+        if not self.closed:
+            os.kill(os.getpid(), self.signum)
+            for _ in range(1000):
+                pass
+        super().close()
+
+
+def test_a_deferred_signal_is_raised_where_the_deferring_block_ends() -> None:
+    """Even one that lands in an io object's finalizer, which drops it unseen elsewhere."""
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt), stopped_by_signals():
+        with signals_deferred():
+            SignalledWhileClosed(signal.SIGTERM)  # dropped unclosed: closed by its finalizer
+            assert stop_requested()
+            started = time.monotonic()
+            sleep_unless_stopped(30)  # wakes at once: the command is to stop
+            assert time.monotonic() - started < 5
+            reached_the_end = True
+        pytest.fail("the deferred signal was not raised")
+    assert reached_the_end
+
+
+def test_outside_a_block_deferring_and_sleeping_change_nothing() -> None:
+    with signals_deferred():
+        assert not stop_requested()
+        started = time.monotonic()
+        sleep_unless_stopped(0.2)
+    assert time.monotonic() - started >= 0.2
 
 
 def test_a_sighup_ignored_from_the_start_stays_ignored() -> None:
@@ -181,6 +235,24 @@ def _ended(process: psutil.Process) -> bool:
         return process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_stop_group_stops_a_process_whose_popen_lock_was_left_taken() -> None:
+    """A KeyboardInterrupt between ``Popen.poll`` taking its lock and the ``try`` that gives
+    it back leaves the lock taken: the Popen never sees its process end. The fault is
+    injected by taking the lock here (no signal lands there on demand). stop_group used to
+    raise TimeoutExpired, leaving the other functions of a `serve` unstopped."""
+    leader = subprocess.Popen(["sleep", "600"], process_group=0)
+    leader._waitpid_lock.acquire()  # type: ignore[attr-defined]  # the injected fault
+    try:
+        stop_group(leader, timeout=0.2)
+        assert not psutil.pid_exists(leader.pid) or psutil.Process(leader.pid).status() == (
+            psutil.STATUS_ZOMBIE
+        )
+    finally:
+        leader._waitpid_lock.release()  # type: ignore[attr-defined]
+        leader.kill()
+        leader.wait()
 
 
 def test_stop_group_stops_the_leader_and_what_it_started() -> None:

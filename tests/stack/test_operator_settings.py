@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -333,6 +334,7 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
             "SALESMART_DATABASE_URL": settings.database_url,
             "SALESMART_STATE_DIR": str(tmp_path / "state"),
             "SALESMART_ENV": "prod",
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT writes every thread's stack to the output
         },
         stdout=output,
         stderr=subprocess.STDOUT,
@@ -356,6 +358,9 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # its stacks, then it ends
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
             process.kill()
             process.wait()
             pytest.fail(
