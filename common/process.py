@@ -207,7 +207,8 @@ def signals_deferred() -> Iterator[None]:
     and sleeps between rounds (``sleep_unless_stopped`` wakes at once): raised anywhere, it
     could land inside ``subprocess.Popen.poll`` between taking its lock and the ``try``
     that gives it back (the process is then never seen to end), or in a finalizer
-    (an HTTP response's), which drops it unseen. Outside such a block, nothing changes."""
+    (an HTTP response's), which drops it unseen. Not for the stopping itself: a signal
+    received before also raises at its end. Outside such a block, nothing changes."""
     block = _current_block()
     if block is None or block.deferred:
         yield
@@ -217,8 +218,10 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         block.deferred = False
-    if block.pending:
         block.pending = False
+    if block.received:
+        # Also one lost before (an io finalizer, a library that caught it): left unraised,
+        # the waits would spin, sleeping no more, and every later signal be ignored.
         raise KeyboardInterrupt
 
 
@@ -233,7 +236,8 @@ def sleep_unless_stopped(seconds: float) -> None:
 
 
 def stop_requested() -> bool:
-    """Whether a signal has asked the command (its ``stopped_by_signals`` block) to stop."""
+    """Whether a signal has asked the command (its ``stopped_by_signals`` block) to stop;
+    False outside the main thread, where signals are not handled."""
     block = _current_block()
     return block is not None and bool(block.received)
 
@@ -266,26 +270,28 @@ def stop_group(
     just the leader: a program's own children outlive it and go on working (``initdb``'s
     ``postgres --single`` goes on writing into the folder the next start must clear).
     Idempotent: a leader that has already ended is left alone."""
-    import subprocess
-
     if process.poll() is not None:
         return
     group = process.pid  # the leader of its own group: the group's id is its pid
     deadline = time.monotonic() + timeout
     _signal_group(group, signum, signal.SIGCONT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout)
-    while _group_runs(group) and time.monotonic() < deadline:
+    while not _group_ended(process, group) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if process.poll() is None or _group_runs(group):
+    if not _group_ended(process, group):
         _signal_group(group, signal.SIGKILL)
-        # Not seen to end when its Popen's lock was left taken (a KeyboardInterrupt inside
-        # poll()): the group's state in /proc says it has, and the others still get stopped.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(5)
         end = time.monotonic() + 5
-        while _group_runs(group) and time.monotonic() < end:
+        while not _group_ended(process, group) and time.monotonic() < end:
             time.sleep(0.02)
+
+
+def _group_ended(process: subprocess.Popen[Any], group: int) -> bool:
+    """Whether none of ``group`` runs, its leader ``process`` included. On Linux /proc says
+    so even when the leader's Popen cannot see its end (its lock left taken by a
+    KeyboardInterrupt inside ``poll()``: it would wait for ever); elsewhere the leader's
+    end is what can be seen."""
+    if _group_runs(group):
+        return False
+    return process.poll() is not None or Path("/proc/self/stat").exists()
 
 
 def _signal_group(group: int, *signums: int) -> None:
