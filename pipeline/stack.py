@@ -171,7 +171,9 @@ class FunctionProcesses:
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, port in self.ports.items():
             source = REPO_ROOT / "functions" / name / "main.py"
-            with open_private(self.log_dir / f"{name}.log") as log:
+            # Deferred: a Ctrl-C raised inside Popen once the process is forked would leave
+            # it unrecorded here, and so not stopped with the others.
+            with signals_deferred(), open_private(self.log_dir / f"{name}.log") as log:
                 self.processes[name] = subprocess.Popen(
                     serve_command(name, source, "127.0.0.1", port),
                     env={**self.env, PARENT_PID_ENV: str(os.getpid())},
