@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from common.trends import SUMMARY_COLUMNS
+
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_TTL_SECONDS = 24 * 3600
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,10 @@ class ValidationRules:
     max_decimals: int = 2
     product_prefix: str = "Halal"
     required_fields: tuple[str, ...] = ("transaction_id", "product", "price", "quantity", "date")
+
+
+#: What ``security.pii_fields`` may name: a transaction's fields and the summary's columns.
+MASKABLE_FIELDS = tuple(dict.fromkeys((*ValidationRules.required_fields, *SUMMARY_COLUMNS)))
 
 
 @dataclass(frozen=True)
@@ -219,9 +225,12 @@ def _bq_name(
 
 
 def whole_number(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    # Only a whole number's own spellings: int() would also take `true` (1) and cut 2.9 to 2.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{name} must be an integer, found {value!r}")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name} must be an integer, found {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, found {number}")
@@ -261,6 +270,8 @@ def serving_threads(environ: Mapping[str, str]) -> int:
 
 
 def _decimal(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ConfigError(f"{name} must be a number, found {value!r}")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
@@ -268,6 +279,14 @@ def _decimal(value: Any, name: str) -> Decimal:
     if not number.is_finite() or number < 0:
         raise ConfigError(f"{name} must be a finite number >= 0, found {value!r}")
     return number
+
+
+def _text(value: Any, name: str) -> str:
+    """A setting that is a non-empty string: YAML's empty value (None), a list or a number
+    would otherwise be used as its Python spelling ("None", "['Halal']")."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, found {value!r}")
+    return value
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -283,16 +302,33 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
 
 
+#: Checked when the settings are read, not at a load that has already filled one warehouse:
+#: a price keeps at most 9 decimals in BigQuery's NUMERIC, a quantity fits PostgreSQL's
+#: ``integer`` (raw.transactions).
+MAX_DECIMALS_LIMIT = 9
+MAX_QUANTITY_LIMIT = 2**31 - 1
+
+
 def _validation_rules(data: dict[str, Any]) -> ValidationRules:
     section = _section(data, "ingestion", "validation")
     defaults = ValidationRules()
-    prefix = str(section.get("product_prefix", defaults.product_prefix))
+    prefix = _text(
+        section.get("product_prefix", defaults.product_prefix),
+        "ingestion.validation.product_prefix",
+    )
+    if prefix[0].isspace():  # products are trimmed: no product could start with it
+        raise ConfigError(
+            f"ingestion.validation.product_prefix must not start with a space, found {prefix!r}"
+        )
     required = section.get("required_fields", list(defaults.required_fields))
     if not isinstance(required, list) or not all(isinstance(x, str) for x in required):
         raise ConfigError("ingestion.validation.required_fields must be a list of column names")
@@ -304,9 +340,12 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
             section.get("max_quantity", defaults.max_quantity),
             "ingestion.validation.max_quantity",
             minimum=1,
+            maximum=MAX_QUANTITY_LIMIT,
         ),
         max_decimals=whole_number(
-            section.get("max_decimals", defaults.max_decimals), "ingestion.validation.max_decimals"
+            section.get("max_decimals", defaults.max_decimals),
+            "ingestion.validation.max_decimals",
+            maximum=MAX_DECIMALS_LIMIT,
         ),
         product_prefix=prefix,
         required_fields=tuple(required),
@@ -366,7 +405,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             project=True,
         ),
         location=env.get("SALESMART_BQ_LOCATION")
-        or str(warehouse.get("location", BigQuerySettings.location)),
+        or _text(warehouse.get("location", BigQuerySettings.location), "data_warehouse.location"),
         warehouse_dataset=_bq_name(
             env,
             "SALESMART_BQ_WAREHOUSE_DATASET",
@@ -414,6 +453,12 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     pii_fields = security.get("pii_fields", list(Settings.pii_fields))
     if not isinstance(pii_fields, list):
         raise ConfigError("security.pii_fields must be a list of field names")
+    unknown = [field for field in pii_fields if field not in MASKABLE_FIELDS]
+    if unknown:  # a misspelt name ("Product") would show that field in clear, unsaid
+        raise ConfigError(
+            f"security.pii_fields: {unknown[0]!r} is not a field; the fields are"
+            f" {', '.join(MASKABLE_FIELDS)}"
+        )
 
     return Settings(
         # Exactly "dev" relaxes the secrets; any other value (also "Dev") is production.
@@ -424,13 +469,16 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         raw_schema=_raw_schema(postgres.get("raw_schema", Settings.raw_schema)),
         mart_schema=_schema_name(
             env.get("SALESMART_PG_MART_SCHEMA")
-            or str(postgres.get("mart_schema", Settings.mart_schema)),
+            or _text(
+                postgres.get("mart_schema", Settings.mart_schema),
+                "data_warehouse.postgres.mart_schema",
+            ),
             "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema",
         ),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
         pii_key=_secret(env, "SALESMART_PII_KEY"),
-        jwt_issuer=str(api.get("jwt_issuer", Settings.jwt_issuer)),
-        jwt_audience=str(api.get("jwt_audience", Settings.jwt_audience)),
+        jwt_issuer=_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),
+        jwt_audience=_text(api.get("jwt_audience", Settings.jwt_audience), "api.jwt_audience"),
         token_ttl_seconds=ttl,
         login_max_failures=whole_number(
             api.get("login_max_failures", Settings.login_max_failures), "api.login_max_failures", 1
@@ -447,9 +495,9 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             minimum=4,
             maximum=31,  # bcrypt's own bounds
         ),
-        pii_fields=tuple(str(x) for x in pii_fields),
+        pii_fields=tuple(pii_fields),
         landing=env.get("SALESMART_LANDING")
-        or str(_section(data, "data_lake").get("landing", Settings.landing)),
+        or _text(_section(data, "data_lake").get("landing", Settings.landing), "data_lake.landing"),
         validation=_validation_rules(data),
         bigquery=bigquery,
     )

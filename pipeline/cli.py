@@ -246,6 +246,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.generate import generate
+    from pipeline.runtime import cli_settings
 
     if args.rows < 0:
         raise CliError("--rows must be >= 0")
@@ -262,7 +263,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     what = "standard output" if args.out == "-" else path.name
     with counted(args.rows, what, show=args.rows >= GENERATE_PROGRESS_MIN_ROWS) as advance:
         written = generate(
-            out, args.rows, seed=args.seed, invalid_share=args.invalid_share, on_progress=advance
+            out,
+            args.rows,
+            seed=args.seed,
+            invalid_share=args.invalid_share,
+            on_progress=advance,
+            rules=cli_settings(with_secrets=False).validation,
         )
     if to_stdout:
         sys.stdout.flush()

@@ -5,7 +5,10 @@ the first N rows of a longer file are the N rows of a shorter one, so a transact
 names two different rows (ingesting both files loads only the longer one's extra rows).
 Streams to the file, so any row count fits in flat memory.
 Valid rows follow a catalogue of Halal products with typical prices, small quantities
-and dates spread over two years; invalid rows cover every rejection reason.
+and dates spread over two years; invalid rows cover every rejection reason. Both follow the
+configured loading rules (``ingestion.validation``): valid rows pass them and invalid rows
+break them, whatever the prefix and thresholds; under the shipped rules the rows are those
+this module always wrote.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ import csv
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TextIO
+
+from common.config import ValidationRules
 
 HEADER = ("transaction_id", "product", "price", "quantity", "date")
 
@@ -56,21 +63,70 @@ DEFAULT_INVALID_SHARE = 0.02
 PRODUCT_BLOCK = 100_000
 
 
-def _invalid_row(rng: random.Random, txid: str, valid: list[str], seen_ids: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class _RowRules:
+    """What valid rows are drawn within and invalid rows drawn outside, from the rules."""
+
+    prefix: str
+    min_price: float  # the lowest valid price, at most max_decimals decimals
+    price_format: str
+    max_quantity: int
+    not_prefixed: tuple[str, ...]
+    too_precise: str
+    below_minimum: tuple[str, ...]
+    bad_quantities: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rules: ValidationRules) -> _RowRules:
+        decimals = rules.max_decimals
+        step = Decimal(1).scaleb(-decimals)
+        lowest = rules.min_price.quantize(step, rounding=ROUND_CEILING)
+        prefix = rules.product_prefix
+        # Products that do not start with the prefix (the shipped list, for the shipped one).
+        not_prefixed = tuple(name for name in NOT_HALAL if not name.startswith(prefix)) or (
+            ("B" if prefix.startswith("A") else "A") + " Item",
+        )
+        below = tuple(
+            text
+            for text in ("9.99", "0", "5.5")
+            if Decimal(text) < rules.min_price and -Decimal(text).as_tuple().exponent <= decimals  # type: ignore[operator]
+        )
+        if not below and rules.min_price > 0:  # the largest price under the minimum
+            under = (rules.min_price - step).quantize(step, rounding=ROUND_FLOOR)
+            below = (format(max(under, Decimal(0)), "f"),)
+        quantities = rules.max_quantity
+        return cls(
+            prefix=prefix,
+            min_price=float(lowest),
+            price_format=f".{min(decimals, 2)}f",
+            max_quantity=quantities,
+            not_prefixed=not_prefixed,
+            too_precise="19." + "9" * (decimals + 1) if decimals else "19.9",
+            # No price is below a minimum of 0: such rows get an unreadable one instead.
+            below_minimum=below,
+            bad_quantities=(
+                ("0", "101", "1000") if quantities < 101 else ("0", str(quantities + 1))
+            ),
+        )
+
+
+def _invalid_row(
+    rng: random.Random, rules: _RowRules, valid: list[str], seen_ids: list[str]
+) -> list[str]:
     kind = rng.randrange(10)
     row = list(valid)
     if kind == 0:
         row[1] = ""  # missing product
     elif kind == 1:
-        row[1] = rng.choice(NOT_HALAL)
-    elif kind == 2:
+        row[1] = rng.choice(rules.not_prefixed)
+    elif kind == 2 or (kind == 4 and not rules.below_minimum):
         row[2] = rng.choice(("abc", "-5.00", "1e3", "NaN", "", "12,50"))
     elif kind == 3:
-        row[2] = "19.999"  # too many decimals
+        row[2] = rules.too_precise  # too many decimals
     elif kind == 4:
-        row[2] = rng.choice(("9.99", "0", "5.5"))  # below min_price
+        row[2] = rng.choice(rules.below_minimum)  # below min_price
     elif kind == 5:
-        row[3] = rng.choice(("0", "101", "1000"))
+        row[3] = rng.choice(rules.bad_quantities)
     elif kind == 6:
         row[3] = rng.choice(("two", "1.5", "-1", ""))
     elif kind == 7:
@@ -90,17 +146,21 @@ def generate(
     invalid_share: float = DEFAULT_INVALID_SHARE,
     id_prefix: str = "G",
     on_progress: Callable[[int], None] | None = None,
+    rules: ValidationRules | None = None,
 ) -> int:
-    """Write ``rows`` transactions to ``out``, a file or a text stream (standard output);
-    returns the number written. A stream whose reader went away (``reader_gone``, see
+    """Write ``rows`` transactions to ``out``, a file or a text stream (standard output),
+    valid or not by ``rules`` (the shipped ones by default); returns the number written.
+    A stream whose reader went away (``reader_gone``, see
     ``pipeline.progress.OutputUntilReaderGone``) ends the writing early."""
     if rows < 0:
         raise ValueError("rows must be >= 0")
     if not 0 <= invalid_share <= 1:
         raise ValueError("invalid_share must be between 0 and 1")
 
+    row_rules = _RowRules.of(rules or ValidationRules())
+
     def write(handle: TextIO) -> int:
-        return _write_rows(handle, rows, seed, invalid_share, id_prefix, on_progress)
+        return _write_rows(handle, rows, seed, invalid_share, id_prefix, on_progress, row_rules)
 
     if not isinstance(out, Path):
         return write(out)
@@ -134,6 +194,7 @@ def _write_rows(
     invalid_share: float,
     id_prefix: str,
     on_progress: Callable[[int], None] | None,
+    rules: _RowRules,
 ) -> int:
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security  # nosec B311
     # A stream of its own, so the rows' other draws do not depend on the file's length.
@@ -152,17 +213,17 @@ def _write_rows(
         if n % 1000 == 0 and getattr(handle, "reader_gone", False):
             return n  # ``generate --out - | head``: nobody reads the rest
         name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
-        price = max(10.0, round(list_price * rng.uniform(0.9, 1.1), 2))
+        price = max(rules.min_price, round(list_price * rng.uniform(0.9, 1.1), 2))
         txid = f"{id_prefix}{seed}-{n:07d}"  # wider past 10M rows: still unique
         valid = [
             txid,
-            name,
-            f"{price:.2f}",
-            str(rng.choice((1, 1, 1, 2, 2, 3, 5, 10))),
+            rules.prefix + name.removeprefix("Halal"),
+            format(price, rules.price_format),
+            str(min(rng.choice((1, 1, 1, 2, 2, 3, 5, 10)), rules.max_quantity)),
             rng.choice(days),
         ]
         if rng.random() < invalid_share:
-            writer.writerow(_invalid_row(rng, txid, valid, recent_ids))
+            writer.writerow(_invalid_row(rng, rules, valid, recent_ids))
         else:
             writer.writerow(valid)
             if len(recent_ids) < 1000:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from common.config import REPO_ROOT, Settings
+from common.config import REPO_ROOT, Settings, ValidationRules
 from common.local_run import (
     ENDPOINTS_FILE,
     UP_LOCK_FILE,
@@ -428,11 +429,23 @@ def _data_files(data: Sequence[Path] | None, extra_rows: int, settings: Settings
     if extra_rows > 0:
         from pipeline.generate import generate
 
-        out = ensure_state_dir(settings) / f"generated-{extra_rows}.csv"
+        rules = settings.validation
+        # Made once per count and loading rules (the shipped rules keep the older name).
+        shipped = rules == ValidationRules()
+        digest = hashlib.sha256(repr(rules).encode()).hexdigest()[:8]
+        name = f"generated-{extra_rows}.csv" if shipped else f"generated-{extra_rows}-{digest}.csv"
+        out = ensure_state_dir(settings) / name
         if not out.exists():
             generating = f"generating {how_many(extra_rows, 'transaction')}"
             with counted_step(generating, extra_rows) as advance:
-                generate(out, extra_rows, seed=extra_rows, id_prefix="G", on_progress=advance)
+                generate(
+                    out,
+                    extra_rows,
+                    seed=extra_rows,
+                    id_prefix="G",
+                    on_progress=advance,
+                    rules=rules,
+                )
         files.append(out)
     return files
 

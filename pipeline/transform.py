@@ -135,7 +135,8 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
     env.update(
         {
             "SALESMART_RULE_PRODUCT_PREFIX": rules.product_prefix,
-            "SALESMART_RULE_MIN_PRICE": str(rules.min_price),
+            # Written out (YAML's 1e2 is Decimal 1E+2): the rule takes a plain decimal.
+            "SALESMART_RULE_MIN_PRICE": format(rules.min_price, "f"),
             "SALESMART_RULE_MAX_DECIMALS": str(rules.max_decimals),
             "SALESMART_RULE_MAX_QUANTITY": str(rules.max_quantity),
         }

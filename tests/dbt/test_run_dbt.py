@@ -375,6 +375,23 @@ def test_unusable_setups_are_one_line_errors(
         expand_targets("mysql")
 
 
+@pytest.mark.parametrize(
+    ("written", "plain"), [("1e2", "100"), ("0.0000001", "0.0000001"), ("12.50", "12.5")]
+)
+def test_the_minimum_price_reaches_dbt_as_a_plain_decimal(
+    tmp_path: Path, written: str, plain: str
+) -> None:
+    """dbt's rule test takes a plain decimal: YAML's 1e2 (Decimal 1E+2) broke every
+    transform after the loads had used it."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(f"ingestion:\n  validation:\n    min_price: {written}\n")
+    settings = build_settings(
+        {"SALESMART_CONFIG": str(config), "SALESMART_BQ_ENDPOINT": "http://127.0.0.1:9050"}
+    )
+    env, _ = dbt_environment("bigquery", settings)
+    assert env["SALESMART_RULE_MIN_PRICE"] == plain
+
+
 def test_bigquery_environment_stand_in_and_real() -> None:
     local = build_settings({"SALESMART_BQ_ENDPOINT": "http://127.0.0.1:9050"})
     env, secrets = dbt_environment("bigquery", local)

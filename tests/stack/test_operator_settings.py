@@ -450,6 +450,66 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         build_settings(env)
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        # Refused when read: each was found only by a load that had filled one warehouse
+        # (BigQuery's NUMERIC keeps 9 decimals; raw.transactions.quantity is an integer).
+        (
+            "ingestion:\n  validation:\n    max_decimals: 12\n",
+            r"ingestion\.validation\.max_decimals must be <= 9, found 12",
+        ),
+        (
+            "ingestion:\n  validation:\n    max_quantity: 10000000000\n",
+            r"ingestion\.validation\.max_quantity must be <= 2147483647",
+        ),
+        # Taken as their Python spellings before: "None", "['Halal']", 1, 2.
+        (
+            "ingestion:\n  validation:\n    product_prefix:\n",
+            r"ingestion\.validation\.product_prefix must be a non-empty string, found None",
+        ),
+        (
+            "ingestion:\n  validation:\n    product_prefix: [Halal]\n",
+            r"product_prefix must be a non-empty string, found \['Halal'\]",
+        ),
+        (
+            "ingestion:\n  validation:\n    product_prefix: ' Halal'\n",
+            r"product_prefix must not start with a space",
+        ),
+        (
+            "ingestion:\n  validation:\n    max_quantity: true\n",
+            r"ingestion\.validation\.max_quantity must be an integer, found True",
+        ),
+        (
+            "ingestion:\n  validation:\n    max_decimals: 2.9\n",
+            r"ingestion\.validation\.max_decimals must be an integer, found 2\.9",
+        ),
+        ("api:\n  jwt_issuer: ''\n", r"api\.jwt_issuer must be a non-empty string, found ''"),
+        ("api:\n  jwt_audience:\n", r"api\.jwt_audience must be a non-empty string"),
+        ("data_lake:\n  landing:\n", r"data_lake\.landing must be a non-empty string"),
+        ("data_warehouse:\n  location: 5\n", r"data_warehouse\.location must be a non-empty"),
+        # A misspelt field showed it in clear, unsaid.
+        (
+            "security:\n  pii_fields: [transaction_id, Product]\n",
+            r"security\.pii_fields: 'Product' is not a field; the fields are transaction_id,"
+            r" product, ",
+        ),
+        # Where the file breaks (the error's name alone before).
+        (
+            "api:\n  jwt_issuer: a\n bcrypt_rounds: 12\n",
+            r"not valid YAML \(.*, line 3, column 2\)$",
+        ),
+    ],
+)
+def test_a_file_value_of_the_wrong_kind_is_refused_by_its_key(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+
+
 def test_a_deployment_command_refuses_the_password_the_functions_refuse(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -1,0 +1,47 @@
+"""``salesmart generate`` under configured loading rules: its valid rows pass them and its
+invalid rows break them (it wrote the shipped rules' rows whatever the configuration said:
+under min_price 20 a fifth of its "valid" rows were rejected)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+
+from common.config import ValidationRules
+from common.validation import RowValidator, ValidRow
+from pipeline.generate import generate
+
+RULE_SETS = [
+    ValidationRules(),
+    ValidationRules(min_price=Decimal(20), max_quantity=5),
+    ValidationRules(min_price=Decimal(5), max_quantity=1000, max_decimals=3),
+    ValidationRules(min_price=Decimal("25.555"), max_decimals=0, product_prefix="Org (Bio)+ ä"),
+    ValidationRules(min_price=Decimal(0), max_quantity=1, product_prefix="A"),
+    ValidationRules(min_price=Decimal("0.5"), max_decimals=9, product_prefix="halal"),
+]
+
+
+def generated_rows(rules: ValidationRules, invalid_share: float) -> list[list[str]]:
+    out = io.StringIO()
+    generate(out, 3000, seed=3, invalid_share=invalid_share, rules=rules)
+    return list(csv.reader(io.StringIO(out.getvalue())))[1:]
+
+
+@pytest.mark.parametrize("rules", RULE_SETS, ids=repr)
+def test_valid_rows_pass_the_configured_rules(rules: ValidationRules) -> None:
+    validator = RowValidator(rules)
+    verdicts = [validator.check(row) for row in generated_rows(rules, 0.0)]
+    assert [v for v in verdicts if not isinstance(v, ValidRow)] == []
+
+
+@pytest.mark.parametrize("rules", RULE_SETS, ids=repr)
+def test_invalid_rows_break_the_configured_rules(rules: ValidationRules) -> None:
+    validator = RowValidator(rules)
+    rows = generated_rows(rules, 1.0)  # none valid: no earlier id to repeat either
+    accepted = [row for row in rows if isinstance(validator.check(row), ValidRow)]
+    assert accepted == []
+    reasons = {validator.check(row) for row in rows}
+    assert len(reasons) >= 8  # every kind of fault, not one
