@@ -70,20 +70,53 @@ CONFIG = Path(
 EXIT_UNUSABLE = 2  # salesmart: unusable input, which no retry can fix
 
 
+class OrchestrationConfigError(ValueError):
+    """A bad ``orchestration`` value: Airflow shows this one line as the DAG's import error
+    (a traceback naming no key before)."""
+
+
 def orchestration_config() -> dict[str, Any]:
     """The ``orchestration`` section of the pipeline config (schedule, retries)."""
     try:
         data = yaml.safe_load(CONFIG.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         return {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise OrchestrationConfigError(f"{CONFIG}: not valid YAML{where}") from None
     section = data.get("orchestration") if isinstance(data, dict) else None
-    return section if isinstance(section, dict) else {}
+    if section is not None and not isinstance(section, dict):
+        raise OrchestrationConfigError(f"{CONFIG}: orchestration must be a mapping")
+    return section or {}
+
+
+def schedule_of(section: dict[str, Any]) -> str:
+    """``orchestration.schedule``: a cron expression (5 fields, UTC) or a preset (@daily)."""
+    from croniter import croniter  # Airflow's own dependency, which parses its crons
+
+    value = section.get("schedule", "0 0 * * *")
+    if not isinstance(value, str) or not (value.startswith("@") or croniter.is_valid(value)):
+        raise OrchestrationConfigError(
+            f"{CONFIG}: orchestration.schedule must be a cron expression, found {value!r}"
+        )
+    return value
+
+
+def seconds_or_count(section: dict[str, Any], key: str, default: int, minimum: int) -> int:
+    """A whole number at least ``minimum`` (not `true`, not 2.5, not "three")."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OrchestrationConfigError(
+            f"{CONFIG}: orchestration.{key} must be a whole number >= {minimum}, found {value!r}"
+        )
+    return value
 
 
 SETTINGS = orchestration_config()
-SCHEDULE = str(SETTINGS.get("schedule", "0 0 * * *"))
-RETRIES = int(SETTINGS.get("retries", 3))
-RETRY_DELAY = timedelta(seconds=float(SETTINGS.get("retry_delay_seconds", 300)))
+SCHEDULE = schedule_of(SETTINGS)
+RETRIES = seconds_or_count(SETTINGS, "retries", 3, minimum=0)
+RETRY_DELAY = timedelta(seconds=seconds_or_count(SETTINGS, "retry_delay_seconds", 300, minimum=1))
 
 
 #: Paths every project command gets, whatever its working directory. Only these are part

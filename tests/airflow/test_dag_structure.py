@@ -102,6 +102,34 @@ def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:
         assert task["retry_delay_seconds"] >= 60, task_id
 
 
+@pytest.mark.parametrize(
+    ("orchestration", "message"),
+    [
+        ("  retries: three\n", "orchestration.retries must be a whole number >= 0, found 'three'"),
+        ("  retries: -1\n", "orchestration.retries must be a whole number >= 0, found -1"),
+        (
+            "  retry_delay_seconds: -5\n",
+            "orchestration.retry_delay_seconds must be a whole number >= 1, found -5",
+        ),
+        (
+            "  schedule: not a cron\n",
+            "orchestration.schedule must be a cron expression, found 'not a cron'",
+        ),
+        ("  schedule: [0 0 * * *\n", "not valid YAML (line"),
+    ],
+)
+def test_a_bad_orchestration_value_is_the_dags_one_line_error(
+    airflow_home: Path, tmp_path: Path, orchestration: str, message: str
+) -> None:
+    """A traceback naming no key (retries: three), or nothing at all (-1), before."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text("orchestration:\n" + orchestration)
+    info = load_dag_info(airflow_home, DAGS, SALESMART_CONFIG=str(config))
+    assert info["dag_ids"] == []
+    (error,) = info["import_errors"].values()
+    assert f"{config}: {message}" in error
+
+
 def upstream_closure(tasks: dict[str, Any], task_id: str) -> set[str]:
     seen: set[str] = set()
     todo = list(tasks[task_id]["upstream"])
