@@ -361,6 +361,8 @@ class AdminLogin:
     other_password_in: str | None = None
     #: The operator's account, left as it was, is disabled.
     disabled: bool = False
+    #: What resetting up's own demo account undid (``users disable``, ``users password``).
+    undone: tuple[str, ...] = ()
 
 
 def _existing_admin(conn: Any, settings: Settings) -> AdminLogin | None:
@@ -396,6 +398,7 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
         if existing is not None:
             return existing
     password, unshown = admin_password(settings)
+    undone = () if external_database else _undone_by_reset(conn, password)
     try:
         add_user(
             conn,
@@ -411,7 +414,24 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
         return AdminLogin(None, look_alike=exc.existing)
     except UserError:  # created meanwhile by someone else: theirs, kept
         return AdminLogin(None)
-    return AdminLogin(password, unshown)
+    return AdminLogin(password, unshown, undone=undone)
+
+
+def _undone_by_reset(conn: Any, password: str) -> tuple[str, ...]:
+    """What resetting up's demo ``admin`` to ``password`` undoes, to be said: an operator
+    who disabled it, or gave it a password of their own, would else find it back silently."""
+    from common.passwords import verify_password
+
+    rows = conn.run(
+        "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
+    )
+    if not rows:
+        return ()
+    password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
+    undone = ["enabled again"] if disabled else []
+    if not verify_password(password, password_hash):
+        undone.append("its password set back")
+    return tuple(undone)
 
 
 def admin_password_shown(settings: Settings) -> None:
@@ -641,6 +661,12 @@ def _announcement(
     else:
         announcement.append(
             f"  login      {ADMIN_USER} / the password in {state / ADMIN_PASSWORD_FILE}"
+        )
+    if admin.undone:
+        # up's own server: the demo account is up's, reset at each start (README).
+        announcement.append(
+            f"             ({' and '.join(admin.undone)}: up resets its demo account at each"
+            " start; `salesmart users add` makes accounts of your own)"
         )
     announcement.append(f"  endpoints  {state / ENDPOINTS_FILE}")
     return announcement

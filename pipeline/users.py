@@ -146,19 +146,27 @@ def disable_user(conn: Any, username: str) -> None:
 
 
 def enable_user(conn: Any, username: str) -> None:
-    """Allows logins again; sessions ended by ``disable_user`` stay ended."""
+    """Allows logins again, from now: a lockout by failed logins ends too. Sessions ended
+    by ``disable_user`` stay ended."""
     _update(conn, username, "disabled = false")
+    _end_lockout(conn, username)
 
 
 def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
     """A new password (the policy of ``users add``); it ends the account's dashboard
-    sessions started before it, and leaves the account's state otherwise unchanged."""
+    sessions started before it and its lockout by failed logins (the operator's way to let
+    a locked-out user in at once), and leaves the account's state otherwise unchanged."""
     _update(
         conn,
         username,
         "password_hash = :h, sessions_since = clock_timestamp()",
         h=hash_password(password, rounds),
     )
+    _end_lockout(conn, username)
+
+
+def _end_lockout(conn: Any, username: str) -> None:
+    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=username)
 
 
 def _update(conn: Any, username: str, assignment: str, **params: Any) -> None:

@@ -359,6 +359,29 @@ def test_429_after_repeated_failures_for_a_known_user(
     assert right.status_code == 429
 
 
+@pytest.mark.parametrize("operator_action", ["users password", "users enable"])
+def test_an_operator_ends_a_lockout_with_users_password_or_enable(
+    call: Caller, analyst: Account, marts_dsn: str, operator_action: str
+) -> None:
+    """Nothing but the window's end let a locked-out user in (the README said anyone
+    knowing a name can lock it): the on-call operator's levers are these two commands."""
+    from pipeline.users import enable_user, set_password
+
+    for attempt in range(6):
+        post(call, username=analyst.username, password=f"wrong {attempt}")
+    assert post(call, username=analyst.username, password=analyst.password).status_code == 429
+    conn = connect(marts_dsn)
+    try:
+        if operator_action == "users password":
+            set_password(conn, analyst.username, analyst.password, 4)
+        else:
+            enable_user(conn, analyst.username)
+    finally:
+        conn.close()
+    assert failures(marts_dsn, analyst.username) is None  # its row is gone
+    assert post(call, username=analyst.username, password=analyst.password).status_code == 200
+
+
 def test_429_for_unknown_usernames_too(
     call: Caller, marts_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -156,13 +156,20 @@ def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settin
     assert verify_password(password, password_hash) and not disabled
 
 
-def test_ups_own_server_resets_its_demo_admin(local_state: Settings) -> None:
+def test_ups_own_server_resets_its_demo_admin(local_state: Settings, tmp_path: Path) -> None:
     _add_account(local_state, ADMIN_USER, "an-older-password-1", disabled=True)
     login = _provision(local_state, external_database=False)
     password_hash, disabled = _admin_row(local_state)
     assert login.password is not None
     assert verify_password(login.password, password_hash)
     assert not disabled
+    # Said, not silent: an operator's `users disable` / `users password` was undone.
+    said = "\n".join(_announcement(local_state, tmp_path / ".salesmart", {}, "", login))
+    assert "(enabled again and its password set back: up resets its demo account" in said
+    login = _provision(local_state, external_database=False)  # nothing to undo this time
+    assert login.undone == ()
+    said = "\n".join(_announcement(local_state, tmp_path / ".salesmart", {}, "", login))
+    assert "resets its demo account" not in said
 
 
 @pytest.mark.parametrize("external_database", [True, False])
