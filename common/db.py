@@ -158,7 +158,7 @@ class PgPool:
 
     # -- connections ----------------------------------------------------------------------
     def _connect(self) -> PooledConnection:
-        from common.pg import connect  # psycopg2 is imported on first use, not at start
+        from common.pg import connect, connect_failure  # psycopg2: on first use, not at start
 
         try:
             raw = connect(
@@ -169,6 +169,8 @@ class PgPool:
                 "postgres unreachable",
                 level=logging.WARNING,
                 error_type=type(exc).__name__,
+                # A wrong password (after a rotation) is not an outage: said apart.
+                reason=connect_failure(exc),
                 sqlstate=sqlstate(exc),
             )
             raise WarehouseUnavailable() from None

@@ -232,6 +232,32 @@ def connect(
     return PgConnection(raw)
 
 
+#: What a failed connect was, by libpq's and the server's (English) words: a log line tells a
+#: wrong password from a server that is down without quoting the message (it names hosts
+#: and users). Checked in order; anything else is "other".
+_CONNECT_FAILURES = (
+    ("password authentication failed", "auth_failed"),
+    ("no pg_hba.conf entry", "auth_failed"),
+    ("authentication failed", "auth_failed"),
+    ("no password supplied", "auth_failed"),
+    ("role ", "auth_failed"),  # role "x" does not exist
+    ("database ", "database_missing"),  # database "x" does not exist
+    ("connection refused", "refused"),
+    ("timeout expired", "timeout"),
+    ("could not translate host name", "unknown_host"),
+    ("ssl", "tls"),
+    ("certificate", "tls"),
+    ("too many clients", "too_many_connections"),
+    ("the database system is", "starting_or_stopping"),
+)
+
+
+def connect_failure(exc: BaseException) -> str:
+    """A short word for why a connect failed (see ``_CONNECT_FAILURES``)."""
+    text = str(exc).lower()
+    return next((kind for words, kind in _CONNECT_FAILURES if words in text), "other")
+
+
 def close_quietly(conn: Any) -> None:
     """Close a connection that may already be closed or broken."""
     with contextlib.suppress(Exception):  # a dead connection has nothing left to report

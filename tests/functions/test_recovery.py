@@ -152,6 +152,7 @@ def test_503_then_200_after_postgres_restarts(
         failed = {e["request_id"] for e in events if e.get("status") == 503}
         assert unreachable and {e.get("request_id") for e in unreachable} <= failed, events
         assert all(e["function"] == served.name for e in unreachable)
+        assert {e["reason"] for e in unreachable} == {"refused"}  # not a password's fault
 
     own_pg_server.start()
     status, waited = poll(lambda: trends().status_code, 200)

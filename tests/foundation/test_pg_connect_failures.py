@@ -1,0 +1,40 @@
+"""Why a connect failed, in the functions' log: a wrong password (after a rotation) and a
+server that is down were the same line, "postgres unreachable"."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+from common.config import Settings
+from common.pg import connect, connect_failure
+from tests.conftest import free_port_base
+
+
+def with_netloc(dsn: str, *, password: str | None = None, port: int | None = None) -> str:
+    parts = urlsplit(dsn)
+    user = parts.username or ""
+    secret = parts.password if password is None else password
+    netloc = f"{user}:{secret}@{parts.hostname}:{port or parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def failure_of(dsn: str) -> str:
+    with pytest.raises(psycopg2.OperationalError) as caught:
+        connect(dsn, timeout=5).close()
+    return connect_failure(caught.value)
+
+
+def test_a_wrong_password_is_not_a_server_that_is_down(settings: Settings) -> None:
+    assert failure_of(with_netloc(settings.database_url, password="not-the-password")) == (
+        "auth_failed"
+    )
+    assert failure_of(with_netloc(settings.database_url, port=free_port_base(1))) == "refused"
+    missing = urlsplit(settings.database_url)._replace(path="/no_such_database")
+    assert failure_of(urlunsplit(missing)) == "database_missing"
+
+
+def test_anything_else_is_other() -> None:
+    assert connect_failure(RuntimeError("something new")) == "other"
