@@ -285,13 +285,16 @@ def stop_group(
 
 
 def _group_ended(process: subprocess.Popen[Any], group: int) -> bool:
-    """Whether none of ``group`` runs, its leader ``process`` included. On Linux /proc says
-    so even when the leader's Popen cannot see its end (its lock left taken by a
-    KeyboardInterrupt inside ``poll()``: it would wait for ever); elsewhere the leader's
-    end is what can be seen."""
+    """Whether none of ``group`` runs and its leader ``process`` has been seen to end. A
+    leader that /proc shows ended while its Popen does not is still exiting (its other
+    threads: /proc shows the main one), unless its Popen's lock was left taken (by a
+    KeyboardInterrupt inside ``poll()``): then it never will see it, and /proc is believed."""
     if _group_runs(group):
         return False
-    return process.poll() is not None or Path("/proc/self/stat").exists()
+    if process.poll() is not None:
+        return True
+    lock = getattr(process, "_waitpid_lock", None)  # CPython's; nothing else takes it here
+    return lock is not None and lock.locked()
 
 
 def _signal_group(group: int, *signums: int) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from common.config import REPO_ROOT, Settings, without_secrets
+from common.local_run import open_private
 from common.process import (
     WATCHED_PARENT_ENV,
     python_of_script,
@@ -271,7 +272,7 @@ def start_emulator(
     # appended to, so `up` can empty a full one in place while the stand-in writes on.
     with contextlib.suppress(FileNotFoundError):
         log_path.replace(log_path.with_name(LOG_NAME + ".1"))
-    with log_path.open("ab") as log:
+    with open_private(log_path) as log:  # owner only, as the functions' logs
         try:
             process = subprocess.Popen(
                 command,

@@ -424,7 +424,12 @@ def build_parser() -> _Parser:
         required=True,
         help="carried in its tokens (both roles may use the trend APIs and the dashboard)",
     )
-    stdin_help = "read the password from the first line of stdin"
+    from common.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS
+
+    stdin_help = (
+        "read the password from the first line of stdin"
+        f" ({MIN_PASSWORD_CHARS} characters to {MAX_PASSWORD_BYTES} bytes)"
+    )
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users_sub.add_parser(
         "list",
@@ -440,7 +445,7 @@ def build_parser() -> _Parser:
         " tokens already issued run out with their lifetime)",
     )
     enable = users_sub.add_parser("enable", help="enable a disabled user again", parents=[debug])
-    enable.add_argument("name", help="the username")
+    enable.add_argument("name", help="the username (a lockout by failed logins ends too)")
     new_password = users_sub.add_parser(
         "password",
         help="set a user's password (from stdin or a prompt)",
@@ -448,8 +453,8 @@ def build_parser() -> _Parser:
     )
     new_password.add_argument(
         "name",
-        help="the username (its dashboard sessions end at once; bearer tokens already issued"
-        " run out with their lifetime)",
+        help="the username (its dashboard sessions and any lockout by failed logins end at"
+        " once; bearer tokens already issued run out with their lifetime)",
     )
     new_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users.set_defaults(handler=cmd_users)

@@ -147,6 +147,7 @@ def test_data_persists_and_callers_recover_after_a_restart(
     state = bq_emulator.state_dir
     assert (state / "bqemulator.duckdb").exists()
     assert stat.S_IMODE(state.stat().st_mode) == 0o700  # rows in clear: owner only
+    assert stat.S_IMODE(bq_emulator.log_path.stat().st_mode) == 0o600  # as the functions' logs
     assert (state / "bqemulator.pid").read_text().strip() == str(bq_emulator.pid)
     bq.ensure_datasets(settings)
     table = bq.table_ref(settings.warehouse_dataset, "kept", settings)
