@@ -32,6 +32,15 @@ class ConfigError(ValueError):
     """The configuration is unusable; the message names the setting and what was found."""
 
 
+# Every sum a mart makes must fit BigQuery's NUMERIC (29 digits before the point): a price
+# of 15 digits x a quantity of 3 leaves 11 digits of headroom for summing rows. A longer
+# price is rejected as invalid_price (README, "What is loaded").
+MAX_PRICE_INTEGER_DIGITS = 15
+# The marts index products (the trends query's prefix scan and the product-month grain);
+# a btree entry holds at most ~2.7 kB, 500 characters of UTF-8 at most 2 kB.
+MAX_PRODUCT_CHARS = 500
+
+
 @dataclass(frozen=True)
 class ValidationRules:
     """The CSV row rules of ``ingestion.validation``."""
@@ -218,9 +227,9 @@ def _bq_name(
     found only at the first query made a function go Ready and fail every request."""
     value, name = _setting(env, variable, section, path, default)
     pattern, rule = (BQ_PROJECT_ID, _PROJECT_RULE) if project else (BQ_NAME, _DATASET_RULE)
-    text = str(value)
+    text = value if isinstance(value, str) else ""  # an empty value is not "None"
     if not pattern.fullmatch(text):
-        raise ConfigError(f"{name} must be a valid BigQuery {rule}, found {text!r}")
+        raise ConfigError(f"{name} must be a valid BigQuery {rule}, found {value!r}")
     return text
 
 
@@ -240,6 +249,8 @@ def whole_number(value: Any, name: str, minimum: int = 0, maximum: int | None = 
 
 
 def positive_seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool):  # float(True) would be 1 second
+        raise ConfigError(f"{name} must be a number of seconds, found {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -278,7 +289,7 @@ def _decimal(value: Any, name: str) -> Decimal:
         raise ConfigError(f"{name} must be a number, found {value!r}") from None
     if not number.is_finite() or number < 0:
         raise ConfigError(f"{name} must be a finite number >= 0, found {value!r}")
-    return number
+    return number.copy_abs()  # -0.0 is 0 (dbt's rule takes no sign)
 
 
 def _text(value: Any, name: str) -> str:
@@ -315,7 +326,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 #: a price keeps at most 9 decimals in BigQuery's NUMERIC, a quantity fits PostgreSQL's
 #: ``integer`` (raw.transactions).
 MAX_DECIMALS_LIMIT = 9
-MAX_QUANTITY_LIMIT = 2**31 - 1
+PG_INTEGER_MAX = 2**31 - 1
+MAX_QUANTITY_LIMIT = PG_INTEGER_MAX
+#: A lock window of a year at most: its end is a timestamp, and a pruning query multiplies it.
+MAX_LOGIN_WINDOW_SECONDS = 366 * 86400
 
 
 def _validation_rules(data: dict[str, Any]) -> ValidationRules:
@@ -329,13 +343,27 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         raise ConfigError(
             f"ingestion.validation.product_prefix must not start with a space, found {prefix!r}"
         )
+    if len(prefix) > MAX_PRODUCT_CHARS:  # no product loaded could be that long
+        raise ConfigError(
+            f"ingestion.validation.product_prefix must be at most {MAX_PRODUCT_CHARS}"
+            f" characters, found {len(prefix)}"
+        )
     required = section.get("required_fields", list(defaults.required_fields))
-    if not isinstance(required, list) or not all(isinstance(x, str) for x in required):
+    if not isinstance(required, list) or not all(
+        isinstance(x, str) and x.strip() for x in required
+    ):
         raise ConfigError("ingestion.validation.required_fields must be a list of column names")
+    min_price = _decimal(
+        section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
+    )
+    if min_price >= 10**MAX_PRICE_INTEGER_DIGITS:  # no price may have more digits
+        raise ConfigError(
+            f"ingestion.validation.min_price must be below 10^{MAX_PRICE_INTEGER_DIGITS}"
+            f" (prices have at most {MAX_PRICE_INTEGER_DIGITS} digits before the point),"
+            f" found {format(min_price, 'f')}"
+        )
     return ValidationRules(
-        min_price=_decimal(
-            section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
-        ),
+        min_price=min_price,
         max_quantity=whole_number(
             section.get("max_quantity", defaults.max_quantity),
             "ingestion.validation.max_quantity",
@@ -480,13 +508,18 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         jwt_issuer=_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),
         jwt_audience=_text(api.get("jwt_audience", Settings.jwt_audience), "api.jwt_audience"),
         token_ttl_seconds=ttl,
+        # Counted in PostgreSQL integers (auth.login_failures).
         login_max_failures=whole_number(
-            api.get("login_max_failures", Settings.login_max_failures), "api.login_max_failures", 1
+            api.get("login_max_failures", Settings.login_max_failures),
+            "api.login_max_failures",
+            1,
+            PG_INTEGER_MAX,
         ),
         login_window_seconds=whole_number(
             api.get("login_window_seconds", Settings.login_window_seconds),
             "api.login_window_seconds",
             1,
+            MAX_LOGIN_WINDOW_SECONDS,
         ),
         bcrypt_rounds=whole_number(
             *_setting(

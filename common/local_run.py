@@ -10,6 +10,7 @@ agree with ``up``'s. A deployment never looks: its functions are given everythin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -49,8 +50,12 @@ def ensure_state_dir(settings: Settings) -> Path:
 
 
 def open_private(path: Path) -> IO[bytes]:
-    """``path`` opened for appending, created readable by its owner only (0600)."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    """``path`` opened for appending, readable by its owner only (0600): also a file made
+    before with other modes (an older release's log)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with contextlib.suppress(OSError):  # another's file (root's): left as it is
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def write_private(path: Path, text: str) -> None:

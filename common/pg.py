@@ -234,28 +234,36 @@ def connect(
 
 #: What a failed connect was, by libpq's and the server's (English) words: a log line tells a
 #: wrong password from a server that is down without quoting the message (it names hosts
-#: and users). Checked in order; anything else is "other".
-_CONNECT_FAILURES = (
-    ("password authentication failed", "auth_failed"),
-    ("no pg_hba.conf entry", "auth_failed"),
-    ("authentication failed", "auth_failed"),
-    ("no password supplied", "auth_failed"),
-    ("role ", "auth_failed"),  # role "x" does not exist
-    ("database ", "database_missing"),  # database "x" does not exist
-    ("connection refused", "refused"),
-    ("timeout expired", "timeout"),
-    ("could not translate host name", "unknown_host"),
-    ("ssl", "tls"),
-    ("certificate", "tls"),
-    ("too many clients", "too_many_connections"),
-    ("the database system is", "starting_or_stopping"),
+#: and users). Read after libpq's "... port N failed: " (a host name holds no clue), the
+#: specific ones first; anything else is "other".
+_CONNECT_FAILURES = tuple(
+    (re.compile(pattern, re.IGNORECASE), kind)
+    for pattern, kind in (
+        (r"the database system is (starting|shutting|not yet|in recovery)", "starting_or_stopping"),
+        (r"too many (clients|connections)", "too_many_connections"),
+        (
+            r"password authentication failed|no password supplied|authentication failed",
+            "auth_failed",
+        ),
+        (r'role "[^"]*" does not exist', "auth_failed"),
+        (
+            r"no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied for database",
+            "not_allowed",
+        ),
+        (r'database "[^"]*" does not exist', "database_missing"),
+        (r"connection refused", "refused"),
+        (r"timeout expired|timed out", "timeout"),
+        (r"could not translate host name|name or service not known", "unknown_host"),
+        (r"ssl|certificate", "tls"),
+    )
 )
 
 
 def connect_failure(exc: BaseException) -> str:
     """A short word for why a connect failed (see ``_CONNECT_FAILURES``)."""
-    text = str(exc).lower()
-    return next((kind for words, kind in _CONNECT_FAILURES if words in text), "other")
+    text = str(exc)
+    detail = text.split("failed: ", 1)[1] if "failed: " in text else text
+    return next((kind for pattern, kind in _CONNECT_FAILURES if pattern.search(detail)), "other")
 
 
 def close_quietly(conn: Any) -> None:

@@ -285,16 +285,27 @@ def stop_group(
 
 
 def _group_ended(process: subprocess.Popen[Any], group: int) -> bool:
-    """Whether none of ``group`` runs and its leader ``process`` has been seen to end. A
-    leader that /proc shows ended while its Popen does not is still exiting (its other
-    threads: /proc shows the main one), unless its Popen's lock was left taken (by a
-    KeyboardInterrupt inside ``poll()``): then it never will see it, and /proc is believed."""
+    """Whether none of ``group`` runs and its leader ``process`` has ended. Its Popen may
+    not see the end when its lock was left taken (a KeyboardInterrupt inside ``poll()``):
+    on Linux /proc then says, once every thread of the leader has ended (/proc shows the
+    main one's state, 'Z' while the others still run)."""
     if _group_runs(group):
         return False
     if process.poll() is not None:
         return True
-    lock = getattr(process, "_waitpid_lock", None)  # CPython's; nothing else takes it here
-    return lock is not None and lock.locked()
+    tasks = list(Path(f"/proc/{process.pid}/task").glob("*/stat"))
+    return bool(tasks) and not any(_runs(stat) for stat in tasks)
+
+
+def _runs(stat: Path) -> bool:
+    """Whether the process or thread whose /proc ``stat`` this is runs (not ended, not a
+    zombie); False once it is gone."""
+    try:
+        # "pid (command) state ...": the command may hold spaces and ")".
+        state = stat.read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _signal_group(group: int, *signums: int) -> None:

@@ -14,17 +14,10 @@ from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
-from common.config import ValidationRules
+from common.config import MAX_PRICE_INTEGER_DIGITS, MAX_PRODUCT_CHARS, ValidationRules
 
 CORE_COLUMNS = ("transaction_id", "product", "price", "quantity", "date")
 MAX_TRANSACTION_ID_CHARS = 128  # a primary key; a 1 MB id would break the btree index
-# Every sum a mart makes must fit BigQuery's NUMERIC (29 digits before the point): a price
-# of 15 digits x a quantity of 3 leaves 11 digits of headroom for summing rows. A longer
-# price is rejected as invalid_price (README, "What is loaded").
-MAX_PRICE_INTEGER_DIGITS = 15
-# The marts index products (the trends query's prefix scan and the product-month grain);
-# a btree entry holds at most ~2.7 kB, 500 characters of UTF-8 at most 2 kB.
-MAX_PRODUCT_CHARS = 500
 # A line's raw text is kept (for the rejects tables) up to this many characters, then how
 # many more there were. No valid row comes near it, and a runaway quoted field of 40 MiB
 # fits no warehouse row as it is (the local BigQuery stand-in reads rows of at most 16 MiB,

@@ -81,42 +81,66 @@ def orchestration_config() -> dict[str, Any]:
         data = yaml.safe_load(CONFIG.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError:
+        raise OrchestrationConfigError(f"{CONFIG}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise OrchestrationConfigError(f"{CONFIG}: not valid YAML{where}") from None
-    section = data.get("orchestration") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise OrchestrationConfigError(f"{CONFIG}: the top level must be a mapping")
+    section = data.get("orchestration")
     if section is not None and not isinstance(section, dict):
         raise OrchestrationConfigError(f"{CONFIG}: orchestration must be a mapping")
     return section or {}
 
 
-def schedule_of(section: dict[str, Any]) -> str:
-    """``orchestration.schedule``: a cron expression (5 fields, UTC) or a preset (@daily)."""
+#: Airflow's own presets (airflow.sdk's CRON_PRESETS, @once and @continuous).
+SCHEDULE_PRESETS = frozenset(
+    {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once", "@continuous"}
+)
+
+
+def schedule_of(section: dict[str, Any]) -> str | None:
+    """``orchestration.schedule``: a cron expression (5 fields, UTC), one of Airflow's
+    presets, or null (no schedule: runs are started by hand)."""
     from croniter import croniter  # Airflow's own dependency, which parses its crons
 
     value = section.get("schedule", "0 0 * * *")
-    if not isinstance(value, str) or not (value.startswith("@") or croniter.is_valid(value)):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not (value in SCHEDULE_PRESETS or croniter.is_valid(value)):
         raise OrchestrationConfigError(
-            f"{CONFIG}: orchestration.schedule must be a cron expression, found {value!r}"
+            f"{CONFIG}: orchestration.schedule must be a cron expression, an Airflow preset"
+            f" (@daily ...) or null, found {value!r}"
         )
     return value
 
 
-def seconds_or_count(section: dict[str, Any], key: str, default: int, minimum: int) -> int:
-    """A whole number at least ``minimum`` (not `true`, not 2.5, not "three")."""
+def whole_number(section: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """A whole number in ``low..high``, as common.config reads one: 3, 3.0 or '3', not `true`,
+    2.5 or 'three'."""
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not low <= number <= high:
         raise OrchestrationConfigError(
-            f"{CONFIG}: orchestration.{key} must be a whole number >= {minimum}, found {value!r}"
+            f"{CONFIG}: orchestration.{key} must be a whole number from {low} to {high},"
+            f" found {value!r}"
         )
-    return value
+    return number
 
 
 SETTINGS = orchestration_config()
 SCHEDULE = schedule_of(SETTINGS)
-RETRIES = seconds_or_count(SETTINGS, "retries", 3, minimum=0)
-RETRY_DELAY = timedelta(seconds=seconds_or_count(SETTINGS, "retry_delay_seconds", 300, minimum=1))
+RETRIES = whole_number(SETTINGS, "retries", 3, 0, 100)
+RETRY_DELAY = timedelta(
+    seconds=whole_number(SETTINGS, "retry_delay_seconds", 300, 1, 86400)  # at most a day
+)
 
 
 #: Paths every project command gets, whatever its working directory. Only these are part

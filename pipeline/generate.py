@@ -69,7 +69,9 @@ class _RowRules:
 
     prefix: str
     min_price: float  # the lowest valid price, at most max_decimals decimals
+    min_price_text: str  # the same, written exactly (a float may round it below the rule)
     price_format: str
+    extra_columns: tuple[str, ...]  # required columns beyond the five: filled in
     max_quantity: int
     not_prefixed: tuple[str, ...]
     too_precise: str
@@ -98,7 +100,11 @@ class _RowRules:
         return cls(
             prefix=prefix,
             min_price=float(lowest),
+            min_price_text=format(lowest, "f"),
             price_format=f".{min(decimals, 2)}f",
+            extra_columns=tuple(
+                name for name in dict.fromkeys(rules.required_fields) if name not in HEADER
+            ),
             max_quantity=quantities,
             not_prefixed=not_prefixed,
             too_precise="19." + "9" * (decimals + 1) if decimals else "19.9",
@@ -205,7 +211,7 @@ def _write_rows(
     products: list[int] = []
     recent_ids: list[str] = []
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow((*HEADER, *rules.extra_columns))
     for n in range(rows):
         if n % PRODUCT_BLOCK == 0:
             block = min(PRODUCT_BLOCK, rows - n)
@@ -213,15 +219,19 @@ def _write_rows(
         if n % 1000 == 0 and getattr(handle, "reader_gone", False):
             return n  # ``generate --out - | head``: nobody reads the rest
         name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
-        price = max(rules.min_price, round(list_price * rng.uniform(0.9, 1.1), 2))
+        price = round(list_price * rng.uniform(0.9, 1.1), 2)
+        price_text = (
+            rules.min_price_text if price < rules.min_price else format(price, rules.price_format)
+        )
         txid = f"{id_prefix}{seed}-{n:07d}"  # wider past 10M rows: still unique
         valid = [
             txid,
             rules.prefix + name.removeprefix("Halal"),
-            format(price, rules.price_format),
+            price_text,
             str(min(rng.choice((1, 1, 1, 2, 2, 3, 5, 10)), rules.max_quantity)),
             rng.choice(days),
         ]
+        valid.extend(f"{column}-{n % 10}" for column in rules.extra_columns)
         if rng.random() < invalid_share:
             writer.writerow(_invalid_row(rng, rules, valid, recent_ids))
         else:

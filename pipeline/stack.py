@@ -398,7 +398,9 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
         if existing is not None:
             return existing
     password, unshown = admin_password(settings)
-    undone = () if external_database else _undone_by_reset(conn, password)
+    # A password given in SALESMART_ADMIN_PASSWORD is asked for: setting it undoes nothing.
+    given = bool(os.environ.get(ADMIN_PASSWORD_VARIABLE))
+    undone = () if external_database else _undone_by_reset(conn, password, given=given)
     try:
         add_user(
             conn,
@@ -417,7 +419,7 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     return AdminLogin(password, unshown, undone=undone)
 
 
-def _undone_by_reset(conn: Any, password: str) -> tuple[str, ...]:
+def _undone_by_reset(conn: Any, password: str, *, given: bool) -> tuple[str, ...]:
     """What resetting up's demo ``admin`` to ``password`` undoes, to be said: an operator
     who disabled it, or gave it a password of their own, would else find it back silently."""
     from common.passwords import verify_password
@@ -429,7 +431,7 @@ def _undone_by_reset(conn: Any, password: str) -> tuple[str, ...]:
         return ()
     password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
     undone = ["enabled again"] if disabled else []
-    if not verify_password(password, password_hash):
+    if not given and not verify_password(password, password_hash):
         undone.append("its password set back")
     return tuple(undone)
 

@@ -83,6 +83,8 @@ def add_user(
         )
         if not rows:
             raise UserError(f"user {username} already exists")
+        if replace:  # a reset, as `users password` (and `users enable`) ends a lockout
+            _end_lockout(conn, username)
     except BaseException as exc:
         # A lost connection fails the ROLLBACK too: the first error is the one to report.
         with contextlib.suppress(Exception):

@@ -105,16 +105,21 @@ def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("orchestration", "message"),
     [
-        ("  retries: three\n", "orchestration.retries must be a whole number >= 0, found 'three'"),
-        ("  retries: -1\n", "orchestration.retries must be a whole number >= 0, found -1"),
+        (
+            "  retries: three\n",
+            "orchestration.retries must be a whole number from 0 to 100, found 'three'",
+        ),
+        ("  retries: -1\n", "orchestration.retries must be a whole number from 0 to 100, found -1"),
         (
             "  retry_delay_seconds: -5\n",
-            "orchestration.retry_delay_seconds must be a whole number >= 1, found -5",
+            "orchestration.retry_delay_seconds must be a whole number from 1 to 86400, found -5",
         ),
         (
             "  schedule: not a cron\n",
-            "orchestration.schedule must be a cron expression, found 'not a cron'",
+            "orchestration.schedule must be a cron expression, an Airflow preset (@daily ...) or"
+            " null, found 'not a cron'",
         ),
+        ("  schedule: '@dayly'\n", "found '@dayly'"),
         ("  schedule: [0 0 * * *\n", "not valid YAML (line"),
     ],
 )
@@ -127,7 +132,25 @@ def test_a_bad_orchestration_value_is_the_dags_one_line_error(
     info = load_dag_info(airflow_home, DAGS, SALESMART_CONFIG=str(config))
     assert info["dag_ids"] == []
     (error,) = info["import_errors"].values()
-    assert f"{config}: {message}" in error
+    last = error.strip().splitlines()[-1]  # Airflow keeps the traceback: its last line
+    assert f"transform_sales_mart.OrchestrationConfigError: {config}: " in last, last
+    assert message in last
+
+
+def test_orchestration_takes_what_airflow_and_the_config_take(
+    airflow_home: Path, tmp_path: Path
+) -> None:
+    """No schedule (runs started by hand) and numbers written as the config's other keys
+    may be (quoted, 2.0)."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(
+        "orchestration:\n  schedule: null\n  retries: '2'\n  retry_delay_seconds: 60.0\n"
+    )
+    info = load_dag_info(airflow_home, DAGS, SALESMART_CONFIG=str(config))
+    assert info["import_errors"] == {}
+    assert info["dag"]["timetable"] == "NullTimetable"
+    assert {task["retries"] for task in info["tasks"].values()} == {2}
+    assert {task["retry_delay_seconds"] for task in info["tasks"].values()} == {60}
 
 
 def upstream_closure(tasks: dict[str, Any], task_id: str) -> set[str]:

@@ -21,26 +21,36 @@ RULE_SETS = [
     ValidationRules(min_price=Decimal("25.555"), max_decimals=0, product_prefix="Org (Bio)+ ä"),
     ValidationRules(min_price=Decimal(0), max_quantity=1, product_prefix="A"),
     ValidationRules(min_price=Decimal("0.5"), max_decimals=9, product_prefix="halal"),
+    # A minimum with more decimals than the catalogue's two (a float rounded it below).
+    ValidationRules(min_price=Decimal("20.005"), max_decimals=3),
+    ValidationRules(min_price=Decimal("99999999999999.99")),
+    # A required column beyond the five: filled in (the file was unusable without it).
+    ValidationRules(
+        required_fields=("transaction_id", "product", "price", "quantity", "date", "store")
+    ),
 ]
 
 
-def generated_rows(rules: ValidationRules, invalid_share: float) -> list[list[str]]:
+def generated(rules: ValidationRules, invalid_share: float) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows."""
     out = io.StringIO()
     generate(out, 3000, seed=3, invalid_share=invalid_share, rules=rules)
-    return list(csv.reader(io.StringIO(out.getvalue())))[1:]
+    header, *rows = csv.reader(io.StringIO(out.getvalue()))
+    return header, rows
 
 
 @pytest.mark.parametrize("rules", RULE_SETS, ids=repr)
 def test_valid_rows_pass_the_configured_rules(rules: ValidationRules) -> None:
-    validator = RowValidator(rules)
-    verdicts = [validator.check(row) for row in generated_rows(rules, 0.0)]
+    header, rows = generated(rules, 0.0)
+    validator = RowValidator(rules, header)
+    verdicts = [validator.check(row) for row in rows]
     assert [v for v in verdicts if not isinstance(v, ValidRow)] == []
 
 
 @pytest.mark.parametrize("rules", RULE_SETS, ids=repr)
 def test_invalid_rows_break_the_configured_rules(rules: ValidationRules) -> None:
-    validator = RowValidator(rules)
-    rows = generated_rows(rules, 1.0)  # none valid: no earlier id to repeat either
+    header, rows = generated(rules, 1.0)  # none valid: no earlier id to repeat either
+    validator = RowValidator(rules, header)
     accepted = [row for row in rows if isinstance(validator.check(row), ValidRow)]
     assert accepted == []
     reasons = {validator.check(row) for row in rows}

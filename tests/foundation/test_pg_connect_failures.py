@@ -36,5 +36,44 @@ def test_a_wrong_password_is_not_a_server_that_is_down(settings: Settings) -> No
     assert failure_of(urlunsplit(missing)) == "database_missing"
 
 
-def test_anything_else_is_other() -> None:
-    assert connect_failure(RuntimeError("something new")) == "other"
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        # libpq's and the server's words, read after "... failed: " (a host name is no clue)
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  the database'
+            " system is starting up",
+            "starting_or_stopping",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  permission'
+            ' denied for database "salesmart"',
+            "not_allowed",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  too many'
+            ' connections for role "salesmart"',
+            "too_many_connections",
+        ),
+        (
+            'connection to server at "ssl-db" (10.0.0.5), port 5432 failed: Connection refused',
+            "refused",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: Connection timed out',
+            "timeout",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: SSL error: certificate'
+            " verify failed",
+            "tls",
+        ),
+        (
+            'could not translate host name "nowhere" to address: Name or service not known',
+            "unknown_host",
+        ),
+        ("something new", "other"),
+    ],
+)
+def test_a_failure_is_named_by_its_reason_not_its_host(message: str, kind: str) -> None:
+    assert connect_failure(RuntimeError(message)) == kind

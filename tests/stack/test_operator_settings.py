@@ -168,6 +168,10 @@ def test_ups_own_server_resets_its_demo_admin(local_state: Settings, tmp_path: P
     assert "(enabled again and its password set back: up resets its demo account" in said
     login = _provision(local_state, external_database=False)  # nothing to undo this time
     assert login.undone == ()
+    # A password asked for in SALESMART_ADMIN_PASSWORD is not "set back".
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SALESMART_ADMIN_PASSWORD", "a-password-asked-for-1")
+        assert _provision(local_state, external_database=False).undone == ()
     said = "\n".join(_announcement(local_state, tmp_path / ".salesmart", {}, "", login))
     assert "resets its demo account" not in said
 
@@ -495,6 +499,26 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         ("api:\n  jwt_audience:\n", r"api\.jwt_audience must be a non-empty string"),
         ("data_lake:\n  landing:\n", r"data_lake\.landing must be a non-empty string"),
         ("data_warehouse:\n  location: 5\n", r"data_warehouse\.location must be a non-empty"),
+        ("data_warehouse:\n  dataset:\n", r"data_warehouse\.dataset must be a valid BigQuery"),
+        ("data_mart:\n  dataset: true\n", r"data_mart\.dataset must be a valid BigQuery .*True"),
+        (
+            "bigquery:\n  query_timeout_seconds: true\n",
+            r"bigquery\.query_timeout_seconds must be a number of seconds, found True",
+        ),
+        ("api:\n  login_window_seconds: 4294967296\n", r"api\.login_window_seconds must be <="),
+        ("api:\n  login_max_failures: 4294967296\n", r"api\.login_max_failures must be <="),
+        (
+            "ingestion:\n  validation:\n    min_price: 1e15\n",
+            r"ingestion\.validation\.min_price must be below 10\^15 .*found 1000000000000000",
+        ),
+        (
+            "ingestion:\n  validation:\n    required_fields: [transaction_id, '']\n",
+            r"ingestion\.validation\.required_fields must be a list of column names",
+        ),
+        (
+            "ingestion:\n  validation:\n    product_prefix: " + "H" * 501 + "\n",
+            r"product_prefix must be at most 500 characters, found 501",
+        ),
         # A misspelt field showed it in clear, unsaid.
         (
             "security:\n  pii_fields: [transaction_id, Product]\n",
