@@ -697,7 +697,8 @@ def run_serve(functions: Sequence[str], port_base: int = 8080) -> int:
             functions,
             port_base,
             function_env(settings, dev=local),
-            ensure_state_dir(settings) / "logs",
+            # Apart from `up`'s (one folder may run both): which served a line is then clear.
+            ensure_state_dir(settings) / "logs" / "serve",
         )
         try:
             processes.start()

@@ -364,6 +364,10 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
         # Production cookies: Secure (and so the __Host- name), not the local run's.
         assert "Secure" in answers[0].headers["Set-Cookie"]
         assert answers[0].headers["Set-Cookie"].startswith("__Host-")
+        # Its log apart from `up`'s, which one folder may run beside it.
+        logs = tmp_path / "state" / "logs"
+        assert (logs / "serve" / "dashboard.log").is_file()
+        assert not (logs / "dashboard.log").exists()
     finally:
         process.terminate()
         try:
