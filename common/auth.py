@@ -3,7 +3,8 @@
 - Passwords are checked with bcrypt; an unknown username costs one bcrypt check against
   a dummy hash too, so timing does not tell which users exist. Disabled users fail the
   same way as wrong passwords.
-- Failed logins are counted per username (known or not) in ``auth.login_failures``, so
+- Failed logins are counted per username (known or not; a name that matches no account
+  under its HMAC, ``failure_key``) in ``auth.login_failures``, so
   the limit holds across function instances: after ``login_max_failures`` failures in
   ``login_window_seconds`` the username is locked for one window, and every attempt,
   right or wrong, answers 429 with ``Retry-After`` until then. A success clears it.
@@ -320,7 +321,9 @@ SELECT u.password_hash, u.role, u.disabled,
        CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer) AS retry_after
 FROM (SELECT CAST(:username AS text) AS username) AS given
 LEFT JOIN auth.users AS u ON u.username = given.username
-LEFT JOIN auth.login_failures AS f ON f.username = given.username
+LEFT JOIN auth.login_failures AS f
+    ON f.username = CASE WHEN u.username IS NULL THEN CAST(:unknown_key AS text)
+                         ELSE given.username END
 """
 
 _COUNT_FAILURE = """
@@ -385,12 +388,23 @@ DELETE FROM auth.login_failures WHERE ctid IN (
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def failure_key(username: str, *, known: bool, key: str) -> str:
+    """What ``auth.login_failures`` counts a login's failures under: an account's name, and
+    for a name that matches none (a password typed in the wrong field, perhaps) its
+    HMAC-SHA256 under ``key`` (the JWT key), so the table and its backups never hold it in
+    clear. ``#`` is in no username: the two kinds never meet."""
+    if known:
+        return username
+    return "#" + hmac.new(key.encode(), username.encode(), hashlib.sha256).hexdigest()
+
+
 class LoginService:
     def __init__(self, pool: PgPool, settings: Settings) -> None:
         self._pool = pool
         self._rounds = settings.bcrypt_rounds
         self._max_failures = settings.login_max_failures
         self._window = settings.login_window_seconds
+        self._failure_key_secret = settings.jwt_secret
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
         #: False once the database refused a rehash for good (a role without UPDATE on
@@ -424,7 +438,11 @@ class LoginService:
     def authenticate(self, username: str, password: str) -> Principal:
         """The user, or ``InvalidCredentials`` (401) / ``TooManyAttempts`` (429), whose
         ``account`` is ``username`` when that names an account."""
-        found = self._pool.run(_LOOKUP, username=username)[0]
+        found = self._pool.run(
+            _LOOKUP,
+            username=username,
+            unknown_key=failure_key(username, known=False, key=self._failure_key_secret),
+        )[0]
         try:
             return self._check(username, password, *found)
         except LoginRefused as refused:
@@ -455,7 +473,9 @@ class LoginService:
         # (one account, many clients) are not slowed down.
         if not ok or password_hash is None or disabled or role not in ROLES:
             pad_refusal(password, checked, self._rounds)
-            failures, locked_for = self._count_failure(username)
+            failures, locked_for = self._count_failure(
+                failure_key(username, known=password_hash is not None, key=self._failure_key_secret)
+            )
             if failures > self._max_failures:
                 raise TooManyAttempts(max(1, locked_for or self._window))
             raise InvalidCredentials()
@@ -490,11 +510,12 @@ class LoginService:
                 self._may_rehash = False
             log_failure(f"password hash not moved to the configured bcrypt cost{why or ''}", exc)
 
-    def _count_failure(self, username: str) -> tuple[int, int | None]:
-        """Failures within the window, this one included, and the lock's seconds left."""
+    def _count_failure(self, counted_as: str) -> tuple[int, int | None]:
+        """Failures within the window, this one included, and the lock's seconds left, of
+        the counter ``counted_as`` (``failure_key``)."""
         rows = self._pool.run(
             _COUNT_FAILURE,
-            username=username,
+            username=counted_as,
             max_failures=self._max_failures,
             window=self._window,
         )

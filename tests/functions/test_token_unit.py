@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import jwt
 import pytest
 
-from common.auth import LoginService
+from common.auth import LoginService, failure_key
 from common.config import Settings
 from common.db import PgPool
 from common.errors import InvalidCredentials
@@ -46,6 +46,11 @@ def call(module: ModuleType, flask_app: Any) -> Caller:
 
 def post(call: Caller, **form: str) -> Any:
     return call("/token", method="POST", data=form)
+
+
+def unknown_name_key(username: str) -> str:
+    """The counter of a name that matches no account, as the functions key it."""
+    return failure_key(username, known=False, key=TEST_ENV["SALESMART_JWT_SECRET"])
 
 
 def failures(dsn: str, username: str) -> int | None:
@@ -386,15 +391,19 @@ def test_429_for_unknown_usernames_too(
     call: Caller, marts_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ghost = "ghost-user-429"
+    counted_as = unknown_name_key(ghost)
     conn = connect(marts_dsn)
-    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=ghost)
+    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=counted_as)
     conn.close()
     statuses = [post(call, username=ghost, password="guess").status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
-    # A name that matches no account (a pasted password, perhaps) never reaches the log.
+    # A name that matches no account (a pasted password, perhaps) never reaches the log,
+    # nor the table (and so the backups): it is counted under its HMAC.
     lines = logged(capsys)
     assert [r["status"] for r in lines][-6:] == statuses
     assert ghost not in json.dumps(lines)
+    assert failures(marts_dsn, ghost) is None
+    assert failures(marts_dsn, counted_as) == 5  # the sixth was refused unchecked
 
 
 def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) -> None:
@@ -403,7 +412,7 @@ def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) 
     review: 12 of 30 got a 401 when the lock was asked only before each bcrypt check)."""
     victim = "parallel-guesses"
     conn = connect(marts_dsn)
-    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=victim)
+    conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=unknown_name_key(victim))
     conn.close()
     start = threading.Barrier(16)
 
