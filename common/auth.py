@@ -388,14 +388,22 @@ DELETE FROM auth.login_failures WHERE ctid IN (
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def derived_key(secret: str, purpose: bytes) -> bytes:
+    """A key of its own for ``purpose``, from the JWT key. Never HMAC anything a caller
+    chooses with the JWT key itself: that is how tokens are signed, and the MAC of a
+    chosen "header.payload" would be a token's signature."""
+    return hmac.new(secret.encode(), purpose, hashlib.sha256).digest()
+
+
 def failure_key(username: str, *, known: bool, key: str) -> str:
     """What ``auth.login_failures`` counts a login's failures under: an account's name, and
     for a name that matches none (a password typed in the wrong field, perhaps) its
-    HMAC-SHA256 under ``key`` (the JWT key), so the table and its backups never hold it in
-    clear. ``#`` is in no username: the two kinds never meet."""
+    HMAC-SHA256 under a key derived from ``key`` (the JWT key), so the table and its
+    backups never hold it in clear. ``#`` is in no username: the two kinds never meet."""
     if known:
         return username
-    return "#" + hmac.new(key.encode(), username.encode(), hashlib.sha256).hexdigest()
+    mac_key = derived_key(key, b"salesmart login-failures v1")
+    return "#" + hmac.new(mac_key, username.encode(), hashlib.sha256).hexdigest()
 
 
 class LoginService:

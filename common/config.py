@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -349,14 +349,23 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
             f" characters, found {len(prefix)}"
         )
     required = section.get("required_fields", list(defaults.required_fields))
+    # Headers are trimmed: a name with spaces around it would be in no file.
     if not isinstance(required, list) or not all(
-        isinstance(x, str) and x.strip() for x in required
+        isinstance(x, str) and x and x == x.strip() for x in required
     ):
         raise ConfigError("ingestion.validation.required_fields must be a list of column names")
     min_price = _decimal(
         section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
     )
-    if min_price >= 10**MAX_PRICE_INTEGER_DIGITS:  # no price may have more digits
+    decimals = whole_number(
+        section.get("max_decimals", defaults.max_decimals),
+        "ingestion.validation.max_decimals",
+        maximum=MAX_DECIMALS_LIMIT,
+    )
+    # The lowest price a row may have (the minimum rounded up to the decimals allowed) must
+    # be one a price can be: at most 15 digits before the point.
+    lowest = min_price.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_CEILING)
+    if lowest >= 10**MAX_PRICE_INTEGER_DIGITS:
         raise ConfigError(
             f"ingestion.validation.min_price must be below 10^{MAX_PRICE_INTEGER_DIGITS}"
             f" (prices have at most {MAX_PRICE_INTEGER_DIGITS} digits before the point),"
@@ -370,11 +379,7 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
             minimum=1,
             maximum=MAX_QUANTITY_LIMIT,
         ),
-        max_decimals=whole_number(
-            section.get("max_decimals", defaults.max_decimals),
-            "ingestion.validation.max_decimals",
-            maximum=MAX_DECIMALS_LIMIT,
-        ),
+        max_decimals=decimals,
         product_prefix=prefix,
         required_fields=tuple(required),
     )

@@ -42,6 +42,7 @@ from common.auth import (
     Sessions,
     TokenService,
     bearer_token,
+    derived_key,
     require_role,
 )
 from common.config import Settings
@@ -117,7 +118,7 @@ def wants_html(request: Request) -> bool:
 
 class Csrf:
     def __init__(self, secret: str) -> None:
-        self._key = hmac.new(secret.encode(), b"salesmart csrf v1", hashlib.sha256).digest()
+        self._key = derived_key(secret, b"salesmart csrf v1")
 
     @staticmethod
     def new_nonce() -> str:

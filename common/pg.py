@@ -234,36 +234,38 @@ def connect(
 
 #: What a failed connect was, by libpq's and the server's (English) words: a log line tells a
 #: wrong password from a server that is down without quoting the message (it names hosts
-#: and users). Read after libpq's "... port N failed: " (a host name holds no clue), the
-#: specific ones first; anything else is "other".
+#: and users). Read with every quoted name taken out (a host, role or database named "ssl"
+#: is no clue), the specific ones first; anything else is "other".
 _CONNECT_FAILURES = tuple(
     (re.compile(pattern, re.IGNORECASE), kind)
     for pattern, kind in (
         (r"the database system is (starting|shutting|not yet|in recovery)", "starting_or_stopping"),
-        (r"too many (clients|connections)", "too_many_connections"),
+        (r"too many (clients|connections)|slots are reserved", "too_many_connections"),
         (
             r"password authentication failed|no password supplied|authentication failed",
             "auth_failed",
         ),
-        (r'role "[^"]*" does not exist', "auth_failed"),
+        (r"role +does not exist", "auth_failed"),
         (
-            r"no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied for database",
+            r"no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied for database"
+            r"|not permitted to log in",
             "not_allowed",
         ),
-        (r'database "[^"]*" does not exist', "database_missing"),
+        (r"database +does not exist", "database_missing"),
         (r"connection refused", "refused"),
         (r"timeout expired|timed out", "timeout"),
         (r"could not translate host name|name or service not known", "unknown_host"),
-        (r"ssl|certificate", "tls"),
+        (r"\bssl\b|certificate", "tls"),
     )
 )
+#: A quoted name in libpq's and the server's messages: "host", role "x", database "y".
+_QUOTED = re.compile(r'"[^"]*"')
 
 
 def connect_failure(exc: BaseException) -> str:
     """A short word for why a connect failed (see ``_CONNECT_FAILURES``)."""
-    text = str(exc)
-    detail = text.split("failed: ", 1)[1] if "failed: " in text else text
-    return next((kind for pattern, kind in _CONNECT_FAILURES if pattern.search(detail)), "other")
+    words = _QUOTED.sub("", str(exc))
+    return next((kind for pattern, kind in _CONNECT_FAILURES if pattern.search(words)), "other")
 
 
 def close_quietly(conn: Any) -> None:

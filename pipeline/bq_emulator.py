@@ -272,6 +272,7 @@ def start_emulator(
     # appended to, so `up` can empty a full one in place while the stand-in writes on.
     with contextlib.suppress(FileNotFoundError):
         log_path.replace(log_path.with_name(LOG_NAME + ".1"))
+        log_path.with_name(LOG_NAME + ".1").chmod(0o600)  # an older release's was 0644
     with open_private(log_path) as log:  # owner only, as the functions' logs
         try:
             process = subprocess.Popen(

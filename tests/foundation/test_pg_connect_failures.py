@@ -72,6 +72,22 @@ def test_a_wrong_password_is_not_a_server_that_is_down(settings: Settings) -> No
             'could not translate host name "nowhere" to address: Name or service not known',
             "unknown_host",
         ),
+        # Names are no clue: a host, role or database called "ssl..." or "certificates".
+        (
+            'connection to server at "ssl-db" (10.0.0.5), port 5432 failed: FATAL:  role'
+            ' "ssl_reader" is not permitted to log in',
+            "not_allowed",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  database'
+            ' "certificates" does not exist',
+            "database_missing",
+        ),
+        (
+            'connection to server at "db" (10.0.0.5), port 5432 failed: FATAL:  remaining'
+            " connection slots are reserved for roles with the SUPERUSER attribute",
+            "too_many_connections",
+        ),
         ("something new", "other"),
     ],
 )

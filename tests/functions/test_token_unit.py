@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -18,7 +19,7 @@ import pytest
 from common.auth import LoginService, failure_key
 from common.config import Settings
 from common.db import PgPool
-from common.errors import InvalidCredentials
+from common.errors import InvalidCredentials, InvalidToken
 from common.pg import connect
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import (
@@ -404,6 +405,39 @@ def test_429_for_unknown_usernames_too(
     assert ghost not in json.dumps(lines)
     assert failures(marts_dsn, ghost) is None
     assert failures(marts_dsn, counted_as) == 5  # the sixth was refused unchecked
+
+
+def test_the_counter_of_an_unknown_name_is_no_token_signature(call: Caller, marts_dsn: str) -> None:
+    """Keyed with the JWT key itself, the counter of a name shaped as a token's signing
+    input ("header.payload") was that token's signature: anyone reading
+    auth.login_failures (a backup) could sign an admin token (found by a review)."""
+    from common.auth import TokenService
+
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    signing_input = (
+        b64({"alg": "HS256", "typ": "JWT"})
+        + "."
+        + b64(
+            {
+                "sub": "admin",
+                "role": "admin",
+                "iat": now,
+                "exp": now + 600,
+                "iss": "salesmart",
+                "aud": "salesmart-api",
+            }
+        )
+    )
+    assert post(call, username=signing_input, password="whatever it is").status_code == 401
+    counted_as = unknown_name_key(signing_input)
+    assert failures(marts_dsn, counted_as) == 1
+    forged_signature = base64.urlsafe_b64encode(bytes.fromhex(counted_as[1:])).rstrip(b"=")
+    tokens = TokenService(Settings(jwt_secret=TEST_ENV["SALESMART_JWT_SECRET"]))
+    with pytest.raises(InvalidToken):
+        tokens.verify(signing_input + "." + forged_signature.decode())
 
 
 def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) -> None:

@@ -520,6 +520,15 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
             r"ingestion\.validation\.required_fields must be a list of column names",
         ),
         (
+            "ingestion:\n  validation:\n    required_fields: [transaction_id, ' store']\n",
+            r"ingestion\.validation\.required_fields must be a list of column names",
+        ),
+        # Rounded up to the decimals allowed, the minimum would have 16 digits.
+        (
+            "ingestion:\n  validation:\n    min_price: '999999999999999.995'\n",
+            r"ingestion\.validation\.min_price must be below 10\^15",
+        ),
+        (
             "ingestion:\n  validation:\n    product_prefix: " + "H" * 501 + "\n",
             r"product_prefix must be at most 500 characters, found 501",
         ),
