@@ -337,11 +337,19 @@ SELECT username, 1, now(),
        CASE WHEN max_failures <= 1 THEN now() + window_length END
 FROM given
 ON CONFLICT (username) DO UPDATE SET
-    failures = CASE WHEN f.window_start < now() - (SELECT window_length FROM given)
+    failures = CASE WHEN f.locked_until IS DISTINCT FROM NULL AND f.locked_until > now()
+                    THEN f.failures + 1
+                    WHEN f.window_start < now() - (SELECT window_length FROM given)
                     THEN 1 ELSE f.failures + 1 END,
-    window_start = CASE WHEN f.window_start < now() - (SELECT window_length FROM given)
+    window_start = CASE WHEN f.locked_until IS DISTINCT FROM NULL AND f.locked_until > now()
+                        THEN f.window_start
+                        WHEN f.window_start < now() - (SELECT window_length FROM given)
                         THEN now() ELSE f.window_start END,
     locked_until = CASE
+        -- A lock in force is left as it is: a guess checked while it was set (in flight)
+        -- neither ends it early (by starting a new window) nor moves its end, so a right
+        -- one and a wrong one are told the same seconds (no oracle in Retry-After).
+        WHEN f.locked_until > now() THEN f.locked_until
         WHEN f.window_start >= now() - (SELECT window_length FROM given)
              AND f.failures + 1 >= (SELECT max_failures FROM given)
         THEN now() + (SELECT window_length FROM given)

@@ -62,9 +62,9 @@ def write_private(path: Path, text: str) -> None:
     """Write a file readable by its owner only (created 0600, never world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # before the secret is in it: a file made before may be looser
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    path.chmod(0o600)
 
 
 def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:

@@ -391,16 +391,14 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     """The demo admin. In up's own server it is up's: (re)set to the password kept under
     .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
     real account: it is created when missing, never changed nor re-enabled."""
-    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user
+    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user, end_sessions
 
     if external_database:
         existing = _existing_admin(conn, settings)
         if existing is not None:
             return existing
     password, unshown = admin_password(settings)
-    # A password given in SALESMART_ADMIN_PASSWORD is asked for: setting it undoes nothing.
-    given = bool(os.environ.get(ADMIN_PASSWORD_VARIABLE))
-    undone = () if external_database else _undone_by_reset(conn, password, given=given)
+    before = None if external_database else _admin_before_reset(conn, password)
     try:
         add_user(
             conn,
@@ -416,24 +414,31 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
         return AdminLogin(None, look_alike=exc.existing)
     except UserError:  # created meanwhile by someone else: theirs, kept
         return AdminLogin(None)
-    return AdminLogin(password, unshown, undone=undone)
+    if before is None:
+        return AdminLogin(password, unshown)
+    was_disabled, password_changed = before
+    if password_changed:  # as `users password`: cookies of the old password end
+        end_sessions(conn, ADMIN_USER)
+    undone = ["enabled again"] if was_disabled else []
+    # A password given in SALESMART_ADMIN_PASSWORD is asked for: setting it undoes nothing.
+    if password_changed and not os.environ.get(ADMIN_PASSWORD_VARIABLE):
+        undone.append("its password set back")
+    return AdminLogin(password, unshown, undone=tuple(undone))
 
 
-def _undone_by_reset(conn: Any, password: str, *, given: bool) -> tuple[str, ...]:
-    """What resetting up's demo ``admin`` to ``password`` undoes, to be said: an operator
-    who disabled it, or gave it a password of their own, would else find it back silently."""
+def _admin_before_reset(conn: Any, password: str) -> tuple[bool, bool] | None:
+    """Whether up's demo ``admin`` is disabled, and whether ``password`` differs from its
+    own, before it is reset to ``password``; None when there is none. Said, not silent: an
+    operator who disabled it, or gave it a password of their own, would else find it back."""
     from common.passwords import verify_password
 
     rows = conn.run(
         "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
     )
     if not rows:
-        return ()
+        return None
     password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
-    undone = ["enabled again"] if disabled else []
-    if not given and not verify_password(password, password_hash):
-        undone.append("its password set back")
-    return tuple(undone)
+    return disabled, not verify_password(password, password_hash)
 
 
 def admin_password_shown(settings: Settings) -> None:

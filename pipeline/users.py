@@ -167,6 +167,11 @@ def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
     _end_lockout(conn, username)
 
 
+def end_sessions(conn: Any, username: str) -> None:
+    """Ends the account's dashboard sessions started before now (its password changed)."""
+    _update(conn, username, "sessions_since = clock_timestamp()")
+
+
 def _end_lockout(conn: Any, username: str) -> None:
     conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=username)
 

@@ -19,7 +19,7 @@ import pytest
 from common.auth import LoginService, failure_key
 from common.config import Settings
 from common.db import PgPool
-from common.errors import InvalidCredentials, InvalidToken
+from common.errors import InvalidCredentials, InvalidToken, TooManyAttempts
 from common.pg import connect
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import (
@@ -438,6 +438,55 @@ def test_the_counter_of_an_unknown_name_is_no_token_signature(call: Caller, mart
     tokens = TokenService(Settings(jwt_secret=TEST_ENV["SALESMART_JWT_SECRET"]))
     with pytest.raises(InvalidToken):
         tokens.verify(signing_input + "." + forged_signature.decode())
+
+
+def locked_in_flight(dsn: str, username: str, *, lock_left: int, window_ended: bool) -> None:
+    """A name locked ``lock_left`` seconds more, as guesses still being checked (bcrypt)
+    find it when they end; its window over or not."""
+    conn = connect(dsn)
+    try:
+        conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=username)
+        conn.run(
+            "INSERT INTO auth.login_failures (username, failures, window_start, locked_until)"
+            " VALUES (:u, 5, now() - make_interval(secs => :age), now() + make_interval(secs"
+            " => :left))",
+            u=username,
+            age=400 if window_ended else 10,
+            left=lock_left,
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("window_ended", [True, False])
+def test_a_guess_ending_while_the_name_is_locked_leaves_the_lock_as_it_is(
+    analyst: Account, marts_dsn: str, window_ended: bool
+) -> None:
+    """Counted after its window ended, a guess in flight started a new one and cleared the
+    lock (one more lock-free window per window); counted within it, it moved the lock's end,
+    so wrong guesses were told the whole window and a right one the seconds left: an
+    oracle in Retry-After (both found by an audit)."""
+    pool = PgPool(marts_dsn, max_size=1)
+    logins = LoginService(pool, Settings(bcrypt_rounds=4))
+    try:
+        locked_in_flight(marts_dsn, analyst.username, lock_left=30, window_ended=window_ended)
+        failures, wrong_told = logins._count_failure(analyst.username)
+        assert failures == 6 and wrong_told is not None and 29 <= wrong_told <= 30
+        locked_in_flight(marts_dsn, analyst.username, lock_left=30, window_ended=window_ended)
+        # Found before the lock (in flight): its row as the lookup read it then.
+        conn = connect(marts_dsn)
+        try:
+            (found,) = conn.run(
+                "SELECT password_hash, role, disabled, NULL FROM auth.users WHERE username = :u",
+                u=analyst.username,
+            )
+        finally:
+            conn.close()
+        with pytest.raises(TooManyAttempts) as right:
+            logins._check(analyst.username, analyst.password, *found)
+        assert right.value.retry_after_seconds == wrong_told
+    finally:
+        pool.close()
 
 
 def test_parallel_guesses_cannot_outrun_the_limit(call: Caller, marts_dsn: str) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,20 @@ def _admin_row(settings: Settings) -> tuple[str, bool]:
     finally:
         conn.close()
     return str(rows[0][0]), bool(rows[0][1])
+
+
+def sessions_since(settings: Settings) -> object:
+    """When the demo admin's sessions were last ended (None: never)."""
+    conn = connect(settings.database_url)
+    try:
+        (row,) = conn.run(
+            "SELECT CASE WHEN sessions_since > '-infinity' THEN sessions_since END"
+            " FROM auth.users WHERE username = :u",
+            u=ADMIN_USER,
+        )
+    finally:
+        conn.close()
+    return row[0]
 
 
 def _provision(settings: Settings, *, external_database: bool) -> AdminLogin:
@@ -158,6 +173,7 @@ def test_a_missing_admin_is_created_in_an_operators_database(local_state: Settin
 
 def test_ups_own_server_resets_its_demo_admin(local_state: Settings, tmp_path: Path) -> None:
     _add_account(local_state, ADMIN_USER, "an-older-password-1", disabled=True)
+    disabled_at = sessions_since(local_state)
     login = _provision(local_state, external_database=False)
     password_hash, disabled = _admin_row(local_state)
     assert login.password is not None
@@ -166,8 +182,13 @@ def test_ups_own_server_resets_its_demo_admin(local_state: Settings, tmp_path: P
     # Said, not silent: an operator's `users disable` / `users password` was undone.
     said = "\n".join(_announcement(local_state, tmp_path / ".salesmart", {}, "", login))
     assert "(enabled again and its password set back: up resets its demo account" in said
+    # As `users password` does: cookies of the old password end (an audit found them kept).
+    reset_at = sessions_since(local_state)
+    assert isinstance(reset_at, datetime) and isinstance(disabled_at, datetime)
+    assert reset_at > disabled_at
     login = _provision(local_state, external_database=False)  # nothing to undo this time
     assert login.undone == ()
+    assert sessions_since(local_state) == reset_at  # the same password: sessions kept
     # A password asked for in SALESMART_ADMIN_PASSWORD is not "set back".
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SALESMART_ADMIN_PASSWORD", "a-password-asked-for-1")
