@@ -337,11 +337,11 @@ SELECT username, 1, now(),
        CASE WHEN max_failures <= 1 THEN now() + window_length END
 FROM given
 ON CONFLICT (username) DO UPDATE SET
-    failures = CASE WHEN f.locked_until IS DISTINCT FROM NULL AND f.locked_until > now()
-                    THEN f.failures + 1
+    failures = CASE WHEN f.locked_until > now()  -- over the limit, whatever it is now
+                    THEN greatest(f.failures, (SELECT max_failures FROM given)) + 1
                     WHEN f.window_start < now() - (SELECT window_length FROM given)
                     THEN 1 ELSE f.failures + 1 END,
-    window_start = CASE WHEN f.locked_until IS DISTINCT FROM NULL AND f.locked_until > now()
+    window_start = CASE WHEN f.locked_until > now()
                         THEN f.window_start
                         WHEN f.window_start < now() - (SELECT window_length FROM given)
                         THEN now() ELSE f.window_start END,
@@ -488,10 +488,12 @@ class LoginService:
         # most the limit's worth of guesses can learn anything; parallel right logins
         # (one account, many clients) are not slowed down.
         if not ok or password_hash is None or disabled or role not in ROLES:
-            pad_refusal(password, checked, self._rounds)
+            # Counted (and the lock's seconds read) before the padding, as a right guess
+            # reads them before its own: the two are told the same seconds.
             failures, locked_for = self._count_failure(
                 failure_key(username, known=password_hash is not None, key=self._failure_key_secret)
             )
+            pad_refusal(password, checked, self._rounds)
             if failures > self._max_failures:
                 raise TooManyAttempts(max(1, locked_for or self._window))
             raise InvalidCredentials()

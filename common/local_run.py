@@ -59,12 +59,19 @@ def open_private(path: Path) -> IO[bytes]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (created 0600, never world-readable)."""
+    """Write a file readable by its owner only: a new 0600 file beside it, renamed over it
+    once whole. Never rewritten in place: a reader that opened an older, looser file would
+    read the new secret through it (and a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # before the secret is in it: a file made before may be looser
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover of a killed run may be looser
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def local_secret(settings: Settings, name: str, nbytes: int = 32) -> str:

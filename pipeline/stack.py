@@ -399,6 +399,10 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
             return existing
     password, unshown = admin_password(settings)
     before = None if external_database else _admin_before_reset(conn, password)
+    if before is not None and before[1]:
+        # As `users password`: cookies of the old password end. First: a stop between the
+        # two steps then ends them early, never leaves them once the password is new.
+        end_sessions(conn, ADMIN_USER)
     try:
         add_user(
             conn,
@@ -417,8 +421,6 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     if before is None:
         return AdminLogin(password, unshown)
     was_disabled, password_changed = before
-    if password_changed:  # as `users password`: cookies of the old password end
-        end_sessions(conn, ADMIN_USER)
     undone = ["enabled again"] if was_disabled else []
     # A password given in SALESMART_ADMIN_PASSWORD is asked for: setting it undoes nothing.
     if password_changed and not os.environ.get(ADMIN_PASSWORD_VARIABLE):
