@@ -53,7 +53,10 @@ class ValidationRules:
 
 
 #: What ``security.pii_fields`` may name: a transaction's fields and the summary's columns.
-MASKABLE_FIELDS = tuple(dict.fromkeys((*ValidationRules.required_fields, *SUMMARY_COLUMNS)))
+#: (beside the columns ``ingestion.validation.required_fields`` adds, and the facts' own).
+MASKABLE_FIELDS = tuple(
+    dict.fromkeys((*ValidationRules.required_fields, "sale_date", "amount", *SUMMARY_COLUMNS))
+)
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,8 @@ def _bq_name(
     found only at the first query made a function go Ready and fail every request."""
     value, name = _setting(env, variable, section, path, default)
     pattern, rule = (BQ_PROJECT_ID, _PROJECT_RULE) if project else (BQ_NAME, _DATASET_RULE)
-    text = value if isinstance(value, str) else ""  # an empty value is not "None"
+    # An empty value is not "None"; an unquoted number (a project id) is its digits.
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
     if not pattern.fullmatch(text):
         raise ConfigError(f"{name} must be a valid BigQuery {rule}, found {value!r}")
     return text
@@ -293,8 +297,11 @@ def _decimal(value: Any, name: str) -> Decimal:
 
 
 def _text(value: Any, name: str) -> str:
-    """A setting that is a non-empty string: YAML's empty value (None), a list or a number
-    would otherwise be used as its Python spelling ("None", "['Halal']")."""
+    """A setting that is a non-empty string, or a whole number written unquoted (YAML reads
+    `2024` as one): YAML's empty value (None), `true` or a list would otherwise be used as
+    their Python spelling ("None", "True", "['Halal']")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string, found {value!r}")
     return value
@@ -486,11 +493,13 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     pii_fields = security.get("pii_fields", list(Settings.pii_fields))
     if not isinstance(pii_fields, list):
         raise ConfigError("security.pii_fields must be a list of field names")
-    unknown = [field for field in pii_fields if field not in MASKABLE_FIELDS]
+    validation = _validation_rules(data)
+    fields = tuple(dict.fromkeys((*MASKABLE_FIELDS, *validation.required_fields)))
+    unknown = [field for field in pii_fields if field not in fields]
     if unknown:  # a misspelt name ("Product") would show that field in clear, unsaid
         raise ConfigError(
             f"security.pii_fields: {unknown[0]!r} is not a field; the fields are"
-            f" {', '.join(MASKABLE_FIELDS)}"
+            f" {', '.join(fields)}"
         )
 
     return Settings(
@@ -536,7 +545,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         pii_fields=tuple(pii_fields),
         landing=env.get("SALESMART_LANDING")
         or _text(_section(data, "data_lake").get("landing", Settings.landing), "data_lake.landing"),
-        validation=_validation_rules(data),
+        validation=validation,
         bigquery=bigquery,
     )
 

@@ -523,7 +523,7 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         ("api:\n  jwt_issuer: ''\n", r"api\.jwt_issuer must be a non-empty string, found ''"),
         ("api:\n  jwt_audience:\n", r"api\.jwt_audience must be a non-empty string"),
         ("data_lake:\n  landing:\n", r"data_lake\.landing must be a non-empty string"),
-        ("data_warehouse:\n  location: 5\n", r"data_warehouse\.location must be a non-empty"),
+        ("data_warehouse:\n  location: [US]\n", r"data_warehouse\.location must be a non-empty"),
         ("data_warehouse:\n  dataset:\n", r"data_warehouse\.dataset must be a valid BigQuery"),
         ("data_mart:\n  dataset: true\n", r"data_mart\.dataset must be a valid BigQuery .*True"),
         (
@@ -573,6 +573,32 @@ def test_a_file_value_of_the_wrong_kind_is_refused_by_its_key(
     config.write_text(yaml_text)
     with pytest.raises(ConfigError, match=message):
         build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+
+
+def test_values_a_user_writes_that_the_checks_still_take(tmp_path: Path) -> None:
+    """What the checks of wrong kinds must not refuse (a review of them found these):
+    a masked column added to required_fields, the facts' own columns, unquoted numbers
+    where text is meant."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(
+        "ingestion:\n  validation:\n    product_prefix: 2024\n"
+        "    required_fields: [transaction_id, product, price, quantity, date, customer_id]\n"
+        "security:\n  pii_fields: [transaction_id, product, customer_id, sale_date, amount]\n"
+        "data_warehouse:\n  project_id: 123456789012\napi:\n  jwt_audience: 12345\n"
+    )
+    env = {**TEST_ENV, "SALESMART_CONFIG": str(config)}
+    env.pop("SALESMART_BQ_PROJECT", None)
+    settings = build_settings(env)
+    assert settings.validation.product_prefix == "2024"
+    assert settings.pii_fields == (
+        "transaction_id",
+        "product",
+        "customer_id",
+        "sale_date",
+        "amount",
+    )
+    assert settings.bigquery.project == "123456789012"
+    assert settings.jwt_audience == "12345"
 
 
 def test_a_deployment_command_refuses_the_password_the_functions_refuse(
