@@ -51,6 +51,12 @@ class ValidationRules:
     product_prefix: str = "Halal"
     required_fields: tuple[str, ...] = ("transaction_id", "product", "price", "quantity", "date")
 
+    @property
+    def lowest_price(self) -> Decimal:
+        """The lowest price a row may have: the minimum rounded up to the decimals allowed."""
+        step = Decimal(1).scaleb(-self.max_decimals)
+        return self.min_price.quantize(step, rounding=ROUND_CEILING)
+
 
 #: What ``security.pii_fields`` may name: a transaction's fields and the summary's columns.
 #: (beside the columns ``ingestion.validation.required_fields`` adds, and the facts' own).
@@ -334,7 +340,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
 #: ``integer`` (raw.transactions).
 MAX_DECIMALS_LIMIT = 9
 PG_INTEGER_MAX = 2**31 - 1
-MAX_QUANTITY_LIMIT = PG_INTEGER_MAX
 #: A lock window of a year at most: its end is a timestamp, and a pruning query multiplies it.
 MAX_LOGIN_WINDOW_SECONDS = 366 * 86400
 
@@ -361,35 +366,33 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         isinstance(x, str) and x and x == x.strip() for x in required
     ):
         raise ConfigError("ingestion.validation.required_fields must be a list of column names")
-    min_price = _decimal(
-        section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
-    )
-    decimals = whole_number(
-        section.get("max_decimals", defaults.max_decimals),
-        "ingestion.validation.max_decimals",
-        maximum=MAX_DECIMALS_LIMIT,
-    )
-    # The lowest price a row may have (the minimum rounded up to the decimals allowed) must
-    # be one a price can be: at most 15 digits before the point.
-    lowest = min_price.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_CEILING)
-    if lowest >= 10**MAX_PRICE_INTEGER_DIGITS:
-        raise ConfigError(
-            f"ingestion.validation.min_price must be below 10^{MAX_PRICE_INTEGER_DIGITS}"
-            f" (prices have at most {MAX_PRICE_INTEGER_DIGITS} digits before the point),"
-            f" found {format(min_price, 'f')}"
-        )
-    return ValidationRules(
-        min_price=min_price,
+    rules = ValidationRules(
+        min_price=_decimal(
+            section.get("min_price", defaults.min_price), "ingestion.validation.min_price"
+        ),
         max_quantity=whole_number(
             section.get("max_quantity", defaults.max_quantity),
             "ingestion.validation.max_quantity",
             minimum=1,
-            maximum=MAX_QUANTITY_LIMIT,
+            maximum=PG_INTEGER_MAX,
         ),
-        max_decimals=decimals,
+        max_decimals=whole_number(
+            section.get("max_decimals", defaults.max_decimals),
+            "ingestion.validation.max_decimals",
+            maximum=MAX_DECIMALS_LIMIT,
+        ),
         product_prefix=prefix,
         required_fields=tuple(required),
     )
+    # The lowest price a row may have must be one a price can be: at most 15 digits before
+    # the point.
+    if rules.lowest_price >= 10**MAX_PRICE_INTEGER_DIGITS:
+        raise ConfigError(
+            f"ingestion.validation.min_price must be below 10^{MAX_PRICE_INTEGER_DIGITS}"
+            f" (prices have at most {MAX_PRICE_INTEGER_DIGITS} digits before the point),"
+            f" found {format(rules.min_price, 'f')}"
+        )
+    return rules
 
 
 #: The environment's secrets (and their ``_FILE`` forms): kept from child processes that

@@ -300,12 +300,17 @@ def _group_ended(process: subprocess.Popen[Any], group: int) -> bool:
 def _runs(stat: Path) -> bool:
     """Whether the process or thread whose /proc ``stat`` this is runs (not ended, not a
     zombie); False once it is gone."""
+    fields = _stat_fields(stat)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """A /proc ``stat`` file's fields after the command (state, ppid, pgrp, ...); none once
+    the process is gone. The command, "(...)", may hold spaces and ")"."""
     try:
-        # "pid (command) state ...": the command may hold spaces and ")".
-        state = stat.read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return stat.read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
 
 
 def _signal_group(group: int, *signums: int) -> None:
@@ -318,11 +323,7 @@ def _group_runs(group: int) -> bool:
     """Whether a process of ``group`` still runs. Zombies do not count: they have ended and
     only wait to be collected. Read from Linux's /proc; elsewhere none is seen."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (command) state ppid pgrp ...": the command may hold spaces and ")".
-            state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # ended meanwhile
-        if int(pgrp) == group and state not in ("Z", "X"):
+        fields = _stat_fields(stat)  # none: ended meanwhile
+        if len(fields) > 2 and int(fields[2]) == group and fields[0] not in ("Z", "X"):
             return True
     return False

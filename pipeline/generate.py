@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -82,7 +82,7 @@ class _RowRules:
     def of(cls, rules: ValidationRules) -> _RowRules:
         decimals = rules.max_decimals
         step = Decimal(1).scaleb(-decimals)
-        lowest = rules.min_price.quantize(step, rounding=ROUND_CEILING)
+        lowest = rules.lowest_price
         prefix = rules.product_prefix
         # Products that do not start with the prefix (the shipped list, for the shipped one).
         not_prefixed = tuple(name for name in NOT_HALAL if not name.startswith(prefix)) or (
