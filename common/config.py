@@ -9,6 +9,7 @@ Outside ``SALESMART_ENV=dev`` a missing or short secret is refused at start.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -114,6 +115,8 @@ class Settings:
     landing: str = "data/landing"
     validation: ValidationRules = field(default_factory=ValidationRules)
     bigquery: BigQuerySettings = field(default_factory=BigQuerySettings)
+    #: The config file's keys that nothing reads, one sentence each (``config_warnings``).
+    config_warnings: tuple[str, ...] = ()
 
     @property
     def is_dev(self) -> bool:
@@ -335,6 +338,68 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Every key the config file may hold (``None``: a value), the DAG's ``orchestration`` too.
+CONFIG_KEYS: dict[str, Any] = {
+    "data_lake": {"landing": None},
+    "data_warehouse": {
+        "project_id": None,
+        "dataset": None,
+        "location": None,
+        "postgres": {"raw_schema": None, "mart_schema": None},
+    },
+    "data_mart": {"dataset": None},
+    "ingestion": {
+        "validation": dict.fromkeys(
+            ("min_price", "max_quantity", "max_decimals", "product_prefix", "required_fields")
+        )
+    },
+    "orchestration": dict.fromkeys(("schedule", "retries", "retry_delay_seconds")),
+    "api": dict.fromkeys(
+        (
+            "token_ttl_seconds",
+            "jwt_issuer",
+            "jwt_audience",
+            "login_max_failures",
+            "login_window_seconds",
+            "bcrypt_rounds",
+        )
+    ),
+    "bigquery": dict.fromkeys(("maximum_bytes_billed", "query_timeout_seconds")),
+    "security": {"pii_fields": None},
+}
+_SECRET_WORDS = ("secret", "password", "passwd", "credential")
+
+
+def config_warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """One sentence per key of a config file that nothing reads: a misspelt key
+    (``max_decimal``) would otherwise change nothing, unsaid, and so would the connection
+    fields and secrets a configuration written for the original design holds."""
+    found: list[str] = []
+
+    def walk(node: Mapping[str, Any], known: Mapping[str, Any], path: str) -> None:
+        for key, value in node.items():
+            name = f"{path}{key}"
+            if key in known:
+                if isinstance(known[key], dict) and isinstance(value, dict):
+                    walk(value, known[key], f"{name}.")
+                continue
+            lower = str(key).lower()
+            close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+            if lower.endswith("key") or any(word in lower for word in _SECRET_WORDS):
+                found.append(
+                    f"{name} is not read: secrets come from the environment or mounted files only"
+                )
+            elif path == "data_warehouse.postgres.":
+                found.append(f"{name} is not read: the database is SALESMART_DATABASE_URL")
+            elif close:
+                found.append(f"{name} is not a setting; did you mean {path}{close[0]}?")
+            else:
+                found.append(f"{name} is not a setting")
+
+    walk(data, CONFIG_KEYS, "")
+    return tuple(found)
+
+
 #: Checked when the settings are read, not at a load that has already filled one warehouse:
 #: a price keeps at most 9 decimals in BigQuery's NUMERIC, a quantity fits PostgreSQL's
 #: ``integer`` (raw.transactions).
@@ -550,6 +615,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         or _text(_section(data, "data_lake").get("landing", Settings.landing), "data_lake.landing"),
         validation=validation,
         bigquery=bigquery,
+        config_warnings=config_warnings(data),
     )
 
 

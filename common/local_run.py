@@ -161,13 +161,22 @@ def start_function(name: str, create: Callable[[Settings], App]) -> App:
     """``create(serving_settings())``, a function module's app. A setting it refuses (a
     missing or short secret outside dev) ends the process with one JSON line and exit 78,
     under ``salesmart-serve`` and a bare ``functions-framework`` alike (no traceback)."""
+    import logging
+
+    from common.logging import log_event
+
     try:
-        return create(serving_settings())
+        settings = serving_settings()
+        if settings.config_warnings:  # a misspelt key changes nothing: say so once
+            log_event(
+                "config keys not read",
+                level=logging.WARNING,
+                function=name,
+                config=str(settings.config_path),
+                warnings=list(settings.config_warnings),
+            )
+        return create(settings)
     except ConfigError as exc:
-        import logging
-
-        from common.logging import log_event
-
         log_event("refused to start", level=logging.ERROR, function=name, reason=str(exc))
         raise SystemExit(EX_CONFIG) from None
 

@@ -73,6 +73,19 @@ def share_up_keys(settings: Settings) -> Path:
     return path
 
 
+_warned_configs: set[Path] = set()
+
+
+def warn_about_config(settings: Settings) -> None:
+    """One stderr line per config key nothing reads (a misspelt one changes nothing), once
+    per process and file."""
+    if not settings.config_warnings or settings.config_path in _warned_configs:
+        return
+    _warned_configs.add(settings.config_path)
+    for warning in settings.config_warnings:
+        print(f"salesmart: warning: {settings.config_path}: {warning}", file=sys.stderr)
+
+
 def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Settings:
     """Settings for local commands: running services and (``with_secrets``) local secrets
     filled in. Commands that need no secret (migrate, users) leave ``.salesmart`` alone, so
@@ -80,6 +93,7 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     not for ``local_run``: up, serve) no local secret is made: a missing PII key is an error,
     and the JWT key, which these commands do not use, stays unset."""
     settings = get_settings()
+    warn_about_config(settings)
     changes: dict[str, Any] = {}
     missing = [key for key in LOCAL_KEYS if with_secrets and not getattr(settings, key)]
     if with_secrets and not local_run and deployment():

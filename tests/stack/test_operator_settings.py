@@ -5,6 +5,7 @@ told it runs for a deployment (SALESMART_ENV other than dev) behaves as one."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import requests
 
 from common.bigquery import BigQueryUnavailable, get_client, reset_clients
 from common.config import ConfigError, Settings, build_settings
+from common.http import FunctionApp
 from common.passwords import verify_password
 from common.pg import connect, parse_dsn
 from pipeline.postgres_embedded import EmbeddedPostgres
@@ -643,3 +645,90 @@ def test_a_deployment_command_refuses_the_password_the_functions_refuse(
         SALESMART_BQ_PROJECT="acme-dw",
     )
     assert "SALESMART_DATABASE_URL" not in done.stderr, done.stderr
+
+
+MISSPELT_CONFIG = (
+    "ingestion:\n  validation:\n    max_decimal: 3\n    min_price: 5\n"
+    "data_warehouse:\n  postgres:\n    host: db.internal\n    password: hunter2\n"
+    "security:\n  jwt_secret: abc\n  pii_fields: [product]\n"
+    "api:\n  token_ttl: 60\n"
+    "reporting: {}\n"
+)
+
+
+def test_keys_nothing_reads_are_named_with_a_hint(tmp_path: Path) -> None:
+    """A misspelt key changed nothing, unsaid; so did a database host or a secret written
+    into the file as the original design's configuration had them."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(MISSPELT_CONFIG)
+    settings = build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    assert settings.validation.min_price == 5  # the keys it knows are read as before
+    assert settings.config_warnings == (
+        "ingestion.validation.max_decimal is not a setting;"
+        " did you mean ingestion.validation.max_decimals?",
+        "data_warehouse.postgres.host is not read: the database is SALESMART_DATABASE_URL",
+        "data_warehouse.postgres.password is not read:"
+        " secrets come from the environment or mounted files only",
+        "security.jwt_secret is not read: secrets come from the environment or mounted files only",
+        "api.token_ttl is not a setting; did you mean api.token_ttl_seconds?",
+        "reporting is not a setting",
+    )
+    # The secret's value is never repeated.
+    assert not any("hunter2" in warning for warning in settings.config_warnings)
+
+
+def test_the_shipped_config_has_no_key_nothing_reads() -> None:
+    assert build_settings(dict(TEST_ENV)).config_warnings == ()
+    chart_copy = Path(__file__).resolve().parents[2] / "helm/salesmart/files/pipeline_config.yaml"
+    env = {**TEST_ENV, "SALESMART_CONFIG": str(chart_copy)}
+    assert build_settings(env).config_warnings == ()
+
+
+def test_a_command_warns_of_keys_nothing_reads_once(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(MISSPELT_CONFIG)
+    out = tmp_path / "out.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--rows", "5", "--out", str(out)],
+        env={**os.environ, **TEST_ENV, "SALESMART_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 6, result.stderr
+    assert warnings[0] == (
+        f"salesmart: warning: {config}: ingestion.validation.max_decimal is not a setting;"
+        " did you mean ingestion.validation.max_decimals?"
+    )
+
+
+def test_a_function_logs_keys_nothing_reads_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from common.config import get_settings
+    from common.local_run import start_function
+
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(MISSPELT_CONFIG)
+    monkeypatch.setenv("SALESMART_CONFIG", str(config))
+    served: list[Settings] = []
+
+    def create(settings: Settings) -> FunctionApp:
+        served.append(settings)
+        return FunctionApp("token", secure_transport=False, openapi=dict)
+
+    get_settings.cache_clear()
+    try:
+        start_function("token", create)
+    finally:
+        get_settings.cache_clear()
+    (settings,) = served
+    assert len(settings.config_warnings) == 6
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert line["message"] == "config keys not read"
+    assert line["severity"] == "WARNING"
+    assert line["function"] == "token"
+    assert line["warnings"] == list(settings.config_warnings)
