@@ -28,7 +28,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common.config import MAX_TOKEN_TTL_SECONDS, Settings
@@ -67,6 +67,9 @@ VERIFIED_CACHE_SIZE = 4096
 class Principal:
     username: str
     role: str
+    #: A login's: the account's ``sessions_since`` as read with the password hash it was
+    #: checked against (``_LOOKUP``); a dashboard session started from it keeps it.
+    sessions_since: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class VerifiedToken:
     token_id: str  # the jti ("" when the token has none)
     expires: int
     issued: int = 0
+    sessions_since: str | None = None  # a dashboard session's (SESSIONS_SINCE_CLAIM)
 
 
 class TokenService:
@@ -91,9 +95,10 @@ class TokenService:
         self.ttl_seconds = settings.token_ttl_seconds
         self._verified: dict[str, VerifiedToken] = {}
 
-    def issue(self, principal: Principal) -> IssuedToken:
+    def issue(self, principal: Principal, **extra: str) -> IssuedToken:
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
+            **extra,
             "sub": principal.username,
             "role": principal.role,
             "iat": now,
@@ -153,10 +158,15 @@ class TokenService:
         if claims["iss"] != self._issuer or claims["aud"] != self._audience:
             raise InvalidToken()  # a string audience, exactly ours
         token_id = claims.get("jti", "")
-        if not isinstance(token_id, str):
+        sessions_since = claims.get(SESSIONS_SINCE_CLAIM)
+        if not isinstance(token_id, str) or not isinstance(sessions_since, str | None):
             raise InvalidToken()
         return VerifiedToken(
-            Principal(username=subject, role=role), token_id, int(expires), int(issued)
+            Principal(username=subject, role=role),
+            token_id,
+            int(expires),
+            int(issued),
+            sessions_since,
         )
 
 
@@ -257,14 +267,24 @@ def authenticate_request(request: Request, tokens: TokenService, function: str) 
 # -- dashboard sessions -------------------------------------------------------------------------
 # A session ends at logout, and with its user: disabled (or removed) users lose the
 # dashboard at once, not when their cookie's token expires; so do sessions started before
-# the account's last password change (``sessions_since``, the database's clock; a token's
-# ``iat`` is whole seconds, so a login in the very second of the change logs in again).
+# the account's last password change, disabling or enabling (``sessions_since``, set by
+# ``salesmart users``). A session holds the ``sessions_since`` its login read with the
+# password hash, and lives while the account's is the same: exact, where comparing it with
+# the token's ``iat`` (whole seconds, another machine's clock) ended a login made in the
+# second after a change and kept one made in the second before it. A session token without
+# it (issued before this rule) is held to its ``iat``.
+# The value compared is the text of its epoch (microseconds; '-Infinity' for none), as
+# _LOOKUP reads it.
+SESSIONS_SINCE_CLAIM = "sessions_since"
 _SESSION_ENDED = """
 SELECT EXISTS (SELECT 1 FROM auth.ended_sessions WHERE jti = :jti)
     OR NOT EXISTS (
         SELECT 1 FROM auth.users
         WHERE username = :username AND NOT disabled
-          AND sessions_since <= to_timestamp(CAST(:issued AS bigint))
+          AND CASE WHEN CAST(:since AS text) IS NULL
+                   THEN sessions_since <= to_timestamp(CAST(:issued AS bigint))
+                   ELSE CAST(extract(epoch FROM sessions_since) AS text) = CAST(:since AS text)
+              END
     )
 """
 _END_SESSION = """
@@ -288,7 +308,10 @@ class Sessions:
         self._tokens = TokenService(settings, audience=session_audience(settings))
 
     def start(self, principal: Principal) -> IssuedToken:
-        return self._tokens.issue(principal)
+        """A session for a login (``LoginService.authenticate``'s principal)."""
+        if principal.sessions_since is None:
+            raise ValueError("a session starts from a login, which read the account's state")
+        return self._tokens.issue(principal, **{SESSIONS_SINCE_CLAIM: principal.sessions_since})
 
     def principal(self, token: str) -> Principal:
         """The session's user; ``InvalidToken`` when the token is bad, expired or ended."""
@@ -300,6 +323,7 @@ class Sessions:
             jti=verified.token_id,
             username=verified.principal.username,
             issued=verified.issued,
+            since=verified.sessions_since,
         )
         if ended:
             raise InvalidToken()
@@ -318,7 +342,8 @@ class Sessions:
 # -- logins -------------------------------------------------------------------------------------
 _LOOKUP = """
 SELECT u.password_hash, u.role, u.disabled,
-       CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer) AS retry_after
+       CAST(ceil(extract(epoch FROM f.locked_until - now())) AS integer) AS retry_after,
+       CAST(extract(epoch FROM u.sessions_since) AS text) AS sessions_since
 FROM (SELECT CAST(:username AS text) AS username) AS given
 LEFT JOIN auth.users AS u ON u.username = given.username
 LEFT JOIN auth.login_failures AS f
@@ -473,6 +498,7 @@ class LoginService:
         role: str | None,
         disabled: bool | None,
         retry_after: int | None,
+        sessions_since: str | None,
     ) -> Principal:
         from common.passwords import pad_refusal, verify_password
 
@@ -502,7 +528,7 @@ class LoginService:
             pad_refusal(password, checked, self._rounds)
             raise TooManyAttempts(int(locked_for))
         self._rehash(username, password, password_hash)
-        return Principal(username=username, role=str(role))
+        return Principal(username=username, role=str(role), sessions_since=sessions_since)
 
     def _rehash(self, username: str, password: str, password_hash: str) -> None:
         """A hash at another cost than the configured one is replaced by one at it, once

@@ -484,7 +484,8 @@ def test_a_guess_ending_while_the_name_is_locked_leaves_the_lock_as_it_is(
         conn = connect(marts_dsn)
         try:
             (found,) = conn.run(
-                "SELECT password_hash, role, disabled, NULL FROM auth.users WHERE username = :u",
+                "SELECT password_hash, role, disabled, NULL, NULL"
+                " FROM auth.users WHERE username = :u",
                 u=analyst.username,
             )
         finally:
