@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -167,6 +168,32 @@ def require_database(settings: Settings, *, password_required: bool = True) -> N
             f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"
             " required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
         )
+
+
+#: Far more than any Google credentials file (a service-account key is ~2.3 KB).
+MAX_CREDENTIALS_FILE_BYTES = 1 << 20
+
+
+def require_bigquery_credentials(bq: BigQuerySettings) -> None:
+    """A named credentials file (``GOOGLE_APPLICATION_CREDENTIALS``) must be one: a missing
+    or unreadable file, or one that is not a Google credentials JSON object, stops the start
+    (a function served, healthy, and answered every query 503). Its content is never shown;
+    whether Google accepts the key is known at the first query (importing google-auth here
+    would cost every cold start). No file is fine: the platform's credentials (ADC)."""
+    if not bq.credentials_file or bq.is_emulated:
+        return
+    name = f"GOOGLE_APPLICATION_CREDENTIALS={bq.credentials_file}"
+    try:
+        with Path(bq.credentials_file).open("rb") as handle:
+            text = handle.read(MAX_CREDENTIALS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if len(text) <= MAX_CREDENTIALS_FILE_BYTES else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ConfigError(f'{name} is not a Google credentials file (a JSON object with a "type")')
 
 
 #: A PostgreSQL schema name every tool reads alike (see ``_schema_name``).

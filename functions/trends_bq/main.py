@@ -11,7 +11,7 @@ from typing import Any
 from flask import Request, Response
 
 from common.api import presented, trends_app
-from common.config import Settings
+from common.config import Settings, require_bigquery_credentials
 from common.http import FunctionApp
 from common.local_run import start_function
 from common.trends import TrendFilters
@@ -21,6 +21,7 @@ NAME = "trends_bq"
 
 def create(settings: Settings) -> FunctionApp:
     settings.require_secrets()
+    require_bigquery_credentials(settings.bigquery)
 
     def query(filters: TrendFilters, user: str) -> list[dict[str, Any]]:
         from common.bigquery import query_summary

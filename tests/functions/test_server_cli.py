@@ -106,6 +106,60 @@ def test_a_bare_functions_framework_refuses_in_one_json_line_too(name: str) -> N
     assert "SALESMART_" in entry["reason"], entry
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "cannot be read (No such file or directory)"),
+        ("not json at all: private_key=abc", "is not a Google credentials file"),
+        ('["a", "list"]', "is not a Google credentials file"),
+        ('{"private_key": "abc"}', "is not a Google credentials file"),
+    ],
+)
+def test_trends_bq_refuses_a_named_credentials_file_it_cannot_use(
+    tmp_path: Path, content: str | None, reason: str
+) -> None:
+    """It started, answered its probes 200 and every query 503 (an audit found it)."""
+    credentials = tmp_path / "key.json"
+    if content is not None:
+        credentials.write_text(content)
+    framework = str(Path(sys.executable).with_name("functions-framework"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    source = "functions/trends_bq/main.py"
+    result = subprocess.run(
+        [framework, "--source", source, "--target", "trends_bq", "--port", "1"],
+        env={
+            **env,
+            "SALESMART_ENV": "prod",
+            "SALESMART_JWT_SECRET": "j" * 32,
+            "SALESMART_PII_KEY": "p" * 32,
+            "SALESMART_BQ_PROJECT": "my-analytics-prod",
+            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
+        },
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78, result.stdout + result.stderr
+    (line,) = (result.stdout + result.stderr).strip().splitlines()
+    entry = json.loads(line)
+    assert entry["message"] == "refused to start" and entry["function"] == "trends_bq"
+    assert entry["reason"].startswith(f"GOOGLE_APPLICATION_CREDENTIALS={credentials} {reason}")
+    assert "abc" not in line  # never the file's content
+
+
+def test_a_credentials_file_google_could_use_is_taken_at_start(tmp_path: Path) -> None:
+    from common.config import BigQuerySettings, require_bigquery_credentials
+
+    credentials = tmp_path / "key.json"
+    credentials.write_text('{"type": "external_account", "audience": "x"}')
+    require_bigquery_credentials(BigQuerySettings(credentials_file=str(credentials)))
+    require_bigquery_credentials(BigQuerySettings())  # none named: the platform's (ADC)
+    local = BigQuerySettings(api_endpoint="http://127.0.0.1:1", credentials_file="/missing")
+    require_bigquery_credentials(local)  # the stand-in takes no credentials
+
+
 def test_missing_target_or_source_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("FUNCTION_TARGET", "FUNCTION_SOURCE")}
     no_target = subprocess.run(
