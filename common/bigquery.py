@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -441,6 +442,38 @@ def _cancel_quietly(job: Any) -> None:
         job.cancel(timeout=2.0, retry=None)
 
 
+class ScriptInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while a script ran. The job was asked to stop; ``finished`` says
+    whether it had run to its end anyway (True: its transaction committed), was stopped
+    before (False: rolled back), or is not known (None)."""
+
+    def __init__(self, finished: bool | None) -> None:
+        super().__init__()
+        self.finished = finished
+
+
+#: How long an interrupted script's job is watched for its end after it is cancelled.
+STOPPED_SCRIPT_WAIT_SECONDS = 10.0
+
+
+def _stop_script(job: Any) -> bool | None:
+    """Cancel an interrupted script's job and wait for its end: whether it finished."""
+    if job is None:
+        return None  # its request may or may not have reached BigQuery
+    _cancel_quietly(job)
+    end = time.monotonic() + STOPPED_SCRIPT_WAIT_SECONDS
+    while True:
+        try:
+            job.reload(timeout=2.0, retry=None)
+        except Exception:
+            return None
+        if job.state == "DONE":
+            return job.error_result is None
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.25)
+
+
 def run_script(
     sql: str,
     *,
@@ -451,13 +484,15 @@ def run_script(
     """Run a multi-statement script (e.g. ``BEGIN TRANSACTION; ... COMMIT TRANSACTION;``).
 
     No query parameters: the stand-in does not pass them to scripts. Values come from
-    tables the script reads (see ``pipeline.ingest_bigquery``).
+    tables the script reads (see ``pipeline.ingest_bigquery``). Interrupted, its job is
+    cancelled, not left to run on, and ``ScriptInterrupted`` says whether it had finished.
     """
     bq = _settings(settings)
     client = get_client(bq)
     from google.cloud import bigquery as bqlib
 
     job_config = bqlib.QueryJobConfig(labels=job_labels(function), use_legacy_sql=False)
+    job = None
     try:
         job = client.query(
             sql,
@@ -467,6 +502,8 @@ def run_script(
             job_retry=None,
         )
         job.result(timeout=timeout, retry=_retry_policy(timeout))
+    except KeyboardInterrupt:
+        raise ScriptInterrupted(_stop_script(job)) from None
     except Exception as exc:
         _raise_mapped(exc, "script")
         raise

@@ -561,8 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with stopped_by_signals():  # Ctrl-C or SIGTERM: what a command started is stopped
             code = int(args.handler(args))
-    except KeyboardInterrupt:
-        print("salesmart: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        left = f": {interrupt}" if str(interrupt) else ""  # what an interrupted load left
+        print(f"salesmart: interrupted{left}", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:  # the traceback too; the exit code stays what it would be

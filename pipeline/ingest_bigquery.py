@@ -331,11 +331,47 @@ def ingest_rows(
             f"ingestion.validation.max_decimals={settings.validation.max_decimals}: BigQuery "
             f"NUMERIC keeps at most {NUMERIC_MAX_DECIMALS} decimals"
         )
+    _drop_stale_stages(settings, ensure_warehouse_tables(settings))
+    load_id = _new_load_id()
+    # An interrupt is told what it left: after the commit (counting, dropping the staging
+    # tables) the file is loaded, though no counts were printed.
+    committed: list[bool] = []  # True once the load's transaction has committed
+    try:
+        return _load(rows, source_file, sha256, settings, load_id, committed)
+    except bq.ScriptInterrupted as stopped:
+        raise KeyboardInterrupt(interrupted_load(load_id, stopped.finished)) from None
+    except KeyboardInterrupt as interrupt:
+        if interrupt.args or not committed:
+            raise
+        raise KeyboardInterrupt(interrupted_load(load_id, finished=True)) from None
+
+
+def interrupted_load(load_id: int, finished: bool | None) -> str:
+    """What an interrupt during a BigQuery load left, for the command's last line: the
+    file is in BigQuery or not, or (BigQuery not answering) that is not known."""
+    if finished:
+        return (
+            f"the file had been loaded into BigQuery (load {load_id}) before the interrupt;"
+            " ingest it again to see its counts"
+        )
+    if finished is None:
+        return (
+            "whether BigQuery had committed the file is not known; ingest it again:"
+            " it loads what is missing, once"
+        )
+    return "nothing of the file was loaded into BigQuery"
+
+
+def _load(
+    rows: Iterable[CheckedRow],
+    source_file: str,
+    sha256: str,
+    settings: Settings,
+    load_id: int,
+    committed: list[bool],
+) -> IngestResult:
     s = settings.bigquery
     ds = s.warehouse_dataset
-    _drop_stale_stages(settings, ensure_warehouse_tables(settings))
-
-    load_id = _new_load_id()
     started_at = datetime.now(UTC)
     stage = f"{STAGE_PREFIX}{load_id}_rows"
     meta = f"{STAGE_PREFIX}{load_id}_meta"
@@ -389,6 +425,7 @@ def ingest_rows(
             result.load_id, result.rejected_by_reason = unchanged
             result.read, result.already_loaded = sent, True
             return result
+        committed.append(True)
     finally:
         for name in (stage, meta):
             try:

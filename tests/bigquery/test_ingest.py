@@ -437,3 +437,85 @@ def test_staged_lines_are_exact_json(
     }
     if price is not None:
         assert Decimal(decoded["price"]) == price
+
+
+def _interrupt_the_script(monkeypatch: pytest.MonkeyPatch, *, before_its_end: bool) -> list[Any]:
+    """Fault injected (a Ctrl-C cannot be timed to a job's end): the load's apply script is
+    interrupted while the command waits for it, after (or before) the real wait returned."""
+    from google.cloud.bigquery.job import QueryJob
+
+    real_result = QueryJob.result
+    interrupted: list[Any] = []
+
+    def result(job: QueryJob, *args: Any, **kwargs: Any) -> Any:
+        if "COMMIT TRANSACTION" not in job.query:
+            return real_result(job, *args, **kwargs)
+        interrupted.append(job)
+        if before_its_end:
+            raise KeyboardInterrupt
+        real_result(job, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(QueryJob, "result", result)
+    return interrupted
+
+
+def test_an_interrupt_as_the_load_commits_says_the_file_is_loaded(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said only "interrupted" (exit 130), the file being in BigQuery (an audit found it)."""
+    interrupted = _interrupt_the_script(monkeypatch, before_its_end=False)
+    with pytest.raises(KeyboardInterrupt) as told:
+        ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert interrupted
+    (load,) = rows_of(bq_settings, ib.LOADS_TABLE, "load_id")
+    assert str(told.value) == (
+        f"the file had been loaded into BigQuery (load {load['load_id']}) before the"
+        " interrupt; ingest it again to see its counts"
+    )
+    assert stage_tables(bq_settings) == []
+    monkeypatch.undo()
+    again = ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert again.already_loaded and again.load_id == load["load_id"]
+
+
+def test_an_interrupt_while_the_script_runs_cancels_it_and_says_what_it_left(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interrupted = _interrupt_the_script(monkeypatch, before_its_end=True)
+    cancelled: list[str] = []
+    from google.cloud.bigquery.job import QueryJob
+
+    real_cancel = QueryJob.cancel
+
+    def cancel(job: QueryJob, *args: Any, **kwargs: Any) -> Any:
+        cancelled.append(job.job_id)
+        return real_cancel(job, *args, **kwargs)
+
+    monkeypatch.setattr(QueryJob, "cancel", cancel)
+    with pytest.raises(KeyboardInterrupt) as told:
+        ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert cancelled == [interrupted[0].job_id]  # not left to run on
+    loads = rows_of(bq_settings, ib.LOADS_TABLE, "load_id")
+    # Whatever the job's end was, the line says it: loaded (the stand-in runs a script as
+    # it is sent), or nothing of it.
+    if loads:
+        assert f"had been loaded into BigQuery (load {loads[0]['load_id']})" in str(told.value)
+    else:
+        assert str(told.value) == "nothing of the file was loaded into BigQuery"
+        assert snapshot(bq_settings) == ([], [], [])
+
+
+def test_an_interrupt_while_counting_a_committed_load_says_it_is_loaded(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_query = ib._query
+
+    def interrupted_count(settings: Settings, sql: str, *args: Any) -> Any:
+        if "rows_read" in sql:
+            raise KeyboardInterrupt  # fault injected: a Ctrl-C during the count
+        return real_query(settings, sql, *args)
+
+    monkeypatch.setattr(ib, "_query", interrupted_count)
+    with pytest.raises(KeyboardInterrupt, match=r"had been loaded into BigQuery \(load \d+\)"):
+        ib.ingest_bigquery(SAMPLE_CSV, bq_settings)

@@ -1287,3 +1287,20 @@ def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(
     assert deployed.returncode == 1, deployed.stderr
     assert "starting a new" not in deployed.stderr, deployed.stderr
     assert "SALESMART_BQ_PROJECT" in deployed.stderr, deployed.stderr
+
+
+@pytest.mark.parametrize("finished", [True, False, None])
+def test_an_interrupted_load_says_what_it_left(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], finished: bool | None
+) -> None:
+    import pipeline.cli as cli
+    from pipeline.ingest_bigquery import interrupted_load
+
+    def interrupted(_args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt(interrupted_load(42, finished))
+
+    monkeypatch.setattr(cli, "cmd_ingest", interrupted)
+    assert cli.main(["ingest", str(SAMPLE_CSV), "--target", "bigquery"]) == 130
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"salesmart: interrupted: {interrupted_load(42, finished)}"
+    assert ("load 42" in line) is bool(finished)
