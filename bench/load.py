@@ -10,14 +10,13 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bench.functions import Probe
 from bench.machine import percentile
 from bench.stack import Stack, pg_bin
-from common.db import PgPool
 from common.trends import TrendFilters
-from common.trends_pg import PgTrends, _params
+from common.trends_pg import summary_json_statement
 
 MARKER = "WRKJSON "
 _DONE = """
@@ -110,9 +109,7 @@ def trends_sql(schema: str, filters: TrendFilters) -> tuple[str, dict[str, str]]
     """trends_pg's own statement for ``filters``, for pgbench: ``:name`` parameters stay
     pgbench variables (given with ``-D``); absent filters become NULL, as the function
     passes them."""
-    # Only the SQL text is read; the pool is never used.
-    statement = PgTrends(cast(PgPool, None), schema)._summary_json_sql
-    values: dict[str, Any] = {**_params(filters), "limit": filters.limit, "offset": filters.offset}
+    statement, values = summary_json_statement(schema, filters)
     variables = {}
     for name, value in values.items():
         if value is None:

@@ -25,6 +25,7 @@ import yaml
 from common.trends import SUMMARY_COLUMNS
 
 MIN_SECRET_BYTES = 32
+BCRYPT_COSTS = (4, 31)  # bcrypt's own bounds (gensalt refuses others)
 MAX_TOKEN_TTL_SECONDS = 24 * 3600
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = Path("data") / "pipeline_config.yaml"
@@ -634,8 +635,8 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             *_setting(
                 env, "SALESMART_BCRYPT_ROUNDS", api, "api.bcrypt_rounds", Settings.bcrypt_rounds
             ),
-            minimum=4,
-            maximum=31,  # bcrypt's own bounds
+            minimum=BCRYPT_COSTS[0],
+            maximum=BCRYPT_COSTS[1],
         ),
         pii_fields=tuple(pii_fields),
         landing=env.get("SALESMART_LANDING")

@@ -1,12 +1,10 @@
 """Request validation (marshmallow 4); each function's OpenAPI 3 document is built from
-these schemas in ``common.openapi`` (apispec).
+these schemas in ``common.openapi`` (apispec), on first request only.
 
 The trends parameters follow the contract's table of them; unknown or repeated parameters
 and broken rules give 422 with ``details`` per field. Valid values reach ``TrendFilters``
 exactly as given (integers of more than 30 digits become 10^30); each warehouse adapter
 fits them to its own types (``common.trends_pg``, ``common.bigquery``).
-
-The OpenAPI documents are built from these same schemas, on first request only.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from common.trends import (
     MAX_LIMIT,
     MAX_PREFIX_CHARS,
     PARAMETERS,
+    RANGE_PAIRS,
     TrendFilters,
 )
 
@@ -195,24 +194,17 @@ class TrendParamsSchema(Schema):
     # failed its own rule is absent from ``data`` and not compared.
     @validates_schema(skip_on_field_errors=False)
     def _min_not_above_max(self, data: dict[str, Any], **kwargs: Any) -> None:
-        low, high = data.get("min_avg_price"), data.get("max_avg_price")
-        if low is not None and high is not None and low > high:
-            raise ValidationError("Must not be greater than max_avg_price.", "min_avg_price")
+        errors = {}
+        for low_name, high_name in RANGE_PAIRS:
+            low, high = data.get(low_name), data.get(high_name)
+            if low is not None and high is not None and low > high:
+                errors[low_name] = [f"Must not be greater than {high_name}."]
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def _filters(self, data: dict[str, Any], **kwargs: Any) -> TrendFilters:
-        low, high = data.get("min_avg_price"), data.get("max_avg_price")
-        max_quantity = data.get("max_quantity")
-        return TrendFilters(
-            product_prefix=data["product_prefix"],
-            sale_month=data.get("sale_month"),
-            min_amount=data["min_amount"],
-            max_quantity=max_quantity,
-            min_avg_price=low,
-            max_avg_price=high,
-            limit=data["limit"],
-            offset=data["offset"],
-        )
+        return TrendFilters(**data)  # the fields are PARAMETERS (a test holds them alike)
 
 
 # 1-256 characters, no control characters (PostgreSQL text cannot even hold NUL).

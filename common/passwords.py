@@ -8,7 +8,6 @@ import bcrypt
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit: longer passwords are refused, never truncated
-MIN_BCRYPT_COST = 4  # bcrypt's own lower bound (gensalt refuses less)
 
 
 class PasswordPolicyError(ValueError):

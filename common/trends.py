@@ -1,8 +1,9 @@
 """The trends query, warehouse-neutral: its filters and its fixed order.
 
 ``TrendFilters`` is what trends_bq (``common.bigquery.query_summary``) and trends_pg both
-take, already validated against the contract's parameter rules by the HTTP layer; its
-checks here only guard the invariants the SQL relies on.
+take, already validated against the contract's parameter rules by the HTTP layer
+(``common.params``, whose 422 names each broken rule); it checks the same rules again, so
+no other caller can build filters the contract refuses.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class TrendFilters:
 
     - ``product_prefix``: literal prefix of ``product`` (no wildcards, case-sensitive);
     - ``sale_month``: the first day of the month to keep;
-    - ``min_amount``: keep ``total_amount >= min_amount``;
+    - ``min_amount``: keep ``total_amount >= min_amount`` (0 by default: never None);
     - ``max_quantity``: keep ``total_quantity <= max_quantity``;
     - ``min_avg_price`` / ``max_avg_price``: bounds on ``avg_price`` (inclusive);
     - ``limit`` (1..1000) and ``offset`` (>= 0): the page.
@@ -72,22 +73,23 @@ class TrendFilters:
             raise ValueError(f"limit must be 1-{MAX_LIMIT}")
         if self.offset < 0:
             raise ValueError("offset must be >= 0")
-        for name in ("min_amount", "min_avg_price", "max_avg_price"):
+        for name in PARAMETERS:  # every money bound
             value = getattr(self, name)
-            if value is not None and (not value.is_finite() or value < 0):
+            if isinstance(value, Decimal) and (not value.is_finite() or value < 0):
                 raise ValueError(f"{name} must be a finite number >= 0")
         if self.max_quantity is not None and self.max_quantity < 0:
             raise ValueError("max_quantity must be >= 0")
-        if (
-            self.min_avg_price is not None
-            and self.max_avg_price is not None
-            and self.min_avg_price > self.max_avg_price
-        ):
-            raise ValueError("min_avg_price must be <= max_avg_price")
+        for low_name, high_name in RANGE_PAIRS:
+            low, high = getattr(self, low_name), getattr(self, high_name)
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"{low_name} must be <= {high_name}")
 
 
 # The query parameters of both trends endpoints (and the dashboard's form), in order.
 PARAMETERS = tuple(field.name for field in fields(TrendFilters))
+#: Parameters that bound one value from both sides: the lower may not exceed the upper
+#: (a 422), in the request schema, here, and in the tests' fuzzing hooks.
+RANGE_PAIRS = (("min_avg_price", "max_avg_price"),)
 
 
 def shown_value_bound(value: Decimal, *, lower: bool) -> Decimal:

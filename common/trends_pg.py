@@ -68,17 +68,22 @@ def _page_params(filters: TrendFilters) -> dict[str, Any]:
     return {**_params(filters), "limit": filters.limit, "offset": min(filters.offset, INT64_MAX)}
 
 
-class PgTrends:
-    """The trends queries of one function instance over its pool."""
+def summary_json_statement(schema: str, filters: TrendFilters) -> tuple[str, dict[str, Any]]:
+    """The statement ``PgTrends.summary_json`` runs for ``filters``, and its parameters
+    (the benchmark runs it under pgbench: the database floor of trends_pg)."""
+    return _Statements(schema).summary_json, _page_params(filters)
 
-    def __init__(self, pool: PgPool, schema: str) -> None:
+
+class _Statements:
+    """The trends statements over one schema's ``summary_sales``."""
+
+    def __init__(self, schema: str) -> None:
         table = _table(schema)
-        self._pool = pool
         # sale_month as ISO text: parsing it here is much cheaper than the driver's strptime.
         columns = ", ".join(
             "CAST(sale_month AS text)" if name == "sale_month" else name for name in SUMMARY_COLUMNS
         )
-        self._summary_sql = (
+        self.summary = (
             f"SELECT {columns}\nFROM {table}{_WHERE}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"ORDER BY {ORDER_BY}\n"
             "LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint)"
@@ -98,20 +103,28 @@ class PgTrends:
             """ || ',"avg_price":' || CAST(round(page.avg_price, 2) AS text)"""
             """ || ',"transaction_count":' || CAST(page.transaction_count AS text) || '}'"""
         )
-        self._summary_json_sql = (
+        self.summary_json = (
             f"SELECT count(*), coalesce('[' || string_agg({element}, ','"  # nosec B608 - composed of the statement above and constants; values are bound parameters
             f" ORDER BY {_qualified(ORDER_BY, 'page')}) || ']', '[]')\n"
-            f"FROM ({self._summary_sql}) AS page"
+            f"FROM ({self.summary}) AS page"
         )
-        self._monthly_sql = (
+        self.monthly = (
             f"SELECT CAST(sale_month AS text), sum(total_amount) AS total_amount, count(*)\n"  # nosec B608 - identifiers from settings/constants; values are bound parameters
             f"FROM {table}{_WHERE}"
             "GROUP BY sale_month\nORDER BY sale_month"
         )
 
+
+class PgTrends:
+    """The trends queries of one function instance over its pool."""
+
+    def __init__(self, pool: PgPool, schema: str) -> None:
+        self._pool = pool
+        self._sql = _Statements(schema)
+
     def summary(self, filters: TrendFilters) -> list[dict[str, Any]]:
         """Rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months)."""
-        rows = self._pool.run(self._summary_sql, **_page_params(filters))
+        rows = self._pool.run(self._sql.summary, **_page_params(filters))
         result = []
         for row in rows:
             values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
@@ -121,11 +134,11 @@ class PgTrends:
 
     def summary_json(self, filters: TrendFilters) -> tuple[int, bytes]:
         """The rows of ``summary`` as the contract's JSON array, and how many there are."""
-        ((count, body),) = self._pool.run(self._summary_json_sql, **_page_params(filters))
+        ((count, body),) = self._pool.run(self._sql.summary_json, **_page_params(filters))
         return int(count), str(body).encode()
 
     def monthly_totals(self, filters: TrendFilters) -> tuple[list[tuple[date, Decimal]], int]:
         """``(sale_month, sum of total_amount)`` over every matching row (no paging), and how
         many rows match (what the pages of ``summary`` add up to)."""
-        rows = self._pool.run(self._monthly_sql, **_params(filters))
+        rows = self._pool.run(self._sql.monthly, **_params(filters))
         return [(date.fromisoformat(row[0]), row[1]) for row in rows], sum(int(r[2]) for r in rows)

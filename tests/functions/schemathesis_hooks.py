@@ -1,9 +1,9 @@
 """schemathesis hooks (``SCHEMATHESIS_HOOKS=tests.functions.schemathesis_hooks``).
 
-OpenAPI 3.0 cannot say "min_avg_price <= max_avg_price", "a real calendar date" or "a
-letter of any script", so schema-valid requests that break those rules (422 by the
-contract) are not generated as *valid* ones. (Hooks apply to the fuzzing phase; the
-coverage phase ignores them.)
+OpenAPI 3.0 cannot say "min_avg_price <= max_avg_price" (``RANGE_PAIRS``), "a real
+calendar date" or "a letter of any script", so schema-valid requests that break those
+rules (422 by the contract) are not generated as *valid* ones. (Hooks apply to the
+fuzzing phase; the coverage phase ignores them.)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import schemathesis
 
 from common.params import is_prefix_char
+from common.trends import RANGE_PAIRS
 
 
 def _number(value: Any) -> Decimal | None:
@@ -29,9 +30,10 @@ def _number(value: Any) -> Decimal | None:
 def filter_query(context: Any, query: dict[str, Any] | None) -> bool:
     if not query:
         return True
-    low, high = _number(query.get("min_avg_price")), _number(query.get("max_avg_price"))
-    if low is not None and high is not None and low > high:
-        return False
+    for low_name, high_name in RANGE_PAIRS:
+        low, high = _number(query.get(low_name)), _number(query.get(high_name))
+        if low is not None and high is not None and low > high:
+            return False
     return _real_month(query.get("sale_month"))
 
 
