@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -184,8 +185,11 @@ def require_bigquery_credentials(bq: BigQuerySettings) -> None:
     if not bq.credentials_file or bq.is_emulated:
         return
     name = f"GOOGLE_APPLICATION_CREDENTIALS={bq.credentials_file}"
+    path = Path(bq.credentials_file)
     try:
-        with Path(bq.credentials_file).open("rb") as handle:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would hang the start
+            raise ConfigError(f"{name} is not a regular file")
+        with path.open("rb") as handle:
             text = handle.read(MAX_CREDENTIALS_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name} cannot be read ({exc.strerror})") from None
@@ -239,13 +243,14 @@ def _secret(environ: dict[str, str], name: str) -> str:
 
 def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
     node: Any = data
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
+    for depth, key in enumerate(keys, 1):
+        node = node.get(key)
         if node is None:
             return {}
-    if not isinstance(node, dict):
-        raise ConfigError(f"config section {'.'.join(keys)} must be a mapping")
-    return node
+        if not isinstance(node, dict):  # `ingestion: 5`, a stray `- validation:`
+            raise ConfigError(f"config section {'.'.join(keys[:depth])} must be a mapping")
+    section: dict[str, Any] = node
+    return section
 
 
 #: A project id as BigQuery takes it (``domain.com:project`` included); a dataset's name.
@@ -395,32 +400,42 @@ CONFIG_KEYS: dict[str, Any] = {
     "bigquery": dict.fromkeys(("maximum_bytes_billed", "query_timeout_seconds")),
     "security": {"pii_fields": None},
 }
-_SECRET_WORDS = ("secret", "password", "passwd", "credential")
+_SECRET_WORDS = ("secret", "password", "passwd", "credential", "private_key", "api_key")
+_SECRET_KEYS = frozenset({"key", "pii_key", "jwt_key", "token"})
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 def config_warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
     """One sentence per key of a config file that nothing reads: a misspelt key
     (``max_decimal``) would otherwise change nothing, unsaid, and so would the connection
-    fields and secrets a configuration written for the original design holds."""
+    fields and secrets a configuration written for the original design holds. A known
+    section that is not a mapping is refused (``ConfigError``), read or not (the DAG's)."""
     found: list[str] = []
 
     def walk(node: Mapping[str, Any], known: Mapping[str, Any], path: str) -> None:
         for key, value in node.items():
-            name = f"{path}{key}"
+            text = str(key)
+            lower = text.lower()
+            secret = lower in _SECRET_KEYS or any(word in lower for word in _SECRET_WORDS)
+            if _PLAIN_KEY.fullmatch(text):
+                name = f"{path}{text}"
+            else:  # never a line break, a terminal code, or a value typed into a key
+                name = f"{path}<a key not shown>" if secret else f"{path}{text!r:.40}"
             if key in known:
-                if isinstance(known[key], dict) and isinstance(value, dict):
+                if isinstance(known[key], dict) and value is not None:
+                    if not isinstance(value, dict):
+                        raise ConfigError(f"config section {name} must be a mapping")
                     walk(value, known[key], f"{name}.")
                 continue
-            lower = str(key).lower()
-            close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-            if lower.endswith("key") or any(word in lower for word in _SECRET_WORDS):
+            close = difflib.get_close_matches(text, [str(k) for k in known], n=1)
+            if secret:
                 found.append(
                     f"{name} is not read: secrets come from the environment or mounted files only"
                 )
-            elif path == "data_warehouse.postgres.":
-                found.append(f"{name} is not read: the database is SALESMART_DATABASE_URL")
             elif close:
                 found.append(f"{name} is not a setting; did you mean {path}{close[0]}?")
+            elif path == "data_warehouse.postgres.":
+                found.append(f"{name} is not read: the database is SALESMART_DATABASE_URL")
             else:
                 found.append(f"{name} is not a setting")
 
@@ -518,6 +533,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
     if named and not config_path.exists():  # a typo must not quietly mean the defaults
         raise ConfigError(f"SALESMART_CONFIG={named}: no such file")
     data = read_config_file(config_path)
+    warnings = config_warnings(data)  # and a known section that is no mapping refused
 
     warehouse = _section(data, "data_warehouse")
     postgres = _section(data, "data_warehouse", "postgres")
@@ -643,7 +659,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         or _text(_section(data, "data_lake").get("landing", Settings.landing), "data_lake.landing"),
         validation=validation,
         bigquery=bigquery,
-        config_warnings=config_warnings(data),
+        config_warnings=warnings,
     )
 
 

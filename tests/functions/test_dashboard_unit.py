@@ -215,6 +215,7 @@ def test_a_login_checked_before_a_new_password_ends_with_it(
             set_password(conn, analyst.username, "changed-while-the-login-was-checked", rounds=4)
         finally:
             conn.close()
+        time.sleep(1.1)  # issued a second after the change: a whole-second rule let it live
         issued = sessions.start(checked)
         with pytest.raises(InvalidToken):
             sessions.principal(issued.access_token)

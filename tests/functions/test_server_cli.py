@@ -149,6 +149,31 @@ def test_trends_bq_refuses_a_named_credentials_file_it_cannot_use(
     assert "abc" not in line  # never the file's content
 
 
+def test_a_credentials_path_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO held the start until something wrote to it (a review found it)."""
+    from common.config import BigQuerySettings, ConfigError, require_bigquery_credentials
+
+    fifo = tmp_path / "key.json"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(ConfigError, match=r"is not a regular file$"):
+            require_bigquery_credentials(BigQuerySettings(credentials_file=str(path)))
+
+
+def test_functions_of_a_local_run_get_the_credentials_path_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They run from the checkout: a path relative to where `up` or `serve` was started was
+    no file for them (refused at start, a 503 before)."""
+    from common.config import BigQuerySettings, Settings
+    from pipeline.stack import function_env
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(bigquery=BigQuerySettings(credentials_file="keys/bq.json"))
+    env = function_env(settings)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == str(tmp_path / "keys" / "bq.json")
+
+
 def test_a_credentials_file_google_could_use_is_taken_at_start(tmp_path: Path) -> None:
     from common.config import BigQuerySettings, require_bigquery_credentials
 

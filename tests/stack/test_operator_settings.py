@@ -650,8 +650,9 @@ def test_a_deployment_command_refuses_the_password_the_functions_refuse(
 MISSPELT_CONFIG = (
     "ingestion:\n  validation:\n    max_decimal: 3\n    min_price: 5\n"
     "data_warehouse:\n  postgres:\n    host: db.internal\n    password: hunter2\n"
+    "    mart_shema: marts\n    password hunter3: x\n"
     "security:\n  jwt_secret: abc\n  pii_fields: [product]\n"
-    "api:\n  token_ttl: 60\n"
+    'api:\n  token_ttl: 60\n  "two\\nlines": 1\n  partition_key: x\n'
     "reporting: {}\n"
 )
 
@@ -663,18 +664,42 @@ def test_keys_nothing_reads_are_named_with_a_hint(tmp_path: Path) -> None:
     config.write_text(MISSPELT_CONFIG)
     settings = build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
     assert settings.validation.min_price == 5  # the keys it knows are read as before
+    secret = "is not read: secrets come from the environment or mounted files only"
     assert settings.config_warnings == (
         "ingestion.validation.max_decimal is not a setting;"
         " did you mean ingestion.validation.max_decimals?",
         "data_warehouse.postgres.host is not read: the database is SALESMART_DATABASE_URL",
-        "data_warehouse.postgres.password is not read:"
-        " secrets come from the environment or mounted files only",
-        "security.jwt_secret is not read: secrets come from the environment or mounted files only",
+        f"data_warehouse.postgres.password {secret}",
+        "data_warehouse.postgres.mart_shema is not a setting;"
+        " did you mean data_warehouse.postgres.mart_schema?",
+        f"data_warehouse.postgres.<a key not shown> {secret}",
+        f"security.jwt_secret {secret}",
         "api.token_ttl is not a setting; did you mean api.token_ttl_seconds?",
+        "api.'two\\nlines' is not a setting",
+        "api.partition_key is not a setting",
         "reporting is not a setting",
     )
-    # The secret's value is never repeated.
-    assert not any("hunter2" in warning for warning in settings.config_warnings)
+    # No secret is repeated, whether a value or typed into a key.
+    assert not any("hunter" in warning for warning in settings.config_warnings)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "section"),
+    [
+        ("ingestion:\n- validation:\n    product_prefix: Foo\n", "ingestion"),
+        ("ingestion:\n  validation: 5\n", "ingestion.validation"),
+        ("orchestration: daily\n", "orchestration"),  # the DAG's, not read here
+        ("data_warehouse:\n  postgres: [raw]\n", "data_warehouse.postgres"),
+    ],
+)
+def test_a_section_that_is_no_mapping_is_refused(
+    tmp_path: Path, yaml_text: str, section: str
+) -> None:
+    """A stray `-` made the validation rules the defaults, unsaid (a review found it)."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=rf"^config section {section} must be a mapping$"):
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
 
 
 def test_the_shipped_config_has_no_key_nothing_reads() -> None:
@@ -698,7 +723,7 @@ def test_a_command_warns_of_keys_nothing_reads_once(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 6, result.stderr
+    assert len(warnings) == 10, result.stderr
     assert warnings[0] == (
         f"salesmart: warning: {config}: ingestion.validation.max_decimal is not a setting;"
         " did you mean ingestion.validation.max_decimals?"
@@ -726,7 +751,7 @@ def test_a_function_logs_keys_nothing_reads_when_it_starts(
     finally:
         get_settings.cache_clear()
     (settings,) = served
-    assert len(settings.config_warnings) == 6
+    assert len(settings.config_warnings) == 10
     (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
     assert line["message"] == "config keys not read"
     assert line["severity"] == "WARNING"
