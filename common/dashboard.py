@@ -410,10 +410,10 @@ class Dashboard:
         ``problems`` that kept it from being read."""
         context: dict[str, Any] = {"problems": problems or []}
         if filters is not None:
-            # Two statements: a dbt build that swaps the mart between them can show one
-            # build's rows beside the next one's totals, until the page is reloaded.
-            rows = [self._shown(row) for row in self._trends.summary(filters)]
-            monthly, matching = self._trends.monthly_totals(filters)
+            # One snapshot: a dbt build swapping the mart between the two statements showed
+            # one build's rows beside the next one's totals.
+            page, monthly, matching = self._trends.page_and_monthly_totals(filters)
+            rows = [self._shown(row) for row in page]
             call.rows = len(rows)
             args = call.request.args
             context.update(

@@ -16,6 +16,9 @@
   nor the server's own ``statement_timeout`` end the wait. A watchdog shuts the socket of
   a statement still running ``ANSWER_GRACE_SECONDS`` after its statement timeout; the
   call then fails like any dead connection (retried once, else 503).
+- Statements that must agree (a page and its totals) run in one read-only snapshot
+  (``run_in_one_snapshot``): a dbt build that swaps a mart between them is seen by all of
+  them or none.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from common.config import serving_threads
 from common.errors import WarehouseUnavailable
@@ -46,6 +49,10 @@ _DEAD_CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300", "08")
 _UNAVAILABLE_STATES = ("57014", "42P01", "3F000", "3D000", "28P01", "28000")
 # Once per connection, one round trip.
 _SESSION_SETTINGS = "SELECT set_config('statement_timeout', :timeout, false)"
+_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+#: A statement and its parameters.
+Statement = tuple[str, dict[str, Any]]
+T = TypeVar("T")
 
 
 def default_pool_size() -> int:
@@ -131,6 +138,19 @@ class PooledConnection:
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         return self.conn.run(sql, **params)
+
+    def run_in_one_snapshot(self, statements: Sequence[Statement]) -> list[list[list[Any]]]:
+        self.conn.run(_SNAPSHOT)
+        try:
+            results = [self.conn.run(sql, **params) for sql, params in statements]
+            self.conn.run("COMMIT")
+        except BaseException:
+            try:
+                self.conn.run("ROLLBACK")
+            except Exception:
+                close_quietly(self.conn)  # never back in the pool inside a transaction
+            raise
+        return results
 
 
 class PgPool:
@@ -242,14 +262,25 @@ class PgPool:
         Raises ``WarehouseUnavailable`` when PostgreSQL cannot answer; any other database
         error propagates (and becomes a generic 500).
         """
+        return self._on_a_connection(lambda conn: conn.run(sql, **params), statements=1)
+
+    def run_in_one_snapshot(self, *statements: Statement) -> list[list[list[Any]]]:
+        """Each statement's rows, all read from one snapshot of the database (a read-only
+        ``REPEATABLE READ`` transaction on one connection); as ``run`` otherwise."""
+        return self._on_a_connection(
+            lambda conn: conn.run_in_one_snapshot(statements), statements=len(statements)
+        )
+
+    def _on_a_connection(self, work: Callable[[PooledConnection], T], *, statements: int) -> T:
+        """``work`` on a pooled connection, watched for ``statements`` answers."""
         for attempt in (1, 2):
             reused = False
             try:
                 with (
                     self._checkout() as (conn, reused),
-                    _WATCHDOG.watching(conn.conn.raw.fileno(), self._answer_seconds),
+                    _WATCHDOG.watching(conn.conn.raw.fileno(), self._answer_seconds * statements),
                 ):
-                    return conn.run(sql, **params)
+                    return work(conn)
             except WarehouseUnavailable:
                 raise
             except Exception as exc:

@@ -124,21 +124,34 @@ class PgTrends:
 
     def summary(self, filters: TrendFilters) -> list[dict[str, Any]]:
         """Rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months)."""
-        rows = self._pool.run(self._sql.summary, **_page_params(filters))
-        result = []
-        for row in rows:
-            values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
-            values["sale_month"] = date.fromisoformat(values["sale_month"])
-            result.append(values)
-        return result
+        return _summary_rows(self._pool.run(self._sql.summary, **_page_params(filters)))
 
     def summary_json(self, filters: TrendFilters) -> tuple[int, bytes]:
         """The rows of ``summary`` as the contract's JSON array, and how many there are."""
         ((count, body),) = self._pool.run(self._sql.summary_json, **_page_params(filters))
         return int(count), str(body).encode()
 
-    def monthly_totals(self, filters: TrendFilters) -> tuple[list[tuple[date, Decimal]], int]:
-        """``(sale_month, sum of total_amount)`` over every matching row (no paging), and how
-        many rows match (what the pages of ``summary`` add up to)."""
-        rows = self._pool.run(self._sql.monthly, **_params(filters))
-        return [(date.fromisoformat(row[0]), row[1]) for row in rows], sum(int(r[2]) for r in rows)
+    def page_and_monthly_totals(
+        self, filters: TrendFilters
+    ) -> tuple[list[dict[str, Any]], list[tuple[date, Decimal]], int]:
+        """``summary``'s page; ``(sale_month, sum of total_amount)`` over every matching row
+        (no paging); and how many rows match (what the pages add up to). All read from one
+        snapshot: the dashboard never shows one dbt build's rows beside the next one's
+        totals (two statements did, while a build swapped the mart between them)."""
+        page, monthly = self._pool.run_in_one_snapshot(
+            (self._sql.summary, _page_params(filters)), (self._sql.monthly, _params(filters))
+        )
+        return _summary_rows(page), *_monthly(monthly)
+
+
+def _summary_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    result = []
+    for row in rows:
+        values = dict(zip(SUMMARY_COLUMNS, row, strict=True))
+        values["sale_month"] = date.fromisoformat(values["sale_month"])
+        result.append(values)
+    return result
+
+
+def _monthly(rows: list[list[Any]]) -> tuple[list[tuple[date, Decimal]], int]:
+    return [(date.fromisoformat(row[0]), row[1]) for row in rows], sum(int(r[2]) for r in rows)

@@ -299,3 +299,48 @@ def test_a_forked_child_never_closes_the_parents_connections(fresh_dsn: str) -> 
         assert pool.opened == 1  # no reconnect: the parent's session survived the child
     finally:
         pool.close()
+
+
+def test_statements_run_in_one_snapshot_see_one_state(fresh_dsn: str) -> None:
+    """A change committed between them (a dbt build swapping a mart) is seen by all of them
+    or none: the dashboard showed one build's rows beside the next one's totals."""
+    admin = connect(fresh_dsn)
+    admin.run("CREATE TABLE snapshot_probe (n integer)")
+    admin.run("INSERT INTO snapshot_probe VALUES (1)")
+    pool = PgPool(fresh_dsn, max_size=1, application_name="pool-snapshot")
+
+    def commit_during_the_first_statement() -> None:
+        time.sleep(0.3)
+        writer = connect(fresh_dsn)
+        try:
+            writer.run("INSERT INTO snapshot_probe VALUES (2)")
+        finally:
+            writer.close()
+
+    count = "SELECT count(*) FROM snapshot_probe"
+    try:
+        for together in (True, False):
+            writer = threading.Thread(target=commit_during_the_first_statement)
+            writer.start()
+            first: tuple[str, dict[str, object]] = (f"SELECT ({count}), pg_sleep(0.8)", {})
+            if together:
+                ([[before, _]], [[after]]) = pool.run_in_one_snapshot(first, (count, {}))
+                assert before == after  # one state
+            else:  # as two statements did: the second one saw the commit
+                [[before, _]] = pool.run(first[0])
+                [[after]] = pool.run(count)
+                assert after == before + 1
+            writer.join()
+        # A statement that fails inside rolls the snapshot back: the connection is reusable.
+        with pytest.raises(Exception, match="division by zero"):
+            pool.run_in_one_snapshot((count, {}), ("SELECT 1 / 0", {}))
+        assert pool.run(count) == [[3]]
+        assert pool.opened == 1
+        # Read only: nothing is written from inside a snapshot.
+        with pytest.raises(Exception, match="read-only transaction"):
+            pool.run_in_one_snapshot(("INSERT INTO snapshot_probe VALUES (9)", {}))
+        assert pool.run(count) == [[3]]
+    finally:
+        pool.close()
+        admin.run("DROP TABLE snapshot_probe")
+        admin.close()
