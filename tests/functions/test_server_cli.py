@@ -82,15 +82,14 @@ def test_a_short_secret_outside_dev_is_one_json_line_not_a_traceback() -> None:
     assert "short" not in line  # the reason names the setting, never its value
 
 
-@pytest.mark.parametrize("name", ["token", "trends_pg", "trends_bq", "dashboard"])
-def test_a_bare_functions_framework_refuses_in_one_json_line_too(name: str) -> None:
-    # The contract's own way to serve a function: before, a missing key outside dev came
-    # out as click's 33-line traceback.
+def refusal_of_a_bare_functions_framework(name: str, **env: str) -> tuple[str, str]:
+    """What ``functions-framework`` serving ``name`` outside dev, given ``env`` (and no
+    other SALESMART_ variable), says as it refuses to start: its reason and its one line."""
     framework = str(Path(sys.executable).with_name("functions-framework"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
     result = subprocess.run(
         [framework, "--source", f"functions/{name}/main.py", "--target", name, "--port", "1"],
-        env={**env, "SALESMART_ENV": "prod"},
+        env={**inherited, "SALESMART_ENV": "prod", **env},
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -103,7 +102,15 @@ def test_a_bare_functions_framework_refuses_in_one_json_line_too(name: str) -> N
     (line,) = output.splitlines()
     entry = json.loads(line)
     assert entry["message"] == "refused to start" and entry["function"] == name, entry
-    assert "SALESMART_" in entry["reason"], entry
+    return str(entry["reason"]), line
+
+
+@pytest.mark.parametrize("name", ["token", "trends_pg", "trends_bq", "dashboard"])
+def test_a_bare_functions_framework_refuses_in_one_json_line_too(name: str) -> None:
+    # The contract's own way to serve a function: before, a missing key outside dev came
+    # out as click's 33-line traceback.
+    reason, _ = refusal_of_a_bare_functions_framework(name)
+    assert "SALESMART_" in reason
 
 
 @pytest.mark.parametrize(
@@ -122,30 +129,14 @@ def test_trends_bq_refuses_a_named_credentials_file_it_cannot_use(
     credentials = tmp_path / "key.json"
     if content is not None:
         credentials.write_text(content)
-    framework = str(Path(sys.executable).with_name("functions-framework"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESMART_")}
-    source = "functions/trends_bq/main.py"
-    result = subprocess.run(
-        [framework, "--source", source, "--target", "trends_bq", "--port", "1"],
-        env={
-            **env,
-            "SALESMART_ENV": "prod",
-            "SALESMART_JWT_SECRET": "j" * 32,
-            "SALESMART_PII_KEY": "p" * 32,
-            "SALESMART_BQ_PROJECT": "my-analytics-prod",
-            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
-        },
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    reason_given, line = refusal_of_a_bare_functions_framework(
+        "trends_bq",
+        SALESMART_JWT_SECRET="j" * 32,
+        SALESMART_PII_KEY="p" * 32,
+        SALESMART_BQ_PROJECT="my-analytics-prod",
+        GOOGLE_APPLICATION_CREDENTIALS=str(credentials),
     )
-    assert result.returncode == 78, result.stdout + result.stderr
-    (line,) = (result.stdout + result.stderr).strip().splitlines()
-    entry = json.loads(line)
-    assert entry["message"] == "refused to start" and entry["function"] == "trends_bq"
-    assert entry["reason"].startswith(f"GOOGLE_APPLICATION_CREDENTIALS={credentials} {reason}")
+    assert reason_given.startswith(f"GOOGLE_APPLICATION_CREDENTIALS={credentials} {reason}")
     assert "abc" not in line  # never the file's content
 
 
