@@ -126,7 +126,20 @@ def _credentials(bq: BigQuerySettings) -> Any:
             str(path), scopes=SCOPES
         )
         return credentials
-    credentials, _ = google.auth.default(scopes=SCOPES)
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=SCOPES)
+    except DefaultCredentialsError:
+        # Said in our words: Google's names no setting of ours. A configuration copied from
+        # elsewhere names a real project, and the local run then wants real BigQuery.
+        raise BigQueryUnavailable(
+            "credentials",
+            f"no Google credentials were found for the BigQuery project {bq.project}"
+            " (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`);"
+            f" the local stand-in is used for the project {LOCAL_PROJECT}"
+            " (data_warehouse.project_id, SALESMART_BQ_PROJECT)",
+        ) from None
     return credentials
 
 

@@ -123,6 +123,29 @@ def test_a_missing_credentials_file_is_unavailable_not_a_crash(tmp_path: Path) -
     assert "missing.json" in str(error)
 
 
+def test_a_real_project_without_credentials_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration copied from elsewhere (the design document's names ``hijra-project``)
+    wants real BigQuery; Google's own error named no setting of ours."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no `gcloud auth` credentials
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # not on Google Cloud: no metadata server
+    settings = build_settings({"SALESMART_BQ_PROJECT": "hijra-project"})
+    try:
+        error = expect_unavailable(
+            "credentials", lambda: bq.get_client(settings.bigquery), within=10.0
+        )
+    finally:
+        bq.reset_clients()
+    assert str(error) == (
+        "BigQuery unavailable (credentials): no Google credentials were found for the BigQuery"
+        " project hijra-project (GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth"
+        " application-default login`); the local stand-in is used for the project"
+        " salesmart-local (data_warehouse.project_id, SALESMART_BQ_PROJECT)"
+    )
+
+
 # -- what each job carries -----------------------------------------------------------------
 def test_job_config_carries_byte_cap_timeout_labels_and_typed_parameters(
     bq_emulator: EmulatorHandle,
