@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -39,13 +40,26 @@ def state_dir(settings: Settings) -> Path:
     return settings.state_dir.resolve()
 
 
+#: Files only a salesmart state folder holds.
+_OWN_FILES = ("jwt-secret", "pii-key", "admin-password", "endpoints.json")
+
+
 def ensure_state_dir(settings: Settings) -> Path:
-    """The state folder, made owner-only (0700) when new: keys, logs and data live in it."""
+    """The state folder, owner-only (0700): keys, logs and data live in it. One an older
+    release made 0755 is closed too; only the search bit for others stays, which a run as
+    root gives it for the embedded server's user."""
     path = state_dir(settings)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:  # a file by that name: "File exists" named no folder
         raise ConfigError(f"{path}: not a folder (the state folder, SALESMART_STATE_DIR)") from None
+    with contextlib.suppress(OSError):  # another user's folder: left as it is
+        info = path.stat()
+        ours = path.name == ".salesmart" or any((path / name).exists() for name in _OWN_FILES)
+        # Never a shared folder it was pointed at (/tmp: sticky, root's) or one of others.
+        mine = info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX
+        if ours and mine and info.st_mode & 0o076:
+            path.chmod(info.st_mode & 0o701)
     return path
 
 

@@ -172,7 +172,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from pipeline.runtime import cli_settings, postgres_dsn
 
     settings = cli_settings(with_secrets=False)
-    with postgres_dsn(settings) as dsn:
+    with postgres_dsn(settings, migrated=False) as dsn:  # what it applies is said below
         applied = migrate_database(dsn)
     print(f"migrations applied: {', '.join(map(str, applied)) or 'none (up to date)'}")
     return EXIT_OK

@@ -20,6 +20,10 @@ MIGRATED_TABLE = re.compile(r'relation "(raw|auth)\.[^"]*" does not exist')
 NOT_MIGRATED_HINT = "a database salesmart has not set up: run `salesmart migrate` first"
 
 
+class NewerDatabaseError(RuntimeError):
+    """The database holds migrations this release does not know: a newer one set it up."""
+
+
 def not_migrated_hint(message: str) -> str:
     """``message``, with what to do added when it says a migrated table is missing."""
     return f"{message} ({NOT_MIGRATED_HINT})" if MIGRATED_TABLE.search(message) else message
@@ -58,8 +62,21 @@ def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {row[0] for row in conn.run("SELECT version FROM salesmart_meta.schema_migrations")}
-        for migration in discover(directory):
+        rows = conn.run("SELECT version, name FROM salesmart_meta.schema_migrations")
+        done = {row[0] for row in rows}
+        known = discover(directory)
+        # Going back to an older release: its code would run on a schema it does not know
+        # (rules the newer one's migrations set up undone by its writes, unsaid).
+        newer = sorted((v, n) for v, n in rows if v not in {m.version for m in known})
+        if newer:
+            version, name = newer[-1]
+            raise NewerDatabaseError(
+                f"the database was set up by a newer salesmart (its migration {version},"
+                f" {name}); this release knows migrations up to"
+                f" {max((m.version for m in known), default=0)}: run that release or a newer"
+                " one, or restore a backup made for this one"
+            )
+        for migration in known:
             if migration.version in done:
                 continue
             conn.run("BEGIN")

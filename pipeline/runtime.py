@@ -186,9 +186,12 @@ def _folders_embedded(settings: Settings) -> EmbeddedPostgres | None:
 
 
 @contextlib.contextmanager
-def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str]:
+def postgres_dsn(
+    settings: Settings, *, local_run: bool = False, migrated: bool = True
+) -> Iterator[str]:
     """A DSN for the command's duration, starting the embedded server when none is set
-    (not for a deployment, unless ``local_run``: serve)."""
+    (not for a deployment, unless ``local_run``: serve). A server started here is migrated
+    first, unless ``migrated`` is False (``salesmart migrate``, which says what it applies)."""
     if settings.database_url:
         if not local_run:
             require_deployment_database(settings)
@@ -216,7 +219,8 @@ def postgres_dsn(settings: Settings, *, local_run: bool = False) -> Iterator[str
     server = open_embedded(data)
     try:
         server.join()
-        migrate_database(server.dsn)
+        if migrated:
+            migrate_database(server.dsn)
         yield server.dsn
     finally:
         server.leave()

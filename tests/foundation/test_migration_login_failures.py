@@ -1,16 +1,23 @@
-"""Migration 0005: counters kept for names that match no account (in clear: perhaps a
-password typed in the wrong field) are dropped when failures start being counted under an
-HMAC; an account's counter (a lock in force) stays."""
+"""Migrations: a database a newer release set up is refused; `migrate` says what it
+applied. 0005: counters kept for names that match no account (in clear: perhaps a password
+typed in the wrong field) are dropped when failures start being counted under an HMAC; an
+account's counter (a lock in force) stays."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from common.config import build_settings
 from common.pg import connect
-from pipeline.migrate import MIGRATIONS_DIR, migrate_database
+from pipeline.migrate import MIGRATIONS_DIR, NewerDatabaseError, migrate_database
 from pipeline.postgres_embedded import EmbeddedPostgres
-from tests.conftest import create_database
+from tests.conftest import create_database, run_cli
 
 
 def test_clear_counters_of_unknown_names_are_dropped(
@@ -35,3 +42,52 @@ def test_clear_counters_of_unknown_names_are_dropped(
     finally:
         conn.close()
     assert kept == ["alice"]
+
+
+def test_a_database_a_newer_release_migrated_is_refused(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """Going back to an older release: its code ran silently on a schema it did not know,
+    and undid what the newer migrations set up (an upgrade audit found it)."""
+    dsn = create_database(pg_server)
+    conn = connect(dsn)
+    try:
+        conn.run(
+            "INSERT INTO salesmart_meta.schema_migrations (version, name)"
+            " VALUES (9999, 'from_a_newer_release')"
+        )
+    finally:
+        conn.close()
+    known = max(int(path.name[:4]) for path in MIGRATIONS_DIR.glob("*.sql"))
+    with pytest.raises(NewerDatabaseError) as refused:
+        migrate_database(dsn)
+    assert str(refused.value) == (
+        "the database was set up by a newer salesmart (its migration 9999,"
+        f" from_a_newer_release); this release knows migrations up to {known}: run that"
+        " release or a newer one, or restore a backup made for this one"
+    )
+    settings = build_settings({**os.environ, "SALESMART_DATABASE_URL": dsn})
+    done = run_cli(settings, tmp_path, "migrate")
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"salesmart: {refused.value}"
+
+
+def test_migrate_says_what_it_applied_to_the_folders_own_server(tmp_path: Path) -> None:
+    """The embedded server was migrated before the command looked: "none (up to date)"
+    after applying two migrations."""
+    env = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
+    env["SALESMART_STATE_DIR"] = str(tmp_path / "state")
+    every = ", ".join(str(int(path.name[:4])) for path in sorted(MIGRATIONS_DIR.glob("*.sql")))
+    said = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        said.append(done.stdout.strip().splitlines()[-1])
+    assert said == [f"migrations applied: {every}", "migrations applied: none (up to date)"]

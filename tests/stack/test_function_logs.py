@@ -73,3 +73,14 @@ def test_the_state_folder_and_the_logs_are_the_owners_only(tmp_path: Path) -> No
     with open_private(state / "token.log") as log:
         log.write(b"{}\n")
     assert (state / "token.log").stat().st_mode & 0o777 == 0o600
+    # One an older release made 0755 is closed too (the search bit others may need stays).
+    for mode, closed in ((0o755, 0o701), (0o750, 0o700), (0o700, 0o700)):
+        state.chmod(mode)
+        assert ensure_state_dir(settings).stat().st_mode & 0o777 == closed
+    # A shared folder it is pointed at is left as it is: sticky (/tmp), or not salesmart's.
+    for name, mode in (("shared", 0o1777), ("elsewhere", 0o755)):
+        folder = tmp_path / name
+        folder.mkdir()
+        folder.chmod(mode)
+        ensure_state_dir(dataclasses.replace(settings, state_dir=folder))
+        assert folder.stat().st_mode & 0o7777 == mode
