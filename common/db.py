@@ -139,9 +139,16 @@ class PooledConnection:
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
         return self.conn.run(sql, **params)
 
-    def run_in_one_snapshot(self, statements: Sequence[Statement]) -> list[list[list[Any]]]:
-        self.conn.run(_SNAPSHOT)
+    def run_in_one_snapshot(
+        self, statements: Sequence[Statement], tables: Sequence[str]
+    ) -> list[list[list[Any]]]:
         try:
+            self.conn.run(_SNAPSHOT)  # inside: an interrupt after it still rolls back
+            for table in tables:
+                # Before the snapshot (the first SELECT takes it): a rebuild swapping the
+                # table in is waited for, and then seen. A snapshot taken first, then
+                # waiting on the swap, saw the new table empty.
+                self.conn.run(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
             results = [self.conn.run(sql, **params) for sql, params in statements]
             self.conn.run("COMMIT")
         except BaseException:
@@ -264,11 +271,16 @@ class PgPool:
         """
         return self._on_a_connection(lambda conn: conn.run(sql, **params), statements=1)
 
-    def run_in_one_snapshot(self, *statements: Statement) -> list[list[list[Any]]]:
+    def run_in_one_snapshot(
+        self, *statements: Statement, tables: Sequence[str] = ()
+    ) -> list[list[list[Any]]]:
         """Each statement's rows, all read from one snapshot of the database (a read-only
-        ``REPEATABLE READ`` transaction on one connection); as ``run`` otherwise."""
+        ``REPEATABLE READ`` transaction on one connection); as ``run`` otherwise. ``tables``
+        (qualified names, never input) are the ones a dbt build may be swapping: the
+        snapshot is taken once they are free."""
         return self._on_a_connection(
-            lambda conn: conn.run_in_one_snapshot(statements), statements=len(statements)
+            lambda conn: conn.run_in_one_snapshot(statements, tables),
+            statements=len(statements) + len(tables),
         )
 
     def _on_a_connection(self, work: Callable[[PooledConnection], T], *, statements: int) -> T:

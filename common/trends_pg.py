@@ -78,7 +78,7 @@ class _Statements:
     """The trends statements over one schema's ``summary_sales``."""
 
     def __init__(self, schema: str) -> None:
-        table = _table(schema)
+        self.table = table = _table(schema)
         # sale_month as ISO text: parsing it here is much cheaper than the driver's strptime.
         columns = ", ".join(
             "CAST(sale_month AS text)" if name == "sale_month" else name for name in SUMMARY_COLUMNS
@@ -139,7 +139,9 @@ class PgTrends:
         snapshot: the dashboard never shows one dbt build's rows beside the next one's
         totals (two statements did, while a build swapped the mart between them)."""
         page, monthly = self._pool.run_in_one_snapshot(
-            (self._sql.summary, _page_params(filters)), (self._sql.monthly, _params(filters))
+            (self._sql.summary, _page_params(filters)),
+            (self._sql.monthly, _params(filters)),
+            tables=(self._sql.table,),
         )
         return _summary_rows(page), *_monthly(monthly)
 

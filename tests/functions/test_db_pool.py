@@ -344,3 +344,66 @@ def test_statements_run_in_one_snapshot_see_one_state(fresh_dsn: str) -> None:
         pool.close()
         admin.run("DROP TABLE snapshot_probe")
         admin.close()
+
+
+def test_a_snapshot_waits_for_a_table_being_swapped_and_sees_the_new_one(
+    fresh_dsn: str,
+) -> None:
+    """As dbt replaces a mart: a snapshot taken before waiting on the swap's lock saw the
+    new table empty (the dashboard said "No sales match" during each build)."""
+    admin = connect(fresh_dsn)
+    admin.run("CREATE TABLE swap_probe AS SELECT generate_series(1, 10) AS n")
+    pool = PgPool(fresh_dsn, max_size=2, application_name="pool-swap")
+    count: tuple[str, dict[str, object]] = ("SELECT count(*) FROM swap_probe", {})
+    try:
+        for tables in (("swap_probe",), ()):
+            build = connect(fresh_dsn)
+            build.run("BEGIN")
+            build.run("CREATE TABLE swap_probe__tmp AS SELECT generate_series(1, 20) AS n")
+            build.run("ALTER TABLE swap_probe RENAME TO swap_probe__backup")
+            build.run("ALTER TABLE swap_probe__tmp RENAME TO swap_probe")
+            seen: list[object] = []
+            reader = threading.Thread(
+                target=lambda: seen.append(pool.run_in_one_snapshot(count, count, tables=tables))  # noqa: B023
+            )
+            reader.start()
+            time.sleep(0.5)  # the reader waits on the swap's lock
+            build.run("COMMIT")
+            build.run("DROP TABLE swap_probe__backup")
+            build.close()
+            reader.join()
+            if tables:
+                assert seen == [[[[20]], [[20]]]]  # the new table, whole
+            else:  # the snapshot taken before the wait: the new table's rows unseen
+                assert seen == [[[[0]], [[0]]]]
+            admin.run("DROP TABLE swap_probe")
+            admin.run("CREATE TABLE swap_probe AS SELECT generate_series(1, 10) AS n")
+    finally:
+        pool.close()
+        admin.run("DROP TABLE IF EXISTS swap_probe")
+        admin.close()
+
+
+def test_an_interrupt_inside_a_snapshot_leaves_no_transaction_behind(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.pg import PgConnection
+
+    real_run = PgConnection.run
+
+    def interrupted(self: PgConnection, sql: str, *args: object, **params: object) -> object:
+        rows = real_run(self, sql, *args, **params)  # type: ignore[arg-type]
+        if sql.startswith("BEGIN"):  # fault injected: a signal as BEGIN's answer arrives
+            raise KeyboardInterrupt
+        return rows
+
+    monkeypatch.setattr(PgConnection, "run", interrupted)
+    pool = PgPool(fresh_dsn, max_size=1, application_name="pool-interrupt")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.run_in_one_snapshot(("SELECT 1", {}))
+        assert pool.run("SELECT current_setting('transaction_isolation')") == [["read committed"]]
+        assert pool.run("SELECT now() = statement_timestamp()") == [[True]]  # no transaction
+        assert pool.opened == 1
+    finally:
+        pool.close()
