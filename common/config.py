@@ -400,8 +400,11 @@ CONFIG_KEYS: dict[str, Any] = {
     "bigquery": dict.fromkeys(("maximum_bytes_billed", "query_timeout_seconds")),
     "security": {"pii_fields": None},
 }
-_SECRET_WORDS = ("secret", "password", "passwd", "credential", "private_key", "api_key")
-_SECRET_KEYS = frozenset({"key", "pii_key", "jwt_key", "token"})
+_SECRET_WORDS = ("secret", "password", "passwd", "credential", "hmac")
+_SECRET_KEY_ENDS = ("pii_key", "jwt_key", "api_key", "private_key", "signing_key")
+_SECRET_KEYS = frozenset({"key", "token"})
+#: In a key that is no plain name (`jwt_key=abc…`, `password hunter2`): maybe a secret typed in.
+_SECRETISH = ("secret", "passw", "passwd", "credential", "hmac", "key", "token")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
@@ -416,10 +419,15 @@ def config_warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
         for key, value in node.items():
             text = str(key)
             lower = text.lower()
-            secret = lower in _SECRET_KEYS or any(word in lower for word in _SECRET_WORDS)
             if _PLAIN_KEY.fullmatch(text):
                 name = f"{path}{text}"
+                secret = (
+                    lower in _SECRET_KEYS
+                    or lower.endswith(_SECRET_KEY_ENDS)
+                    or any(word in lower for word in _SECRET_WORDS)
+                )
             else:  # never a line break, a terminal code, or a value typed into a key
+                secret = any(word in lower for word in _SECRETISH)
                 name = f"{path}<a key not shown>" if secret else f"{path}{text!r:.40}"
             if key in known:
                 if isinstance(known[key], dict) and value is not None:

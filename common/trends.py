@@ -73,10 +73,12 @@ class TrendFilters:
             raise ValueError(f"limit must be 1-{MAX_LIMIT}")
         if self.offset < 0:
             raise ValueError("offset must be >= 0")
-        for name in PARAMETERS:  # every money bound
+        for name in MONEY_BOUNDS:
             value = getattr(self, name)
-            if isinstance(value, Decimal) and (not value.is_finite() or value < 0):
-                raise ValueError(f"{name} must be a finite number >= 0")
+            if value is not None and (
+                not isinstance(value, Decimal) or not value.is_finite() or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite Decimal >= 0")
         if self.max_quantity is not None and self.max_quantity < 0:
             raise ValueError("max_quantity must be >= 0")
         for low_name, high_name in RANGE_PAIRS:
@@ -87,6 +89,8 @@ class TrendFilters:
 
 # The query parameters of both trends endpoints (and the dashboard's form), in order.
 PARAMETERS = tuple(field.name for field in fields(TrendFilters))
+#: The money bounds: the parameters typed Decimal.
+MONEY_BOUNDS = tuple(field.name for field in fields(TrendFilters) if "Decimal" in str(field.type))
 #: Parameters that bound one value from both sides: the lower may not exceed the upper
 #: (a 422), in the request schema, here, and in the tests' fuzzing hooks.
 RANGE_PAIRS = (("min_avg_price", "max_avg_price"),)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -14,10 +13,16 @@ from werkzeug.datastructures import MultiDict
 from common.dashboard import FORM_FIELDS
 from common.errors import ValidationFailed
 from common.params import TrendParamsSchema, parse_trend_params
-from common.trends import CENT, PARAMETERS, RANGE_PAIRS, TrendFilters, shown_value_bound
+from common.trends import (
+    CENT,
+    MONEY_BOUNDS,
+    PARAMETERS,
+    RANGE_PAIRS,
+    TrendFilters,
+    shown_value_bound,
+)
 
-#: The money bounds (Decimal fields of the filters).
-MONEY = [field.name for field in fields(TrendFilters) if "Decimal" in str(field.type)]
+MONEY = list(MONEY_BOUNDS)
 
 
 def parse(**args: str) -> TrendFilters:
@@ -188,6 +193,14 @@ def test_every_parameter_is_in_the_schema_the_filters_and_the_dashboards_form() 
     assert MONEY == ["min_amount", "min_avg_price", "max_avg_price"]
     assert set(TrendParamsSchema().fields) == set(PARAMETERS)
     assert {field.name for field in FORM_FIELDS} | {"offset"} == set(PARAMETERS)
+
+
+@pytest.mark.parametrize("name", MONEY)
+@pytest.mark.parametrize("value", [-1, 2.5, Decimal(-1), Decimal("NaN"), "3"])
+def test_filters_refuse_a_money_bound_that_is_no_finite_decimal(name: str, value: object) -> None:
+    """Any caller, not only the HTTP layer's schema (an int or float passed unchecked)."""
+    with pytest.raises(ValueError, match=f"{name} must be a finite Decimal >= 0"):
+        TrendFilters(**{name: value})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("low", "high"), RANGE_PAIRS)

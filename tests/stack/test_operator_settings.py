@@ -757,3 +757,42 @@ def test_a_function_logs_keys_nothing_reads_when_it_starts(
     assert line["severity"] == "WARNING"
     assert line["function"] == "token"
     assert line["warnings"] == list(settings.config_warnings)
+
+
+def test_a_secret_typed_into_a_key_is_not_repeated(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(
+        "SALESMART_PII_KEY: x\n"
+        "security:\n  jwt_key=fedcba9876543210fedcba: 1\n  SALESMART_PII_KEY=0123456789abcdef: 1\n"
+        "api:\n  signing_key: x\n  hmac_secret: x\n"
+    )
+    settings = build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    secret = "is not read: secrets come from the environment or mounted files only"
+    assert settings.config_warnings == (
+        f"SALESMART_PII_KEY {secret}",
+        f"security.<a key not shown> {secret}",
+        f"security.<a key not shown> {secret}",
+        f"api.signing_key {secret}",
+        f"api.hmac_secret {secret}",
+    )
+
+
+def test_dbt_gets_the_credentials_path_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs in a folder of its own: a relative path was no file there (a review)."""
+    import dataclasses
+
+    from pipeline.transform import dbt_environment
+
+    monkeypatch.chdir(tmp_path)
+    settings = build_settings(
+        {
+            **TEST_ENV,
+            "SALESMART_BQ_PROJECT": "my-analytics-prod",
+            "GOOGLE_APPLICATION_CREDENTIALS": "keys/bq.json",
+        }
+    )
+    settings = dataclasses.replace(settings, state_dir=tmp_path / "state")
+    env, _ = dbt_environment("bigquery", settings)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == str(tmp_path / "keys" / "bq.json")
