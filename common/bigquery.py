@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -469,18 +470,23 @@ class ScriptInterrupted(KeyboardInterrupt):
 STOPPED_SCRIPT_WAIT_SECONDS = 10.0
 
 
-def _stop_script(job: Any) -> bool | None:
-    """Cancel an interrupted script's job and wait for its end: whether it finished."""
-    if job is None:
-        return None  # its request may or may not have reached BigQuery
-    _cancel_quietly(job)
+def _stop_script(client: Any, job_id: str, location: str) -> bool | None:
+    """Cancel an interrupted script's job and wait for its end: whether it finished. By
+    the id it was sent with: the interrupt may land while the request creating it is on its
+    way (the stand-in answers it only once the script has run), with no job object yet."""
+    from google.api_core.exceptions import NotFound
+
+    with contextlib.suppress(Exception):
+        client.cancel_job(job_id, location=location, timeout=2.0, retry=None)
     end = time.monotonic() + STOPPED_SCRIPT_WAIT_SECONDS
     while True:
         try:
-            job.reload(timeout=2.0, retry=None)
+            job = client.get_job(job_id, location=location, timeout=2.0, retry=None)
+        except NotFound:
+            job = None  # not (yet) known to BigQuery: asked again until the deadline
         except Exception:
             return None
-        if job.state == "DONE":
+        if job is not None and job.state == "DONE":
             return job.error_result is None
         if time.monotonic() >= end:
             return None
@@ -505,18 +511,19 @@ def run_script(
     from google.cloud import bigquery as bqlib
 
     job_config = bqlib.QueryJobConfig(labels=job_labels(function), use_legacy_sql=False)
-    job = None
+    job_id = f"salesmart_{function}_{uuid.uuid4().hex}"
     try:
         job = client.query(
             sql,
             job_config=job_config,
+            job_id=job_id,
             location=bq.location,
             retry=_retry_policy(min(timeout, 60.0)),
             job_retry=None,
         )
         job.result(timeout=timeout, retry=_retry_policy(timeout))
     except KeyboardInterrupt:
-        raise ScriptInterrupted(_stop_script(job)) from None
+        raise ScriptInterrupted(_stop_script(client, job_id, bq.location)) from None
     except Exception as exc:
         _raise_mapped(exc, "script")
         raise
@@ -603,7 +610,13 @@ def create_table(
         raise
 
 
-def drop_table(dataset: str, table: str, settings: BigQuerySettings | None = None) -> None:
+def drop_table(
+    dataset: str,
+    table: str,
+    settings: BigQuerySettings | None = None,
+    *,
+    timeout: float = 60.0,
+) -> None:
     """Delete a table; absent is fine."""
     bq = _settings(settings)
     client = get_client(bq)
@@ -611,8 +624,8 @@ def drop_table(dataset: str, table: str, settings: BigQuerySettings | None = Non
         client.delete_table(
             table_id(dataset, table, bq),
             not_found_ok=True,
-            retry=_retry_policy(60.0),
-            timeout=60,
+            retry=_retry_policy(timeout),
+            timeout=timeout,
         )
     except Exception as exc:
         _raise_mapped(exc, "drop table")

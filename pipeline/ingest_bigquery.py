@@ -33,6 +33,7 @@ neither: two ingests started together may both load.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -54,6 +55,8 @@ LOADS_TABLE = "loads"
 STAGE_PREFIX = "_ingest_"
 CHUNK_BYTES = 256 * 1024 * 1024
 STAGE_EXPIRY = timedelta(days=1)
+#: How long a load given up waits to drop each of its staging tables.
+ABANDONED_DROP_SECONDS = 5.0
 # The local folder of a load's upload chunks: salesmart-bq-<pid>-<random> (clear ids inside).
 CHUNK_DIR_PREFIX = "salesmart-bq-"
 STALE_STAGE_AGE = timedelta(hours=6)
@@ -427,9 +430,12 @@ def _load(
             return result
         committed.append(True)
     finally:
+        # A load given up (an interrupt, an error) waits little on its staging tables: later
+        # ingests sweep what is left (a BigQuery not answering held a Ctrl-C two minutes).
+        given_up = sys.exc_info()[0] is not None
         for name in (stage, meta):
             try:
-                bq.drop_table(ds, name, s)
+                bq.drop_table(ds, name, s, timeout=ABANDONED_DROP_SECONDS if given_up else 60.0)
             except Exception:  # noqa: S112 - left for expiry and the next ingest's sweep  # nosec B112
                 continue
 

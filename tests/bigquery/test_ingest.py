@@ -479,23 +479,40 @@ def test_an_interrupt_as_the_load_commits_says_the_file_is_loaded(
     assert again.already_loaded and again.load_id == load["load_id"]
 
 
+def _cancelled_jobs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the jobs cancelled (the real cancel is still asked)."""
+    from google.cloud.bigquery import Client
+
+    real_cancel = Client.cancel_job
+    cancelled: list[str] = []
+
+    def cancel_job(client: Client, job_id: Any, *args: Any, **kwargs: Any) -> Any:
+        cancelled.append(str(job_id))
+        return real_cancel(client, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "cancel_job", cancel_job)
+    return cancelled
+
+
 def test_an_interrupt_while_the_script_runs_cancels_it_and_says_what_it_left(
     bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     interrupted = _interrupt_the_script(monkeypatch, before_its_end=True)
-    cancelled: list[str] = []
-    from google.cloud.bigquery.job import QueryJob
+    cancelled = _cancelled_jobs(monkeypatch)
+    real_drop = bq.drop_table
+    drop_waits: list[float] = []
 
-    real_cancel = QueryJob.cancel
+    def drop_table(*args: Any, timeout: float = 60.0, **kwargs: Any) -> None:
+        drop_waits.append(timeout)
+        real_drop(*args, timeout=timeout, **kwargs)
 
-    def cancel(job: QueryJob, *args: Any, **kwargs: Any) -> Any:
-        cancelled.append(job.job_id)
-        return real_cancel(job, *args, **kwargs)
-
-    monkeypatch.setattr(QueryJob, "cancel", cancel)
+    monkeypatch.setattr(bq, "drop_table", drop_table)
     with pytest.raises(KeyboardInterrupt) as told:
         ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
     assert cancelled == [interrupted[0].job_id]  # not left to run on
+    # Given up: the staging tables are not waited on for minutes (BigQuery may not answer).
+    assert drop_waits == [ib.ABANDONED_DROP_SECONDS] * 2
+    assert stage_tables(bq_settings) == []
     loads = rows_of(bq_settings, ib.LOADS_TABLE, "load_id")
     # Whatever the job's end was, the line says it: loaded (the stand-in runs a script as
     # it is sent), or nothing of it.
@@ -504,6 +521,39 @@ def test_an_interrupt_while_the_script_runs_cancels_it_and_says_what_it_left(
     else:
         assert str(told.value) == "nothing of the file was loaded into BigQuery"
         assert snapshot(bq_settings) == ([], [], [])
+
+
+@pytest.mark.parametrize("reached_bigquery", [True, False])
+def test_an_interrupt_while_the_script_is_being_sent_finds_its_job_by_id(
+    bq_settings: Settings, monkeypatch: pytest.MonkeyPatch, reached_bigquery: bool
+) -> None:
+    """Where a Ctrl-C lands with the stand-in (it answers the request creating the job once
+    the script has run): no job object yet, so the job is asked for by the id it was sent
+    with (a review found every such interrupt told "not known", the job not cancelled)."""
+    from google.cloud.bigquery import Client
+
+    real_query = Client.query
+
+    def query(client: Client, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if "COMMIT TRANSACTION" in sql:  # fault injected: the interrupt inside the request
+            if reached_bigquery:
+                real_query(client, sql, *args, **kwargs).result()
+            raise KeyboardInterrupt
+        return real_query(client, sql, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "query", query)
+    monkeypatch.setattr(bq, "STOPPED_SCRIPT_WAIT_SECONDS", 1.0)
+    cancelled = _cancelled_jobs(monkeypatch)
+    with pytest.raises(KeyboardInterrupt) as told:
+        ib.ingest_bigquery(SAMPLE_CSV, bq_settings)
+    assert len(cancelled) == 1 and cancelled[0].startswith("salesmart_ingest_")
+    loads = rows_of(bq_settings, ib.LOADS_TABLE, "load_id")
+    if reached_bigquery:
+        (load,) = loads
+        assert f"had been loaded into BigQuery (load {load['load_id']})" in str(told.value)
+    else:  # never sent: BigQuery knows no such job, and says nothing more
+        assert loads == []
+        assert str(told.value).startswith("whether BigQuery had committed the file is not known")
 
 
 def test_an_interrupt_while_counting_a_committed_load_says_it_is_loaded(
