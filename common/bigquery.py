@@ -38,6 +38,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -485,7 +486,7 @@ def _stop_script(client: Any, job_id: str, location: str) -> bool | None:
         except NotFound:
             job = None  # not (yet) known to BigQuery: asked again until the deadline
         except Exception:
-            return None
+            job = None  # busy (the stand-in runs the script before answering): again
         if job is not None and job.state == "DONE":
             return job.error_result is None
         if time.monotonic() >= end:
@@ -523,6 +524,12 @@ def run_script(
         )
         job.result(timeout=timeout, retry=_retry_policy(timeout))
     except KeyboardInterrupt:
+        print(  # the wait below is the command's, not a hang
+            "salesmart: stopping: asking BigQuery whether the load committed"
+            f" (up to {STOPPED_SCRIPT_WAIT_SECONDS:.0f} s) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         raise ScriptInterrupted(_stop_script(client, job_id, bq.location)) from None
     except Exception as exc:
         _raise_mapped(exc, "script")

@@ -45,9 +45,9 @@ _OWN_FILES = ("jwt-secret", "pii-key", "admin-password", "endpoints.json")
 
 
 def ensure_state_dir(settings: Settings) -> Path:
-    """The state folder, owner-only (0700): keys, logs and data live in it. One an older
-    release made 0755 is closed too; only the search bit for others stays, which a run as
-    root gives it for the embedded server's user."""
+    """The state folder, owner-only (0700) when made: keys, logs and data live in it. One
+    an older release made 0755 is closed to other users (0751: their search bit stays, which
+    a run as root gives it for the embedded server's user; a group's access is left as set)."""
     path = state_dir(settings)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -58,8 +58,8 @@ def ensure_state_dir(settings: Settings) -> Path:
         ours = path.name == ".salesmart" or any((path / name).exists() for name in _OWN_FILES)
         # Never a shared folder it was pointed at (/tmp: sticky, root's) or one of others.
         mine = info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX
-        if ours and mine and info.st_mode & 0o076:
-            path.chmod(info.st_mode & 0o701)
+        if ours and mine and info.st_mode & 0o006:
+            path.chmod(stat.S_IMODE(info.st_mode) & ~0o006)
     return path
 
 

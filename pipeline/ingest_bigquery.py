@@ -56,7 +56,7 @@ STAGE_PREFIX = "_ingest_"
 CHUNK_BYTES = 256 * 1024 * 1024
 STAGE_EXPIRY = timedelta(days=1)
 #: How long a load given up waits to drop each of its staging tables.
-ABANDONED_DROP_SECONDS = 5.0
+ABANDONED_DROP_SECONDS = 2.0
 # The local folder of a load's upload chunks: salesmart-bq-<pid>-<random> (clear ids inside).
 CHUNK_DIR_PREFIX = "salesmart-bq-"
 STALE_STAGE_AGE = timedelta(hours=6)
@@ -354,8 +354,8 @@ def interrupted_load(load_id: int, finished: bool | None) -> str:
     file is in BigQuery or not, or (BigQuery not answering) that is not known."""
     if finished:
         return (
-            f"the file had been loaded into BigQuery (load {load_id}) before the interrupt;"
-            " ingest it again to see its counts"
+            f"the file is loaded into BigQuery (load {load_id}): the interrupt came as it"
+            " committed; ingest it again to see its counts"
         )
     if finished is None:
         return (
