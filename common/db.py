@@ -142,13 +142,12 @@ class PooledConnection:
     def run_in_one_snapshot(
         self, statements: Sequence[Statement], tables: Sequence[str]
     ) -> list[list[list[Any]]]:
+        # The locks before the snapshot (the first SELECT takes it): a rebuild swapping a
+        # table in is waited for, and then seen. A snapshot taken first, then waiting on
+        # the swap, saw the new table empty. One round trip with the BEGIN.
+        locks = [f"LOCK TABLE {table} IN ACCESS SHARE MODE" for table in tables]
         try:
-            self.conn.run(_SNAPSHOT)  # inside: an interrupt after it still rolls back
-            for table in tables:
-                # Before the snapshot (the first SELECT takes it): a rebuild swapping the
-                # table in is waited for, and then seen. A snapshot taken first, then
-                # waiting on the swap, saw the new table empty.
-                self.conn.run(f"LOCK TABLE {table} IN ACCESS SHARE MODE")
+            self.conn.run("; ".join([_SNAPSHOT, *locks]))  # inside: an interrupt rolls back
             results = [self.conn.run(sql, **params) for sql, params in statements]
             self.conn.run("COMMIT")
         except BaseException:
