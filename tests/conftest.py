@@ -121,19 +121,26 @@ def cli_env(settings: Settings, tmp_path: Path, **extra_env: str) -> dict[str, s
     }
 
 
-def run_cli(
-    settings: Settings, tmp_path: Path, *args: str, stdin: str = "", **extra_env: str
+def salesmart(
+    *args: str, env: dict[str, str], stdin: str = "", timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`salesmart ARGS` to completion, its output captured as text."""
+    """`salesmart ARGS` to completion in exactly ``env``, its output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env=cli_env(settings, tmp_path, **extra_env),
+        env=env,
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_cli(
+    settings: Settings, tmp_path: Path, *args: str, stdin: str = "", **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """`salesmart ARGS` against the test's database and a state folder of its own."""
+    return salesmart(*args, env=cli_env(settings, tmp_path, **extra_env), stdin=stdin)
 
 
 def scalar(settings: Settings, sql: str) -> int:

@@ -31,7 +31,7 @@ from pipeline.cli import build_parser
 from pipeline.csvsource import TransactionReader
 from pipeline.ingest import PROGRESS_MIN_BYTES, FileProgress, track_rows
 from pipeline.netutil import free_port
-from tests.conftest import SAMPLE_CSV, cli_env, eventually, run_cli, scalar
+from tests.conftest import SAMPLE_CSV, cli_env, eventually, run_cli, salesmart, scalar
 
 
 def run(
@@ -1202,14 +1202,7 @@ def test_a_deployment_is_given_its_key_database_and_project(
     }
     if "SALESMART_DATABASE_URL" in given:
         env["SALESMART_DATABASE_URL"] = settings.database_url
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = salesmart(*args, env=env, timeout=120)
     assert result.returncode == 1, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"salesmart: {needed} is not set: with SALESMART_ENV=prod"), line

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from common.config import build_settings
 from common.pg import connect
 from pipeline.migrate import MIGRATIONS_DIR, NewerDatabaseError, migrate_database
 from pipeline.postgres_embedded import EmbeddedPostgres
-from tests.conftest import create_database, run_cli
+from tests.conftest import create_database, run_cli, salesmart
 
 
 def test_clear_counters_of_unknown_names_are_dropped(
@@ -80,14 +78,7 @@ def test_migrate_says_what_it_applied_to_the_folders_own_server(tmp_path: Path) 
     every = ", ".join(str(int(path.name[:4])) for path in sorted(MIGRATIONS_DIR.glob("*.sql")))
     said = []
     for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = salesmart("migrate", env=env)
         assert done.returncode == 0, done.stderr
         said.append(done.stdout.strip().splitlines()[-1])
     assert said == [f"migrations applied: {every}", "migrations applied: none (up to date)"]
