@@ -474,24 +474,30 @@ STOPPED_SCRIPT_WAIT_SECONDS = 10.0
 def _stop_script(client: Any, job_id: str, location: str) -> bool | None:
     """Cancel an interrupted script's job and wait for its end: whether it finished. By
     the id it was sent with: the interrupt may land while the request creating it is on its
-    way (the stand-in answers it only once the script has run), with no job object yet."""
+    way (the stand-in answers it only once the script has run), with no job object yet.
+    All within ``STOPPED_SCRIPT_WAIT_SECONDS``; at once None when nothing listens."""
     from google.api_core.exceptions import NotFound
+    from requests.exceptions import ConnectionError as Refused
+    from requests.exceptions import Timeout
 
-    with contextlib.suppress(Exception):
-        client.cancel_job(job_id, location=location, timeout=2.0, retry=None)
     end = time.monotonic() + STOPPED_SCRIPT_WAIT_SECONDS
-    while True:
+    with contextlib.suppress(Exception):
+        client.cancel_job(
+            job_id, location=location, timeout=min(2.0, end - time.monotonic()), retry=None
+        )
+    while (left := end - time.monotonic()) > 0:
         try:
-            job = client.get_job(job_id, location=location, timeout=2.0, retry=None)
+            job = client.get_job(job_id, location=location, timeout=min(2.0, left), retry=None)
         except NotFound:
             job = None  # not (yet) known to BigQuery: asked again until the deadline
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, Refused) and not isinstance(exc, Timeout):
+                return None  # nothing listens (a stopped stand-in): no answer is coming
             job = None  # busy (the stand-in runs the script before answering): again
         if job is not None and job.state == "DONE":
             return job.error_result is None
-        if time.monotonic() >= end:
-            return None
-        time.sleep(0.25)
+        time.sleep(min(0.25, max(0.0, end - time.monotonic())))
+    return None
 
 
 def run_script(

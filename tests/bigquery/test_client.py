@@ -331,6 +331,24 @@ def test_a_server_that_never_answers_times_out(silent_server: int) -> None:
         bq.reset_clients()
 
 
+def test_an_interrupted_scripts_wait_for_its_end_keeps_its_deadline(
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole wait (the cancel included) within STOPPED_SCRIPT_WAIT_SECONDS when BigQuery
+    does not answer; none at all when nothing listens (a review measured 13 s and 10 s)."""
+    monkeypatch.setattr(bq, "STOPPED_SCRIPT_WAIT_SECONDS", 1.5)
+    silent = settings_for(f"http://127.0.0.1:{silent_server}")
+    nothing = settings_for(f"http://127.0.0.1:{free_port()}")
+    try:
+        for settings, longest in ((silent, 1.8), (nothing, 0.5)):
+            client = bq.get_client(settings.bigquery)
+            started = time.monotonic()
+            assert bq._stop_script(client, "salesmart_ingest_x", "US") is None
+            assert time.monotonic() - started < longest
+    finally:
+        bq.reset_clients()
+
+
 class _ErrorServer(ThreadingHTTPServer):
     status = 500
     reason = "backendError"
