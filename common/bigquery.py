@@ -467,7 +467,7 @@ class ScriptInterrupted(KeyboardInterrupt):
         self.finished = finished
 
 
-#: How long an interrupted script's job is watched for its end after it is cancelled.
+#: The whole wait for an interrupted script's end, its cancel included.
 STOPPED_SCRIPT_WAIT_SECONDS = 10.0
 
 
