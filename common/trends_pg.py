@@ -122,19 +122,16 @@ class PgTrends:
         self._pool = pool
         self._sql = _Statements(schema)
 
-    def summary(self, filters: TrendFilters) -> list[dict[str, Any]]:
-        """Rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months)."""
-        return _summary_rows(self._pool.run(self._sql.summary, **_page_params(filters)))
-
     def summary_json(self, filters: TrendFilters) -> tuple[int, bytes]:
-        """The rows of ``summary`` as the contract's JSON array, and how many there are."""
+        """The page's rows as the contract's JSON array, and how many there are."""
         ((count, body),) = self._pool.run(self._sql.summary_json, **_page_params(filters))
         return int(count), str(body).encode()
 
     def page_and_monthly_totals(
         self, filters: TrendFilters
     ) -> tuple[list[dict[str, Any]], list[tuple[date, Decimal]], int]:
-        """``summary``'s page; ``(sale_month, sum of total_amount)`` over every matching row
+        """The page's rows as dicts of ``SUMMARY_COLUMNS`` (Decimal money, date months);
+        ``(sale_month, sum of total_amount)`` over every matching row
         (no paging); and how many rows match (what the pages add up to). All read from one
         snapshot: the dashboard never shows one dbt build's rows beside the next one's
         totals (two statements did, while a build swapped the mart between them)."""
