@@ -241,16 +241,21 @@ def _secret(environ: dict[str, str], name: str) -> str:
     return ""
 
 
+def _absolute(path: str) -> str:
+    return str(Path(path).absolute()) if path else ""
+
+
 def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """A section of the file; {} when absent (``config_warnings`` has refused one that is
+    no mapping)."""
     node: Any = data
-    for depth, key in enumerate(keys, 1):
-        node = node.get(key)
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
         if node is None:
             return {}
-        if not isinstance(node, dict):  # `ingestion: 5`, a stray `- validation:`
-            raise ConfigError(f"config section {'.'.join(keys[:depth])} must be a mapping")
-    section: dict[str, Any] = node
-    return section
+    if not isinstance(node, dict):
+        raise ConfigError(f"config section {'.'.join(keys)} must be a mapping")
+    return node
 
 
 #: A project id as BigQuery takes it (``domain.com:project`` included); a dataset's name.
@@ -581,7 +586,8 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             BigQuerySettings.mart_dataset,
         ),
         api_endpoint=env.get("SALESMART_BQ_ENDPOINT", ""),
-        credentials_file=env.get("GOOGLE_APPLICATION_CREDENTIALS", ""),
+        # Absolute: functions and dbt run from other folders than the command that reads it.
+        credentials_file=_absolute(env.get("GOOGLE_APPLICATION_CREDENTIALS", "")),
         maximum_bytes_billed=whole_number(
             *_setting(
                 env,

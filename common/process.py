@@ -289,12 +289,12 @@ def _group_ended(process: subprocess.Popen[Any], group: int) -> bool:
     not see the end when its lock was left taken (a KeyboardInterrupt inside ``poll()``):
     on Linux /proc then says, once every thread of the leader has ended (/proc shows the
     main one's state, 'Z' while the others still run)."""
-    if _group_runs(group):
-        return False
-    if process.poll() is not None:
-        return True
-    tasks = list(Path(f"/proc/{process.pid}/task").glob("*/stat"))
-    return bool(tasks) and not any(_runs(stat) for stat in tasks)
+    # The leader first: the group's scan reads every process's /proc entry.
+    if process.poll() is None:
+        tasks = list(Path(f"/proc/{process.pid}/task").glob("*/stat"))
+        if not tasks or any(_runs(stat) for stat in tasks):
+            return False
+    return not _group_runs(group)
 
 
 def _runs(stat: Path) -> bool:

@@ -123,9 +123,8 @@ def function_env(settings: Settings, *, dev: bool = True) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if settings.bigquery.credentials_file:  # functions run from the checkout, not from here
-        credentials = Path(settings.bigquery.credentials_file).absolute()
-        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(credentials)
+    if settings.bigquery.credentials_file:  # made absolute when read: they run elsewhere
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = settings.bigquery.credentials_file
     if settings.bigquery.api_endpoint:
         env["SALESMART_BQ_ENDPOINT"] = settings.bigquery.api_endpoint
     return env

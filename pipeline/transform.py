@@ -201,8 +201,8 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
                     "SALESMART_BQ_ENDPOINT": "",
                 }
             )
-            if bq.credentials_file:  # dbt runs in a folder of its own: never relative
-                env["GOOGLE_APPLICATION_CREDENTIALS"] = str(Path(bq.credentials_file).absolute())
+            if bq.credentials_file:  # absolute (settings): dbt runs in a folder of its own
+                env["GOOGLE_APPLICATION_CREDENTIALS"] = bq.credentials_file
     else:
         raise TransformError(f"unknown dbt target {target!r}; expected postgres or bigquery")
     return env, [s for s in secrets if s]

@@ -156,11 +156,13 @@ def test_functions_of_a_local_run_get_the_credentials_path_made_absolute(
 ) -> None:
     """They run from the checkout: a path relative to where `up` or `serve` was started was
     no file for them (refused at start, a 503 before)."""
-    from common.config import BigQuerySettings, Settings
+    from common.config import build_settings
     from pipeline.stack import function_env
 
     monkeypatch.chdir(tmp_path)
-    settings = Settings(bigquery=BigQuerySettings(credentials_file="keys/bq.json"))
+    settings = build_settings(
+        {"SALESMART_BQ_PROJECT": "my-project", "GOOGLE_APPLICATION_CREDENTIALS": "keys/bq.json"}
+    )
     env = function_env(settings)
     assert env["GOOGLE_APPLICATION_CREDENTIALS"] == str(tmp_path / "keys" / "bq.json")
 
