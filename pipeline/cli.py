@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, cast
+from typing import Any, NoReturn, TextIO, TypeAlias, cast
 
 from common.wording import how_many
 from pipeline import FUNCTIONS, TARGETS, expand_targets
@@ -309,22 +309,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
-def build_parser() -> _Parser:
-    parser = _Parser(
-        prog="salesmart",
-        description="Transaction CSVs to answers: ingest, transform, serve.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    # Also after the command (``salesmart ingest x.csv --debug``); SUPPRESS keeps the value
-    # given before it when it is not repeated.
-    debug = _Parser(add_help=False)
-    debug.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
-    )
-    # Not required here: main() says which is missing only after unknown options, which
-    # argparse would otherwise hide behind "the following arguments are required".
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+# Each command's arguments, one function a command; ``build_parser`` lists them in the order
+# ``--help`` shows them.
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
+
+def _target_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--target", choices=TARGET_CHOICES, default="all", help=help_text)
+
+
+def _port_base_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--port-base", type=int, default=8080, metavar="P", help=help_text)
+
+
+def _add_up(sub: _Commands, debug: _Parser) -> None:
     up = sub.add_parser("up", help="start the whole local stack (Ctrl-C stops it)", parents=[debug])
     up.add_argument(
         "--data",
@@ -335,15 +333,11 @@ def build_parser() -> _Parser:
     up.add_argument(
         "--rows", type=int, default=0, metavar="N", help="also load N generated transactions"
     )
-    up.add_argument(
-        "--port-base",
-        type=int,
-        default=8080,
-        metavar="P",
-        help="functions listen on P..P+3 (default 8080)",
-    )
+    _port_base_option(up, "functions listen on P..P+3 (default 8080)")
     up.set_defaults(handler=cmd_up)
 
+
+def _add_ingest(sub: _Commands, debug: _Parser) -> None:
     ingest = sub.add_parser("ingest", help="validate and load transaction CSVs", parents=[debug])
     ingest.add_argument(
         "csv",
@@ -351,25 +345,22 @@ def build_parser() -> _Parser:
         metavar="CSV",
         help="transaction file(s): transaction_id,product,price,quantity,date",
     )
-    ingest.add_argument(
-        "--target",
-        choices=TARGET_CHOICES,
-        default="all",
-        help="where to load (default all: both warehouses, as up and transform)",
-    )
+    _target_option(ingest, "where to load (default all: both warehouses, as up and transform)")
     ingest.add_argument(
         "--json", action="store_true", help="one JSON summary per file and warehouse"
     )
     ingest.set_defaults(handler=cmd_ingest)
 
+
+def _add_transform(sub: _Commands, debug: _Parser) -> None:
     transform = sub.add_parser(
         "transform", help="dbt build on the chosen warehouse(s)", parents=[debug]
     )
-    transform.add_argument(
-        "--target", choices=TARGET_CHOICES, default="all", help="which warehouse(s) (default all)"
-    )
+    _target_option(transform, "which warehouse(s) (default all)")
     transform.set_defaults(handler=cmd_transform)
 
+
+def _add_ingest_landing(sub: _Commands, debug: _Parser) -> None:
     landing = sub.add_parser(
         "ingest-landing",
         help="load the new files of the landing location (skips loaded ones)",
@@ -381,20 +372,20 @@ def build_parser() -> _Parser:
         help="folder or gs://bucket/prefix (default: SALESMART_LANDING, else the config's"
         " data_lake.landing)",
     )
-    landing.add_argument(
-        "--target", choices=TARGET_CHOICES, default="all", help="where to load (default all)"
-    )
+    _target_option(landing, "where to load (default all)")
     landing.set_defaults(handler=cmd_ingest_landing)
 
+
+def _add_check_marts(sub: _Commands, debug: _Parser) -> None:
     check = sub.add_parser(
         "check-marts", help="fail when the marts do not match the raw area", parents=[debug]
     )
-    check.add_argument(
-        "--target", choices=TARGET_CHOICES, default="all", help="which warehouse(s) (default all)"
-    )
+    _target_option(check, "which warehouse(s) (default all)")
     check.add_argument("--json", action="store_true", help="one JSON result per target")
     check.set_defaults(handler=cmd_check_marts)
 
+
+def _add_serve(sub: _Commands, debug: _Parser) -> None:
     serve = sub.add_parser("serve", help="serve functions locally, one port each", parents=[debug])
     serve.add_argument(
         "--function",
@@ -403,14 +394,15 @@ def build_parser() -> _Parser:
         metavar="NAME",
         help=f"serve only this one (repeatable): {', '.join(FUNCTIONS)}; default all",
     )
-    serve.add_argument(
-        "--port-base",
-        type=int,
-        default=8080,
-        metavar="P",
-        help="token on P, trends_bq P+1, trends_pg P+2, dashboard P+3 (default 8080)",
+    _port_base_option(
+        serve, "token on P, trends_bq P+1, trends_pg P+2, dashboard P+3 (default 8080)"
     )
     serve.set_defaults(handler=cmd_serve)
+
+
+def _add_users(sub: _Commands, debug: _Parser) -> _Commands:
+    """``users`` and its actions; returns the actions' subparsers."""
+    from common.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS
 
     users = sub.add_parser("users", help="manage the functions' users", parents=[debug])
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION")
@@ -424,8 +416,6 @@ def build_parser() -> _Parser:
         required=True,
         help="carried in its tokens (both roles may use the trend APIs and the dashboard)",
     )
-    from common.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS
-
     stdin_help = (
         "read the password from the first line of stdin"
         f" ({MIN_PASSWORD_CHARS} characters to {MAX_PASSWORD_BYTES} bytes)"
@@ -458,7 +448,10 @@ def build_parser() -> _Parser:
     )
     new_password.add_argument("--password-stdin", action="store_true", help=stdin_help)
     users.set_defaults(handler=cmd_users)
+    return users_sub
 
+
+def _add_generate(sub: _Commands, debug: _Parser) -> None:
     gen = sub.add_parser("generate", help="write synthetic transactions", parents=[debug])
     gen.add_argument("--rows", type=int, required=True, metavar="N", help="transactions to write")
     gen.add_argument(
@@ -476,8 +469,36 @@ def build_parser() -> _Parser:
     )
     gen.set_defaults(handler=cmd_generate)
 
+
+def _add_migrate(sub: _Commands, debug: _Parser) -> None:
     mig = sub.add_parser("migrate", help="apply database migrations", parents=[debug])
     mig.set_defaults(handler=cmd_migrate)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="salesmart",
+        description="Transaction CSVs to answers: ingest, transform, serve.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # Also after the command (``salesmart ingest x.csv --debug``); SUPPRESS keeps the value
+    # given before it when it is not repeated.
+    debug = _Parser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    # Not required here: main() says which is missing only after unknown options, which
+    # argparse would otherwise hide behind "the following arguments are required".
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_up(sub, debug)
+    _add_ingest(sub, debug)
+    _add_transform(sub, debug)
+    _add_ingest_landing(sub, debug)
+    _add_check_marts(sub, debug)
+    _add_serve(sub, debug)
+    users_sub = _add_users(sub, debug)
+    _add_generate(sub, debug)
+    _add_migrate(sub, debug)
     # The innermost parser a command line reached: its usage errors name it (and its --help).
     for command_parser in (*sub.choices.values(), *users_sub.choices.values()):
         command_parser.set_defaults(command_parser=command_parser)
