@@ -535,9 +535,8 @@ def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key not in SECRET_VARIABLES}
 
 
-def build_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from an environment mapping (``os.environ`` by default)."""
-    env = dict(os.environ if environ is None else environ)
+def _config_file(env: Mapping[str, str]) -> Path:
+    """The configuration file: ``SALESMART_CONFIG``, else the default one."""
     named = env.get("SALESMART_CONFIG")
     config_path = Path(named or DEFAULT_CONFIG_PATH)
     if not config_path.is_absolute() and not config_path.exists():
@@ -545,22 +544,18 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         config_path = REPO_ROOT / config_path
     if named and not config_path.exists():  # a typo must not quietly mean the defaults
         raise ConfigError(f"SALESMART_CONFIG={named}: no such file")
-    data = read_config_file(config_path)
-    warnings = config_warnings(data)  # and a known section that is no mapping refused
+    return config_path
 
+
+def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuerySettings:
     warehouse = _section(data, "data_warehouse")
-    postgres = _section(data, "data_warehouse", "postgres")
-    api = _section(data, "api")
     bq = _section(data, "bigquery")
-    security = _section(data, "security")
-
     # The first of these set names the project (and takes the blame for a bad one).
     project_variable = next(
         (name for name in ("SALESMART_BQ_PROJECT", "GOOGLE_CLOUD_PROJECT") if env.get(name)),
         "SALESMART_BQ_PROJECT",
     )
-    mart = _section(data, "data_mart")
-    bigquery = BigQuerySettings(
+    return BigQuerySettings(
         project=_bq_name(
             env,
             project_variable,
@@ -581,7 +576,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         mart_dataset=_bq_name(
             env,
             "SALESMART_BQ_MART_DATASET",
-            mart,
+            _section(data, "data_mart"),
             "data_mart.dataset",
             BigQuerySettings.mart_dataset,
         ),
@@ -609,17 +604,21 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
     )
 
+
+def _token_ttl_seconds(env: Mapping[str, str], api: dict[str, Any]) -> int:
     ttl_value, ttl_name = _setting(
         env, "SALESMART_TOKEN_TTL_SECONDS", api, "api.token_ttl_seconds", Settings.token_ttl_seconds
     )
     ttl = whole_number(ttl_value, ttl_name, minimum=1)
     if ttl > MAX_TOKEN_TTL_SECONDS:
         raise ConfigError(f"{ttl_name} must be at most one day (86400), found {ttl}")
+    return ttl
 
-    pii_fields = security.get("pii_fields", list(Settings.pii_fields))
+
+def _pii_fields(data: dict[str, Any], validation: ValidationRules) -> tuple[str, ...]:
+    pii_fields = _section(data, "security").get("pii_fields", list(Settings.pii_fields))
     if not isinstance(pii_fields, list):
         raise ConfigError("security.pii_fields must be a list of field names")
-    validation = _validation_rules(data)
     fields = tuple(dict.fromkeys((*MASKABLE_FIELDS, *validation.required_fields)))
     unknown = [field for field in pii_fields if field not in fields]
     if unknown:  # a misspelt name ("Product") would show that field in clear, unsaid
@@ -627,7 +626,22 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             f"security.pii_fields: {unknown[0]!r} is not a field; the fields are"
             f" {', '.join(fields)}"
         )
+    return tuple(pii_fields)
 
+
+def build_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (``os.environ`` by default)."""
+    env = dict(os.environ if environ is None else environ)
+    config_path = _config_file(env)
+    data = read_config_file(config_path)
+    warnings = config_warnings(data)  # and a known section that is no mapping refused
+    postgres = _section(data, "data_warehouse", "postgres")
+    api = _section(data, "api")
+    # In this order, as their errors are raised (each stops at the first).
+    bigquery = _bigquery_settings(env, data)
+    token_ttl_seconds = _token_ttl_seconds(env, api)
+    validation = _validation_rules(data)
+    pii_fields = _pii_fields(data, validation)
     return Settings(
         # Exactly "dev" relaxes the secrets; any other value (also "Dev") is production.
         env=env.get("SALESMART_ENV") or "prod",
@@ -647,7 +661,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
         pii_key=_secret(env, "SALESMART_PII_KEY"),
         jwt_issuer=_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),
         jwt_audience=_text(api.get("jwt_audience", Settings.jwt_audience), "api.jwt_audience"),
-        token_ttl_seconds=ttl,
+        token_ttl_seconds=token_ttl_seconds,
         # Counted in PostgreSQL integers (auth.login_failures).
         login_max_failures=whole_number(
             api.get("login_max_failures", Settings.login_max_failures),
@@ -668,7 +682,7 @@ def build_settings(environ: dict[str, str] | None = None) -> Settings:
             minimum=BCRYPT_COSTS[0],
             maximum=BCRYPT_COSTS[1],
         ),
-        pii_fields=tuple(pii_fields),
+        pii_fields=pii_fields,
         landing=env.get("SALESMART_LANDING")
         or _text(_section(data, "data_lake").get("landing", Settings.landing), "data_lake.landing"),
         validation=validation,
