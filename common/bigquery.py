@@ -59,7 +59,7 @@ from common.config import (
 )
 from common.errors import WarehouseUnavailable
 from common.logging import log_event
-from common.trends import INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
+from common.trends import COMPARISONS, INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -686,14 +686,6 @@ def ping(settings: BigQuerySettings | None = None, timeout: float | None = None)
 
 
 # -- the trends query ----------------------------------------------------------------------
-def _numeric_bound(value: Decimal, *, lower: bool) -> Decimal | None:
-    """A bound on the shown (rounded) value as a NUMERIC parameter bounding the exact one
-    (``mart_bound``). None: beyond NUMERIC's range (a lower bound above it matches nothing,
-    an upper bound above it everything)."""
-    rounded = mart_bound(value, lower=lower)
-    return rounded if rounded <= NUMERIC_MAX else None
-
-
 def summary_query(
     filters: TrendFilters, settings: BigQuerySettings | None = None
 ) -> tuple[str, dict[str, ParamValue]] | None:
@@ -701,27 +693,16 @@ def summary_query(
     bq = _settings(settings)
     where = ["STARTS_WITH(product, @product_prefix)"]
     params: dict[str, ParamValue] = {"product_prefix": filters.product_prefix}
-    if filters.sale_month is not None:
-        where.append("sale_month = @sale_month")
-        params["sale_month"] = filters.sale_month
-    for name, column, lower in (
-        ("min_amount", "total_amount", True),
-        ("min_avg_price", "avg_price", True),
-        ("max_avg_price", "avg_price", False),
-    ):
-        value: Decimal | None = getattr(filters, name)
+    for comparison in COMPARISONS:
+        value = comparison.value(filters)
         if value is None:
             continue
-        bound = _numeric_bound(value, lower=lower)
-        if bound is None:
-            if lower:
-                return None
-            continue
-        where.append(f"{column} {'>=' if lower else '<='} @{name}")
-        params[name] = Param("NUMERIC", bound)
-    if filters.max_quantity is not None and filters.max_quantity < INT64_MAX:
-        where.append("total_quantity <= @max_quantity")
-        params["max_quantity"] = filters.max_quantity
+        if isinstance(value, Decimal) and value > NUMERIC_MAX:  # a money bound past NUMERIC
+            if comparison.operator == ">=":
+                return None  # above every value
+            continue  # every value is below it
+        where.append(f"{comparison.column} {comparison.operator} @{comparison.parameter}")
+        params[comparison.parameter] = value
     params["limit"] = filters.limit
     params["offset"] = min(filters.offset, INT64_MAX)
     sql = (

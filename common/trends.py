@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
+from typing import Literal
 
 DEFAULT_PRODUCT_PREFIX = "Halal"
 DEFAULT_LIMIT = 100
@@ -91,9 +92,62 @@ class TrendFilters:
 PARAMETERS = tuple(field.name for field in fields(TrendFilters))
 #: The money bounds: the parameters typed Decimal.
 MONEY_BOUNDS = tuple(field.name for field in fields(TrendFilters) if "Decimal" in str(field.type))
-#: Parameters that bound one value from both sides: the lower may not exceed the upper
+_FIELD_TYPES = {field.name: str(field.type) for field in fields(TrendFilters)}
+ValueKind = Literal["date", "money", "count"]
+_KINDS: tuple[tuple[str, ValueKind], ...] = (
+    ("Decimal", "money"),
+    ("int", "count"),
+    ("date", "date"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A filter parameter as the comparison of one mart column with its value."""
+
+    parameter: str
+    column: str
+    operator: Literal["=", ">=", "<="]
+
+    @property
+    def kind(self) -> ValueKind:
+        """What the value is (from ``TrendFilters``' field type): each warehouse's SQL type."""
+        annotation = _FIELD_TYPES[self.parameter]
+        for prefix, kind in _KINDS:
+            if annotation.startswith(prefix):
+                return kind
+        raise TypeError(f"{self.parameter}: no comparison for a {annotation} value")
+
+    def value(self, filters: TrendFilters) -> date | Decimal | int | None:
+        """The value to compare the mart's column with, None for no filter: a money bound
+        on the value shown, as a bound on the exact one (``mart_bound``, capped at
+        ``BOUND_CAP``); a count capped at ``INT64_MAX`` (no mart value is above it)."""
+        value: date | Decimal | int | None = getattr(filters, self.parameter)
+        if isinstance(value, Decimal):
+            return mart_bound(value, lower=self.operator == ">=")
+        if isinstance(value, int):
+            return min(value, INT64_MAX)
+        return value
+
+
+#: Every filter but the product prefix (a literal prefix match, each warehouse's own), as
+#: both warehouses' queries apply them. A new filter is a ``TrendFilters`` field, a request
+#: schema field (``common.params``) and a line here.
+COMPARISONS = (
+    Comparison("sale_month", "sale_month", "="),
+    Comparison("min_amount", "total_amount", ">="),
+    Comparison("max_quantity", "total_quantity", "<="),
+    Comparison("min_avg_price", "avg_price", ">="),
+    Comparison("max_avg_price", "avg_price", "<="),
+)
+#: Parameters that bound one column from both sides: the lower may not exceed the upper
 #: (a 422), in the request schema, here, and in the tests' fuzzing hooks.
-RANGE_PAIRS = (("min_avg_price", "max_avg_price"),)
+RANGE_PAIRS = tuple(
+    (low.parameter, high.parameter)
+    for low in COMPARISONS
+    for high in COMPARISONS
+    if low.column == high.column and (low.operator, high.operator) == (">=", "<=")
+)
 
 
 def shown_value_bound(value: Decimal, *, lower: bool) -> Decimal:

@@ -17,16 +17,28 @@ from typing import Any
 
 from common.config import SCHEMA_NAME
 from common.db import PgPool
-from common.trends import INT64_MAX, ORDER_BY, SUMMARY_COLUMNS, TrendFilters, mart_bound
+from common.trends import (
+    COMPARISONS,
+    INT64_MAX,
+    ORDER_BY,
+    SUMMARY_COLUMNS,
+    Comparison,
+    TrendFilters,
+    ValueKind,
+)
 
-_WHERE = """
-WHERE product LIKE CAST(:pattern AS text) ESCAPE '!'
-  AND (CAST(:sale_month AS date) IS NULL OR sale_month = CAST(:sale_month AS date))
-  AND total_amount >= CAST(:min_amount AS numeric)
-  AND (CAST(:max_quantity AS bigint) IS NULL OR total_quantity <= CAST(:max_quantity AS bigint))
-  AND (CAST(:min_avg_price AS numeric) IS NULL OR avg_price >= CAST(:min_avg_price AS numeric))
-  AND (CAST(:max_avg_price AS numeric) IS NULL OR avg_price <= CAST(:max_avg_price AS numeric))
-"""
+_SQL_TYPES: dict[ValueKind, str] = {"date": "date", "money": "numeric", "count": "bigint"}
+
+
+def _condition(comparison: Comparison) -> str:
+    """One filter as a bound parameter; NULL (no filter) folds its condition away."""
+    value = f"CAST(:{comparison.parameter} AS {_SQL_TYPES[comparison.kind]})"
+    return f"({value} IS NULL OR {comparison.column} {comparison.operator} {value})"
+
+
+_WHERE = "\nWHERE product LIKE CAST(:pattern AS text) ESCAPE '!'\n" + "".join(
+    f"  AND {_condition(comparison)}\n" for comparison in COMPARISONS
+)
 
 
 def like_prefix(prefix: str) -> str:
@@ -45,22 +57,10 @@ def _table(schema: str) -> str:
     return f'"{schema}".summary_sales'
 
 
-def bound(value: Decimal | None, *, lower: bool) -> Decimal | None:
-    """A filter bound on the shown (rounded) value as a NUMERIC bound on the exact one
-    (``mart_bound``: ``1e999999`` is capped, it would overflow NUMERIC)."""
-    return None if value is None else mart_bound(value, lower=lower)
-
-
 def _params(filters: TrendFilters) -> dict[str, Any]:
     return {
         "pattern": like_prefix(filters.product_prefix),
-        "sale_month": filters.sale_month,
-        "min_amount": bound(filters.min_amount, lower=True),
-        "max_quantity": None
-        if filters.max_quantity is None
-        else min(filters.max_quantity, INT64_MAX),
-        "min_avg_price": bound(filters.min_avg_price, lower=True),
-        "max_avg_price": bound(filters.max_avg_price, lower=False),
+        **{comparison.parameter: comparison.value(filters) for comparison in COMPARISONS},
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from common import bigquery as bq
 from common.config import Settings
-from common.trends import TrendFilters
+from common.trends import TrendFilters, mart_bound
 from pipeline.bq_emulator import EmulatorHandle
 from tests.bigquery.conftest import settings_for
 
@@ -280,10 +280,8 @@ def test_summary_row_normalizes_backend_types() -> None:
 def test_large_money_bounds_reach_bigquery_as_postgresql_gets_them(min_amount: str) -> None:
     """Totals can pass 10^19 (150 rows of a 15-digit price x 100): such bounds were read
     as beyond NUMERIC (28-digit rounding failed) and the answer was [] without a query."""
-    from common.trends_pg import bound
-
     built = bq.summary_query(TrendFilters(min_amount=Decimal(min_amount)))
     assert built is not None
     _, params = built
-    assert params["min_amount"] == bq.Param("NUMERIC", bound(Decimal(min_amount), lower=True))
+    assert params["min_amount"] == mart_bound(Decimal(min_amount), lower=True)
     assert bq.summary_query(TrendFilters(min_amount=Decimal("1e29"))) is None  # above NUMERIC

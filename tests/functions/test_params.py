@@ -15,6 +15,7 @@ from common.errors import ValidationFailed
 from common.params import TrendParamsSchema, parse_trend_params
 from common.trends import (
     CENT,
+    COMPARISONS,
     MONEY_BOUNDS,
     PARAMETERS,
     RANGE_PAIRS,
@@ -193,6 +194,49 @@ def test_every_parameter_is_in_the_schema_the_filters_and_the_dashboards_form() 
     assert MONEY == ["min_amount", "min_avg_price", "max_avg_price"]
     assert set(TrendParamsSchema().fields) == set(PARAMETERS)
     assert {field.name for field in FORM_FIELDS} | {"offset"} == set(PARAMETERS)
+
+
+def test_every_filter_is_one_comparison_both_warehouses_apply() -> None:
+    """A filter in ``TrendFilters`` but not in ``COMPARISONS`` would be parsed and then
+    ignored by both queries, unsaid."""
+    compared = [comparison.parameter for comparison in COMPARISONS]
+    assert sorted(compared) == sorted(set(PARAMETERS) - {"product_prefix", "limit", "offset"})
+    assert [comparison.kind for comparison in COMPARISONS] == [
+        "date",
+        "money",
+        "count",
+        "money",
+        "money",
+    ]
+    assert RANGE_PAIRS == (("min_avg_price", "max_avg_price"),)
+
+
+@pytest.mark.parametrize(
+    ("filters", "values"),
+    [
+        (TrendFilters(), [None, Decimal("-0.005"), None, None, None]),
+        (
+            TrendFilters(
+                sale_month=date(2024, 2, 1),
+                min_amount=Decimal("10.03"),
+                max_quantity=2**70,
+                min_avg_price=Decimal("1e40"),
+                max_avg_price=Decimal("1e41"),
+            ),
+            [
+                date(2024, 2, 1),
+                Decimal("10.025"),
+                2**63 - 1,
+                Decimal(10) ** 30,  # BOUND_CAP: above every mart value
+                Decimal(10) ** 30,
+            ],
+        ),
+    ],
+)
+def test_a_comparisons_value_is_the_bound_on_the_exact_mart_value(
+    filters: TrendFilters, values: list[object]
+) -> None:
+    assert [comparison.value(filters) for comparison in COMPARISONS] == values
 
 
 @pytest.mark.parametrize("name", MONEY)

@@ -20,8 +20,8 @@ import pytest
 from common.auth import Principal, TokenService
 from common.config import Settings
 from common.db import PgPool
-from common.trends import TrendFilters
-from common.trends_pg import PgTrends, bound, like_prefix
+from common.trends import TrendFilters, mart_bound
+from common.trends_pg import PgTrends, like_prefix
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import Caller, caller, load_function
 
@@ -153,16 +153,15 @@ def test_paging(call: Caller, token: str) -> None:
 
 def test_bounds_on_the_shown_value_fit_numeric() -> None:
     # shown >= 10.03 (or 10.0201) exactly when the exact value >= 10.025 ...
-    assert bound(Decimal("10.03"), lower=True) == Decimal("10.025")
-    assert bound(Decimal("10.0201"), lower=True) == Decimal("10.025")
+    assert mart_bound(Decimal("10.03"), lower=True) == Decimal("10.025")
+    assert mart_bound(Decimal("10.0201"), lower=True) == Decimal("10.025")
     # ... and shown <= 10.03 (or 10.0399) when it is below 10.035, at most 9 decimals.
-    assert bound(Decimal("10.03"), lower=False) == Decimal("10.034999999")
-    assert bound(Decimal("10.0399"), lower=False) == Decimal("10.034999999")
-    assert bound(Decimal("0"), lower=True) == Decimal("-0.005")
-    assert bound(Decimal("0"), lower=False) == Decimal("0.004999999")
-    assert bound(Decimal("1e999999"), lower=True) == Decimal(10) ** 30  # above any NUMERIC
-    assert bound(Decimal("1e-999999"), lower=True) == Decimal("0.005")
-    assert bound(None, lower=False) is None
+    assert mart_bound(Decimal("10.03"), lower=False) == Decimal("10.034999999")
+    assert mart_bound(Decimal("10.0399"), lower=False) == Decimal("10.034999999")
+    assert mart_bound(Decimal("0"), lower=True) == Decimal("-0.005")
+    assert mart_bound(Decimal("0"), lower=False) == Decimal("0.004999999")
+    assert mart_bound(Decimal("1e999999"), lower=True) == Decimal(10) ** 30  # above any NUMERIC
+    assert mart_bound(Decimal("1e-999999"), lower=True) == Decimal("0.005")
 
 
 @pytest.mark.parametrize(
