@@ -47,18 +47,31 @@ def month_text(month: date) -> str:
     return month.replace(day=1).isoformat()
 
 
+def api_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary row's values as the trends APIs write them: month text, money rounded to
+    its two decimals (``Decimal``), counts as ints (the dashboard masks these)."""
+    return {
+        "product": str(row["product"]),
+        "sale_month": month_text(row["sale_month"]),
+        "total_amount": cents(row["total_amount"]),
+        "total_quantity": int(row["total_quantity"]),
+        "avg_price": cents(row["avg_price"]),
+        "transaction_count": int(row["transaction_count"]),
+    }
+
+
 def summary_body(rows: Iterable[Mapping[str, Any]]) -> bytes:
     """The contract's JSON array of summary rows, byte for byte as trends_pg's PostgreSQL
     builds it (``common.trends_pg``): compact, keys in order, money with its two decimals
     (``249.90``). Same bytes from both warehouses, so the same ``ETag``."""
     objects = [
-        f'{{"product":{json.dumps(str(row["product"]), ensure_ascii=False)},'
-        f'"sale_month":"{month_text(row["sale_month"])}",'
-        f'"total_amount":{cents(row["total_amount"])},'
-        f'"total_quantity":{int(row["total_quantity"])},'
-        f'"avg_price":{cents(row["avg_price"])},'
-        f'"transaction_count":{int(row["transaction_count"])}}}'
-        for row in rows
+        f'{{"product":{json.dumps(values["product"], ensure_ascii=False)},'
+        f'"sale_month":"{values["sale_month"]}",'
+        f'"total_amount":{values["total_amount"]},'
+        f'"total_quantity":{values["total_quantity"]},'
+        f'"avg_price":{values["avg_price"]},'
+        f'"transaction_count":{values["transaction_count"]}}}'
+        for values in map(api_values, rows)
     ]
     return f"[{','.join(objects)}]".encode()
 

@@ -256,12 +256,19 @@ def require_role(principal: Principal, function: str) -> Principal:
     return principal
 
 
+def bearer_principal(request: Request, tokens: TokenService, function: str) -> Principal | None:
+    """The caller named by the request's bearer token; None without one. A bad token is a
+    401, a role the function does not serve a 403."""
+    token = bearer_token(request)
+    return None if token is None else require_role(tokens.verify(token), function)
+
+
 def authenticate_request(request: Request, tokens: TokenService, function: str) -> Principal:
     """The caller of a bearer-protected function, or 401 (``WWW-Authenticate: Bearer``)."""
-    token = bearer_token(request)
-    if token is None:
+    principal = bearer_principal(request, tokens, function)
+    if principal is None:
         raise Unauthorized()
-    return require_role(tokens.verify(token), function)
+    return principal
 
 
 # -- dashboard sessions -------------------------------------------------------------------------

@@ -35,13 +35,13 @@ from urllib.parse import urlencode
 import jinja2  # already imported by Flask: free here
 from flask import Request, Response
 
-from common.api import cents, month_text
+from common.api import api_values, cents
 from common.auth import (
     LoginService,
     Principal,
     Sessions,
     TokenService,
-    bearer_token,
+    bearer_principal,
     derived_key,
     require_role,
 )
@@ -362,9 +362,9 @@ class Dashboard:
 
     # -- who is calling -------------------------------------------------------------------------
     def _principal(self, call: Call) -> Principal | None:
-        token = bearer_token(call.request)
-        if token is not None:  # an API client: a bad token is a 401, not a redirect
-            return require_role(self._tokens.verify(token), FUNCTION)
+        principal = bearer_principal(call.request, self._tokens, FUNCTION)
+        if principal is not None:  # an API client: a bad token is a 401, not a redirect
+            return principal
         cookie = call.request.cookies.get(self.session_cookie)
         if not cookie:
             return None
@@ -437,14 +437,7 @@ class Dashboard:
     def _shown(self, row: Mapping[str, Any]) -> ShownRow:
         # The values as the trends APIs write them (money with its two decimals): what a
         # masked field hashes, so the page's digests match the ones computed from the API.
-        api: dict[str, Any] = {
-            "product": str(row["product"]),
-            "sale_month": month_text(row["sale_month"]),
-            "total_amount": cents(row["total_amount"]),
-            "total_quantity": int(row["total_quantity"]),
-            "avg_price": cents(row["avg_price"]),
-            "transaction_count": int(row["transaction_count"]),
-        }
+        api = api_values(row)
         shown: dict[str, Any] = {
             **api,
             "sale_month": api["sale_month"][:7],
