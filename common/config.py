@@ -254,7 +254,7 @@ def _section(data: dict[str, Any], *keys: str) -> dict[str, Any]:
         if node is None:
             return {}
     if not isinstance(node, dict):
-        raise ConfigError(f"config section {'.'.join(keys)} must be a mapping")
+        raise ConfigError(f"{'.'.join(keys)} must be a mapping (a section of keys)")
     return node
 
 
@@ -437,7 +437,7 @@ def config_warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
             if key in known:
                 if isinstance(known[key], dict) and value is not None:
                     if not isinstance(value, dict):
-                        raise ConfigError(f"config section {name} must be a mapping")
+                        raise ConfigError(f"{name} must be a mapping (a section of keys)")
                     walk(value, known[key], f"{name}.")
                 continue
             close = difflib.get_close_matches(text, [str(k) for k in known], n=1)
@@ -634,6 +634,17 @@ def build_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     config_path = _config_file(env)
     data = read_config_file(config_path)
+    try:
+        return _settings(env, config_path, data)
+    except ConfigError as error:
+        if str(error).partition(" ")[0].partition(".")[0] in CONFIG_KEYS:
+            # A key of the file (``api.login_max_failures ...``): name the file, as its
+            # warnings do (another may be meant); an environment variable names itself.
+            raise ConfigError(f"{config_path}: {error}") from None
+        raise
+
+
+def _settings(env: dict[str, str], config_path: Path, data: dict[str, Any]) -> Settings:
     warnings = config_warnings(data)  # and a known section that is no mapping refused
     postgres = _section(data, "data_warehouse", "postgres")
     api = _section(data, "api")

@@ -698,8 +698,42 @@ def test_a_section_that_is_no_mapping_is_refused(
     """A stray `-` made the validation rules the defaults, unsaid (a review found it)."""
     config = tmp_path / "pipeline_config.yaml"
     config.write_text(yaml_text)
-    with pytest.raises(ConfigError, match=rf"^config section {section} must be a mapping$"):
+    with pytest.raises(ConfigError) as refused:
         build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    assert str(refused.value) == f"{config}: {section} must be a mapping (a section of keys)"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("api:\n  login_max_failures: 0\n", "api.login_max_failures must be >= 1, found 0"),
+        (
+            "ingestion:\n  validation:\n    max_decimals: 30\n",
+            "ingestion.validation.max_decimals must be <= 9, found 30",
+        ),
+        ("data_warehouse:\n  location: [1]\n", "data_warehouse.location must be"),
+    ],
+)
+def test_a_bad_value_in_the_file_names_the_file(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    """As its warnings do: "api.login_max_failures must be >= 1" named no file, and the one
+    at fault may be another than the user thinks (SALESMART_CONFIG)."""
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as refused:
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    assert str(refused.value).startswith(f"{config}: {message}")
+
+
+def test_a_bad_environment_value_names_the_variable_not_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text("api:\n  token_ttl_seconds: 60\n")
+    with pytest.raises(ConfigError) as refused:
+        build_settings(
+            {**TEST_ENV, "SALESMART_CONFIG": str(config), "SALESMART_TOKEN_TTL_SECONDS": "0"}
+        )
+    assert str(refused.value) == "SALESMART_TOKEN_TTL_SECONDS must be >= 1, found 0"
 
 
 def test_the_shipped_config_has_no_key_nothing_reads() -> None:
