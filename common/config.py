@@ -143,6 +143,12 @@ class Settings:
                     f"{name} is {state}; at least {MIN_SECRET_BYTES} bytes are required "
                     f"outside SALESMART_ENV=dev"
                 )
+        if jwt and pii and not self.is_dev and self.jwt_secret == self.pii_key:
+            # One key's leak (a masking key is given to every function) would give both.
+            raise ConfigError(
+                "SALESMART_JWT_SECRET and SALESMART_PII_KEY are the same: give each its own key"
+                " outside SALESMART_ENV=dev"
+            )
 
 
 def require_database(settings: Settings, *, password_required: bool = True) -> None:

@@ -333,11 +333,29 @@ def _serve_dashboard_for_a_deployment(settings: Settings, tmp_path: Path, **env:
     return done.stderr.strip().splitlines()[-1]
 
 
+def test_a_deployment_refuses_one_key_for_tokens_and_masking() -> None:
+    key = "k" * 40
+    with pytest.raises(
+        ConfigError, match="SALESMART_JWT_SECRET and SALESMART_PII_KEY are the same"
+    ):
+        Settings(env="prod", jwt_secret=key, pii_key=key).require_secrets()
+    Settings(env="prod", jwt_secret=key, pii_key=key).require_secrets(jwt=False)  # ingest's
+    Settings(env="prod", jwt_secret=key, pii_key="p" * 40).require_secrets()
+    Settings(env="dev", jwt_secret=key, pii_key=key).require_secrets()  # a local run's choice
+
+
 def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: Path) -> None:
     refused = _serve_dashboard_for_a_deployment(settings, tmp_path, SALESMART_JWT_SECRET="")
     assert refused.startswith(
         "salesmart: SALESMART_JWT_SECRET is missing; at least 32 bytes are required"
     ), refused
+    key = "same-key-for-both-" + "k" * 32
+    refused = _serve_dashboard_for_a_deployment(
+        settings, tmp_path, SALESMART_JWT_SECRET=key, SALESMART_PII_KEY=key
+    )
+    assert refused.startswith("salesmart: SALESMART_JWT_SECRET and SALESMART_PII_KEY are the"), (
+        refused
+    )
     assert not (tmp_path / "state" / "jwt-secret").exists()  # no local key was made
     # A database URL without a password: the functions' own reason, in one line, before any
     # function starts (it used to be only "function dashboard exited (code 78)").
