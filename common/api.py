@@ -20,6 +20,7 @@ from common.errors import (
     TransferCodingNotImplemented,
     UnsupportedGrantType,
 )
+from common.functions import FUNCTION_PATHS
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
 from common.trends import CENT, TrendFilters
 
@@ -283,15 +284,15 @@ def function_app(name: str, settings: Settings) -> FunctionApp:
     return FunctionApp(name, secure_transport=not settings.is_dev, openapi=openapi)
 
 
-def route_with_root(app: FunctionApp, path: str, **handlers: Handler) -> None:
-    """Serve ``path``, and the same at ``/``: each function has its own URL (a Knative
-    Service), whose root answers as its one resource."""
-    app.route(path, **handlers)
+def route_with_root(app: FunctionApp, **handlers: Handler) -> None:
+    """Serve the function's path (``FUNCTION_PATHS``), and the same at ``/``: each function
+    has its own URL (a Knative Service), whose root answers as its one resource."""
+    app.route(FUNCTION_PATHS[app.name], **handlers)
     app.route("/", **handlers)
 
 
-def trends_app(name: str, path: str, settings: Settings, query: SummaryBodyQuery) -> FunctionApp:
-    """A trends function (``GET path``) over one warehouse's ``query``."""
+def trends_app(name: str, settings: Settings, query: SummaryBodyQuery) -> FunctionApp:
+    """A trends function (``GET`` its path) over one warehouse's ``query``."""
     app = function_app(name, settings)
-    route_with_root(app, path, GET=trends_handler(name, TokenService(settings), query))
+    route_with_root(app, GET=trends_handler(name, TokenService(settings), query))
     return app

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from common.config import serving_threads
+from common.config import Settings, require_database, serving_threads
 from common.errors import WarehouseUnavailable
 from common.logging import log_event, sqlstate
 from common.pg import PgConnection, close_quietly
@@ -312,3 +312,10 @@ class PgPool:
 
     def close(self) -> None:
         self._drain_idle()
+
+
+def function_pool(function: str, settings: Settings) -> PgPool:
+    """A function's pool, named after it in ``pg_stat_activity``; a function without a
+    usable database URL refuses to start (``require_database``), connections open on use."""
+    require_database(settings)
+    return PgPool(settings.database_url, application_name=f"salesmart-{function}")

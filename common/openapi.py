@@ -10,6 +10,7 @@ from typing import Any
 # common.params first: it imports marshmallow with its import-time regexes deferred.
 from common.params import LoginFormSchema, TokenFormSchema, TrendParamsSchema  # isort: skip
 from marshmallow import Schema, fields, validate  # isort: skip
+from common.functions import FUNCTION_PATHS  # isort: skip
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"
@@ -157,7 +158,7 @@ def _with_root(path: str, operations: dict[str, Any]) -> dict[str, dict[str, Any
 def _operations(function: str) -> dict[str, dict[str, Any]]:
     if function == "token":
         return _with_root(
-            "/token",
+            FUNCTION_PATHS[function],
             {
                 "post": {
                     "summary": "OAuth2 password grant: a bearer token for a user.",
@@ -178,11 +179,11 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
         )
     if function == "trends_pg":
         return _with_root(
-            "/sales/pg-trends", {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
+            FUNCTION_PATHS[function], {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
         )
     if function == "trends_bq":
         return _with_root(
-            "/sales/trends", {"get": _trends_operation("Sales trends (BigQuery marts).")}
+            FUNCTION_PATHS[function], {"get": _trends_operation("Sales trends (BigQuery marts).")}
         )
     if function == "dashboard":
         return {

@@ -8,9 +8,9 @@ from __future__ import annotations
 from flask import Request, Response
 
 from common.auth import LoginService, Sessions, TokenService
-from common.config import Settings, require_database
+from common.config import Settings
 from common.dashboard import Dashboard
-from common.db import PgPool
+from common.db import function_pool
 from common.http import FunctionApp
 from common.local_run import start_function
 from common.trends_pg import PgTrends
@@ -20,8 +20,7 @@ NAME = "dashboard"
 
 def create(settings: Settings) -> FunctionApp:
     settings.require_secrets()
-    require_database(settings)
-    pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
+    pool = function_pool(NAME, settings)
     board = Dashboard(
         settings,
         PgTrends(pool, settings.mart_schema),

@@ -9,8 +9,8 @@ from flask import Request, Response
 
 from common.api import function_app, route_with_root, token_handler
 from common.auth import LoginService, TokenService
-from common.config import Settings, require_database
-from common.db import PgPool
+from common.config import Settings
+from common.db import function_pool
 from common.http import FunctionApp
 from common.local_run import start_function
 
@@ -19,11 +19,10 @@ NAME = "token"
 
 def create(settings: Settings) -> FunctionApp:
     settings.require_secrets()
-    require_database(settings)
-    pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
+    pool = function_pool(NAME, settings)
     app = function_app(NAME, settings)
     grant = token_handler(LoginService(pool, settings), TokenService(settings))
-    route_with_root(app, "/token", POST=grant)
+    route_with_root(app, POST=grant)
     return app
 
 

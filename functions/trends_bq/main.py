@@ -28,7 +28,7 @@ def create(settings: Settings) -> FunctionApp:
 
         return query_summary(filters, user=user, function=NAME, settings=settings.bigquery)
 
-    return trends_app(NAME, "/sales/trends", settings, presented(query))
+    return trends_app(NAME, settings, presented(query))
 
 
 _app = start_function(NAME, create)

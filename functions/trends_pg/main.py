@@ -8,8 +8,8 @@ from __future__ import annotations
 from flask import Request, Response
 
 from common.api import trends_app
-from common.config import Settings, require_database
-from common.db import PgPool
+from common.config import Settings
+from common.db import function_pool
 from common.http import FunctionApp
 from common.local_run import start_function
 from common.trends_pg import PgTrends
@@ -19,12 +19,9 @@ NAME = "trends_pg"
 
 def create(settings: Settings) -> FunctionApp:
     settings.require_secrets()
-    require_database(settings)
-    pool = PgPool(settings.database_url, application_name=f"salesmart-{NAME}")
+    pool = function_pool(NAME, settings)
     trends = PgTrends(pool, settings.mart_schema)
-    return trends_app(
-        NAME, "/sales/pg-trends", settings, lambda filters, _user: trends.summary_json(filters)
-    )
+    return trends_app(NAME, settings, lambda filters, _user: trends.summary_json(filters))
 
 
 _app = start_function(NAME, create)
