@@ -25,8 +25,7 @@ sales as (
         ---------- numerics
         price,
         quantity,
-        -- NUMERIC x integer stays exact NUMERIC on both warehouses.
-        price * quantity as amount
+        amount
 
     from transactions
 

@@ -139,7 +139,7 @@ def test_build_and_tests_pass_on_the_stand_in(warehouses: Warehouses) -> None:
     for result in (warehouses.bq, warehouses.pg):
         assert result.success
         assert result.models == 3
-        assert result.unit_tests == 4
+        assert result.unit_tests == 5
         assert result.data_tests >= 15
         assert result.failed == ()
 

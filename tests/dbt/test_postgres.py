@@ -72,7 +72,7 @@ def test_build_reports_models_and_tests(built: Built) -> None:
     assert result.success
     assert result.models == 3  # stg_transactions, pg_sales, summary_sales (no fact_sales)
     assert result.data_tests >= 15
-    assert result.unit_tests == 4
+    assert result.unit_tests == 5
     assert result.failed == ()
     assert "3 models" in result.summary()
     assert (built.work_dir / "target" / "run_results.json").exists()

@@ -463,38 +463,47 @@ def test_the_fact_table_is_one_model_under_two_names() -> None:
         "enabled=target.type == 'bigquery'"
         in (PROJECT_DIR / "models" / "marts" / "fact_sales.sql").read_text()
     )
-    # Their tests too: a test added to one mart's yml and not the other fails here.
-    marts = PROJECT_DIR / "models" / "marts"
-    pg_yml = (marts / "pg_sales.yml").read_text()
-    bq_yml = (marts / "fact_sales.yml").read_text()
-    swapped = pg_yml.replace("PostgreSQL", "<warehouse>").replace("BigQuery", "<other>")
-    swapped = swapped.replace("pg_sales", "<fact>").replace("fact_sales", "<twin>")
-    expected = bq_yml.replace("BigQuery", "<warehouse>").replace("PostgreSQL", "<other>")
-    expected = expected.replace("fact_sales", "<fact>").replace("pg_sales", "<twin>")
-    assert swapped == expected
+    # Their description and tests too: one spec, given to both (a YAML anchor).
+    models = _model_specs()
+    assert models["pg_sales"] == {**models["fact_sales"], "name": "pg_sales"}
+    unit_tests = [u for u in _unit_tests() if u["model"] in ("pg_sales", "fact_sales")]
+    assert len(unit_tests) == 2
+    assert unit_tests[0]["given"] == unit_tests[1]["given"]
+    assert unit_tests[0]["expect"] == unit_tests[1]["expect"]
+
+
+def _specs() -> list[dict[str, Any]]:
+    return [yaml.safe_load(path.read_text()) for path in (PROJECT_DIR / "models").rglob("*.yml")]
+
+
+def _model_specs() -> dict[str, dict[str, Any]]:
+    return {model["name"]: model for spec in _specs() for model in spec.get("models", [])}
+
+
+def _unit_tests() -> list[dict[str, Any]]:
+    return [unit for spec in _specs() for unit in spec.get("unit_tests", [])]
 
 
 def test_each_model_states_its_grain_tests_its_key_and_has_unit_tests() -> None:
     models = sorted(p.stem for p in (PROJECT_DIR / "models").rglob("*.sql"))
     assert models == ["fact_sales", "pg_sales", "stg_transactions", "summary_sales"]
-    for sql in (PROJECT_DIR / "models").rglob("*.sql"):
-        spec = yaml.safe_load(sql.with_suffix(".yml").read_text())
-        (model,) = spec["models"]
-        assert model["name"] == sql.stem
-        assert model["description"].startswith("One row per "), sql.stem
-        unit_tests = [u for u in spec.get("unit_tests", []) if u["model"] == sql.stem]
-        assert unit_tests and all(u["given"] and u["expect"]["rows"] for u in unit_tests)
+    specs = _model_specs()
+    assert sorted(specs) == models  # each documented, once
+    for name, model in specs.items():
+        assert model["description"].startswith("One row per "), name
+        unit_tests = [u for u in _unit_tests() if u["model"] == name]
+        assert unit_tests and all(u["given"] and u["expect"]["rows"] for u in unit_tests), name
         key_tests: list[Any] = []
         for column in model["columns"]:
             if column["name"] == "transaction_id":  # "unique", or {"unique": {"config": ...}}
                 key_tests = [
                     t if isinstance(t, str) else next(iter(t)) for t in column["data_tests"]
                 ]
-        if sql.stem == "summary_sales":
+        if name == "summary_sales":
             key_tests = [t.get("test_name") for t in model["data_tests"] if isinstance(t, dict)]
             assert "unique_combination_of_columns" in key_tests
         else:
-            assert "unique" in key_tests and "not_null" in key_tests, sql.stem
+            assert "unique" in key_tests and "not_null" in key_tests, name
 
 
 def test_connection_values_come_from_the_environment() -> None:

@@ -26,13 +26,20 @@ transactions as (
 dated as (
 
     select
+
+        ---------- text
         product,
+
+        ---------- dates
         -- date_trunc gives a timestamp on PostgreSQL and a DATETIME on the BigQuery
         -- stand-in (real BigQuery keeps DATE): cast so sale_month is a DATE everywhere.
         cast({{ dbt.date_trunc('month', 'sale_date') }} as date) as sale_month,
+
+        ---------- numerics
         price,
         quantity,
-        price * quantity as amount
+        amount
+
     from transactions
 
 ),
@@ -57,13 +64,25 @@ summarized as (
     from dated
     group by product, sale_month
 
+),
+
+final as (
+
+    select
+
+        ---------- grain
+        -- Stored in byte order on both warehouses (macros/byte_order.sql says why).
+        {{ byte_ordered('product') }} as product,
+        sale_month,
+
+        ---------- numerics
+        total_amount,
+        total_quantity,
+        avg_price,
+        transaction_count
+
+    from summarized
+
 )
 
-select
-    {{ byte_ordered('product') }} as product,
-    sale_month,
-    total_amount,
-    total_quantity,
-    avg_price,
-    transaction_count
-from summarized
+select * from final

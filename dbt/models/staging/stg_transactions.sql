@@ -31,6 +31,21 @@ renamed as (
 
     from source
 
+),
+
+derived as (
+
+    select
+
+        *,
+
+        ---------- numerics
+        -- NUMERIC x integer stays exact NUMERIC on both warehouses; computed once, here,
+        -- for both marts.
+        price * quantity as amount
+
+    from renamed
+
 )
 
-select * from renamed
+select * from derived
