@@ -367,24 +367,32 @@ class AdminLogin:
     undone: tuple[str, ...] = ()
 
 
-def _existing_admin(conn: Any, settings: Settings) -> AdminLogin | None:
-    """An operator's ``admin``, left as it is (None: there is none). The password `up`
-    would name (given, else kept in the folder: perhaps another database's, when one folder
-    served several) is announced only if it logs that account in; else `up` says why not."""
+@dataclasses.dataclass(frozen=True)
+class _AdminRow:
+    password_hash: str
+    disabled: bool
+    role: str
+
+
+def _admin_row(conn: Any) -> _AdminRow | None:
+    rows = conn.run(
+        "SELECT password_hash, disabled, role FROM auth.users WHERE username = :u", u=ADMIN_USER
+    )
+    return _AdminRow(str(rows[0][0]), bool(rows[0][1]), str(rows[0][2])) if rows else None
+
+
+def _existing_admin(row: _AdminRow, settings: Settings) -> AdminLogin:
+    """An operator's ``admin``, left as it is. The password `up` would name (given, else
+    kept in the folder: perhaps another database's, when one folder served several) is
+    announced only if it logs that account in; else `up` says why not."""
     from common.passwords import verify_password
 
-    rows = conn.run(
-        "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
-    )
-    if not rows:
-        return None
-    password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
-    if disabled:
+    if row.disabled:
         return AdminLogin(None, disabled=True)
     password, where, unshown = named_admin_password(settings)
     if not password:
         return AdminLogin(None)
-    if verify_password(password, password_hash):
+    if verify_password(password, row.password_hash):
         return AdminLogin(password, unshown)
     return AdminLogin(None, other_password_in=where)
 
@@ -393,15 +401,28 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
     """The demo admin. In up's own server it is up's: (re)set to the password kept under
     .salesmart/. In the operator's database (SALESMART_DATABASE_URL) an ``admin`` may be a
     real account: it is created when missing, never changed nor re-enabled."""
-    from pipeline.users import AddLockTimeout, LookAlikeError, UserError, add_user, end_sessions
+    from common.passwords import verify_password
+    from pipeline.users import (
+        AddLockTimeout,
+        LookAlikeError,
+        UserError,
+        add_user,
+        end_lockout,
+        end_sessions,
+    )
 
-    if external_database:
-        existing = _existing_admin(conn, settings)
-        if existing is not None:
-            return existing
+    row = _admin_row(conn)
+    if external_database and row is not None:
+        return _existing_admin(row, settings)
     password, unshown = admin_password(settings)
-    before = None if external_database else _admin_before_reset(conn, password)
-    if before is not None and before[1]:
+    # Said, not silent: an operator who disabled up's demo admin, or gave it a password of
+    # their own, would else find it back.
+    was_disabled = row is not None and row.disabled
+    password_changed = row is not None and not verify_password(password, row.password_hash)
+    if row is not None and not (was_disabled or password_changed) and row.role == "admin":
+        end_lockout(conn, ADMIN_USER)  # as it is up's already: what a reset would still do
+        return AdminLogin(password, unshown)
+    if password_changed:
         # As `users password`: cookies of the old password end. First: a stop between the
         # two steps then ends them early, never leaves them once the password is new.
         end_sessions(conn, ADMIN_USER)
@@ -420,29 +441,11 @@ def provision_admin(conn: Any, settings: Settings, *, external_database: bool) -
         return AdminLogin(None, look_alike=exc.existing)
     except UserError:  # created meanwhile by someone else: theirs, kept
         return AdminLogin(None)
-    if before is None:
-        return AdminLogin(password, unshown)
-    was_disabled, password_changed = before
     undone = ["enabled again"] if was_disabled else []
     # A password given in SALESMART_ADMIN_PASSWORD is asked for: setting it undoes nothing.
     if password_changed and not os.environ.get(ADMIN_PASSWORD_VARIABLE):
         undone.append("its password set back")
     return AdminLogin(password, unshown, undone=tuple(undone))
-
-
-def _admin_before_reset(conn: Any, password: str) -> tuple[bool, bool] | None:
-    """Whether up's demo ``admin`` is disabled, and whether ``password`` differs from its
-    own, before it is reset to ``password``; None when there is none. Said, not silent: an
-    operator who disabled it, or gave it a password of their own, would else find it back."""
-    from common.passwords import verify_password
-
-    rows = conn.run(
-        "SELECT password_hash, disabled FROM auth.users WHERE username = :u", u=ADMIN_USER
-    )
-    if not rows:
-        return None
-    password_hash, disabled = str(rows[0][0]), bool(rows[0][1])
-    return disabled, not verify_password(password, password_hash)
 
 
 def admin_password_shown(settings: Settings) -> None:

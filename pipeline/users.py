@@ -84,7 +84,7 @@ def add_user(
         if not rows:
             raise UserError(f"user {username} already exists")
         if replace:  # a reset, as `users password` (and `users enable`) ends a lockout
-            _end_lockout(conn, username)
+            end_lockout(conn, username)
     except BaseException as exc:
         # A lost connection fails the ROLLBACK too: the first error is the one to report.
         with contextlib.suppress(Exception):
@@ -151,7 +151,7 @@ def enable_user(conn: Any, username: str) -> None:
     """Allows logins again, from now: a lockout by failed logins ends too. Sessions ended
     by ``disable_user`` stay ended."""
     _update(conn, username, "disabled = false")
-    _end_lockout(conn, username)
+    end_lockout(conn, username)
 
 
 def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
@@ -164,7 +164,7 @@ def set_password(conn: Any, username: str, password: str, rounds: int) -> None:
         "password_hash = :h, sessions_since = clock_timestamp()",
         h=hash_password(password, rounds),
     )
-    _end_lockout(conn, username)
+    end_lockout(conn, username)
 
 
 def end_sessions(conn: Any, username: str) -> None:
@@ -172,7 +172,8 @@ def end_sessions(conn: Any, username: str) -> None:
     _update(conn, username, "sessions_since = clock_timestamp()")
 
 
-def _end_lockout(conn: Any, username: str) -> None:
+def end_lockout(conn: Any, username: str) -> None:
+    """Ends the account's lockout by failed logins."""
     conn.run("DELETE FROM auth.login_failures WHERE username = :u", u=username)
 
 

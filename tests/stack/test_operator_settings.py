@@ -199,6 +199,30 @@ def test_ups_own_server_resets_its_demo_admin(local_state: Settings, tmp_path: P
     assert "resets its demo account" not in said
 
 
+def test_ups_own_admin_as_up_left_it_is_not_hashed_again(local_state: Settings) -> None:
+    """One bcrypt hash less per `up` (~0.25 s at cost 12): the account is kept as it is,
+    and only what a reset would still change is done (its lockout by failed logins ends)."""
+    first = _provision(local_state, external_database=False)
+    assert first.password
+    password_hash, _ = _admin_row(local_state)
+    conn = connect(local_state.database_url)
+    try:
+        conn.run(
+            "INSERT INTO auth.login_failures (username, failures, locked_until)"
+            " VALUES (:u, 5, now() + interval '5 minutes')",
+            u=ADMIN_USER,
+        )
+        again = provision_admin(conn, local_state, external_database=False)
+        lockouts = conn.run(
+            "SELECT count(*) FROM auth.login_failures WHERE username = :u", u=ADMIN_USER
+        )
+    finally:
+        conn.close()
+    assert (again.password, again.undone) == (first.password, ())
+    assert _admin_row(local_state) == (password_hash, False)  # the very same hash
+    assert lockouts == [[0]]
+
+
 @pytest.mark.parametrize("external_database", [True, False])
 def test_no_admin_is_made_beside_an_account_differing_only_in_case(
     local_state: Settings, external_database: bool, tmp_path: Path
