@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -338,15 +339,21 @@ def ingest_rows(
     load_id = _new_load_id()
     # An interrupt is told what it left: after the commit (counting, dropping the staging
     # tables) the file is loaded, though no counts were printed.
-    committed: list[bool] = []  # True once the load's transaction has committed
+    progress = _LoadProgress()
     try:
-        return _load(rows, source_file, sha256, settings, load_id, committed)
+        return _load(rows, source_file, sha256, settings, load_id, progress)
     except bq.ScriptInterrupted as stopped:
         raise KeyboardInterrupt(interrupted_load(load_id, stopped.finished)) from None
     except KeyboardInterrupt as interrupt:
-        if interrupt.args or not committed:
+        if interrupt.args or not progress.committed:
             raise
         raise KeyboardInterrupt(interrupted_load(load_id, finished=True)) from None
+
+
+@dataclass
+class _LoadProgress:
+    #: The load's transaction has committed: the file is in BigQuery.
+    committed: bool = False
 
 
 def interrupted_load(load_id: int, finished: bool | None) -> str:
@@ -371,7 +378,7 @@ def _load(
     sha256: str,
     settings: Settings,
     load_id: int,
-    committed: list[bool],
+    progress: _LoadProgress,
 ) -> IngestResult:
     s = settings.bigquery
     ds = s.warehouse_dataset
@@ -428,7 +435,7 @@ def _load(
             result.load_id, result.rejected_by_reason = unchanged
             result.read, result.already_loaded = sent, True
             return result
-        committed.append(True)
+        progress.committed = True
     finally:
         # A load given up (an interrupt, an error) waits little on its staging tables: later
         # ingests sweep what is left (a BigQuery not answering held a Ctrl-C two minutes).
