@@ -16,10 +16,11 @@ Needs the ``dev`` extra (helm-python-sdk); no helm binary and no cluster.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -145,6 +146,25 @@ def render_chart(
 ) -> list[dict[str, Any]]:
     """Render the chart like ``helm template`` (schema validated, hooks included) and return
     its objects in template order. NOTES.txt is not an object and is left out."""
+    documents = render_documents(values, chart_dir=chart_dir, release=release, namespace=namespace)
+    return [document.object for document in documents]
+
+
+class Document(NamedTuple):
+    """One rendered object, and its text as the chart wrote it (its comments kept)."""
+
+    object: dict[str, Any]
+    text: str
+
+
+def render_documents(
+    values: Mapping[str, Any] | None = None,
+    *,
+    chart_dir: Path = CHART_DIR,
+    release: str = RELEASE_NAME,
+    namespace: str = RENDER_NAMESPACE,
+) -> list[Document]:
+    """``render_chart``'s objects with their text."""
     import helm_python as helm
 
     helm.validate_release_name(release)
@@ -155,14 +175,20 @@ def render_chart(
             )
     except helm.HelmError as exc:
         raise RenderError(str(exc).strip()) from None
-    objects: list[dict[str, Any]] = []
+    documents: list[Document] = []
     for template in sorted(rendered):
         if not template.endswith((".yaml", ".yml")):
             continue
-        for document in yaml.safe_load_all(rendered[template]):
+        for text in _DOCUMENT_SEPARATOR.split(rendered[template]):
+            document = yaml.safe_load(text)
             if document:
-                objects.append(document)
-    return objects
+                documents.append(Document(document, text.strip("\n") + "\n"))
+    return documents
+
+
+_DOCUMENT_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
+#: ``metadata.namespace`` of a rendered object: at the top level's first indentation.
+_NAMESPACE_LINE = re.compile(r"^(metadata:\n(?:  .*\n)*?)  namespace: .*\n", re.MULTILINE)
 
 
 def render_notes(
@@ -199,23 +225,26 @@ def file_name(obj: Mapping[str, Any]) -> str:
     return f"{kind}-{obj['metadata']['name']}.yaml"
 
 
-def manifest_files(objects: Sequence[Mapping[str, Any]], header: str = HEADER) -> dict[str, str]:
-    """One file per object, without ``metadata.namespace``, keyed by file name."""
+def manifest_files(documents: Sequence[Document], header: str = HEADER) -> dict[str, str]:
+    """One file per object, as the chart wrote it (its comments are the knobs' documentation)
+    without ``metadata.namespace``, keyed by file name."""
     files: dict[str, str] = {}
-    for obj in objects:
+    for obj, text in documents:
         portable = dict(obj)
         portable["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "namespace"}
         name = file_name(obj)
         if name in files:
             raise RenderError(f"two rendered objects would both be written to {name}")
-        body = yaml.dump(portable, Dumper=_BlockDumper, sort_keys=False, width=4096)
+        body = _NAMESPACE_LINE.sub(r"\1", text, count=1)
+        if yaml.safe_load(body) != portable:  # the text edited is exactly the object less that
+            body = yaml.dump(portable, Dumper=_BlockDumper, sort_keys=False, width=4096)
         files[name] = header + body
     return files
 
 
 def expected_files(values: Mapping[str, Any] | None = None) -> dict[str, str]:
     """What ``k8s/knative/`` holds for ``values`` (default values when None)."""
-    return manifest_files(render_chart(values))
+    return manifest_files(render_documents(values))
 
 
 def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
@@ -334,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *(f"--set-file {value}" for value in args.set_file_values),
         ]
         header = overrides_header(options) if overrides else HEADER
-        files = manifest_files(render_chart(values), header)
+        files = manifest_files(render_documents(values), header)
     except (RenderError, OSError) as exc:
         print(f"render_manifests: {exc}", file=sys.stderr)
         return 1

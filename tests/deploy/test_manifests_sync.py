@@ -46,6 +46,26 @@ def test_manifests_apply_to_any_namespace() -> None:
         assert "namespace" not in obj["metadata"], path.name
 
 
+def test_manifests_keep_the_charts_comments_on_their_knobs() -> None:
+    """kubectl users read these files: the comments the chart writes beside autoscaling,
+    concurrency and threads are theirs too (a YAML dump of the objects dropped them)."""
+    for name in ("token", "trends-bq", "trends-pg", "dashboard"):
+        text = (MANIFEST_DIR / f"ksvc-salesmart-{name}.yaml").read_text(encoding="utf-8")
+        function = name.replace("-", "_")
+        assert f"# Scaling (functions.{function}.autoscaling)" in text, name
+        assert "# At most containerConcurrency requests reach a pod at once" in text, name
+        assert "# gunicorn: WORKERS x THREADS requests at once" in text, name
+
+
+def test_an_object_whose_text_cannot_be_edited_is_written_from_the_object() -> None:
+    """The namespace is taken out of the chart's text only where that leaves exactly the
+    object less its namespace; otherwise the object itself is written (no comments)."""
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "a"}}
+    odd = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: a}\n"
+    files = render_manifests.manifest_files([render_manifests.Document(obj, odd)], header="")
+    assert yaml.safe_load(files["configmap-x.yaml"]) == {**obj, "metadata": {"name": "x"}}
+
+
 def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "pipeline.render_manifests", "--check"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
@@ -56,7 +76,7 @@ def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
     for name, text in expected_files().items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     edited = tmp_path / "ksvc-salesmart-token.yaml"
-    edited.write_text(edited.read_text().replace("max-scale: '10'", "max-scale: '99'"))
+    edited.write_text(edited.read_text().replace('max-scale: "10"', 'max-scale: "99"'))
     assert edited.read_text() != expected_files()["ksvc-salesmart-token.yaml"]
     (tmp_path / "job-salesmart-migrate.yaml").unlink()
     (tmp_path / "deployment-old.yaml").write_text("kind: Deployment\n")
