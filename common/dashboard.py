@@ -454,7 +454,7 @@ class Dashboard:
         return response
 
     def login(self, call: Call) -> Response:
-        from common.api import form_fields, read_form
+        from common.forms import form_fields, read_form
         from common.params import LOGIN_FORM
 
         form = read_form(call)
@@ -497,7 +497,7 @@ class Dashboard:
         return response
 
     def logout(self, call: Call) -> Response:
-        from common.api import read_form
+        from common.forms import read_form
 
         if not self._csrf.valid(
             call.request.cookies.get(self.csrf_cookie), read_form(call).get("csrf_token")

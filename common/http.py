@@ -74,7 +74,7 @@ class Call:
     user: str | None = None
     rows: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
-    #: The request's form once read (``common.api.read_form``).
+    #: The request's form once read (``common.forms.read_form``).
     form: MultiDict[str, str] | None = None
 
 

@@ -79,8 +79,8 @@ def _redirect(description: str) -> dict[str, Any]:
 
 
 def _form_body(schema: Any, *, required: bool = True) -> dict[str, Any]:
-    """A form request body, in either encoding the functions read (``common.api.FORM_TYPES``)."""
-    from common.api import FORM_TYPES
+    """A form request body, in either encoding the functions read (``common.forms.FORM_TYPES``)."""
+    from common.forms import FORM_TYPES
 
     return {"required": required, "content": {kind: {"schema": schema} for kind in FORM_TYPES}}
 
@@ -107,7 +107,7 @@ _TOO_MANY = _error("Too many failed logins for this username.", headers={"Retry-
 
 
 def _form_codings(*, html: bool = False) -> dict[str, Any]:
-    """What a form post answers when its body is coded (``common.api._require_plain_body``)."""
+    """What a form post answers when its body is coded (``common.forms._require_plain_body``)."""
     return {
         "415": _error(
             "A compressed form (a Content-Encoding other than identity): it is not decompressed.",
