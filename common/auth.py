@@ -11,7 +11,8 @@
 - Tokens are HS256 JWTs with ``sub``, ``role``, ``iat``, ``exp``, ``iss``, ``aud`` (and a
   ``jti``); verification pins the algorithm, requires every claim, and checks issuer,
   audience, expiry and the role allowed for the function. Tokens are standard compact
-  JWS: any JWT library verifies them with the secret (the tests use PyJWT for that).
+  JWS (``common.jws``): any JWT library verifies them with the secret (the tests use PyJWT
+  for that).
 - Dashboard sessions (:class:`Sessions`): the cookie holds a token of its own audience
   (``<jwt_audience>/dashboard-session``), which the APIs refuse as a bearer token; logout
   ends it for good (its ``jti`` in ``auth.ended_sessions``), not only in that browser.
@@ -19,11 +20,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
@@ -40,6 +38,7 @@ from common.errors import (
     TooManyAttempts,
     Unauthorized,
 )
+from common.jws import decode_hs256, encode_hs256
 
 if TYPE_CHECKING:
     from flask import Request
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from common.db import PgPool
     from common.http import Call
 
-ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud")
 ROLES = ("analyst", "admin")
 #: What a username may be (``salesmart users add`` refuses others); a token's ``sub`` too.
@@ -59,7 +57,6 @@ FUNCTION_ROLES: dict[str, frozenset[str]] = {
     "dashboard": frozenset(ROLES),
 }
 CLOCK_SKEW_SECONDS = 10
-MAX_TOKEN_CHARS = 4096
 VERIFIED_CACHE_SIZE = 4096
 
 
@@ -170,72 +167,8 @@ class TokenService:
         )
 
 
-# -- HS256 compact JWS (RFC 7515/7519), the only algorithm accepted -----------------------------
-# Written out (HMAC-SHA256 over base64url JSON) rather than imported: PyJWT loads the whole
-# ``cryptography`` package for its asymmetric algorithms, a fifth of a cold start.
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
-_HEADER = {"alg": ALGORITHM, "typ": "JWT"}
-_JWT_TYPES = frozenset({"jwt", "application/jwt"})
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(segment: str) -> bytes:
-    if not _SEGMENT.fullmatch(segment):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _json_segment(data: dict[str, Any]) -> str:
-    return _b64encode(json.dumps(data, separators=(",", ":")).encode())
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def encode_hs256(claims: dict[str, Any], key: bytes) -> str:
-    signing_input = f"{_json_segment(_HEADER)}.{_json_segment(claims)}"
-    signature = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64encode(signature)}"
-
-
-def decode_hs256(token: str, key: bytes) -> dict[str, Any]:
-    """The claims of an authentic HS256 token; ``InvalidToken`` for anything else.
-
-    The header must say ``alg: HS256`` (so ``none``, other HMACs and asymmetric algorithms
-    are refused before any key is used) and carry no ``crit`` extensions; the signature is
-    compared in constant time before the payload is even parsed.
-    """
-    if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-        raise InvalidToken()
-    header_segment, payload_segment, signature_segment = token.split(".")
-    try:
-        header = json.loads(_b64decode(header_segment), parse_constant=_no_constant)
-        if not isinstance(header, dict) or header.get("alg") != ALGORITHM or "crit" in header:
-            raise InvalidToken()
-        # RFC 7515 4.1.9: a media type, compared case-insensitively, "application/" optional.
-        if str(header.get("typ", "JWT")).lower() not in _JWT_TYPES:
-            raise InvalidToken()
-        expected = hmac.new(
-            key, f"{header_segment}.{payload_segment}".encode("ascii"), hashlib.sha256
-        ).digest()
-        # Compared as text: base64url's unused low bits would let one signature be spelled
-        # several ways (one token, several strings).
-        if not hmac.compare_digest(_b64encode(expected).encode(), signature_segment.encode()):
-            raise InvalidToken()
-        claims = json.loads(_b64decode(payload_segment), parse_constant=_no_constant)
-    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
-        raise InvalidToken() from None
-    if not isinstance(claims, dict):
-        raise InvalidToken()
-    return claims
 
 
 def bearer_token(request: Request) -> str | None:
