@@ -146,3 +146,80 @@ Kubernetes refuses such a pod only after the install, and the Service never gets
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{- /*
+A function's values checked beyond what values.schema.json can say (list NAME FN VALUES):
+each failure names the value and why. Renders nothing.
+*/}}
+{{- define "salesmart.checkFunction" -}}
+{{- $name := index . 0 -}}
+{{- $fn := index . 1 -}}
+{{- $values := index . 2 -}}
+{{- /* Variables a function's env may not set: Knative's own, and the chart's (from other
+values: workers, threads, timeoutSeconds, environment, secrets, bigquery). */ -}}
+{{- $knativeEnv := list "PORT" "K_SERVICE" "K_CONFIGURATION" "K_REVISION" -}}
+{{- $chartEnv := list "FUNCTION_TARGET" "FUNCTION_SOURCE" "FUNCTION_SIGNATURE_TYPE" "SALESMART_ENV" "SALESMART_CONFIG" "WORKERS" "THREADS" "CLOUD_RUN_TIMEOUT_SECONDS" "SALESMART_REQUEST_DEADLINE_SECONDS" "SALESMART_JWT_SECRET" "SALESMART_PII_KEY" "SALESMART_DATABASE_URL" "SALESMART_BQ_PROJECT" "SALESMART_BQ_LOCATION" "GOOGLE_APPLICATION_CREDENTIALS" -}}
+{{- range $key, $value := $fn.env -}}
+{{- if and (kindIs "float64" $value) (or (ge $value 9007199254740992.0) (le $value -9007199254740992.0)) -}}
+{{- fail (printf "functions.%s.env.%s: a number this large loses digits in a values file (Helm reads it as a float); quote it" $name $key) -}}
+{{- end -}}
+{{- if has $key $knativeEnv -}}
+{{- fail (printf "functions.%s.env.%s: Knative sets this variable itself" $name $key) -}}
+{{- else if eq $key "HOST" -}}
+{{- fail (printf "functions.%s.env.HOST: the image listens on every address (0.0.0.0), for Knative's queue-proxy and probes; it cannot be changed" $name) -}}
+{{- else if has $key $chartEnv -}}
+{{- fail (printf "functions.%s.env.%s: the chart sets this variable from its own values (workers, threads, timeoutSeconds, environment, secrets, bigquery); set those instead" $name $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $as := $fn.autoscaling -}}
+{{- $min := int $as.minScale -}}
+{{- $max := int $as.maxScale -}}
+{{- if and (gt $max 0) (gt $min $max) -}}
+{{- fail (printf "functions.%s.autoscaling: minScale (%d) must not exceed maxScale (%d); maxScale 0 means unlimited" $name $min $max) -}}
+{{- end -}}
+{{- if and (hasKey $as "initialScale") (eq (int $as.initialScale) 0) (not $values.allowZeroInitialScale) -}}
+{{- fail (printf "functions.%s.autoscaling: initialScale 0 needs the cluster's allow-zero-initial-scale (config-autoscaler) and allowZeroInitialScale: true; Knative refuses it otherwise" $name) -}}
+{{- end -}}
+{{- if and (gt $max 0) (hasKey $as "initialScale") (gt (int $as.initialScale) $max) -}}
+{{- fail (printf "functions.%s.autoscaling: initialScale (%d) must not exceed maxScale (%d)" $name (int $as.initialScale) $max) -}}
+{{- end -}}
+{{- $concurrency := int $fn.containerConcurrency -}}
+{{- $workers := int $fn.workers -}}
+{{- if and (gt $concurrency 0) (gt $workers $concurrency) -}}
+{{- fail (printf "functions.%s: workers (%d) must not exceed containerConcurrency (%d): each worker serves at least one request" $name $workers $concurrency) -}}
+{{- end -}}
+{{- $_ := include "salesmart.threads" (list $name $fn) -}}
+{{- if and (gt $concurrency 0) (eq (toString $as.metric) "concurrency") (gt (float64 $as.target) (float64 $concurrency)) -}}
+{{- fail (printf "functions.%s.autoscaling: target (%v) must not exceed containerConcurrency (%d): Knative would cap it there" $name $as.target $concurrency) -}}
+{{- end -}}
+{{- with $fn.probes.readiness -}}
+{{- if and (not .periodSeconds) (or .timeoutSeconds .failureThreshold) -}}
+{{- fail (printf "functions.%s.probes.readiness: timeoutSeconds and failureThreshold need periodSeconds of 1 or more; Knative refuses them with periodSeconds 0 (its own aggressive probing)" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- include "salesmart.checkResources" (list (printf "functions.%s" $name) $fn.resources) -}}
+{{- end }}
+
+{{- /*
+gunicorn's THREADS of a function (list NAME FN): its own value, else one thread per worker
+beyond its share of containerConcurrency. The kubelet's probes reach the container
+directly, not through Knative's concurrency limit, and must not wait behind requests held
+up by a slow warehouse (or the pod is restarted for being slow).
+*/}}
+{{- define "salesmart.threads" -}}
+{{- $name := index . 0 -}}
+{{- $fn := index . 1 -}}
+{{- $concurrency := int $fn.containerConcurrency -}}
+{{- $workers := int $fn.workers -}}
+{{- if $fn.threads -}}
+{{- $threads := int $fn.threads -}}
+{{- if and (gt $concurrency 0) (le (mul $workers $threads) $concurrency) -}}
+{{- fail (printf "functions.%s: workers x threads (%d) must exceed containerConcurrency (%d): the requests Knative sends take that many, and the health probes need one more" $name (mul $workers $threads) $concurrency) -}}
+{{- end -}}
+{{- $threads -}}
+{{- else if gt $concurrency 0 -}}
+{{- add1 (div (add $concurrency $workers -1) $workers) -}}
+{{- else -}}
+{{- fail (printf "functions.%s: containerConcurrency 0 (unlimited) needs an explicit threads value for gunicorn" $name) -}}
+{{- end -}}
+{{- end }}
