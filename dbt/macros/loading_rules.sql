@@ -1,6 +1,7 @@
 {#- The loading rules (data/pipeline_config.yaml, ingestion.validation) as one SQL condition
     on a row of stg_transactions. `salesmart transform` passes the configured thresholds;
-    a run by hand gets the shipped defaults. -#}
+    a run by hand gets the defaults of common/config.py's ValidationRules (a test holds the
+    two alike). -#}
 {% macro loading_rules_hold() -%}
     {%- set prefix = env_var('SALESMART_RULE_PRODUCT_PREFIX', 'Halal') -%}
     {%- set min_price = env_var('SALESMART_RULE_MIN_PRICE', '10.0') -%}

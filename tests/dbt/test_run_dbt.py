@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from common.config import REPO_ROOT, Settings, build_settings
+from common.config import REPO_ROOT, Settings, ValidationRules, build_settings
 from common.process import stopped_by_signals
 from pipeline import expand_targets, transform
 from pipeline.transform import (
@@ -504,6 +505,20 @@ def test_each_model_states_its_grain_tests_its_key_and_has_unit_tests() -> None:
             assert "unique_combination_of_columns" in key_tests
         else:
             assert "unique" in key_tests and "not_null" in key_tests, name
+
+
+def test_the_loading_rules_default_to_the_settings_defaults() -> None:
+    """A dbt run by hand checks the rows against the same thresholds as `transform`, whose
+    values come from the settings (``ValidationRules``)."""
+    macro = (PROJECT_DIR / "macros" / "loading_rules.sql").read_text()
+    defaults = dict(re.findall(r"env_var\('SALESMART_RULE_(\w+)', '([^']*)'\)", macro))
+    rules = ValidationRules()
+    assert defaults == {
+        "PRODUCT_PREFIX": rules.product_prefix,
+        "MIN_PRICE": format(rules.min_price, "f"),
+        "MAX_DECIMALS": str(rules.max_decimals),
+        "MAX_QUANTITY": str(rules.max_quantity),
+    }
 
 
 def test_connection_values_come_from_the_environment() -> None:
