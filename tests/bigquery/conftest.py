@@ -12,6 +12,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,14 +39,23 @@ def settings_for(endpoint: str, **extra: str) -> Settings:
     return build_settings(env)
 
 
-@pytest.fixture(scope="session")
-def bq_emulator() -> Iterator[EmulatorHandle]:
+@contextmanager
+def running_stand_in() -> Iterator[EmulatorHandle]:
+    """A stand-in of its own, in a temporary folder removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="salesmart-bqemu-"))
     handle = start_emulator(root / "bq", PROJECT)
-    yield handle
-    handle.stop()
-    bq.reset_clients()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        bq.reset_clients()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bq_emulator() -> Iterator[EmulatorHandle]:
+    with running_stand_in() as handle:
+        yield handle
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ BigQuery stand-in: the function's glue (auth, parameters, the body, caching, 503
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,9 +13,9 @@ import pytest
 from common import bigquery as bq
 from common.auth import Principal, TokenService
 from common.config import Settings
-from pipeline.bq_emulator import EmulatorHandle, start_emulator
+from pipeline.bq_emulator import EmulatorHandle
 from pipeline.netutil import free_port
-from tests.bigquery.conftest import PROJECT, settings_for
+from tests.bigquery.conftest import running_stand_in, settings_for
 from tests.bigquery.marts import make_summary
 from tests.conftest import TEST_ENV
 from tests.functions.conftest import Caller, caller, load_function
@@ -28,12 +25,8 @@ PATH = "/sales/trends"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorHandle]:
-    root = Path(tempfile.mkdtemp(prefix="salesmart-bqemu-unit-"))
-    handle = start_emulator(root / "bq", PROJECT)
-    yield handle
-    handle.stop()
-    bq.reset_clients()
-    shutil.rmtree(root, ignore_errors=True)
+    with running_stand_in() as handle:
+        yield handle
 
 
 @pytest.fixture(scope="module")
