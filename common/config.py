@@ -611,6 +611,17 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
     )
 
 
+def _mart_schema(env: Mapping[str, str], postgres: dict[str, Any]) -> str:
+    value, name = _setting(
+        env,
+        "SALESMART_PG_MART_SCHEMA",
+        postgres,
+        "data_warehouse.postgres.mart_schema",
+        Settings.mart_schema,
+    )
+    return _schema_name(_text(value, name), name)
+
+
 def _token_ttl_seconds(env: Mapping[str, str], api: dict[str, Any]) -> int:
     ttl_value, ttl_name = _setting(
         env, "SALESMART_TOKEN_TTL_SECONDS", api, "api.token_ttl_seconds", Settings.token_ttl_seconds
@@ -666,14 +677,7 @@ def _settings(env: dict[str, str], config_path: Path, data: dict[str, Any]) -> S
         state_dir=Path(env.get("SALESMART_STATE_DIR") or ".salesmart"),
         database_url=_secret(env, "SALESMART_DATABASE_URL"),
         raw_schema=_raw_schema(postgres.get("raw_schema", Settings.raw_schema)),
-        mart_schema=_schema_name(
-            env.get("SALESMART_PG_MART_SCHEMA")
-            or _text(
-                postgres.get("mart_schema", Settings.mart_schema),
-                "data_warehouse.postgres.mart_schema",
-            ),
-            "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema",
-        ),
+        mart_schema=_mart_schema(env, postgres),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
         pii_key=_secret(env, "SALESMART_PII_KEY"),
         jwt_issuer=_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),

@@ -21,6 +21,7 @@ SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8
 DEFAULTS = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
 NEEDS_DATABASE = {"token", "trends_pg", "dashboard"}
 GOOD_SECRET = "x" * 40
+OTHER_SECRET = "y" * 40  # the functions refuse one key for both
 
 
 def identities(objects: Objects) -> set[tuple[str, str, str]]:
@@ -42,7 +43,7 @@ def annotations_of(service: dict[str, Any]) -> dict[str, str]:
             "secrets": {
                 "existingSecret": "",
                 "jwtSecret": GOOD_SECRET,
-                "piiKey": GOOD_SECRET,
+                "piiKey": OTHER_SECRET,
                 "databaseUrl": "postgresql://u:p@db:5432/salesmart",
             }
         },
@@ -89,7 +90,7 @@ def test_every_object_lives_in_the_release_namespace(render: Any) -> None:
         "secrets": {
             "existingSecret": "",
             "jwtSecret": GOOD_SECRET,
-            "piiKey": GOOD_SECRET,
+            "piiKey": OTHER_SECRET,
             "databaseUrl": "postgresql://u:p@db/s",
         }
     }
@@ -413,10 +414,24 @@ def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> No
 )
 def test_secret_key_names_must_differ(overrides: str, render: Any) -> None:
     values = helm.values_from_yaml(
-        overrides.replace("JWT", GOOD_SECRET).replace("PII", GOOD_SECRET)
+        overrides.replace("JWT", GOOD_SECRET).replace("PII", OTHER_SECRET)
     )
     with pytest.raises(RenderError, match=r"secrets\.keys name one Secret key twice"):
         render(values)
+
+
+def test_one_value_for_both_keys_is_refused_when_rendered(render: Any) -> None:
+    """The functions refuse it at start: the install succeeded (the migration Job needs
+    neither key) and no Service became Ready (a review found it)."""
+    secrets = {
+        "existingSecret": "",
+        "jwtSecret": GOOD_SECRET,
+        "piiKey": GOOD_SECRET,
+        "databaseUrl": "postgresql://u:p@h/d",
+    }
+    with pytest.raises(RenderError, match=r"secrets\.jwtSecret and secrets\.piiKey are the same"):
+        render({"secrets": secrets})
+    render({"secrets": {**secrets, "piiKey": GOOD_SECRET + "-other"}})
 
 
 @pytest.mark.parametrize("field", ["jwtSecret", "piiKey", "databaseUrl"])
@@ -750,7 +765,7 @@ BAD_VALUES: list[tuple[str, str]] = [
         "secrets: {existingSecret: '', jwtSecret: "
         + GOOD_SECRET
         + ", piiKey: "
-        + GOOD_SECRET
+        + OTHER_SECRET
         + ", databaseUrl: 'mysql://u:p@h/d'}",
     ),
     ("migration URL that is not PostgreSQL", "secrets: {migrationDatabaseUrl: 'mysql://h/d'}"),
@@ -1004,7 +1019,7 @@ def test_env_refuses_every_variable_the_chart_sets(default_objects: Objects, ren
         "secrets": {
             "existingSecret": "",
             "jwtSecret": GOOD_SECRET,
-            "piiKey": GOOD_SECRET,
+            "piiKey": OTHER_SECRET,
             "databaseUrl": "postgresql://u:p@h/d",
         },
         "bigquery": {"credentialsSecret": "sa", "project": "acme-dw"},

@@ -27,7 +27,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "secrets": {
             "existingSecret": "",
             "jwtSecret": SECRET,
-            "piiKey": SECRET,
+            "piiKey": SECRET[::-1] + "-pii",
             "databaseUrl": "postgresql://app:pw@db:5432/salesmart",
         },
         "bigquery": {"project": "acme-dw", "location": "EU", "credentialsSecret": "bq-sa"},

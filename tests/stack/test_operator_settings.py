@@ -455,8 +455,7 @@ def test_serve_for_a_deployment_serves_as_one(settings: Settings, tmp_path: Path
     [
         (
             {"SALESMART_PG_MART_SCHEMA": "Marts"},
-            "SALESMART_PG_MART_SCHEMA / data_warehouse.postgres.mart_schema must be a lower-case"
-            " PostgreSQL name",
+            "^SALESMART_PG_MART_SCHEMA must be a lower-case PostgreSQL name",
         ),
         (
             {"SALESMART_PG_MART_SCHEMA": "x; drop table raw.loads"},
@@ -754,6 +753,10 @@ def test_a_section_that_is_no_mapping_is_refused(
             "ingestion.validation.max_decimals must be <= 9, found 30",
         ),
         ("data_warehouse:\n  location: [1]\n", "data_warehouse.location must be"),
+        (
+            "data_warehouse:\n  postgres:\n    mart_schema: Marts\n",
+            "data_warehouse.postgres.mart_schema must be a lower-case PostgreSQL name",
+        ),
     ],
 )
 def test_a_bad_value_in_the_file_names_the_file(
