@@ -368,14 +368,18 @@ def derived_key(secret: str, purpose: bytes) -> bytes:
     return hmac.new(secret.encode(), purpose, hashlib.sha256).digest()
 
 
-def failure_key(username: str, *, known: bool, key: str) -> str:
+def failure_mac_key(jwt_secret: str) -> bytes:
+    """The key ``failure_key`` hashes unknown names with, derived from the JWT key."""
+    return derived_key(jwt_secret, b"salesmart login-failures v1")
+
+
+def failure_key(username: str, *, known: bool, mac_key: bytes) -> str:
     """What ``auth.login_failures`` counts a login's failures under: an account's name, and
     for a name that matches none (a password typed in the wrong field, perhaps) its
-    HMAC-SHA256 under a key derived from ``key`` (the JWT key), so the table and its
-    backups never hold it in clear. ``#`` is in no username: the two kinds never meet."""
+    HMAC-SHA256 under ``mac_key`` (``failure_mac_key``), so the table and its backups never
+    hold it in clear. ``#`` is in no username: the two kinds never meet."""
     if known:
         return username
-    mac_key = derived_key(key, b"salesmart login-failures v1")
     return "#" + hmac.new(mac_key, username.encode(), hashlib.sha256).hexdigest()
 
 
@@ -385,7 +389,7 @@ class LoginService:
         self._rounds = settings.bcrypt_rounds
         self._max_failures = settings.login_max_failures
         self._window = settings.login_window_seconds
-        self._failure_key_secret = settings.jwt_secret
+        self._failure_mac_key = failure_mac_key(settings.jwt_secret)  # once, not per login
         self._dummy_hash: str | None = None
         self._dummy_lock = threading.Lock()
         #: False once the database refused a rehash for good (a role without UPDATE on
@@ -422,7 +426,7 @@ class LoginService:
         found = self._pool.run(
             _LOOKUP,
             username=username,
-            unknown_key=failure_key(username, known=False, key=self._failure_key_secret),
+            unknown_key=failure_key(username, known=False, mac_key=self._failure_mac_key),
         )[0]
         try:
             return self._check(username, password, *found)
@@ -457,7 +461,9 @@ class LoginService:
             # Counted (and the lock's seconds read) before the padding, as a right guess
             # reads them before its own: the two are told the same seconds.
             failures, locked_for = self._count_failure(
-                failure_key(username, known=password_hash is not None, key=self._failure_key_secret)
+                failure_key(
+                    username, known=password_hash is not None, mac_key=self._failure_mac_key
+                )
             )
             pad_refusal(password, checked, self._rounds)
             if failures > self._max_failures:

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import jwt
 import pytest
 
-from common.auth import LoginService, failure_key
+from common.auth import LoginService, failure_key, failure_mac_key
 from common.config import Settings
 from common.db import PgPool
 from common.errors import InvalidCredentials, InvalidToken, TooManyAttempts
@@ -51,7 +51,9 @@ def post(call: Caller, **form: str) -> Any:
 
 def unknown_name_key(username: str) -> str:
     """The counter of a name that matches no account, as the functions key it."""
-    return failure_key(username, known=False, key=TEST_ENV["SALESMART_JWT_SECRET"])
+    return failure_key(
+        username, known=False, mac_key=failure_mac_key(TEST_ENV["SALESMART_JWT_SECRET"])
+    )
 
 
 def failures(dsn: str, username: str) -> int | None:
