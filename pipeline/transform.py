@@ -361,10 +361,9 @@ def run_dbt(
         str(work / "logs"),
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
+        *(["--select", *([select] if isinstance(select, str) else select)] if select else []),
+        *extra_args,
     ]
-    if select:
-        args += ["--select", *([select] if isinstance(select, str) else select)]
-    args += list(extra_args)
 
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with _locked(work, target):
@@ -375,6 +374,37 @@ def run_dbt(
         duration = time.monotonic() - started
         results = _read_results(artifacts / "run_results.json")
 
+    finished = returncode == 0 and not timed_out
+    outcome = _outcome(results, secrets, target, command, work, duration, finished=finished)
+    if outcome.success or not check:
+        return outcome
+    if timed_out:
+        reason = f"did not finish within {timeout:.0f} s"
+    elif outcome.failed:
+        failed = outcome.failed
+        shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
+        reason = f"{len(failed)} of {len(results)} nodes failed: {shown}"
+    else:
+        reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
+    # Only what came from dbt is scrubbed: a password that is also a word ("postgres") must
+    # not star out the target's name or the log's path in our own words.
+    where = f"(log: {work / 'logs' / 'dbt.log'})"
+    raise TransformError(f"dbt {command} on {target} {_scrub(reason, secrets)} {where}")
+
+
+def _outcome(
+    results: list[dict[str, Any]],
+    secrets: Sequence[str],
+    target: str,
+    command: str,
+    work: Path,
+    duration: float,
+    *,
+    finished: bool,
+) -> TransformResult:
+    """What ``run_results.json`` says: counts by kind, the nodes that warned or failed
+    (described, secrets starred); ``success`` when dbt ``finished`` (exit 0, in time) and
+    no node failed."""
     counts: collections.Counter[str] = collections.Counter()
     failed: list[str] = []
     warned: list[str] = []
@@ -392,10 +422,10 @@ def run_dbt(
             warned.append(_describe_failure(result, kind, status))
         elif status in _FAILED:
             failed.append(_describe_failure(result, kind, status))
-    outcome = TransformResult(
+    return TransformResult(
         target=target,
         command=command,
-        success=returncode == 0 and not failed and not timed_out,
+        success=finished and not failed,
         duration_seconds=duration,
         models=counts["model"],
         data_tests=counts["test"],
@@ -406,20 +436,6 @@ def run_dbt(
         failed=tuple(failed),
         work_dir=work,
     )
-    if outcome.success or not check:
-        return outcome
-
-    where = f"(log: {work / 'logs' / 'dbt.log'})"
-    if timed_out:
-        reason = f"did not finish within {timeout:.0f} s"
-    elif failed:
-        shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
-        reason = f"{len(failed)} of {len(results)} nodes failed: {shown}"
-    else:
-        reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
-    # Only what came from dbt is scrubbed: a password that is also a word ("postgres") must
-    # not star out the target's name or the log's path in our own words.
-    raise TransformError(f"dbt {command} on {target} {_scrub(reason, secrets)} {where}")
 
 
 def _finish_stopping(timer: threading.Timer, process: subprocess.Popen[str]) -> None:
