@@ -16,7 +16,7 @@ from common.errors import UnsupportedGrantType
 from common.forms import form_fields, read_form
 from common.functions import FUNCTION_PATHS
 from common.http import Call, FunctionApp, Handler, cacheable_body, json_response
-from common.trends import CENT, TrendFilters
+from common.trends import CENT, MONEY_CONTEXT, TrendFilters
 
 SummaryQuery = Callable[[TrendFilters, str], list[dict[str, Any]]]
 # (row count, the JSON array of the rows): for a warehouse that can build the body itself.
@@ -26,7 +26,7 @@ SummaryBodyQuery = Callable[[TrendFilters, str], tuple[int, bytes]]
 def cents(value: Any) -> Decimal:
     """Rounded to cents, half away from zero (PostgreSQL's ``round(numeric, 2)``)."""
     exact = value if isinstance(value, Decimal) else Decimal(str(value))
-    return exact.quantize(CENT, rounding=ROUND_HALF_UP)
+    return exact.quantize(CENT, rounding=ROUND_HALF_UP, context=MONEY_CONTEXT)
 
 
 def month_text(month: date) -> str:

@@ -23,12 +23,16 @@ CENT = Decimal("0.01")
 _HALF_CENT = Decimal("0.005")
 #: Mart values carry at most 9 decimals (NUMERIC's scale, on both warehouses).
 MART_SCALE = Decimal("1e-9")
-#: Above every mart value (BigQuery's NUMERIC ends below 10^29): larger bounds are capped.
-BOUND_CAP = Decimal(10) ** 30
+#: Above every mart value: BigQuery's NUMERIC ends below 10^29, and a PostgreSQL total past
+#: it would take some 10^15 rows of the largest price and quantity in one product-month.
+#: Larger bounds are capped.
+BOUND_CAP = Decimal(10) ** 40
 #: The warehouses' largest integer (BIGINT, INT64): larger quantity/offset bounds are capped.
 INT64_MAX = 2**63 - 1
-# Room for a capped bound with its 9 decimals (the default context keeps 28 digits).
-_WIDE = Context(prec=60)
+#: Room for any mart value or capped bound with its 9 decimals. Rounding money in the
+#: default context (28 digits) fails from 10^26 on: 47 rows of the largest price and a
+#: configured quantity of 2^31-1 made trends_bq and the dashboard answer 500.
+MONEY_CONTEXT = Context(prec=60)
 
 #: Result columns, in order, of both warehouses' ``summary_sales``.
 SUMMARY_COLUMNS = (
@@ -132,7 +136,8 @@ class Comparison:
 
 #: Every filter but the product prefix (a literal prefix match, each warehouse's own), as
 #: both warehouses' queries apply them. A new filter is a ``TrendFilters`` field, a request
-#: schema field (``common.params``) and a line here.
+#: schema field (``common.params``), a line here and an input of the dashboard's form
+#: (``FORM_FIELDS``, ``common.dashboard``): README, "Developing".
 COMPARISONS = (
     Comparison("sale_month", "sale_month", "="),
     Comparison("min_amount", "total_amount", ">="),
@@ -161,11 +166,17 @@ def shown_value_bound(value: Decimal, *, lower: bool) -> Decimal:
     ``exact >= ceil_to_cent(v) - 0.005``, and ``shown <= v`` exactly when
     ``exact < floor_to_cent(v) + 0.005``, i.e. ``<=`` that less one unit of the ninth decimal.
     """
-    if value.adjusted() >= 20:  # beyond every mart value: the comparison's answer is the same
+    if value >= BOUND_CAP:  # beyond every mart value: the comparison's answer is the same
         return value
+    context = MONEY_CONTEXT
     if lower:
-        return value.quantize(CENT, rounding=ROUND_CEILING) - _HALF_CENT
-    return value.quantize(CENT, rounding=ROUND_FLOOR) + _HALF_CENT - MART_SCALE
+        return context.subtract(
+            value.quantize(CENT, rounding=ROUND_CEILING, context=context), _HALF_CENT
+        )
+    return context.subtract(
+        context.add(value.quantize(CENT, rounding=ROUND_FLOOR, context=context), _HALF_CENT),
+        MART_SCALE,
+    )
 
 
 def mart_bound(value: Decimal, *, lower: bool) -> Decimal:
@@ -173,5 +184,5 @@ def mart_bound(value: Decimal, *, lower: bool) -> Decimal:
     an upper one down: the same rows match), capped at ``BOUND_CAP``."""
     value = min(shown_value_bound(value, lower=lower), BOUND_CAP)
     return value.quantize(
-        MART_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=_WIDE
+        MART_SCALE, rounding=ROUND_CEILING if lower else ROUND_FLOOR, context=MONEY_CONTEXT
     )

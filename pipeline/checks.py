@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from common.config import ConfigError, Settings
+from common.trends import CENT, MONEY_CONTEXT
 from pipeline import TARGETS
 
 SALES_MART = {"postgres": "pg_sales", "bigquery": "fact_sales"}
@@ -129,9 +130,10 @@ def _utc(moment: datetime) -> str:
 
 
 def _money(value: Decimal) -> str:
-    """An amount for people: 2 decimals unless more are significant (BigQuery gives 9)."""
-    cents = value.quantize(Decimal("0.01"))
-    return str(cents if cents == value else value.normalize())
+    """An amount for people: 2 decimals unless more are significant (BigQuery gives 9);
+    every digit of it (a default context rounds to 28 and fails from 10^26 on)."""
+    cents = value.quantize(CENT, context=MONEY_CONTEXT)
+    return str(cents if cents == value else value.normalize(MONEY_CONTEXT))
 
 
 def _decimal(value: Any) -> Decimal:

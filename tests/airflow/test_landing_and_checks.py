@@ -419,6 +419,24 @@ def test_compare_names_every_difference() -> None:
     assert compare("postgres", same).ok  # NUMERIC scale does not matter, the value does
 
 
+def test_amounts_past_28_digits_are_shown_whole() -> None:
+    """An audit: a total past 10^26 stopped check-marts with "[<class
+    'decimal.InvalidOperation'>]", and a 34-digit one was shown rounded to 28 digits, so a
+    real difference read as two equal numbers."""
+    raw = Decimal("2147512670137192917674624.778516356")
+    counts = dataclasses.replace(
+        CONSISTENT_BUT_SALES,
+        raw_amount=raw,
+        sales_amount=Decimal("2147512670137192917674624.778616356"),
+        summary_amount=Decimal("100931731408999998990682685.91"),
+    )
+    check = compare("postgres", counts)
+    assert check.as_dict()["raw_amount"] == "2147512670137192917674624.778516356"
+    assert check.as_dict()["sales_amount"] == "2147512670137192917674624.778616356"
+    assert check.as_dict()["summary_amount"] == "100931731408999998990682685.91"
+    assert "raw to 2147512670137192917674624.778516356" in check.problems[0]
+
+
 def test_the_newest_loads_time_is_shown_in_utc_for_both_warehouses() -> None:
     """PostgreSQL answers in its session's time zone, BigQuery in UTC: the two lines of one
     run showed different clocks for the same moment, without saying so."""

@@ -26,6 +26,7 @@ import requests
 from common.auth import Principal, TokenService
 from common.config import Settings
 from common.pg import connect
+from common.trends import PARAMETERS
 from pipeline.bq_emulator import start_emulator
 from pipeline.generate import generate
 from pipeline.ingest import ingest_postgres
@@ -170,6 +171,11 @@ CHOICES: dict[str, list[str | None]] = {
     "limit": [None, "1", "2", "5", "100", "1000"],
     "offset": [None, "0", "1", "3", "10", "5000"],
 }
+
+
+def test_the_differential_draws_every_parameter() -> None:
+    """A parameter left out of CHOICES would never be compared between the warehouses."""
+    assert sorted(CHOICES) == sorted(PARAMETERS)
 
 
 def combinations(count: int) -> list[dict[str, str]]:
