@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -208,9 +208,16 @@ def serving_settings(settings: Settings | None = None) -> Settings:
     stack = running_stack(settings)
     changes = with_stack_services(settings, stack) if stack is not None else {}
     up_keys = running_up_keys(settings) if missing_keys and stack is not None else {}
-    for key in missing_keys:
-        changes[key] = up_keys.get(key) or folder_key(settings, key)
+    changes.update(local_keys(settings, missing_keys, up_keys))
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def local_keys(
+    settings: Settings, missing: Iterable[str], up_keys: Mapping[str, str]
+) -> dict[str, str]:
+    """The ``LOCAL_KEYS`` fields ``missing``: the running ``up``'s (``up_keys``), else the
+    folder's own."""
+    return {key: up_keys.get(key) or folder_key(settings, key) for key in missing}
 
 
 def folder_key(settings: Settings, key: str) -> str:

@@ -30,7 +30,7 @@ from common.local_run import (
     LOCAL_KEYS,
     UP_KEYS_FILE,
     ensure_state_dir,
-    folder_key,
+    local_keys,
     running_stack,
     running_up_keys,
     state_dir,
@@ -103,8 +103,7 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
         settings.require_secrets(jwt=False)
         missing = []
     up_keys = running_up_keys(settings) if missing else {}  # read only when needed
-    for key in missing:  # up's, else this folder's own (.salesmart/jwt-secret, pii-key)
-        changes[key] = up_keys.get(key) or folder_key(settings, key)
+    changes.update(local_keys(settings, missing, up_keys))  # .salesmart/jwt-secret, pii-key
     # A deployment's command is given its services; it never falls back on the local run's.
     stack = running_stack(settings) if local_run or not deployment() else None
     if stack:
