@@ -23,10 +23,17 @@ from typing import Any
 
 import yaml
 
-from common.trends import SUMMARY_COLUMNS
+from common.trends import MAX_PREFIX_CHARS, SUMMARY_COLUMNS, is_prefix_char
 
 MIN_SECRET_BYTES = 32
-BCRYPT_COSTS = (4, 31)  # bcrypt's own bounds (gensalt refuses others)
+#: bcrypt's lowest cost, and a highest one still usable: each step doubles a check's time
+#: (cost 16 is ~4 s on 2 cores; 31, bcrypt's own bound, would be a day and a half a login).
+BCRYPT_COSTS = (4, 16)
+#: A token carries the issuer and audience in every request (a 4 KB cookie, 8 KB of headers).
+MAX_CLAIM_TEXT_CHARS = 256
+#: BigQuery's query timeout: dbt's job timeout takes whole seconds (0 failed every job), and
+#: past a day the client's deadline overflows.
+BQ_QUERY_TIMEOUT_RANGE = (1.0, 86400.0)
 MAX_TOKEN_TTL_SECONDS = 24 * 3600
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = Path("data") / "pipeline_config.yaml"
@@ -219,6 +226,8 @@ def _schema_name(value: str, what: str) -> str:
             f"{what} must be a lower-case PostgreSQL name (letters, digits, _; at most 63),"
             f" not {value!r}"
         )
+    if value.startswith("pg_"):  # PostgreSQL's own: CREATE SCHEMA refuses them
+        raise ConfigError(f"{what} must not start with pg_ (PostgreSQL's own), found {value!r}")
     return value
 
 
@@ -305,7 +314,7 @@ def whole_number(value: Any, name: str, minimum: int = 0, maximum: int | None = 
     return number
 
 
-def positive_seconds(value: Any, name: str) -> float:
+def positive_seconds(value: Any, name: str, bounds: tuple[float, float] | None = None) -> float:
     if isinstance(value, bool):  # float(True) would be 1 second
         raise ConfigError(f"{name} must be a number of seconds, found {value!r}")
     try:
@@ -314,6 +323,10 @@ def positive_seconds(value: Any, name: str) -> float:
         raise ConfigError(f"{name} must be a number of seconds, found {value!r}") from None
     if not number > 0 or number == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, found {value!r}")
+    if bounds is not None and not bounds[0] <= number <= bounds[1]:
+        raise ConfigError(
+            f"{name} must be from {bounds[0]:g} to {bounds[1]:g} seconds, found {value!r}"
+        )
     return number
 
 
@@ -340,8 +353,11 @@ def serving_threads(environ: Mapping[str, str]) -> int:
 def _decimal(value: Any, name: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ConfigError(f"{name} must be a number, found {value!r}")
+    text = str(value)
+    if isinstance(value, YamlFloat) and _PLAIN_DECIMAL.fullmatch(value.text):
+        text = value.text.replace("_", "")  # as written, not as a float rounds it
     try:
-        number = Decimal(str(value))
+        number = Decimal(text)
     except InvalidOperation:
         raise ConfigError(f"{name} must be a number, found {value!r}") from None
     if not number.is_finite() or number < 0:
@@ -360,6 +376,27 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+class YamlFloat(float):
+    """A YAML float that keeps its text: ``min_price: 100000000000000.01`` is that number,
+    where a float is ``...02`` (a price at the minimum was then refused)."""
+
+    text: str
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, its floats ``YamlFloat``."""
+
+
+def _float_with_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    number = YamlFloat(loader.construct_yaml_float(node))
+    number.text = str(node.value)
+    return number
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _float_with_text)
+_PLAIN_DECIMAL = re.compile(r"[-+]?[0-9_]*\.?[0-9_]*(?:[eE][-+]?[0-9]+)?")
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -371,7 +408,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -482,10 +519,12 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         raise ConfigError(
             f"ingestion.validation.product_prefix must not start with a space, found {prefix!r}"
         )
-    if len(prefix) > MAX_PRODUCT_CHARS:  # no product loaded could be that long
+    if len(prefix) > MAX_PREFIX_CHARS or not all(map(is_prefix_char, prefix)):
+        # The trends APIs' rule: rows loaded under a prefix they cannot name would be in
+        # the marts and in no answer.
         raise ConfigError(
-            f"ingestion.validation.product_prefix must be at most {MAX_PRODUCT_CHARS}"
-            f" characters, found {len(prefix)}"
+            f"ingestion.validation.product_prefix must be 1-{MAX_PREFIX_CHARS} letters,"
+            f" digits, spaces or hyphens (as the trends APIs' product_prefix), found {prefix!r}"
         )
     required = section.get("required_fields", list(defaults.required_fields))
     # Headers are trimmed: a name with spaces around it would be in no file.
@@ -606,9 +645,19 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
                 bq,
                 "bigquery.query_timeout_seconds",
                 BigQuerySettings.query_timeout_seconds,
-            )
+            ),
+            BQ_QUERY_TIMEOUT_RANGE,
         ),
     )
+
+
+def _claim_text(value: Any, name: str) -> str:
+    text = _text(value, name)
+    if len(text) > MAX_CLAIM_TEXT_CHARS:  # longer tokens are refused (and cookies dropped)
+        raise ConfigError(
+            f"{name} must be at most {MAX_CLAIM_TEXT_CHARS} characters, found {len(text)}"
+        )
+    return text
 
 
 def _mart_schema(env: Mapping[str, str], postgres: dict[str, Any]) -> str:
@@ -680,8 +729,10 @@ def _settings(env: dict[str, str], config_path: Path, data: dict[str, Any]) -> S
         mart_schema=_mart_schema(env, postgres),
         jwt_secret=_secret(env, "SALESMART_JWT_SECRET"),
         pii_key=_secret(env, "SALESMART_PII_KEY"),
-        jwt_issuer=_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),
-        jwt_audience=_text(api.get("jwt_audience", Settings.jwt_audience), "api.jwt_audience"),
+        jwt_issuer=_claim_text(api.get("jwt_issuer", Settings.jwt_issuer), "api.jwt_issuer"),
+        jwt_audience=_claim_text(
+            api.get("jwt_audience", Settings.jwt_audience), "api.jwt_audience"
+        ),
         token_ttl_seconds=token_ttl_seconds,
         # Counted in PostgreSQL integers (auth.login_failures).
         login_max_failures=whole_number(

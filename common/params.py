@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Collection, Mapping
 from datetime import date
 from decimal import MAX_EMAX, Decimal, InvalidOperation
@@ -29,6 +28,7 @@ from common.trends import (
     PARAMETERS,
     RANGE_PAIRS,
     TrendFilters,
+    is_prefix_char,
 )
 
 # Before marshmallow is imported: its e-mail patterns cost ~70 ms of each cold start.
@@ -72,15 +72,6 @@ class ProductPrefix(validate.Validator):
         if not all(map(is_prefix_char, value)):
             raise ValidationError(self.error)
         return value
-
-
-# Letters (L*), combining marks (M*: vowel signs of Indic and Arabic scripts), decimal digits.
-_PREFIX_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd"})
-
-
-def is_prefix_char(char: str) -> bool:
-    """Whether ``char`` may be part of a ``product_prefix``."""
-    return char in " -" or unicodedata.category(char) in _PREFIX_CATEGORIES
 
 
 class QueryInteger(fields.Integer):

@@ -8,6 +8,7 @@ no other caller can build filters the contract refuses.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
@@ -17,6 +18,16 @@ DEFAULT_PRODUCT_PREFIX = "Halal"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_PREFIX_CHARS = 64
+# A prefix's characters: letters (L*), combining marks (M*: vowel signs of Indic and Arabic
+# scripts), decimal digits, spaces and hyphens.
+_PREFIX_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd"})
+
+
+def is_prefix_char(char: str) -> bool:
+    """Whether ``char`` may be part of a ``product_prefix`` (the API's, and the loading
+    rule's: rows loaded under a prefix the API cannot name could never be asked for)."""
+    return char in " -" or unicodedata.category(char) in _PREFIX_CATEGORIES
+
 
 #: Money in responses: rounded to cents, half away from zero.
 CENT = Decimal("0.01")

@@ -109,12 +109,21 @@ def schedule_of(section: dict[str, Any]) -> str | None:
     value = section.get("schedule", "0 0 * * *")
     if value is None:
         return None
-    if not isinstance(value, str) or not (value in SCHEDULE_PRESETS or croniter.is_valid(value)):
-        raise OrchestrationConfigError(
-            f"{CONFIG}: orchestration.schedule must be a cron expression, an Airflow preset"
-            f" (@daily ...) or null, found {value!r}"
-        )
-    return value
+    if isinstance(value, str) and value in SCHEDULE_PRESETS:
+        return value
+    # Five fields, and a time they name: croniter also takes a sixth and seventh field
+    # (seconds, years), and a date that never comes (30 February), which Airflow then
+    # never schedules, with no import error.
+    if isinstance(value, str) and len(value.split()) == 5 and croniter.is_valid(value):
+        try:
+            croniter(value).get_next()
+            return value
+        except (ValueError, KeyError):  # CroniterBadDateError is a ValueError
+            pass
+    raise OrchestrationConfigError(
+        f"{CONFIG}: orchestration.schedule must be a cron expression of 5 fields naming a"
+        f" time that comes, an Airflow preset (@daily ...) or null, found {value!r}"
+    )
 
 
 def whole_number(section: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

@@ -116,10 +116,14 @@ def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:
         ),
         (
             "  schedule: not a cron\n",
-            "orchestration.schedule must be a cron expression, an Airflow preset (@daily ...) or"
-            " null, found 'not a cron'",
+            "orchestration.schedule must be a cron expression of 5 fields naming a time that"
+            " comes, an Airflow preset (@daily ...) or null, found 'not a cron'",
         ),
         ("  schedule: '@dayly'\n", "found '@dayly'"),
+        # Taken by croniter, never run by Airflow (an audit): a date that never comes, and
+        # seconds and years fields.
+        ("  schedule: '0 0 30 2 *'\n", "found '0 0 30 2 *'"),
+        ("  schedule: '0 0 * * * 0 2030'\n", "found '0 0 * * * 0 2030'"),
         ("  schedule: [0 0 * * *\n", "not valid YAML (line"),
     ],
 )

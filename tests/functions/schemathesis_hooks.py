@@ -14,8 +14,7 @@ from typing import Any
 
 import schemathesis
 
-from common.params import is_prefix_char
-from common.trends import RANGE_PAIRS
+from common.trends import RANGE_PAIRS, is_prefix_char
 
 
 def _number(value: Any) -> Decimal | None:
