@@ -235,6 +235,15 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
     return Chart(CHART_WIDTH, CHART_HEIGHT, bars, ticks, axis_y, left, right)
 
 
+def _duration(seconds: int) -> str:
+    """A wait for people, rounded up to its largest unit: 1 second (not "1 minute"), 5
+    minutes, 3 hours, 366 days (not "527040 minutes")."""
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            return how_many(-(-seconds // length), unit)
+    return how_many(max(seconds, 1), "second")
+
+
 def _nice_step(rough: Decimal) -> Decimal:
     """The smallest of 1, 2, 5 times a power of ten (at least 1) not below ``rough``."""
     power = Decimal(10) ** max(rough.adjusted(), 0)
@@ -473,8 +482,7 @@ class Dashboard:
             status = 200 if isinstance(error, InvalidCredentials) else error.status
             message = error.message
             if isinstance(error, TooManyAttempts):  # the answer's Retry-After, for people
-                minutes = -(-error.retry_after_seconds // 60)
-                message += f" Try again in {how_many(minutes, 'minute')}."
+                message += f" Try again in {_duration(error.retry_after_seconds)}."
             response, _ = self._page(
                 call,
                 "login.html",

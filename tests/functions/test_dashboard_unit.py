@@ -943,3 +943,22 @@ def test_an_unknown_parameters_name_is_shown_cut(call: Caller, fn_settings: Sett
     assert page.status_code == 422
     errors = page.get_data(as_text=True).split('id="filter-errors"')[1].split("</div>")[0]
     assert f"<strong>{'x' * 64}</strong>" in errors and "x" * 65 not in errors
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (1, "1 second"),
+        (59, "59 seconds"),
+        (60, "1 minute"),
+        (300, "5 minutes"),
+        (3600, "1 hour"),
+        (3601, "2 hours"),
+        (366 * 86400, "366 days"),
+    ],
+)
+def test_a_lockouts_wait_is_told_in_its_largest_unit(seconds: int, shown: str) -> None:
+    """A one-second lock said "1 minute", a window of a year "527040 minutes" (an audit)."""
+    from common.dashboard import _duration
+
+    assert _duration(seconds) == shown
