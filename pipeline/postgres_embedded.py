@@ -54,6 +54,10 @@ def _first_error(output: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit {returncode}"
 
 
+#: What a shell expands inside double quotes.
+_SHELL_EXPANDED = re.compile(r'[$`"\\]')
+
+
 class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be set up, started or stopped."""
 
@@ -182,6 +186,16 @@ class EmbeddedPostgres:
 
     # -- running commands as the right user ---------------------------------------------
     def _run(self, args: list[str], timeout: float = START_TIMEOUT_SECONDS) -> str:
+        for path in (self.root.absolute(), _bin_dir()):
+            # pg_ctl starts the server through a shell, inside double quotes: a `$` in a
+            # path was expanded there, and the start failed pointing at a log never made.
+            shell_read = _SHELL_EXPANDED.search(str(path))
+            if shell_read:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL cannot run from {path}: pg_ctl hands it to a"
+                    f" shell, which reads its '{shell_read.group()}'; use a folder without"
+                    ' $ ` " \\ (SALESMART_STATE_DIR for the state, or another checkout)'
+                )
         kwargs: dict[str, object] = {}
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C"}
         if _run_as_other_user():

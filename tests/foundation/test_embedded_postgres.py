@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -502,3 +503,14 @@ def test_a_given_database_is_used_when_the_state_folder_cannot_be_entered(
     )
     with postgres_dsn(settings) as dsn:
         assert dsn == given
+
+
+@pytest.mark.parametrize("char", ["$", "`", '"', "\\"])
+def test_a_folder_a_shell_would_read_is_refused_in_words(tmp_path: Path, char: str) -> None:
+    """pg_ctl starts the server through a shell: `$HOME` in a folder's name was expanded, and
+    the start failed naming a server.log that was never written (an audit)."""
+    root = tmp_path / f"state{char}HOME"
+    root.mkdir()
+    with pytest.raises(EmbeddedPostgresError, match=re.escape(f"shell, which reads its '{char}'")):
+        EmbeddedPostgres(root=root).init()
+    assert not (root / "data").exists()
