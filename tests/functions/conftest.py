@@ -149,6 +149,17 @@ def flask_app() -> flask.Flask:
     return flask.Flask("salesmart-unit-tests")
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def analyst_token(settings: Settings) -> str:
+    """A bearer token of the analyst ``alice``, signed with ``settings``' key."""
+    from common.auth import Principal, TokenService
+
+    return TokenService(settings).issue(Principal("alice", "analyst")).access_token
+
+
 def caller(flask_app: flask.Flask, target: Callable[[flask.Request], flask.Response]) -> Caller:
     """``call(path, method=..., headers=..., data=..., query_string=...)`` -> Response."""
 

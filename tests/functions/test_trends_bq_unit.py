@@ -18,7 +18,8 @@ from pipeline.netutil import free_port
 from tests.bigquery.conftest import running_stand_in, settings_for
 from tests.bigquery.marts import make_summary
 from tests.conftest import TEST_ENV
-from tests.functions.conftest import Caller, caller, load_function
+from tests.functions.conftest import Caller, analyst_token, caller, load_function
+from tests.functions.conftest import bearer as auth
 
 PATH = "/sales/trends"
 
@@ -59,11 +60,7 @@ def call(module: ModuleType, flask_app: Any) -> Caller:
 
 @pytest.fixture
 def token(mart: Settings) -> str:
-    return TokenService(mart).issue(Principal("alice", "analyst")).access_token
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return analyst_token(mart)
 
 
 def test_a_months_rows_in_the_contracts_order_and_shape(call: Caller, token: str) -> None:

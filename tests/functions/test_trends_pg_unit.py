@@ -17,13 +17,13 @@ from typing import Any
 import jwt
 import pytest
 
-from common.auth import Principal, TokenService
 from common.config import Settings
 from common.db import PgPool
 from common.trends import BOUND_CAP, TrendFilters, mart_bound
 from common.trends_pg import PgTrends, like_prefix
 from tests.conftest import TEST_ENV
-from tests.functions.conftest import Caller, caller, load_function
+from tests.functions.conftest import Caller, analyst_token, caller, load_function
+from tests.functions.conftest import bearer as auth
 
 SECRET = TEST_ENV["SALESMART_JWT_SECRET"]
 PATH = "/sales/pg-trends"
@@ -42,11 +42,7 @@ def call(module: ModuleType, flask_app: Any) -> Caller:
 
 @pytest.fixture
 def token(fn_settings: Settings) -> str:
-    return TokenService(fn_settings).issue(Principal("alice", "analyst")).access_token
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return analyst_token(fn_settings)
 
 
 def get(call: Caller, token: str, **params: str) -> Any:
