@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from common.trends import MAX_PREFIX_CHARS, SUMMARY_COLUMNS, is_prefix_char
+from common.trends import SUMMARY_COLUMNS, is_prefix_char
 
 MIN_SECRET_BYTES = 32
 #: bcrypt's lowest cost, and a highest one still usable: each step doubles a check's time
@@ -31,8 +31,9 @@ MIN_SECRET_BYTES = 32
 BCRYPT_COSTS = (4, 16)
 #: A token carries the issuer and audience in every request (a 4 KB cookie, 8 KB of headers).
 MAX_CLAIM_TEXT_CHARS = 256
-#: BigQuery's query timeout: dbt's job timeout takes whole seconds (0 failed every job), and
-#: past a day the client's deadline overflows.
+#: BigQuery's query timeout: below a second even the stand-in's answer to `transform`'s
+#: first check came too late ("Timeout of 0.0s exceeded"), and past a day the client's
+#: deadline overflowed (500s).
 BQ_QUERY_TIMEOUT_RANGE = (1.0, 86400.0)
 MAX_TOKEN_TTL_SECONDS = 24 * 3600
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -519,12 +520,18 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         raise ConfigError(
             f"ingestion.validation.product_prefix must not start with a space, found {prefix!r}"
         )
-    if len(prefix) > MAX_PREFIX_CHARS or not all(map(is_prefix_char, prefix)):
-        # The trends APIs' rule: rows loaded under a prefix they cannot name would be in
-        # the marts and in no answer.
+    if not is_prefix_char(prefix[0]):
+        # Rows loaded under it would be in the marts and in no answer: the trends APIs'
+        # product_prefix (letters, digits, spaces, hyphens) could not name their first
+        # character. (`Dr. Oetker` is asked for as `Dr`.)
         raise ConfigError(
-            f"ingestion.validation.product_prefix must be 1-{MAX_PREFIX_CHARS} letters,"
-            f" digits, spaces or hyphens (as the trends APIs' product_prefix), found {prefix!r}"
+            "ingestion.validation.product_prefix must start with a letter, a digit or a"
+            f" hyphen (what the trends APIs' product_prefix can name), found {prefix!r}"
+        )
+    if len(prefix) > MAX_PRODUCT_CHARS:  # no product loaded could be that long
+        raise ConfigError(
+            f"ingestion.validation.product_prefix must be at most {MAX_PRODUCT_CHARS}"
+            f" characters, found {len(prefix)}"
         )
     required = section.get("required_fields", list(defaults.required_fields))
     # Headers are trimmed: a name with spaces around it would be in no file.
@@ -551,8 +558,10 @@ def _validation_rules(data: dict[str, Any]) -> ValidationRules:
         required_fields=tuple(required),
     )
     # The lowest price a row may have must be one a price can be: at most 15 digits before
-    # the point.
-    if rules.lowest_price >= 10**MAX_PRICE_INTEGER_DIGITS:
+    # the point (the minimum first: rounding 1e400 to cents would fail, unsaid).
+    if rules.min_price >= 10**MAX_PRICE_INTEGER_DIGITS or (
+        rules.lowest_price >= 10**MAX_PRICE_INTEGER_DIGITS
+    ):
         raise ConfigError(
             f"ingestion.validation.min_price must be below 10^{MAX_PRICE_INTEGER_DIGITS}"
             f" (prices have at most {MAX_PRICE_INTEGER_DIGITS} digits before the point),"
@@ -653,9 +662,12 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
 
 def _claim_text(value: Any, name: str) -> str:
     text = _text(value, name)
-    if len(text) > MAX_CLAIM_TEXT_CHARS:  # longer tokens are refused (and cookies dropped)
+    # As a token carries it: JSON with ASCII escapes (a non-ASCII character takes 6 or 12).
+    encoded = len(json.dumps(text)) - 2
+    if encoded > MAX_CLAIM_TEXT_CHARS:  # longer tokens are refused (and cookies dropped)
         raise ConfigError(
-            f"{name} must be at most {MAX_CLAIM_TEXT_CHARS} characters, found {len(text)}"
+            f"{name} must be at most {MAX_CLAIM_TEXT_CHARS} characters as a token carries"
+            f" it (a non-ASCII character counts 6), found {encoded}"
         )
     return text
 

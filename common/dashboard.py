@@ -236,12 +236,14 @@ def build_chart(monthly: list[tuple[date, Decimal]]) -> Chart:
 
 
 def _duration(seconds: int) -> str:
-    """A wait for people, rounded up to its largest unit: 1 second (not "1 minute"), 5
-    minutes, 3 hours, 366 days (not "527040 minutes")."""
-    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= length:
-            return how_many(-(-seconds // length), unit)
-    return how_many(max(seconds, 1), "second")
+    """A wait for people, rounded up, in the largest unit it fills: 1 second (not "1
+    minute"), 5 minutes, 1 hour (for 3599 s too), 366 days (not "527040 minutes")."""
+    count, unit = max(seconds, 1), "second"
+    for larger, size in (("minute", 60), ("hour", 60), ("day", 24)):
+        if count < size:
+            break
+        count, unit = -(-count // size), larger
+    return how_many(count, unit)
 
 
 def _nice_step(rough: Decimal) -> Decimal:

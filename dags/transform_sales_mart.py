@@ -109,8 +109,10 @@ def schedule_of(section: dict[str, Any]) -> str | None:
     value = section.get("schedule", "0 0 * * *")
     if value is None:
         return None
-    if isinstance(value, str) and value in SCHEDULE_PRESETS:
-        return value
+    if isinstance(value, str) and (
+        value in SCHEDULE_PRESETS or (value.startswith("@") and croniter.is_valid(value))
+    ):
+        return value  # a preset, or one of croniter's (@midnight, @annually)
     # Five fields, and a time they name: croniter also takes a sixth and seventh field
     # (seconds, years), and a date that never comes (30 February), which Airflow then
     # never schedules, with no import error.

@@ -54,8 +54,9 @@ def _first_error(output: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit {returncode}"
 
 
-#: What a shell expands inside double quotes.
-_SHELL_EXPANDED = re.compile(r'[$`"\\]')
+#: What a shell reads inside double quotes: `$`, a backquote, a quote, and a backslash
+#: before one of these (elsewhere it is a backslash).
+_SHELL_EXPANDED = re.compile(r'[$`"]|\\[$`"\\\n]')
 
 
 class EmbeddedPostgresError(RuntimeError):

@@ -952,8 +952,9 @@ def test_an_unknown_parameters_name_is_shown_cut(call: Caller, fn_settings: Sett
         (59, "59 seconds"),
         (60, "1 minute"),
         (300, "5 minutes"),
+        (3599, "1 hour"),
         (3600, "1 hour"),
-        (3601, "2 hours"),
+        (86399, "1 day"),
         (366 * 86400, "366 days"),
     ],
 )
