@@ -378,7 +378,7 @@ def test_unusable_setups_are_one_line_errors(
 
 @pytest.mark.parametrize(
     ("written", "plain"),
-    [("1e2", "100"), ("0.0000001", "0.0000001"), ("12.50", "12.5"), ("-0.0", "0.0")],
+    [("1e2", "100"), ("0.0000001", "0.0000001"), ("12.50", "12.50"), ("-0.0", "0.0")],
 )
 def test_the_minimum_price_reaches_dbt_as_a_plain_decimal(
     tmp_path: Path, written: str, plain: str
