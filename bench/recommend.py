@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import FUNCTIONS
+from common.functions import FUNCTIONS
 
 KNEE_SHARE = 0.9
 COLD_START_FACTOR = 10.0

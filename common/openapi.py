@@ -187,7 +187,7 @@ def _operations(function: str) -> dict[str, dict[str, Any]]:
         )
     if function == "dashboard":
         return {
-            "/": {
+            FUNCTION_PATHS[function]: {
                 "get": {
                     "summary": "The sales dashboard: table and monthly chart (HTML).",
                     "security": [{"bearerAuth": []}, {"cookieAuth": []}],

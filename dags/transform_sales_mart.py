@@ -116,7 +116,7 @@ def schedule_of(section: dict[str, Any]) -> str | None:
     # Five fields, and a time they name: croniter also takes a sixth and seventh field
     # (seconds, years), and a date that never comes (30 February), which Airflow then
     # never schedules, with no import error.
-    if isinstance(value, str) and len(value.split()) == 5 and croniter.is_valid(value):
+    if isinstance(value, str) and len(value.split()) == 5:
         try:
             croniter(value).get_next()
             return value

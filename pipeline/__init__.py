@@ -1,9 +1,5 @@
 """The ``salesmart`` command: ingest, transform, the local run, users, generate."""
 
-from common.functions import FUNCTION_PATHS, FUNCTIONS
-
-__all__ = ["FUNCTIONS", "FUNCTION_PATHS", "TARGETS", "expand_targets"]
-
 #: The two warehouses a command loads, builds or checks; ``all`` on the command line is both.
 TARGETS = ("postgres", "bigquery")
 

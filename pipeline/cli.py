@@ -18,8 +18,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeAlias, cast
 
+from common.functions import FUNCTIONS
 from common.wording import how_many
-from pipeline import FUNCTIONS, TARGETS, expand_targets
+from pipeline import TARGETS, expand_targets
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
 
 EXIT_OK = 0

@@ -186,10 +186,11 @@ class EmbeddedPostgres:
         return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     # -- running commands as the right user ---------------------------------------------
-    def _run(self, args: list[str], timeout: float = START_TIMEOUT_SECONDS) -> str:
+    def _refuse_shell_read_paths(self) -> None:
+        """Before anything is touched: pg_ctl starts the server through a shell, inside
+        double quotes, so a `$` in a path was expanded there, and the start failed pointing
+        at a log never made."""
         for path in (self.root.absolute(), _bin_dir()):
-            # pg_ctl starts the server through a shell, inside double quotes: a `$` in a
-            # path was expanded there, and the start failed pointing at a log never made.
             shell_read = _SHELL_EXPANDED.search(str(path))
             if shell_read:
                 raise EmbeddedPostgresError(
@@ -197,6 +198,8 @@ class EmbeddedPostgres:
                     f" shell, which reads its '{shell_read.group()}'; use a folder without"
                     ' $ ` " \\ (SALESMART_STATE_DIR for the state, or another checkout)'
                 )
+
+    def _run(self, args: list[str], timeout: float = START_TIMEOUT_SECONDS) -> str:
         kwargs: dict[str, object] = {}
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C"}
         if _run_as_other_user():
@@ -254,6 +257,7 @@ class EmbeddedPostgres:
         into place once complete (password and port saved, settings written): a first start
         interrupted half-way (Ctrl-C, SIGTERM during ``initdb``) leaves no half cluster
         behind that every later command would trip over; the next start builds it again."""
+        self._refuse_shell_read_paths()
         self.root.mkdir(parents=True, exist_ok=True)
         if self.initialized:
             self._load_saved()
@@ -496,6 +500,7 @@ class EmbeddedPostgres:
     def stop(self, mode: str = "fast") -> None:
         if not self.is_running():
             return
+        self._refuse_shell_read_paths()
         self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from common.config import REPO_ROOT, Settings, ValidationRules
+from common.functions import FUNCTION_PATHS, FUNCTIONS
 from common.local_run import (
     ENDPOINTS_FILE,
     UP_LOCK_FILE,
@@ -39,7 +40,6 @@ from common.process import signals_deferred, sleep_unless_stopped, stop_group, s
 from common.server import PARENT_PID_ENV, serving_variables
 from common.server import command as serve_command
 from common.wording import how_many
-from pipeline import FUNCTION_PATHS, FUNCTIONS
 from pipeline.netutil import port_is_free
 from pipeline.progress import stdout_is_terminal
 from pipeline.runtime import bigquery_state_dir, cli_settings, share_up_keys

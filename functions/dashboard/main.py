@@ -11,6 +11,7 @@ from common.auth import LoginService, Sessions, TokenService
 from common.config import Settings
 from common.dashboard import Dashboard
 from common.db import function_pool
+from common.functions import FUNCTION_PATHS
 from common.http import FunctionApp
 from common.local_run import start_function
 from common.trends_pg import PgTrends
@@ -40,7 +41,7 @@ def create(settings: Settings) -> FunctionApp:
         openapi=openapi,
         error_renderer=board.render_error,
     )
-    app.route("/", GET=board.index)
+    app.route(FUNCTION_PATHS[NAME], GET=board.index)
     app.route("/login", GET=board.login_form, POST=board.login)
     app.route("/logout", POST=board.logout)
     return app
