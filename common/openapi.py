@@ -4,6 +4,7 @@ marshmallow schemas that validate its requests. Built on first request, then kep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -155,118 +156,140 @@ def _with_root(path: str, operations: dict[str, Any]) -> dict[str, dict[str, Any
     return {path: operations, "/": operations}
 
 
-def _operations(function: str) -> dict[str, dict[str, Any]]:
-    if function == "token":
-        return _with_root(
-            FUNCTION_PATHS[function],
-            {
-                "post": {
-                    "summary": "OAuth2 password grant: a bearer token for a user.",
-                    "requestBody": _form_body(TokenFormSchema),
-                    "responses": {
-                        "200": _json("Token", "A bearer token (HS256 JWT)."),
-                        "400": _error("Malformed request or unsupported grant type."),
-                        "401": _error(
-                            "Wrong username or password, or a disabled user.",
-                            headers={"WWW-Authenticate": _STRING},
-                        ),
-                        "429": _TOO_MANY,
-                        **_form_codings(),
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
-        )
-    if function == "trends_pg":
-        return _with_root(
-            FUNCTION_PATHS[function], {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
-        )
-    if function == "trends_bq":
-        return _with_root(
-            FUNCTION_PATHS[function], {"get": _trends_operation("Sales trends (BigQuery marts).")}
-        )
-    if function == "dashboard":
-        return {
-            FUNCTION_PATHS[function]: {
-                "get": {
-                    "summary": "The sales dashboard: table and monthly chart (HTML).",
-                    "security": [{"bearerAuth": []}, {"cookieAuth": []}],
-                    "parameters": [{"in": "query", "schema": TrendParamsSchema}],
-                    "responses": {
-                        "200": _html("The dashboard page."),
-                        "303": _redirect("Not logged in: to /login."),
-                        "401": _error(
-                            "Invalid bearer token (a browser without one is sent to /login).",
-                            html=True,
-                            headers={"WWW-Authenticate": _STRING},
-                        ),
-                        "403": _error(
-                            "The token's role may not use this function.",
-                            html=True,
-                            headers={"WWW-Authenticate": _STRING},
-                        ),
-                        "422": _error("Invalid parameters.", html=True),
-                        "503": _UNAVAILABLE_HTML,
-                    },
-                }
-            },
-            "/login": {
-                "get": {
-                    "summary": "The login form.",
-                    "parameters": [
-                        {
-                            "name": "next",
-                            "in": "query",
-                            "required": False,
-                            "description": "Where to go once logged in: a path of this site"
-                            " (anything else goes to /).",
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {"200": _html("The form.")},
-                },
-                "post": {
-                    "summary": "Log in (CSRF-protected form); sets the session cookie.",
-                    "requestBody": _form_body(LoginFormSchema),
-                    "responses": {
-                        "303": _redirect("Logged in: to /."),
-                        "400": _error("Malformed form or failed CSRF check.", html=True),
-                        "200": _html("The form again, with an error (browsers)."),
-                        "401": _error(
-                            "Wrong username or password (API clients).",
-                            headers={"WWW-Authenticate": _STRING},
-                        ),
-                        "429": {
-                            **_TOO_MANY,
-                            "content": {**_TOO_MANY["content"], "text/html": _STRING},
-                        },
-                        **_form_codings(html=True),
-                        "503": _UNAVAILABLE_HTML,
-                    },
-                },
-            },
-            "/logout": {
-                "post": {
-                    "summary": "Log out (CSRF-protected form): ends the session on the server"
-                    " and clears its cookie.",
-                    "requestBody": _form_body(
-                        {"type": "object", "properties": {"csrf_token": {"type": "string"}}},
-                        required=False,
+def _token_paths() -> dict[str, dict[str, Any]]:
+    return _with_root(
+        FUNCTION_PATHS["token"],
+        {
+            "post": {
+                "summary": "OAuth2 password grant: a bearer token for a user.",
+                "requestBody": _form_body(TokenFormSchema),
+                "responses": {
+                    "200": _json("Token", "A bearer token (HS256 JWT)."),
+                    "400": _error("Malformed request or unsupported grant type."),
+                    "401": _error(
+                        "Wrong username or password, or a disabled user.",
+                        headers={"WWW-Authenticate": _STRING},
                     ),
-                    "responses": {
-                        "303": _redirect("Logged out: to /login."),
-                        "400": _error("Failed CSRF check.", html=True),
-                        **_form_codings(html=True),
-                        "503": _error(
-                            "The session could not be ended (still signed in); retry.",
-                            html=True,
-                            headers={"Retry-After": _STRING},
-                        ),
-                    },
-                }
+                    "429": _TOO_MANY,
+                    **_form_codings(),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+    )
+
+
+def _trends_pg_paths() -> dict[str, dict[str, Any]]:
+    return _with_root(
+        FUNCTION_PATHS["trends_pg"], {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
+    )
+
+
+def _trends_bq_paths() -> dict[str, dict[str, Any]]:
+    return _with_root(
+        FUNCTION_PATHS["trends_bq"], {"get": _trends_operation("Sales trends (BigQuery marts).")}
+    )
+
+
+def _dashboard_page() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "The sales dashboard: table and monthly chart (HTML).",
+            "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+            "parameters": [{"in": "query", "schema": TrendParamsSchema}],
+            "responses": {
+                "200": _html("The dashboard page."),
+                "303": _redirect("Not logged in: to /login."),
+                "401": _error(
+                    "Invalid bearer token (a browser without one is sent to /login).",
+                    html=True,
+                    headers={"WWW-Authenticate": _STRING},
+                ),
+                "403": _error(
+                    "The token's role may not use this function.",
+                    html=True,
+                    headers={"WWW-Authenticate": _STRING},
+                ),
+                "422": _error("Invalid parameters.", html=True),
+                "503": _UNAVAILABLE_HTML,
             },
         }
-    raise ValueError(f"no OpenAPI document for function {function!r}")
+    }
+
+
+def _login() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "The login form.",
+            "parameters": [
+                {
+                    "name": "next",
+                    "in": "query",
+                    "required": False,
+                    "description": "Where to go once logged in: a path of this site"
+                    " (anything else goes to /).",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {"200": _html("The form.")},
+        },
+        "post": {
+            "summary": "Log in (CSRF-protected form); sets the session cookie.",
+            "requestBody": _form_body(LoginFormSchema),
+            "responses": {
+                "303": _redirect("Logged in: to /."),
+                "400": _error("Malformed form or failed CSRF check.", html=True),
+                "200": _html("The form again, with an error (browsers)."),
+                "401": _error(
+                    "Wrong username or password (API clients).",
+                    headers={"WWW-Authenticate": _STRING},
+                ),
+                "429": _TOO_MANY_HTML,
+                **_form_codings(html=True),
+                "503": _UNAVAILABLE_HTML,
+            },
+        },
+    }
+
+
+def _logout() -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": "Log out (CSRF-protected form): ends the session on the server"
+            " and clears its cookie.",
+            "requestBody": _form_body(
+                {"type": "object", "properties": {"csrf_token": {"type": "string"}}},
+                required=False,
+            ),
+            "responses": {
+                "303": _redirect("Logged out: to /login."),
+                "400": _error("Failed CSRF check.", html=True),
+                **_form_codings(html=True),
+                "503": _error(
+                    "The session could not be ended (still signed in); retry.",
+                    html=True,
+                    headers={"Retry-After": _STRING},
+                ),
+            },
+        }
+    }
+
+
+def _dashboard_paths() -> dict[str, dict[str, Any]]:
+    return {
+        FUNCTION_PATHS["dashboard"]: _dashboard_page(),
+        "/login": _login(),
+        "/logout": _logout(),
+    }
+
+
+# Each function's own paths (``/healthz`` and ``/openapi.json`` are added to every one).
+_PATHS: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
+    "token": _token_paths,
+    "trends_pg": _trends_pg_paths,
+    "trends_bq": _trends_bq_paths,
+    "dashboard": _dashboard_paths,
+}
 
 
 _COMMON = (
@@ -312,7 +335,7 @@ def document(function: str, *, session_cookie: str = "salesmart-session") -> dic
             "cookieAuth", {"type": "apiKey", "in": "cookie", "name": session_cookie}
         )
     paths = {
-        **_operations(function),
+        **_PATHS[function](),
         "/healthz": {
             "get": {
                 "summary": "Liveness: no auth, no warehouse.",
