@@ -217,6 +217,70 @@ def emulator_command(
     return python_watched_by_parent(interpreter, [str(GUARD), *command[1:]], signal.SIGTERM)
 
 
+def _claim_state_dir(state_dir: Path, port: int | None) -> None:
+    """Make the state folder (owner only) and refuse one another stand-in uses, or a taken port."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # The data holds the loaded rows (transaction ids in clear): owner only, as the keys.
+    state_dir.chmod(0o700)
+    other = _running_pid(state_dir)
+    if other is not None:
+        raise EmulatorError(
+            f"a BigQuery stand-in (pid {other}) is already using {state_dir}; stop it first"
+            " (if it is a starting `salesmart up`'s, run this again once up serves)"
+        )
+    if port is not None and not port_is_free(port):
+        raise EmulatorError(f"cannot start the BigQuery stand-in: 127.0.0.1:{port} is in use")
+
+
+def _emulator_env(uploads: Path) -> dict[str, str]:
+    # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
+    # extension (it stalls start-up offline; Avro loads are not used).
+    # Nor any secret of ours: it needs none, and runs any SQL it is sent.
+    env = {k: v for k, v in without_secrets(os.environ).items() if not k.startswith("BQEMU_")}
+    env.update(
+        {
+            "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
+            "BQEMU_UPLOAD_STAGING_DIR": str(uploads),
+            "BQEMU_TRACING_ENABLED": "false",
+            WATCHED_PARENT_ENV: str(os.getpid()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _keep_last_log(log_path: Path) -> None:
+    # The last run's log is kept beside (its lines say why it stopped); this run's is
+    # appended to, so `up` can empty a full one in place while the stand-in writes on.
+    with contextlib.suppress(FileNotFoundError):
+        log_path.replace(log_path.with_name(LOG_NAME + ".1"))
+        log_path.with_name(LOG_NAME + ".1").chmod(0o600)  # an older release's was 0644
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes], port: int | None, log_path: Path, ready_timeout: float
+) -> int:
+    """The port the started stand-in answers ``/readyz`` on, once it does."""
+    deadline = time.monotonic() + ready_timeout
+    bound: int | None = None
+    while True:
+        if process.poll() is not None:
+            raise EmulatorError(
+                f"the BigQuery stand-in exited with code {process.returncode} at start: "
+                f"{_failure_reason(log_path)} (log: {log_path})"
+            )
+        if bound is None:
+            bound = port or _listen_port(log_path)
+        if bound is not None and _ready(f"http://127.0.0.1:{bound}", 1.0):
+            return bound
+        if time.monotonic() > deadline:
+            raise EmulatorError(
+                f"the BigQuery stand-in was not ready within {ready_timeout:.0f} s "
+                f"(log: {log_path})"
+            )
+        time.sleep(0.05)
+
+
 def start_emulator(
     state_dir: Path,
     project: str,
@@ -239,40 +303,12 @@ def start_emulator(
             f"the BigQuery stand-in is not installed ({exe} is missing); run 'make install'"
         )
     state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # The data holds the loaded rows (transaction ids in clear): owner only, as the keys.
-    state_dir.chmod(0o700)
-    other = _running_pid(state_dir)
-    if other is not None:
-        raise EmulatorError(
-            f"a BigQuery stand-in (pid {other}) is already using {state_dir}; stop it first"
-            " (if it is a starting `salesmart up`'s, run this again once up serves)"
-        )
-    if port is not None and not port_is_free(port):
-        raise EmulatorError(f"cannot start the BigQuery stand-in: 127.0.0.1:{port} is in use")
+    _claim_state_dir(state_dir, port)
     log_path = state_dir / LOG_NAME
     uploads = state_dir / "uploads"
     uploads.mkdir(exist_ok=True)
-
     command = emulator_command(exe, state_dir, project, port, persistent=persistent)
-    # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
-    # extension (it stalls start-up offline; Avro loads are not used).
-    # Nor any secret of ours: it needs none, and runs any SQL it is sent.
-    env = {k: v for k, v in without_secrets(os.environ).items() if not k.startswith("BQEMU_")}
-    env.update(
-        {
-            "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
-            "BQEMU_UPLOAD_STAGING_DIR": str(uploads),
-            "BQEMU_TRACING_ENABLED": "false",
-            WATCHED_PARENT_ENV: str(os.getpid()),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    # The last run's log is kept beside (its lines say why it stopped); this run's is
-    # appended to, so `up` can empty a full one in place while the stand-in writes on.
-    with contextlib.suppress(FileNotFoundError):
-        log_path.replace(log_path.with_name(LOG_NAME + ".1"))
-        log_path.with_name(LOG_NAME + ".1").chmod(0o600)  # an older release's was 0644
+    _keep_last_log(log_path)
     with open_private(log_path) as log:  # owner only, as the functions' logs
         try:
             process = subprocess.Popen(
@@ -281,31 +317,13 @@ def start_emulator(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=state_dir,  # it reads a .bqemu.toml from its working directory
-                env=env,
+                env=_emulator_env(uploads),
                 start_new_session=True,
             )
         except OSError as exc:
             raise EmulatorError(f"cannot run the BigQuery stand-in {exe}: {exc.strerror}") from None
-
-    deadline = time.monotonic() + ready_timeout
-    bound: int | None = None
     try:
-        while True:
-            if process.poll() is not None:
-                raise EmulatorError(
-                    f"the BigQuery stand-in exited with code {process.returncode} at start: "
-                    f"{_failure_reason(log_path)} (log: {log_path})"
-                )
-            if bound is None:
-                bound = port or _listen_port(log_path)
-            if bound is not None and _ready(f"http://127.0.0.1:{bound}", 1.0):
-                break
-            if time.monotonic() > deadline:
-                raise EmulatorError(
-                    f"the BigQuery stand-in was not ready within {ready_timeout:.0f} s "
-                    f"(log: {log_path})"
-                )
-            time.sleep(0.05)
+        bound = _wait_ready(process, port, log_path, ready_timeout)
     except BaseException:
         stop_group(process, STOP_TIMEOUT_SECONDS)
         raise
