@@ -380,56 +380,13 @@ def _load(
     load_id: int,
     progress: _LoadProgress,
 ) -> IngestResult:
-    s = settings.bigquery
-    ds = s.warehouse_dataset
     started_at = datetime.now(UTC)
     stage = f"{STAGE_PREFIX}{load_id}_rows"
     meta = f"{STAGE_PREFIX}{load_id}_meta"
     result = IngestResult(target="bigquery", source_file=source_file, load_id=load_id)
     try:
-        bq.create_table(
-            ds,
-            stage,
-            STAGE_COLUMNS,
-            expires=started_at + STAGE_EXPIRY,
-            exists_ok=False,
-            settings=s,
-        )
-        sent = 0
-        sweep_abandoned_chunk_folders()
-        prefix = f"{CHUNK_DIR_PREFIX}{os.getpid()}-"
-        with tempfile.TemporaryDirectory(prefix=prefix) as folder:
-            for handle, count in _chunks(rows, Path(folder)):
-                sent += count
-                bq.load_file(
-                    handle,
-                    ds,
-                    stage,
-                    columns=STAGE_COLUMNS,
-                    settings=s,
-                    timeout=LOAD_TIMEOUT_SECONDS,
-                )
-        # Counted, not summed from the jobs' outputRows: the stand-in reports the table's
-        # total there after an append.
-        [staged_row] = _query(
-            settings,
-            f"SELECT COUNT(*) AS n FROM {bq.table_ref(ds, stage, s)}",  # nosec B608 - identifiers from settings/constants; values are bound parameters
-        )
-        staged = int(staged_row["n"])
-        if staged != sent:
-            raise IngestIntegrityError(f"staged {staged} of {sent} rows; nothing was loaded")
-        _query(
-            settings,
-            f"CREATE TABLE {bq.table_ref(ds, meta, s)} AS SELECT @load_id AS load_id,"
-            " @source_file AS source_file, @file_sha256 AS file_sha256,"
-            " @started_at AS started_at",
-            {
-                "load_id": load_id,
-                "source_file": source_file,
-                "file_sha256": sha256,
-                "started_at": bq.Param("TIMESTAMP", started_at),
-            },
-        )
+        sent = _stage_rows(rows, settings, stage, expires=started_at + STAGE_EXPIRY)
+        _record_meta(settings, meta, load_id, source_file, sha256, started_at)
         unchanged = _apply(settings, _apply_sql(settings, stage, meta), stage, sha256)
         if unchanged is not None:
             result.load_id, result.rejected_by_reason = unchanged
@@ -439,13 +396,80 @@ def _load(
     finally:
         # A load given up (an interrupt, an error) waits little on its staging tables: later
         # ingests sweep what is left (a BigQuery not answering held a Ctrl-C two minutes).
-        given_up = sys.exc_info()[0] is not None
-        for name in (stage, meta):
-            try:
-                bq.drop_table(ds, name, s, timeout=ABANDONED_DROP_SECONDS if given_up else 60.0)
-            except Exception:  # noqa: S112 - left for expiry and the next ingest's sweep  # nosec B112
-                continue
+        _drop_stages(settings, (stage, meta), given_up=sys.exc_info()[0] is not None)
+    _read_counts(settings, result, load_id, sent)
+    return result
 
+
+def _record_meta(
+    settings: Settings,
+    meta: str,
+    load_id: int,
+    source_file: str,
+    sha256: str,
+    started_at: datetime,
+) -> None:
+    """The load's metadata table, read by the apply script (a parameterized CTAS: the file
+    name is never SQL text)."""
+    s = settings.bigquery
+    _query(
+        settings,
+        f"CREATE TABLE {bq.table_ref(s.warehouse_dataset, meta, s)} AS SELECT @load_id AS load_id,"
+        " @source_file AS source_file, @file_sha256 AS file_sha256,"
+        " @started_at AS started_at",
+        {
+            "load_id": load_id,
+            "source_file": source_file,
+            "file_sha256": sha256,
+            "started_at": bq.Param("TIMESTAMP", started_at),
+        },
+    )
+
+
+def _stage_rows(
+    rows: Iterable[CheckedRow], settings: Settings, stage: str, *, expires: datetime
+) -> int:
+    """Append the rows to a new private staging table by load jobs; how many were sent."""
+    s = settings.bigquery
+    ds = s.warehouse_dataset
+    bq.create_table(ds, stage, STAGE_COLUMNS, expires=expires, exists_ok=False, settings=s)
+    sent = 0
+    sweep_abandoned_chunk_folders()
+    prefix = f"{CHUNK_DIR_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        for handle, count in _chunks(rows, Path(folder)):
+            sent += count
+            bq.load_file(
+                handle, ds, stage, columns=STAGE_COLUMNS, settings=s, timeout=LOAD_TIMEOUT_SECONDS
+            )
+    # Counted, not summed from the jobs' outputRows: the stand-in reports the table's
+    # total there after an append.
+    [staged_row] = _query(
+        settings,
+        f"SELECT COUNT(*) AS n FROM {bq.table_ref(ds, stage, s)}",  # nosec B608 - identifiers from settings/constants; values are bound parameters
+    )
+    staged = int(staged_row["n"])
+    if staged != sent:
+        raise IngestIntegrityError(f"staged {staged} of {sent} rows; nothing was loaded")
+    return sent
+
+
+def _drop_stages(settings: Settings, names: Iterable[str], *, given_up: bool) -> None:
+    s = settings.bigquery
+    for name in names:
+        try:
+            bq.drop_table(
+                s.warehouse_dataset, name, s, timeout=ABANDONED_DROP_SECONDS if given_up else 60.0
+            )
+        except Exception:  # noqa: S112 - left for expiry and the next ingest's sweep  # nosec B112
+            continue
+
+
+def _read_counts(settings: Settings, result: IngestResult, load_id: int, sent: int) -> None:
+    """Fill ``result`` from the committed load's ``loads`` row and rejects, checking that
+    they agree with each other and with the rows sent."""
+    s = settings.bigquery
+    ds = s.warehouse_dataset
     counts = _query(
         settings,
         f"SELECT rows_read, rows_loaded, rows_rejected FROM {bq.table_ref(ds, LOADS_TABLE, s)}"  # nosec B608 - identifiers from settings/constants; values are bound parameters
@@ -472,7 +496,6 @@ def _load(
             f"load {load_id}: read {result.read} (sent {sent}), loaded {result.loaded}, "
             f"rejected {result.rejected}: counts disagree"
         )
-    return result
 
 
 def sweep_abandoned_chunk_folders() -> None:
