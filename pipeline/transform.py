@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import REPO_ROOT, ConfigError, Settings, without_secrets
+from common.config import (
+    REPO_ROOT,
+    BigQuerySettings,
+    ConfigError,
+    Settings,
+    ValidationRules,
+    without_secrets,
+)
 from common.pg import libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 from common.wording import how_many
@@ -129,83 +136,88 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
     """The child's environment for ``target`` and the secret values it carries."""
     env = without_secrets(os.environ)
     env.update({"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
-    # The loading rules, for the staging test that warns about rows no loader would accept
-    # (macros/loading_rules.sql): one set of thresholds, the configuration's.
-    rules = settings.validation
+    env.update(_rules_env(settings.validation))
+    if target == "postgres":
+        password = _postgres_env(settings, env)
+        return env, [password] if password else []
+    if target == "bigquery":
+        env.update(_bigquery_env(settings.bigquery))
+        return env, []
+    raise TransformError(f"unknown dbt target {target!r}; expected postgres or bigquery")
+
+
+def _rules_env(rules: ValidationRules) -> dict[str, str]:
+    """The loading rules, for the staging test that warns about rows no loader would accept
+    (macros/loading_rules.sql): one set of thresholds, the configuration's."""
+    return {
+        "SALESMART_RULE_PRODUCT_PREFIX": rules.product_prefix,
+        # Written out (YAML's 1e2 is Decimal 1E+2): the rule takes a plain decimal.
+        "SALESMART_RULE_MIN_PRICE": format(rules.min_price, "f"),
+        "SALESMART_RULE_MAX_DECIMALS": str(rules.max_decimals),
+        "SALESMART_RULE_MAX_QUANTITY": str(rules.max_quantity),
+    }
+
+
+def _postgres_env(settings: Settings, env: dict[str, str]) -> str:
+    """Add the PostgreSQL profile's settings to ``env``; the password it carries."""
+    if not settings.database_url:
+        raise TransformError(
+            "no PostgreSQL to transform: set SALESMART_DATABASE_URL or run 'salesmart up'"
+        )
+    try:
+        pg = parse_dsn(settings.database_url)
+    except ConfigError as exc:
+        raise TransformError(str(exc)) from None
+    # TLS as for every other connection (common.pg): the mode in the profile, the
+    # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
+    ssl = libpq_ssl_options(pg)
+    env.update({f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"})
+    # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
+    # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
+    # every other connection does. .pgpass still works (libpq reads it for an empty one).
+    password = pg.password_or_env(env)
     env.update(
         {
-            "SALESMART_RULE_PRODUCT_PREFIX": rules.product_prefix,
-            # Written out (YAML's 1e2 is Decimal 1E+2): the rule takes a plain decimal.
-            "SALESMART_RULE_MIN_PRICE": format(rules.min_price, "f"),
-            "SALESMART_RULE_MAX_DECIMALS": str(rules.max_decimals),
-            "SALESMART_RULE_MAX_QUANTITY": str(rules.max_quantity),
+            "SALESMART_PG_HOST": pg.host,
+            "SALESMART_PG_PORT": str(pg.port),
+            "SALESMART_PG_USER": pg.user,
+            "SALESMART_PG_DBNAME": pg.database,
+            "SALESMART_PG_SSLMODE": ssl["sslmode"],
+            "DBT_ENV_SECRET_PG_PASSWORD": password,
+            "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
+            "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
         }
     )
-    secrets: list[str] = []
-    if target == "postgres":
-        if not settings.database_url:
-            raise TransformError(
-                "no PostgreSQL to transform: set SALESMART_DATABASE_URL or run 'salesmart up'"
-            )
-        try:
-            pg = parse_dsn(settings.database_url)
-        except ConfigError as exc:
-            raise TransformError(str(exc)) from None
-        # TLS as for every other connection (common.pg): the mode in the profile, the
-        # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
-        ssl = libpq_ssl_options(pg)
-        env.update({f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"})
-        # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
-        # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
-        # every other connection does. .pgpass still works (libpq reads it for an empty one).
-        password = pg.password_or_env(env)
-        env.update(
-            {
-                "SALESMART_PG_HOST": pg.host,
-                "SALESMART_PG_PORT": str(pg.port),
-                "SALESMART_PG_USER": pg.user,
-                "SALESMART_PG_DBNAME": pg.database,
-                "SALESMART_PG_SSLMODE": ssl["sslmode"],
-                "DBT_ENV_SECRET_PG_PASSWORD": password,
-                "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
-                "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
-            }
-        )
-        secrets.append(password)
-    elif target == "bigquery":
-        bq = settings.bigquery
-        env.update(
-            {
-                "SALESMART_BQ_PROJECT": bq.project,
-                "SALESMART_BQ_LOCATION": bq.location,
-                "SALESMART_BQ_WAREHOUSE_DATASET": bq.warehouse_dataset,
-                "SALESMART_BQ_MART_DATASET": bq.mart_dataset,
-            }
-        )
-        if bq.is_emulated:
-            # The local stand-in: its own endpoint, and any bearer token (it checks none).
-            env.update(
-                {
-                    "SALESMART_DBT_BQ_METHOD": "oauth-secrets",
-                    "DBT_ENV_SECRET_BQ_TOKEN": EMULATOR_TOKEN,
-                    "SALESMART_BQ_ENDPOINT": bq.api_endpoint,
-                }
-            )
-        else:
-            # Real BigQuery: Application Default Credentials, which also read the
-            # service-account file named by GOOGLE_APPLICATION_CREDENTIALS.
-            env.update(
-                {
-                    "SALESMART_DBT_BQ_METHOD": "oauth",
-                    "DBT_ENV_SECRET_BQ_TOKEN": "",  # nosec B105 - empty: the profile names it, oauth ignores it
-                    "SALESMART_BQ_ENDPOINT": "",
-                }
-            )
-            if bq.credentials_file:  # absolute (settings): dbt runs in a folder of its own
-                env["GOOGLE_APPLICATION_CREDENTIALS"] = bq.credentials_file
-    else:
-        raise TransformError(f"unknown dbt target {target!r}; expected postgres or bigquery")
-    return env, [s for s in secrets if s]
+    return password
+
+
+def _bigquery_env(bq: BigQuerySettings) -> dict[str, str]:
+    env = {
+        "SALESMART_BQ_PROJECT": bq.project,
+        "SALESMART_BQ_LOCATION": bq.location,
+        "SALESMART_BQ_WAREHOUSE_DATASET": bq.warehouse_dataset,
+        "SALESMART_BQ_MART_DATASET": bq.mart_dataset,
+    }
+    if bq.is_emulated:
+        # The local stand-in: its own endpoint, and any bearer token (it checks none).
+        return {
+            **env,
+            "SALESMART_DBT_BQ_METHOD": "oauth-secrets",
+            "DBT_ENV_SECRET_BQ_TOKEN": EMULATOR_TOKEN,
+            "SALESMART_BQ_ENDPOINT": bq.api_endpoint,
+        }
+    # Real BigQuery: Application Default Credentials, which also read the service-account
+    # file named by GOOGLE_APPLICATION_CREDENTIALS.
+    env.update(
+        {
+            "SALESMART_DBT_BQ_METHOD": "oauth",
+            "DBT_ENV_SECRET_BQ_TOKEN": "",  # nosec B105 - empty: the profile names it, oauth ignores it
+            "SALESMART_BQ_ENDPOINT": "",
+        }
+    )
+    if bq.credentials_file:  # absolute (settings): dbt runs in a folder of its own
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = bq.credentials_file
+    return env
 
 
 #: A secret this long is starred wherever it appears; a shorter one (a local test password
@@ -346,24 +358,7 @@ def run_dbt(
     env, secrets = dbt_environment(target, settings)
     work = (work_dir or default_work_dir(target, settings)).resolve()
     artifacts = work / "target"
-    args = [
-        str(exe),
-        command,
-        "--project-dir",
-        str(PROJECT_DIR),
-        "--profiles-dir",
-        str(PROJECT_DIR),
-        "--target",
-        target,
-        "--target-path",
-        str(artifacts),
-        "--log-path",
-        str(work / "logs"),
-        "--no-use-colors",
-        "--no-send-anonymous-usage-stats",
-        *(["--select", *([select] if isinstance(select, str) else select)] if select else []),
-        *extra_args,
-    ]
+    args = _dbt_args(exe, command, target, work, select, extra_args)
 
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with _locked(work, target):
@@ -381,15 +376,48 @@ def run_dbt(
     if timed_out:
         reason = f"did not finish within {timeout:.0f} s"
     elif outcome.failed:
-        failed = outcome.failed
-        shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
-        reason = f"{len(failed)} of {len(results)} nodes failed: {shown}"
+        reason = _failed_nodes(outcome.failed, len(results))
     else:
         reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
     # Only what came from dbt is scrubbed: a password that is also a word ("postgres") must
     # not star out the target's name or the log's path in our own words.
     where = f"(log: {work / 'logs' / 'dbt.log'})"
     raise TransformError(f"dbt {command} on {target} {_scrub(reason, secrets)} {where}")
+
+
+def _dbt_args(
+    exe: Path,
+    command: str,
+    target: str,
+    work: Path,
+    select: str | Sequence[str] | None,
+    extra_args: Sequence[str],
+) -> list[str]:
+    """dbt's command line: the project's profile, artifacts and logs under ``work``."""
+    selected = [] if not select else [select] if isinstance(select, str) else list(select)
+    return [
+        str(exe),
+        command,
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target",
+        target,
+        "--target-path",
+        str(work / "target"),
+        "--log-path",
+        str(work / "logs"),
+        "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+        *(["--select", *selected] if selected else []),
+        *extra_args,
+    ]
+
+
+def _failed_nodes(failed: Sequence[str], total: int) -> str:
+    shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
+    return f"{len(failed)} of {total} nodes failed: {shown}"
 
 
 def _outcome(
