@@ -56,7 +56,7 @@ summarized as (
         sum(amount) as total_amount,
         -- INT64 on BigQuery, bigint on PostgreSQL (the local stand-in would widen the sum).
         cast(sum(quantity) as {{ dbt.type_bigint() }}) as total_quantity,
-        -- Unweighted mean of the unit prices, NUMERIC with 9 decimals on both
+        -- Unweighted mean of the unit prices, NUMERIC cut after 9 decimals on both
         -- warehouses (macros/numeric_avg.sql says why the dialects differ).
         {{ numeric_avg('price') }} as avg_price,
         count(*) as transaction_count
