@@ -441,6 +441,49 @@ def ingest_postgres(
         return _load_postgres(conn, source_file, digest, feed, shown, settings)
 
 
+def _count_unchanged_reload(
+    conn: Any, feed: StageFeed, result: IngestResult, previous: int
+) -> None:
+    """The same content again, adding nothing: counted as a load would count it, but
+    neither a load nor its rejects are recorded again (idempotent); rolls back."""
+    by_reason = conn.run(
+        "SELECT coalesce(reason, :duplicate), count(*) FROM ingest_stage GROUP BY 1",
+        duplicate=DUPLICATE,
+    )
+    conn.run("ROLLBACK")
+    result.read = feed.rows
+    result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
+    result.load_id = previous
+    result.already_loaded = True
+
+
+def _apply_stage(conn: Any, raw: str, load_id: int, feed: StageFeed, result: IngestResult) -> None:
+    """Move the staged rows into raw (new ones) and the rejects (the rest); record the
+    load's counts in ``result`` and its ``loads`` row."""
+    conn.run(
+        _APPLY.format(raw=raw),
+        load_id=load_id,
+        source_file=result.source_file,
+        duplicate=DUPLICATE,
+    )
+    by_reason = conn.run(
+        f"SELECT reason, count(*) FROM {raw}.rejected_transactions"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " WHERE load_id = :load_id GROUP BY reason",
+        load_id=load_id,
+    )
+    result.read = feed.rows
+    result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
+    result.loaded = result.read - result.rejected
+    conn.run(
+        f"UPDATE {raw}.loads SET finished_at = clock_timestamp(), rows_read = :r,"  # nosec B608 - identifiers from settings/constants; values are bound parameters
+        " rows_loaded = :l, rows_rejected = :j WHERE load_id = :load_id",
+        r=result.read,
+        l=result.loaded,
+        j=result.rejected,
+        load_id=load_id,
+    )
+
+
 def _load_postgres(
     conn: Any,
     source_file: str,
@@ -475,40 +518,9 @@ def _load_postgres(
         conn.run(_LOCK.format(raw=raw))
         previous = previous_load(conn, digest, settings)
         if previous is not None and not conn.run(_ADDS_ROWS.format(raw=raw))[0][0]:
-            # The same content again, adding nothing: counted as a load would count it,
-            # but neither a load nor its rejects are recorded again (idempotent).
-            by_reason = conn.run(
-                "SELECT coalesce(reason, :duplicate), count(*) FROM ingest_stage GROUP BY 1",
-                duplicate=DUPLICATE,
-            )
-            conn.run("ROLLBACK")
-            result.read = feed.rows
-            result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
-            result.load_id = previous
-            result.already_loaded = True
+            _count_unchanged_reload(conn, feed, result, previous)
             return result
-        conn.run(
-            _APPLY.format(raw=raw),
-            load_id=load_id,
-            source_file=source_file,
-            duplicate=DUPLICATE,
-        )
-        by_reason = conn.run(
-            f"SELECT reason, count(*) FROM {raw}.rejected_transactions"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-            " WHERE load_id = :load_id GROUP BY reason",
-            load_id=load_id,
-        )
-        result.read = feed.rows
-        result.rejected_by_reason = Counter({reason: int(n) for reason, n in by_reason})
-        result.loaded = result.read - result.rejected
-        conn.run(
-            f"UPDATE {raw}.loads SET finished_at = clock_timestamp(), rows_read = :r,"  # nosec B608 - identifiers from settings/constants; values are bound parameters
-            " rows_loaded = :l, rows_rejected = :j WHERE load_id = :load_id",
-            r=result.read,
-            l=result.loaded,
-            j=result.rejected,
-            load_id=load_id,
-        )
+        _apply_stage(conn, raw, load_id, feed, result)
         conn.run("COMMIT")
     except BaseException:
         # The connection may be mid-COPY: closing it makes PostgreSQL roll the whole file
