@@ -247,24 +247,57 @@ def expected_files(values: Mapping[str, Any] | None = None) -> dict[str, str]:
     return manifest_files(render_documents(values))
 
 
+#: How every file this module writes begins (either header): only those are its to replace
+#: or remove; anything else in the folder is the operator's.
+RENDERED_MARK = "# Rendered from helm/salesmart "
+
+
+def _rendered_by_us(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.read(len(RENDERED_MARK)) == RENDERED_MARK
+    except OSError:
+        return False
+
+
+def _our_files(directory: Path) -> set[str]:
+    """The YAML files in ``directory`` that an earlier render wrote."""
+    if not directory.is_dir():
+        return set()
+    return {p.name for p in directory.glob("*.yaml") if _rendered_by_us(p)}
+
+
 def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
-    """Names of files in ``directory`` that are missing, different or no longer rendered."""
-    present = {p.name for p in directory.glob("*.yaml")} if directory.is_dir() else set()
+    """Names of files in ``directory`` that are missing, different or no longer rendered
+    (of the files a render wrote: the operator's own files there are not looked at)."""
     stale = [
         name
         for name, text in files.items()
-        if name not in present or (directory / name).read_text(encoding="utf-8") != text
+        if not (directory / name).is_file()
+        or (directory / name).read_text(encoding="utf-8") != text
     ]
-    stale += sorted(present - set(files))
+    stale += sorted(_our_files(directory) - set(files))
     return sorted(stale)
 
 
 def write_files(directory: Path, files: Mapping[str, str]) -> None:
-    """Write ``files`` into ``directory`` and remove YAML files that are no longer rendered."""
+    """Write ``files`` into ``directory`` and remove the files an earlier render wrote that
+    are no longer rendered. Other files there (the operator's values file, a
+    kustomization) are left alone, and one in the way of a rendered file stops the write
+    before anything is written."""
     directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.yaml"):
-        if old.name not in files:
-            old.unlink()
+    in_the_way = sorted(
+        name
+        for name in files
+        if (directory / name).exists() and not _rendered_by_us(directory / name)
+    )
+    if in_the_way:
+        raise RenderError(
+            f"{directory / in_the_way[0]} was not written by render_manifests; nothing was"
+            " written (move it, or render into another folder)"
+        )
+    for old in _our_files(directory) - set(files):
+        (directory / old).unlink()
     for name, text in files.items():
         path = directory / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -285,7 +318,11 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; exit 1 if the directory is out of date"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="directory to write (default: k8s/knative/)"
+        "--out",
+        type=Path,
+        default=None,
+        help="directory to write (default: k8s/knative/); only files a render wrote are"
+        " replaced or removed there",
     )
     parser.add_argument(
         "-f",
@@ -378,7 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{directory}: {len(files)} manifests up to date")
         return 0
 
-    write_files(directory, files)
+    try:
+        write_files(directory, files)
+    except (RenderError, OSError) as exc:
+        print(f"render_manifests: {exc}", file=sys.stderr)
+        return 1
     print(f"{directory}: {len(files)} manifests written")
     return 0
 

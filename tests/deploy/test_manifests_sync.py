@@ -14,6 +14,7 @@ from pipeline import render_manifests
 from pipeline.render_manifests import (
     CONFIG_COPY,
     CONFIG_SOURCE,
+    HEADER,
     MANIFEST_DIR,
     REPO_ROOT,
     expected_files,
@@ -79,7 +80,11 @@ def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
     edited.write_text(edited.read_text().replace('max-scale: "10"', 'max-scale: "99"'))
     assert edited.read_text() != expected_files()["ksvc-salesmart-token.yaml"]
     (tmp_path / "job-salesmart-migrate.yaml").unlink()
-    (tmp_path / "deployment-old.yaml").write_text("kind: Deployment\n")
+    (tmp_path / "deployment-old.yaml").write_text(HEADER + "kind: Deployment\n")
+    # The operator's own files in the folder are neither stale nor touched.
+    own = {"values-prod.yaml": "image:\n  tag: v1\n", "kustomization.yaml": "resources: []\n"}
+    for name, text in own.items():
+        (tmp_path / name).write_text(text)
     assert stale_files(tmp_path, expected_files()) == [
         "deployment-old.yaml",
         "job-salesmart-migrate.yaml",
@@ -91,6 +96,24 @@ def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
     assert main(["--out", str(tmp_path)]) == 0
     assert stale_files(tmp_path, expected_files()) == []
     assert not (tmp_path / "deployment-old.yaml").exists()
+    assert {name: (tmp_path / name).read_text() for name in own} == own
+
+
+def test_a_file_of_the_operators_in_the_way_stops_the_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's own file named like a rendered one is not overwritten: nothing is
+    written, and the line says which file and why."""
+    (tmp_path / "ksvc-salesmart-token.yaml").write_text("# mine\nkind: Service\n")
+    (tmp_path / "values-prod.yaml").write_text("image:\n  tag: v1\n")
+    assert main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "ksvc-salesmart-token.yaml was not written by render_manifests" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ksvc-salesmart-token.yaml",
+        "values-prod.yaml",
+    ]
+    assert (tmp_path / "ksvc-salesmart-token.yaml").read_text() == "# mine\nkind: Service\n"
 
 
 def test_overrides_render_elsewhere_only(
