@@ -638,6 +638,36 @@ def test_pipeline_config_override_rolls_out_new_revisions(
     assert new != old
 
 
+def _trends_bq_settings(objects: Objects, tmp_path: Path) -> Any:
+    """trends_bq's settings as its pod builds them: the rendered env (literal values) over
+    the mounted pipeline configuration."""
+    from common.config import build_settings
+
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(
+        by_kind(objects, "ConfigMap")["salesmart-config"]["data"]["pipeline_config.yaml"]
+    )
+    env = env_of(knative_services(objects)["trends_bq"])
+    literal = {k: v for k, v in env.items() if isinstance(v, str)}
+    return build_settings({**literal, "SALESMART_ENV": "dev", "SALESMART_CONFIG": str(config)})
+
+
+def test_the_bigquery_location_is_the_pipeline_configs_unless_set(
+    render: Any, tmp_path: Path
+) -> None:
+    """The chart's default location deferred to nothing: US overrode an EU configuration
+    (found by an operator audit)."""
+    source = (CHART_DIR / "files" / "pipeline_config.yaml").read_text()
+    assert "  location: US\n" in source
+    eu = source.replace("  location: US\n", "  location: EU\n")
+    objects = render({"pipelineConfig": eu})
+    assert "SALESMART_BQ_LOCATION" not in env_of(knative_services(objects)["trends_bq"])
+    assert _trends_bq_settings(objects, tmp_path).bigquery.location == "EU"
+    objects = render({"pipelineConfig": eu, "bigquery": {"location": "asia-northeast1"}})
+    assert _trends_bq_settings(objects, tmp_path).bigquery.location == "asia-northeast1"
+    assert _trends_bq_settings(render({}), tmp_path).bigquery.location == "US"
+
+
 @pytest.mark.parametrize(
     ("broken", "said"),
     [
