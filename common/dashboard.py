@@ -256,11 +256,16 @@ def _nice_step(rough: Decimal) -> Decimal:
 
 
 class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Jinja's file cache, silent when it cannot write (a read-only image), as .pyc writes are."""
+    """Jinja's file cache, silent when it cannot write (a read-only image), as .pyc writes are.
+
+    Its files are readable by all, as .pyc files are: Jinja writes them owner-only, so the
+    image's build-time cache (written as root) was unreadable by the user the functions run
+    as, and every cold start compiled the templates again."""
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         with contextlib.suppress(OSError):
             super().dump_bytecode(bucket)
+            Path(self._get_cache_filename(bucket)).chmod(0o644)
 
 
 def template_environment() -> jinja2.Environment:

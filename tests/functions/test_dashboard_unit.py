@@ -677,6 +677,9 @@ def test_compiled_templates_are_cached_and_rendered_from_the_cache(
     assert sorted(names) == sorted(p.name for p in dashboard.TEMPLATES.glob("*.html"))
     cached = sorted((tmp_path / "cache").glob("__jinja2_*.cache"))
     assert len(cached) == len(names)
+    # Readable by all, as .pyc files: the image compiles them as root and serves as another
+    # user (Jinja writes them owner-only; the functions then compiled at every cold start).
+    assert {path.stat().st_mode & 0o777 for path in cached} == {0o644}
     # A new environment (a new instance) loads the code instead of compiling the source.
     fresh = dashboard.template_environment()
     compiled: list[str] = []
