@@ -44,7 +44,7 @@ def annotations_of(service: dict[str, Any]) -> dict[str, str]:
                 "existingSecret": "",
                 "jwtSecret": GOOD_SECRET,
                 "piiKey": OTHER_SECRET,
-                "databaseUrl": "postgresql://u:p@db:5432/salesmart",
+                "databaseUrl": "postgresql://u:database-password-of-32-bytes-00@db:5432/salesmart",
             }
         },
     ],
@@ -91,7 +91,7 @@ def test_every_object_lives_in_the_release_namespace(render: Any) -> None:
             "existingSecret": "",
             "jwtSecret": GOOD_SECRET,
             "piiKey": OTHER_SECRET,
-            "databaseUrl": "postgresql://u:p@db/s",
+            "databaseUrl": "postgresql://u:database-password-of-32-bytes-00@db/s",
         }
     }
     objects = render(values, release="sm", namespace="analytics-prod")
@@ -318,7 +318,7 @@ def test_chart_created_secret(render: Any) -> None:
             "existingSecret": "",
             "jwtSecret": "j" * 32,
             "piiKey": "p" * 40,
-            "databaseUrl": "postgresql://app:pw@db.internal:5432/salesmart",
+            "databaseUrl": "postgresql://app:database-password-of-32-bytes-00@db.internal:5432/salesmart",
         }
     }
     objects = render(values, release="shop")
@@ -328,7 +328,7 @@ def test_chart_created_secret(render: Any) -> None:
     assert {k: base64.b64decode(v).decode() for k, v in data.items()} == {
         "jwt-secret": "j" * 32,
         "pii-key": "p" * 40,
-        "database-url": "postgresql://app:pw@db.internal:5432/salesmart",
+        "database-url": "postgresql://app:database-password-of-32-bytes-00@db.internal:5432/salesmart",
     }
     # The Job's copy holds only the database URL and is a hook created before the Job.
     hook = secrets["shop-salesmart-migrate-secrets"]
@@ -378,8 +378,8 @@ def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> No
                 "existingSecret": "",
                 "jwtSecret": "j" * 32,
                 "piiKey": "p" * 40,
-                "databaseUrl": "postgresql://app:pw@db/salesmart",
-                "migrationDatabaseUrl": "postgresql://owner:pw@db/salesmart",
+                "databaseUrl": "postgresql://app:database-password-of-32-bytes-00@db/salesmart",
+                "migrationDatabaseUrl": "postgresql://owner:database-password-of-32-bytes-00@db/salesmart",
             }
         }
     )
@@ -389,16 +389,25 @@ def test_the_migration_job_may_use_a_database_role_of_its_own(render: Any) -> No
         for name, secret in secrets.items()
     }
     assert decoded["salesmart-migrate-secrets"] == {
-        "database-url": "postgresql://owner:pw@db/salesmart"
+        "database-url": "postgresql://owner:database-password-of-32-bytes-00@db/salesmart"
     }
     # The main Secret keeps it too, for the Airflow tasks (the hook's copy is deleted).
-    assert decoded["salesmart-secrets"]["database-url"] == "postgresql://app:pw@db/salesmart"
+    assert (
+        decoded["salesmart-secrets"]["database-url"]
+        == "postgresql://app:database-password-of-32-bytes-00@db/salesmart"
+    )
     assert decoded["salesmart-secrets"]["migration-database-url"] == (
-        "postgresql://owner:pw@db/salesmart"
+        "postgresql://owner:database-password-of-32-bytes-00@db/salesmart"
     )
     # A value the chart would not use is refused, not ignored.
     with pytest.raises(RenderError, match="used only when the chart creates the Secret"):
-        render({"secrets": {"migrationDatabaseUrl": "postgresql://owner:pw@db/salesmart"}})
+        render(
+            {
+                "secrets": {
+                    "migrationDatabaseUrl": "postgresql://owner:database-password-of-32-bytes-00@db/salesmart"
+                }
+            }
+        )
 
 
 @pytest.mark.parametrize(
@@ -427,17 +436,80 @@ def test_one_value_for_both_keys_is_refused_when_rendered(render: Any) -> None:
         "existingSecret": "",
         "jwtSecret": GOOD_SECRET,
         "piiKey": GOOD_SECRET,
-        "databaseUrl": "postgresql://u:p@h/d",
+        "databaseUrl": "postgresql://u:database-password-of-32-bytes-00@h/d",
     }
     with pytest.raises(RenderError, match=r"secrets\.jwtSecret and secrets\.piiKey are the same"):
         render({"secrets": secrets})
     render({"secrets": {**secrets, "piiKey": GOOD_SECRET + "-other"}})
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://u:p@h/d", "a password of only 1 bytes"),
+        # Read as the functions read it: %XX escapes decoded, UTF-8 bytes counted.
+        ("postgresql://u:" + "%41" * 31 + "@h/d", "a password of only 31 bytes"),
+        ("postgresql://u:" + "é" * 15 + "@h/d", "a password of only 30 bytes"),
+        ("postgresql://u@h/d", "no password"),
+        ("postgresql://h/d?sslmode=require", "no password"),
+    ],
+)
+def test_a_chart_created_database_url_the_functions_would_refuse_is_refused(
+    url: str, said: str, render: Any
+) -> None:
+    """The install succeeded and every pod failed to start (with the migration Job off;
+    found by an operator audit)."""
+    secrets = {
+        "existingSecret": "",
+        "jwtSecret": GOOD_SECRET,
+        "piiKey": GOOD_SECRET + "-other",
+        "databaseUrl": url,
+    }
+    values = {"secrets": secrets, "migration": {"enabled": False}}
+    with pytest.raises(RenderError, match=rf"secrets\.databaseUrl has {said}: the functions"):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:" + "%41" * 32 + "@h/d",
+        "postgresql://u:" + "é" * 16 + "@h/d",
+        # A client certificate stands in for the password (as the functions take it).
+        "postgresql://u@h/d?sslmode=verify-full&sslcert=/c/tls.crt&sslkey=/c/tls.key",
+    ],
+)
+def test_a_chart_created_database_url_the_functions_take_renders(url: str, render: Any) -> None:
+    secrets = {
+        "existingSecret": "",
+        "jwtSecret": GOOD_SECRET,
+        "piiKey": GOOD_SECRET + "-other",
+        "databaseUrl": url,
+    }
+    assert by_kind(render({"secrets": secrets}), "Secret")
+
+
+def test_a_short_migration_password_is_refused_and_none_is_not(render: Any) -> None:
+    """The migration Job refuses a short password, not a missing one (.pgpass, IAM)."""
+    secrets = {
+        "existingSecret": "",
+        "jwtSecret": GOOD_SECRET,
+        "piiKey": GOOD_SECRET + "-other",
+        "databaseUrl": "postgresql://u:database-password-of-32-bytes-00@h/d",
+    }
+    with pytest.raises(RenderError, match="migrationDatabaseUrl has a password of only 5 bytes"):
+        render({"secrets": {**secrets, "migrationDatabaseUrl": "postgresql://o:short@h/d"}})
+    render({"secrets": {**secrets, "migrationDatabaseUrl": "postgresql://o@h/d"}})
+
+
 @pytest.mark.parametrize("field", ["jwtSecret", "piiKey", "databaseUrl"])
 def test_an_inline_secret_beside_an_existing_secret_is_refused(field: str, render: Any) -> None:
     """Before, it rendered: kept in the release, unused, while the pods read the Secret."""
-    value = "postgresql://u:p@h/d" if field == "databaseUrl" else GOOD_SECRET
+    value = (
+        "postgresql://u:database-password-of-32-bytes-00@h/d"
+        if field == "databaseUrl"
+        else GOOD_SECRET
+    )
     values = {"secrets": {"existingSecret": "salesmart-secrets", field: value}}
     with pytest.raises(RenderError, match=rf"secrets\.{field} is used only when the chart"):
         render(values)
@@ -498,7 +570,7 @@ def test_a_change_to_the_chart_created_secret_rolls_out_new_revisions(render: An
                 "existingSecret": "",
                 "jwtSecret": jwt_secret,
                 "piiKey": "p" * 40,
-                "databaseUrl": "postgresql://app:pw@db.internal:5432/salesmart",
+                "databaseUrl": "postgresql://app:database-password-of-32-bytes-00@db.internal:5432/salesmart",
             }
         }
         services = knative_services(render(values)).values()
@@ -788,7 +860,7 @@ BAD_VALUES: list[tuple[str, str]] = [
         "short JWT secret",
         "secrets: {existingSecret: '', jwtSecret: short, piiKey: "
         + GOOD_SECRET
-        + ", databaseUrl: 'postgresql://u:p@h/d'}",
+        + ", databaseUrl: 'postgresql://u:database-password-of-32-bytes-00@h/d'}",
     ),
     (
         "database URL that is not PostgreSQL",
@@ -796,7 +868,7 @@ BAD_VALUES: list[tuple[str, str]] = [
         + GOOD_SECRET
         + ", piiKey: "
         + OTHER_SECRET
-        + ", databaseUrl: 'mysql://u:p@h/d'}",
+        + ", databaseUrl: 'mysql://u:database-password-of-32-bytes-00@h/d'}",
     ),
     ("migration URL that is not PostgreSQL", "secrets: {migrationDatabaseUrl: 'mysql://h/d'}"),
     ("bad migration URL key", "secrets: {keys: {migrationDatabaseUrl: 'a key'}}"),
@@ -1050,7 +1122,7 @@ def test_env_refuses_every_variable_the_chart_sets(default_objects: Objects, ren
             "existingSecret": "",
             "jwtSecret": GOOD_SECRET,
             "piiKey": OTHER_SECRET,
-            "databaseUrl": "postgresql://u:p@h/d",
+            "databaseUrl": "postgresql://u:database-password-of-32-bytes-00@h/d",
         },
         "bigquery": {"credentialsSecret": "sa", "project": "acme-dw"},
     }

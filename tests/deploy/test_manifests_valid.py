@@ -28,7 +28,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "existingSecret": "",
             "jwtSecret": SECRET,
             "piiKey": SECRET[::-1] + "-pii",
-            "databaseUrl": "postgresql://app:pw@db:5432/salesmart",
+            "databaseUrl": "postgresql://app:database-password-of-32-bytes-00@db:5432/salesmart",
         },
         "bigquery": {"project": "acme-dw", "location": "EU", "credentialsSecret": "bq-sa"},
         "containerSecurityContext": {"readOnlyRootFilesystem": True},

@@ -223,3 +223,39 @@ up by a slow warehouse (or the pod is restarted for being slow).
 {{- fail (printf "functions.%s: containerConcurrency 0 (unlimited) needs an explicit threads value for gunicorn" $name) -}}
 {{- end -}}
 {{- end }}
+
+{{/* The bytes of the password in a postgresql:// URL once its %XX escapes are decoded, read
+as the functions read it (common.pg.parse_dsn: urlsplit's user info, before the last "@"). */}}
+{{- define "salesmart.urlPasswordBytes" -}}
+{{- $netloc := regexReplaceAll "[/?#].*$" (regexReplaceAll "^[^:]*://" . "") "" -}}
+{{- $password := "" -}}
+{{- if contains "@" $netloc -}}
+{{- $userinfo := regexReplaceAll "@[^@]*$" $netloc "" -}}
+{{- if contains ":" $userinfo }}{{ $password = regexReplaceAll "^[^:]*:" $userinfo "" }}{{ end -}}
+{{- end -}}
+{{- sub (len $password) (mul 2 (len (regexFindAll "%[0-9A-Fa-f]{2}" $password -1))) -}}
+{{- end }}
+
+{{/* A chart-created Secret's database URLs, refused as the functions and the migration Job
+refuse them when they start (the install would succeed and every pod fail): outside dev a
+password under 32 bytes, and for the functions none at all, unless the URL names a client
+certificate (sslcert=) or a function's env gives PGPASSWORD. */}}
+{{- define "salesmart.checkDatabaseUrls" -}}
+{{- $secrets := .Values.secrets -}}
+{{- $pgpassword := false -}}
+{{- range $name, $function := .Values.functions }}
+{{- if hasKey ($function.env | default dict) "PGPASSWORD" }}{{ $pgpassword = true }}{{ end }}
+{{- end }}
+{{- with $secrets.databaseUrl }}
+{{- $bytes := include "salesmart.urlPasswordBytes" . | atoi }}
+{{- if and (lt $bytes 32) (not (regexMatch "[?&]sslcert=" .)) (or $bytes (not $pgpassword)) }}
+{{- fail (printf "secrets.databaseUrl has %s: the functions refuse a database password under 32 bytes outside SALESMART_ENV=dev (percent-encode it in the URL; a URL naming a client certificate, sslcert=, needs none)" (ternary (printf "a password of only %d bytes" $bytes) "no password" (gt $bytes 0))) }}
+{{- end }}
+{{- end }}
+{{- with $secrets.migrationDatabaseUrl }}
+{{- $bytes := include "salesmart.urlPasswordBytes" . | atoi }}
+{{- if and (gt $bytes 0) (lt $bytes 32) }}
+{{- fail (printf "secrets.migrationDatabaseUrl has a password of only %d bytes: the migration Job refuses a database password under 32 bytes outside SALESMART_ENV=dev" $bytes) }}
+{{- end }}
+{{- end }}
+{{- end }}
