@@ -115,6 +115,34 @@ def test_tasks_get_the_salesmart_secret_and_bigquery_credentials() -> None:
     assert "password:" not in text.lower() and "fernetKey:" not in text
 
 
+def test_tasks_read_the_salesmart_charts_pipeline_configuration(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    """The image's own copy of the configuration ignored the chart's pipelineConfig: the DAG
+    built the marts in one schema and the functions read another (found by an operator
+    audit)."""
+    env = {entry["name"]: entry["value"] for entry in VALUES["env"]}
+    volumes = {volume["name"]: volume for volume in VALUES["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in VALUES["volumeMounts"]}
+    folder, _, key = env["SALESMART_CONFIG"].rpartition("/")
+    mount = mounts[folder]
+    assert mount["readOnly"] is True
+    config_map = volumes[mount["name"]]["configMap"]
+    # The ConfigMap the salesmart chart renders (release salesmart) holds that key.
+    rendered = {
+        obj["metadata"]["name"]: obj for obj in default_objects if obj["kind"] == "ConfigMap"
+    }
+    assert key in rendered[config_map["name"]]["data"]
+    assert not config_map.get("optional")  # a task must not fall back to another config
+    # Nothing in the environment overrides what the configuration says of the warehouses.
+    warehouse = {
+        "SALESMART_BQ_LOCATION",
+        "SALESMART_BQ_WAREHOUSE_DATASET",
+        "SALESMART_BQ_MART_DATASET",
+    }
+    assert not {*warehouse, "SALESMART_PG_MART_SCHEMA"} & set(env)
+
+
 def test_no_home_made_airflow_deployment() -> None:
     for path in [*(REPO_ROOT / "helm").rglob("*.yaml"), *(REPO_ROOT / "k8s").rglob("*.yaml")]:
         text = path.read_text()
