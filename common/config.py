@@ -15,7 +15,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
@@ -160,11 +160,12 @@ class Settings:
 
 
 def require_database(settings: Settings, *, password_required: bool = True) -> None:
-    """Refuse a missing or malformed database URL, and outside dev a password shorter than
-    the other secrets (a client certificate stands in for it). The functions check at start;
-    a deployment's commands that use PostgreSQL (the migration Job) refuse a short password
-    too, but not a missing one (``password_required=False``): libpq may find theirs in a
-    ``.pgpass`` file, or the role may log in without one (IAM)."""
+    """Refuse a missing or malformed database URL, one naming a TLS file that is not there,
+    and outside dev a password shorter than the other secrets (a client certificate stands
+    in for it). The functions check at start; a deployment's commands that use PostgreSQL
+    (the migration Job) refuse a short password too, but not a missing one
+    (``password_required=False``): libpq may find theirs in a ``.pgpass`` file, or the role
+    may log in without one (IAM)."""
     if not settings.database_url:
         beside = ", and no salesmart up runs in this folder" if settings.is_dev else ""
         raise ConfigError(
@@ -173,6 +174,7 @@ def require_database(settings: Settings, *, password_required: bool = True) -> N
     from common.pg import parse_dsn
 
     params = parse_dsn(settings.database_url)  # a malformed URL stops the start, not a request
+    _require_tls_files(params.ssl_files)
     if settings.is_dev or any(key == "sslcert" for key, _ in params.ssl_files):
         return  # a local run's password is the embedded server's; a client certificate is a key
     # The database password is one of the deployment's secrets: held to the same length.
@@ -184,6 +186,26 @@ def require_database(settings: Settings, *, password_required: bool = True) -> N
             f"SALESMART_DATABASE_URL has {state}; at least {MIN_SECRET_BYTES} bytes are"
             " required outside SALESMART_ENV=dev (or a client certificate: sslcert=)"
         )
+
+
+def _require_tls_files(ssl_files: Sequence[tuple[str, str]]) -> None:
+    """A TLS file the database URL names must be a readable file: otherwise libpq fails
+    every connection (a root certificate under verify-*), or quietly goes without it (a
+    client certificate, a CRL), and a function that started would answer 503 to every
+    request while its health check passed. ``sslrootcert=system`` is the CA store."""
+    for key, value in ssl_files:
+        if key == "sslrootcert" and value == "system":
+            continue
+        path = Path(value)
+        if not path.exists():
+            state = "does not exist"
+        elif not path.is_file():
+            state = "is not a file"
+        elif not os.access(path, os.R_OK):
+            state = "is not readable"
+        else:
+            continue
+        raise ConfigError(f"SALESMART_DATABASE_URL names {key}={value}, which {state}")
 
 
 #: Far more than any Google credentials file (a service-account key is ~2.3 KB).

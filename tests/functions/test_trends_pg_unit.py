@@ -540,7 +540,10 @@ def test_refuses_to_start_with_short_secrets(
 
 
 def test_the_database_password_is_a_secret_held_to_the_same_length(
-    marts_dsn: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    marts_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     """The contract names the database password among the secrets a function outside dev
     refuses to start without, or with under 32 bytes (it started with either before)."""
@@ -556,9 +559,43 @@ def test_the_database_password_is_a_secret_held_to_the_same_length(
     monkeypatch.setenv("PGPASSWORD", "p" * 32)
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=none)
     monkeypatch.delenv("PGPASSWORD")
-    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=f"{none}?sslcert=/run/c.pem")
+    certificate = tmp_path / "client.pem"
+    certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=f"{none}?sslcert={certificate}")
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=short, SALESMART_ENV="dev")
     # The module is reloaded in place: leave it serving the marts for the tests after this.
+    load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)
+
+
+def test_a_tls_file_the_database_url_names_must_be_there(
+    marts_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A function whose root certificate was not mounted started, passed its health check
+    and answered 503 to every request (found by an operator audit): it stops at start."""
+    missing = tmp_path / "ca.pem"
+    url = f"{marts_dsn}?sslmode=verify-ca&sslrootcert={missing}"
+    assert _refused(capfd, monkeypatch, SALESMART_DATABASE_URL=url) == (
+        f"SALESMART_DATABASE_URL names sslrootcert={missing}, which does not exist"
+    )
+    url = f"{marts_dsn}?sslmode=verify-full&sslcert={tmp_path}"
+    assert _refused(capfd, monkeypatch, SALESMART_DATABASE_URL=url) == (
+        f"SALESMART_DATABASE_URL names sslcert={tmp_path}, which is not a file"
+    )
+    # The system's CA store is no file; a present one is taken (connections open on use).
+    load_function(
+        "trends_pg",
+        monkeypatch,
+        SALESMART_DATABASE_URL=f"{marts_dsn}?sslmode=verify-full&sslrootcert=system",
+    )
+    missing.write_text("-----BEGIN CERTIFICATE-----\n")
+    load_function(
+        "trends_pg",
+        monkeypatch,
+        SALESMART_DATABASE_URL=f"{marts_dsn}?sslmode=verify-ca&sslrootcert={missing}",
+    )
     load_function("trends_pg", monkeypatch, SALESMART_DATABASE_URL=marts_dsn)
 
 
