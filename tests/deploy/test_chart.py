@@ -696,6 +696,36 @@ def test_bigquery_credentials_are_mounted_for_trends_bq_only(render: Any) -> Non
         assert len(services[name]["spec"]["template"]["spec"]["volumes"]) == 1
 
 
+def test_the_postgresql_ca_certificate_is_mounted_where_the_url_can_name_it(
+    render: Any, default_objects: Objects
+) -> None:
+    """verify-ca against a private CA (Cloud SQL's) needs its certificate in the pod: the
+    chart had no way to mount one (found by an operator audit)."""
+    for obj in default_objects:
+        assert "postgres-ca" not in json.dumps(obj)
+    objects = render({"postgresTls": {"caSecret": "cloudsql-ca", "caKey": "server-ca.pem"}})
+    services = knative_services(objects)
+    pods = {name: service["spec"]["template"]["spec"] for name, service in services.items()}
+    pods["migrate"] = by_kind(objects, "Job")["salesmart-migrate"]["spec"]["template"]["spec"]
+    for name, pod in pods.items():
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        if name == "trends_bq":  # no PostgreSQL there
+            assert "postgres-ca" not in mounts and "postgres-ca" not in volumes
+            continue
+        assert mounts["postgres-ca"] == {
+            "name": "postgres-ca",
+            "mountPath": "/var/run/secrets/postgres",
+            "readOnly": True,
+        }
+        assert volumes["postgres-ca"]["secret"] == {
+            "secretName": "cloudsql-ca",
+            "items": [{"key": "server-ca.pem", "path": "server-ca.pem"}],
+        }
+    with pytest.raises(RenderError, match="caSecret"):
+        render({"postgresTls": {"caSecret": "Not_A_Name"}})
+
+
 def test_pipeline_config_override_rolls_out_new_revisions(
     render: Any, default_objects: Objects
 ) -> None:

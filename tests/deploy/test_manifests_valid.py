@@ -31,6 +31,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "databaseUrl": "postgresql://app:database-password-of-32-bytes-00@db:5432/salesmart",
         },
         "bigquery": {"project": "acme-dw", "location": "EU", "credentialsSecret": "bq-sa"},
+        "postgresTls": {"caSecret": "cloudsql-server-ca", "caKey": "server-ca.pem"},
         "containerSecurityContext": {"readOnlyRootFilesystem": True},
         "functions": {
             "token": {

@@ -94,6 +94,22 @@ upgrades the schema and the code together. */}}
 {{- define "salesmart.configDir" -}}/etc/salesmart{{- end }}
 {{- define "salesmart.configPath" -}}/etc/salesmart/pipeline_config.yaml{{- end }}
 {{- define "salesmart.googleCredentialsDir" -}}/var/run/secrets/google{{- end }}
+{{- define "salesmart.postgresTlsDir" -}}/var/run/secrets/postgres{{- end }}
+
+{{/* The PostgreSQL CA certificate's mount and volume (postgresTls.caSecret; callers check it). */}}
+{{- define "salesmart.postgresCaMount" -}}
+- name: postgres-ca
+  mountPath: {{ include "salesmart.postgresTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- define "salesmart.postgresCaVolume" -}}
+- name: postgres-ca
+  secret:
+    secretName: {{ .Values.postgresTls.caSecret }}
+    items:
+      - key: {{ .Values.postgresTls.caKey }}
+        path: {{ .Values.postgresTls.caKey }}
+{{- end }}
 
 {{/* What each function needs from the outside: the PostgreSQL URL or BigQuery. */}}
 {{- define "salesmart.functionNeeds" -}}
