@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from common.trends import SUMMARY_COLUMNS, is_prefix_char
+from common.wording import not_utf8_at
 
 MIN_SECRET_BYTES = 32
 #: bcrypt's lowest cost, and a highest one still usable: each step doubles a check's time
@@ -428,8 +429,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:  # worded as a transactions file's (csvsource)
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start})") from None
+        where = not_utf8_at(exc.object[: exc.start])
+        raise ConfigError(f"{path}: not UTF-8 text ({where})") from None
     try:
         data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader  # nosec B506
     except yaml.YAMLError as exc:

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
+# Lines end at LF, CRLF or a lone CR (as csv reads them).
+_LINE_END = re.compile(rb"\r\n?|\n")
+
 
 def how_many(count: int, noun: str) -> str:
     """``1 transaction``, ``2 transactions``: a count and its noun."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def not_utf8_at(head: bytes) -> str:
+    """Where the byte after ``head`` (a text's first bytes) is, as a reader finds it:
+    ``line 2, byte 14 of the line`` (both from 1; a file offset named no byte a reader
+    could find in its line)."""
+    ends = list(_LINE_END.finditer(head))
+    start = ends[-1].end() if ends else 0
+    return f"line {len(ends) + 1}, byte {len(head) - start + 1} of the line"

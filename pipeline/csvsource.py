@@ -23,6 +23,7 @@ from typing import NamedTuple, cast
 from common import validation
 from common.config import ValidationRules
 from common.masking import Masker
+from common.wording import not_utf8_at
 from pipeline.progress import printable, undecodable_escaped
 
 SNIFF_BYTES = 8192
@@ -119,9 +120,10 @@ def _utf16_like(head: bytes) -> bool:
     return even_nul != odd_nul
 
 
-def first_invalid_utf8(path: Path) -> tuple[int, int] | None:
-    """``(byte offset, line number)`` of the first byte of ``path`` that is not UTF-8, or
-    None. Read in blocks (a character cut in two by a block is carried over)."""
+def first_invalid_utf8(path: Path) -> tuple[int, str] | None:
+    """``(byte offset, where)`` of the first byte of ``path`` that is not UTF-8 (where: its
+    line and its byte in that line, in words), or None. Read in blocks (a character cut in
+    two by a block is carried over)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # of the block being decoded
     with path.open("rb") as handle:
@@ -139,20 +141,17 @@ def first_invalid_utf8(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _position(path: Path, offset: int) -> tuple[int, int]:
-    """``(offset, line number)``: lines end at LF, CRLF or a lone CR."""
+def _position(path: Path, offset: int) -> tuple[int, str]:
+    """``(offset, where)``: the offset, and the line and byte a reader finds it at."""
     with path.open("rb") as handle:
         head = handle.read(offset)
-    return offset, len(_LINE_END.findall(head)) + 1
+    return offset, not_utf8_at(head)
 
 
-_LINE_END = re.compile(rb"\r\n?|\n")
-
-
-def _not_utf8(path: Path, where: tuple[int, int] | None = None) -> UnusableInputError:
+def _not_utf8(path: Path, where: tuple[int, str] | None = None) -> UnusableInputError:
     """The error for a file that is not UTF-8 text, saying where (found if not given)."""
     where = where or first_invalid_utf8(path)
-    at = f" (line {where[1]}, byte {where[0]})" if where else ""
+    at = f" ({where[1]})" if where else ""
     return UnusableInputError(f"{path}: not UTF-8 text{at}")
 
 

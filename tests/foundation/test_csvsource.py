@@ -344,16 +344,20 @@ def test_a_bom_does_not_hide_a_quoted_header_spanning_lines(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("content", "where"),
     [
-        (b"h\rt1\rt2,\xff\r", (8, 3)),  # lines end at a lone CR too
-        (b"h\r\nt1\r\n\xff", (7, 3)),
-        (b"abc\n\xe2\x82", (4, 2)),  # the file ends inside a character
-        (b"a" * ((1 << 20) - 1) + "€".encode() + b"\n\xff", ((1 << 20) + 3, 2)),  # cut by a block
+        (b"h\rt1\rt2,\xff\r", (8, "line 3, byte 4 of the line")),  # a lone CR ends a line too
+        (b"h\r\nt1\r\n\xff", (7, "line 3, byte 1 of the line")),
+        (b"abc\n\xe2\x82", (4, "line 2, byte 1 of the line")),  # the file ends inside a character
+        (  # cut by a block
+            b"a" * ((1 << 20) - 1) + "€".encode() + b"\n\xff",
+            ((1 << 20) + 3, "line 2, byte 1 of the line"),
+        ),
+        (b"ab\xffc", (2, "line 1, byte 3 of the line")),
         ("h\nété\n".encode(), None),
     ],
-    ids=["cr", "crlf", "truncated", "across-blocks", "valid"],
+    ids=["cr", "crlf", "truncated", "across-blocks", "first-line", "valid"],
 )
 def test_the_first_byte_that_is_not_utf8_is_found_with_its_line(
-    tmp_path: Path, content: bytes, where: tuple[int, int] | None
+    tmp_path: Path, content: bytes, where: tuple[int, str] | None
 ) -> None:
     path = tmp_path / "in.csv"
     path.write_bytes(content)

@@ -526,7 +526,9 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         build_settings(env)
     # A file that is not text is named (a bare codec message said nothing of which file).
     config.write_bytes(b"api:\n  issuer: caf\xe9\n")
-    with pytest.raises(ConfigError, match=rf"^{config}: not UTF-8 text \(line 2, byte 18\)$"):
+    # Where a reader finds it: line 2, the 14th byte of "  issuer: caf\xe9".
+    where = r"\(line 2, byte 14 of the line\)"
+    with pytest.raises(ConfigError, match=rf"^{config}: not UTF-8 text {where}$"):
         build_settings(env)
 
 
