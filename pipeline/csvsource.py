@@ -326,7 +326,22 @@ def _found_columns(names: list[str], absent: list[str]) -> str:
     known = {*validation.CORE_COLUMNS, *absent}
     if any(name in known for name in names):
         return "found: " + ", ".join(printable(n) for n in names if n)[:200]
-    return "its first line names none of them: is the header missing?"
+    return _other_separator(",".join(names)) or (
+        "its first line names none of them: is the header missing?"
+    )
+
+
+# What spreadsheets write between fields instead of commas (a European Excel's CSV, TSV).
+_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
+
+
+def _other_separator(header: str) -> str | None:
+    """Advice for a header whose names are separated by something else than commas."""
+    for separator, called in _OTHER_SEPARATORS:
+        parts = (part.strip(' "').lower() for part in header.split(separator))
+        if separator in header and any(part in validation.CORE_COLUMNS for part in parts):
+            return f"its first line separates the names with {called}: save it as CSV with commas"
+    return None
 
 
 class TransactionReader:
@@ -375,7 +390,10 @@ class TransactionReader:
             if fields is PLAIN:
                 fields = raw.split(",") if raw.strip(" \t") else []
             if fields is None:
-                raise UnusableInputError(f"{self.path}: the header is not valid CSV")
+                advice = _other_separator(raw)
+                raise UnusableInputError(
+                    f"{self.path}: the header is not valid CSV" + (f" ({advice})" if advice else "")
+                )
             if fields:
                 header = fields
                 break

@@ -524,6 +524,18 @@ def test_huge_field_is_handled(tmp_path: Path) -> None:
             b"transaction_id,product,price\nT1,Halal A,12\n",
             "missing required column(s) quantity, date",
         ),
+        # A header with another separator (a European spreadsheet's CSV, a TSV) was told
+        # it might be missing (found by a newcomer audit).
+        (
+            b"transaction_id;product;price;quantity;date\nS1;Halal S;12,00;1;2024-01-01\n",
+            "separates the names with semicolons: save it as CSV with commas",
+        ),
+        (
+            b'"Transaction_ID"\t"Product"\tPrice\tQuantity\tDate\nS1\tHalal S\t12\t1\t2024-01-01\n',
+            "the header is not valid CSV (its first line separates the names with tabs",
+        ),
+        (b"transaction_id\tproduct\tprice\tquantity\tdate\n", "separates the names with tabs"),
+        (b"id;name;amount\n1;x;2\n", "names none of them: is the header missing?"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
         # Before: "binary data", which does not say what to do.
         (f"\ufeff{HEADER}\nT1,Halal A,12,1,2023-01-01\n".encode("utf-16-le"), "UTF-16"),
