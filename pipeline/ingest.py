@@ -83,6 +83,8 @@ class IngestResult:
             "rejected": self.rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "already_loaded": self.already_loaded,
+            # The load that holds the file: this one, or the earlier one (already_loaded).
+            "load_id": self.load_id,
         }
 
 

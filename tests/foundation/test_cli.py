@@ -520,6 +520,12 @@ def test_generate_is_deterministic_and_includes_invalid_rows(
     assert len(summary["rejected_by_reason"]) >= 8
     # In name order, as the text line has them: two runs' JSON diff cleanly.
     assert list(summary["rejected_by_reason"]) == sorted(summary["rejected_by_reason"])
+    # Loaded again: nothing new, and which load holds it (the text line says so too).
+    again = json.loads(
+        run(settings, tmp_path, "ingest", "--target", "postgres", "--json", str(two)).stdout
+    )
+    assert summary["already_loaded"] is False and isinstance(summary["load_id"], int)
+    assert (again["already_loaded"], again["load_id"]) == (True, summary["load_id"])
 
 
 def test_an_interrupted_generate_leaves_no_half_file(tmp_path: Path) -> None:
