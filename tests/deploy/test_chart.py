@@ -475,8 +475,11 @@ def test_a_chart_created_database_url_the_functions_would_refuse_is_refused(
     [
         "postgresql://u:" + "%41" * 32 + "@h/d",
         "postgresql://u:" + "é" * 16 + "@h/d",
-        # A client certificate stands in for the password (as the functions take it).
-        "postgresql://u@h/d?sslmode=verify-full&sslcert=/c/tls.crt&sslkey=/c/tls.key",
+        # Tabs and line ends are dropped from a URL, as Python's urlsplit drops them.
+        "postgresql://u:" + "p" * 32 + "\t@h/d",
+        "postgresql://u:" + "p" * 32 + "@h/d?sslmode=verify-full&sslrootcert=system",
+        "postgresql://u:" + "p" * 32 + "@h/d?sslmode=verify-ca&sslrootcert="
+        "/var/run/secrets/postgres/server-ca.pem",
     ],
 )
 def test_a_chart_created_database_url_the_functions_take_renders(url: str, render: Any) -> None:
@@ -486,7 +489,37 @@ def test_a_chart_created_database_url_the_functions_take_renders(url: str, rende
         "piiKey": GOOD_SECRET + "-other",
         "databaseUrl": url,
     }
-    assert by_kind(render({"secrets": secrets}), "Secret")
+    tls = {"caSecret": "cloudsql-ca", "caKey": "server-ca.pem"}
+    assert by_kind(render({"secrets": secrets, "postgresTls": tls}), "Secret")
+
+
+@pytest.mark.parametrize(
+    ("field", "query", "tls"),
+    [
+        # The chart mounts no client certificate: such a URL made every pod refuse to start.
+        ("databaseUrl", "sslmode=verify-full&sslcert=/c/tls.crt&sslkey=/c/tls.key", {}),
+        ("migrationDatabaseUrl", "sslkey=/c/tls.key", {}),
+        # The CA certificate named but not mounted, or mounted under another key.
+        ("databaseUrl", "sslmode=verify-ca&sslrootcert=/var/run/secrets/postgres/ca.crt", {}),
+        (
+            "databaseUrl",
+            "sslmode=verify-ca&sslrootcert=/var/run/secrets/postgres/ca.crt",
+            {"caSecret": "cloudsql-ca", "caKey": "server-ca.pem"},
+        ),
+    ],
+)
+def test_a_chart_created_database_url_naming_a_file_the_pods_lack_is_refused(
+    field: str, query: str, tls: dict[str, str], render: Any
+) -> None:
+    secrets = {
+        "existingSecret": "",
+        "jwtSecret": GOOD_SECRET,
+        "piiKey": GOOD_SECRET + "-other",
+        "databaseUrl": "postgresql://u:" + "p" * 32 + "@h/d",
+    }
+    secrets[field] = "postgresql://u:" + "p" * 32 + "@h/d?" + query
+    with pytest.raises(RenderError, match=rf"secrets\.{field} names ssl\w+=\S+, a file the pods"):
+        render({"secrets": secrets, "postgresTls": tls})
 
 
 def test_a_short_migration_password_is_refused_and_none_is_not(render: Any) -> None:

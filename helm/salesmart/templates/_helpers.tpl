@@ -241,9 +241,11 @@ up by a slow warehouse (or the pod is restarted for being slow).
 {{- end }}
 
 {{/* The bytes of the password in a postgresql:// URL once its %XX escapes are decoded, read
-as the functions read it (common.pg.parse_dsn: urlsplit's user info, before the last "@"). */}}
+as the functions read it (common.pg.parse_dsn: urlsplit, which drops tabs and line ends, and
+its user info before the last "@"). */}}
 {{- define "salesmart.urlPasswordBytes" -}}
-{{- $netloc := regexReplaceAll "[/?#].*$" (regexReplaceAll "^[^:]*://" . "") "" -}}
+{{- $url := regexReplaceAll "[\t\r\n]" . "" -}}
+{{- $netloc := regexReplaceAll "[/?#].*$" (regexReplaceAll "^[^:]*://" $url "") "" -}}
 {{- $password := "" -}}
 {{- if contains "@" $netloc -}}
 {{- $userinfo := regexReplaceAll "@[^@]*$" $netloc "" -}}
@@ -252,23 +254,47 @@ as the functions read it (common.pg.parse_dsn: urlsplit's user info, before the 
 {{- sub (len $password) (mul 2 (len (regexFindAll "%[0-9A-Fa-f]{2}" $password -1))) -}}
 {{- end }}
 
+{{/* A TLS file a database URL names must be one the pods have: the system's CA store
+(sslrootcert=system) or the CA certificate postgresTls mounts. The chart mounts nothing else
+(no client certificate), and a function refuses to start on a file that is not there.
+(list root FIELD URL) */}}
+{{- define "salesmart.checkTlsFiles" -}}
+{{- $root := index . 0 -}}
+{{- $field := index . 1 -}}
+{{- $url := regexReplaceAll "#.*$" (regexReplaceAll "[\t\r\n]" (index . 2) "") "" -}}
+{{- $query := "" -}}
+{{- if contains "?" $url }}{{ $query = regexReplaceAll "^[^?]*[?]" $url "" }}{{ end -}}
+{{- $mounted := "" -}}
+{{- with $root.Values.postgresTls.caSecret }}
+{{- $mounted = printf "%s/%s" (include "salesmart.postgresTlsDir" $root) $root.Values.postgresTls.caKey }}
+{{- end }}
+{{- range $pair := splitList "&" $query }}
+{{- $parts := splitn "=" 2 $pair }}
+{{- $key := $parts._0 }}
+{{- $value := $parts._1 | default "" }}
+{{- if and (has $key (list "sslrootcert" "sslcert" "sslkey" "sslcrl")) $value }}
+{{- if not (and (eq $key "sslrootcert") (or (eq $value "system") (eq $value $mounted))) }}
+{{- fail (printf "secrets.%s names %s=%s, a file the pods do not have: the chart mounts only a CA certificate, at %s/KEY with postgresTls.caSecret and postgresTls.caKey (no client certificate)" $field $key $value (include "salesmart.postgresTlsDir" $root)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* A chart-created Secret's database URLs, refused as the functions and the migration Job
-refuse them when they start (the install would succeed and every pod fail): outside dev a
-password under 32 bytes, and for the functions none at all, unless the URL names a client
-certificate (sslcert=) or a function's env gives PGPASSWORD. */}}
+refuse them when they start (the install would succeed and every pod fail): a TLS file the
+pods do not have; outside dev a password under 32 bytes, and for the functions none at all
+(the migration Job takes none: .pgpass, IAM). */}}
 {{- define "salesmart.checkDatabaseUrls" -}}
 {{- $secrets := .Values.secrets -}}
-{{- $pgpassword := false -}}
-{{- range $name, $function := .Values.functions }}
-{{- if hasKey ($function.env | default dict) "PGPASSWORD" }}{{ $pgpassword = true }}{{ end }}
-{{- end }}
 {{- with $secrets.databaseUrl }}
+{{- include "salesmart.checkTlsFiles" (list $ "databaseUrl" .) }}
 {{- $bytes := include "salesmart.urlPasswordBytes" . | atoi }}
-{{- if and (lt $bytes 32) (not (regexMatch "[?&]sslcert=" .)) (or $bytes (not $pgpassword)) }}
-{{- fail (printf "secrets.databaseUrl has %s: the functions refuse a database password under 32 bytes outside SALESMART_ENV=dev (percent-encode it in the URL; a URL naming a client certificate, sslcert=, needs none)" (ternary (printf "a password of only %d bytes" $bytes) "no password" (gt $bytes 0))) }}
+{{- if lt $bytes 32 }}
+{{- fail (printf "secrets.databaseUrl has %s: the functions refuse a database password under 32 bytes outside SALESMART_ENV=dev (percent-encode it in the URL)" (ternary (printf "a password of only %d bytes" $bytes) "no password" (gt $bytes 0))) }}
 {{- end }}
 {{- end }}
 {{- with $secrets.migrationDatabaseUrl }}
+{{- include "salesmart.checkTlsFiles" (list $ "migrationDatabaseUrl" .) }}
 {{- $bytes := include "salesmart.urlPasswordBytes" . | atoi }}
 {{- if and (gt $bytes 0) (lt $bytes 32) }}
 {{- fail (printf "secrets.migrationDatabaseUrl has a password of only %d bytes: the migration Job refuses a database password under 32 bytes outside SALESMART_ENV=dev" $bytes) }}
