@@ -267,6 +267,15 @@ def _our_files(directory: Path) -> set[str]:
     return {p.name for p in directory.glob("*.yaml") if _rendered_by_us(p)}
 
 
+def files_in_the_way(directory: Path, files: Mapping[str, str]) -> list[str]:
+    """Names of files to render that ``directory`` holds already, written by someone else."""
+    return sorted(
+        name
+        for name in files
+        if (directory / name).exists() and not _rendered_by_us(directory / name)
+    )
+
+
 def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
     """Names of files in ``directory`` that are missing, different or no longer rendered
     (of the files a render wrote: the operator's own files there are not looked at)."""
@@ -286,11 +295,7 @@ def write_files(directory: Path, files: Mapping[str, str]) -> None:
     kustomization) are left alone, and one in the way of a rendered file stops the write
     before anything is written."""
     directory.mkdir(parents=True, exist_ok=True)
-    in_the_way = sorted(
-        name
-        for name in files
-        if (directory / name).exists() and not _rendered_by_us(directory / name)
-    )
+    in_the_way = files_in_the_way(directory, files)
     if in_the_way:
         raise RenderError(
             f"{directory / in_the_way[0]} was not written by render_manifests; nothing was"
@@ -406,7 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     if args.check:
-        problems += [f"{directory / name} is out of date" for name in stale_files(directory, files)]
+        in_the_way = files_in_the_way(directory, files)
+        problems += [
+            f"{directory / name} was not written by render_manifests (move it, or render into"
+            " another folder)"
+            if name in in_the_way
+            else f"{directory / name} is out of date"
+            for name in stale_files(directory, files)
+        ]
         for problem in problems:
             print(f"render_manifests: {problem}", file=sys.stderr)
         if problems:

@@ -109,6 +109,12 @@ def test_a_file_of_the_operators_in_the_way_stops_the_write(
     assert main(["--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "ksvc-salesmart-token.yaml was not written by render_manifests" in err
+    # --check says the same of it (not "out of date", which the write would not mend).
+    assert main(["--check", "--out", str(tmp_path)]) == 1
+    told = capsys.readouterr().err
+    assert "ksvc-salesmart-token.yaml was not written by render_manifests" in told
+    assert "ksvc-salesmart-token.yaml is out of date" not in told
+    assert "ksvc-salesmart-dashboard.yaml is out of date" in told
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ksvc-salesmart-token.yaml",
         "values-prod.yaml",
