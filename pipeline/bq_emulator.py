@@ -233,6 +233,7 @@ def _claim_state_dir(state_dir: Path, port: int | None) -> None:
 
 
 def _emulator_env(uploads: Path) -> dict[str, str]:
+    """The stand-in's environment: ours, less secrets and any BQEMU_* setting, plus its own."""
     # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
     # extension (it stalls start-up offline; Avro loads are not used).
     # Nor any secret of ours: it needs none, and runs any SQL it is sent.
@@ -250,6 +251,7 @@ def _emulator_env(uploads: Path) -> dict[str, str]:
 
 
 def _keep_last_log(log_path: Path) -> None:
+    """Move the last run's log aside (``.1``), owner-only."""
     # The last run's log is kept beside (its lines say why it stopped); this run's is
     # appended to, so `up` can empty a full one in place while the stand-in writes on.
     with contextlib.suppress(FileNotFoundError):

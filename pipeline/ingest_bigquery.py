@@ -401,31 +401,6 @@ def _load(
     return result
 
 
-def _record_meta(
-    settings: Settings,
-    meta: str,
-    load_id: int,
-    source_file: str,
-    sha256: str,
-    started_at: datetime,
-) -> None:
-    """The load's metadata table, read by the apply script (a parameterized CTAS: the file
-    name is never SQL text)."""
-    s = settings.bigquery
-    _query(
-        settings,
-        f"CREATE TABLE {bq.table_ref(s.warehouse_dataset, meta, s)} AS SELECT @load_id AS load_id,"
-        " @source_file AS source_file, @file_sha256 AS file_sha256,"
-        " @started_at AS started_at",
-        {
-            "load_id": load_id,
-            "source_file": source_file,
-            "file_sha256": sha256,
-            "started_at": bq.Param("TIMESTAMP", started_at),
-        },
-    )
-
-
 def _stage_rows(
     rows: Iterable[CheckedRow], settings: Settings, stage: str, *, expires: datetime
 ) -> int:
@@ -454,7 +429,34 @@ def _stage_rows(
     return sent
 
 
+def _record_meta(
+    settings: Settings,
+    meta: str,
+    load_id: int,
+    source_file: str,
+    sha256: str,
+    started_at: datetime,
+) -> None:
+    """The load's metadata table, read by the apply script (a parameterized CTAS: the file
+    name is never SQL text)."""
+    s = settings.bigquery
+    _query(
+        settings,
+        f"CREATE TABLE {bq.table_ref(s.warehouse_dataset, meta, s)} AS SELECT @load_id AS load_id,"
+        " @source_file AS source_file, @file_sha256 AS file_sha256,"
+        " @started_at AS started_at",
+        {
+            "load_id": load_id,
+            "source_file": source_file,
+            "file_sha256": sha256,
+            "started_at": bq.Param("TIMESTAMP", started_at),
+        },
+    )
+
+
 def _drop_stages(settings: Settings, names: Iterable[str], *, given_up: bool) -> None:
+    """Drop a load's staging tables, briefly when the load was given up (what is left is
+    swept by later ingests and expires)."""
     s = settings.bigquery
     for name in names:
         try:

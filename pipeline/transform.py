@@ -192,6 +192,7 @@ def _postgres_env(settings: Settings, env: dict[str, str]) -> str:
 
 
 def _bigquery_env(bq: BigQuerySettings) -> dict[str, str]:
+    """The BigQuery profile's settings: the stand-in's endpoint, or real BigQuery's ADC."""
     env = {
         "SALESMART_BQ_PROJECT": bq.project,
         "SALESMART_BQ_LOCATION": bq.location,
@@ -416,6 +417,7 @@ def _dbt_args(
 
 
 def _failed_nodes(failed: Sequence[str], total: int) -> str:
+    """``2 of 30 nodes failed: a, b`` (the first eight named)."""
     shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
     return f"{len(failed)} of {total} nodes failed: {shown}"
 

@@ -1,6 +1,8 @@
 {#-
-    The mean of a non-negative NUMERIC expression as a NUMERIC with 9 decimals, cut (not
-    rounded) after the ninth, on every warehouse.
+    The mean of a non-negative NUMERIC expression (prices: the loader and a check constraint
+    keep them >= 0) as a NUMERIC with 9 decimals, cut (not rounded) after the ninth, on every
+    warehouse. For a negative mean the two forms would differ (PostgreSQL's div() cuts toward
+    zero, the BigQuery form toward minus infinity).
     Cut, because the APIs round it once more, to cents: a mean rounded at the ninth decimal
     can cross a half cent (10.0049999995 became 10.005000000, shown 10.01 where the mean's
     own rounding is 10.00), whereas a mean cut there stays on its side of every half cent
