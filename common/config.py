@@ -632,7 +632,7 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
         (name for name in ("SALESMART_BQ_PROJECT", "GOOGLE_CLOUD_PROJECT") if env.get(name)),
         "SALESMART_BQ_PROJECT",
     )
-    return BigQuerySettings(
+    settings = BigQuerySettings(
         project=_bq_name(
             env,
             project_variable,
@@ -681,6 +681,15 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
             BQ_QUERY_TIMEOUT_RANGE,
         ),
     )
+    if settings.mart_dataset == settings.warehouse_dataset:
+        # Raw and rejected rows (clear ids, rejected lines) never live in the marts: the
+        # marts' readers (trends_bq, analysts) are granted the whole dataset.
+        name = _setting(env, "SALESMART_BQ_MART_DATASET", {}, "data_mart.dataset", None)[1]
+        raise ConfigError(
+            f"{name} must name a dataset of its own, not data_warehouse.dataset's"
+            f" {settings.mart_dataset!r}: raw and rejected rows never live in the marts"
+        )
+    return settings
 
 
 def _claim_text(value: Any, name: str) -> str:
@@ -703,7 +712,24 @@ def _mart_schema(env: Mapping[str, str], postgres: dict[str, Any]) -> str:
         "data_warehouse.postgres.mart_schema",
         Settings.mart_schema,
     )
-    return _schema_name(_text(value, name), name)
+    schema = _schema_name(_text(value, name), name)
+    if schema in NOT_MART_SCHEMAS:
+        # Their readers would be granted the marts' schema (README, least privilege).
+        raise ConfigError(
+            f"{name} must name a schema of its own, not {schema!r}: it holds"
+            f" {NOT_MART_SCHEMAS[schema]}"
+        )
+    return schema
+
+
+#: The schemas the marts must not share, and what they hold.
+NOT_MART_SCHEMAS = {
+    "raw": "the raw and rejected rows",
+    "staging": "dbt's staging view of the raw rows",
+    "auth": "the accounts and sessions",
+    "salesmart_meta": "the migrations' record",
+    "information_schema": "PostgreSQL's catalogue",
+}
 
 
 def _token_ttl_seconds(env: Mapping[str, str], api: dict[str, Any]) -> int:

@@ -148,15 +148,15 @@ WITH latest AS (
 SELECT
     (SELECT count(*) FROM {raw}.transactions),
     (SELECT coalesce(sum(price * quantity), 0) FROM {raw}.transactions),
-    (SELECT count(*) FROM {mart}.{sales}),
-    (SELECT coalesce(sum(amount), 0) FROM {mart}.{sales}),
-    (SELECT coalesce(sum(transaction_count), 0) FROM {mart}.{summary}),
-    (SELECT coalesce(sum(total_amount), 0) FROM {mart}.{summary}),
+    (SELECT count(*) FROM "{mart}".{sales}),
+    (SELECT coalesce(sum(amount), 0) FROM "{mart}".{sales}),
+    (SELECT coalesce(sum(transaction_count), 0) FROM "{mart}".{summary}),
+    (SELECT coalesce(sum(total_amount), 0) FROM "{mart}".{summary}),
     (SELECT load_id FROM latest),
     (SELECT count(*) FROM {raw}.transactions AS r, latest WHERE r.load_id = latest.load_id),
     (SELECT count(*) FROM {raw}.transactions AS r, latest
       WHERE r.load_id = latest.load_id
-        AND NOT EXISTS (SELECT 1 FROM {mart}.{sales} AS s
+        AND NOT EXISTS (SELECT 1 FROM "{mart}".{sales} AS s
                         WHERE s.transaction_id = r.masked_transaction_id)),
     (SELECT max(finished_at) FROM {raw}.loads)
 """
@@ -166,7 +166,8 @@ def postgres_counts(conn: Any, settings: Settings) -> MartCounts | str:
     """The counts, or why they cannot be read (a missing table)."""
     raw, mart, sales = settings.raw_schema, settings.mart_schema, SALES_MART["postgres"]
     for schema, table in ((raw, "transactions"), (mart, sales), (mart, SUMMARY_MART)):
-        found = conn.run("SELECT to_regclass(:name) IS NOT NULL", name=f"{schema}.{table}")
+        # Quoted, as dbt and trends_pg name it: a schema may be a keyword ("order").
+        found = conn.run("SELECT to_regclass(:name) IS NOT NULL", name=f'"{schema}".{table}')
         if not found[0][0]:
             return f"{schema}.{table} does not exist (has dbt build run?)"
     row = conn.run(_PG_COUNTS.format(raw=raw, mart=mart, sales=sales, summary=SUMMARY_MART))[0]

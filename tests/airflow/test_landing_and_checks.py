@@ -390,6 +390,27 @@ def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Pa
     assert ": ok" in done.stdout
 
 
+def test_check_marts_reads_a_mart_schema_named_like_a_keyword(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """dbt, trends_pg and the dashboard quote the schema; check-marts did not, and stopped
+    on a syntax error for a schema named "order" (the DAG's last task always failed; found
+    by a configuration audit)."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text(FILE_A)
+    settings = dataclasses.replace(
+        settings, landing=str(landing), state_dir=tmp_path / "state", mart_schema="order"
+    )
+    ingest_landing(settings, ["postgres"])
+    [check] = check_marts(settings, ["postgres"])
+    assert check.problems == ("order.pg_sales does not exist (has dbt build run?)",)
+    run_dbt("postgres", settings, work_dir=tmp_path / "dbt")
+    [check] = check_marts(settings, ["postgres"])
+    assert check.ok, check.problems
+    assert check.summary().startswith("postgres: raw 2 rows (amount 55.00), pg_sales 2 rows")
+
+
 # 10.00 in raw and summary_sales, 9.00 in the sales mart (one difference); newest load 7.
 CONSISTENT_BUT_SALES = MartCounts(
     raw_rows=3,

@@ -511,6 +511,43 @@ def test_an_overriding_variable_is_named_in_its_error(env: dict[str, str], messa
         build_settings({**TEST_ENV, **env})
 
 
+@pytest.mark.parametrize(
+    "schema", ["raw", "staging", "auth", "salesmart_meta", "information_schema"]
+)
+def test_the_marts_are_never_put_beside_raw_rows_or_accounts(schema: str, tmp_path: Path) -> None:
+    """The functions' role is granted the whole mart schema (README, least privilege): a
+    mart schema of raw or auth handed them clear ids or the accounts; transform built
+    there without a word (found by a configuration audit)."""
+    with pytest.raises(
+        ConfigError,
+        match=rf"^SALESMART_PG_MART_SCHEMA must name a schema of its own, not '{schema}'",
+    ):
+        build_settings({**TEST_ENV, "SALESMART_PG_MART_SCHEMA": schema})
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text(f"data_warehouse:\n  postgres:\n    mart_schema: {schema}\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{config}: data_warehouse\.postgres\.mart_schema must name a schema of its own",
+    ):
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+
+
+def test_the_mart_dataset_is_never_the_warehouse_dataset(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline_config.yaml"
+    config.write_text("data_warehouse:\n  dataset: sales\ndata_mart:\n  dataset: sales\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{config}: data_mart\.dataset must name a dataset of its own, not"
+        " data_warehouse.dataset's 'sales': raw and rejected rows never live in the marts",
+    ):
+        build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    with pytest.raises(ConfigError, match=r"^SALESMART_BQ_MART_DATASET must name a dataset"):
+        build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "transactions_warehouse"})
+    # Any other pair is fine (names are case-sensitive in BigQuery).
+    settings = build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "Transactions_Warehouse"})
+    assert settings.bigquery.mart_dataset == "Transactions_Warehouse"
+
+
 def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
     config = tmp_path / "pipeline_config.yaml"
     env = {**TEST_ENV, "SALESMART_CONFIG": str(config)}
