@@ -151,8 +151,9 @@ def _rules_env(rules: ValidationRules) -> dict[str, str]:
     (macros/loading_rules.sql): one set of thresholds, the configuration's."""
     return {
         "SALESMART_RULE_PRODUCT_PREFIX": rules.product_prefix,
-        # Written out (YAML's 1e2 is Decimal 1E+2): the rule takes a plain decimal.
-        "SALESMART_RULE_MIN_PRICE": format(rules.min_price, "f"),
+        # The minimum rounded up to the decimals a price may have (at most 9, as NUMERIC's
+        # scale), written out (YAML's 1e2 is Decimal 1E+2): the rule takes a plain decimal.
+        "SALESMART_RULE_LOWEST_PRICE": format(rules.lowest_price, "f"),
         "SALESMART_RULE_MAX_DECIMALS": str(rules.max_decimals),
         "SALESMART_RULE_MAX_QUANTITY": str(rules.max_quantity),
     }

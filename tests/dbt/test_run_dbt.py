@@ -378,7 +378,8 @@ def test_unusable_setups_are_one_line_errors(
 
 @pytest.mark.parametrize(
     ("written", "plain"),
-    [("1e2", "100"), ("0.0000001", "0.0000001"), ("12.50", "12.50"), ("-0.0", "0.0")],
+    # Rounded up to max_decimals (2 here): the lowest price a row may have.
+    [("1e2", "100.00"), ("0.0000001", "0.01"), ("12.50", "12.50"), ("-0.0", "0.00")],
 )
 def test_the_minimum_price_reaches_dbt_as_a_plain_decimal(
     tmp_path: Path, written: str, plain: str
@@ -391,7 +392,7 @@ def test_the_minimum_price_reaches_dbt_as_a_plain_decimal(
         {"SALESMART_CONFIG": str(config), "SALESMART_BQ_ENDPOINT": "http://127.0.0.1:9050"}
     )
     env, _ = dbt_environment("bigquery", settings)
-    assert env["SALESMART_RULE_MIN_PRICE"] == plain
+    assert env["SALESMART_RULE_LOWEST_PRICE"] == plain
 
 
 def test_bigquery_environment_stand_in_and_real() -> None:
@@ -515,7 +516,7 @@ def test_the_loading_rules_default_to_the_settings_defaults() -> None:
     rules = ValidationRules()
     assert defaults == {
         "PRODUCT_PREFIX": rules.product_prefix,
-        "MIN_PRICE": format(rules.min_price, "f"),
+        "LOWEST_PRICE": format(rules.lowest_price, "f"),
         "MAX_DECIMALS": str(rules.max_decimals),
         "MAX_QUANTITY": str(rules.max_quantity),
     }
