@@ -408,7 +408,21 @@ class YamlFloat(float):
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, its floats ``YamlFloat``."""
+    """PyYAML's safe loader, its floats ``YamlFloat``, a key given twice refused (PyYAML
+    keeps the last: a second ``ingestion:`` section reset the first one's thresholds to
+    the defaults without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key_node.value!r} is given twice", key_node.start_mark
+                )
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _float_with_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:

@@ -561,6 +561,23 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
     config.write_text("data_mart:\n  dataset: sales-mart\n")
     with pytest.raises(ConfigError, match=r"data_mart\.dataset must be a valid BigQuery dataset"):
         build_settings(env)
+    # A key given twice: PyYAML kept the last, and a second section replaced the first
+    # one's thresholds with the defaults without a word (found by a configuration audit).
+    config.write_text("ingestion:\n  validation:\n    min_price: 50\n    min_price: 5\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{config}: not valid YAML \(the key 'min_price' is given twice,"
+        r" line 4, column 5\)$",
+    ):
+        build_settings(env)
+    config.write_text("ingestion:\n  validation:\n    min_price: 50\ningestion:\n  x: 1\n")
+    with pytest.raises(ConfigError, match="the key 'ingestion' is given twice, line 4, column 1"):
+        build_settings(env)
+    # A merge key's values may be overridden: that is no key given twice.
+    config.write_text(
+        "a: &base\n  min_price: 50\ningestion:\n  validation:\n    <<: *base\n    min_price: 60\n"
+    )
+    assert build_settings(env).validation.min_price == 60
     # A file that is not text is named (a bare codec message said nothing of which file).
     config.write_bytes(b"api:\n  issuer: caf\xe9\n")
     # Where a reader finds it: line 2, the 14th byte of "  issuer: caf\xe9".
