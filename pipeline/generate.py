@@ -23,7 +23,7 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TextIO
 
-from common.config import ValidationRules
+from common.config import MAX_PRICE_INTEGER_DIGITS, ValidationRules
 
 HEADER = ("transaction_id", "product", "price", "quantity", "date")
 
@@ -70,6 +70,9 @@ class _RowRules:
     prefix: str
     min_price: float  # the lowest valid price, at most max_decimals decimals
     min_price_text: str  # the same, written exactly (a float may round it below the rule)
+    # Catalogue prices are multiplied by this: 1 unless the minimum is above the cheapest
+    # product's lowest draw (then every row was priced at the minimum).
+    price_scale: float
     price_format: str
     extra_columns: tuple[str, ...]  # required columns beyond the five: filled in
     max_quantity: int
@@ -101,6 +104,7 @@ class _RowRules:
             prefix=prefix,
             min_price=float(lowest),
             min_price_text=format(lowest, "f"),
+            price_scale=_price_scale(float(lowest)),
             price_format=f".{min(decimals, 2)}f",
             extra_columns=tuple(
                 name for name in dict.fromkeys(rules.required_fields) if name not in HEADER
@@ -114,6 +118,18 @@ class _RowRules:
                 ("0", "101", "1000") if quantities < 101 else ("0", str(quantities + 1))
             ),
         )
+
+
+#: The widest draw around a product's list price (``_write_rows``).
+PRICE_SPREAD = (0.9, 1.1)
+
+
+def _price_scale(lowest: float) -> float:
+    """What the catalogue's prices are multiplied by so its cheapest draw is still valid,
+    and its dearest below 10^15 (a price's 15 integer digits)."""
+    cheapest = min(price for _, price in CATALOGUE) * PRICE_SPREAD[0]
+    dearest = max(price for _, price in CATALOGUE) * PRICE_SPREAD[1]
+    return max(1.0, min(lowest / cheapest, (10.0**MAX_PRICE_INTEGER_DIGITS - 1) / dearest))
 
 
 def _invalid_row(
@@ -219,7 +235,7 @@ def _write_rows(
         if n % 1000 == 0 and getattr(handle, "reader_gone", False):
             return n  # ``generate --out - | head``: nobody reads the rest
         name, list_price = CATALOGUE[products[n % PRODUCT_BLOCK]]
-        price = round(list_price * rng.uniform(0.9, 1.1), 2)
+        price = round(list_price * rules.price_scale * rng.uniform(*PRICE_SPREAD), 2)
         price_text = (
             rules.min_price_text if price < rules.min_price else format(price, rules.price_format)
         )

@@ -24,6 +24,8 @@ RULE_SETS = [
     # A minimum with more decimals than the catalogue's two (a float rounded it below).
     ValidationRules(min_price=Decimal("20.005"), max_decimals=3),
     ValidationRules(min_price=Decimal("99999999999999.99")),
+    ValidationRules(min_price=Decimal("1000000.5"), max_decimals=0),
+    ValidationRules(min_price=Decimal("999999999999999")),
     # A required column beyond the five: filled in (the file was unusable without it).
     ValidationRules(
         required_fields=("transaction_id", "product", "price", "quantity", "date", "store")
@@ -55,3 +57,21 @@ def test_invalid_rows_break_the_configured_rules(rules: ValidationRules) -> None
     assert accepted == []
     reasons = {validator.check(row) for row in rows}
     assert len(reasons) >= 8  # every kind of fault, not one
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [ValidationRules(min_price=Decimal("1000000.5"), max_decimals=0), ValidationRules()],
+    ids=["high-minimum", "shipped"],
+)
+def test_prices_spread_above_a_high_minimum(rules: ValidationRules) -> None:
+    """Under min_price 1000000.5 nearly every row was priced at the minimum (every catalogue
+    price was below it; found by a configuration audit): the catalogue is scaled up, so the
+    prices spread as the shipped rules' do, from the lowest allowed one."""
+    header, rows = generated(rules, 0.0)
+    prices = [Decimal(row[header.index("price")]) for row in rows]
+    assert min(prices) >= rules.lowest_price
+    at_minimum = sum(price == rules.lowest_price for price in prices)
+    assert at_minimum < len(prices) / 100
+    assert len(set(prices)) > len(prices) / 10
+    assert max(prices) / min(prices) > 50  # the catalogue's range, 12.50 to 999.99
