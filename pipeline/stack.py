@@ -628,7 +628,9 @@ def _load_and_build(settings: Settings, files: list[Path]) -> None:
                 say("  " + result.summary())
     for target in TARGETS:
         with step(f"dbt build on {target}"):
-            run_dbt(target, settings)
+            built = run_dbt(target, settings)
+        if built.warned:  # the build stands; the rows a test names are worth a look
+            say(f"  dbt on {target} warned: {', '.join(built.warned)}")
 
 
 def _announcement(

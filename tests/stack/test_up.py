@@ -447,10 +447,22 @@ def test_a_signal_while_loading_or_building_stops_everything(
 def test_up_completes_a_file_that_only_one_warehouse_holds(tmp_path: Path) -> None:
     """An earlier ``up`` stopped between its two loads leaves the sample in PostgreSQL only
     (here made so by ``ingest --target postgres``). The next ``up`` loads it into BigQuery:
-    it used to skip the file for both, and its dbt build on BigQuery then failed."""
+    it used to skip the file for both, and its dbt build on BigQuery then failed.
+    A row loaded into PostgreSQL under looser thresholds is named by dbt's loading-rules
+    warning in up's output (up printed "done" and nothing of it)."""
     sample = str(REPO_ROOT / "data" / "transactions.csv")
     loaded = _salesmart(tmp_path, "ingest", "--target", "postgres", sample)
     assert loaded.returncode == 0, loaded.stderr
+    looser = tmp_path / "looser.yaml"
+    looser.write_text("ingestion:\n  validation:\n    min_price: 1\n")
+    cheap = tmp_path / "cheap.csv"
+    cheap.write_text(
+        "transaction_id,product,price,quantity,date\nC1,Halal Salt,5.00,1,2024-02-01\n"
+    )
+    loaded = _salesmart(
+        tmp_path, "ingest", "--target", "postgres", str(cheap), SALESMART_CONFIG=str(looser)
+    )
+    assert loaded.returncode == 0 and "loaded 1" in loaded.stdout, loaded.stdout
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
         process = _start_up(tmp_path, log)
@@ -460,6 +472,9 @@ def test_up_completes_a_file_that_only_one_warehouse_holds(tmp_path: Path) -> No
             output = log_path.read_text()
             assert f"{sample} -> postgres: already loaded earlier, skipped" in output
             assert f"{sample} -> bigquery: read 5, loaded " in output, output
+            warned = "test stg_transactions_follow_the_loading_rules (warn, 1 row)"
+            assert f"  dbt on postgres warned: {warned}" in output, output
+            assert "dbt on bigquery warned" not in output, output
             response = requests.get(
                 up.endpoints()["trends_bq"] + "/sales/trends",
                 params={"sale_month": "2023-10"},
