@@ -410,19 +410,25 @@ class YamlFloat(float):
 class _ConfigLoader(yaml.SafeLoader):
     """PyYAML's safe loader, its floats ``YamlFloat``, a key given twice refused (PyYAML
     keeps the last: a second ``ingestion:`` section reset the first one's thresholds to
-    the defaults without a word)."""
+    the defaults without a word). Checked as each mapping is parsed, before merge keys
+    (``<<``) are applied, whose values may be overridden. The DAG file's loader does the
+    same (dags/transform_sales_mart.py: it cannot import this module)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[str] = set()
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
+            if (key_node.tag, key_node.value) in seen:
+                raise yaml.composer.ComposerError(
                     None, None, f"the key {key_node.value!r} is given twice", key_node.start_mark
                 )
-            seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
+            seen.add((key_node.tag, key_node.value))
+        return node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _float_with_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
@@ -695,13 +701,22 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
             BQ_QUERY_TIMEOUT_RANGE,
         ),
     )
-    if settings.mart_dataset == settings.warehouse_dataset:
-        # Raw and rejected rows (clear ids, rejected lines) never live in the marts: the
-        # marts' readers (trends_bq, analysts) are granted the whole dataset.
-        name = _setting(env, "SALESMART_BQ_MART_DATASET", {}, "data_mart.dataset", None)[1]
+    # Raw and rejected rows (clear ids, rejected lines) never live in the marts: the marts'
+    # readers (trends_bq, analysts) are granted the whole dataset. Compared in any case: the
+    # local stand-in, and a case-insensitive dataset, take WH and wh for one.
+    if settings.mart_dataset.casefold() == settings.warehouse_dataset.casefold():
+        # Blamed on a variable when one was set (the file's key may be the default's).
+        mart_name, warehouse_name = (
+            ("SALESMART_BQ_MART_DATASET", "SALESMART_BQ_WAREHOUSE_DATASET")
+            if env.get("SALESMART_BQ_MART_DATASET")
+            else ("SALESMART_BQ_WAREHOUSE_DATASET", "data_mart.dataset")
+            if env.get("SALESMART_BQ_WAREHOUSE_DATASET")
+            else ("data_mart.dataset", "data_warehouse.dataset")
+        )
         raise ConfigError(
-            f"{name} must name a dataset of its own, not data_warehouse.dataset's"
-            f" {settings.mart_dataset!r}: raw and rejected rows never live in the marts"
+            f"{mart_name} must name a dataset of its own, not the same as {warehouse_name}"
+            f" ({settings.mart_dataset!r}, {settings.warehouse_dataset!r}): raw and rejected"
+            " rows never live in the marts"
         )
     return settings
 

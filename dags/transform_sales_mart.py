@@ -75,18 +75,45 @@ class OrchestrationConfigError(ValueError):
     (a traceback naming no key before)."""
 
 
+class _KeyGivenTwice(yaml.composer.ComposerError):
+    pass
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """A key given twice refused, as the salesmart command refuses it (common/config.py's
+    loader, which this file cannot import): otherwise the DAG took the last one and every
+    task stopped on it."""
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            if (key_node.tag, key_node.value) in seen:
+                raise _KeyGivenTwice(
+                    None, None, f"the key {key_node.value!r} is given twice", key_node.start_mark
+                )
+            seen.add((key_node.tag, key_node.value))
+        return node
+
+
 def orchestration_config() -> dict[str, Any]:
     """The ``orchestration`` section of the pipeline config (schedule, retries)."""
     try:
-        data = yaml.safe_load(CONFIG.read_text(encoding="utf-8")) or {}
+        data = yaml.load(CONFIG.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader  # nosec B506
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError:
         raise OrchestrationConfigError(f"{CONFIG}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise OrchestrationConfigError(f"{CONFIG}: not valid YAML{where}") from None
+        said = [str(exc.problem)] if isinstance(exc, _KeyGivenTwice) else []
+        where = [f"line {mark.line + 1}, column {mark.column + 1}"] if mark else []
+        detail = ", ".join(said + where)
+        raise OrchestrationConfigError(
+            f"{CONFIG}: not valid YAML" + (f" ({detail})" if detail else "")
+        ) from None
     if not isinstance(data, dict):
         raise OrchestrationConfigError(f"{CONFIG}: the top level must be a mapping")
     section = data.get("orchestration")

@@ -125,6 +125,11 @@ def test_dag_schedule_and_policies(dag_info: dict[str, Any]) -> None:
         ("  schedule: '0 0 30 2 *'\n", "found '0 0 30 2 *'"),
         ("  schedule: '0 0 * * * 0 2030'\n", "found '0 0 * * * 0 2030'"),
         ("  schedule: [0 0 * * *\n", "not valid YAML (line"),
+        # As the salesmart command refuses it (the DAG took the last, every task stopped).
+        (
+            "  retries: 1\n  retries: 2\n",
+            "not valid YAML (the key 'retries' is given twice, line 3",
+        ),
     ],
 )
 def test_a_bad_orchestration_value_is_the_dags_one_line_error(
