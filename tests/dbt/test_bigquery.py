@@ -222,22 +222,26 @@ def test_summary_column_types_match_postgresqls(warehouses: Warehouses) -> None:
     assert types["total_amount"] == types["avg_price"] == "NUMERIC"
 
 
-def test_a_minimum_price_of_four_decimals_flags_the_same_rows_on_both_warehouses(
-    warehouses: Warehouses, tmp_path: Path
+@pytest.mark.parametrize(
+    ("min_price", "decimals"), [("10.0004", 4), ("999999999999999.000000001", 9)]
+)
+def test_a_precise_minimum_price_flags_the_same_rows_on_both_warehouses(
+    warehouses: Warehouses, tmp_path: Path, min_price: str, decimals: int
 ) -> None:
     """The stand-in kept 3 decimals of the minimum cast from text: under min_price 10.0004
     it compared 10.000 and passed the rows at 10.00 that PostgreSQL flagged (and 12.3455
-    flagged valid rows at 12.3455; found by a configuration audit)."""
+    flagged valid rows at 12.3455; found by a configuration audit). Near 10^15 with 9
+    decimals too (the whole number and the nanos apart)."""
     rules = dataclasses.replace(
-        warehouses.settings.validation, min_price=Decimal("10.0004"), max_decimals=4
+        warehouses.settings.validation, min_price=Decimal(min_price), max_decimals=decimals
     )
     settings = dataclasses.replace(warehouses.settings, validation=rules)
-    at_ten = pg_rows(
+    below = pg_rows(
         warehouses,
-        f"SELECT count(*) FROM {MART_SCHEMA}.pg_sales WHERE price < 10.0004",
+        f"SELECT count(*) FROM {MART_SCHEMA}.pg_sales WHERE price < {min_price}",
     )[0][0]
-    assert at_ten > 0
-    warned = f"test stg_transactions_follow_the_loading_rules (warn, {at_ten} rows)"
+    assert 0 < below < pg_rows(warehouses, f"SELECT count(*) FROM {MART_SCHEMA}.pg_sales")[0][0]
+    warned = f"test stg_transactions_follow_the_loading_rules (warn, {below} rows)"
     for target in ("postgres", "bigquery"):
         result = run_dbt(target, settings, work_dir=tmp_path / target)
         assert result.success and warned in result.warned, (target, result.warned)

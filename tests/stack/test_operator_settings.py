@@ -537,15 +537,24 @@ def test_the_mart_dataset_is_never_the_warehouse_dataset(tmp_path: Path) -> None
     config.write_text("data_warehouse:\n  dataset: sales\ndata_mart:\n  dataset: sales\n")
     with pytest.raises(
         ConfigError,
-        match=rf"^{config}: data_mart\.dataset must name a dataset of its own, not"
-        " data_warehouse.dataset's 'sales': raw and rejected rows never live in the marts",
+        match=rf"^{config}: data_mart\.dataset must name a dataset of its own, not the same as"
+        r" data_warehouse\.dataset \('sales', 'sales'\): raw and rejected rows never live in",
     ):
         build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
+    # Blamed on the variable that made them equal.
     with pytest.raises(ConfigError, match=r"^SALESMART_BQ_MART_DATASET must name a dataset"):
         build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "transactions_warehouse"})
-    # Any other pair is fine (names are case-sensitive in BigQuery).
-    settings = build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "Transactions_Warehouse"})
-    assert settings.bigquery.mart_dataset == "Transactions_Warehouse"
+    with pytest.raises(
+        ConfigError,
+        match=r"^SALESMART_BQ_WAREHOUSE_DATASET must name a dataset of its own, not the same"
+        r" as data_mart\.dataset",
+    ):
+        build_settings({**TEST_ENV, "SALESMART_BQ_WAREHOUSE_DATASET": "transactions_mart"})
+    # In any case: the local stand-in takes Transactions_Warehouse for transactions_warehouse.
+    with pytest.raises(ConfigError, match="'Transactions_Warehouse', 'transactions_warehouse'"):
+        build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "Transactions_Warehouse"})
+    settings = build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "sales_marts"})
+    assert settings.bigquery.mart_dataset == "sales_marts"
 
 
 def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
