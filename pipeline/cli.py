@@ -332,7 +332,12 @@ def _add_up(sub: _Commands, debug: _Parser) -> None:
         help="load this file instead of data/transactions.csv (repeatable)",
     )
     up.add_argument(
-        "--rows", type=int, default=0, metavar="N", help="also load N generated transactions"
+        "--rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also load N generated transactions (as generate writes them: ~2%% invalid,"
+        " rejected with their reasons)",
     )
     _port_base_option(up, "functions listen on P..P+3 (default 8080)")
     up.set_defaults(handler=cmd_up)
