@@ -705,16 +705,16 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
     # readers (trends_bq, analysts) are granted the whole dataset. Compared in any case: the
     # local stand-in, and a case-insensitive dataset, take WH and wh for one.
     if settings.mart_dataset.casefold() == settings.warehouse_dataset.casefold():
-        # Blamed on a variable when one was set (the file's key may be the default's).
-        mart_name, warehouse_name = (
-            ("SALESMART_BQ_MART_DATASET", "SALESMART_BQ_WAREHOUSE_DATASET")
-            if env.get("SALESMART_BQ_MART_DATASET")
-            else ("SALESMART_BQ_WAREHOUSE_DATASET", "data_mart.dataset")
-            if env.get("SALESMART_BQ_WAREHOUSE_DATASET")
-            else ("data_mart.dataset", "data_warehouse.dataset")
+        # Each side named as it was given (a variable when set, else the file's key), the
+        # one a variable set first: the file's may be the default's.
+        mart = _setting(env, "SALESMART_BQ_MART_DATASET", {}, "data_mart.dataset", None)[1]
+        raw = _setting(env, "SALESMART_BQ_WAREHOUSE_DATASET", {}, "data_warehouse.dataset", None)[1]
+        by_variable = env.get("SALESMART_BQ_WAREHOUSE_DATASET") and not env.get(
+            "SALESMART_BQ_MART_DATASET"
         )
+        first, second = (raw, mart) if by_variable else (mart, raw)
         raise ConfigError(
-            f"{mart_name} must name a dataset of its own, not the same as {warehouse_name}"
+            f"{first} must name a dataset of its own, not the same as {second}"
             f" ({settings.mart_dataset!r}, {settings.warehouse_dataset!r}): raw and rejected"
             " rows never live in the marts"
         )

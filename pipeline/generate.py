@@ -71,7 +71,7 @@ class _RowRules:
     min_price: float  # the lowest valid price, at most max_decimals decimals
     min_price_text: str  # the same, written exactly (a float may round it below the rule)
     # Catalogue prices are multiplied by this: 1 unless the minimum is above the cheapest
-    # product's lowest draw (then every row was priced at the minimum).
+    # product's lowest draw (unscaled, the products below it were all priced at it).
     price_scale: float
     price_format: str
     extra_columns: tuple[str, ...]  # required columns beyond the five: filled in

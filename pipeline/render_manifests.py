@@ -32,8 +32,11 @@ CONFIG_COPY = CHART_DIR / "files" / "pipeline_config.yaml"
 RELEASE_NAME = "salesmart"
 RENDER_NAMESPACE = "default"
 
+#: How every file this module writes begins (either header): only those are its to replace
+#: or remove; anything else in the folder is the operator's.
+RENDERED_MARK = "# Rendered from helm/salesmart "
 HEADER = (
-    "# Rendered from helm/salesmart (default values) by `python -m pipeline.render_manifests`.\n"
+    f"{RENDERED_MARK}(default values) by `python -m pipeline.render_manifests`.\n"
     "# Do not edit: change the chart and run it again (a test keeps both in sync).\n"
     "# Apply: kubectl apply -n NAMESPACE -f k8s/knative/  (secrets first: see helm/README.md)\n"
 )
@@ -90,7 +93,7 @@ def _set_text(value: Any) -> str:
 def overrides_header(options: Sequence[str]) -> str:
     """The header of files rendered with values other than the defaults: which ones."""
     return (
-        f"# Rendered from helm/salesmart with {' '.join(options)}\n"
+        f"{RENDERED_MARK}with {' '.join(options)}\n"
         "# by `python -m pipeline.render_manifests`. Do not edit: render them again.\n"
         "# Apply: kubectl apply -n NAMESPACE -f DIR/  (secrets first: see helm/README.md)\n"
     )
@@ -245,11 +248,6 @@ def manifest_files(documents: Sequence[Document], header: str = HEADER) -> dict[
 def expected_files(values: Mapping[str, Any] | None = None) -> dict[str, str]:
     """What ``k8s/knative/`` holds for ``values`` (default values when None)."""
     return manifest_files(render_documents(values))
-
-
-#: How every file this module writes begins (either header): only those are its to replace
-#: or remove; anything else in the folder is the operator's.
-RENDERED_MARK = "# Rendered from helm/salesmart "
 
 
 def _rendered_by_us(path: Path) -> bool:

@@ -33,7 +33,7 @@
 {% macro bigquery__numeric_avg(expression) -%}
     {#- A whole number just below the mean (one below AVG's floor: the stand-in's AVG is a
         float), plus the exact remainder over the count in nanos, cut by integer division
-        (a float quotient missed ties at the tenth decimal). `sum(x * 0 + 1)` is
+        (a float quotient can land just below a mean on the 9-decimal grid, cut a nano low). `sum(x * 0 + 1)` is
         the count as a NUMERIC, so that multiplying the whole number by it cannot overflow
         INT64; the nanos become NUMERIC by a cast of an integer and a division, as a NUMERIC
         literal, or a cast of a fraction, loses its scale in the stand-in when the query

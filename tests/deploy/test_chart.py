@@ -1225,6 +1225,27 @@ def test_notes_print_every_function_url() -> None:
     assert https_only not in render_notes({"functions": {"dashboard": {"enabled": False}}})
 
 
+@pytest.mark.parametrize(
+    ("release", "config_map"),
+    [
+        ("salesmart", "salesmart-config"),
+        ("salesmart-prod", "salesmart-prod-config"),
+        ("shop", "shop-salesmart-config"),
+    ],
+)
+def test_notes_name_the_config_map_the_airflow_values_must_mount(
+    release: str, config_map: str
+) -> None:
+    """helm/airflow-values.yaml mounts salesmart-config: under another release name the
+    Airflow pods waited for a ConfigMap that never came (found by a read-through)."""
+    notes = render_notes(release=release)
+    assert f"The pipeline configuration is the ConfigMap {config_map}:" in notes
+    # The default release's ConfigMap is the one the Airflow values carry.
+    airflow = yaml.safe_load((CHART_DIR.parent / "airflow-values.yaml").read_text())
+    names = {v["configMap"]["name"] for v in airflow["volumes"] if "configMap" in v}
+    assert names == {"salesmart-config"}
+
+
 def test_notes_warn_when_trends_bq_has_no_bigquery_project() -> None:
     warning = "No BigQuery project is set"
     assert warning in render_notes()  # the defaults name the local placeholder only

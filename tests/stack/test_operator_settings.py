@@ -541,8 +541,12 @@ def test_the_mart_dataset_is_never_the_warehouse_dataset(tmp_path: Path) -> None
         r" data_warehouse\.dataset \('sales', 'sales'\): raw and rejected rows never live in",
     ):
         build_settings({**TEST_ENV, "SALESMART_CONFIG": str(config)})
-    # Blamed on the variable that made them equal.
-    with pytest.raises(ConfigError, match=r"^SALESMART_BQ_MART_DATASET must name a dataset"):
+    # Blamed on the variable that made them equal, each side named as it was given.
+    with pytest.raises(
+        ConfigError,
+        match=r"^SALESMART_BQ_MART_DATASET must name a dataset of its own, not the same as"
+        r" data_warehouse\.dataset \('transactions_warehouse', 'transactions_warehouse'\)",
+    ):
         build_settings({**TEST_ENV, "SALESMART_BQ_MART_DATASET": "transactions_warehouse"})
     with pytest.raises(
         ConfigError,
@@ -587,6 +591,16 @@ def test_a_bad_file_value_is_blamed_on_its_key(tmp_path: Path) -> None:
         "a: &base\n  min_price: 50\ningestion:\n  validation:\n    <<: *base\n    min_price: 60\n"
     )
     assert build_settings(env).validation.min_price == 60
+    # Nor is a merged mapping's own override, used twice through its anchor (PyYAML applies
+    # merges in place: a check after that saw the key twice).
+    config.write_text(
+        "a: {<<: &mid {<<: {min_price: 1}, min_price: 2}}\nb: *mid\n"
+        "ingestion:\n  validation:\n    max_quantity: 7\n"
+    )
+    assert build_settings(env).validation.max_quantity == 7
+    # Keys of other types are other keys (1 and '1').
+    config.write_text("a: {1: x, '1': y}\n")
+    build_settings(env)
     # A file that is not text is named (a bare codec message said nothing of which file).
     config.write_bytes(b"api:\n  issuer: caf\xe9\n")
     # Where a reader finds it: line 2, the 14th byte of "  issuer: caf\xe9".
