@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,8 @@ def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], li
     env.update({"DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
     env.update(_rules_env(settings.validation))
     if target == "postgres":
-        password = _postgres_env(settings, env)
+        env.update(_postgres_env(settings, env))
+        password = env["DBT_ENV_SECRET_PG_PASSWORD"]
         return env, [password] if password else []
     if target == "bigquery":
         env.update(_bigquery_env(settings.bigquery))
@@ -159,8 +160,9 @@ def _rules_env(rules: ValidationRules) -> dict[str, str]:
     }
 
 
-def _postgres_env(settings: Settings, env: dict[str, str]) -> str:
-    """Add the PostgreSQL profile's settings to ``env``; the password it carries."""
+def _postgres_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The PostgreSQL profile's settings (the password from ``environ``'s PGPASSWORD when
+    the URL has none)."""
     if not settings.database_url:
         raise TransformError(
             "no PostgreSQL to transform: set SALESMART_DATABASE_URL or run 'salesmart up'"
@@ -172,24 +174,20 @@ def _postgres_env(settings: Settings, env: dict[str, str]) -> str:
     # TLS as for every other connection (common.pg): the mode in the profile, the
     # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
     ssl = libpq_ssl_options(pg)
-    env.update({f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"})
-    # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
-    # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
-    # every other connection does. .pgpass still works (libpq reads it for an empty one).
-    password = pg.password_or_env(env)
-    env.update(
-        {
-            "SALESMART_PG_HOST": pg.host,
-            "SALESMART_PG_PORT": str(pg.port),
-            "SALESMART_PG_USER": pg.user,
-            "SALESMART_PG_DBNAME": pg.database,
-            "SALESMART_PG_SSLMODE": ssl["sslmode"],
-            "DBT_ENV_SECRET_PG_PASSWORD": password,
-            "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
-            "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
-        }
-    )
-    return password
+    return {
+        **{f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"},
+        "SALESMART_PG_HOST": pg.host,
+        "SALESMART_PG_PORT": str(pg.port),
+        "SALESMART_PG_USER": pg.user,
+        "SALESMART_PG_DBNAME": pg.database,
+        "SALESMART_PG_SSLMODE": ssl["sslmode"],
+        # The profile always hands libpq a password, and libpq reads PGPASSWORD only when
+        # none is given (an empty one too): a URL without one takes PGPASSWORD's here, as
+        # every other connection does. .pgpass still works (libpq reads it for an empty one).
+        "DBT_ENV_SECRET_PG_PASSWORD": pg.password_or_env(environ),
+        "SALESMART_PG_RAW_SCHEMA": settings.raw_schema,
+        "SALESMART_PG_MART_SCHEMA": settings.mart_schema,
+    }
 
 
 def _bigquery_env(bq: BigQuerySettings) -> dict[str, str]:
@@ -359,8 +357,8 @@ def run_dbt(
         raise TransformError(f"dbt is not installed ({exe} is missing); run 'make install'")
     env, secrets = dbt_environment(target, settings)
     work = (work_dir or default_work_dir(target, settings)).resolve()
-    artifacts = work / "target"
     args = _dbt_args(exe, command, target, work, select, extra_args)
+    artifacts = work / "target"  # --target-path
 
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with _locked(work, target):
