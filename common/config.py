@@ -707,12 +707,11 @@ def _bigquery_settings(env: Mapping[str, str], data: dict[str, Any]) -> BigQuery
     if settings.mart_dataset.casefold() == settings.warehouse_dataset.casefold():
         # Each side named as it was given (a variable when set, else the file's key), the
         # one a variable set first: the file's may be the default's.
-        mart = _setting(env, "SALESMART_BQ_MART_DATASET", {}, "data_mart.dataset", None)[1]
-        raw = _setting(env, "SALESMART_BQ_WAREHOUSE_DATASET", {}, "data_warehouse.dataset", None)[1]
-        by_variable = env.get("SALESMART_BQ_WAREHOUSE_DATASET") and not env.get(
-            "SALESMART_BQ_MART_DATASET"
-        )
-        first, second = (raw, mart) if by_variable else (mart, raw)
+        mart_variable = bool(env.get("SALESMART_BQ_MART_DATASET"))
+        raw_variable = bool(env.get("SALESMART_BQ_WAREHOUSE_DATASET"))
+        mart = "SALESMART_BQ_MART_DATASET" if mart_variable else "data_mart.dataset"
+        raw = "SALESMART_BQ_WAREHOUSE_DATASET" if raw_variable else "data_warehouse.dataset"
+        first, second = (raw, mart) if raw_variable and not mart_variable else (mart, raw)
         raise ConfigError(
             f"{first} must name a dataset of its own, not the same as {second}"
             f" ({settings.mart_dataset!r}, {settings.warehouse_dataset!r}): raw and rejected"

@@ -256,16 +256,11 @@ def _nice_step(rough: Decimal) -> Decimal:
 
 
 class BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Jinja's file cache, silent when it cannot write (a read-only image), as .pyc writes are.
-
-    Its files are readable by all, as .pyc files are: Jinja writes them owner-only, so the
-    image's build-time cache (written as root) was unreadable by the user the functions run
-    as, and every cold start compiled the templates again."""
+    """Jinja's file cache, silent when it cannot write (a read-only image), as .pyc writes are."""
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         with contextlib.suppress(OSError):
             super().dump_bytecode(bucket)
-            Path(self._get_cache_filename(bucket)).chmod(0o644)
 
 
 def template_environment() -> jinja2.Environment:
@@ -290,6 +285,13 @@ def compile_templates() -> list[str]:
     names = environment.list_templates(extensions=["html"])
     for name in names:
         environment.get_template(name)
+    # Readable by all, as .pyc files are: Jinja writes them owner-only, and the image's
+    # build-time cache (written as root) was unreadable by the user the functions run as,
+    # so every cold start compiled the templates again.
+    if TEMPLATE_CACHE.is_dir():
+        for cached in TEMPLATE_CACHE.glob("__jinja2_*.cache"):
+            with contextlib.suppress(OSError):  # another user's: theirs to share
+                cached.chmod(0o644)
     return names
 
 

@@ -4,6 +4,7 @@ marshmallow schemas that validate its requests. Built on first request, then kep
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -179,16 +180,8 @@ def _token_paths() -> dict[str, dict[str, Any]]:
     )
 
 
-def _trends_pg_paths() -> dict[str, dict[str, Any]]:
-    return _with_root(
-        FUNCTION_PATHS["trends_pg"], {"get": _trends_operation("Sales trends (PostgreSQL marts).")}
-    )
-
-
-def _trends_bq_paths() -> dict[str, dict[str, Any]]:
-    return _with_root(
-        FUNCTION_PATHS["trends_bq"], {"get": _trends_operation("Sales trends (BigQuery marts).")}
-    )
+def _trends_paths(function: str, summary: str) -> dict[str, dict[str, Any]]:
+    return _with_root(FUNCTION_PATHS[function], {"get": _trends_operation(summary)})
 
 
 def _dashboard_page() -> dict[str, Any]:
@@ -286,8 +279,8 @@ def _dashboard_paths() -> dict[str, dict[str, Any]]:
 # Each function's own paths (``/healthz`` and ``/openapi.json`` are added to every one).
 _PATHS: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
     "token": _token_paths,
-    "trends_pg": _trends_pg_paths,
-    "trends_bq": _trends_bq_paths,
+    "trends_pg": functools.partial(_trends_paths, "trends_pg", "Sales trends (PostgreSQL marts)."),
+    "trends_bq": functools.partial(_trends_paths, "trends_bq", "Sales trends (BigQuery marts)."),
     "dashboard": _dashboard_paths,
 }
 

@@ -265,13 +265,17 @@ def _our_files(directory: Path) -> set[str]:
     return {p.name for p in directory.glob("*.yaml") if _rendered_by_us(p)}
 
 
-def files_in_the_way(directory: Path, files: Mapping[str, str]) -> list[str]:
-    """Names of files to render that ``directory`` holds already, written by someone else."""
-    return sorted(
-        name
-        for name in files
-        if (directory / name).exists() and not _rendered_by_us(directory / name)
-    )
+def files_in_the_way(
+    directory: Path, files: Mapping[str, str], ours: set[str] | None = None
+) -> list[str]:
+    """Names of files to render that ``directory`` holds already, written by someone else
+    (``ours``: ``_our_files(directory)``, when the caller has it)."""
+    ours = _our_files(directory) if ours is None else ours
+    return sorted(name for name in files if name not in ours and (directory / name).exists())
+
+
+def _not_ours(path: Path) -> str:
+    return f"{path} was not written by render_manifests"
 
 
 def stale_files(directory: Path, files: Mapping[str, str]) -> list[str]:
@@ -293,13 +297,14 @@ def write_files(directory: Path, files: Mapping[str, str]) -> None:
     kustomization) are left alone, and one in the way of a rendered file stops the write
     before anything is written."""
     directory.mkdir(parents=True, exist_ok=True)
-    in_the_way = files_in_the_way(directory, files)
+    ours = _our_files(directory)
+    in_the_way = files_in_the_way(directory, files, ours)
     if in_the_way:
         raise RenderError(
-            f"{directory / in_the_way[0]} was not written by render_manifests; nothing was"
-            " written (move it, or render into another folder)"
+            f"{_not_ours(directory / in_the_way[0])}; nothing was written (move it, or render"
+            " into another folder)"
         )
-    for old in _our_files(directory) - set(files):
+    for old in ours - set(files):
         (directory / old).unlink()
     for name, text in files.items():
         path = directory / name
@@ -411,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         in_the_way = files_in_the_way(directory, files)
         problems += [
-            f"{directory / name} was not written by render_manifests (move it, or render into"
-            " another folder)"
+            f"{_not_ours(directory / name)} (move it, or render into another folder)"
             if name in in_the_way
             else f"{directory / name} is out of date"
             for name in stale_files(directory, files)

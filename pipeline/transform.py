@@ -357,8 +357,8 @@ def run_dbt(
         raise TransformError(f"dbt is not installed ({exe} is missing); run 'make install'")
     env, secrets = dbt_environment(target, settings)
     work = (work_dir or default_work_dir(target, settings)).resolve()
-    args = _dbt_args(exe, command, target, work, select, extra_args)
-    artifacts = work / "target"  # --target-path
+    artifacts = work / "target"
+    args = _dbt_args(exe, command, target, work, artifacts, select, extra_args)
 
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     with _locked(work, target):
@@ -390,6 +390,7 @@ def _dbt_args(
     command: str,
     target: str,
     work: Path,
+    artifacts: Path,
     select: str | Sequence[str] | None,
     extra_args: Sequence[str],
 ) -> list[str]:
@@ -405,7 +406,7 @@ def _dbt_args(
         "--target",
         target,
         "--target-path",
-        str(work / "target"),
+        str(artifacts),
         "--log-path",
         str(work / "logs"),
         "--no-use-colors",
