@@ -23,7 +23,7 @@ from typing import NamedTuple, cast
 from common import validation
 from common.config import ValidationRules
 from common.masking import Masker
-from common.wording import not_utf8_at
+from common.wording import LinePlace
 from pipeline.progress import printable, undecodable_escaped
 
 SNIFF_BYTES = 8192
@@ -142,10 +142,14 @@ def first_invalid_utf8(path: Path) -> tuple[int, str] | None:
 
 
 def _position(path: Path, offset: int) -> tuple[int, str]:
-    """``(offset, where)``: the offset, and the line and byte a reader finds it at."""
+    """``(offset, where)``: the offset, and the line and byte a reader finds it at (the
+    file's head read again in blocks: it may be GBs)."""
+    place, left = LinePlace(), offset
     with path.open("rb") as handle:
-        head = handle.read(offset)
-    return offset, not_utf8_at(head)
+        while left and (block := handle.read(min(left, 1 << 20))):
+            place.feed(block)
+            left -= len(block)
+    return offset, str(place)
 
 
 def _not_utf8(path: Path, where: tuple[int, str] | None = None) -> UnusableInputError:

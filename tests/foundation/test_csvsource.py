@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from common.config import ValidationRules
 from common.masking import mask
+from common.wording import LinePlace
 from pipeline import csvsource
 from pipeline.csvsource import CheckedRow, TransactionReader, UnusableInputError
 
@@ -351,10 +352,14 @@ def test_a_bom_does_not_hide_a_quoted_header_spanning_lines(tmp_path: Path) -> N
             b"a" * ((1 << 20) - 1) + "€".encode() + b"\n\xff",
             ((1 << 20) + 3, "line 2, byte 1 of the line"),
         ),
+        (  # a CRLF cut by a block is one line end
+            b"a" * ((1 << 20) - 1) + b"\r\n\xff",
+            ((1 << 20) + 1, "line 2, byte 1 of the line"),
+        ),
         (b"ab\xffc", (2, "line 1, byte 3 of the line")),
         ("h\nété\n".encode(), None),
     ],
-    ids=["cr", "crlf", "truncated", "across-blocks", "first-line", "valid"],
+    ids=["cr", "crlf", "truncated", "across-blocks", "crlf-across-blocks", "first-line", "valid"],
 )
 def test_the_first_byte_that_is_not_utf8_is_found_with_its_line(
     tmp_path: Path, content: bytes, where: tuple[int, str] | None
@@ -362,6 +367,20 @@ def test_the_first_byte_that_is_not_utf8_is_found_with_its_line(
     path = tmp_path / "in.csv"
     path.write_bytes(content)
     assert csvsource.first_invalid_utf8(path) == where
+
+
+@given(st.lists(st.text(alphabet="ab\r\n", max_size=8).map(str.encode), max_size=8))
+def test_a_place_fed_in_blocks_is_the_place_read_whole(blocks: list[bytes]) -> None:
+    """Where the file's head is read again in blocks, a line end cut between two (CR | LF)
+    stays one; counted against lines as Python's text reading splits them (CR, LF, CRLF)."""
+    text = b"".join(blocks)
+    in_blocks = LinePlace()
+    for block in blocks:
+        in_blocks.feed(block)
+    lines = text.decode().splitlines(keepends=True)
+    ends = sum(line.endswith(("\r", "\n")) for line in lines)
+    last = lines[-1] if len(lines) > ends else ""
+    assert (in_blocks.line_ends, in_blocks.bytes_into_line) == (ends, len(last))
 
 
 @given(
