@@ -1,7 +1,8 @@
 """PostgreSQL connection basics shared by the CLI and the functions (psycopg2, over libpq).
 
-A DSN is ``postgresql://user:password@host:port/dbname[?sslmode=require]``; ``sslrootcert``,
-``sslcert``, ``sslkey`` and ``sslcrl`` in its query are passed to libpq as they are.
+A DSN is ``postgresql://user:password@host:port/dbname[?sslmode=require]``, read by libpq's
+own parser; the parameters in its query (``sslrootcert``, ``host=/cloudsql/…``, ``options``,
+...) mean what they mean to libpq.
 
 Every caller talks to PostgreSQL through :class:`PgConnection`: autocommit (``BEGIN`` and
 ``COMMIT`` are statements), ``:name`` parameters, rows as lists, and ``COPY … FROM STDIN``
@@ -20,7 +21,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from common.config import ConfigError
 
@@ -45,10 +45,16 @@ class PgParams:
     password: str = field(default="", repr=False)
     sslmode: str = "prefer"
     ssl_files: tuple[tuple[str, str], ...] = ()
+    #: The URL's other libpq parameters (options, target_session_attrs, hostaddr, ...),
+    #: passed to libpq as they are.
+    other: tuple[tuple[str, str], ...] = ()
 
     def redacted(self) -> str:
         """The DSN without its password, safe for logs and messages."""
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+        if self.host.startswith("/"):  # a Unix socket's folder
+            return f"postgresql://{self.user}@/{self.database}?host={self.host}&port={self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{self.user}@{host}:{self.port}/{self.database}"
 
     def password_or_env(self, environ: Mapping[str, str]) -> str:
         """The password libpq would send: the URL's, else ``PGPASSWORD`` (a ``.pgpass``
@@ -56,33 +62,85 @@ class PgParams:
         return self.password or environ.get("PGPASSWORD", "")
 
 
+#: libpq's environment variable for each parameter that has one (libpq 17's list): how a
+#: program that makes its own connections (dbt) is given the URL's other parameters.
+LIBPQ_ENVIRONMENT = {
+    "hostaddr": "PGHOSTADDR",
+    "passfile": "PGPASSFILE",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "client_encoding": "PGCLIENTENCODING",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "requirepeer": "PGREQUIREPEER",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    **{name: f"PG{name.upper()}" for name in SSL_FILE_OPTIONS},
+}
+#: What a password that breaks its URL needs (a "/" ends the host and port, an "@" the
+#: user info, a "%" starts an escape).
+_ENCODE_HINT = (
+    "(in the user name or password, @ : / # ? % must be percent-encoded: %40 %3A %2F %23 %3F %25)"
+)
+#: The URL's parts PgParams holds by name; every other libpq parameter goes to ``other``.
+_NAMED = ("host", "port", "user", "password", "dbname", "sslmode", *SSL_FILE_OPTIONS)
+
+
 def parse_dsn(dsn: str) -> PgParams:
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:  # e.g. an unclosed [IPv6] host; the text is not echoed (a password)
-        raise ConfigError("SALESMART_DATABASE_URL is not a valid URL") from None
-    if parts.scheme not in ("postgresql", "postgres"):
+    """A ``postgresql://`` URL read by libpq's own parser (psycopg2's): a host in the
+    query (``?host=/cloudsql/…``, a Unix socket's folder), escapes and repeated parameters
+    mean what they mean to psql. Missing parts: host 127.0.0.1, port 5432, user and
+    database ``postgres``."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn as libpq_parse
+
+    if not dsn.startswith(("postgresql://", "postgres://")):
         raise ConfigError("SALESMART_DATABASE_URL must start with postgresql://")
-    query = parse_qs(parts.query)
     try:
-        port = parts.port or 5432
-    except ValueError:
+        given: dict[str, str] = libpq_parse(dsn)
+    except ProgrammingError as exc:
+        # libpq's reason without what it quotes (the URL, with its password), but for
+        # one character ("]" of an IPv6 address).
+        unquoted = _QUOTED.sub(lambda m: m[0] if len(m[0]) == 3 else "", str(exc))
+        reason = unquoted.replace("invalid dsn:", "").strip(" :\n")
+        hint = f" {_ENCODE_HINT}" if "percent-encoded" in reason else ""
+        raise ConfigError(f"SALESMART_DATABASE_URL is not a valid URL ({reason}){hint}") from None
+    host = given.get("host") or "127.0.0.1"
+    if "@" in host:  # libpq splits at the first "@": the password's rest is the host
+        raise ConfigError(f"SALESMART_DATABASE_URL has an invalid host {_ENCODE_HINT}")
+    if "," in host or "," in given.get("port", ""):
         raise ConfigError(
-            "SALESMART_DATABASE_URL has an invalid port (in the user name or password,"
-            " @ : / # ? % must be percent-encoded: %40 %3A %2F %23 %3F %25)"
-        ) from None
-    database = unquote(parts.path.lstrip("/")) or "postgres"
-    sslmode = query.get("sslmode", ["prefer"])[0]
+            "SALESMART_DATABASE_URL names several hosts: give one (a load balancer's or"
+            " the primary's)"
+        )
+    port_text = given.get("port") or "5432"
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError(f"SALESMART_DATABASE_URL has an invalid port {_ENCODE_HINT}")
+    sslmode = given.get("sslmode", "prefer")
     if sslmode not in SSL_MODES:
         raise ConfigError(f"SALESMART_DATABASE_URL: sslmode must be one of {', '.join(SSL_MODES)}")
     return PgParams(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        user=unquote(parts.username or "postgres"),
-        password=unquote(parts.password or ""),
-        database=database,
+        host=host,
+        port=int(port_text),
+        user=given.get("user") or "postgres",
+        password=given.get("password", ""),
+        database=given.get("dbname") or "postgres",
         sslmode=sslmode,
-        ssl_files=tuple((key, query[key][0]) for key in SSL_FILE_OPTIONS if key in query),
+        ssl_files=tuple((key, given[key]) for key in SSL_FILE_OPTIONS if key in given),
+        other=tuple((key, value) for key, value in given.items() if key not in _NAMED),
     )
 
 
@@ -109,7 +167,7 @@ def libpq_ssl_options(params: PgParams) -> dict[str, str]:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host == "localhost" or host.startswith("/"):  # a Unix socket is local too
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -225,6 +283,7 @@ def connect(
         "keepalives_interval": 1,
         "keepalives_count": DEAD_PEER_SECONDS // 2,
         "tcp_user_timeout": DEAD_PEER_SECONDS * 1000,
+        **dict(params.other),  # what the URL says wins (connect_timeout, keepalives, ...)
         **libpq_ssl_options(params),
     }
     raw = psycopg2.connect(**options)

@@ -39,7 +39,7 @@ from common.config import (
     ValidationRules,
     without_secrets,
 )
-from common.pg import libpq_ssl_options, parse_dsn
+from common.pg import LIBPQ_ENVIRONMENT, libpq_ssl_options, parse_dsn
 from common.process import WATCHED_PARENT_ENV, stop_group, watched_by_parent
 from common.wording import how_many
 
@@ -160,6 +160,23 @@ def _rules_env(rules: ValidationRules) -> dict[str, str]:
     }
 
 
+#: Parameters of dbt's own connections, which it sets itself (its name, the liveness of its
+#: sockets); a URL's are for the functions' and the commands' connections. Its connect
+#: timeout is the profile's, which takes the URL's.
+_DBT_OWN_CONNECTION = frozenset(
+    {
+        "application_name",
+        "fallback_application_name",
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+    }
+)
+
+
 def _postgres_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """The PostgreSQL profile's settings (the password from ``environ``'s PGPASSWORD when
     the URL has none)."""
@@ -172,10 +189,22 @@ def _postgres_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
     except ConfigError as exc:
         raise TransformError(str(exc)) from None
     # TLS as for every other connection (common.pg): the mode in the profile, the
-    # certificate files through libpq's own variables (PGSSLROOTCERT, ...).
+    # certificate files and the URL's other parameters through libpq's own variables
+    # (PGSSLROOTCERT, PGOPTIONS, ...), which it reads for what dbt does not pass itself.
     ssl = libpq_ssl_options(pg)
+    libpq: dict[str, str] = {}
+    for name, value in (*ssl.items(), *pg.other):
+        if name == "sslmode" or name in _DBT_OWN_CONNECTION:
+            continue
+        if name not in LIBPQ_ENVIRONMENT:
+            raise TransformError(
+                f"SALESMART_DATABASE_URL names {name}=, which dbt cannot be given (libpq"
+                " has no environment variable for it): connect without it for dbt"
+            )
+        libpq[LIBPQ_ENVIRONMENT[name]] = value
     return {
-        **{f"PG{name.upper()}": value for name, value in ssl.items() if name != "sslmode"},
+        **libpq,
+        "SALESMART_PG_CONNECT_TIMEOUT": dict(pg.other).get("connect_timeout", "10"),
         "SALESMART_PG_HOST": pg.host,
         "SALESMART_PG_PORT": str(pg.port),
         "SALESMART_PG_USER": pg.user,

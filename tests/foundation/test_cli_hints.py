@@ -6,23 +6,35 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from common.config import Settings, build_settings
 from pipeline.postgres_embedded import EmbeddedPostgres
 from pipeline.transform import _describe_failure
 from tests.conftest import create_database, run_cli
 
 
-def test_a_password_that_breaks_the_url_is_explained(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("password", "broken"),
+    [
+        ("se/cret", "has an invalid port"),  # the host and port end at "/"
+        ("se@cret", "has an invalid host"),  # libpq: the user info ends at the first "@"
+        ("se%cret", "is not a valid URL (invalid percent-encoded token)"),
+    ],
+)
+def test_a_password_that_breaks_the_url_is_explained(
+    settings: Settings, tmp_path: Path, password: str, broken: str
+) -> None:
     done = run_cli(
         settings,
         tmp_path,
         "users",
         "list",
-        SALESMART_DATABASE_URL="postgresql://app:se#cret@127.0.0.1:5432/sales",
+        SALESMART_DATABASE_URL=f"postgresql://app:{password}@127.0.0.1:5432/sales",
     )
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        "salesmart: SALESMART_DATABASE_URL has an invalid port (in the user name or password,"
+        f"salesmart: SALESMART_DATABASE_URL {broken} (in the user name or password,"
         " @ : / # ? % must be percent-encoded: %40 %3A %2F %23 %3F %25)"
     )
     assert "cret" not in done.stderr

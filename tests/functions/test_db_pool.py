@@ -12,13 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.config import ConfigError
+from common.config import ConfigError, build_settings
 from common.db import PgPool
 from common.errors import WarehouseUnavailable
 from common.pg import connect, libpq_ssl_options, parse_dsn, pyformat
 from pipeline.netutil import free_port
-from pipeline.postgres_embedded import EmbeddedPostgres
-from tests.conftest import eventually
+from pipeline.postgres_embedded import EmbeddedPostgres, _server_owner
+from pipeline.transform import TransformError, _postgres_env
+from tests.conftest import eventually, scratch_pg_server
 
 
 def backend_pids(dsn: str, application: str) -> list[int]:
@@ -228,10 +229,95 @@ def test_an_unknown_sslmode_is_a_configuration_error() -> None:
         parse_dsn("postgresql://u:p@127.0.0.1/d?sslmode=sometimes")
 
 
-def test_a_url_that_does_not_parse_is_a_configuration_error_without_its_text() -> None:
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://u:s3cret@[::1/d", 'looking for matching "]" in IPv6 host'),
+        ("postgresql://u:s3cret@h/d?s3cret=1", "invalid URI query parameter"),
+        ("postgresql://u:%zzs3cret@h/d", "invalid percent-encoded token"),
+    ],
+)
+def test_a_url_that_does_not_parse_is_a_configuration_error_without_its_text(
+    url: str, reason: str
+) -> None:
     with pytest.raises(ConfigError, match="is not a valid URL") as caught:
-        parse_dsn("postgresql://u:s3cret@[::1/d")  # an unclosed IPv6 host
+        parse_dsn(url)
+    assert reason in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_url_means_what_it_means_to_libpq() -> None:
+    """Read by libpq's parser: a hand-written one read the host in the query as no host
+    (127.0.0.1:5432, whatever listened there), kept the first of a repeated parameter and
+    dropped every parameter it did not know (an audit)."""
+    socket_url = "postgresql://u:p%40ss@/sales?host=/cloudsql/proj:eu:db&port=6432"
+    params = parse_dsn(socket_url)
+    assert (params.host, params.port, params.user, params.password, params.database) == (
+        "/cloudsql/proj:eu:db",
+        6432,
+        "u",
+        "p@ss",
+        "sales",
+    )
+    assert params.redacted() == "postgresql://u@/sales?host=/cloudsql/proj:eu:db&port=6432"
+    assert libpq_ssl_options(params) == {"sslmode": "disable"}  # a Unix socket is local
+    assert parse_dsn("postgresql://u@[::1]:5/d").redacted() == "postgresql://u@[::1]:5/d"
+    assert parse_dsn("postgresql://h/d?sslmode=require&sslmode=verify-full").sslmode == (
+        "verify-full"
+    )
+    kept = parse_dsn("postgresql://h/d?options=-c%20search_path%3Dx&target_session_attrs=any")
+    assert kept.other == (("options", "-c search_path=x"), ("target_session_attrs", "any"))
+    with pytest.raises(ConfigError, match="names several hosts"):
+        parse_dsn("postgresql://u:p@h1:5432,h2:5432/d")
+    with pytest.raises(ConfigError, match="has an invalid port"):
+        parse_dsn("postgresql://u:p@h:70000/d")
+
+
+def test_a_host_in_the_query_reaches_that_unix_socket_with_the_urls_parameters() -> None:
+    with scratch_pg_server("salesmart-pg-socket-") as server:
+        sockets = server.data_dir.parent / "sockets"
+        sockets.mkdir()
+        owner = _server_owner()
+        if owner is not None:  # the server runs as another user when the tests run as root
+            os.chown(sockets, owner.pw_uid, owner.pw_gid)
+        admin = connect(server.dsn)
+        admin.run(f"ALTER SYSTEM SET unix_socket_directories = '{sockets}'")
+        admin.close()
+        server.stop()
+        server.start()
+        tcp = parse_dsn(server.dsn)
+        url = (
+            f"postgresql://{tcp.user}:{tcp.password}@/postgres?host={sockets}&port={tcp.port}"
+            "&options=-c%20statement_timeout%3D4321&target_session_attrs=read-write"
+        )
+        conn = connect(url)
+        try:
+            # No server address: a Unix socket, not 127.0.0.1.
+            assert conn.run("SELECT inet_server_addr(), current_setting('statement_timeout')") == [
+                [None, "4321ms"]
+            ]
+        finally:
+            conn.close()
+
+
+def test_dbt_is_given_the_urls_other_parameters_through_libpqs_variables() -> None:
+    settings = build_settings(
+        {
+            "SALESMART_DATABASE_URL": "postgresql://u:p@/d?host=/cloudsql/x&port=6432"
+            "&options=-c%20statement_timeout%3D5s&connect_timeout=7&keepalives=1"
+            "&sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+        }
+    )
+    env = _postgres_env(settings, {})
+    assert {key: env[key] for key in env if key.startswith("PG")} == {
+        "PGOPTIONS": "-c statement_timeout=5s",
+        "PGSSLROOTCERT": "/etc/ca.pem",
+    }
+    assert (env["SALESMART_PG_HOST"], env["SALESMART_PG_PORT"]) == ("/cloudsql/x", "6432")
+    assert (env["SALESMART_PG_SSLMODE"], env["SALESMART_PG_CONNECT_TIMEOUT"]) == ("verify-ca", "7")
+    refused = build_settings({"SALESMART_DATABASE_URL": "postgresql://u:p@h/d?sslpassword=k"})
+    with pytest.raises(TransformError, match="names sslpassword=, which dbt cannot be given"):
+        _postgres_env(refused, {})
 
 
 def test_require_against_a_server_without_tls_is_unavailable_not_plaintext(
