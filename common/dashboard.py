@@ -317,6 +317,12 @@ class Dashboard:
             name for name in SUMMARY_COLUMNS if name in settings.pii_fields
         )
         self._mask = Masker(settings.pii_key)
+        #: The masked columns the monthly chart would show in clear (its months, its totals
+        #: summed from the rows): then it is not drawn. One product and month filtered,
+        #: its bar was that row's masked values.
+        self._chart_would_show = tuple(
+            name for name in ("sale_month", "total_amount") if name in self._masked_columns
+        )
 
     @cached_property
     def _templates(self) -> jinja2.Environment:
@@ -436,7 +442,8 @@ class Dashboard:
             args = call.request.args
             context.update(
                 rows=rows,
-                chart=build_chart(monthly),
+                chart=None if self._chart_would_show else build_chart(monthly),
+                chart_would_show=self._chart_would_show,
                 pages=_pages(args, filters.offset, filters.limit, len(rows), matching),
             )
         response, _ = self._page(

@@ -605,6 +605,7 @@ def test_dev_cookies_are_not_secure(marts_dsn: str, flask_app: Any, analyst: Acc
         (["product", "total_amount"], ["Halal Laptop", "1999.98"], ["999.99"]),
         # A month is masked as the API writes it (the first day), not as the page shows it.
         (["sale_month", "total_quantity"], ["2023-10-01"], ["Halal Laptop", "999.99"]),
+        (["sale_month", "total_amount"], ["2023-10-01", "1999.98"], ["Halal Laptop"]),
     ],
 )
 def test_masked_fields_follow_the_config(
@@ -637,6 +638,13 @@ def test_masked_fields_follow_the_config(
         assert mask(value, PII_KEY) in html
     for value in clear:
         assert value in html
+    # The chart shows months and totals in clear (an audit: one product and month filtered,
+    # its bar was that row's): not drawn when either is masked.
+    hidden = [name for name in ("sale_month", "total_amount") if name in fields]
+    assert ('id="monthly-chart"' in html) == (not hidden)
+    assert ('id="monthly-totals"' in html) == (not hidden)
+    if hidden:
+        assert f"it would show {' and '.join(hidden)} in clear" in html
 
 
 def test_money_is_shown_exact_past_float_precision(
