@@ -143,6 +143,8 @@ def test_default_services_autoscaling_and_concurrency(default_objects: Objects) 
         assert container["readinessProbe"] == {"httpGet": {"path": "/healthz"}}
         assert container["resources"] == fn["resources"]
         assert container["securityContext"]["runAsNonRoot"] is True
+        # A refused start's reason (its last log line) shows in the Revision's status.
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
         assert spec["automountServiceAccountToken"] is False
         assert spec["volumes"] == [
             {"name": "pipeline-config", "configMap": {"name": "salesmart-config"}}
@@ -177,10 +179,19 @@ def test_config_map_is_the_pipeline_config(default_objects: Objects) -> None:
         assert yaml.safe_load(text) == yaml.safe_load(shipped)
 
 
-def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(default_objects: Objects) -> None:
+def test_migration_job_is_a_pre_install_upgrade_and_rollback_hook(default_objects: Objects) -> None:
     job = by_kind(default_objects, "Job")["salesmart-migrate"]
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # pre-rollback: a rollback to a release older than the database's schema fails in its
+    # Job (migrate refuses a newer schema) before its functions run (an audit: a rollback
+    # ran no hook, and the old functions served on the newer schema).
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == (
+        "pre-install,pre-upgrade,pre-rollback"
+    )
     hook_config = by_kind(default_objects, "ConfigMap")["salesmart-migrate-config"]
+    assert (
+        hook_config["metadata"]["annotations"]["helm.sh/hook"]
+        == (job["metadata"]["annotations"]["helm.sh/hook"])
+    )
     # The hook's config copy exists before the Job runs and is removed once hooks succeed.
     assert int(hook_config["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
         job["metadata"]["annotations"]["helm.sh/hook-weight"]
@@ -189,6 +200,7 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(default_objects: Ob
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["command"] == ["salesmart", "migrate"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["image"] == "salesmart-cli:0.1.0"
     assert pod["restartPolicy"] == "Never"
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -333,10 +345,12 @@ def test_chart_created_secret(render: Any) -> None:
     # The Job's copy holds only the database URL and is a hook created before the Job.
     hook = secrets["shop-salesmart-migrate-secrets"]
     assert set(hook["data"]) == {"database-url"}
-    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
-    assert "helm.sh/hook" not in secrets["shop-salesmart-secrets"]["metadata"].get(
-        "annotations", {}
-    )
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade,pre-rollback"
+    # Kept when a later release names it as existingSecret (the default name is this one)
+    # instead of creating it: Helm deleted the Secret every pod reads (an audit).
+    assert secrets["shop-salesmart-secrets"]["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep"
+    }
     for service in knative_services(objects).values():
         assert env_of(service)["SALESMART_JWT_SECRET"]["secretKeyRef"]["name"] == (
             "shop-salesmart-secrets"
@@ -1197,6 +1211,10 @@ def test_env_refuses_every_variable_the_chart_sets(default_objects: Objects, ren
     for name in sorted(chart_set):
         with pytest.raises(RenderError, match=rf"functions\.trends_pg\.env\.{name}: "):
             render({"functions": {"trends_pg": {"env": {name: "x"}}}})
+    # A secret's file form: the variable the chart sets wins, the file was never read.
+    for name in ("SALESMART_JWT_SECRET", "SALESMART_PII_KEY", "SALESMART_DATABASE_URL"):
+        with pytest.raises(RenderError, match=rf"env\.{name}_FILE: the chart sets {name} from"):
+            render({"functions": {"token": {"env": {f"{name}_FILE": "/run/key"}}}})
 
 
 # ---- NOTES.txt ----------------------------------------------------------------------------

@@ -185,6 +185,8 @@ values: workers, threads, timeoutSeconds, environment, secrets, bigquery). */ -}
 {{- fail (printf "functions.%s.env.HOST: the image listens on every address (0.0.0.0), for Knative's queue-proxy and probes; it cannot be changed" $name) -}}
 {{- else if has $key $chartEnv -}}
 {{- fail (printf "functions.%s.env.%s: the chart sets this variable from its own values (workers, threads, timeoutSeconds, environment, secrets, bigquery); set those instead" $name $key) -}}
+{{- else if and (hasSuffix "_FILE" $key) (has (trimSuffix "_FILE" $key) (list "SALESMART_JWT_SECRET" "SALESMART_PII_KEY" "SALESMART_DATABASE_URL")) -}}
+{{- fail (printf "functions.%s.env.%s: the chart sets %s from secrets, and that variable wins over the file (which would never be read); name the Secret in secrets instead" $name $key (trimSuffix "_FILE" $key)) -}}
 {{- end -}}
 {{- end -}}
 {{- $as := $fn.autoscaling -}}
