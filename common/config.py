@@ -139,25 +139,35 @@ class Settings:
         functions need both; a loading command only the PII key)."""
         wanted = [("SALESMART_JWT_SECRET", self.jwt_secret)] if jwt else []
         wanted += [("SALESMART_PII_KEY", self.pii_key)] if pii else []
+        problems = []  # all of them at once: a pod refused once per missing key took rounds
         for name, value in wanted:
-            if self.is_dev:
+            if value != value.strip():
+                # A key is its bytes as given, and a Secret made from a file keeps the file's
+                # line end in the variable, where NAME_FILE drops it: one Secret gave two
+                # masking keys. Refused rather than trimmed (a trimmed key would change the
+                # masked ids of rows already loaded under it).
+                problems.append(
+                    f"{name} starts or ends with white space (a file's line end?): remove it"
+                )
+            elif self.is_dev:
                 # Any length locally, but never none: an empty key signs forgeable tokens.
                 # (A local run makes its keys: common.local_run.serving_settings.)
                 if not value:
-                    raise ConfigError(f"{name} is empty")
-                continue
-            if len(value.encode()) < MIN_SECRET_BYTES:
+                    problems.append(f"{name} is empty")
+            elif len(value.encode()) < MIN_SECRET_BYTES:
                 state = "missing" if not value else f"only {len(value.encode())} bytes"
-                raise ConfigError(
+                problems.append(
                     f"{name} is {state}; at least {MIN_SECRET_BYTES} bytes are required "
                     f"outside SALESMART_ENV=dev"
                 )
-        if jwt and pii and not self.is_dev and self.jwt_secret == self.pii_key:
+        if not problems and jwt and pii and not self.is_dev and self.jwt_secret == self.pii_key:
             # One key's leak (a masking key is given to every function) would give both.
-            raise ConfigError(
+            problems.append(
                 "SALESMART_JWT_SECRET and SALESMART_PII_KEY are the same: give each its own key"
                 " outside SALESMART_ENV=dev"
             )
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def require_database(settings: Settings, *, password_required: bool = True) -> None:
@@ -267,14 +277,17 @@ def _raw_schema(value: object) -> str:
 
 
 def _secret(environ: dict[str, str], name: str) -> str:
-    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (a mounted Secret)."""
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (a mounted Secret),
+    without the file's final line end (what an editor or ``echo`` adds; any other white
+    space is the key's, which ``require_secrets`` refuses)."""
     value = environ.get(name, "")
     if value:
         return value
     path = environ.get(f"{name}_FILE", "")
     if path:
         try:
-            return Path(path).read_text(encoding="utf-8").strip()
+            text = Path(path).read_text(encoding="utf-8")
+            return text.removesuffix("\n").removesuffix("\r")
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={path} cannot be read ({exc.strerror})") from None
     return ""

@@ -369,6 +369,41 @@ def test_a_deployment_refuses_one_key_for_tokens_and_masking() -> None:
     Settings(env="dev", jwt_secret=key, pii_key=key).require_secrets()  # a local run's choice
 
 
+def test_a_secret_is_its_bytes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    """A Secret made from a file (``--from-file``) keeps its line end in a variable, and a
+    NAME_FILE dropped it: one Secret gave two masking keys (an audit). A file's final line
+    end is dropped; white space around a key anywhere else is refused, not trimmed."""
+    key = "k" * 40
+    jwt = "j" * 40
+    for ending in ("\n", "\r\n", ""):
+        (tmp_path / "pii").write_text(key + ending, newline="")
+        settings = build_settings(
+            {"SALESMART_PII_KEY_FILE": str(tmp_path / "pii"), "SALESMART_JWT_SECRET": jwt}
+        )
+        assert settings.pii_key == key
+        settings.require_secrets()
+    for given in (key + "\n", " " + key, " " * 34):
+        settings = Settings(env="prod", jwt_secret=jwt, pii_key=given)
+        with pytest.raises(
+            ConfigError,
+            match=r"^SALESMART_PII_KEY starts or ends with white space \(a file's line end\?\)",
+        ):
+            settings.require_secrets()
+    (tmp_path / "pii").write_text(key + "\n\n")  # the line end left is the key's
+    settings = build_settings(
+        {"SALESMART_PII_KEY_FILE": str(tmp_path / "pii"), "SALESMART_JWT_SECRET": jwt}
+    )
+    with pytest.raises(ConfigError, match="SALESMART_PII_KEY starts or ends with white space"):
+        settings.require_secrets()
+    # Every problem at once: a pod refused once per missing key took a revision each.
+    with pytest.raises(
+        ConfigError,
+        match=r"^SALESMART_JWT_SECRET is missing; at least 32 bytes are required outside"
+        r" SALESMART_ENV=dev; SALESMART_PII_KEY is only 5 bytes; at least 32 bytes",
+    ):
+        Settings(env="prod", jwt_secret="", pii_key="short").require_secrets()
+
+
 def test_serve_for_a_deployment_needs_its_secrets(settings: Settings, tmp_path: Path) -> None:
     refused = _serve_dashboard_for_a_deployment(settings, tmp_path, SALESMART_JWT_SECRET="")
     assert refused.startswith(
