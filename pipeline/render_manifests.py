@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -393,6 +394,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif not config_copy_in_sync():
         CONFIG_COPY.parent.mkdir(parents=True, exist_ok=True)
         CONFIG_COPY.write_bytes(CONFIG_SOURCE.read_bytes())
+        # Said: the next `helm install helm/salesmart` ships it too (a local-run tweak).
+        copy = (
+            CONFIG_COPY.relative_to(REPO_ROOT)
+            if CONFIG_COPY.is_relative_to(REPO_ROOT)
+            else CONFIG_COPY
+        )
+        print(
+            f"{copy}: copied from {CONFIG_SOURCE.relative_to(REPO_ROOT)}"
+            " (the chart's pipelineConfig default)"
+        )
 
     try:
         values = user_values(
@@ -424,7 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"render_manifests: {problem}", file=sys.stderr)
         if problems:
-            print("render_manifests: run `python -m pipeline.render_manifests`", file=sys.stderr)
+            # The same render without --check (into --out's folder, with its overrides).
+            given = sys.argv[1:] if argv is None else list(argv)
+            again = ["python", "-m", "pipeline.render_manifests"]
+            again += [arg for arg in given if arg != "--check"] if args.out else []
+            print(f"render_manifests: run `{shlex.join(again)}`", file=sys.stderr)
             return 1
         print(f"{directory}: {len(files)} manifests up to date")
         return 0

@@ -67,7 +67,9 @@ def test_an_object_whose_text_cannot_be_edited_is_written_from_the_object() -> N
     assert yaml.safe_load(files["configmap-x.yaml"]) == {**obj, "metadata": {"name": "x"}}
 
 
-def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
+def test_check_mode_passes_now_and_fails_on_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     command = [sys.executable, "-m", "pipeline.render_manifests", "--check"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -90,7 +92,11 @@ def test_check_mode_passes_now_and_fails_on_drift(tmp_path: Path) -> None:
         "job-salesmart-migrate.yaml",
         "ksvc-salesmart-token.yaml",
     ]
+    capsys.readouterr()
     assert main(["--check", "--out", str(tmp_path)]) == 1
+    # The command that mends it renders into that folder, not k8s/knative/ (an audit).
+    hint = capsys.readouterr().err.splitlines()[-1]
+    assert hint == f"render_manifests: run `python -m pipeline.render_manifests --out {tmp_path}`"
 
     # Writing repairs the directory, and removes what the chart no longer renders.
     assert main(["--out", str(tmp_path)]) == 0
@@ -192,12 +198,19 @@ def test_bad_values_are_reported_in_one_line(
     assert not list(tmp_path.iterdir())
 
 
-def test_write_refreshes_the_config_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_refreshes_the_config_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "files" / "pipeline_config.yaml"
     monkeypatch.setattr(render_manifests, "CONFIG_COPY", copy)
     assert not render_manifests.config_copy_in_sync()
     assert main(["--out", str(tmp_path / "out")]) == 0
     assert copy.read_bytes() == CONFIG_SOURCE.read_bytes()
+    # Said (the next helm install ships it), once: an audit found the copy changed quietly.
+    said = capsys.readouterr().out
+    assert f"{copy}: copied from data/pipeline_config.yaml" in said
+    assert main(["--out", str(tmp_path / "out")]) == 0
+    assert "copied from" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
