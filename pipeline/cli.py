@@ -109,7 +109,7 @@ def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline.runtime import cli_settings, enter_warehouses
     from pipeline.transform import require_bigquery_answers, run_dbt
 
-    settings = cli_settings()
+    settings = cli_settings(with_secrets=False)  # dbt masks nothing: ids come masked
     for target in expand_targets(args.target):
         # On a terminal, dbt's latest "N of M" step, as long as the build runs.
         with StatusLine() as status, contextlib.ExitStack() as services:
@@ -154,7 +154,7 @@ def cmd_check_marts(args: argparse.Namespace) -> int:
     from pipeline.checks import MartCheckError, check_marts, require_fresh
     from pipeline.runtime import cli_settings, enter_warehouses
 
-    settings = cli_settings()
+    settings = cli_settings(with_secrets=False)  # reads the marts: no key needed
     targets = expand_targets(args.target)
     with contextlib.ExitStack() as services:
         settings = enter_warehouses(services, settings, targets)

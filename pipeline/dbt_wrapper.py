@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.runtime import cli_settings, require_deployment_database
 
         try:
-            settings = cli_settings()
+            settings = cli_settings(with_secrets=False)  # dbt never sees the keys
             if target == "postgres":
                 require_deployment_database(settings)  # as every command
             env, _ = dbt_environment(target, settings)

@@ -103,6 +103,10 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
         settings.require_secrets(jwt=False)
         missing = []
     up_keys = running_up_keys(settings) if missing else {}  # read only when needed
+    if "pii_key" in missing and not up_keys.get("pii_key"):
+        # Ids masked under this folder's key match no other folder's, in a shared warehouse
+        # too (SALESMART_DATABASE_URL): said when another folder's keys may have been meant.
+        say_if_new_local(settings, state_dir(settings) / "pii-key", "PII key", made="a new local")
     changes.update(local_keys(settings, missing, up_keys))  # .salesmart/jwt-secret, pii-key
     # A deployment's command is given its services; it never falls back on the local run's.
     stack = running_stack(settings) if local_run or not deployment() else None
@@ -148,20 +152,22 @@ def enter_warehouses(
         from pipeline.bq_emulator import bigquery_for_command, bigquery_needs_emulator
 
         if bigquery_needs_emulator(settings) and not deployment():  # else refused, unsaid
-            say_if_new_local(settings, bigquery_state_dir(settings), "local BigQuery stand-in")
+            say_if_new_local(settings, bigquery_state_dir(settings), "BigQuery stand-in")
         settings = stack.enter_context(bigquery_for_command(settings, bigquery_state_dir(settings)))
     return settings
 
 
-def say_if_new_local(settings: Settings, data: Path, what: str) -> None:
-    """About to make ``data`` (a local warehouse) in this folder's ``.salesmart``: say so
-    when another folder's state is there to be meant instead (``other_folders_state``)."""
+def say_if_new_local(
+    settings: Settings, data: Path, what: str, made: str = "a new, empty local"
+) -> None:
+    """About to make ``data`` (a local warehouse, a key) in this folder's ``.salesmart``: say
+    so when another folder's state is there to be meant instead (``other_folders_state``)."""
     if data.exists():
         return
     notice = other_folders_state(settings)
     if notice is not None:
         print(
-            f"salesmart: starting a new, empty {what} in {data.parent}: commands use the"
+            f"salesmart: starting {made} {what} in {data.parent}: commands use the"
             f" .salesmart of the folder they start in, and {notice} is another folder's"
             f" (run from {notice.parent} to use it)",
             file=sys.stderr,
@@ -214,7 +220,7 @@ def postgres_dsn(
     from pipeline.postgres_embedded import open_embedded
 
     data = ensure_state_dir(settings) / "postgres"
-    say_if_new_local(settings, data, "local PostgreSQL")
+    say_if_new_local(settings, data, "PostgreSQL")
     server = open_embedded(data)
     try:
         server.join()

@@ -1238,13 +1238,13 @@ class Subfolder:
         )
 
     def assert_says_it_starts_a_new(
-        self, what: str, result: subprocess.CompletedProcess[str]
+        self, what: str, result: subprocess.CompletedProcess[str], made: str = "a new, empty local"
     ) -> None:
         assert result.returncode == 0, result.stderr
-        notice = result.stderr.splitlines()[0]
-        assert notice.startswith(
-            f"salesmart: starting a new, empty local {what} in {self.here / '.salesmart'}:"
-        ), notice
+        start = f"salesmart: starting {made} {what} in {self.here / '.salesmart'}:"
+        notices = [line for line in result.stderr.splitlines() if line.startswith(start)]
+        assert len(notices) == 1, result.stderr
+        (notice,) = notices
         assert (
             f"{self.project / '.salesmart'} is another folder's (run from {self.project}" in notice
         )
@@ -1287,6 +1287,33 @@ def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(
     assert deployed.returncode == 1, deployed.stderr
     assert "starting a new" not in deployed.stderr, deployed.stderr
     assert "SALESMART_BQ_PROJECT" in deployed.stderr, deployed.stderr
+
+
+def test_a_load_in_a_subfolder_says_it_masks_with_a_new_key(
+    subfolder: Subfolder, fresh_dsn: str
+) -> None:
+    # Into a shared warehouse (the URL given), from data/: ids were masked under a key made
+    # in data/.salesmart without a word, and matched no other folder's (an audit).
+    command = ["ingest", str(SAMPLE_CSV), "--target", "postgres"]
+    done = subfolder.run(*command, SALESMART_DATABASE_URL=fresh_dsn)
+    subfolder.assert_says_it_starts_a_new("PII key", done, made="a new local")
+    assert (subfolder.here / ".salesmart" / "pii-key").exists()
+    again = subfolder.run(*command, SALESMART_DATABASE_URL=fresh_dsn)
+    assert again.returncode == 0, again.stderr
+    assert "starting a new" not in again.stderr  # said once, when it is made
+
+
+def test_commands_that_use_no_key_make_none(subfolder: Subfolder, fresh_dsn: str) -> None:
+    """transform and check-marts mask nothing (ids come masked): they made .salesmart's
+    keys in any folder they ran in, and a deployment's refused to run without a PII key."""
+    for env in ({}, {"SALESMART_ENV": "prod"}):
+        done = subfolder.run(
+            "check-marts", "--target", "postgres", SALESMART_DATABASE_URL=fresh_dsn, **env
+        )
+        assert "SALESMART_PII_KEY" not in done.stderr, done.stderr
+        assert "marts" in done.stdout + done.stderr  # it ran: no marts built in this database
+    assert not (subfolder.here / ".salesmart" / "pii-key").exists()
+    assert not (subfolder.here / ".salesmart" / "jwt-secret").exists()
 
 
 @pytest.mark.parametrize("finished", [True, False, None])
