@@ -116,11 +116,12 @@ def default_work_dir(target: str, settings: Settings) -> Path:
     return settings.state_dir / "dbt" / target
 
 
-def require_bigquery_answers(settings: Settings) -> None:
-    """One ``SELECT 1`` within ``query_timeout_seconds`` before dbt starts on BigQuery: dbt
-    waits without a limit on a BigQuery that accepts connections but never answers (a
-    frozen stand-in kept ``transform`` silent for 15 minutes, and a DAG task for its whole
-    timeout)."""
+def require_bigquery_answers(settings: Settings, not_done: str = "dbt not started") -> None:
+    """One ``SELECT 1`` within ``query_timeout_seconds`` before the work on BigQuery starts
+    (``not_done`` says what did not): dbt waits without a limit on a BigQuery that accepts
+    connections but never answers (a frozen stand-in kept ``transform`` silent for 15
+    minutes, and a DAG task for its whole timeout), and ``ingest`` loaded PostgreSQL before
+    finding BigQuery gone, leaving the two apart."""
     from common.bigquery import BigQueryUnavailable, ping
 
     try:
@@ -128,7 +129,7 @@ def require_bigquery_answers(settings: Settings) -> None:
     except BigQueryUnavailable as exc:
         # "did not answer" only for a silence: a missing key file or a refusal is a reason.
         silent = exc.reason in ("unreachable", "timeout")
-        prefix = "BigQuery did not answer, dbt not started" if silent else "dbt not started"
+        prefix = f"BigQuery did not answer, {not_done}" if silent else not_done
         raise TransformError(f"{prefix}: {exc}") from None
 
 

@@ -1331,3 +1331,19 @@ def test_an_interrupted_load_says_what_it_left(
     (line,) = capsys.readouterr().err.splitlines()
     assert line == f"salesmart: interrupted: {interrupted_load(42, finished)}"
     assert ("load 42" in line) is bool(finished)
+
+
+def test_ingest_into_both_finds_bigquery_gone_before_loading_postgresql(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """PostgreSQL was loaded, then BigQuery found unreachable: the warehouses stayed apart
+    until the file was loaded again (an audit). Now nothing is loaded, and it says why."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    done = run_cli(settings, tmp_path, "ingest", str(SAMPLE_CSV), SALESMART_BQ_ENDPOINT=dead)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "salesmart: BigQuery did not answer, nothing loaded: BigQuery unavailable (unreachable"
+    ), line
+    assert "-> postgres" not in done.stdout
+    assert count(settings, "raw.loads") == 0
