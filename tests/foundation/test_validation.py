@@ -97,6 +97,32 @@ def test_leading_zeros_do_not_count_towards_a_prices_digits(
     assert fast is None or fast == validator.check(line.split(","))
 
 
+@pytest.mark.parametrize(
+    ("minimum", "price", "valid"),
+    [
+        # Within a float's rounding of the minimum: 100000000000000.00 and .01 are one float.
+        ("100000000000000.01", "100000000000000.00", False),
+        ("100000000000000.01", "100000000000000.01", True),
+        ("10.000000001", "10.000000000", False),
+        ("10.000000001", "10.000000001", True),
+    ],
+)
+def test_the_fast_path_decides_a_minimum_a_float_cannot_tell_exactly(
+    minimum: str, price: str, valid: bool
+) -> None:
+    """The line check's float comparison hands a price within rounding distance of the
+    minimum to an exact Decimal one; without it, a price a cent below a minimum near 10^15
+    was accepted (an audit found no test failing with that comparison gone)."""
+    rules = ValidationRules(min_price=Decimal(minimum), max_decimals=9)
+    validator = v.RowValidator(rules)
+    fast = validator.check_line_text(f"T1,Halal A,{price},1,2023-01-01")
+    assert fast is not None  # decided here, not handed to the field-by-field check
+    assert (fast != v.PRICE_BELOW_MIN) is valid
+    assert (fast == v.PRICE_BELOW_MIN) == (
+        checked(rules, {**VALID, "price": price}) == v.PRICE_BELOW_MIN
+    )
+
+
 def test_price_decimals_limit() -> None:
     assert check(price="19.999") == v.TOO_MANY_DECIMALS
     assert isinstance(check(price="19.9"), v.ValidRow)
