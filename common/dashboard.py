@@ -276,6 +276,7 @@ def template_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         bytecode_cache=cache,
+        auto_reload=False,  # the templates never change under a running instance: no stat per page
     )
 
 

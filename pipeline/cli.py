@@ -220,6 +220,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     from pipeline.runtime import cli_settings, postgres_dsn
 
     settings = cli_settings(with_secrets=False)
+    name = getattr(args, "name", None)
+    if name is not None:  # a name no account may have is refused before any server starts
+        try:
+            users.check_name(name, getattr(args, "role", None))
+        except users.UserError as exc:
+            raise CliError(str(exc)) from exc
     with postgres_dsn(settings) as dsn:
         conn = connect(dsn)
         try:

@@ -59,7 +59,8 @@ class User:
     created_at: datetime
 
 
-def _check(username: str, role: str | None = None) -> None:
+def check_name(username: str, role: str | None = None) -> None:
+    """The name (and role) an account may have, refused in one line otherwise."""
     if not USERNAME.fullmatch(username):
         raise UserError("username must be 1-64 characters: ASCII letters and digits, _ . @ -")
     if role is not None and role not in ROLES:
@@ -69,7 +70,7 @@ def _check(username: str, role: str | None = None) -> None:
 def add_user(
     conn: Any, username: str, password: str, role: str, rounds: int, *, replace: bool = False
 ) -> None:
-    _check(username, role)
+    check_name(username, role)
     password_hash = hash_password(password, rounds)
     # The look-alike check and the write as one step: two `users add` of `alice` and
     # `Alice` at once both passed the check before either had inserted.
@@ -112,7 +113,7 @@ def _lock_timed_out(exc: BaseException) -> bool:
 def check_password_target(conn: Any, username: str, role: str | None, *, new: bool) -> None:
     """Refuse, before a password is asked for, what ``add_user`` (``new``) or
     ``set_password`` would refuse after it: a bad name or role, a taken or unknown name."""
-    _check(username, role)
+    check_name(username, role)
     if has_user(conn, username) == new:
         raise UserError(f"user {username} already exists" if new else f"no user named {username}")
     if new:
@@ -178,7 +179,7 @@ def end_lockout(conn: Any, username: str) -> None:
 
 
 def _update(conn: Any, username: str, assignment: str, **params: Any) -> None:
-    _check(username)
+    check_name(username)
     rows = conn.run(
         f"UPDATE auth.users SET {assignment}, updated_at = now() WHERE username = :u"  # nosec B608 - assignment is one of this module's constants; values are bound
         " RETURNING username",

@@ -1347,3 +1347,15 @@ def test_ingest_into_both_finds_bigquery_gone_before_loading_postgresql(
     ), line
     assert "-> postgres" not in done.stdout
     assert count(settings, "raw.loads") == 0
+
+
+def test_a_name_no_account_may_have_is_refused_before_any_server_starts(
+    subfolder: Subfolder,
+) -> None:
+    # It started (and on first use made) the embedded PostgreSQL first (an audit).
+    done = subfolder.run("users", "add", "bad name!", "--role", "admin", "--password-stdin")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "salesmart: username must be 1-64 characters: ASCII letters and digits, _ . @ -\n"
+    )
+    assert not (subfolder.here / ".salesmart" / "postgres").exists()
