@@ -10,8 +10,18 @@
 # Extra arguments are passed to salesmart-serve.
 set -eu
 
-if [ -z "${FUNCTION_TARGET:-}" ]; then
-    echo "entrypoint: set FUNCTION_TARGET to one of: token, trends_bq, trends_pg, dashboard" >&2
+# Only the four functions, by their names (token/../trends_pg served trends_pg), unless a
+# FUNCTION_SOURCE of one's own is given.
+if [ -z "${FUNCTION_SOURCE:-}" ]; then
+    case "${FUNCTION_TARGET:-}" in
+        token | trends_bq | trends_pg | dashboard) ;;
+        *)
+            echo "entrypoint: set FUNCTION_TARGET to one of: token, trends_bq, trends_pg, dashboard (it is '${FUNCTION_TARGET:-}')" >&2
+            exit 64
+            ;;
+    esac
+elif [ -z "${FUNCTION_TARGET:-}" ]; then
+    echo "entrypoint: set FUNCTION_TARGET to the function FUNCTION_SOURCE=$FUNCTION_SOURCE defines" >&2
     exit 64
 fi
 FUNCTION_SOURCE="${FUNCTION_SOURCE:-functions/${FUNCTION_TARGET}/main.py}"

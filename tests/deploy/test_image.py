@@ -297,10 +297,18 @@ def test_image_entrypoint_serves_health_for_each_function(function: str, tmp_pat
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
-        ({}, 64, "set FUNCTION_TARGET"),
-        ({"FUNCTION_TARGET": "reports"}, 66, "no function source at functions/reports/main.py"),
+        ({}, 64, "set FUNCTION_TARGET to one of: token, trends_bq, trends_pg, dashboard"),
+        ({"FUNCTION_TARGET": "reports"}, 64, "dashboard (it is 'reports')"),
+        # A path in the name served another function (an audit).
+        ({"FUNCTION_TARGET": "token/../trends_pg"}, 64, "(it is 'token/../trends_pg')"),
+        (
+            {"FUNCTION_TARGET": "mine", "FUNCTION_SOURCE": "functions/mine/main.py"},
+            66,
+            "no function source at functions/mine/main.py",
+        ),
+        ({"FUNCTION_SOURCE": "functions/token/main.py"}, 64, "set FUNCTION_TARGET to the"),
     ],
-    ids=["no-target", "unknown-target"],
+    ids=["no-target", "unknown-target", "path-in-target", "own-source-missing", "source-only"],
 )
 def test_entrypoint_refuses_a_missing_function(
     extra: dict[str, str], code: int, message: str, tmp_path: Path
