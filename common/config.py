@@ -821,6 +821,7 @@ def _settings(env: dict[str, str], config_path: Path, data: dict[str, Any]) -> S
     token_ttl_seconds = _token_ttl_seconds(env, api)
     validation = _validation_rules(data)
     pii_fields = _pii_fields(data, validation)
+    _check_orchestration(_section(data, "orchestration"))
     return Settings(
         # Exactly "dev" relaxes the secrets; any other value (also "Dev") is production.
         env=env.get("SALESMART_ENV") or "prod",
@@ -863,6 +864,22 @@ def _settings(env: dict[str, str], config_path: Path, data: dict[str, Any]) -> S
         bigquery=bigquery,
         config_warnings=warnings,
     )
+
+
+def _check_orchestration(section: dict[str, Any]) -> None:
+    """The DAG's keys, checked as the DAG checks them (dags/transform_sales_mart.py), so a
+    bad value stops every command, not only the DAG's import in Airflow. Whether a schedule
+    is a cron expression Airflow runs is the DAG's to say (croniter is Airflow's)."""
+    whole_number(section.get("retries", 3), "orchestration.retries", 0, 100)
+    whole_number(
+        section.get("retry_delay_seconds", 300), "orchestration.retry_delay_seconds", 1, 86400
+    )
+    schedule = section.get("schedule", "0 0 * * *")
+    if schedule is not None and not (isinstance(schedule, str) and schedule.strip()):
+        raise ConfigError(
+            "orchestration.schedule must be a cron expression, an Airflow preset (@daily ...)"
+            f" or null, found {schedule!r}"
+        )
 
 
 @functools.cache

@@ -886,7 +886,7 @@ def test_keys_nothing_reads_are_named_with_a_hint(tmp_path: Path) -> None:
     [
         ("ingestion:\n- validation:\n    product_prefix: Foo\n", "ingestion"),
         ("ingestion:\n  validation: 5\n", "ingestion.validation"),
-        ("orchestration: daily\n", "orchestration"),  # the DAG's, not read here
+        ("orchestration: daily\n", "orchestration"),  # the DAG's, checked here too
         ("data_warehouse:\n  postgres: [raw]\n", "data_warehouse.postgres"),
     ],
 )
@@ -914,6 +914,16 @@ def test_a_section_that_is_no_mapping_is_refused(
             "data_warehouse:\n  postgres:\n    mart_schema: Marts\n",
             "data_warehouse.postgres.mart_schema must be a lower-case PostgreSQL name",
         ),
+        # The DAG's keys: a command took `retries: banana`, and only Airflow's import
+        # refused it (an audit; the README said every command refuses it).
+        ("orchestration:\n  retries: banana\n", "orchestration.retries must be an integer"),
+        ("orchestration:\n  retries: 101\n", "orchestration.retries must be <= 100"),
+        (
+            "orchestration:\n  retry_delay_seconds: 0\n",
+            "orchestration.retry_delay_seconds must be >= 1",
+        ),
+        ("orchestration:\n  schedule: 5\n", "orchestration.schedule must be a cron expression"),
+        ("orchestration:\n  schedule: ''\n", "orchestration.schedule must be a cron expression"),
     ],
 )
 def test_a_bad_value_in_the_file_names_the_file(
