@@ -36,7 +36,7 @@ from common.errors import WarehouseUnavailable
 from common.logging import log_event, sqlstate
 from common.pg import PgConnection, close_quietly
 
-CONNECT_TIMEOUT_SECONDS = 3.0
+POOL_CONNECT_TIMEOUT_SECONDS = 3.0
 STATEMENT_TIMEOUT_MS = 2500
 ACQUIRE_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTION_AGE_SECONDS = 1800.0
@@ -182,7 +182,7 @@ class PgPool:
         *,
         max_size: int | None = None,
         application_name: str = "salesmart",
-        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        connect_timeout: float = POOL_CONNECT_TIMEOUT_SECONDS,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
     ) -> None:
         self._dsn = dsn

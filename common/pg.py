@@ -27,7 +27,9 @@ from common.config import ConfigError
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as raw_connection
 
-CONNECT_TIMEOUT_SECONDS = 5
+#: How long a command (and anything else not naming its own) waits to connect; the
+#: functions' pools wait less (common.db: a request is waiting).
+COMMAND_CONNECT_TIMEOUT_SECONDS = 5
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 #: libpq's TLS file options, taken from the DSN's query as they are.
 SSL_FILE_OPTIONS = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
@@ -268,7 +270,7 @@ def connect(
     import psycopg2  # imported here: the CLI's fast paths never need it
 
     params = parse_dsn(dsn)
-    seconds = timeout if timeout is not None else CONNECT_TIMEOUT_SECONDS
+    seconds = timeout if timeout is not None else COMMAND_CONNECT_TIMEOUT_SECONDS
     options: dict[str, Any] = {
         "host": params.host,
         "port": params.port,
