@@ -24,7 +24,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import flask
@@ -73,7 +73,6 @@ class Call:
     function: str
     user: str | None = None
     rows: int | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
     #: The request's form once read (``common.forms.read_form``).
     form: MultiDict[str, str] | None = None
 
@@ -280,7 +279,7 @@ class FunctionApp:
         headers = response.headers
         present = {name.lower() for name in headers.keys()}  # noqa: SIM118 - Headers, not dict
         headers[REQUEST_ID_HEADER] = call.request_id
-        for name, value in (*self._defaults, *call.extra_headers.items()):
+        for name, value in self._defaults:
             if name.lower() not in present:
                 headers.add(name, value)
 
