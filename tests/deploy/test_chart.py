@@ -443,6 +443,37 @@ def test_secret_key_names_must_differ(overrides: str, render: Any) -> None:
         render(values)
 
 
+def test_each_function_and_the_job_may_run_as_its_own_service_account(render: Any) -> None:
+    """With Workload Identity, the account that may read BigQuery was every function's and
+    the migration Job's (an audit): each may have its own, else the top-level one."""
+    objects = render(
+        {
+            "serviceAccountName": "salesmart-runtime",
+            "functions": {"trends_bq": {"serviceAccountName": "salesmart-bigquery"}},
+            "migration": {"serviceAccountName": "salesmart-migrate"},
+        }
+    )
+    accounts = {
+        name: service["spec"]["template"]["spec"]["serviceAccountName"]
+        for name, service in knative_services(objects).items()
+    }
+    assert accounts == {
+        "token": "salesmart-runtime",
+        "trends_bq": "salesmart-bigquery",
+        "trends_pg": "salesmart-runtime",
+        "dashboard": "salesmart-runtime",
+    }
+    job = by_kind(objects, "Job")["salesmart-migrate"]["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "salesmart-migrate"
+    only_bq = render({"functions": {"trends_bq": {"serviceAccountName": "salesmart-bigquery"}}})
+    unset = [
+        name
+        for name, service in knative_services(only_bq).items()
+        if "serviceAccountName" not in service["spec"]["template"]["spec"]
+    ]
+    assert sorted(unset) == ["dashboard", "token", "trends_pg"]
+
+
 def test_one_value_for_both_keys_is_refused_when_rendered(render: Any) -> None:
     """The functions refuse it at start: the install succeeded (the migration Job needs
     neither key) and no Service became Ready (a review found it)."""
@@ -880,6 +911,8 @@ def test_readiness_timeout_and_threshold_need_a_readiness_period(render: Any) ->
 # ---- values.schema.json -------------------------------------------------------------------
 
 BAD_VALUES: list[tuple[str, str]] = [
+    ("a function's account not a name", "functions: {trends_bq: {serviceAccountName: BQ_Reader}}"),
+    ("the job's account not a name", "migration: {serviceAccountName: 'a b'}"),
     ("string concurrency", 'functions: {token: {containerConcurrency: "8"}}'),
     ("concurrency above 1000", "functions: {token: {containerConcurrency: 1001}}"),
     ("negative concurrency", "functions: {token: {containerConcurrency: -1}}"),
@@ -1023,6 +1056,8 @@ REASONS = {
     "migration with unknown key": "additional properties 'schedule'",
     "bad secret name": "'/secrets/existingSecret'",
     "upper-case full name": "'/fullnameOverride'",
+    "a function's account not a name": "'/functions/trends_bq/serviceAccountName'",
+    "the job's account not a name": "'/migration/serviceAccountName'",
     "dotted name": "'/nameOverride'",
 }
 
