@@ -147,7 +147,9 @@ class Settings:
                 # masking keys. Refused rather than trimmed (a trimmed key would change the
                 # masked ids of rows already loaded under it).
                 problems.append(
-                    f"{name} starts or ends with white space (a file's line end?): remove it"
+                    f"{name} starts or ends with white space (a file's line end?): give it"
+                    " without (the README's 'A key with white space around it' says what"
+                    " that changes)"
                 )
             elif self.is_dev:
                 # Any length locally, but never none: an empty key signs forgeable tokens.

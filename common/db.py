@@ -84,7 +84,7 @@ class _Watchdog:
         self._pid = 0
 
     @contextmanager
-    def watching(self, fd: int, seconds: float) -> Iterator[Callable[[], None]]:
+    def watching(self, fd: int, seconds: float) -> Iterator[Callable[..., None]]:
         """Watch ``fd`` for ``seconds``; yields ``rearm``, which gives the next statement
         on it its own ``seconds`` (a snapshot of several is not given their sum: a frozen
         server then held the dashboard's 503 for 13.5 s, not 4.5)."""
@@ -98,10 +98,12 @@ class _Watchdog:
             # No wake-up: the loop looks again within a second, well before any deadline.
             self._running[token] = (time.monotonic() + seconds, fd)
 
-        def rearm() -> None:
+        def rearm(statements: int = 1) -> None:
+            """The next message's deadline: ``statements`` deadlines (a message of several,
+            each of which the server times out on its own)."""
             with self._ready:
                 if token in self._running:  # not once it fired: the socket is shut
-                    self._running[token] = (time.monotonic() + seconds, fd)
+                    self._running[token] = (time.monotonic() + seconds * statements, fd)
 
         try:
             yield rearm
@@ -152,13 +154,15 @@ class PooledConnection:
         self,
         statements: Sequence[Statement],
         tables: Sequence[str],
-        before_each: Callable[[], None] = lambda: None,
+        before_each: Callable[..., None] = lambda statements=1: None,
     ) -> list[list[list[Any]]]:
         # The locks before the snapshot (the first SELECT takes it): a rebuild swapping a
         # table in is waited for, and then seen. A snapshot taken first, then waiting on
-        # the swap, saw the new table empty. One round trip with the BEGIN.
+        # the swap, saw the new table empty. One round trip with the BEGIN, each lock
+        # given its own deadline (each may wait out a swap).
         locks = [f"LOCK TABLE {table} IN ACCESS SHARE MODE" for table in tables]
         try:
+            before_each(1 + len(locks))
             self.conn.run("; ".join([_SNAPSHOT, *locks]))  # inside: an interrupt rolls back
             results = []
             for sql, params in statements:

@@ -101,27 +101,46 @@ _ENCODE_HINT = (
 _NAMED = ("host", "port", "user", "password", "dbname", "sslmode", *SSL_FILE_OPTIONS)
 
 
+#: libpq's reasons for a URL it cannot read, as words of its message; only these are shown,
+#: never the message (it quotes the URL's tokens, a password among them, and a password
+#: holding a quote defeated taking the quoted parts out).
+_LIBPQ_URL_REASONS = (
+    ("invalid percent-encoded token", "invalid percent-encoded token"),
+    ("forbidden value %00", "a %00 escape"),
+    ("IPv6 host address", 'an IPv6 host without its closing "]"'),
+    ("invalid URI query parameter", "a query parameter libpq does not know"),
+    ("separator", "a query parameter without its value"),
+)
+
+
 def parse_dsn(dsn: str) -> PgParams:
     """A ``postgresql://`` URL read by libpq's own parser (psycopg2's): a host in the
     query (``?host=/cloudsql/…``, a Unix socket's folder), escapes and repeated parameters
-    mean what they mean to psql. Missing parts: host 127.0.0.1, port 5432, user and
-    database ``postgres``."""
+    mean what they mean to psql. Missing parts: host 127.0.0.1 (or the ``hostaddr``
+    given), port 5432, user and database ``postgres``. White space around the URL is not
+    its (a Secret made from a file keeps the file's line end: libpq would take it into
+    the database's name); a control character inside it is refused."""
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn as libpq_parse
 
+    dsn = dsn.strip()
     if not dsn.startswith(("postgresql://", "postgres://")):
         raise ConfigError("SALESMART_DATABASE_URL must start with postgresql://")
+    if any(ord(char) < 32 or ord(char) == 127 for char in dsn):
+        raise ConfigError("SALESMART_DATABASE_URL holds a control character (a line end?)")
     try:
         given: dict[str, str] = libpq_parse(dsn)
     except ProgrammingError as exc:
-        # libpq's reason without what it quotes (the URL, with its password), but for
-        # one character ("]" of an IPv6 address).
-        unquoted = _QUOTED.sub(lambda m: m[0] if len(m[0]) == 3 else "", str(exc))
-        reason = unquoted.replace("invalid dsn:", "").strip(" :\n")
-        hint = f" {_ENCODE_HINT}" if "percent-encoded" in reason else ""
-        raise ConfigError(f"SALESMART_DATABASE_URL is not a valid URL ({reason}){hint}") from None
-    host = given.get("host") or "127.0.0.1"
-    if "@" in host:  # libpq splits at the first "@": the password's rest is the host
+        said = str(exc)
+        reason = next((why for words, why in _LIBPQ_URL_REASONS if words in said), "")
+        hint = f" {_ENCODE_HINT}" if "percent" in reason else ""
+        reason = f" ({reason})" if reason else ""
+        raise ConfigError(f"SALESMART_DATABASE_URL is not a valid URL{reason}{hint}") from None
+    host = given.get("host") or given.get("hostaddr") or "127.0.0.1"
+    database = given.get("dbname") or "postgres"
+    # libpq ends the user info at its first "@", before any "/": the password's rest is
+    # then the host, or (after a "/") the port and the database.
+    if "@" in host:
         raise ConfigError(f"SALESMART_DATABASE_URL has an invalid host {_ENCODE_HINT}")
     if "," in host or "," in given.get("port", ""):
         raise ConfigError(
@@ -131,6 +150,11 @@ def parse_dsn(dsn: str) -> PgParams:
     port_text = given.get("port") or "5432"
     if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
         raise ConfigError(f"SALESMART_DATABASE_URL has an invalid port {_ENCODE_HINT}")
+    if "@" in database:
+        raise ConfigError(f"SALESMART_DATABASE_URL has an invalid database name {_ENCODE_HINT}")
+    timeout = given.get("connect_timeout", "0")
+    if not (timeout.isascii() and timeout.isdigit()):
+        raise ConfigError("SALESMART_DATABASE_URL: connect_timeout must be whole seconds")
     sslmode = given.get("sslmode", "prefer")
     if sslmode not in SSL_MODES:
         raise ConfigError(f"SALESMART_DATABASE_URL: sslmode must be one of {', '.join(SSL_MODES)}")
@@ -139,7 +163,7 @@ def parse_dsn(dsn: str) -> PgParams:
         port=int(port_text),
         user=given.get("user") or "postgres",
         password=given.get("password", ""),
-        database=given.get("dbname") or "postgres",
+        database=database,
         sslmode=sslmode,
         ssl_files=tuple((key, given[key]) for key in SSL_FILE_OPTIONS if key in given),
         other=tuple((key, value) for key, value in given.items() if key not in _NAMED),
@@ -160,7 +184,9 @@ def libpq_ssl_options(params: PgParams) -> dict[str, str]:
       and falls back to plain TCP, ``disable`` never encrypts.
     """
     mode = params.sslmode
-    if mode in ("prefer", "allow") and _is_loopback(params.host):
+    # Where the bytes go: hostaddr when given (libpq connects there, the host only names it).
+    address = dict(params.other).get("hostaddr") or params.host
+    if mode in ("prefer", "allow") and _is_loopback(address):
         mode = "disable"
     options = {"sslmode": mode, **dict(params.ssl_files)}
     if mode == "verify-full":
@@ -266,26 +292,36 @@ class PgConnection:
 def connect(
     dsn: str, *, application_name: str = "salesmart", timeout: float | None = None
 ) -> PgConnection:
-    """A new connection; callers own closing it. ``timeout``: seconds to connect."""
+    """A new connection; callers own closing it. ``timeout``: seconds to connect (a
+    function's pool gives its own: a request is waiting; else the URL's ``connect_timeout``
+    or ``COMMAND_CONNECT_TIMEOUT_SECONDS``)."""
     import psycopg2  # imported here: the CLI's fast paths never need it
 
     params = parse_dsn(dsn)
-    seconds = timeout if timeout is not None else COMMAND_CONNECT_TIMEOUT_SECONDS
+    url = dict(params.other)
+    if timeout is None and "connect_timeout" in url:
+        seconds = float(url["connect_timeout"]) or math.inf  # 0: libpq waits without a limit
+    else:
+        seconds = timeout if timeout is not None else COMMAND_CONNECT_TIMEOUT_SECONDS
     options: dict[str, Any] = {
-        "host": params.host,
-        "port": params.port,
-        "user": params.user,
-        "dbname": params.database,
-        "password": params.password or None,  # None: libpq's own sources (.pgpass)
-        "application_name": application_name,
-        # libpq counts whole seconds, and at least 2.
-        "connect_timeout": max(2, math.ceil(seconds)),
+        # The URL's liveness settings (keepalives, tcp_user_timeout) replace these.
         "keepalives": 1,
         "keepalives_idle": DEAD_PEER_SECONDS // 2,
         "keepalives_interval": 1,
         "keepalives_count": DEAD_PEER_SECONDS // 2,
         "tcp_user_timeout": DEAD_PEER_SECONDS * 1000,
-        **dict(params.other),  # what the URL says wins (connect_timeout, keepalives, ...)
+        **url,
+        "host": params.host,
+        "port": params.port,
+        "user": params.user,
+        "dbname": params.database,
+        "password": params.password or None,  # None: libpq's own sources (.pgpass)
+        # Ours: the functions are told apart by it in pg_stat_activity.
+        "application_name": application_name,
+        # libpq counts whole seconds, and at least 2 (0: no limit).
+        "connect_timeout": 0 if math.isinf(seconds) else max(2, math.ceil(seconds)),
+        # The rows are UTF-8 (COPY sends the file's bytes): another encoding garbled them.
+        "client_encoding": "UTF8",
         **libpq_ssl_options(params),
     }
     raw = psycopg2.connect(**options)

@@ -16,15 +16,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeAlias, cast
+from typing import Any, NoReturn, TextIO, TypeAlias, cast
 
 from common.functions import FUNCTIONS
 from common.wording import how_many
 from pipeline import TARGETS, expand_targets
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
-
-if TYPE_CHECKING:
-    from common.config import Settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -86,7 +83,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         targets = expand_targets(args.target)
         with contextlib.ExitStack() as services:
             settings = enter_warehouses(services, settings, targets)
-            _bigquery_answers_before_loading(settings, targets)
+            if "bigquery" in targets and len(targets) > 1:
+                # Asked first: found gone once PostgreSQL was loaded, the two stayed apart
+                # until the file was loaded again.
+                from pipeline.transform import require_bigquery_answers
+
+                require_bigquery_answers(settings, "nothing loaded")
             for target in targets:
                 for path in paths:
                     results.append(ingest_into(target, path, settings, progress=True))
@@ -99,15 +101,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             ) from exc
         raise CliError(str(exc), EXIT_UNUSABLE) from exc
     return EXIT_OK
-
-
-def _bigquery_answers_before_loading(settings: Settings, targets: Sequence[str]) -> None:
-    """Loading both warehouses: BigQuery asked first, not found gone once PostgreSQL is
-    loaded (the two stayed apart until the file was loaded again)."""
-    if "bigquery" in targets and len(targets) > 1:
-        from pipeline.transform import require_bigquery_answers
-
-        require_bigquery_answers(settings, "nothing loaded")
 
 
 def _print_result(result: Any, as_json: bool) -> None:
@@ -156,7 +149,6 @@ def cmd_ingest_landing(args: argparse.Namespace) -> int:
     targets = expand_targets(args.target)
     with contextlib.ExitStack() as services:
         settings = enter_warehouses(services, settings, targets)
-        _bigquery_answers_before_loading(settings, targets)
         results = ingest_landing(
             settings, targets, say=lambda line: print(printable(line), flush=True)
         )

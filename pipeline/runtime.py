@@ -88,7 +88,8 @@ def warn_about_config(settings: Settings) -> None:
 
 def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Settings:
     """Settings for local commands: running services and (``with_secrets``) local secrets
-    filled in. Commands that need no secret (migrate, users) leave ``.salesmart`` alone, so
+    filled in. Commands that need no secret (migrate, users, transform, check-marts)
+    leave ``.salesmart`` alone, so
     they also run where it is not writable (a Kubernetes Job). In a deployment (``deployment()``;
     not for ``local_run``: up, serve) no local secret is made: a missing PII key is an error,
     and the JWT key, which these commands do not use, stays unset."""
@@ -106,7 +107,9 @@ def cli_settings(*, with_secrets: bool = True, local_run: bool = False) -> Setti
     if "pii_key" in missing and not up_keys.get("pii_key"):
         # Ids masked under this folder's key match no other folder's, in a shared warehouse
         # too (SALESMART_DATABASE_URL): said when another folder's keys may have been meant.
-        say_if_new_local(settings, state_dir(settings) / "pii-key", "PII key", made="a new local")
+        say_if_new_local(
+            settings, state_dir(settings) / "pii-key", "a new local PII key", doing="making"
+        )
     changes.update(local_keys(settings, missing, up_keys))  # .salesmart/jwt-secret, pii-key
     # A deployment's command is given its services; it never falls back on the local run's.
     stack = running_stack(settings) if local_run or not deployment() else None
@@ -152,14 +155,14 @@ def enter_warehouses(
         from pipeline.bq_emulator import bigquery_for_command, bigquery_needs_emulator
 
         if bigquery_needs_emulator(settings) and not deployment():  # else refused, unsaid
-            say_if_new_local(settings, bigquery_state_dir(settings), "BigQuery stand-in")
+            say_if_new_local(
+                settings, bigquery_state_dir(settings), "a new, empty local BigQuery stand-in"
+            )
         settings = stack.enter_context(bigquery_for_command(settings, bigquery_state_dir(settings)))
     return settings
 
 
-def say_if_new_local(
-    settings: Settings, data: Path, what: str, made: str = "a new, empty local"
-) -> None:
+def say_if_new_local(settings: Settings, data: Path, what: str, doing: str = "starting") -> None:
     """About to make ``data`` (a local warehouse, a key) in this folder's ``.salesmart``: say
     so when another folder's state is there to be meant instead (``other_folders_state``)."""
     if data.exists():
@@ -167,7 +170,7 @@ def say_if_new_local(
     notice = other_folders_state(settings)
     if notice is not None:
         print(
-            f"salesmart: starting {made} {what} in {data.parent}: commands use the"
+            f"salesmart: {doing} {what} in {data.parent}: commands use the"
             f" .salesmart of the folder they start in, and {notice} is another folder's"
             f" (run from {notice.parent} to use it)",
             file=sys.stderr,
@@ -220,7 +223,7 @@ def postgres_dsn(
     from pipeline.postgres_embedded import open_embedded
 
     data = ensure_state_dir(settings) / "postgres"
-    say_if_new_local(settings, data, "PostgreSQL")
+    say_if_new_local(settings, data, "a new, empty local PostgreSQL")
     server = open_embedded(data)
     try:
         server.join()

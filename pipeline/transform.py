@@ -161,12 +161,14 @@ def _rules_env(rules: ValidationRules) -> dict[str, str]:
     }
 
 
-#: Parameters of dbt's own connections, which it sets itself (its name, the liveness of its
-#: sockets); a URL's are for the functions' and the commands' connections. Its connect
-#: timeout is the profile's, which takes the URL's.
+#: A URL's parameters dbt is not given: its name (dbt sets its own), the liveness of a
+#: long-held socket (libpq has no variable for these: they are for the functions' pools
+#: and the commands' connections), the encoding (the rows are UTF-8). Its connect timeout
+#: goes through the profile, which takes the URL's.
 _DBT_OWN_CONNECTION = frozenset(
     {
         "application_name",
+        "client_encoding",
         "fallback_application_name",
         "connect_timeout",
         "keepalives",

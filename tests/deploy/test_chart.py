@@ -13,6 +13,8 @@ import helm_python as helm
 import pytest
 import yaml
 
+from common.config import ConfigError, Settings, require_database
+from common.pg import parse_dsn
 from pipeline.render_manifests import CHART_DIR, RenderError, render_notes, user_values
 from tests.deploy import knative_rules
 from tests.deploy.conftest import FUNCTIONS, Objects, by_kind, env_of, knative_services
@@ -497,6 +499,9 @@ def test_one_value_for_both_keys_is_refused_when_rendered(render: Any) -> None:
         ("postgresql://u:" + "é" * 15 + "@h/d", "a password of only 30 bytes"),
         ("postgresql://u@h/d", "no password"),
         ("postgresql://h/d?sslmode=require", "no password"),
+        # libpq ends the user info at its first "@": the rest of the password is the host.
+        ("postgresql://u:" + "p" * 32 + "@x@h/d", 'an "@" in its host or database name'),
+        ("postgresql://u:" + "p" * 16 + "\t" + "p" * 16 + "@h/d", "a control character"),
     ],
 )
 def test_a_chart_created_database_url_the_functions_would_refuse_is_refused(
@@ -511,8 +516,12 @@ def test_a_chart_created_database_url_the_functions_would_refuse_is_refused(
         "databaseUrl": url,
     }
     values = {"secrets": secrets, "migration": {"enabled": False}}
-    with pytest.raises(RenderError, match=rf"secrets\.databaseUrl has {said}: the functions"):
+    with pytest.raises(RenderError, match=rf"secrets\.databaseUrl has {said}"):
         render(values)
+    # The functions refuse it too (the chart reads the URL as they do).
+    settings = Settings(env="prod", database_url=url)
+    with pytest.raises(ConfigError):
+        require_database(settings)
 
 
 @pytest.mark.parametrize(
@@ -520,11 +529,19 @@ def test_a_chart_created_database_url_the_functions_would_refuse_is_refused(
     [
         "postgresql://u:" + "%41" * 32 + "@h/d",
         "postgresql://u:" + "é" * 16 + "@h/d",
-        # Tabs and line ends are dropped from a URL, as Python's urlsplit drops them.
-        "postgresql://u:" + "p" * 32 + "\t@h/d",
+        # White space around the URL is not its (a file's line end in a Secret).
+        "postgresql://u:" + "p" * 32 + "@h/d\n",
         "postgresql://u:" + "p" * 32 + "@h/d?sslmode=verify-full&sslrootcert=system",
         "postgresql://u:" + "p" * 32 + "@h/d?sslmode=verify-ca&sslrootcert="
         "/var/run/secrets/postgres/server-ca.pem",
+        # Read as libpq reads it (the chart read it as urlsplit did, a review found): "#"
+        # and "?" are the password's, a password= in the query counts, "/" may be %2F, the
+        # last of a repeated key wins.
+        "postgresql://u:" + "p#?" * 11 + "@h/d",
+        "postgresql://u@h/d?password=" + "p" * 32,
+        "postgresql://u:" + "p" * 32 + "@h/d?sslmode=verify-ca&sslrootcert="
+        "%2Fvar%2Frun%2Fsecrets%2Fpostgres%2Fserver-ca.pem",
+        "postgresql://u:" + "p" * 32 + "@h/d?sslrootcert=/nowhere/ca.pem&sslrootcert=system",
     ],
 )
 def test_a_chart_created_database_url_the_functions_take_renders(url: str, render: Any) -> None:
@@ -536,6 +553,9 @@ def test_a_chart_created_database_url_the_functions_take_renders(url: str, rende
     }
     tls = {"caSecret": "cloudsql-ca", "caKey": "server-ca.pem"}
     assert by_kind(render({"secrets": secrets, "postgresTls": tls}), "Secret")
+    # The functions take its password too (their TLS files are the pod's: not checked here).
+    params = parse_dsn(url)
+    assert len(params.password.encode()) >= 32
 
 
 @pytest.mark.parametrize(

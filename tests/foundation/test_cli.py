@@ -1238,10 +1238,10 @@ class Subfolder:
         )
 
     def assert_says_it_starts_a_new(
-        self, what: str, result: subprocess.CompletedProcess[str], made: str = "a new, empty local"
+        self, what: str, result: subprocess.CompletedProcess[str], doing: str = "starting"
     ) -> None:
         assert result.returncode == 0, result.stderr
-        start = f"salesmart: starting {made} {what} in {self.here / '.salesmart'}:"
+        start = f"salesmart: {doing} {what} in {self.here / '.salesmart'}:"
         notices = [line for line in result.stderr.splitlines() if line.startswith(start)]
         assert len(notices) == 1, result.stderr
         (notice,) = notices
@@ -1266,7 +1266,9 @@ def test_a_command_in_a_subfolder_says_it_starts_a_new_local_warehouse(
 ) -> None:
     # `salesmart users list` from data/ while `up` runs one level up: before, a new empty
     # cluster was made in data/.salesmart without a word ("no users yet").
-    subfolder.assert_says_it_starts_a_new("PostgreSQL", subfolder.run("users", "list"))
+    subfolder.assert_says_it_starts_a_new(
+        "a new, empty local PostgreSQL", subfolder.run("users", "list")
+    )
     again = subfolder.run("users", "list")
     assert "starting a new" not in again.stderr  # said once, when it is made
 
@@ -1277,7 +1279,9 @@ def test_a_bigquery_command_in_a_subfolder_says_it_starts_a_new_stand_in(
     # The same for the BigQuery stand-in: `ingest --target bigquery` from data/ loaded into
     # a new, empty stand-in in data/.salesmart without a word.
     command = ["ingest", str(SAMPLE_CSV), "--target", "bigquery"]
-    subfolder.assert_says_it_starts_a_new("BigQuery stand-in", subfolder.run(*command))
+    subfolder.assert_says_it_starts_a_new(
+        "a new, empty local BigQuery stand-in", subfolder.run(*command)
+    )
     again = subfolder.run(*command)
     assert again.returncode == 0, again.stderr
     assert "starting a new" not in again.stderr  # said once, when it is made
@@ -1296,7 +1300,7 @@ def test_a_load_in_a_subfolder_says_it_masks_with_a_new_key(
     # in data/.salesmart without a word, and matched no other folder's (an audit).
     command = ["ingest", str(SAMPLE_CSV), "--target", "postgres"]
     done = subfolder.run(*command, SALESMART_DATABASE_URL=fresh_dsn)
-    subfolder.assert_says_it_starts_a_new("PII key", done, made="a new local")
+    subfolder.assert_says_it_starts_a_new("a new local PII key", done, doing="making")
     assert (subfolder.here / ".salesmart" / "pii-key").exists()
     again = subfolder.run(*command, SALESMART_DATABASE_URL=fresh_dsn)
     assert again.returncode == 0, again.stderr

@@ -269,9 +269,13 @@ def test_an_unknown_sslmode_is_a_configuration_error() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("postgresql://u:s3cret@[::1/d", 'looking for matching "]" in IPv6 host'),
-        ("postgresql://u:s3cret@h/d?s3cret=1", "invalid URI query parameter"),
+        ("postgresql://u:s3cret@[::1/d", 'an IPv6 host without its closing "]"'),
+        ("postgresql://u:s3cret@h/d?s3cret=1", "a query parameter libpq does not know"),
         ("postgresql://u:%zzs3cret@h/d", "invalid percent-encoded token"),
+        # libpq quotes its tokens, and a password holding a quote came out whole (a review).
+        ('postgresql://u:a"b%zzs3cret@h/d', "invalid percent-encoded token"),
+        ('postgresql://u:Ab"Xy%zzs3cretvalue@h/d', "invalid percent-encoded token"),
+        ('postgresql://u:TOP"s3cret@[::1/d', 'an IPv6 host without its closing "]"'),
     ],
 )
 def test_a_url_that_does_not_parse_is_a_configuration_error_without_its_text(
@@ -308,6 +312,53 @@ def test_a_url_means_what_it_means_to_libpq() -> None:
         parse_dsn("postgresql://u:p@h1:5432,h2:5432/d")
     with pytest.raises(ConfigError, match="has an invalid port"):
         parse_dsn("postgresql://u:p@h:70000/d")
+    # A "/" in the password: libpq reads host "app", port 12 and database "cret@h/d".
+    with pytest.raises(ConfigError, match="has an invalid database name") as refused:
+        parse_dsn("postgresql://app:12/cret@h/d")
+    assert "cret" not in str(refused.value)
+    with pytest.raises(ConfigError, match="connect_timeout must be whole seconds"):
+        parse_dsn("postgresql://u:p@h/d?connect_timeout=abc")
+
+
+def test_a_urls_surrounding_white_space_is_not_its_own() -> None:
+    """A Secret made from a file keeps its line end: urlsplit dropped it, libpq keeps it in
+    the database's name (every request a 503, the database 'salesmart\n' missing)."""
+    assert parse_dsn("postgresql://u:p@h/salesmart\n").database == "salesmart"
+    assert parse_dsn("  postgresql://u:p@h/d?host=/sock\r\n").host == "/sock"
+    with pytest.raises(ConfigError, match="holds a control character"):
+        parse_dsn("postgresql://u:p@h/sales\nmart")
+
+
+def test_hostaddr_is_where_the_bytes_go() -> None:
+    """libpq connects to hostaddr; with no host the default 127.0.0.1 made `prefer` plain
+    TCP to a remote server, and the logs named 127.0.0.1 (a review)."""
+    remote = parse_dsn("postgresql://u:p@/d?hostaddr=10.0.0.5")
+    assert remote.host == "10.0.0.5"
+    assert libpq_ssl_options(remote) == {"sslmode": "prefer"}
+    named = parse_dsn("postgresql://u:p@db.internal/d?hostaddr=127.0.0.1")
+    assert libpq_ssl_options(named) == {"sslmode": "disable"}  # the bytes stay here
+
+
+def test_the_urls_parameters_do_not_replace_what_the_pool_and_the_rows_need(
+    fresh_dsn: str,
+) -> None:
+    """The function's name in pg_stat_activity, UTF-8 for the rows (COPY sends the file's
+    bytes), and a pool's own connect timeout (README's 7.5 s) stay the callers'."""
+    joiner = "&" if "?" in fresh_dsn else "?"
+    url = f"{fresh_dsn}{joiner}client_encoding=LATIN1&application_name=other&connect_timeout=30"
+    conn = connect(url, application_name="pool-own-name")
+    try:
+        assert conn.run(
+            "SELECT current_setting('client_encoding'), current_setting('application_name')"
+        ) == [["UTF8", "pool-own-name"]]
+        assert conn.raw.get_dsn_parameters()["connect_timeout"] == "30"  # a command's: the URL's
+    finally:
+        conn.close()
+    pooled = connect(url, application_name="pool-own-name", timeout=3)
+    try:
+        assert pooled.raw.get_dsn_parameters()["connect_timeout"] == "3"
+    finally:
+        pooled.close()
 
 
 def test_a_host_in_the_query_reaches_that_unix_socket_with_the_urls_parameters() -> None:

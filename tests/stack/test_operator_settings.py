@@ -386,7 +386,8 @@ def test_a_secret_is_its_bytes_from_the_environment_or_a_file(tmp_path: Path) ->
         settings = Settings(env="prod", jwt_secret=jwt, pii_key=given)
         with pytest.raises(
             ConfigError,
-            match=r"^SALESMART_PII_KEY starts or ends with white space \(a file's line end\?\)",
+            match=r"^SALESMART_PII_KEY starts or ends with white space \(a file's line end\?\):"
+            r" give it without",
         ):
             settings.require_secrets()
     (tmp_path / "pii").write_text(key + "\n\n")  # the line end left is the key's

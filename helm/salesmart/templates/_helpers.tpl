@@ -186,7 +186,7 @@ values: workers, threads, timeoutSeconds, environment, secrets, bigquery). */ -}
 {{- else if has $key $chartEnv -}}
 {{- fail (printf "functions.%s.env.%s: the chart sets this variable from its own values (workers, threads, timeoutSeconds, environment, secrets, bigquery); set those instead" $name $key) -}}
 {{- else if and (hasSuffix "_FILE" $key) (has (trimSuffix "_FILE" $key) (list "SALESMART_JWT_SECRET" "SALESMART_PII_KEY" "SALESMART_DATABASE_URL")) -}}
-{{- fail (printf "functions.%s.env.%s: the chart sets %s from secrets, and that variable wins over the file (which would never be read); name the Secret in secrets instead" $name $key (trimSuffix "_FILE" $key)) -}}
+{{- fail (printf "functions.%s.env.%s: the chart sets %s from secrets (on every function that uses it), and that variable wins over the file; name the Secret in secrets instead" $name $key (trimSuffix "_FILE" $key)) -}}
 {{- end -}}
 {{- end -}}
 {{- $as := $fn.autoscaling -}}
@@ -243,41 +243,59 @@ up by a slow warehouse (or the pod is restarted for being slow).
 {{- end }}
 
 {{/* The bytes of the password in a postgresql:// URL once its %XX escapes are decoded, read
-as the functions read it (common.pg.parse_dsn: urlsplit, which drops tabs and line ends, and
-its user info before the last "@"). */}}
+as the functions read it (common.pg.parse_dsn: libpq's parser, the URL trimmed first): the user
+info ends at its first "@" before any "/", the password after its first ":", and a password=
+in the query replaces it. "-1": an "@" left in the host or database, which the functions
+refuse (a password's "@" not written %40). */}}
 {{- define "salesmart.urlPasswordBytes" -}}
-{{- $url := regexReplaceAll "[\t\r\n]" . "" -}}
-{{- $netloc := regexReplaceAll "[/?#].*$" (regexReplaceAll "^[^:]*://" $url "") "" -}}
+{{- $url := trim . -}}
+{{- $rest := regexReplaceAll "^[^:]*://" $url "" -}}
+{{- $authority := regexReplaceAll "/.*$" $rest "" -}}
 {{- $password := "" -}}
-{{- if contains "@" $netloc -}}
-{{- $userinfo := regexReplaceAll "@[^@]*$" $netloc "" -}}
+{{- $after := $rest -}}
+{{- if contains "@" $authority -}}
+{{- $userinfo := regexReplaceAll "@.*$" $authority "" -}}
 {{- if contains ":" $userinfo }}{{ $password = regexReplaceAll "^[^:]*:" $userinfo "" }}{{ end -}}
+{{- $after = trimPrefix (printf "%s@" $userinfo) $rest -}}
 {{- end -}}
+{{- $query := "" -}}
+{{- if contains "?" $after }}{{ $query = regexReplaceAll "^[^?]*[?]" $after "" }}{{ end -}}
+{{- range $pair := splitList "&" $query }}
+{{- if hasPrefix "password=" $pair }}{{ $password = trimPrefix "password=" $pair }}{{ end -}}
+{{- end -}}
+{{- if contains "@" (regexReplaceAll "[?].*$" $after "") -}}
+-1
+{{- else -}}
 {{- sub (len $password) (mul 2 (len (regexFindAll "%[0-9A-Fa-f]{2}" $password -1))) -}}
+{{- end -}}
 {{- end }}
 
 {{/* A TLS file a database URL names must be one the pods have: the system's CA store
 (sslrootcert=system) or the CA certificate postgresTls mounts. The chart mounts nothing else
-(no client certificate), and a function refuses to start on a file that is not there.
+(no client certificate), and a function refuses to start on a file that is not there. Read
+as libpq reads the query: the last of a repeated key wins, "/" may be written %2F.
 (list root FIELD URL) */}}
 {{- define "salesmart.checkTlsFiles" -}}
 {{- $root := index . 0 -}}
 {{- $field := index . 1 -}}
-{{- $url := regexReplaceAll "#.*$" (regexReplaceAll "[\t\r\n]" (index . 2) "") "" -}}
+{{- $url := trim (index . 2) -}}
 {{- $query := "" -}}
 {{- if contains "?" $url }}{{ $query = regexReplaceAll "^[^?]*[?]" $url "" }}{{ end -}}
 {{- $mounted := "" -}}
 {{- with $root.Values.postgresTls.caSecret }}
 {{- $mounted = printf "%s/%s" (include "salesmart.postgresTlsDir" $root) $root.Values.postgresTls.caKey }}
 {{- end }}
+{{- $files := dict }}
 {{- range $pair := splitList "&" $query }}
 {{- $parts := splitn "=" 2 $pair }}
 {{- $key := $parts._0 }}
-{{- $value := $parts._1 | default "" }}
-{{- if and (has $key (list "sslrootcert" "sslcert" "sslkey" "sslcrl")) $value }}
-{{- if not (and (eq $key "sslrootcert") (or (eq $value "system") (eq $value $mounted))) }}
-{{- fail (printf "secrets.%s names %s=%s, a file the pods do not have: the chart mounts only a CA certificate, at %s/KEY with postgresTls.caSecret and postgresTls.caKey (no client certificate)" $field $key $value (include "salesmart.postgresTlsDir" $root)) }}
+{{- if has $key (list "sslrootcert" "sslcert" "sslkey" "sslcrl") }}
+{{- $_ := set $files $key (regexReplaceAll "%2[Ff]" ($parts._1 | default "") "/") }}
 {{- end }}
+{{- end }}
+{{- range $key, $value := $files }}
+{{- if and $value (not (and (eq $key "sslrootcert") (or (eq $value "system") (eq $value $mounted)))) }}
+{{- fail (printf "secrets.%s names %s=%s, a file the pods do not have: the chart mounts only a CA certificate, at %s/KEY with postgresTls.caSecret and postgresTls.caKey (no client certificate)" $field $key $value (include "salesmart.postgresTlsDir" $root)) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -288,6 +306,14 @@ pods do not have; outside dev a password under 32 bytes, and for the functions n
 (the migration Job takes none: .pgpass, IAM). */}}
 {{- define "salesmart.checkDatabaseUrls" -}}
 {{- $secrets := .Values.secrets -}}
+{{- range $field := list "databaseUrl" "migrationDatabaseUrl" }}
+{{- if regexMatch "[\\x00-\\x1f\\x7f]" (trim (index $secrets $field | default "")) }}
+{{- fail (printf "secrets.%s has a control character inside (a line end?): the functions refuse it" $field) }}
+{{- end }}
+{{- if eq (include "salesmart.urlPasswordBytes" (index $secrets $field | default "")) "-1" }}
+{{- fail (printf "secrets.%s has an \"@\" in its host or database name: in the user name or password, @ : / # ? %% must be percent-encoded (%%40 %%3A %%2F %%23 %%3F %%25)" $field) }}
+{{- end }}
+{{- end }}
 {{- with $secrets.databaseUrl }}
 {{- include "salesmart.checkTlsFiles" (list $ "databaseUrl" .) }}
 {{- $bytes := include "salesmart.urlPasswordBytes" . | atoi }}
