@@ -397,16 +397,17 @@ def run_dbt(
         with contextlib.suppress(FileNotFoundError):
             (artifacts / "run_results.json").unlink()
         started = time.monotonic()
-        returncode, timed_out = _run(args, env, work, secrets, tail, on_line, timeout)
+        stand_in = settings.bigquery.api_endpoint if target == "bigquery" else ""
+        returncode, stopped = _run(args, env, work, secrets, tail, on_line, timeout, stand_in)
         duration = time.monotonic() - started
         results = _read_results(artifacts / "run_results.json")
 
-    finished = returncode == 0 and not timed_out
+    finished = returncode == 0 and not stopped
     outcome = _outcome(results, secrets, target, command, work, duration, finished=finished)
     if outcome.success or not check:
         return outcome
-    if timed_out:
-        reason = f"did not finish within {timeout:.0f} s"
+    if stopped:
+        reason = stopped
     elif outcome.failed:
         reason = _failed_nodes(outcome.failed, len(results))
     else:
@@ -500,16 +501,50 @@ def _outcome(
     )
 
 
-def _finish_stopping(timer: threading.Timer, process: subprocess.Popen[str]) -> None:
-    """Wait for the timer's stop of dbt's group: dbt itself may be gone while its children
-    have the rest of the grace (the caller ending first left them running). Interrupted
-    meanwhile, what is left of the group is killed at once."""
+def _finish_stopping(timer: threading.Thread, process: subprocess.Popen[str]) -> None:
+    """Wait for the timer's (or the stand-in watch's) stop of dbt's group: dbt itself may
+    be gone while its children have the rest of the grace (the caller ending first left
+    them running). Interrupted meanwhile, what is left of the group is killed at once."""
     try:
         timer.join()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         raise
+
+
+class _StandInWatch(threading.Thread):
+    """Stops dbt (as by Ctrl-C) once the BigQuery stand-in it was given has refused
+    connections for ``STAND_IN_GONE_SECONDS``: `up`'s stand-in ends with `up`, and dbt
+    retried its jobs for their whole timeout (a transform beside `up` sat silent for 20
+    minutes, then blamed two tests). A stand-in `up` restarts is back well within it."""
+
+    def __init__(self, endpoint: str, process: subprocess.Popen[str]) -> None:
+        super().__init__(name="stand-in-watch", daemon=True)
+        parts = urllib.parse.urlsplit(endpoint)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.process = process
+        self.done = threading.Event()
+        self.gone = False
+
+    def run(self) -> None:
+        import socket
+
+        refused_since: float | None = None
+        while not self.done.wait(1.0):
+            try:
+                socket.create_connection(self.address, timeout=1.0).close()
+                refused_since = None
+            except OSError:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since >= STAND_IN_GONE_SECONDS:
+                    self.gone = True
+                    stop_group(self.process, DBT_STOP_GRACE_SECONDS, signal.SIGINT)
+                    return
+
+
+#: How long the BigQuery stand-in may refuse connections before dbt is stopped.
+STAND_IN_GONE_SECONDS = 10.0
 
 
 def _run(
@@ -520,8 +555,10 @@ def _run(
     tail: collections.deque[str],
     on_line: Callable[[str], None] | None,
     timeout: float | None,
-) -> tuple[int, bool]:
-    """Run dbt in its own process group, streaming its output; (returncode, timed out)."""
+    stand_in: str = "",
+) -> tuple[int, str]:
+    """Run dbt in its own process group, streaming its output; (returncode, why it was
+    stopped: "" when it was not). ``stand_in``: the BigQuery stand-in's endpoint, watched."""
     try:
         process = subprocess.Popen(
             # A killed starter (kill -9 of `up`) leaves no dbt running on: it is asked to
@@ -553,6 +590,9 @@ def _run(
     if timer:
         timer.daemon = True
         timer.start()
+    watch = _StandInWatch(stand_in, process) if stand_in else None
+    if watch:
+        watch.start()
     try:
         assert process.stdout is not None
         for raw in process.stdout:
@@ -572,4 +612,15 @@ def _run(
             timer.cancel()
             if timed_out.is_set():
                 _finish_stopping(timer, process)
-    return returncode, timed_out.is_set()
+        if watch:
+            watch.done.set()
+            if watch.gone:
+                _finish_stopping(watch, process)
+    if timed_out.is_set():
+        return returncode, f"did not finish within {timeout:.0f} s"
+    if watch and watch.gone:
+        return returncode, (
+            f"was stopped: the BigQuery stand-in at {stand_in} stopped answering"
+            " (the `salesmart up` it belongs to stopped?)"
+        )
+    return returncode, ""

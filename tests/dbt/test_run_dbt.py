@@ -30,7 +30,7 @@ from pipeline.transform import (
     dbt_environment,
     run_dbt,
 )
-from tests.conftest import eventually, process_alive
+from tests.conftest import SAMPLE_CSV, eventually, process_alive
 
 PASSWORD = "pw-Zq8-not-for-logs"
 DSN = f"postgresql://salesmart:{PASSWORD}@127.0.0.1:5999/warehouse?sslmode=require"
@@ -540,3 +540,48 @@ def test_connection_values_come_from_the_environment() -> None:
     project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
     assert project["flags"]["send_anonymous_usage_stats"] is False
     assert not (PROJECT_DIR / "packages.yml").exists()  # nothing is downloaded at run time
+
+
+def test_dbt_is_stopped_when_its_bigquery_stand_in_goes_away(tmp_path: Path) -> None:
+    """`up`'s stand-in ends with `up`: a transform beside it retried its jobs for their
+    whole timeout (600 s, twice) and then blamed two tests (an audit). Now dbt is stopped
+    once the stand-in has refused connections for STAND_IN_GONE_SECONDS, and says why."""
+    from pipeline.ingest_bigquery import ingest_bigquery
+    from tests.bigquery.conftest import running_stand_in, settings_for
+
+    with running_stand_in() as stand_in:
+        settings = settings_for(stand_in.endpoint)
+        ingest_bigquery(SAMPLE_CSV, settings)
+        outcome: list[object] = []
+        first_line = threading.Event()
+
+        def on_line(line: str) -> None:
+            if " START " in line:  # its first node running: dbt's jobs wait on the stand-in
+                first_line.set()
+
+        def build() -> None:
+            try:
+                outcome.append(
+                    run_dbt(
+                        "bigquery",
+                        settings,
+                        work_dir=tmp_path / "work",
+                        on_line=on_line,
+                    )
+                )
+            except BaseException as exc:
+                outcome.append(exc)
+
+        builder = threading.Thread(target=build)
+        builder.start()
+        assert first_line.wait(120), "dbt printed nothing"
+        stand_in.process.kill()  # as `up`'s ends with it
+        started = time.monotonic()
+        builder.join(
+            timeout=transform.STAND_IN_GONE_SECONDS + transform.DBT_STOP_GRACE_SECONDS + 60
+        )
+        assert not builder.is_alive(), "dbt still waits for the stand-in"
+    (error,) = outcome
+    assert isinstance(error, TransformError), error
+    assert f"the BigQuery stand-in at {stand_in.endpoint} stopped answering" in str(error)
+    assert time.monotonic() - started < 120
