@@ -27,7 +27,8 @@ locks; appends do not conflict), so run one ingest at a time per dataset, as the
 Real BigQuery aborts one of two transactions writing the same table at once ("concurrent
 update"); before retrying, the aborted one checks again whether the same content was
 loaded meanwhile, so two ingests of one file there record it once. The stand-in aborts
-neither: two ingests started together may both load.
+neither: loads into it take turns instead (``_stand_in_turn``, a lock file on the machine
+that runs it).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
@@ -341,13 +344,46 @@ def ingest_rows(
     # tables) the file is loaded, though no counts were printed.
     progress = _LoadProgress()
     try:
-        return _load(rows, source_file, sha256, settings, load_id, progress)
+        with _stand_in_turn(settings):
+            return _load(rows, source_file, sha256, settings, load_id, progress)
     except bq.ScriptInterrupted as stopped:
         raise KeyboardInterrupt(interrupted_load(load_id, stopped.finished)) from None
     except KeyboardInterrupt as interrupt:
         if interrupt.args or not progress.committed:
             raise
         raise KeyboardInterrupt(interrupted_load(load_id, finished=True)) from None
+
+
+@contextmanager
+def _stand_in_turn(settings: Settings) -> Iterator[None]:
+    """Loads into one local stand-in take turns (a lock file beside it, on this machine):
+    it aborts neither of two transactions at once, as BigQuery does, and two ingests of
+    one file both loaded it (the second as 100,000 duplicate rejects; an audit). Real
+    BigQuery needs none: the aborted one finds the other's load."""
+    held: set[Path] = _turns.__dict__.setdefault("held", set())
+    import hashlib
+
+    named = f"{settings.bigquery.api_endpoint} {settings.bigquery.warehouse_dataset}"
+    lock = Path(tempfile.gettempdir()) / (
+        f"salesmart-bq-{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
+    )
+    if not settings.bigquery.is_emulated or lock in held:  # this thread's turn already
+        yield
+        return
+    import fcntl
+
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # the other load's turn first, if any
+        held.add(lock)
+        yield
+    finally:
+        held.discard(lock)
+        os.close(descriptor)  # releases the lock
+
+
+#: The stand-in turns each thread holds (a load's own nested one takes none again).
+_turns = threading.local()
 
 
 @dataclass

@@ -111,6 +111,38 @@ def test_loading_the_same_file_again_loads_nothing_new(bq_settings: Settings) ->
     assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == 2
 
 
+def test_two_loads_of_one_file_into_the_stand_in_at_once_record_it_once(
+    bq_settings: Settings, tmp_path: Path
+) -> None:
+    """The stand-in aborts neither of two transactions at once: both loaded the file, the
+    second as a load of duplicate rejects (an audit). Loads into it take turns."""
+    import threading
+
+    path = tmp_path / "both.csv"
+    generate(path, 2000, seed=11)
+    results: list[IngestResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def load() -> None:
+        try:
+            start.wait()
+            results.append(ib.ingest_bigquery(path, bq_settings))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert sorted(result.already_loaded for result in results) == [False, True]
+    assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 1
+    first = next(result for result in results if not result.already_loaded)
+    assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == first.rejected
+
+
 def test_an_apply_aborted_by_a_load_of_the_same_file_checks_again(
     bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
