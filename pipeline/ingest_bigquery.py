@@ -33,6 +33,7 @@ that runs it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -363,16 +364,20 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
     held: set[Path] = _turns.__dict__.setdefault("held", set())
     import hashlib
 
-    named = f"{settings.bigquery.api_endpoint} {settings.bigquery.warehouse_dataset}"
-    lock = Path(tempfile.gettempdir()) / (
-        f"salesmart-bq-{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
-    )
+    # By dataset, not endpoint (a stand-in's port changes with each start: one lock file
+    # per dataset, not one more per run); two stand-ins' loads into datasets of one name
+    # merely take turns too.
+    named = f"{settings.bigquery.project}.{settings.bigquery.warehouse_dataset}"
+    lock = _TURNS_FOLDER / f"{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
     if not settings.bigquery.is_emulated or lock in held:  # this thread's turn already
         yield
         return
     import fcntl
 
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    with contextlib.suppress(FileExistsError):
+        _TURNS_FOLDER.mkdir()
+        _TURNS_FOLDER.chmod(0o1777)  # shared by the machine's users, as /tmp is
+    descriptor = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no more
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)  # the other load's turn first, if any
         held.add(lock)
@@ -384,6 +389,7 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
 
 #: The stand-in turns each thread holds (a load's own nested one takes none again).
 _turns = threading.local()
+_TURNS_FOLDER = Path(tempfile.gettempdir()) / "salesmart-bigquery-turns"
 
 
 @dataclass
