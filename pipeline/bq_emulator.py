@@ -226,7 +226,8 @@ def _claim_state_dir(state_dir: Path, port: int | None) -> None:
     if other is not None:
         raise EmulatorError(
             f"a BigQuery stand-in (pid {other}) is already using {state_dir}; stop it first"
-            " (if it is a starting `salesmart up`'s, run this again once up serves)"
+            " (if it is a starting `salesmart up`'s, run this again once up serves; if its"
+            " `up` has just stopped, once it has gone, within seconds)"
         )
     if port is not None and not port_is_free(port):
         raise EmulatorError(f"cannot start the BigQuery stand-in: 127.0.0.1:{port} is in use")
