@@ -162,7 +162,7 @@ class PooledConnection:
         # given its own deadline (each may wait out a swap).
         locks = [f"LOCK TABLE {table} IN ACCESS SHARE MODE" for table in tables]
         try:
-            before_each(1 + len(locks))
+            before_each(max(1, len(locks)))  # the BEGIN answers at once; each lock may wait
             self.conn.run("; ".join([_SNAPSHOT, *locks]))  # inside: an interrupt rolls back
             results = []
             for sql, params in statements:

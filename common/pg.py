@@ -107,9 +107,11 @@ _NAMED = ("host", "port", "user", "password", "dbname", "sslmode", *SSL_FILE_OPT
 _LIBPQ_URL_REASONS = (
     ("invalid percent-encoded token", "invalid percent-encoded token"),
     ("forbidden value %00", "a %00 escape"),
+    ("may not be empty", 'an empty IPv6 host "[]"'),
     ("IPv6 host address", 'an IPv6 host without its closing "]"'),
     ("invalid URI query parameter", "a query parameter libpq does not know"),
-    ("separator", "a query parameter without its value"),
+    ("extra key/value separator", 'a "=" inside a query parameter\'s value (write it %3D)'),
+    ("missing key/value separator", "a query parameter without its value"),
 )
 
 

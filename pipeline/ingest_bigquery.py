@@ -33,7 +33,6 @@ that runs it).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -357,29 +356,47 @@ def ingest_rows(
 
 @contextmanager
 def _stand_in_turn(settings: Settings) -> Iterator[None]:
-    """Loads into one local stand-in take turns (a lock file beside it, on this machine):
+    """Loads into one local stand-in take turns (a lock file of this user's, by dataset):
     it aborts neither of two transactions at once, as BigQuery does, and two ingests of
     one file both loaded it (the second as 100,000 duplicate rejects; an audit). Real
-    BigQuery needs none: the aborted one finds the other's load."""
-    held: set[Path] = _turns.__dict__.setdefault("held", set())
+    BigQuery needs none: the aborted one finds the other's load. A lock that cannot be had
+    (the folder not this user's) is said, and the load goes on without its turn."""
     import hashlib
 
     # By dataset, not endpoint (a stand-in's port changes with each start: one lock file
-    # per dataset, not one more per run); two stand-ins' loads into datasets of one name
-    # merely take turns too.
+    # per dataset, not one more per run).
     named = f"{settings.bigquery.project}.{settings.bigquery.warehouse_dataset}"
     lock = _TURNS_FOLDER / f"{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
-    if not settings.bigquery.is_emulated or lock in held:  # this thread's turn already
+    # Re-entrant: a load started inside another's turn in the same thread (the test that
+    # injects a concurrent load) takes no second one.
+    held: set[Path] = _turns.__dict__.setdefault("held", set())
+    if not settings.bigquery.is_emulated or lock in held:
         yield
         return
     import fcntl
 
-    with contextlib.suppress(FileExistsError):
-        _TURNS_FOLDER.mkdir()
-        _TURNS_FOLDER.chmod(0o1777)  # shared by the machine's users, as /tmp is
-    descriptor = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no more
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)  # the other load's turn first, if any
+        _TURNS_FOLDER.mkdir(mode=0o700, exist_ok=True)  # this user's only: no one else's lock
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        print(
+            f"salesmart: warning: loading without taking turns ({lock} cannot be opened:"
+            f" {exc.strerror}); run one load into the stand-in at a time",
+            file=sys.stderr,
+        )
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                "salesmart: waiting for another load into the BigQuery stand-in"
+                f" ({settings.bigquery.warehouse_dataset}) to finish",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         held.add(lock)
         yield
     finally:
@@ -387,9 +404,10 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-#: The stand-in turns each thread holds (a load's own nested one takes none again).
+#: The stand-in turns each thread holds (see ``_stand_in_turn``).
 _turns = threading.local()
-_TURNS_FOLDER = Path(tempfile.gettempdir()) / "salesmart-bigquery-turns"
+#: Per user: a folder other users can write to let them block or break the turns.
+_TURNS_FOLDER = Path(tempfile.gettempdir()) / f"salesmart-bigquery-turns-{os.getuid()}"
 
 
 @dataclass

@@ -522,7 +522,10 @@ class _StandInWatch(threading.Thread):
     def __init__(self, endpoint: str, process: subprocess.Popen[str]) -> None:
         super().__init__(name="stand-in-watch", daemon=True)
         parts = urllib.parse.urlsplit(endpoint)
-        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.address = (
+            parts.hostname or "127.0.0.1",
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
         self.process = process
         self.done = threading.Event()
         self.gone = False
@@ -621,6 +624,7 @@ def _run(
     if watch and watch.gone:
         return returncode, (
             f"was stopped: the BigQuery stand-in at {stand_in} stopped answering"
-            " (the `salesmart up` it belongs to stopped?)"
+            " (stopped with the `salesmart up` it belongs to, or crashed: its log is"
+            " bqemulator.log in its folder)"
         )
     return returncode, ""

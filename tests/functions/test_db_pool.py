@@ -276,6 +276,9 @@ def test_an_unknown_sslmode_is_a_configuration_error() -> None:
         ('postgresql://u:a"b%zzs3cret@h/d', "invalid percent-encoded token"),
         ('postgresql://u:Ab"Xy%zzs3cretvalue@h/d', "invalid percent-encoded token"),
         ('postgresql://u:TOP"s3cret@[::1/d', 'an IPv6 host without its closing "]"'),
+        ("postgresql://u:s3cret@h/d?options=-c a=b", 'a "=" inside a query parameter\'s value'),
+        ("postgresql://u:s3cret@h/d?sslmode", "a query parameter without its value"),
+        ("postgresql://u:s3cret@[]/d", 'an empty IPv6 host "[]"'),
     ],
 )
 def test_a_url_that_does_not_parse_is_a_configuration_error_without_its_text(

@@ -242,24 +242,39 @@ up by a slow warehouse (or the pod is restarted for being slow).
 {{- end -}}
 {{- end }}
 
+{{/* A postgresql:// URL after its scheme and user info, as libpq reads it (the URL trimmed
+first, as common.pg.parse_dsn does): the user info ends at its first "@" before any "/". */}}
+{{- define "salesmart.urlAfterUserinfo" -}}
+{{- $rest := regexReplaceAll "^[^:]*://" (trim .) "" -}}
+{{- $authority := regexReplaceAll "/.*$" $rest "" -}}
+{{- if contains "@" $authority -}}
+{{- trimPrefix (printf "%s@" (regexReplaceAll "@.*$" $authority "")) $rest -}}
+{{- else -}}
+{{- $rest -}}
+{{- end -}}
+{{- end }}
+
+{{/* A URL's query as libpq finds it: after the user info (whose password may hold "?"). */}}
+{{- define "salesmart.urlQuery" -}}
+{{- $after := include "salesmart.urlAfterUserinfo" . -}}
+{{- if contains "?" $after }}{{ regexReplaceAll "^[^?]*[?]" $after "" }}{{ end -}}
+{{- end }}
+
 {{/* The bytes of the password in a postgresql:// URL once its %XX escapes are decoded, read
-as the functions read it (common.pg.parse_dsn: libpq's parser, the URL trimmed first): the user
-info ends at its first "@" before any "/", the password after its first ":", and a password=
-in the query replaces it. "-1": an "@" left in the host or database, which the functions
-refuse (a password's "@" not written %40). */}}
+as the functions read it (libpq's parser): after the user info's first ":", and a password= in
+the query replaces it. "-1": an "@" left in the host or database, which the functions refuse
+(a password's "@" not written %40). */}}
 {{- define "salesmart.urlPasswordBytes" -}}
 {{- $url := trim . -}}
 {{- $rest := regexReplaceAll "^[^:]*://" $url "" -}}
 {{- $authority := regexReplaceAll "/.*$" $rest "" -}}
 {{- $password := "" -}}
-{{- $after := $rest -}}
 {{- if contains "@" $authority -}}
 {{- $userinfo := regexReplaceAll "@.*$" $authority "" -}}
 {{- if contains ":" $userinfo }}{{ $password = regexReplaceAll "^[^:]*:" $userinfo "" }}{{ end -}}
-{{- $after = trimPrefix (printf "%s@" $userinfo) $rest -}}
 {{- end -}}
-{{- $query := "" -}}
-{{- if contains "?" $after }}{{ $query = regexReplaceAll "^[^?]*[?]" $after "" }}{{ end -}}
+{{- $after := include "salesmart.urlAfterUserinfo" $url -}}
+{{- $query := include "salesmart.urlQuery" $url -}}
 {{- range $pair := splitList "&" $query }}
 {{- if hasPrefix "password=" $pair }}{{ $password = trimPrefix "password=" $pair }}{{ end -}}
 {{- end -}}
@@ -278,9 +293,7 @@ as libpq reads the query: the last of a repeated key wins, "/" may be written %2
 {{- define "salesmart.checkTlsFiles" -}}
 {{- $root := index . 0 -}}
 {{- $field := index . 1 -}}
-{{- $url := trim (index . 2) -}}
-{{- $query := "" -}}
-{{- if contains "?" $url }}{{ $query = regexReplaceAll "^[^?]*[?]" $url "" }}{{ end -}}
+{{- $query := include "salesmart.urlQuery" (index . 2) -}}
 {{- $mounted := "" -}}
 {{- with $root.Values.postgresTls.caSecret }}
 {{- $mounted = printf "%s/%s" (include "salesmart.postgresTlsDir" $root) $root.Values.postgresTls.caKey }}
@@ -289,6 +302,12 @@ as libpq reads the query: the last of a repeated key wins, "/" may be written %2
 {{- range $pair := splitList "&" $query }}
 {{- $parts := splitn "=" 2 $pair }}
 {{- $key := $parts._0 }}
+{{- if contains "%" $key }}
+{{- fail (printf "secrets.%s: write its query's parameter names without %%-escapes (%s), as the chart checks them by name" $field $key) }}
+{{- end }}
+{{- if and (has $key (list "sslrootcert" "sslcert" "sslkey" "sslcrl")) (contains "%" (regexReplaceAll "%2[Ff]" ($parts._1 | default "") "")) }}
+{{- fail (printf "secrets.%s: write %s's file name without %%-escapes (but %%2F), as the chart checks it" $field $key) }}
+{{- end }}
 {{- if has $key (list "sslrootcert" "sslcert" "sslkey" "sslcrl") }}
 {{- $_ := set $files $key (regexReplaceAll "%2[Ff]" ($parts._1 | default "") "/") }}
 {{- end }}
