@@ -53,6 +53,12 @@ class PgParams:
 
     def redacted(self) -> str:
         """The DSN without its password, safe for logs and messages."""
+        address = dict(self.other).get("hostaddr")
+        if address and address != self.host:  # where the bytes go, beside the name
+            return f"{self._redacted_url()} (hostaddr {address})"
+        return self._redacted_url()
+
+    def _redacted_url(self) -> str:
         if self.host.startswith("/"):  # a Unix socket's folder
             return f"postgresql://{self.user}@/{self.database}?host={self.host}&port={self.port}"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -155,7 +161,7 @@ def parse_dsn(dsn: str) -> PgParams:
     if "@" in database:
         raise ConfigError(f"SALESMART_DATABASE_URL has an invalid database name {_ENCODE_HINT}")
     timeout = given.get("connect_timeout", "0")
-    if not (timeout.isascii() and timeout.isdigit()):
+    if not (timeout.isascii() and timeout.isdigit() and len(timeout) <= 6):
         raise ConfigError("SALESMART_DATABASE_URL: connect_timeout must be whole seconds")
     sslmode = given.get("sslmode", "prefer")
     if sslmode not in SSL_MODES:

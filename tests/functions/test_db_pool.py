@@ -340,6 +340,8 @@ def test_hostaddr_is_where_the_bytes_go() -> None:
     assert libpq_ssl_options(remote) == {"sslmode": "prefer"}
     named = parse_dsn("postgresql://u:p@db.internal/d?hostaddr=127.0.0.1")
     assert libpq_ssl_options(named) == {"sslmode": "disable"}  # the bytes stay here
+    assert named.redacted() == "postgresql://u@db.internal:5432/d (hostaddr 127.0.0.1)"
+    assert remote.redacted() == "postgresql://u@10.0.0.5:5432/d"
 
 
 def test_the_urls_parameters_do_not_replace_what_the_pool_and_the_rows_need(
