@@ -117,26 +117,19 @@ def test_two_loads_of_one_file_into_the_stand_in_at_once_record_it_once(
     """The stand-in aborts neither of two transactions at once: both loaded the file, the
     second as a load of duplicate rejects (an audit). Loads into it take turns."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     path = tmp_path / "both.csv"
     generate(path, 2000, seed=11)
-    results: list[IngestResult] = []
-    errors: list[BaseException] = []
     start = threading.Barrier(2)
 
-    def load() -> None:
-        try:
-            start.wait()
-            results.append(ib.ingest_bigquery(path, bq_settings))
-        except BaseException as exc:
-            errors.append(exc)
+    def load() -> IngestResult:
+        start.wait()
+        return ib.ingest_bigquery(path, bq_settings)
 
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert not errors, errors
+    with ThreadPoolExecutor(max_workers=2) as workers:
+        loads = [workers.submit(load) for _ in range(2)]
+        results = [future.result(timeout=300) for future in loads]
     assert sorted(result.already_loaded for result in results) == [False, True]
     assert len(rows_of(bq_settings, ib.LOADS_TABLE, "load_id")) == 1
     first = next(result for result in results if not result.already_loaded)
