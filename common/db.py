@@ -301,7 +301,7 @@ class PgPool:
             lambda conn, rearm: conn.run_in_one_snapshot(statements, tables, rearm)
         )
 
-    def _on_a_connection(self, work: Callable[[PooledConnection, Callable[[], None]], T]) -> T:
+    def _on_a_connection(self, work: Callable[[PooledConnection, Callable[..., None]], T]) -> T:
         """``work`` on a pooled connection, each of its statements watched (``work`` is
         given the watchdog's ``rearm`` to call before each statement after the first)."""
         for attempt in (1, 2):

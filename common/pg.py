@@ -51,11 +51,16 @@ class PgParams:
     #: passed to libpq as they are.
     other: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def address(self) -> str:
+        """Where the bytes go: ``hostaddr`` when given (libpq connects there, the host only
+        names the server), else the host."""
+        return dict(self.other).get("hostaddr") or self.host
+
     def redacted(self) -> str:
         """The DSN without its password, safe for logs and messages."""
-        address = dict(self.other).get("hostaddr")
-        if address and address != self.host:  # where the bytes go, beside the name
-            return f"{self._redacted_url()} (hostaddr {address})"
+        if self.address != self.host:  # where the bytes go, beside the name
+            return f"{self._redacted_url()} (hostaddr {self.address})"
         return self._redacted_url()
 
     def _redacted_url(self) -> str:
@@ -192,9 +197,7 @@ def libpq_ssl_options(params: PgParams) -> dict[str, str]:
       and falls back to plain TCP, ``disable`` never encrypts.
     """
     mode = params.sslmode
-    # Where the bytes go: hostaddr when given (libpq connects there, the host only names it).
-    address = dict(params.other).get("hostaddr") or params.host
-    if mode in ("prefer", "allow") and _is_loopback(address):
+    if mode in ("prefer", "allow") and _is_loopback(params.address):
         mode = "disable"
     options = {"sslmode": mode, **dict(params.ssl_files)}
     if mode == "verify-full":

@@ -361,6 +361,10 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
     one file both loaded it (the second as 100,000 duplicate rejects; an audit). Real
     BigQuery needs none: the aborted one finds the other's load. A lock that cannot be had
     (the folder not this user's) is said, and the load goes on without its turn."""
+    if not settings.bigquery.is_emulated:
+        yield
+        return
+    import fcntl
     import hashlib
 
     # By dataset, not endpoint (a stand-in's port changes with each start: one lock file
@@ -370,10 +374,9 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
     # Re-entrant: a load started inside another's turn in the same thread (the test that
     # injects a concurrent load) takes no second one.
     held: set[Path] = _turns.__dict__.setdefault("held", set())
-    if not settings.bigquery.is_emulated or lock in held:
+    if lock in held:
         yield
         return
-    import fcntl
 
     try:
         _TURNS_FOLDER.mkdir(mode=0o700, exist_ok=True)  # this user's only: no one else's lock
