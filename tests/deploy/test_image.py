@@ -326,3 +326,12 @@ def test_entrypoint_refuses_a_missing_function(
     )
     assert done.returncode == code
     assert message in done.stderr
+
+
+def test_the_entrypoint_serves_the_projects_functions_by_name() -> None:
+    """The shell script cannot import common.functions: its list is held to it here."""
+    from common.functions import FUNCTIONS
+
+    script = (REPO_ROOT / "deploy" / "entrypoint.sh").read_text(encoding="utf-8")
+    (names,) = re.findall(r"^\s*([a-z_| ]+)\) ;;$", script, re.MULTILINE)
+    assert [name.strip() for name in names.split("|")] == list(FUNCTIONS)
