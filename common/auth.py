@@ -39,6 +39,7 @@ from common.errors import (
     Unauthorized,
 )
 from common.jws import decode_hs256, encode_hs256
+from common.roles import ROLES
 
 if TYPE_CHECKING:
     from flask import Request
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from common.http import Call
 
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud")
-ROLES = ("analyst", "admin")
 #: What a username may be (``salesmart users add`` refuses others); a token's ``sub`` too.
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 # Which roles may call which function (the token function serves everyone).

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.auth import ROLES, USERNAME
+from common.auth import USERNAME
 from common.passwords import hash_password
+from common.roles import ROLES
 
 
 class UserError(ValueError):
