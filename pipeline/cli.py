@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeAlias, cast
 
 from common.functions import FUNCTIONS
+from common.roles import ROLES
 from common.wording import how_many
 from pipeline import TARGETS, expand_targets
 from pipeline.progress import OutputUntilReaderGone, counted, is_stdout, printable
@@ -41,7 +42,13 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 1, as for any other failure (exit 2
     is kept for unusable input files). Errors are raised first, for ``parse_command_line``
-    to say what is wrong from the whole command line."""
+    to say what is wrong from the whole command line. An option is only its whole name:
+    an abbreviation (``--tar``) that works today would break a script, or mean another
+    option, once a later option shares its start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(self, message)
@@ -430,7 +437,7 @@ def _add_users(sub: _Commands, debug: _Parser) -> _Commands:
     add.add_argument("name", help="the username")
     add.add_argument(
         "--role",
-        choices=("analyst", "admin"),
+        choices=ROLES,
         required=True,
         help="carried in its tokens (both roles may use the trend APIs and the dashboard)",
     )

@@ -322,6 +322,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.render_manifests",
         description="Render helm/salesmart offline into k8s/knative/ (or --out DIR).",
+        allow_abbrev=False,  # whole option names only, as the salesmart command
     )
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the directory is out of date"

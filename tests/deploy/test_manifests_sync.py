@@ -232,3 +232,11 @@ def test_no_secret_value_helm_reads_reaches_the_header(expression: str) -> None:
     assert any("SECRET1" in str(value) for value in secrets.values()), secrets  # Helm sets it
     assert "SECRET1" not in render_manifests.shown_set(expression)
     assert "SECRET1" not in render_manifests.shown_set(expression, as_strings=True)
+
+
+def test_an_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse took `--chec` for --check; a later option sharing its start would change it.
+    with pytest.raises(SystemExit) as exited:
+        main(["--chec"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --chec" in capsys.readouterr().err

@@ -586,6 +586,10 @@ def test_generate_refuses_impossible_options(
         (["users"], "salesmart users: the following arguments are required: ACTION"),
         (["users", "list", "--all"], "salesmart users list: unrecognized arguments: --all"),
         (["ingest", "--bogus"], "salesmart ingest: unrecognized arguments: --bogus"),
+        # An option is its whole name: an abbreviation a script relied on would change
+        # meaning once a later option shared its start.
+        (["ingest", "x.csv", "--tar", "all"], "salesmart ingest: unrecognized arguments: --tar"),
+        (["users", "add", "bob", "--rol", "admin"], "salesmart users add: unrecognized arg"),
         # ... while a negative number is a value, not an unknown option.
         (["generate", "--rows", "-5"], "salesmart generate: the following arguments are required"),
     ],
