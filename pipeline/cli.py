@@ -77,7 +77,7 @@ def _input_paths(names: Sequence[str]) -> list[Path]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.csvsource import TransactionReader, UnusableInputError
     from pipeline.ingest import IngestResult, ingest_into
-    from pipeline.runtime import cli_settings, enter_warehouses
+    from pipeline.runtime import cli_settings, enter_warehouses, require_bigquery_answers
 
     settings = cli_settings()
     results: list[IngestResult] = []
@@ -93,8 +93,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             if "bigquery" in targets and len(targets) > 1:
                 # Asked first: found gone once PostgreSQL was loaded, the two stayed apart
                 # until the file was loaded again.
-                from pipeline.transform import require_bigquery_answers
-
                 require_bigquery_answers(settings, "nothing loaded")
             for target in targets:
                 for path in paths:
@@ -119,8 +117,8 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline.progress import StatusLine
-    from pipeline.runtime import cli_settings, enter_warehouses
-    from pipeline.transform import require_bigquery_answers, run_dbt
+    from pipeline.runtime import cli_settings, enter_warehouses, require_bigquery_answers
+    from pipeline.transform import run_dbt
 
     settings = cli_settings(with_secrets=False)  # dbt masks nothing: ids come masked
     for target in expand_targets(args.target):

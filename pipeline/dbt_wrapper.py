@@ -34,12 +34,7 @@ def target_of(args: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from common.config import ConfigError, without_secrets
-    from pipeline.transform import (
-        TransformError,
-        dbt_environment,
-        dbt_executable,
-        require_bigquery_answers,
-    )
+    from pipeline.transform import TransformError, dbt_environment, dbt_executable
 
     args = list(sys.argv[1:] if argv is None else argv)
     exe = dbt_executable()
@@ -49,7 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = target_of(args)
     env = without_secrets(os.environ)  # dbt never needs ours (dbt_environment agrees)
     if target is not None:
-        from pipeline.runtime import cli_settings, require_deployment_database
+        from pipeline.runtime import (
+            BigQueryNotAnswering,
+            cli_settings,
+            require_bigquery_answers,
+            require_deployment_database,
+        )
 
         try:
             settings = cli_settings(with_secrets=False)  # dbt never sees the keys
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env, _ = dbt_environment(target, settings)
             if target == "bigquery":  # a DAG task would otherwise wait out its whole timeout
                 require_bigquery_answers(settings)
-        except (TransformError, ConfigError) as exc:
+        except (TransformError, ConfigError, BigQueryNotAnswering) as exc:
             print(f"salesmart-dbt: {exc}", file=sys.stderr)
             return 1
     os.execve(exe, [str(exe), *args], env)  # noqa: S606 - dbt replaces this process  # nosec B606

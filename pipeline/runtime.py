@@ -162,6 +162,27 @@ def enter_warehouses(
     return settings
 
 
+class BigQueryNotAnswering(RuntimeError):
+    """BigQuery, asked before a command's work on it, did not answer (or refused)."""
+
+
+def require_bigquery_answers(settings: Settings, not_done: str = "dbt not started") -> None:
+    """One ``SELECT 1`` within ``query_timeout_seconds`` before the work on BigQuery starts
+    (``not_done`` says what did not): dbt waits without a limit on a BigQuery that accepts
+    connections but never answers (a frozen stand-in kept ``transform`` silent for 15
+    minutes, and a DAG task for its whole timeout), and ``ingest`` loaded PostgreSQL before
+    finding BigQuery gone, leaving the two apart."""
+    from common.bigquery import BigQueryUnavailable, ping
+
+    try:
+        ping(settings.bigquery)
+    except BigQueryUnavailable as exc:
+        # "did not answer" only for a silence: a missing key file or a refusal is a reason.
+        silent = exc.reason in ("unreachable", "timeout")
+        prefix = f"BigQuery did not answer, {not_done}" if silent else not_done
+        raise BigQueryNotAnswering(f"{prefix}: {exc}") from None
+
+
 def say_if_new_local(settings: Settings, data: Path, what: str, doing: str = "starting") -> None:
     """About to make ``data`` (a local warehouse, a key) in this folder's ``.salesmart``: say
     so when another folder's state is there to be meant instead (``other_folders_state``)."""

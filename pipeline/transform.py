@@ -116,23 +116,6 @@ def default_work_dir(target: str, settings: Settings) -> Path:
     return settings.state_dir / "dbt" / target
 
 
-def require_bigquery_answers(settings: Settings, not_done: str = "dbt not started") -> None:
-    """One ``SELECT 1`` within ``query_timeout_seconds`` before the work on BigQuery starts
-    (``not_done`` says what did not): dbt waits without a limit on a BigQuery that accepts
-    connections but never answers (a frozen stand-in kept ``transform`` silent for 15
-    minutes, and a DAG task for its whole timeout), and ``ingest`` loaded PostgreSQL before
-    finding BigQuery gone, leaving the two apart."""
-    from common.bigquery import BigQueryUnavailable, ping
-
-    try:
-        ping(settings.bigquery)
-    except BigQueryUnavailable as exc:
-        # "did not answer" only for a silence: a missing key file or a refusal is a reason.
-        silent = exc.reason in ("unreachable", "timeout")
-        prefix = f"BigQuery did not answer, {not_done}" if silent else not_done
-        raise TransformError(f"{prefix}: {exc}") from None
-
-
 def dbt_environment(target: str, settings: Settings) -> tuple[dict[str, str], list[str]]:
     """The child's environment for ``target`` and the secret values it carries."""
     env = without_secrets(os.environ)
