@@ -1171,6 +1171,12 @@ def test_schema_accepts_good_values(overrides: str) -> None:
             "functions: {trends_pg: {workers: 2, threads: 4}}",
             r"functions\.trends_pg: workers x threads \(8\) must exceed containerConcurrency \(8\)",
         ),
+        (
+            # Unlimited, aimed at 6 requests a pod with 4 threads: none left for the probes.
+            "functions: {trends_pg: {containerConcurrency: 0, threads: 4}}",
+            r"functions\.trends_pg\.autoscaling: target \(6\) must be below workers x threads"
+            r" \(4\) when containerConcurrency is 0",
+        ),
         # Knative's webhook refuses 0 unless the cluster sets allow-zero-initial-scale.
         (
             "functions: {token: {autoscaling: {initialScale: 0}}}",

@@ -210,6 +210,10 @@ values: workers, threads, timeoutSeconds, environment, secrets, bigquery). */ -}
 {{- if and (gt $concurrency 0) (eq (toString $as.metric) "concurrency") (gt (float64 $as.target) (float64 $concurrency)) -}}
 {{- fail (printf "functions.%s.autoscaling: target (%v) must not exceed containerConcurrency (%d): Knative would cap it there" $name $as.target $concurrency) -}}
 {{- end -}}
+{{- /* Unlimited: the autoscaler's aim stands in for the limit, below the threads as it would be. */ -}}
+{{- if and (eq $concurrency 0) (eq (toString $as.metric) "concurrency") (ge (float64 $as.target) (float64 (mul $workers (int (include "salesmart.threads" (list $name $fn)))))) -}}
+{{- fail (printf "functions.%s.autoscaling: target (%v) must be below workers x threads (%d) when containerConcurrency is 0 (unlimited): a pod aimed at that many requests would queue them behind its threads, and the health probes need one more" $name $as.target (mul $workers (int (include "salesmart.threads" (list $name $fn))))) -}}
+{{- end -}}
 {{- with $fn.probes.readiness -}}
 {{- if and (not .periodSeconds) (or .timeoutSeconds .failureThreshold) -}}
 {{- fail (printf "functions.%s.probes.readiness: timeoutSeconds and failureThreshold need periodSeconds of 1 or more; Knative refuses them with periodSeconds 0 (its own aggressive probing)" $name) -}}
