@@ -53,20 +53,52 @@ def ensure_state_dir(settings: Settings) -> Path:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:  # a file by that name: "File exists" named no folder
         raise ConfigError(f"{path}: not a folder (the state folder, SALESMART_STATE_DIR)") from None
-    with contextlib.suppress(OSError):  # another user's folder: left as it is
-        info = path.stat()
+    info = require_own_state_dir(path)
+    if info is not None:
         ours = path.name == ".salesmart" or any((path / name).exists() for name in _OWN_FILES)
-        # Never a shared folder it was pointed at (/tmp: sticky, root's) or one of others.
-        mine = info.st_uid == os.getuid() and not info.st_mode & stat.S_ISVTX
-        if ours and mine and info.st_mode & 0o006:
-            path.chmod(stat.S_IMODE(info.st_mode) & ~0o006)
+        if ours and info.st_mode & 0o006:
+            with contextlib.suppress(OSError):
+                path.chmod(stat.S_IMODE(info.st_mode) & ~0o006)
     return path
+
+
+def require_own_state_dir(path: Path) -> os.stat_result | None:
+    """``path``'s status (None when it does not exist), if it is a state folder this user may
+    trust: its own and not a shared one (sticky, as /tmp). Keys, endpoints and logs are
+    read and written there: another user's ``.salesmart`` (in a shared or world-writable
+    checkout) would hand this one their JWT key (tokens they can sign), their endpoints
+    (this user's rows loaded into their server) and symlinks to write through."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid():
+        raise ConfigError(
+            f"{path}: the state folder belongs to another user ({_user_name(info.st_uid)}):"
+            " its keys and endpoints are not to be trusted; run in a folder of your own, or"
+            " set SALESMART_STATE_DIR to one"
+        )
+    if info.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{path}: a shared folder (sticky, as /tmp) cannot be the state folder; set"
+            " SALESMART_STATE_DIR to a folder of your own"
+        )
+    return info
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def open_private(path: Path) -> IO[bytes]:
     """``path`` opened for appending, readable by its owner only (0600): also a file made
     before with other modes (an older release's log)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     with contextlib.suppress(OSError):  # another's file (root's): left as it is
         os.fchmod(fd, 0o600)
     return os.fdopen(fd, "ab")
@@ -137,6 +169,7 @@ def running_stack(settings: Settings) -> dict[str, Any] | None:
     """The endpoints of a live ``salesmart up`` in this folder, or None (also when what it
     left after being killed says otherwise)."""
     folder = state_dir(settings)
+    require_own_state_dir(folder)
     try:
         endpoints = json.loads((folder / ENDPOINTS_FILE).read_text())
     except (OSError, ValueError):
@@ -150,6 +183,7 @@ def running_up_keys(settings: Settings) -> dict[str, str]:
     """The keys of a live ``up`` in this folder ({} when none runs, or a killed one left the
     file)."""
     folder = state_dir(settings)
+    require_own_state_dir(folder)
     try:
         keys = json.loads((folder / UP_KEYS_FILE).read_text())
     except (OSError, ValueError):

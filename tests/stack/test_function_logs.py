@@ -3,11 +3,16 @@ while its function writes on."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from common.config import ConfigError
 from pipeline.stack import FunctionProcesses
 
 # Appends numbered lines to its stdout, as a function writes its JSON lines to the log `up`
@@ -78,10 +83,59 @@ def test_the_state_folder_and_the_logs_are_the_owners_only(tmp_path: Path) -> No
     for mode, closed in ((0o755, 0o751), (0o757, 0o751), (0o2770, 0o2770), (0o700, 0o700)):
         state.chmod(mode)
         assert ensure_state_dir(settings).stat().st_mode & 0o7777 == closed
-    # A shared folder it is pointed at is left as it is: sticky (/tmp), or not salesmart's.
-    for name, mode in (("shared", 0o1777), ("elsewhere", 0o755)):
-        folder = tmp_path / name
-        folder.mkdir()
-        folder.chmod(mode)
-        ensure_state_dir(dataclasses.replace(settings, state_dir=folder))
-        assert folder.stat().st_mode & 0o7777 == mode
+    # A folder it is pointed at that is not salesmart's is left as it is.
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    folder.chmod(0o755)
+    ensure_state_dir(dataclasses.replace(settings, state_dir=folder))
+    assert folder.stat().st_mode & 0o7777 == 0o755
+    # A shared one (sticky, as /tmp) is refused: anyone could plant keys or links in it.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(ConfigError, match=r"shared folder \(sticky, as /tmp\) cannot be the state"):
+        ensure_state_dir(dataclasses.replace(settings, state_dir=shared))
+    assert shared.stat().st_mode & 0o7777 == 0o1777 and not any(shared.iterdir())
+
+
+def test_another_users_state_folder_is_refused_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``.salesmart`` another user made (in a shared checkout) handed this one their JWT key
+    (tokens they sign were honoured), their endpoints (rows loaded into their server) and
+    symlinks written through (a root-owned file chmodded 0600 and appended to)."""
+    import dataclasses
+
+    from common.config import build_settings
+    from common.local_run import ensure_state_dir, local_secret, running_stack, running_up_keys
+
+    state = tmp_path / ".salesmart"
+    state.mkdir(mode=0o700)
+    (state / "jwt-secret").write_text("planted-by-another-user-0123456789abcdef\n")
+    (state / "endpoints.json").write_text('{"postgres": "postgresql://them@127.0.0.1:1/x"}')
+    if os.geteuid() == 0:
+        os.chown(state, 65534, 65534)  # nobody's, for real
+    else:  # an unprivileged run cannot give a folder away: it is told it is not its own
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(state).st_uid + 1)
+    settings = dataclasses.replace(build_settings({}), state_dir=state)
+    for use in (
+        lambda: ensure_state_dir(settings),
+        lambda: local_secret(settings, "jwt-secret"),
+        lambda: running_stack(settings),
+        lambda: running_up_keys(settings),
+    ):
+        with pytest.raises(ConfigError, match=r"the state folder belongs to another user \("):
+            use()
+
+
+def test_a_log_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    from common.local_run import open_private
+
+    target = tmp_path / "precious"
+    target.write_text("precious\n")
+    target.chmod(0o644)
+    (tmp_path / "trends_pg.log").symlink_to(target)
+    with pytest.raises(OSError) as refused:
+        open_private(tmp_path / "trends_pg.log")
+    assert refused.value.errno == errno.ELOOP
+    assert target.read_text() == "precious\n" and target.stat().st_mode & 0o777 == 0o644
