@@ -234,11 +234,14 @@ def _claim_state_dir(state_dir: Path, port: int | None) -> None:
 
 
 def _emulator_env(uploads: Path) -> dict[str, str]:
-    """The stand-in's environment: ours, less secrets and any BQEMU_* setting, plus its own."""
+    """The stand-in's environment: ours, less secrets, libpq's PG* (PGPASSWORD) and any
+    BQEMU_* setting, plus its own."""
     # Only our own settings: no BQEMU_* from the caller, no network fetch of the Avro
     # extension (it stalls start-up offline; Avro loads are not used).
-    # Nor any secret of ours: it needs none, and runs any SQL it is sent.
-    env = {k: v for k, v in without_secrets(os.environ).items() if not k.startswith("BQEMU_")}
+    # Nor any secret of ours: it needs none, never talks to PostgreSQL, and runs any SQL.
+    env = {
+        k: v for k, v in without_secrets(os.environ).items() if not k.startswith(("BQEMU_", "PG"))
+    }
     env.update(
         {
             "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",

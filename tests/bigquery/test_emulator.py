@@ -278,6 +278,7 @@ def test_the_stand_in_reaches_no_file_takes_no_browser_and_holds_no_secret(
     and write any file as the user running `up` (`read_text('/etc/shadow')`, `COPY ... TO`),
     and it held the environment's secrets."""
     monkeypatch.setenv("SALESMART_JWT_SECRET", "a-secret-the-stand-in-must-not-hold-" + "x" * 8)
+    monkeypatch.setenv("PGPASSWORD", "a-database-password-it-must-not-hold")  # libpq's
     secret = tmp_path / "secret.txt"
     secret.write_text("kept")
     written = tmp_path / "written.csv"
@@ -292,4 +293,4 @@ def test_the_stand_in_reaches_no_file_takes_no_browser_and_holds_no_secret(
         assert _post(url, {"query": "SELECT 1"}, Origin="https://evil.example")[0] == 403
         assert _post(url, {"query": "SELECT 1"}, Host="rebound.example")[0] == 403
         environ = Path(f"/proc/{running.pid}/environ").read_bytes()
-        assert b"SALESMART_JWT_SECRET" not in environ
+        assert b"SALESMART_JWT_SECRET" not in environ and b"PGPASSWORD" not in environ
