@@ -67,15 +67,7 @@ def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
         known = discover(directory)
         # Going back to an older release: its code would run on a schema it does not know
         # (rules the newer one's migrations set up undone by its writes, unsaid).
-        newer = sorted((v, n) for v, n in rows if v not in {m.version for m in known})
-        if newer:
-            version, name = newer[-1]
-            raise NewerDatabaseError(
-                f"the database was set up by a newer salesmart (its migration {version},"
-                f" {name}); this release knows migrations up to"
-                f" {max((m.version for m in known), default=0)}: run that release or a newer"
-                " one, or restore a backup made for this one"
-            )
+        _refuse_newer(rows, known)
         for migration in known:
             if migration.version in done:
                 continue
@@ -96,6 +88,37 @@ def migrate(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
     finally:
         conn.run("SELECT pg_advisory_unlock(:key)", key=_LOCK_KEY)
     return applied_now
+
+
+def _refuse_newer(rows: Any, known: list[Migration]) -> None:
+    newer = sorted((v, n) for v, n in rows if v not in {m.version for m in known})
+    if newer:
+        version, name = newer[-1]
+        raise NewerDatabaseError(
+            f"the database was set up by a newer salesmart (its migration {version},"
+            f" {name}); this release knows migrations up to"
+            f" {max((m.version for m in known), default=0)}: run that release or a newer"
+            " one, or restore a backup made for this one"
+        )
+
+
+def require_known_schema(dsn: str, directory: Path = MIGRATIONS_DIR) -> None:
+    """Refuse a database a newer release migrated, for a command that does not migrate
+    (ingest, users, transform, ...): it would write to a schema it does not know. A role
+    that may not read the record (a least-privilege one) or a database never migrated is
+    left to the command's own errors."""
+    from psycopg2 import errors
+
+    from common.pg import connect
+
+    conn = connect(dsn, application_name="salesmart-schema-check")
+    try:
+        rows = conn.run("SELECT version, name FROM salesmart_meta.schema_migrations")
+    except (errors.InsufficientPrivilege, errors.UndefinedTable, errors.InvalidSchemaName):
+        return
+    finally:
+        conn.close()
+    _refuse_newer(rows, discover(directory))
 
 
 def migrate_database(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[int]:

@@ -224,6 +224,10 @@ def postgres_dsn(
     if settings.database_url:
         if not local_run:
             require_deployment_database(settings)
+        if migrated:  # `migrate` refuses it itself, saying what it would have applied
+            from pipeline.migrate import require_known_schema
+
+            require_known_schema(settings.database_url)
         shared = None if deployment() else _folders_embedded(settings)
         if shared is None:
             yield settings.database_url

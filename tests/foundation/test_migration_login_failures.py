@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,33 @@ def test_a_database_a_newer_release_migrated_is_refused(
     done = run_cli(settings, tmp_path, "migrate")
     assert done.returncode == 1
     assert done.stderr.strip() == f"salesmart: {refused.value}"
+    # Nor does a command that does not migrate write to it (ingest loaded the file, users
+    # added an account, where the README said going back is refused).
+    csv = tmp_path / "one.csv"
+    csv.write_text("transaction_id,product,price,quantity,date\nT1,Halal Dates,2.50,1,2024-01-05\n")
+    for command in (
+        ("ingest", str(csv), "--target", "postgres"),
+        ("users", "list"),
+        ("transform", "--target", "postgres"),
+    ):
+        refused_command = run_cli(settings, tmp_path, *command)
+        assert refused_command.returncode == 1, (command, refused_command.stdout)
+        assert refused_command.stderr.strip() == f"salesmart: {refused.value}", command
+    # The DAG's dbt tasks too (salesmart-dbt, run in a process of its own: it becomes dbt).
+    dbt = subprocess.run(
+        [sys.executable, "-m", "pipeline.dbt_wrapper", "build", "--target", "postgres"],
+        env={**os.environ, "SALESMART_DATABASE_URL": dsn, "SALESMART_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (dbt.returncode, dbt.stderr.strip()) == (1, f"salesmart-dbt: {refused.value}")
+    conn = connect(dsn)
+    try:
+        assert conn.run("SELECT count(*) FROM raw.transactions") == [[0]]
+    finally:
+        conn.close()
 
 
 def test_migrate_says_what_it_applied_to_the_folders_own_server(tmp_path: Path) -> None:
