@@ -163,6 +163,12 @@ _DBT_OWN_CONNECTION = frozenset(
 )
 
 
+#: How long one of dbt's statements waits for a lock on PostgreSQL (see ``_postgres_env``):
+#: below the functions' STATEMENT_TIMEOUT_MS (2.5 s), so a reader queued behind a swap
+#: that cannot get its lock still answers.
+DBT_LOCK_TIMEOUT_MS = 2000
+
+
 def _postgres_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """The PostgreSQL profile's settings (the password from ``environ``'s PGPASSWORD when
     the URL has none)."""
@@ -188,6 +194,15 @@ def _postgres_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
                 " has no environment variable for it): connect without it for dbt"
             )
         libpq[LIBPQ_ENVIRONMENT[name]] = value
+    # dbt swaps a rebuilt mart in (ALTER TABLE ... RENAME) under ACCESS EXCLUSIVE, queued
+    # behind any reader, and every new reader queues behind it: one long report held
+    # trends_pg and the dashboard at 503 for as long as it read. Each of dbt's waits for a
+    # lock is bounded below the functions' statement timeout; the build fails instead
+    # ("lock timeout", and a run again or the DAG's retry). The URL's options come after:
+    # its own lock_timeout wins.
+    own = f"-c lock_timeout={DBT_LOCK_TIMEOUT_MS}"
+    given = libpq.get("PGOPTIONS") or environ.get("PGOPTIONS", "")
+    libpq["PGOPTIONS"] = f"{own} {given}".strip()
     return {
         **libpq,
         "SALESMART_PG_CONNECT_TIMEOUT": dict(pg.other).get("connect_timeout", "10"),

@@ -424,3 +424,49 @@ def test_a_password_given_only_in_pgpassword_reaches_dbt(
     )
     assert result.success, lines
     assert not any(dsn.password in line for line in lines)
+
+
+def test_a_long_reader_fails_the_swap_instead_of_stalling_every_reader(
+    pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """dbt's rename of a rebuilt mart queued for ACCESS EXCLUSIVE behind a long report, and
+    every later reader queued behind it: trends_pg and the dashboard answered 503 for as
+    long as the report ran (a resilience audit). Now dbt's lock waits are bounded below the
+    functions' statement timeout, and the build fails instead."""
+    import threading
+
+    from common.db import STATEMENT_TIMEOUT_MS
+
+    settings = loaded_settings(pg_server)
+    run_dbt("postgres", settings, work_dir=tmp_path)
+    mart = f"{settings.mart_schema}.summary_sales"
+    report = connect(settings.database_url)  # a long report, holding its ACCESS SHARE
+    report.run("BEGIN")
+    report.run(f"SELECT count(*) FROM {mart}")
+    outcome: list[BaseException | TransformResult] = []
+
+    def build() -> None:
+        try:
+            outcome.append(run_dbt("postgres", settings, work_dir=tmp_path))
+        except BaseException as exc:  # kept for the assertion below
+            outcome.append(exc)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    reader = connect(settings.database_url)  # what a function's pool connection does
+    reader.run(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    reads = 0
+    try:
+        while builder.is_alive():
+            assert reader.run(f"SELECT count(*) FROM {mart}")[0][0] > 0  # never cancelled
+            reads += 1
+            builder.join(0.2)
+    finally:
+        reader.close()
+        report.run("ROLLBACK")
+        report.close()
+    assert reads > 0
+    assert len(outcome) == 1 and isinstance(outcome[0], TransformError), outcome
+    assert "lock timeout" in str(outcome[0]), outcome[0]
+    # With the report gone, the same build swaps its marts in.
+    assert run_dbt("postgres", settings, work_dir=tmp_path).success
