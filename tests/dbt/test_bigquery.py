@@ -23,7 +23,7 @@ from pipeline.generate import generate
 from pipeline.ingest import ingest_postgres
 from pipeline.ingest_bigquery import ingest_bigquery
 from pipeline.postgres_embedded import EmbeddedPostgres
-from pipeline.transform import TransformResult, run_dbt
+from pipeline.transform import TransformError, TransformResult, run_dbt
 from tests.conftest import SAMPLE_CSV, create_database
 
 # Averages that do not terminate (10.003333...) and a price with one decimal.
@@ -269,3 +269,28 @@ def test_a_row_no_loader_accepts_warns_on_bigquery_too(
     result = run_dbt("bigquery", warehouses.settings, work_dir=tmp_path)
     assert result.success
     assert "test stg_transactions_follow_the_loading_rules (warn, 1 row)" in result.warned
+
+
+def test_a_repeated_raw_id_stops_the_dags_staging_step_on_bigquery(
+    warehouses: Warehouses, tmp_path: Path
+) -> None:
+    """BigQuery's raw table has no primary key. A repeated clear id stopped `transform` (the
+    source's own test) but not the DAG, whose steps build one model each (cosmos: `dbt
+    build --select <model>`, buildable tests) and so never ran a source's tests: the
+    summary counted the row twice (an orchestration audit). Run after the test above."""
+    warehouses.client.query(
+        "INSERT INTO `salesmart-local.transactions_warehouse.raw_transactions`"
+        " SELECT * FROM `salesmart-local.transactions_warehouse.raw_transactions`"
+        " WHERE transaction_id = 'SLIPPED'"
+    ).result()
+    with pytest.raises(TransformError) as stopped:
+        run_dbt(
+            "bigquery",
+            warehouses.settings,
+            select="stg_transactions",  # what the DAG's staging step runs
+            extra_args=("--indirect-selection", "buildable"),
+            work_dir=tmp_path,
+        )
+    assert "test raw_ids_are_present_and_unique_stg_transactions_ (fail, 1 row)" in str(
+        stopped.value
+    ), stopped.value
