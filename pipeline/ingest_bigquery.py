@@ -356,7 +356,8 @@ def ingest_rows(
 
 @contextmanager
 def _stand_in_turn(settings: Settings) -> Iterator[None]:
-    """Loads into one local stand-in take turns (a lock file of this user's, by dataset):
+    """Loads into one local stand-in take turns (a lock file of this user's, by stand-in and
+    dataset):
     it aborts neither of two transactions at once, as BigQuery does, and two ingests of
     one file both loaded it (the second as 100,000 duplicate rejects; an audit). Real
     BigQuery needs none: the aborted one finds the other's load. A lock that cannot be had
@@ -367,9 +368,11 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
     import fcntl
     import hashlib
 
-    # By dataset, not endpoint (a stand-in's port changes with each start: one lock file
-    # per dataset, not one more per run).
-    named = f"{settings.bigquery.project}.{settings.bigquery.warehouse_dataset}"
+    # By stand-in (its endpoint) and dataset: a load into one folder's stand-in waited
+    # without end behind another folder's frozen one. A new port per start leaves one
+    # more empty file in this user's folder, a few bytes of directory.
+    bq_settings = settings.bigquery
+    named = f"{bq_settings.api_endpoint} {bq_settings.project}.{bq_settings.warehouse_dataset}"
     lock = _TURNS_FOLDER / f"{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
     # Re-entrant: a load started inside another's turn in the same thread (the test that
     # injects a concurrent load) takes no second one.

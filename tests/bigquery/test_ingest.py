@@ -136,6 +136,47 @@ def test_two_loads_of_one_file_into_the_stand_in_at_once_record_it_once(
     assert len(rows_of(bq_settings, ib.REJECTED_TABLE, "line_number")) == first.rejected
 
 
+def test_loads_into_two_stand_ins_do_not_wait_for_each_other(bq_settings: Settings) -> None:
+    """Turns were taken by dataset alone: a load into one folder's stand-in waited without
+    end behind another folder's frozen stand-in (a resilience audit)."""
+    import dataclasses
+    import threading
+
+    other = dataclasses.replace(
+        bq_settings,
+        bigquery=dataclasses.replace(bq_settings.bigquery, api_endpoint="http://127.0.0.1:9"),
+    )
+    holding, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ib._stand_in_turn(bq_settings):
+            holding.set()
+            release.wait(60)
+
+    def enter(settings: Settings) -> None:
+        with ib._stand_in_turn(settings):
+            entered.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(30)
+    try:
+        elsewhere = threading.Thread(target=enter, args=(other,))
+        elsewhere.start()
+        elsewhere.join(10)
+        assert entered.is_set()  # another stand-in's load goes on at once
+        entered.clear()
+        same = threading.Thread(target=enter, args=(bq_settings,))
+        same.start()
+        same.join(1)
+        assert not entered.is_set()  # a load into the same one waits its turn
+    finally:
+        release.set()
+        holder.join(30)
+    same.join(30)
+    assert entered.is_set()
+
+
 def test_an_apply_aborted_by_a_load_of_the_same_file_checks_again(
     bq_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
