@@ -103,6 +103,10 @@ def orchestration_config() -> dict[str, Any]:
     try:
         data = yaml.load(CONFIG.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader  # nosec B506
     except FileNotFoundError:
+        if os.environ.get("SALESMART_CONFIG"):  # named: a typo must not mean the defaults
+            raise OrchestrationConfigError(
+                f"SALESMART_CONFIG={os.environ['SALESMART_CONFIG']}: no such file"
+            ) from None
         return {}
     except UnicodeDecodeError:
         raise OrchestrationConfigError(f"{CONFIG}: not UTF-8 text") from None

@@ -205,3 +205,16 @@ def test_task_order(dag_info: dict[str, Any]) -> None:
     for task_id in dbt_tasks:
         assert tasks[task_id]["dbt_executable"].endswith("/salesmart-dbt"), task_id
         assert tasks[task_id]["invocation_mode"].endswith("SUBPROCESS"), task_id
+
+
+def test_a_config_file_named_but_missing_is_the_dags_one_line_error(
+    airflow_home: Path, tmp_path: Path
+) -> None:
+    """The DAG took the built-in schedule and retries, and every task then failed on the
+    file (an orchestration audit); the salesmart command refuses it the same way."""
+    missing = tmp_path / "no-such-config.yaml"
+    info = load_dag_info(airflow_home, DAGS, SALESMART_CONFIG=str(missing))
+    assert info["dag_ids"] == []
+    (error,) = info["import_errors"].values()
+    last = error.strip().splitlines()[-1]
+    assert last.endswith(f"OrchestrationConfigError: SALESMART_CONFIG={missing}: no such file")
