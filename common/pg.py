@@ -138,7 +138,10 @@ def parse_dsn(dsn: str) -> PgParams:
 
     dsn = dsn.strip()
     if not dsn.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("SALESMART_DATABASE_URL must start with postgresql://")
+        raise ConfigError(
+            "SALESMART_DATABASE_URL must start with postgresql:// or postgres:// (a"
+            " key=value connection string is not taken)"
+        )
     if any(ord(char) < 32 or ord(char) == 127 for char in dsn):
         raise ConfigError("SALESMART_DATABASE_URL holds a control character (a line end?)")
     try:
@@ -149,6 +152,18 @@ def parse_dsn(dsn: str) -> PgParams:
         hint = f" {_ENCODE_HINT}" if "percent" in reason else ""
         reason = f" ({reason})" if reason else ""
         raise ConfigError(f"SALESMART_DATABASE_URL is not a valid URL{reason}{hint}") from None
+    # Decoded (%0A): a line end in the database's name came back cut from the server.
+    # The password may hold any byte the server takes.
+    if any(
+        ord(char) < 32 or ord(char) == 127
+        for key, value in given.items()
+        if key != "password"
+        for char in value
+    ):
+        raise ConfigError(
+            "SALESMART_DATABASE_URL holds a %-escaped control character (%0A, a line end?)"
+            " outside its password"
+        )
     host = given.get("host") or given.get("hostaddr") or "127.0.0.1"
     database = given.get("dbname") or "postgres"
     # libpq ends the user info at its first "@", before any "/": the password's rest is

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.config import ConfigError, build_settings
+from common.config import ConfigError, Settings, build_settings
 from common.db import PgPool, Statement
 from common.errors import WarehouseUnavailable
 from common.pg import connect, libpq_ssl_options, parse_dsn, pyformat
@@ -330,6 +330,12 @@ def test_a_urls_surrounding_white_space_is_not_its_own() -> None:
     assert parse_dsn("  postgresql://u:p@h/d?host=/sock\r\n").host == "/sock"
     with pytest.raises(ConfigError, match="holds a control character"):
         parse_dsn("postgresql://u:p@h/sales\nmart")
+    # ... escaped too (the server's message came back cut at it), but in a password.
+    with pytest.raises(ConfigError, match="holds a %-escaped control character"):
+        parse_dsn("postgresql://u:p@h/sales%0amart")
+    assert parse_dsn("postgresql://u:p%0Aw@h/d").password == "p\nw"
+    with pytest.raises(ConfigError, match=r"or postgres:// \(a key=value connection string"):
+        parse_dsn("host=h dbname=d")
 
 
 def test_hostaddr_is_where_the_bytes_go() -> None:
@@ -393,6 +399,10 @@ def test_a_host_in_the_query_reaches_that_unix_socket_with_the_urls_parameters()
             conn.close()
 
 
+def settings_without_options() -> Settings:
+    return build_settings({"SALESMART_DATABASE_URL": "postgresql://u:p@h/d"})
+
+
 def test_dbt_is_given_the_urls_other_parameters_through_libpqs_variables() -> None:
     settings = build_settings(
         {
@@ -403,9 +413,13 @@ def test_dbt_is_given_the_urls_other_parameters_through_libpqs_variables() -> No
     )
     env = _postgres_env(settings, {})
     assert {key: env[key] for key in env if key.startswith("PG")} == {
-        "PGOPTIONS": "-c statement_timeout=5s",
+        # dbt's own lock bound first (transform.DBT_LOCK_TIMEOUT_MS), the URL's after it.
+        "PGOPTIONS": "-c lock_timeout=2000 -c statement_timeout=5s",
         "PGSSLROOTCERT": "/etc/ca.pem",
     }
+    assert _postgres_env(settings_without_options(), {"PGOPTIONS": "-c work_mem=8MB"})[
+        "PGOPTIONS"
+    ] == ("-c lock_timeout=2000 -c work_mem=8MB")  # the environment's, when the URL has none
     assert (env["SALESMART_PG_HOST"], env["SALESMART_PG_PORT"]) == ("/cloudsql/x", "6432")
     assert (env["SALESMART_PG_SSLMODE"], env["SALESMART_PG_CONNECT_TIMEOUT"]) == ("verify-ca", "7")
     refused = build_settings({"SALESMART_DATABASE_URL": "postgresql://u:p@h/d?sslpassword=k"})
