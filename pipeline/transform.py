@@ -527,6 +527,8 @@ class _StandInWatch(threading.Thread):
         self.process = process
         self.done = threading.Event()
         self.gone = False
+        #: It refused a connection at least once: a dbt that failed meanwhile failed on it.
+        self.refused = False
 
     def run(self) -> None:
         import socket
@@ -537,6 +539,7 @@ class _StandInWatch(threading.Thread):
                 socket.create_connection(self.address, timeout=1.0).close()
                 refused_since = None
             except OSError:
+                self.refused = True
                 refused_since = refused_since or time.monotonic()
                 if time.monotonic() - refused_since >= STAND_IN_GONE_SECONDS:
                     self.gone = True
@@ -624,5 +627,12 @@ def _run(
             f"was stopped: the BigQuery stand-in at {stand_in} stopped answering"
             " (stopped with the `salesmart up` it belongs to, or crashed: its log is"
             " bqemulator.log in its folder)"
+        )
+    if watch and watch.refused and returncode != 0:
+        # dbt gave up on its own first: its last lines are the HTTP client's, cut mid-URL.
+        return returncode, (
+            f"failed: the BigQuery stand-in at {stand_in} refused connections meanwhile"
+            " (restarted by `salesmart up`, stopped with it, or crashed: its log is"
+            " bqemulator.log in its folder); run it again"
         )
     return returncode, ""

@@ -585,3 +585,34 @@ def test_dbt_is_stopped_when_its_bigquery_stand_in_goes_away(tmp_path: Path) -> 
     assert isinstance(error, TransformError), error
     assert f"the BigQuery stand-in at {stand_in.endpoint} stopped answering" in str(error)
     assert time.monotonic() - started < 120
+
+
+def test_dbt_failing_on_its_own_while_the_stand_in_refuses_says_so(tmp_path: Path) -> None:
+    """A stand-in `up` restarted under a build: dbt gave up before the watch's 10 s, and its
+    last lines, urllib3's, cut mid-URL, were the whole reason (a resilience audit). Fault
+    injected: a stand-in for dbt that fails as dbt did (the real one recovers or waits,
+    depending on the moment), beside an endpoint nothing listens on."""
+    import collections
+
+    from pipeline.netutil import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    fails_like_dbt = [
+        sys.executable,
+        "-c",
+        'import time; time.sleep(2.5); print("Database Error | HTTPConnectionPool(host="); '
+        "raise SystemExit(2)",
+    ]
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    returncode, reason = transform._run(
+        fails_like_dbt, dict(os.environ), tmp_path, [], tail, None, 60, endpoint
+    )
+    assert returncode == 2
+    assert reason.startswith(
+        f"failed: the BigQuery stand-in at {endpoint} refused connections meanwhile"
+    ), reason
+    # Without a stand-in's refusal, the reason stays dbt's own (run_dbt shows its lines).
+    assert transform._run(fails_like_dbt, dict(os.environ), tmp_path, [], tail, None, 60) == (
+        2,
+        "",
+    )
