@@ -3,6 +3,7 @@ our own), wired to the image's Airflow target and to the salesmart chart's Secre
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,22 @@ def test_no_home_made_airflow_deployment() -> None:
         for kind in ("Deployment", "StatefulSet", "DaemonSet"):
             assert f"kind: {kind}" not in text, path
         assert "apache/airflow" not in text or path.name == "airflow-values.yaml", path
+
+
+def test_the_ui_has_no_default_account() -> None:
+    """The official chart defaults to the FAB auth manager and a create-user job making
+    admin/admin; helm/README.md says the simple one's generated passwords are used (an
+    orchestration audit)."""
+    assert VALUES["config"]["core"]["auth_manager"] == (
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
+    assert VALUES["webserver"]["defaultUser"]["enabled"] is False
+    airflow = REPO_ROOT / ".venv-airflow" / "bin" / "python"
+    module, _, name = VALUES["config"]["core"]["auth_manager"].rpartition(".")
+    found = subprocess.run(
+        [str(airflow), "-c", f"from {module} import {name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr  # the class Airflow would load exists
