@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -332,6 +333,26 @@ CREATE TEMP TABLE ingest_stage (
 # the new ids' first occurrences, cheaper than ON CONFLICT's speculative insertion.
 _LOCK = "LOCK TABLE {raw}.transactions IN SHARE ROW EXCLUSIVE MODE"
 
+
+def _take_turn(conn: Any, raw: str) -> None:
+    """The loads' lock, said when another load holds it (an ingest waited minutes without a
+    word behind another one, or a long transaction of someone's; a resilience audit)."""
+    from psycopg2 import errors
+
+    conn.run("SAVEPOINT turn")  # a refused NOWAIT must not end the load's transaction
+    try:
+        conn.run(_LOCK.format(raw=raw) + " NOWAIT")
+    except errors.LockNotAvailable:
+        conn.run("ROLLBACK TO SAVEPOINT turn")
+        print(
+            f"salesmart: waiting for another load into PostgreSQL ({raw}.transactions) to finish",
+            file=sys.stderr,
+            flush=True,
+        )
+        conn.run(_LOCK.format(raw=raw))
+    conn.run("RELEASE SAVEPOINT turn")
+
+
 _APPLY = """
 WITH inserted AS (
     INSERT INTO {raw}.transactions
@@ -517,7 +538,7 @@ def _load_postgres(
         # Temporary tables are never auto-analysed: without statistics the planner may
         # choose a nested loop for the join below.
         conn.run("ANALYZE ingest_stage")
-        conn.run(_LOCK.format(raw=raw))
+        _take_turn(conn, raw)
         previous = previous_load(conn, digest, settings)
         if previous is not None and not conn.run(_ADDS_ROWS.format(raw=raw))[0][0]:
             _count_unchanged_reload(conn, feed, result, previous)

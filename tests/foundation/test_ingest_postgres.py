@@ -246,3 +246,27 @@ def test_killed_loader_leaves_nothing_and_rerun_loads_all(
     loaded = query(settings, "SELECT rows_loaded, rows_rejected FROM raw.loads")[0]
     assert query(settings, "SELECT count(*) FROM raw.transactions") == [[loaded[0]]]
     assert int(loaded[0]) + int(loaded[1]) == 200_000  # type: ignore[call-overload]
+
+
+def test_a_load_waiting_for_its_turn_says_so(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Loads take turns on raw.transactions; one behind another load (or a long transaction
+    of someone's) waited minutes without a word (a resilience audit)."""
+    import threading
+
+    holder = connect(settings.database_url)
+    holder.run("BEGIN")
+    holder.run("LOCK TABLE raw.transactions IN SHARE ROW EXCLUSIVE MODE")  # another load's turn
+    results: list[IngestResult] = []
+    loader = threading.Thread(target=lambda: results.append(load(settings, SAMPLE_CSV)))
+    loader.start()
+    try:
+        assert eventually(lambda: "waiting for another load" in capfd.readouterr().err, 60)
+        assert loader.is_alive()  # it waits for the turn, it does not fail
+    finally:
+        holder.run("COMMIT")
+        holder.close()
+    loader.join(60)
+    assert results and results[0].loaded == 3  # then loads, in one transaction as ever
+    assert query(settings, "SELECT count(*) FROM raw.transactions") == [[3]]
