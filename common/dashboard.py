@@ -543,6 +543,9 @@ class Dashboard:
                 ) from None
         response = self._redirect("/login")
         self._clear_session(response)
+        # A new nonce, as at login: a form of the ended session no longer logs in (a
+        # security audit).
+        self._set_cookie(response, self.csrf_cookie, self._csrf.new_nonce(), None, samesite="Lax")
         return response
 
 

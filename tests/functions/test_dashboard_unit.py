@@ -541,6 +541,7 @@ def test_logout_clears_the_session(call: Caller, analyst: Account) -> None:
     value, header = set_cookies(out)[SESSION]
     assert value == "" and ("Max-Age=0" in header or "expires=Thu, 01 Jan 1970" in header)
     assert "SameSite=Lax" in header and "Secure" in header and "HttpOnly" in header
+    assert set_cookies(out)[CSRF][0] not in ("", csrf_nonce)  # a new nonce, as at login
     assert call("/logout", method="GET").status_code == 405
 
     # The session is over for good: a copy of the cookie (another tab, a stolen one) is
