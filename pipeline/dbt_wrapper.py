@@ -15,7 +15,6 @@ line. Without ``--target`` (``dbt --version``), dbt runs with no connection sett
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -33,21 +32,9 @@ def target_of(args: Sequence[str]) -> str | None:
     return None
 
 
-def _require_known_schema(dsn: str) -> None:
-    """As every command: no build on a database a newer release migrated. One that cannot
-    be asked is left to dbt, which says why in its own log."""
-    import psycopg2
-
-    from pipeline.migrate import require_known_schema
-
-    if dsn:
-        with contextlib.suppress(psycopg2.Error):
-            require_known_schema(dsn)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from common.config import ConfigError, without_secrets
-    from pipeline.migrate import NewerDatabaseError
+    from pipeline.migrate import NewerDatabaseError, NotMigratedError, require_known_schema
     from pipeline.transform import TransformError, dbt_environment, dbt_executable
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -69,11 +56,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = cli_settings(with_secrets=False)  # dbt never sees the keys
             if target == "postgres":
                 require_deployment_database(settings)  # as every command
-                _require_known_schema(settings.database_url)
+                if settings.database_url:  # as every command (unreachable: left to dbt)
+                    require_known_schema(settings.database_url)
             env, _ = dbt_environment(target, settings)
             if target == "bigquery":  # a DAG task would otherwise wait out its whole timeout
                 require_bigquery_answers(settings)
-        except (TransformError, ConfigError, BigQueryNotAnswering, NewerDatabaseError) as exc:
+        except (
+            TransformError,
+            ConfigError,
+            BigQueryNotAnswering,
+            NewerDatabaseError,
+            NotMigratedError,
+        ) as exc:
             print(f"salesmart-dbt: {exc}", file=sys.stderr)
             return 1
     os.execve(exe, [str(exe), *args], env)  # noqa: S606 - dbt replaces this process  # nosec B606

@@ -24,6 +24,10 @@ class NewerDatabaseError(RuntimeError):
     """The database holds migrations this release does not know: a newer one set it up."""
 
 
+class NotMigratedError(RuntimeError):
+    """The database has none of salesmart's migrations: ``salesmart migrate`` comes first."""
+
+
 def not_migrated_hint(message: str) -> str:
     """``message``, with what to do added when it says a migrated table is missing."""
     return f"{message} ({NOT_MIGRATED_HINT})" if MIGRATED_TABLE.search(message) else message
@@ -103,18 +107,27 @@ def _refuse_newer(rows: Any, known: list[Migration]) -> None:
 
 
 def require_known_schema(dsn: str, directory: Path = MIGRATIONS_DIR) -> None:
-    """Refuse a database a newer release migrated, for a command that does not migrate
-    (ingest, users, transform, ...): it would write to a schema it does not know. A role
-    that may not read the record (a least-privilege one) or a database never migrated is
-    left to the command's own errors."""
+    """Refuse a database a newer release migrated, or one never migrated, for a command
+    that does not migrate (ingest, users, transform, serve, the DAG's dbt): it would write
+    to a schema it does not know, or fail on a missing table with dbt's words. A server
+    that cannot be reached, or a role that may not read the record (a least-privilege
+    one), is left to the command: `serve` still starts (503 until the server is back)."""
+    import psycopg2
     from psycopg2 import errors
 
     from common.pg import connect
 
-    conn = connect(dsn, application_name="salesmart-schema-check")
+    try:
+        conn = connect(dsn, application_name="salesmart-schema-check")
+    except psycopg2.OperationalError:
+        return
     try:
         rows = conn.run("SELECT version, name FROM salesmart_meta.schema_migrations")
-    except (errors.InsufficientPrivilege, errors.UndefinedTable, errors.InvalidSchemaName):
+    except (errors.UndefinedTable, errors.InvalidSchemaName):
+        raise NotMigratedError(
+            f"the database has no salesmart tables ({NOT_MIGRATED_HINT})"
+        ) from None
+    except (errors.InsufficientPrivilege, psycopg2.OperationalError):
         return
     finally:
         conn.close()

@@ -199,6 +199,12 @@ def say_if_new_local(settings: Settings, data: Path, what: str, doing: str = "st
         )
 
 
+def require_known_schema(dsn: str) -> None:
+    from pipeline.migrate import require_known_schema as refuse_unknown
+
+    refuse_unknown(dsn)
+
+
 def _folders_embedded(settings: Settings) -> EmbeddedPostgres | None:
     """This folder's embedded server when ``settings.database_url`` names it (a running
     ``up``'s, from its endpoints), else None."""
@@ -224,12 +230,10 @@ def postgres_dsn(
     if settings.database_url:
         if not local_run:
             require_deployment_database(settings)
-        if migrated:  # `migrate` refuses it itself, saying what it would have applied
-            from pipeline.migrate import require_known_schema
-
-            require_known_schema(settings.database_url)
         shared = None if deployment() else _folders_embedded(settings)
         if shared is None:
+            if migrated:  # `migrate` refuses it itself, saying what it would have applied
+                require_known_schema(settings.database_url)
             yield settings.database_url
             return
         # `up`'s server (its endpoints.json names it): this command is one of its users, so
@@ -237,7 +241,9 @@ def postgres_dsn(
         # stopped it under a load or dbt ("server closed the connection unexpectedly") and
         # under a `serve`, which then answered 503 for good.
         try:
-            shared.join()
+            shared.join()  # starts it if it stopped: asked only then
+            if migrated:
+                require_known_schema(shared.dsn)
             yield shared.dsn
         finally:
             shared.leave()

@@ -21,6 +21,7 @@ import pytest
 from common.config import build_settings
 from common.pg import connect
 from common.process import stopped_by_signals
+from pipeline.migrate import migrate_database
 from pipeline.postgres_embedded import (
     SERVER_USER,
     EmbeddedPostgres,
@@ -372,6 +373,7 @@ def test_a_command_given_ups_server_keeps_it_until_it_ends() -> None:
     up = open_embedded(root / "state" / "postgres")
     try:
         up.join()  # as `up` does
+        migrate_database(up.dsn)  # as `up` does: commands refuse a database never migrated
         environ = {k: v for k, v in os.environ.items() if k != "SALESMART_DATABASE_URL"}
         settings = build_settings(
             {
