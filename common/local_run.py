@@ -72,7 +72,7 @@ def require_own_state_dir(path: Path) -> os.stat_result | None:
         info = path.stat()
     except OSError:
         return None
-    if info.st_uid != os.getuid():
+    if info.st_uid != os.geteuid():  # whose files this process makes
         raise ConfigError(
             f"{path}: the state folder belongs to another user ({_user_name(info.st_uid)}):"
             " its keys and endpoints are not to be trusted; run in a folder of your own, or"
@@ -84,6 +84,17 @@ def require_own_state_dir(path: Path) -> os.stat_result | None:
             " SALESMART_STATE_DIR to a folder of your own"
         )
     return info
+
+
+def _trusted(folder: Path) -> bool:
+    """Whether what a live ``up`` shares in ``folder`` may be read: not from a folder of
+    another user's (their endpoints and keys), which is passed over, not refused (a command
+    given everything in its environment never needed it)."""
+    try:
+        require_own_state_dir(folder)
+    except ConfigError:
+        return False
+    return True
 
 
 def _user_name(uid: int) -> str:
@@ -169,7 +180,8 @@ def running_stack(settings: Settings) -> dict[str, Any] | None:
     """The endpoints of a live ``salesmart up`` in this folder, or None (also when what it
     left after being killed says otherwise)."""
     folder = state_dir(settings)
-    require_own_state_dir(folder)
+    if not _trusted(folder):
+        return None
     try:
         endpoints = json.loads((folder / ENDPOINTS_FILE).read_text())
     except (OSError, ValueError):
@@ -183,7 +195,8 @@ def running_up_keys(settings: Settings) -> dict[str, str]:
     """The keys of a live ``up`` in this folder ({} when none runs, or a killed one left the
     file)."""
     folder = state_dir(settings)
-    require_own_state_dir(folder)
+    if not _trusted(folder):
+        return {}
     try:
         keys = json.loads((folder / UP_KEYS_FILE).read_text())
     except (OSError, ValueError):

@@ -116,16 +116,17 @@ def test_another_users_state_folder_is_refused_not_trusted(
     if os.geteuid() == 0:
         os.chown(state, 65534, 65534)  # nobody's, for real
     else:  # an unprivileged run cannot give a folder away: it is told it is not its own
-        monkeypatch.setattr(os, "getuid", lambda: os.stat(state).st_uid + 1)
+        monkeypatch.setattr(os, "geteuid", lambda: os.stat(state).st_uid + 1)
     settings = dataclasses.replace(build_settings({}), state_dir=state)
     for use in (
         lambda: ensure_state_dir(settings),
         lambda: local_secret(settings, "jwt-secret"),
-        lambda: running_stack(settings),
-        lambda: running_up_keys(settings),
     ):
         with pytest.raises(ConfigError, match=r"the state folder belongs to another user \("):
             use()
+    # What a live `up` would share there is passed over, not taken (nor a reason to refuse
+    # a command given everything in its environment).
+    assert running_stack(settings) is None and running_up_keys(settings) == {}
 
 
 def test_a_log_is_never_written_through_a_symlink(tmp_path: Path) -> None:
