@@ -396,7 +396,9 @@ def run_dbt(
             (artifacts / "run_results.json").unlink()
         started = time.monotonic()
         stand_in = settings.bigquery.api_endpoint if target == "bigquery" else ""
-        returncode, stopped = _run(args, env, work, secrets, tail, on_line, timeout, stand_in)
+        returncode, stopped, refused = _run(
+            args, env, work, secrets, tail, on_line, timeout, stand_in
+        )
         duration = time.monotonic() - started
         results = _read_results(artifacts / "run_results.json")
 
@@ -408,6 +410,8 @@ def run_dbt(
         reason = stopped
     elif outcome.failed:
         reason = _failed_nodes(outcome.failed, len(results))
+    elif refused:  # dbt gave up on its own, no node's reason: its last lines are urllib3's
+        reason = refused
     else:
         reason = f"exited with code {returncode}: {_error_lines(tail) or 'no output'}"
     # Only what came from dbt is scrubbed: a password that is also a word ("postgres") must
@@ -560,9 +564,10 @@ def _run(
     on_line: Callable[[str], None] | None,
     timeout: float | None,
     stand_in: str = "",
-) -> tuple[int, str]:
+) -> tuple[int, str, str]:
     """Run dbt in its own process group, streaming its output; (returncode, why it was
-    stopped: "" when it was not). ``stand_in``: the BigQuery stand-in's endpoint, watched."""
+    stopped, and what the stand-in did meanwhile if dbt failed: "" when nothing).
+    ``stand_in``: the BigQuery stand-in's endpoint, watched."""
     try:
         process = subprocess.Popen(
             # A killed starter (kill -9 of `up`) leaves no dbt running on: it is asked to
@@ -621,18 +626,22 @@ def _run(
             if watch.gone:
                 _finish_stopping(watch, process)
     if timed_out.is_set():
-        return returncode, f"did not finish within {timeout:.0f} s"
+        return returncode, f"did not finish within {timeout:.0f} s", ""
     if watch and watch.gone:
-        return returncode, (
+        gone = (
             f"was stopped: the BigQuery stand-in at {stand_in} stopped answering"
             " (stopped with the `salesmart up` it belongs to, or crashed: its log is"
             " bqemulator.log in its folder)"
         )
+        return returncode, gone, ""
     if watch and watch.refused and returncode != 0:
-        # dbt gave up on its own first: its last lines are the HTTP client's, cut mid-URL.
-        return returncode, (
-            f"failed: the BigQuery stand-in at {stand_in} refused connections meanwhile"
-            " (restarted by `salesmart up`, stopped with it, or crashed: its log is"
-            " bqemulator.log in its folder); run it again"
+        return (
+            returncode,
+            "",
+            (
+                f"failed: the BigQuery stand-in at {stand_in} refused connections meanwhile"
+                " (restarted by `salesmart up`, stopped with it, or crashed: its log is"
+                " bqemulator.log in its folder); run it again"
+            ),
         )
-    return returncode, ""
+    return returncode, "", ""

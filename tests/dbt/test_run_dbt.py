@@ -604,15 +604,16 @@ def test_dbt_failing_on_its_own_while_the_stand_in_refuses_says_so(tmp_path: Pat
         "raise SystemExit(2)",
     ]
     tail: collections.deque[str] = collections.deque(maxlen=20)
-    returncode, reason = transform._run(
+    returncode, stopped, reason = transform._run(
         fails_like_dbt, dict(os.environ), tmp_path, [], tail, None, 60, endpoint
     )
-    assert returncode == 2
+    assert (returncode, stopped) == (2, "")  # not stopped: run_dbt says it after any node's
     assert reason.startswith(
         f"failed: the BigQuery stand-in at {endpoint} refused connections meanwhile"
     ), reason
     # Without a stand-in's refusal, the reason stays dbt's own (run_dbt shows its lines).
     assert transform._run(fails_like_dbt, dict(os.environ), tmp_path, [], tail, None, 60) == (
         2,
+        "",
         "",
     )
