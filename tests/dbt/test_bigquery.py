@@ -252,7 +252,7 @@ def test_a_row_no_loader_accepts_warns_on_bigquery_too(
 ) -> None:
     """The loading-rules test compiles and runs on BigQuery (its own string literals): it
     passed on the loaded rows, and warns, by name, on a row slipped into raw with a price
-    of three decimals and a lower-case prefix. Last in the module: it changes the raw table."""
+    of three decimals and a lower-case prefix. It changes the raw table: last but one."""
     results = json.loads((warehouses.bq_work_dir / "target" / "run_results.json").read_text())
     statuses = {
         r["unique_id"].split(".")[2]: r["status"]
@@ -277,11 +277,11 @@ def test_a_repeated_raw_id_stops_the_dags_staging_step_on_bigquery(
     """BigQuery's raw table has no primary key. A repeated clear id stopped `transform` (the
     source's own test) but not the DAG, whose steps build one model each (cosmos: `dbt
     build --select <model>`, buildable tests) and so never ran a source's tests: the
-    summary counted the row twice (an orchestration audit). Run after the test above."""
+    summary counted the row twice (an orchestration audit). Last: it changes the raw table."""
+    raw = "`salesmart-local.transactions_warehouse.raw_transactions`"
     warehouses.client.query(
-        "INSERT INTO `salesmart-local.transactions_warehouse.raw_transactions`"
-        " SELECT * FROM `salesmart-local.transactions_warehouse.raw_transactions`"
-        " WHERE transaction_id = 'SLIPPED'"
+        f"INSERT INTO {raw} SELECT * FROM {raw}"
+        f" WHERE transaction_id = (SELECT min(transaction_id) FROM {raw})"
     ).result()
     with pytest.raises(TransformError) as stopped:
         run_dbt(
