@@ -584,7 +584,9 @@ def serve_arguments(target: str, source: Path | str, host: str, port: int | str)
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="salesmart-serve", description="Serve one function (functions-framework + deadlines)."
+        prog="salesmart-serve",
+        description="Serve one function (functions-framework + deadlines).",
+        allow_abbrev=False,  # whole option names only, as the salesmart command
     )
     parser.add_argument(
         "--target",

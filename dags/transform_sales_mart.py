@@ -64,8 +64,14 @@ DBT = Path(os.environ.get("SALESMART_DBT") or REPO_ROOT / ".venv-dbt" / "bin" / 
 DBT_PROJECT = REPO_ROOT / "dbt"
 #: Where `salesmart up` keeps endpoints.json and local secrets; absolute for the tasks.
 STATE_DIR = Path(os.environ.get("SALESMART_STATE_DIR") or REPO_ROOT / ".salesmart").resolve()
-CONFIG = Path(
+_CONFIG_NAMED = Path(
     os.environ.get("SALESMART_CONFIG") or REPO_ROOT / "data" / "pipeline_config.yaml"
+)
+# A relative name not found from here is the repository's, as the salesmart command reads it.
+CONFIG = (
+    REPO_ROOT / _CONFIG_NAMED
+    if not _CONFIG_NAMED.is_absolute() and not _CONFIG_NAMED.exists()
+    else _CONFIG_NAMED
 ).resolve()
 EXIT_UNUSABLE = 2  # salesmart: unusable input, which no retry can fix
 

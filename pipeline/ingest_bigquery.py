@@ -367,12 +367,15 @@ def _stand_in_turn(settings: Settings) -> Iterator[None]:
         return
     import fcntl
     import hashlib
+    import urllib.parse
 
-    # By stand-in (its endpoint) and dataset: a load into one folder's stand-in waited
-    # without end behind another folder's frozen one. A new port per start leaves one
-    # more empty file in this user's folder, a few bytes of directory.
+    # By stand-in (its address, localhost as 127.0.0.1) and dataset: a load into one
+    # folder's stand-in waited without end behind another folder's frozen one. A new port
+    # per start leaves one more empty file in this user's folder, a few bytes of directory.
     bq_settings = settings.bigquery
-    named = f"{bq_settings.api_endpoint} {bq_settings.project}.{bq_settings.warehouse_dataset}"
+    where = urllib.parse.urlsplit(bq_settings.api_endpoint)
+    host = "127.0.0.1" if where.hostname in ("localhost", "::1") else where.hostname
+    named = f"{host}:{where.port} {bq_settings.project}.{bq_settings.warehouse_dataset}"
     lock = _TURNS_FOLDER / f"{hashlib.sha256(named.encode()).hexdigest()[:16]}.lock"
     # Re-entrant: a load started inside another's turn in the same thread (the test that
     # injects a concurrent load) takes no second one.
