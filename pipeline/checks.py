@@ -273,6 +273,8 @@ def require_fresh(checks: Sequence[MartCheck]) -> None:
     failed = [check for check in checks if not check.ok]
     if failed:
         # The problems themselves are in each check's own line, printed before this one.
+        targets = ", ".join(c.target for c in failed)
         raise MartCheckError(
-            f"the marts do not match the raw area on {', '.join(c.target for c in failed)}"
+            f"the marts do not match the raw area on {targets} (`salesmart transform` builds"
+            " them again from it)"
         )

@@ -121,7 +121,8 @@ def cmd_transform(args: argparse.Namespace) -> int:
     from pipeline.transform import run_dbt
 
     settings = cli_settings(with_secrets=False)  # dbt masks nothing: ids come masked
-    for target in expand_targets(args.target):
+    targets = expand_targets(args.target)
+    for done, target in enumerate(targets):
         # On a terminal, dbt's latest "N of M" step, as long as the build runs.
         with StatusLine() as status, contextlib.ExitStack() as services:
 
@@ -130,10 +131,17 @@ def cmd_transform(args: argparse.Namespace) -> int:
                 if found:
                     status.show(f"dbt {target}: {found.group(0)}")
 
-            warehouse = enter_warehouses(services, settings, [target])
-            if target == "bigquery":
-                require_bigquery_answers(warehouse)
-            result = run_dbt(target, warehouse, on_line=step)
+            try:
+                warehouse = enter_warehouses(services, settings, [target])
+                if target == "bigquery":
+                    require_bigquery_answers(warehouse)
+                result = run_dbt(target, warehouse, on_line=step)
+            except Exception as exc:
+                left = targets[done + 1 :]
+                if not left:
+                    raise
+                # The DAG builds each warehouse on its own: say which one this did not.
+                raise CliError(f"{_one_line(exc)}; {', '.join(left)} not built") from exc
         print(f"dbt build on {target}: ok ({result.summary()})", flush=True)
     return EXIT_OK
 

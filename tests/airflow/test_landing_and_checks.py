@@ -381,7 +381,10 @@ def test_check_marts_fails_until_the_marts_move(settings: Settings, tmp_path: Pa
     assert done.returncode == 1
     # The problems once, in the target's line; the last line says where (it repeated them).
     assert "pg_sales has 2 rows, raw has 3" in done.stdout
-    assert done.stderr == "salesmart: the marts do not match the raw area on postgres\n"
+    assert done.stderr == (
+        "salesmart: the marts do not match the raw area on postgres (`salesmart transform`"
+        " builds them again from it)\n"
+    )
 
     # After the build they match again; a run with nothing new passes as well.
     run_dbt("postgres", settings, work_dir=tmp_path / "dbt")

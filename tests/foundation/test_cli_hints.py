@@ -66,6 +66,10 @@ def test_transform_on_a_database_never_migrated_says_so(
             "salesmart: the database has no salesmart tables (a database salesmart has not"
             " set up: run `salesmart migrate` first)\n"
         ), command
+    # Both warehouses asked for: the line says which one was not built either.
+    both = run_cli(settings, tmp_path, "transform", "--target", "all")
+    assert both.returncode == 1
+    assert both.stderr.endswith("run `salesmart migrate` first); bigquery not built\n"), both
 
 
 def test_an_empty_user_list_says_so_on_stderr(settings: Settings, tmp_path: Path) -> None:
