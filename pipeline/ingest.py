@@ -345,7 +345,8 @@ def _take_turn(conn: Any, raw: str) -> None:
     except errors.LockNotAvailable:
         conn.run("ROLLBACK TO SAVEPOINT turn")
         print(
-            f"salesmart: waiting for another load into PostgreSQL ({raw}.transactions) to finish",
+            f"salesmart: waiting for {raw}.transactions: another load, or a transaction of"
+            " someone's, holds it",
             file=sys.stderr,
             flush=True,
         )

@@ -262,7 +262,8 @@ def test_a_load_waiting_for_its_turn_says_so(
     loader = threading.Thread(target=lambda: results.append(load(settings, SAMPLE_CSV)))
     loader.start()
     try:
-        assert eventually(lambda: "waiting for another load" in capfd.readouterr().err, 60)
+        said = "waiting for raw.transactions: another load"
+        assert eventually(lambda: said in capfd.readouterr().err, 60)
         assert loader.is_alive()  # it waits for the turn, it does not fail
     finally:
         holder.run("COMMIT")
