@@ -126,6 +126,10 @@ _LIBPQ_URL_REASONS = (
 )
 
 
+def _has_control_character(text: str) -> bool:
+    return any(ord(char) < 32 or ord(char) == 127 for char in text)
+
+
 def parse_dsn(dsn: str) -> PgParams:
     """A ``postgresql://`` URL read by libpq's own parser (psycopg2's): a host in the
     query (``?host=/cloudsql/…``, a Unix socket's folder), escapes and repeated parameters
@@ -142,7 +146,7 @@ def parse_dsn(dsn: str) -> PgParams:
             "SALESMART_DATABASE_URL must start with postgresql:// or postgres:// (a"
             " key=value connection string is not taken)"
         )
-    if any(ord(char) < 32 or ord(char) == 127 for char in dsn):
+    if _has_control_character(dsn):
         raise ConfigError("SALESMART_DATABASE_URL holds a control character (a line end?)")
     try:
         given: dict[str, str] = libpq_parse(dsn)
@@ -154,12 +158,7 @@ def parse_dsn(dsn: str) -> PgParams:
         raise ConfigError(f"SALESMART_DATABASE_URL is not a valid URL{reason}{hint}") from None
     # Decoded (%0A): a line end in the database's name came back cut from the server.
     # The password may hold any byte the server takes.
-    if any(
-        ord(char) < 32 or ord(char) == 127
-        for key, value in given.items()
-        if key != "password"
-        for char in value
-    ):
+    if any(_has_control_character(value) for key, value in given.items() if key != "password"):
         raise ConfigError(
             "SALESMART_DATABASE_URL holds a %-escaped control character (%0A, a line end?)"
             " outside its password"

@@ -199,12 +199,6 @@ def say_if_new_local(settings: Settings, data: Path, what: str, doing: str = "st
         )
 
 
-def require_known_schema(dsn: str) -> None:
-    from pipeline.migrate import require_known_schema as refuse_unknown
-
-    refuse_unknown(dsn)
-
-
 def _folders_embedded(settings: Settings) -> EmbeddedPostgres | None:
     """This folder's embedded server when ``settings.database_url`` names it (a running
     ``up``'s, from its endpoints), else None."""
@@ -228,6 +222,8 @@ def postgres_dsn(
     (not for a deployment, unless ``local_run``: serve). A server started here is migrated
     first, unless ``migrated`` is False (``salesmart migrate``, which says what it applies)."""
     if settings.database_url:
+        from pipeline.migrate import require_known_schema
+
         if not local_run:
             require_deployment_database(settings)
         shared = None if deployment() else _folders_embedded(settings)
